@@ -1,0 +1,39 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from './platform/config.ts';
+import type { Database } from './platform/db/database.ts';
+import { registerHealthRoutes } from './platform/http/health.ts';
+import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
+import { pingRedis, type Redis } from './platform/redis.ts';
+
+/** What a module contributes to the HTTP surface: an encapsulated plugin mounted under a prefix. */
+export interface ModuleRoutes {
+  name: string;
+  prefix: string;
+  plugin: FastifyPluginAsync<any>;
+}
+
+export interface AppDeps {
+  config: Config;
+  logger: Logger;
+  db: Database;
+  redis?: Redis;
+  lifecycle: LifecycleState;
+  modules: ModuleRoutes[];
+}
+
+/** Platform plugins first, then each module's routes. No business logic lives here. */
+export async function buildApp(deps: AppDeps): Promise<App> {
+  const app = await createHttpServer({ config: deps.config, logger: deps.logger, lifecycle: deps.lifecycle });
+  const redis = deps.redis;
+  registerHealthRoutes(app, {
+    lifecycle: deps.lifecycle,
+    checks: { database: () => deps.db.ping() },
+    optionalChecks: redis ? { redis: () => pingRedis(redis) } : {},
+  });
+  for (const mod of deps.modules) {
+    await app.register(mod.plugin, { prefix: mod.prefix });
+  }
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,136 @@
+import path from 'node:path';
+
+/**
+ * All configuration, read once from the environment and validated before anything starts.
+ * A bad value throws ConfigError whose message is one line naming the variable.
+ */
+export interface Config {
+  nodeEnv: 'development' | 'production' | 'test';
+  role: 'all' | 'api' | 'worker';
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  /** Optional separate login for the app role (no owner, no BYPASSRLS); recommended with PgBouncer. */
+  databaseAppUrl: string | undefined;
+  databaseReplicaUrls: string[];
+  databasePoolMax: number;
+  redisUrl: string | undefined;
+  /** Prefix for every Redis key Plinth writes, so several deployments (or test runs) can share one Redis. */
+  redisPrefix: string;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  shutdownGraceMs: number;
+  /** Time between readiness flipping to 503 and the listener closing, so load balancers stop routing first. */
+  shutdownDelayMs: number;
+  bodyLimitBytes: number;
+  requestTimeoutMs: number;
+  slowQueryMs: number;
+  trustProxy: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`Invalid configuration: ${variable} ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = str(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be an integer between ${min} and ${max} (got "${raw}")`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(name, `must be an integer between ${min} and ${max} (got ${n})`);
+  return n;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = str(env, name);
+  if (raw === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(name, `must be one of ${allowed.join(', ')} (got "${raw}")`);
+  }
+  return raw as T;
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+  const raw = str(env, name);
+  if (raw === undefined) return undefined;
+  return checkUrl(name, raw, protocols);
+}
+
+function checkUrl(name: string, raw: string, protocols: string[]): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `must be a URL like ${protocols[0]}//host:port/... (could not parse it)`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `must use ${protocols.join(' or ')} (got ${parsed.protocol})`);
+  }
+  return raw;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = str(env, name);
+  if (raw === undefined) return fallback;
+  if (['1', 'true', 'yes'].includes(raw.toLowerCase())) return true;
+  if (['0', 'false', 'no'].includes(raw.toLowerCase())) return false;
+  throw new ConfigError(name, `must be true or false (got "${raw}")`);
+}
+
+const PG = ['postgres:', 'postgresql:'];
+
+export function loadConfig(env: Env = process.env): Config {
+  const nodeEnv = oneOf(env, 'NODE_ENV', ['development', 'production', 'test'] as const, 'development');
+  const production = nodeEnv === 'production';
+  const databaseUrl = url(env, 'DATABASE_URL', PG);
+  const redisUrl = url(env, 'REDIS_URL', ['redis:', 'rediss:']);
+  if (production && !databaseUrl) {
+    throw new ConfigError('DATABASE_URL', 'is required when NODE_ENV=production (the embedded PGlite database is for development only)');
+  }
+  if (production && !redisUrl) {
+    throw new ConfigError('REDIS_URL', 'is required when NODE_ENV=production (in-memory cache, limits and queues are single-process only)');
+  }
+  const replicas = (str(env, 'DATABASE_REPLICA_URLS') ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((u) => checkUrl('DATABASE_REPLICA_URLS', u, PG));
+  if (replicas.length > 0 && !databaseUrl) {
+    throw new ConfigError('DATABASE_REPLICA_URLS', 'needs DATABASE_URL as well (replicas are for the Postgres mode)');
+  }
+  const redisPrefix = str(env, 'REDIS_PREFIX') ?? 'plinth:';
+  if (!/^[A-Za-z0-9:_.-]{1,64}$/.test(redisPrefix)) {
+    throw new ConfigError('REDIS_PREFIX', 'must be 1-64 characters of letters, digits, ":", "_", "." or "-"');
+  }
+
+  return {
+    nodeEnv,
+    role: oneOf(env, 'PLINTH_ROLE', ['all', 'api', 'worker'] as const, 'all'),
+    port: int(env, 'PORT', 3000, 0, 65535),
+    host: str(env, 'HOST') ?? (production ? '0.0.0.0' : '127.0.0.1'),
+    dataDir: path.resolve(str(env, 'PLINTH_DATA_DIR') ?? './.plinth'),
+    databaseUrl,
+    databaseAppUrl: url(env, 'DATABASE_APP_URL', PG),
+    databaseReplicaUrls: replicas,
+    databasePoolMax: int(env, 'DATABASE_POOL_MAX', 10, 1, 1000),
+    redisUrl,
+    redisPrefix,
+    logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
+    shutdownGraceMs: int(env, 'SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    shutdownDelayMs: int(env, 'SHUTDOWN_DELAY_MS', 0, 0, 120_000),
+    bodyLimitBytes: int(env, 'BODY_LIMIT_BYTES', 1_048_576, 1024, 104_857_600),
+    requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),
+    slowQueryMs: int(env, 'SLOW_QUERY_MS', 200, 0, 600_000),
+    trustProxy: bool(env, 'TRUST_PROXY', false),
+  };
+}

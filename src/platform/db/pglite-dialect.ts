@@ -1,0 +1,127 @@
+import type { PGlite } from '@electric-sql/pglite';
+import {
+  CompiledQuery,
+  PostgresAdapter,
+  PostgresIntrospector,
+  PostgresQueryCompiler,
+  type DatabaseConnection,
+  type Dialect,
+  type Driver,
+  type Kysely,
+  type QueryResult,
+  type TransactionSettings,
+} from 'kysely';
+
+/**
+ * PGlite has exactly one connection. Kysely holds a connection for a whole transaction, so every
+ * acquisition goes through this FIFO lock: transactions run one after another, never interleaved.
+ * Owner and app dialects over the same PGlite share one lock.
+ */
+export function createConnectionLock() {
+  let tail: Promise<void> = Promise.resolve();
+  return {
+    acquire(): Promise<() => void> {
+      let release!: () => void;
+      const next = new Promise<void>((resolve) => (release = resolve));
+      const ready = tail.then(() => release);
+      tail = tail.then(() => next);
+      return ready;
+    },
+  };
+}
+
+export type ConnectionLock = ReturnType<typeof createConnectionLock>;
+
+interface PgliteSession {
+  /** The role the single connection currently runs as; null means the owner (superuser). */
+  currentRole: string | null;
+}
+
+export function createPgliteDialect(opts: {
+  pglite: PGlite;
+  lock: ConnectionLock;
+  session: PgliteSession;
+  /** Role this dialect's queries run as; null = owner. */
+  role: string | null;
+}): Dialect {
+  return {
+    createAdapter: () => new PostgresAdapter(),
+    createQueryCompiler: () => new PostgresQueryCompiler(),
+    createIntrospector: (db: Kysely<any>) => new PostgresIntrospector(db),
+    createDriver: () => createPgliteDriver(opts),
+  };
+}
+
+function createPgliteDriver(opts: {
+  pglite: PGlite;
+  lock: ConnectionLock;
+  session: PgliteSession;
+  role: string | null;
+}): Driver {
+  const releases = new WeakMap<DatabaseConnection, () => void>();
+
+  const connection: DatabaseConnection = {
+    async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+      const result = await opts.pglite.query<R>(compiled.sql, compiled.parameters as unknown[]);
+      return {
+        rows: result.rows,
+        numAffectedRows: result.affectedRows === undefined ? undefined : BigInt(result.affectedRows),
+      };
+    },
+    // eslint-disable-next-line require-yield
+    async *streamQuery(): AsyncIterableIterator<QueryResult<any>> {
+      throw new Error('streamQuery is not supported by the PGlite driver');
+    },
+  };
+
+  return {
+    async init() {},
+    async acquireConnection() {
+      const release = await opts.lock.acquire();
+      try {
+        if (opts.session.currentRole !== opts.role) {
+          await opts.pglite.exec(opts.role === null ? 'RESET ROLE' : `SET ROLE ${opts.role}`);
+          opts.session.currentRole = opts.role;
+        }
+      } catch (err) {
+        release();
+        throw err;
+      }
+      // One connection object per acquisition so the WeakMap keys the right release function.
+      const conn = Object.create(connection) as DatabaseConnection;
+      releases.set(conn, release);
+      return conn;
+    },
+    async beginTransaction(conn: DatabaseConnection, settings: TransactionSettings) {
+      const parts = ['begin'];
+      if (settings.isolationLevel) parts.push(`isolation level ${settings.isolationLevel}`);
+      if (settings.accessMode) parts.push(settings.accessMode);
+      await conn.executeQuery(CompiledQuery.raw(parts.join(' ')));
+    },
+    async commitTransaction(conn: DatabaseConnection) {
+      await conn.executeQuery(CompiledQuery.raw('commit'));
+    },
+    async rollbackTransaction(conn: DatabaseConnection) {
+      await conn.executeQuery(CompiledQuery.raw('rollback'));
+    },
+    async savepoint(conn, name) {
+      await conn.executeQuery(savepointCommand('savepoint', name));
+    },
+    async rollbackToSavepoint(conn, name) {
+      await conn.executeQuery(savepointCommand('rollback to savepoint', name));
+    },
+    async releaseSavepoint(conn, name) {
+      await conn.executeQuery(savepointCommand('release savepoint', name));
+    },
+    async releaseConnection(conn: DatabaseConnection) {
+      releases.get(conn)?.();
+      releases.delete(conn);
+    },
+    async destroy() {},
+  };
+}
+
+function savepointCommand(command: string, name: string): CompiledQuery {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`invalid savepoint name ${name}`);
+  return CompiledQuery.raw(`${command} ${name}`);
+}

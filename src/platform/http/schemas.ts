@@ -1,0 +1,26 @@
+import { Type, type TSchema } from '@sinclair/typebox';
+
+/** RFC 9457 problem details, the body of every error response. */
+export const ProblemSchema = Type.Object(
+  {
+    type: Type.String({ format: 'uri', description: 'Identifies the problem type' }),
+    title: Type.String(),
+    status: Type.Integer({ minimum: 400, maximum: 599 }),
+    detail: Type.String(),
+    code: Type.String({ description: "Stable machine-readable code, e.g. 'PROJECTS.TASK_NOT_FOUND'" }),
+    requestId: Type.String(),
+    instance: Type.Optional(Type.String()),
+    errors: Type.Optional(
+      Type.Array(Type.Object({ in: Type.String(), path: Type.String(), message: Type.String() }), {
+        description: 'Validation failures, for HTTP.VALIDATION_FAILED',
+      }),
+    ),
+  },
+  { $id: 'Problem', additionalProperties: true, description: 'RFC 9457 problem details' },
+);
+
+export const Uuid = (description?: string) => Type.String({ format: 'uuid', description });
+
+/** A list page: `{ data, nextCursor }`; nextCursor is null on the last page. */
+export const Page = <T extends TSchema>(item: T) =>
+  Type.Object({ data: Type.Array(item), nextCursor: Type.Union([Type.String(), Type.Null()]) });

@@ -2,6 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
+import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
 import { pingRedis, type Redis } from './platform/redis.ts';
@@ -20,6 +21,8 @@ export interface AppDeps {
   redis?: Redis;
   lifecycle: LifecycleState;
   modules: ModuleRoutes[];
+  /** From the identity module: turns a bearer token into a principal and org access. */
+  authenticator: Authenticator;
 }
 
 /** Platform plugins first, then each module's routes. No business logic lives here. */
@@ -31,6 +34,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     checks: { database: () => deps.db.ping() },
     optionalChecks: redis ? { redis: () => pingRedis(redis) } : {},
   });
+  registerAuthorization(app, deps.authenticator);
   for (const mod of deps.modules) {
     await app.register(mod.plugin, { prefix: mod.prefix });
   }

@@ -1,14 +1,16 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { buildApp } from './app.ts';
+import { buildApp, type ModuleRoutes } from './app.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
+import { denyAllAuthenticator, type Authenticator } from './platform/http/auth.ts';
 import type { App } from './platform/http/server.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 
+/** Everything a module may be given: the platform kernel, opened once per process. */
 export interface Platform {
   config: Config;
   logger: Logger;
@@ -40,11 +42,26 @@ export async function openPlatform(env: Record<string, string | undefined> = pro
   return { config, logger, db, redis, lifecycle };
 }
 
-/** The API role: platform, modules, HTTP listener. */
-export async function startApi(platform: Platform): Promise<App> {
+export interface Modules {
+  routes: ModuleRoutes[];
+  authenticator: Authenticator;
+}
+
+/** Wires the modules to the platform and to each other's facades, explicitly, in dependency order. */
+export function createModules(_platform: Platform): Modules {
+  return { routes: [], authenticator: denyAllAuthenticator };
+}
+
+/** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
+export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
   const { config, logger, db, redis, lifecycle } = platform;
-  const app = await buildApp({ config, logger, db, redis, lifecycle: lifecycle.state, modules: [] });
-  lifecycle.onShutdown({ name: 'http', close: () => app.close() });
-  await app.listen({ port: config.port, host: config.host });
+  return buildApp({ config, logger, db, redis, lifecycle: lifecycle.state, modules: modules.routes, authenticator: modules.authenticator });
+}
+
+/** The API role: modules, HTTP listener, closed first on shutdown. */
+export async function startApi(platform: Platform): Promise<App> {
+  const app = await createApiApp(platform);
+  platform.lifecycle.onShutdown({ name: 'http', close: () => app.close() });
+  await app.listen({ port: platform.config.port, host: platform.config.host });
   return app;
 }

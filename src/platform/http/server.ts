@@ -60,6 +60,8 @@ export async function createHttpServer(opts: {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
+  // JSON only: a text/plain body is a client mistake (415), not a string to validate.
+  app.removeContentTypeParser('text/plain');
   app.addSchema(ProblemSchema);
   app.setErrorHandler(errorHandler);
 
@@ -100,6 +102,13 @@ export async function createHttpServer(opts: {
       reply.header('connection', 'close').header('retry-after', '1');
       return sendProblem(reply, 503, 'HTTP.SHUTTING_DOWN', 'This instance is shutting down; retry the request');
     }
+  });
+
+  // While draining, each response closes its connection so keep-alive clients reconnect to another
+  // instance and the listener can close without waiting for idle sockets to time out.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (lifecycle.draining) reply.header('connection', 'close');
+    return payload;
   });
 
   app.addHook('onResponse', async (request, reply) => {

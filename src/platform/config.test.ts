@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config.ts';
+
+describe('config', () => {
+  it('defaults to the embedded mode on 127.0.0.1:3000', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ port: 3000, host: '127.0.0.1', databaseUrl: undefined, redisUrl: undefined, shutdownGraceMs: 10_000 });
+    expect(c.dataDir).toMatch(/\.plinth$/);
+  });
+
+  it.each([
+    [{ PORT: 'abc' }, /^Invalid configuration: PORT must be an integer/],
+    [{ PORT: '70000' }, /PORT must be an integer between 0 and 65535/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL must use postgres:/],
+    [{ DATABASE_URL: 'not a url' }, /DATABASE_URL must be a URL/],
+    [{ REDIS_URL: 'http://x' }, /REDIS_URL must use redis:/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of/],
+    [{ SHUTDOWN_GRACE_MS: '-1' }, /SHUTDOWN_GRACE_MS/],
+    [{ DATABASE_REPLICA_URLS: 'postgres://r1/db' }, /DATABASE_REPLICA_URLS needs DATABASE_URL/],
+    [{ NODE_ENV: 'production', REDIS_URL: 'redis://x' }, /DATABASE_URL is required when NODE_ENV=production/],
+    [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://x/db' }, /REDIS_URL is required when NODE_ENV=production/],
+  ])('refuses %j with one line naming the variable', (env, message) => {
+    let error: unknown;
+    try {
+      loadConfig(env);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toMatch(message);
+    expect((error as Error).message).not.toContain('\n');
+  });
+
+  it('binds 0.0.0.0 in production and parses replicas', () => {
+    const c = loadConfig({
+      NODE_ENV: 'production',
+      DATABASE_URL: 'postgres://p/db',
+      DATABASE_REPLICA_URLS: 'postgres://r1/db, postgres://r2/db',
+      REDIS_URL: 'redis://127.0.0.1:6379',
+    });
+    expect(c.host).toBe('0.0.0.0');
+    expect(c.databaseReplicaUrls).toEqual(['postgres://r1/db', 'postgres://r2/db']);
+  });
+});

@@ -1,0 +1,101 @@
+import type { FastifyRequest } from 'fastify';
+import { AppError } from './errors.ts';
+import type { App } from './server.ts';
+
+/** Who is calling. Produced by the identity module's Authenticator; read by every other module. */
+export interface Principal {
+  kind: 'user' | 'api_key';
+  /** The user; for an API key, the user who created it. */
+  userId: string;
+  sessionId?: string;
+  apiKeyId?: string;
+  /** An API key belongs to exactly one org and can act only there. */
+  apiKeyOrgId?: string;
+  isPlatformAdmin: boolean;
+}
+
+/** The caller's standing in the org named by the route's `orgId`: the tenant context of the request. */
+export interface OrgAccess {
+  orgId: string;
+  role: string;
+  permissions: ReadonlySet<string>;
+}
+
+/** Implemented by the identity module; the kernel only enforces what routes declare. */
+export interface Authenticator {
+  /** null when there is no credential or it is unknown, expired or revoked. */
+  authenticate(request: FastifyRequest): Promise<Principal | null>;
+  /** null when the principal has no membership in the org (or the org does not exist): answered as 404. */
+  resolveAccess(principal: Principal, orgId: string): Promise<OrgAccess | null>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+    access?: OrgAccess;
+  }
+}
+
+/** Declared permissions that need no org: any signed-in principal, or a platform operator. */
+export const AUTHENTICATED = 'authenticated';
+export const PLATFORM_ADMIN = 'platform:admin';
+
+/** The principal of an authorized request; throws if a route forgot to declare its permission. */
+export function principalOf(request: FastifyRequest): Principal {
+  if (!request.principal) throw new AppError('AUTH.UNAUTHENTICATED', 401, 'Authentication required');
+  return request.principal;
+}
+
+/** The org access of an authorized org-scoped request. */
+export function accessOf(request: FastifyRequest): OrgAccess {
+  if (!request.access) throw new AppError('AUTH.UNAUTHENTICATED', 401, 'Authentication required');
+  return request.access;
+}
+
+const unauthenticated = () =>
+  new AppError('AUTH.UNAUTHENTICATED', 401, 'A valid bearer token is required', {}, { 'www-authenticate': 'Bearer' });
+
+/**
+ * Every /v1 route must declare `config.permission` or `config.public` — registering one that does not
+ * fails at start-up. On each request: authenticate (401), resolve the org from `:orgId` (404 when the
+ * caller is not a member, so other tenants' ids reveal nothing), then check the permission (403).
+ */
+export function registerAuthorization(app: App, authenticator: Authenticator): void {
+  app.addHook('onRoute', (route) => {
+    if (!route.url.startsWith('/v1') || route.config?.public) return;
+    const permission = route.config?.permission;
+    if (!permission) {
+      throw new Error(`Route ${String(route.method)} ${route.url} declares neither config.permission nor config.public`);
+    }
+    if (permission !== AUTHENTICATED && permission !== PLATFORM_ADMIN && !route.url.includes(':orgId')) {
+      throw new Error(`Route ${String(route.method)} ${route.url} needs permission ${permission} but has no :orgId`);
+    }
+  });
+
+  app.addHook('preHandler', async (request) => {
+    const config = request.routeOptions.config;
+    if (!request.routeOptions.url?.startsWith('/v1') || config.public) return;
+    const principal = await authenticator.authenticate(request);
+    if (!principal) throw unauthenticated();
+    request.principal = principal;
+    const permission = config.permission!;
+    if (permission === AUTHENTICATED) return;
+    if (permission === PLATFORM_ADMIN) {
+      if (!principal.isPlatformAdmin) throw new AppError('AUTH.FORBIDDEN', 403, 'Platform administrators only');
+      return;
+    }
+    const orgId = (request.params as Record<string, string>).orgId!;
+    const access = await authenticator.resolveAccess(principal, orgId);
+    if (!access) throw new AppError('ORG.NOT_FOUND', 404, 'Organization not found');
+    if (!access.permissions.has(permission)) {
+      throw new AppError('AUTH.FORBIDDEN', 403, `This action needs the permission ${permission}`, { permission });
+    }
+    request.access = access;
+  });
+}
+
+/** Used until an identity module is wired: every protected route answers 401. */
+export const denyAllAuthenticator: Authenticator = {
+  authenticate: async () => null,
+  resolveAccess: async () => null,
+};

@@ -1,0 +1,36 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+
+function depcruise(dir: string) {
+  const res = spawnSync(
+    process.execPath,
+    [path.join(ROOT, 'node_modules/dependency-cruiser/bin/dependency-cruise.mjs'), 'src', '--config', path.join(ROOT, '.dependency-cruiser.cjs'), '--output-type', 'err'],
+    { cwd: path.join(ROOT, dir), encoding: 'utf8' },
+  );
+  return { code: res.status, output: `${res.stdout}${res.stderr}` };
+}
+
+describe('module boundaries (dependency-cruiser, as run by npm run lint)', () => {
+  it('fails on a deep import into another module and on platform → module', () => {
+    const res = depcruise('test/fixtures/boundaries/bad');
+    expect(res.code).not.toBe(0);
+    expect(res.output).toContain('module-through-index-only');
+    expect(res.output).toContain('src/modules/alpha/alpha.service.ts → src/modules/beta/beta.repo.ts');
+    expect(res.output).toContain('platform-not-to-modules');
+  });
+
+  it('passes when modules use each other only through index.ts', () => {
+    const res = depcruise('test/fixtures/boundaries/good');
+    expect(res.output).not.toContain('error');
+    expect(res.code).toBe(0);
+  });
+
+  it('the real source tree is clean', () => {
+    const res = depcruise('.');
+    expect(res.output).not.toMatch(/error /);
+    expect(res.code).toBe(0);
+  });
+});

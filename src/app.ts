@@ -5,6 +5,7 @@ import type { Database } from './platform/db/database.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
+import { registerObservability } from './platform/observability/http-observability.ts';
 import { pingRedis, type Redis } from './platform/redis.ts';
 
 /** What a module contributes to the HTTP surface: an encapsulated plugin mounted under a prefix. */
@@ -28,6 +29,8 @@ export interface AppDeps {
 /** Platform plugins first, then each module's routes. No business logic lives here. */
 export async function buildApp(deps: AppDeps): Promise<App> {
   const app = await createHttpServer({ config: deps.config, logger: deps.logger, lifecycle: deps.lifecycle });
+  // First, so every route after it is measured (and /readyz reports readiness).
+  registerObservability(app, { db: deps.db, metricsToken: deps.config.metricsToken });
   const redis = deps.redis;
   registerHealthRoutes(app, {
     lifecycle: deps.lifecycle,

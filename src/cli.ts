@@ -3,7 +3,16 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError } from './platform/config.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
-import { openPlatform, startApi } from './main.ts';
+import { registerTracing } from './platform/observability/tracing-config.ts';
+
+/**
+ * Tracing must patch http/fastify/pg/ioredis before they are loaded, so it starts first (a no-op unless
+ * OTEL_* asks for it) and the composition root, which imports them, is loaded only afterwards.
+ */
+async function loadMain() {
+  await registerTracing();
+  return import('./main.ts');
+}
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
@@ -14,6 +23,7 @@ async function run(argv: string[]): Promise<number> {
   const [command] = argv;
   switch (command) {
     case 'start': {
+      const { openPlatform, startApi } = await loadMain();
       const platform = await openPlatform();
       const app = await startApi(platform);
       installSignalHandlers(platform.lifecycle, platform.logger);
@@ -25,6 +35,7 @@ async function run(argv: string[]): Promise<number> {
       return -1; // keep running until a signal
     }
     case 'migrate': {
+      const { openPlatform } = await import('./main.ts');
       const platform = await openPlatform();
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;

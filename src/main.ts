@@ -8,6 +8,8 @@ import type { App } from './platform/http/server.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
+import { createQueryObserver } from './platform/observability/query-observer.ts';
+import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
@@ -24,12 +26,15 @@ export async function openPlatform(env: Record<string, string | undefined> = pro
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
+  // Registered first so it closes last: spans from the rest of the shutdown are still exported.
+  lifecycle.onShutdown({ name: 'tracing', close: shutdownTracing });
   const db = await openDatabase({
     databaseUrl: config.databaseUrl,
     databaseAppUrl: config.databaseAppUrl,
     replicaUrls: config.databaseReplicaUrls,
     poolMax: config.databasePoolMax,
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
+    onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
   await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });

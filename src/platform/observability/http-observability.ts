@@ -1,0 +1,119 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { AppError } from '../http/errors.ts';
+import type { App } from '../http/server.ts';
+import {
+  httpRequestDuration,
+  httpRequestsInFlight,
+  METRICS_CONTENT_TYPE,
+  readinessStatus,
+  readinessTransitions,
+  registerPoolMetrics,
+  scrape,
+  startDefaultMetrics,
+  type PoolSource,
+} from './metrics.ts';
+
+export interface ObservabilityOptions {
+  /** The database whose pool is reported (`plinth_db_pool_*`). */
+  db: PoolSource;
+  /** When set, GET /metrics requires `Authorization: Bearer <token>` (METRICS_TOKEN). */
+  metricsToken?: string;
+}
+
+const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+type Child = ReturnType<typeof httpRequestDuration.labels>;
+
+/** Histogram children by method+route+class, so the hot path skips prom-client's label hashing. */
+const children = new Map<string, Child>();
+
+function observeRequest(method: string, route: string, status: number, seconds: number): void {
+  const cls = STATUS_CLASS[Math.min(5, Math.floor(status / 100))] ?? '5xx';
+  const key = `${method} ${cls} ${route}`;
+  let child = children.get(key);
+  if (!child) {
+    child = httpRequestDuration.labels(method, route, cls);
+    children.set(key, child);
+  }
+  child.observe(seconds);
+}
+
+function onResponseClosed(): void {
+  httpRequestsInFlight.dec();
+}
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  if (!header?.startsWith('Bearer ')) return false;
+  const given = Buffer.from(header.slice(7));
+  const expected = Buffer.from(token);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+/**
+ * Metrics, log context and readiness signals for the HTTP kernel. Register right after
+ * createHttpServer, before any other route, so every route is measured:
+ * - `plinth_http_request_duration_seconds{method,route,status_class}` with the route *template*
+ *   (`/v1/orgs/:orgId/projects`), `unmatched` for 404s — never the raw URL;
+ * - `plinth_http_requests_in_flight`, decremented when the response closes (also on client abort);
+ * - `plinth_readiness_status` / `_transitions_total` from each /readyz answer;
+ * - log lines of a request carry `userId` and `tenantId` once the kernel has authenticated it;
+ * - GET /metrics (Prometheus text), optionally behind a bearer token.
+ */
+export function registerObservability(app: App, opts: ObservabilityOptions): void {
+  startDefaultMetrics();
+  const unregisterPool = registerPoolMetrics(opts.db);
+  app.addHook('onClose', async () => unregisterPool());
+
+  app.addHook('onRequest', (request, reply, done) => {
+    httpRequestsInFlight.inc();
+    reply.raw.on('close', onResponseClosed);
+    done();
+  });
+
+  app.addHook('onResponse', (request, reply, done) => {
+    const method = KNOWN_METHODS.has(request.method) ? request.method : 'OTHER';
+    observeRequest(method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+    done();
+  });
+
+  // Who the request acted for, on every log line written from here on (including 'request completed').
+  // The kernel authenticates in a preHandler; onSend runs for every answer, errors (403) included.
+  app.addHook('onSend', (request, _reply, payload, done) => {
+    const principal = request.principal;
+    if (principal) {
+      request.log = request.log.child(
+        request.access ? { userId: principal.userId, tenantId: request.access.orgId } : { userId: principal.userId },
+      );
+    }
+    done(null, payload);
+  });
+
+  let lastReady: boolean | undefined;
+  app.addHook('onRoute', (route) => {
+    if (route.url !== '/readyz') return;
+    const existing = route.onResponse ? (Array.isArray(route.onResponse) ? route.onResponse : [route.onResponse]) : [];
+    route.onResponse = [
+      ...existing,
+      async (_request: FastifyRequest, reply: FastifyReply) => {
+        const ready = reply.statusCode < 400;
+        readinessStatus.set(ready ? 1 : 0);
+        if (lastReady !== undefined && lastReady !== ready) readinessTransitions.inc();
+        lastReady = ready;
+      },
+    ];
+  });
+
+  app.get(
+    '/metrics',
+    { schema: { hide: true }, config: { public: true }, logLevel: 'warn' },
+    async (request, reply) => {
+      if (opts.metricsToken && !tokenMatches(request.headers.authorization, opts.metricsToken)) {
+        throw new AppError('METRICS.UNAUTHORIZED', 401, 'A valid metrics bearer token is required', {}, { 'www-authenticate': 'Bearer' });
+      }
+      const body = await scrape();
+      return reply.type(METRICS_CONTENT_TYPE).header('cache-control', 'no-store').send(body);
+    },
+  );
+}

@@ -6,7 +6,7 @@ import { openDatabase, type Database } from './platform/db/database.ts';
 import { denyAllAuthenticator, type Authenticator } from './platform/http/auth.ts';
 import type { App } from './platform/http/server.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
-import { migrate } from './platform/migrate/migrator.ts';
+import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 
@@ -20,7 +20,10 @@ export interface Platform {
 }
 
 /** Config → logger → database (migrated) → Redis. Shared by every process role. */
-export async function openPlatform(env: Record<string, string | undefined> = process.env): Promise<Platform> {
+export async function openPlatform(
+  env: Record<string, string | undefined> = process.env,
+  opts: { migrate?: boolean } = {},
+): Promise<Platform> {
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
@@ -32,7 +35,11 @@ export async function openPlatform(env: Record<string, string | undefined> = pro
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
-  await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
+  if (opts.migrate ?? config.migrateOnStart) {
+    await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
+  } else {
+    await checkMigrations(db.owner);
+  }
   let redis: Redis | undefined;
   if (config.redisUrl) {
     const client = createRedis(config.redisUrl);

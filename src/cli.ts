@@ -36,7 +36,7 @@ async function run(argv: string[]): Promise<number> {
     }
     case 'migrate': {
       const { openPlatform } = await import('./main.ts');
-      const platform = await openPlatform();
+      const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
     }
@@ -51,9 +51,9 @@ async function run(argv: string[]): Promise<number> {
   }
 }
 
-async function main(): Promise<void> {
+export async function runCli(argv: string[]): Promise<void> {
   try {
-    const code = await run(process.argv.slice(2));
+    const code = await run(argv);
     if (code >= 0) process.exit(code);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof MigrationError) {
@@ -65,4 +65,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) void main();
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) void runCli(process.argv.slice(2));

@@ -28,6 +28,8 @@ export interface Config {
   trustProxy: boolean;
   /** When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. */
   metricsToken: string | undefined;
+  /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
+  migrateOnStart: boolean;
 }
 
 export class ConfigError extends Error {
@@ -141,5 +143,6 @@ export function loadConfig(env: Env = process.env): Config {
     slowQueryMs: int(env, 'SLOW_QUERY_MS', 200, 0, 600_000),
     trustProxy: bool(env, 'TRUST_PROXY', false),
     metricsToken: metricsToken(env),
+    migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
   };
 }

@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import { trace } from '@opentelemetry/api';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../http/errors.ts';
 import type { App } from '../http/server.ts';
@@ -44,6 +45,29 @@ function onResponseClosed(): void {
   httpRequestsInFlight.dec();
 }
 
+const kLogBound = 'plinthLogBound';
+declare module 'fastify' {
+  interface FastifyRequest {
+    [kLogBound]: boolean;
+  }
+}
+
+function bindPrincipal(request: FastifyRequest, reply: FastifyReply): void {
+  const principal = request.principal;
+  if (!principal || request[kLogBound]) return;
+  request[kLogBound] = true;
+  const tenantId = request.access?.orgId;
+  const ids = tenantId ? { userId: principal.userId, tenantId } : { userId: principal.userId };
+  request.log = request.log.child(ids);
+  reply.log = request.log;
+  trace.getActiveSpan()?.setAttributes(tenantId ? { 'enduser.id': principal.userId, 'plinth.tenant.id': tenantId } : { 'enduser.id': principal.userId });
+}
+
+function bindPrincipalHook(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+  bindPrincipal(request, reply);
+  done();
+}
+
 function tokenMatches(header: string | undefined, token: string): boolean {
   if (!header?.startsWith('Bearer ')) return false;
   const given = Buffer.from(header.slice(7));
@@ -78,15 +102,17 @@ export function registerObservability(app: App, opts: ObservabilityOptions): voi
     done();
   });
 
-  // Who the request acted for, on every log line written from here on (including 'request completed').
-  // The kernel authenticates in a preHandler; onSend runs for every answer, errors (403) included.
-  app.addHook('onSend', (request, _reply, payload, done) => {
-    const principal = request.principal;
-    if (principal) {
-      request.log = request.log.child(
-        request.access ? { userId: principal.userId, tenantId: request.access.orgId } : { userId: principal.userId },
-      );
-    }
+  // Who the request acted for, on every later log line of the request (handler logs and the final
+  // 'request completed') and on its span. The kernel authenticates in a global preHandler; a route-level
+  // preHandler runs after it, and onSend catches answers that ended early (403) with a principal known.
+  app.decorateRequest(kLogBound, false);
+  app.addHook('onRoute', (route) => {
+    if (!route.config?.permission) return;
+    const existing = route.preHandler ? (Array.isArray(route.preHandler) ? route.preHandler : [route.preHandler]) : [];
+    route.preHandler = [...existing, bindPrincipalHook];
+  });
+  app.addHook('onSend', (request, reply, payload, done) => {
+    bindPrincipal(request, reply);
     done(null, payload);
   });
 

@@ -79,8 +79,9 @@ export function startTracing(opts: TracingOptions = {}): TracingHandle {
       }),
       new UndiciInstrumentation(),
       // Statement text only; parameter values are never recorded (enhancedDatabaseReporting stays off).
-      new PgInstrumentation({ enhancedDatabaseReporting: false }),
-      new IORedisInstrumentation(),
+      // Queries outside any traced work (health pings, pollers) would each start a one-span trace.
+      new PgInstrumentation({ enhancedDatabaseReporting: false, requireParentSpan: true }),
+      new IORedisInstrumentation({ requireParentSpan: true }),
       new FastifyOtelInstrumentation({
         registerOnInitialization: true,
         ignorePaths: (route) => UNTRACED_PATHS.has(pathOf(route.url)),

@@ -11,7 +11,7 @@ async function exportedSeries(): Promise<Set<string>> {
   startDefaultMetrics();
   const names = new Set<string>();
   for (const m of await registry.getMetricsAsJSON()) {
-    if (m.type === 'histogram') for (const s of ['_bucket', '_count', '_sum']) names.add(m.name + s);
+    if (String(m.type) === 'histogram') for (const s of ['_bucket', '_count', '_sum']) names.add(m.name + s);
     else names.add(m.name);
   }
   return names;

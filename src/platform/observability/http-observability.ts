@@ -4,9 +4,9 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../http/errors.ts';
 import type { App } from '../http/server.ts';
 import {
-  httpRequestDuration,
   httpRequestsInFlight,
   METRICS_CONTENT_TYPE,
+  observeHttpRequest,
   readinessStatus,
   readinessTransitions,
   registerPoolMetrics,
@@ -20,25 +20,6 @@ export interface ObservabilityOptions {
   db: PoolSource;
   /** When set, GET /metrics requires `Authorization: Bearer <token>` (METRICS_TOKEN). */
   metricsToken?: string;
-}
-
-const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
-const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
-
-type Child = ReturnType<typeof httpRequestDuration.labels>;
-
-/** Histogram children by method+route+class, so the hot path skips prom-client's label hashing. */
-const children = new Map<string, Child>();
-
-function observeRequest(method: string, route: string, status: number, seconds: number): void {
-  const cls = STATUS_CLASS[Math.min(5, Math.floor(status / 100))] ?? '5xx';
-  const key = `${method} ${cls} ${route}`;
-  let child = children.get(key);
-  if (!child) {
-    child = httpRequestDuration.labels(method, route, cls);
-    children.set(key, child);
-  }
-  child.observe(seconds);
 }
 
 function onResponseClosed(): void {
@@ -97,8 +78,7 @@ export function registerObservability(app: App, opts: ObservabilityOptions): voi
   });
 
   app.addHook('onResponse', (request, reply, done) => {
-    const method = KNOWN_METHODS.has(request.method) ? request.method : 'OTHER';
-    observeRequest(method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+    observeHttpRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
     done();
   });
 

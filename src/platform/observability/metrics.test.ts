@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { createLogger } from './logger.ts';
-import { registerJobMetrics, registerOutboxMetrics } from './metrics.ts';
+import { createFastHistogram, registerJobMetrics, registerOutboxMetrics, registry } from './metrics.ts';
 import { createQueryObserver } from './query-observer.ts';
 
 const TOKEN = 'scrape-token-0123456789';
@@ -155,5 +155,20 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
     }
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
     expect(sample(await scrape(), 'plinth_readiness_transitions_total')).toBe(before + 2);
+  });
+
+  it('the hot-path histogram exports cumulative buckets with Prometheus le semantics', async () => {
+    const h = createFastHistogram({ name: 'plinth_test_fast_seconds', help: 'test', buckets: [0.1, 1] });
+    const s = h.series({ kind: 'a' });
+    for (const v of [0.05, 0.1, 0.5, 1, 7]) h.observe(s, v);
+    h.series({ kind: 'unused' });
+    const text = await registry.getSingleMetricAsString('plinth_test_fast_seconds');
+    expect(text).toContain('plinth_test_fast_seconds_bucket{kind="a",le="0.1"} 2');
+    expect(text).toContain('plinth_test_fast_seconds_bucket{kind="a",le="1"} 4');
+    expect(text).toContain('plinth_test_fast_seconds_bucket{kind="a",le="+Inf"} 5');
+    expect(text).toContain('plinth_test_fast_seconds_sum{kind="a"} 8.65');
+    expect(text).toContain('plinth_test_fast_seconds_count{kind="a"} 5');
+    expect(text).toContain('plinth_test_fast_seconds_count{kind="unused"} 0');
+    registry.removeSingleMetric('plinth_test_fast_seconds');
   });
 });

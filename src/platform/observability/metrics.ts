@@ -15,24 +15,121 @@ const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const QUERY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
 const JOB_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300];
 
-export const httpRequestDuration = new client.Histogram({
+interface Series {
+  labels: Record<string, string>;
+  /** Per-bucket (not cumulative) counts; cumulated at scrape time. */
+  counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/**
+ * A histogram for hot paths, exported exactly like a prom-client Histogram. prom-client's `observe`
+ * hashes a label object on every call (~1 µs); here the caller finds its series by a key it already
+ * holds (no allocation), and observing is a bucket search and three additions.
+ */
+export function createFastHistogram(opts: { name: string; help: string; buckets: number[] }) {
+  const { name, help, buckets } = opts;
+  const all = new Set<Series>();
+  const metric = {
+    name,
+    help,
+    type: 'histogram' as const,
+    aggregator: 'sum' as const,
+    async get() {
+      const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = [];
+      for (const s of all) {
+        let acc = 0;
+        for (let i = 0; i < buckets.length; i++) {
+          acc += s.counts[i]!;
+          values.push({ metricName: `${name}_bucket`, labels: { ...s.labels, le: buckets[i]! }, value: acc });
+        }
+        values.push(
+          { metricName: `${name}_bucket`, labels: { ...s.labels, le: '+Inf' }, value: s.count },
+          { metricName: `${name}_sum`, labels: s.labels, value: s.sum },
+          { metricName: `${name}_count`, labels: s.labels, value: s.count },
+        );
+      }
+      return { name, help, type: 'histogram' as const, values, aggregator: 'sum' as const };
+    },
+    reset() {
+      for (const s of all) {
+        s.counts.fill(0);
+        s.sum = 0;
+        s.count = 0;
+      }
+    },
+  };
+  registry.registerMetric(metric as unknown as client.Metric);
+  return {
+    name,
+    /** A new series for these labels; keep it and call observe(series, value). */
+    series(labels: Record<string, string>): Series {
+      const s: Series = { labels, counts: new Float64Array(buckets.length), sum: 0, count: 0 };
+      all.add(s);
+      return s;
+    },
+    observe(s: Series, value: number): void {
+      let i = 0;
+      while (i < buckets.length && value > buckets[i]!) i++;
+      if (i < buckets.length) s.counts[i]! += 1;
+      s.sum += value;
+      s.count += 1;
+    },
+  };
+}
+
+export const httpRequestDuration = createFastHistogram({
   name: 'plinth_http_request_duration_seconds',
   help: 'HTTP request duration by method, route template and status class',
-  labelNames: ['method', 'route', 'status_class'] as const,
   buckets: HTTP_BUCKETS,
 });
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'OTHER'];
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+/** route template → series slots by method × status class, created on first use. */
+const httpSeries = new Map<string, Array<Series | undefined>>();
+
+/** Hot path: two array/map lookups and an observe; `route` is the template (`unmatched` for 404). */
+export function observeHttpRequest(method: string, route: string, status: number, seconds: number): void {
+  let m = HTTP_METHODS.indexOf(method);
+  if (m === -1) m = HTTP_METHODS.length - 1;
+  const c = status < 200 ? 0 : status >= 500 ? 4 : Math.floor(status / 100) - 1;
+  let slots = httpSeries.get(route);
+  if (!slots) {
+    slots = new Array(HTTP_METHODS.length * STATUS_CLASSES.length);
+    httpSeries.set(route, slots);
+  }
+  const idx = m * STATUS_CLASSES.length + c;
+  let s = slots[idx];
+  if (!s) {
+    s = httpRequestDuration.series({ method: HTTP_METHODS[m]!, route, status_class: STATUS_CLASSES[c]! });
+    slots[idx] = s;
+  }
+  httpRequestDuration.observe(s, seconds);
+}
 
 export const httpRequestsInFlight = new client.Gauge({
   name: 'plinth_http_requests_in_flight',
   help: 'HTTP requests currently being served',
 });
 
-export const dbQueryDuration = new client.Histogram({
+export const dbQueryDuration = createFastHistogram({
   name: 'plinth_db_query_duration_seconds',
   help: 'Database query duration by statement kind',
-  labelNames: ['operation'] as const,
   buckets: QUERY_BUCKETS,
 });
+const querySeries = new Map<string, Series>();
+
+/** `operation` is a closed set (query-observer.ts sqlOperation). */
+export function observeQuery(operation: string, seconds: number): void {
+  let s = querySeries.get(operation);
+  if (!s) {
+    s = dbQueryDuration.series({ operation });
+    querySeries.set(operation, s);
+  }
+  dbQueryDuration.observe(s, seconds);
+}
 
 export const dbSlowQueries = new client.Counter({
   name: 'plinth_db_slow_queries_total',

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { QueryObserver } from '../db/database.ts';
-import { dbQueryDuration, dbSlowQueries } from './metrics.ts';
+import { dbSlowQueries, observeQuery } from './metrics.ts';
 
 const MAX_LOGGED_SQL = 2_000;
 const OPERATIONS = new Set(['select', 'insert', 'update', 'delete', 'with', 'begin', 'commit', 'rollback', 'savepoint', 'release']);
@@ -35,7 +35,7 @@ export function createQueryObserver(opts: { logger: Logger; slowQueryMs: number 
   const { logger, slowQueryMs } = opts;
   return ({ sql, durationMs, error }) => {
     const operation = sqlOperation(sql);
-    dbQueryDuration.observe({ operation }, durationMs / 1000);
+    observeQuery(operation, durationMs / 1000);
     if (durationMs >= slowQueryMs && slowQueryMs > 0) {
       dbSlowQueries.inc({ operation });
       logger.warn({ sql: normalizeSql(sql), durationMs: Math.round(durationMs * 100) / 100, operation, failed: error !== undefined }, 'slow query');

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { buildApp, type ModuleRoutes } from './app.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
+import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import type { App } from './platform/http/server.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
@@ -19,6 +20,7 @@ export interface Platform {
   logger: Logger;
   db: Database;
   redis?: Redis;
+  flags: Flags;
   lifecycle: Lifecycle;
 }
 
@@ -49,7 +51,8 @@ export async function openPlatform(
     redis = client;
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
-  return { config, logger, db, redis, lifecycle };
+  const flags = await createFlags({ db });
+  return { config, logger, db, redis, flags, lifecycle };
 }
 
 export interface Modules {
@@ -71,8 +74,17 @@ export function createModules(platform: Platform): Modules {
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
 export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
-  const { config, logger, db, redis, lifecycle } = platform;
-  return buildApp({ config, logger, db, redis, lifecycle: lifecycle.state, modules: modules.routes, authenticator: modules.authenticator });
+  const { config, logger, db, redis, flags, lifecycle } = platform;
+  return buildApp({
+    config,
+    logger,
+    db,
+    redis,
+    flags,
+    lifecycle: lifecycle.state,
+    modules: modules.routes,
+    authenticator: modules.authenticator,
+  });
 }
 
 /** The API role: modules, HTTP listener, closed first on shutdown. */

@@ -17,7 +17,9 @@ async function loadMain() {
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
-  migrate    apply pending migrations and exit`;
+  migrate    apply pending migrations and exit
+  admin grant|revoke <email>   make a user a platform administrator (or stop)
+  audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -39,6 +41,21 @@ async function run(argv: string[]): Promise<number> {
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
+    }
+    case 'admin':
+    case 'audit': {
+      const { openPlatform } = await import('./main.ts');
+      const platform = await openPlatform();
+      try {
+        if (command === 'admin') {
+          const { runAdminCommand } = await import('./modules/identity/index.ts');
+          return await runAdminCommand(platform, argv.slice(1));
+        }
+        const { runAuditCommand } = await import('./modules/audit/index.ts');
+        return await runAuditCommand(platform, argv.slice(1));
+      } finally {
+        await platform.lifecycle.shutdown(`${command} done`);
+      }
     }
     case undefined:
     case 'help':

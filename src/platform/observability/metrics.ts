@@ -137,29 +137,50 @@ export const dbSlowQueries = new client.Counter({
   labelNames: ['operation'] as const,
 });
 
-/** Created here for the cache helper (edge) to increment: `cacheRequests.inc({ cache: 'sessions', result: 'hit' })`. */
-export const cacheRequests = new client.Counter({
-  name: 'plinth_cache_requests_total',
-  help: 'Cache lookups by cache and result (hit or miss)',
-  labelNames: ['cache', 'result'] as const,
-});
+/**
+ * The existing metric of that name, or a new one. Other platform pieces (cache, resilience) that
+ * predate this module look their metric up the same way, so whichever loads first creates it and
+ * import order never causes a "already registered" crash.
+ */
+function shared<T extends client.Metric>(name: string, create: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? create();
+}
+
+/** For the cache helper (edge): `cacheRequests.inc({ cache: 'sessions', result: 'hit' })`. */
+export const cacheRequests = shared(
+  'plinth_cache_requests_total',
+  () =>
+    new client.Counter({
+      name: 'plinth_cache_requests_total',
+      help: 'Cache lookups by cache and result (hit = L1 or Redis, miss = loader ran)',
+      labelNames: ['cache', 'result'] as const,
+    }),
+);
 
 /** Incremented by the rate limiter (edge) on every 429: `rateLimitRejections.inc({ scope: 'ip' })`. */
-export const rateLimitRejections = new client.Counter({
-  name: 'plinth_rate_limit_rejections_total',
-  help: 'Requests rejected by a rate limit, by limit scope',
-  labelNames: ['scope'] as const,
-});
+export const rateLimitRejections = shared(
+  'plinth_rate_limit_rejections_total',
+  () =>
+    new client.Counter({
+      name: 'plinth_rate_limit_rejections_total',
+      help: 'Requests rejected by a rate limit, by limit scope',
+      labelNames: ['scope'] as const,
+    }),
+);
 
 /** Numeric breaker states for `plinth_circuit_breaker_state` (same order as cockatiel's CircuitState). */
 export const BREAKER_STATE = { closed: 0, open: 1, half_open: 2, isolated: 3 } as const;
 export type BreakerStateName = keyof typeof BREAKER_STATE;
 
-export const circuitBreakerState = new client.Gauge({
-  name: 'plinth_circuit_breaker_state',
-  help: 'Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 isolated',
-  labelNames: ['breaker'] as const,
-});
+export const circuitBreakerState = shared(
+  'plinth_circuit_breaker_state',
+  () =>
+    new client.Gauge({
+      name: 'plinth_circuit_breaker_state',
+      help: 'Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 isolated',
+      labelNames: ['breaker'] as const,
+    }),
+);
 
 /** Call from a breaker's state-change callback (cockatiel: `policy.onStateChange(s => …)`). */
 export function recordBreakerState(breaker: string, state: BreakerStateName | number): void {

@@ -111,6 +111,36 @@ export async function instrumentJob<T>(job: JobTrace, fn: () => Promise<T>): Pro
   }
 }
 
+/** What the outbox captures with an event and restores around its handlers (outbox/context.ts). */
+export interface TraceCarrier {
+  requestId?: string;
+  traceparent?: string;
+}
+export interface CarrierPropagator {
+  capture(): TraceCarrier;
+  restore<T>(ctx: TraceCarrier, fn: () => T): T;
+}
+
+/**
+ * Wraps the outbox's context propagator with OpenTelemetry: an event added inside a traced request
+ * stores the traceparent of the span active at that moment (not just the caller's header), and
+ * restoring makes the stored context active when no span is (a job span from instrumentJob, or the
+ * request's own span, stays in charge).
+ */
+export function otelEventContext(base: CarrierPropagator): CarrierPropagator {
+  return {
+    capture() {
+      const ctx = base.capture();
+      const traceparent = currentTraceparent();
+      return traceparent ? { ...ctx, traceparent } : ctx;
+    },
+    restore(ctx, fn) {
+      if (!ctx.traceparent || trace.getSpan(context.active())) return base.restore(ctx, fn);
+      return context.with(contextFromTraceparent(ctx.traceparent), () => base.restore(ctx, fn));
+    },
+  };
+}
+
 let shutdownHook: (() => Promise<void>) | undefined;
 
 /** Set by the SDK when it starts, so the lifecycle can flush spans on shutdown without importing it. */

@@ -28,6 +28,8 @@ export interface Config {
   trustProxy: boolean;
   /** When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. */
   metricsToken: string | undefined;
+  /** Worker role: serve GET /metrics on this port (the API serves it on its own port). */
+  metricsPort: number | undefined;
   /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
   migrateOnStart: boolean;
 }
@@ -143,6 +145,7 @@ export function loadConfig(env: Env = process.env): Config {
     slowQueryMs: int(env, 'SLOW_QUERY_MS', 200, 0, 600_000),
     trustProxy: bool(env, 'TRUST_PROXY', false),
     metricsToken: metricsToken(env),
+    metricsPort: str(env, 'METRICS_PORT') === undefined ? undefined : int(env, 'METRICS_PORT', 0, 0, 65535),
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
   };
 }

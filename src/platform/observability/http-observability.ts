@@ -1,8 +1,8 @@
-import { timingSafeEqual } from 'node:crypto';
 import { trace } from '@opentelemetry/api';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../http/errors.ts';
 import type { App } from '../http/server.ts';
+import { bearerMatches } from './metrics-server.ts';
 import {
   httpRequestsInFlight,
   METRICS_CONTENT_TYPE,
@@ -47,13 +47,6 @@ function bindPrincipal(request: FastifyRequest, reply: FastifyReply): void {
 function bindPrincipalHook(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
   bindPrincipal(request, reply);
   done();
-}
-
-function tokenMatches(header: string | undefined, token: string): boolean {
-  if (!header?.startsWith('Bearer ')) return false;
-  const given = Buffer.from(header.slice(7));
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
 /**
@@ -115,7 +108,7 @@ export function registerObservability(app: App, opts: ObservabilityOptions): voi
     '/metrics',
     { schema: { hide: true }, config: { public: true }, logLevel: 'warn' },
     async (request, reply) => {
-      if (opts.metricsToken && !tokenMatches(request.headers.authorization, opts.metricsToken)) {
+      if (opts.metricsToken && !bearerMatches(request.headers.authorization, opts.metricsToken)) {
         throw new AppError('METRICS.UNAUTHORIZED', 401, 'A valid metrics bearer token is required', {}, { 'www-authenticate': 'Bearer' });
       }
       const body = await scrape();

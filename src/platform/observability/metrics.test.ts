@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { createLogger } from './logger.ts';
 import { createFastHistogram, registerJobMetrics, registerOutboxMetrics, registry } from './metrics.ts';
+import { startMetricsServer } from './metrics-server.ts';
 import { createQueryObserver } from './query-observer.ts';
 
 const TOKEN = 'scrape-token-0123456789';
@@ -170,5 +171,25 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
     expect(text).toContain('plinth_test_fast_seconds_count{kind="a"} 5');
     expect(text).toContain('plinth_test_fast_seconds_count{kind="unused"} 0');
     registry.removeSingleMetric('plinth_test_fast_seconds');
+  });
+
+  it('the worker role serves the same registry on its own metrics listener', async () => {
+    const server = await startMetricsServer({ port: 0, host: '127.0.0.1', token: TOKEN });
+    try {
+      const address = server.address();
+      const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+      const ok = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toContain('# TYPE plinth_outbox_backlog gauge');
+      const denied = await fetch(`${url}/metrics`);
+      expect(denied.status).toBe(401);
+      expect(denied.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(await denied.json()).toMatchObject({ status: 401, code: 'METRICS.UNAUTHORIZED' });
+      expect((await fetch(`${url}/other`)).status).toBe(404);
+      expect((await fetch(`${url}/metrics`, { method: 'POST' })).status).toBe(405);
+      expect((await fetch(`${url}/livez`)).status).toBe(200);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });

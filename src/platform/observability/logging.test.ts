@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signup, STRONG_PASSWORD } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { createApiApp } from '../../main.ts';
 import type { Authenticator } from '../http/auth.ts';
@@ -115,6 +116,19 @@ describe('logs: request context, redaction, slow queries', () => {
     expect(failure.err.token).toBe('[redacted]');
     // No stack or SQL leaks into the response either.
     expect(failed.body).not.toMatch(/upstream refused|SECRET/);
+  });
+
+  it('with the real identity module: signup, then org requests logged with that user and org, password never logged', async () => {
+    lines.length = 0;
+    raw.length = 0;
+    const user = await signup(tp.app, { organizationName: 'Log Org' });
+    const members = await tp.app.inject({ url: `/v1/orgs/${user.orgId}/members`, headers: { ...user.auth, 'x-request-id': 'req-real-1' } });
+    expect(members.statusCode).toBe(200);
+    const line = lines.find((l) => l.msg === 'request completed' && l.requestId === 'req-real-1')!;
+    expect(line).toMatchObject({ userId: user.userId, tenantId: user.orgId, route: '/v1/orgs/:orgId/members', status: 200 });
+    const all = raw.join('');
+    expect(all).not.toContain(STRONG_PASSWORD);
+    expect(all).not.toContain(user.token);
   });
 
   it('logs a slow query with its normalized statement, never its parameters or literals', async () => {

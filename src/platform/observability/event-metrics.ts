@@ -32,6 +32,11 @@ export function registerEventMetrics(deps: { db: Database; events: QueueInspecto
     ]);
     const counts: JobCount[] = rows.map((r) => ({ queue: r.queue, state: r.state, count: r.count }));
     for (const q of view.queues) {
+      // Every known consumer reports pending and dead, 0 included, so a first dead letter is a change
+      // (delta/increase see it) rather than a series appearing from nothing.
+      for (const state of ['pending', 'dead']) {
+        if (!rows.some((r) => r.queue === q.consumer && r.state === state)) counts.push({ queue: q.consumer, state, count: 0 });
+      }
       counts.push(
         { queue: q.consumer, state: 'waiting', count: q.waiting },
         { queue: q.consumer, state: 'active', count: q.active },

@@ -9,6 +9,8 @@ import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
+import { createCache, type CacheProvider } from './platform/cache/cache.ts';
+import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
 export interface Platform {
@@ -17,6 +19,17 @@ export interface Platform {
   db: Database;
   redis?: Redis;
   lifecycle: Lifecycle;
+  /** Resilience policies for outbound calls (redis, smtp, payment, webhook): one breaker per dependency. */
+  policies: OutboundPolicies;
+  /** Tenant-scoped cache-aside (L1 + Redis); see src/platform/cache/README.md. */
+  cache: CacheProvider;
+}
+
+/** The edge pieces every process shares: outbound policies and the cache over them. */
+export function createEdgePlatform(config: Config, logger: Logger, redis: Redis | undefined): Pick<Platform, 'policies' | 'cache'> {
+  const policies = createOutboundPolicies(logger);
+  const cache = createCache({ redis, policy: policies.redis, prefix: config.redisPrefix, l1TtlMs: config.edge.cacheL1TtlMs, logger });
+  return { policies, cache };
 }
 
 /** Config → logger → database (migrated) → Redis. Shared by every process role. */
@@ -39,7 +52,9 @@ export async function openPlatform(env: Record<string, string | undefined> = pro
     redis = client;
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
-  return { config, logger, db, redis, lifecycle };
+  const edge = createEdgePlatform(config, logger, redis);
+  lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
+  return { config, logger, db, redis, lifecycle, ...edge };
 }
 
 export interface Modules {
@@ -55,7 +70,16 @@ export function createModules(_platform: Platform): Modules {
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
 export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
   const { config, logger, db, redis, lifecycle } = platform;
-  return buildApp({ config, logger, db, redis, lifecycle: lifecycle.state, modules: modules.routes, authenticator: modules.authenticator });
+  return buildApp({
+    config,
+    logger,
+    db,
+    redis,
+    lifecycle: lifecycle.state,
+    modules: modules.routes,
+    authenticator: modules.authenticator,
+    redisPolicy: platform.policies.redis,
+  });
 }
 
 /** The API role: modules, HTTP listener, closed first on shutdown. */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
-import { createApiApp, createModules, type Modules, type Platform } from '../../src/main.ts';
+import { createApiApp, createEdgePlatform, createModules, type Modules, type Platform } from '../../src/main.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import type { DatabaseOptions } from '../../src/platform/db/database.ts';
 import type { App } from '../../src/platform/http/server.ts';
@@ -34,7 +34,7 @@ export async function createTestPlatform(
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: 0 });
   const testDb = await createTestDatabase(opts.db);
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
-  const platform: Platform = { config, logger, db: testDb.db, redis, lifecycle };
+  const platform: Platform = { config, logger, db: testDb.db, redis, lifecycle, ...createEdgePlatform(config, logger, redis) };
   const modules = createModules(platform);
   const app = await createApiApp(platform, modules);
   return {
@@ -44,6 +44,7 @@ export async function createTestPlatform(
     app,
     async close() {
       await app.close();
+      await platform.cache.close();
       if (redis) {
         const keys = await redis.keys(`${config.redisPrefix}*`).catch(() => [] as string[]);
         if (keys.length > 0) await redis.del(...keys).catch(() => 0);

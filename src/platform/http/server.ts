@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { newId } from '../ids.ts';
 import { errorHandler, sendProblem } from './errors.ts';
+import { documentEdgeProtection } from './openapi-edge.ts';
 import { ProblemSchema } from './schemas.ts';
 
 declare module 'fastify' {
@@ -82,6 +83,7 @@ export async function createHttpServer(opts: {
       const response = { ...((route.schema.response as Record<string, unknown>) ?? {}) };
       response['4XX'] ??= { $ref: 'Problem#', description: 'Client error (RFC 9457 problem)' };
       response['5XX'] ??= { $ref: 'Problem#', description: 'Server error or overload (RFC 9457 problem)' };
+      documentEdgeProtection(route, response);
       route.schema.response = response;
     }
   });

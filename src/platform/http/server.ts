@@ -48,6 +48,8 @@ export async function createHttpServer(opts: {
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
     bodyLimit: config.bodyLimitBytes,
     requestTimeout: config.requestTimeoutMs,
+    // Node checks request timeouts every 30 s by default, so a slow client could hold a socket that much longer.
+    http: { connectionsCheckingInterval: Math.min(1_000, config.requestTimeoutMs) },
     connectionTimeout: config.requestTimeoutMs,
     keepAliveTimeout: 72_000,
     trustProxy: config.trustProxy,

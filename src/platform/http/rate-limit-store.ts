@@ -123,6 +123,7 @@ export function createResilientRateLimitStore(opts: {
     async consume(key, policy) {
       try {
         const decision = await opts.policy.execute(() => primary.consume(key, policy));
+        if (source === 'memory') opts.logger?.info('rate limiter: Redis is back, using shared limits again');
         source = 'redis';
         return decision;
       } catch (err) {

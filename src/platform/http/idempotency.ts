@@ -3,11 +3,11 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { AppError } from './errors.ts';
+import { MAX_IDEMPOTENCY_KEY_LENGTH } from './limits.ts';
 import type { App } from './server.ts';
 
 export const IDEMPOTENCY_HEADER = 'idempotency-key';
 export const REPLAYED_HEADER = 'idempotent-replayed';
-export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
 
 /** Response headers worth replaying; request-specific ones (request id, rate limits) are produced fresh. */
 const STORED_HEADERS = ['content-type', 'location', 'etag', 'last-modified', 'content-location'];

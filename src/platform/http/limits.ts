@@ -11,3 +11,6 @@ export const PageLimit = Type.Integer({
   default: DEFAULT_PAGE_SIZE,
   description: `Page size, 1-${MAX_PAGE_SIZE} (default ${DEFAULT_PAGE_SIZE})`,
 });
+
+/** Idempotency-Key values longer than this are rejected with 400 (IDEMPOTENCY.KEY_INVALID). */
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;

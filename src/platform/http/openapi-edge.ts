@@ -1,5 +1,5 @@
 import type { RouteOptions } from 'fastify';
-import { MAX_IDEMPOTENCY_KEY_LENGTH } from './idempotency.ts';
+import { MAX_IDEMPOTENCY_KEY_LENGTH } from './limits.ts';
 
 const problem = (description: string) => ({ $ref: 'Problem#', description });
 

@@ -2,6 +2,8 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
+import type { Flags } from './platform/flags/flags.ts';
+import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
 import { registerEdgeProtection } from './platform/http/edge.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
@@ -22,6 +24,7 @@ export interface AppDeps {
   logger: Logger;
   db: Database;
   redis?: Redis;
+  flags: Flags;
   lifecycle: LifecycleState;
   modules: ModuleRoutes[];
   /** From the identity module: turns a bearer token into a principal and org access. */
@@ -51,6 +54,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     logger: deps.logger,
     rateLimits: deps.rateLimits,
   });
+  registerFlagRoutes(app, deps.flags);
   for (const mod of deps.modules) {
     await app.register(mod.plugin, { prefix: mod.prefix });
   }

@@ -3,10 +3,11 @@ import type { Logger } from 'pino';
 import { buildApp, type ModuleRoutes } from './app.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
+import { createFlags, type Flags } from './platform/flags/flags.ts';
 import { denyAllAuthenticator, type Authenticator } from './platform/http/auth.ts';
 import type { App } from './platform/http/server.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
-import { migrate } from './platform/migrate/migrator.ts';
+import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
@@ -18,6 +19,7 @@ export interface Platform {
   logger: Logger;
   db: Database;
   redis?: Redis;
+  flags: Flags;
   lifecycle: Lifecycle;
   /** Resilience policies for outbound calls (redis, smtp, payment, webhook): one breaker per dependency. */
   policies: OutboundPolicies;
@@ -33,7 +35,10 @@ export function createEdgePlatform(config: Config, logger: Logger, redis: Redis 
 }
 
 /** Config → logger → database (migrated) → Redis. Shared by every process role. */
-export async function openPlatform(env: Record<string, string | undefined> = process.env): Promise<Platform> {
+export async function openPlatform(
+  env: Record<string, string | undefined> = process.env,
+  opts: { migrate?: boolean } = {},
+): Promise<Platform> {
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
@@ -45,16 +50,21 @@ export async function openPlatform(env: Record<string, string | undefined> = pro
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
-  await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
+  if (opts.migrate ?? config.migrateOnStart) {
+    await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
+  } else {
+    await checkMigrations(db.owner);
+  }
   let redis: Redis | undefined;
   if (config.redisUrl) {
     const client = createRedis(config.redisUrl);
     redis = client;
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
+  const flags = await createFlags({ db });
   const edge = createEdgePlatform(config, logger, redis);
   lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
-  return { config, logger, db, redis, lifecycle, ...edge };
+  return { config, logger, db, redis, flags, lifecycle, ...edge };
 }
 
 export interface Modules {
@@ -69,12 +79,13 @@ export function createModules(_platform: Platform): Modules {
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
 export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
-  const { config, logger, db, redis, lifecycle } = platform;
+  const { config, logger, db, redis, flags, lifecycle } = platform;
   return buildApp({
     config,
     logger,
     db,
     redis,
+    flags,
     lifecycle: lifecycle.state,
     modules: modules.routes,
     authenticator: modules.authenticator,

@@ -28,6 +28,8 @@ export interface Config {
   trustProxy: boolean;
   /** Edge protection (issue 5): rate limits, idempotency, backpressure, cache. See README "Edge protection". */
   edge: EdgeConfig;
+  /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
+  migrateOnStart: boolean;
 }
 
 export interface EdgeConfig {
@@ -168,5 +170,6 @@ export function loadConfig(env: Env = process.env): Config {
       pressureRetryAfterSec: int(env, 'PRESSURE_RETRY_AFTER_SEC', 5, 1, 3600),
       cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
     },
+    migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
   };
 }

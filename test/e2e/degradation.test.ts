@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEdgePlatform, type Platform } from '../../src/main.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import { openDatabase } from '../../src/platform/db/database.ts';
+import { createFlags } from '../../src/platform/flags/flags.ts';
 import type { App } from '../../src/platform/http/server.ts';
 import { newId } from '../../src/platform/ids.ts';
 import { createLifecycle } from '../../src/platform/lifecycle.ts';
@@ -56,7 +57,7 @@ describe('degradation: Redis and Postgres stopped and restarted under a running 
     await createWidgetTable(db.owner);
     redis = createRedis(redisServer.url);
     await new Promise((r) => redis.once('ready', r));
-    platform = { config, logger, db, redis, lifecycle: createLifecycle({ logger, graceMs: 1_000, delayMs: 0 }), ...createEdgePlatform(config, logger, redis) };
+    platform = { config, logger, db, redis, flags: await createFlags({ db }), lifecycle: createLifecycle({ logger, graceMs: 1_000, delayMs: 0 }), ...createEdgePlatform(config, logger, redis) };
     app = await createEdgeTestApp(platform, { failNext: 0, handlerCalls: 0 });
   }, 120_000);
 

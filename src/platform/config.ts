@@ -164,7 +164,8 @@ export function loadConfig(env: Env = process.env): Config {
       rateLimitOrg: int(env, 'RATE_LIMIT_ORG', 6000, 1, 10_000_000),
       rateLimitIp: int(env, 'RATE_LIMIT_IP', 300, 1, 10_000_000),
       idempotencyTtlSec: int(env, 'IDEMPOTENCY_TTL_SEC', 86_400, 60, 604_800),
-      pressureMaxEventLoopDelayMs: int(env, 'PRESSURE_MAX_EVENT_LOOP_DELAY_MS', 1000, 0, 600_000),
+      // Off by default outside production: embedded PGlite runs queries on the event loop, so its delay is not overload.
+      pressureMaxEventLoopDelayMs: int(env, 'PRESSURE_MAX_EVENT_LOOP_DELAY_MS', production ? 1000 : 0, 0, 600_000),
       pressureMaxHeapBytes: int(env, 'PRESSURE_MAX_HEAP_BYTES', 0, 0, 1e12),
       pressureMaxRssBytes: int(env, 'PRESSURE_MAX_RSS_BYTES', 0, 0, 1e12),
       pressureRetryAfterSec: int(env, 'PRESSURE_RETRY_AFTER_SEC', 5, 1, 3600),

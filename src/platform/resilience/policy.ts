@@ -142,7 +142,9 @@ export function createPolicy(opts: PolicyOptions): ResiliencePolicy {
 
   return {
     name: opts.name,
-    execute: (fn) => policy.execute(({ signal }) => fn(signal)),
+    // A signal per call: cockatiel otherwise hangs every concurrent call's abort listener on one shared
+    // never-aborted signal (MaxListenersExceededWarning under load).
+    execute: (fn) => policy.execute(({ signal }) => fn(signal), new AbortController().signal),
     breakerState: () => (breaker ? STATE_NAME[breaker.state] : 'none'),
   };
 }

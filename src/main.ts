@@ -5,6 +5,7 @@ import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
 import { denyAllAuthenticator, type Authenticator } from './platform/http/auth.ts';
+import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
@@ -70,6 +71,8 @@ export async function openPlatform(
 export interface Modules {
   routes: ModuleRoutes[];
   authenticator: Authenticator;
+  /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
+  rateLimits?: RateLimitResolver;
 }
 
 /** Wires the modules to the platform and to each other's facades, explicitly, in dependency order. */
@@ -90,6 +93,7 @@ export async function createApiApp(platform: Platform, modules: Modules = create
     modules: modules.routes,
     authenticator: modules.authenticator,
     redisPolicy: platform.policies.redis,
+    rateLimits: modules.rateLimits,
   });
 }
 

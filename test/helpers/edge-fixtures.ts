@@ -121,5 +121,6 @@ export async function createEdgeTestApp(platform: Platform, controls: WidgetCont
       ...(modules?.routes ?? []),
     ],
     authenticator: modules?.authenticator ?? testAuthenticator,
+    rateLimits: modules?.rateLimits,
   });
 }

@@ -5,6 +5,7 @@ import { createTestPlatform, type TestPlatform } from '../../../test/helpers/tes
 import { newId } from '../ids.ts';
 import { createRedis } from '../redis.ts';
 import { createRedisPolicy } from '../resilience/policy.ts';
+import { configRateLimits } from './rate-limit.ts';
 import type { App } from './server.ts';
 import { createMemoryRateLimitStore, createRedisRateLimitStore, createResilientRateLimitStore, type RateLimitStore } from './rate-limit-store.ts';
 
@@ -86,6 +87,20 @@ describe(`rate limits over HTTP (${redisUrl ? 'redis' : 'memory'})`, () => {
     const ok = await list('reader', orgId);
     expect(ok.statusCode).toBe(200);
     expect(ok.headers.ratelimit).toMatch(/^"principal";r=9;/);
+  });
+
+  it('takes an org\'s limit from a plan resolver when one is given', async () => {
+    const premium = newId();
+    const planned = await createEdgeTestApp(t, controls, {
+      rateLimits: configRateLimits(t.config.edge, { orgPolicy: async (orgId) => (orgId === premium ? { quota: 500, windowSec: 60 } : undefined) }),
+    });
+    try {
+      const get = (orgId: string) => planned.inject({ url: `/v1/orgs/${orgId}/widgets`, headers: { authorization: 'Bearer planner' } });
+      expect((await get(premium)).headers['ratelimit-policy']).toBe('"principal";q=10;w=60, "org";q=500;w=60');
+      expect((await get(newId())).headers['ratelimit-policy']).toBe('"principal";q=10;w=60, "org";q=20;w=60');
+    } finally {
+      await planned.close();
+    }
   });
 
   it('public routes are limited per client IP; health and docs are not limited', async () => {

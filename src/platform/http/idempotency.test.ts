@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEdgeTestApp, createWidgetTable, type WidgetControls } from '../../../test/helpers/edge-fixtures.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
+import { openDatabase } from '../db/database.ts';
 import { newId } from '../ids.ts';
 import type { App } from './server.ts';
 import { sweepIdempotencyKeys } from './idempotency.ts';
@@ -67,6 +68,10 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
     expect(again.headers['content-type']).toMatch(/application\/json/);
     expect(again.headers['x-request-id']).not.toBe(first.headers['x-request-id']);
     expect(controls.handlerCalls - before).toBe(1);
+    // The stored body is sealed (responses can carry once-shown secrets): not readable from the table.
+    const { rows } = await sql<{ response_body: string }>`select response_body from idempotency_keys where state = 'done'`.execute(t.db.app);
+    expect(rows.length).toBeGreaterThan(0);
+    for (const row of rows) expect(row.response_body).not.toContain(first.json().id);
     // Same payload with keys in another order is the same request.
     expect((await post('create-1', JSON.parse('{"name":"one"}'))).headers['idempotent-replayed']).toBe('true');
   });
@@ -175,17 +180,20 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
     expect(rows[0]!.n).toBe(0);
   });
 
-  it('1,000 concurrent POSTs over real HTTP with one key create exactly one resource', async () => {
+  it('1,000 concurrent POSTs over real HTTP to two instances with one key create exactly one resource', async () => {
     const orgId = newId();
-    const server = await createEdgeTestApp(t, controls);
-    await server.listen({ port: 0, host: '127.0.0.1' });
-    const { port } = server.server.address() as AddressInfo;
+    // Two API instances (two listeners, two app objects) over the same database, requests alternating.
+    // On Postgres the second instance has its own connection pool, as a second process would.
+    const db2 = t.testDb.url ? await openDatabase({ databaseUrl: t.testDb.url }) : t.db;
+    const servers = [await createEdgeTestApp(t, controls), await createEdgeTestApp({ ...t, db: db2 }, controls)];
+    for (const s of servers) await s.listen({ port: 0, host: '127.0.0.1' });
+    const ports = servers.map((s) => (s.server.address() as AddressInfo).port);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1000 });
     try {
       const started = Date.now();
       const results = await Promise.all(
-        Array.from({ length: 1000 }, () =>
-          postJson(port, `/v1/orgs/${orgId}/widgets`, { name: 'race' }, { ...auth(), 'idempotency-key': 'race-key' }, agent),
+        Array.from({ length: 1000 }, (_, i) =>
+          postJson(ports[i % 2]!, `/v1/orgs/${orgId}/widgets`, { name: 'race' }, { ...auth(), 'idempotency-key': 'race-key' }, agent),
         ),
       );
       const elapsed = Date.now() - started;
@@ -202,7 +210,8 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
       console.info(`idempotency race: 1000 POSTs in ${elapsed} ms: 1 created, ${replayed.length} replayed, ${inFlight.length} × 409`);
     } finally {
       agent.destroy();
-      await server.close();
+      await Promise.all(servers.map((s) => s.close()));
+      if (db2 !== t.db) await db2.close();
     }
   });
 });

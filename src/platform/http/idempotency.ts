@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from 'pino';
@@ -16,7 +16,7 @@ const KEY_PATTERN = /^[\x20-\x7e]+$/;
 declare module 'fastify' {
   interface FastifyRequest {
     /** Set while this request holds an Idempotency-Key claim (until its response is recorded). */
-    idempotencyClaim?: { scopeHash: string };
+    idempotencyClaim?: { scopeHash: string; bodyKey: Buffer };
   }
 }
 
@@ -45,12 +45,31 @@ function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? 'null';
 }
 
-/** Tenant + caller + key: a key is only ever visible to the caller (user, API key, or IP) that sent it. */
-function scopeOf(request: FastifyRequest, key: string): { scopeHash: string; tenantId: string | null } {
+/**
+ * Tenant + caller + key: a key is only ever visible to the caller (user, API key, or IP) that sent it.
+ * The stored body is encrypted with a key derived from the same inputs (never stored), because responses
+ * can hold secrets shown once (a new API key, a session token): the table alone cannot reveal them.
+ */
+function scopeOf(request: FastifyRequest, key: string): { scopeHash: string; tenantId: string | null; bodyKey: Buffer } {
   const p = request.principal;
   const tenantId = request.access?.orgId ?? p?.apiKeyOrgId ?? null;
   const caller = p ? (p.apiKeyId ? `key:${p.apiKeyId}` : `user:${p.userId}`) : `ip:${request.ip}`;
-  return { scopeHash: sha256(`${tenantId ?? '-'}\n${caller}\n${key}`), tenantId };
+  const scope = `${tenantId ?? '-'}\n${caller}\n${key}`;
+  return { scopeHash: sha256(scope), tenantId, bodyKey: createHash('sha256').update(`response-body\n${scope}`).digest() };
+}
+
+function seal(bodyKey: Buffer, text: string): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', bodyKey, iv);
+  const data = Buffer.concat([cipher.update(text, 'utf8'), cipher.final()]);
+  return Buffer.concat([iv, cipher.getAuthTag(), data]).toString('base64');
+}
+
+function open(bodyKey: Buffer, sealed: string): string {
+  const raw = Buffer.from(sealed, 'base64');
+  const decipher = createDecipheriv('aes-256-gcm', bodyKey, raw.subarray(0, 12));
+  decipher.setAuthTag(raw.subarray(12, 28));
+  return Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]).toString('utf8');
 }
 
 function requestHash(request: FastifyRequest): string {
@@ -108,12 +127,12 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): void {
         `Idempotency-Key must be 1-${MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters (a UUID is a good choice)`,
       );
     }
-    const { scopeHash, tenantId } = scopeOf(request, key);
+    const { scopeHash, tenantId, bodyKey } = scopeOf(request, key);
     const hash = requestHash(request);
     // Two rounds: the row we lost to may be released (5xx) between our upsert and our read.
     for (let round = 0; round < 2; round++) {
       if (await claim(scopeHash, tenantId, hash)) {
-        request.idempotencyClaim = { scopeHash };
+        request.idempotencyClaim = { scopeHash, bodyKey };
         return;
       }
       const { rows } = await sql<StoredRow>`
@@ -141,7 +160,7 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): void {
       reply.code(row.response_status ?? 200);
       for (const [k, v] of Object.entries(headers as Record<string, string>)) reply.header(k, v);
       reply.header(REPLAYED_HEADER, 'true');
-      return reply.send(row.response_body ?? '');
+      return reply.send(row.response_body ? open(bodyKey, row.response_body) : '');
     }
     throw new AppError('IDEMPOTENCY.IN_FLIGHT', 409, 'A request with this Idempotency-Key is being processed; retry', {}, { 'retry-after': '1' });
   });
@@ -161,7 +180,7 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): void {
         const v = reply.getHeader(name);
         if (v !== undefined) headers[name] = String(v);
       }
-      const body = payload == null ? '' : payload.toString();
+      const body = payload == null || payload.length === 0 ? '' : seal(claimed.bodyKey, payload.toString());
       // Recorded before the response leaves: a client that saw this response and retries gets the replay.
       await sql`
         update idempotency_keys set state = 'done', response_status = ${reply.statusCode},

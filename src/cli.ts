@@ -4,11 +4,15 @@ import { ConfigError } from './platform/config.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
 import { openPlatform, startApi } from './main.ts';
+import { runAuditCommand } from './modules/audit/index.ts';
+import { runAdminCommand } from './modules/identity/index.ts';
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
-  migrate    apply pending migrations and exit`;
+  migrate    apply pending migrations and exit
+  admin grant|revoke <email>   make a user a platform administrator (or stop)
+  audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -28,6 +32,15 @@ async function run(argv: string[]): Promise<number> {
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
+    }
+    case 'admin':
+    case 'audit': {
+      const platform = await openPlatform();
+      try {
+        return command === 'admin' ? await runAdminCommand(platform, argv.slice(1)) : await runAuditCommand(platform, argv.slice(1));
+      } finally {
+        await platform.lifecycle.shutdown(`${command} done`);
+      }
     }
     case undefined:
     case 'help':

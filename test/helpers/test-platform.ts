@@ -20,7 +20,13 @@ export interface TestPlatform extends Platform {
  * real Redis with a unique key prefix when TEST_REDIS_URL is set.
  */
 export async function createTestPlatform(
-  opts: { env?: Record<string, string>; db?: Partial<DatabaseOptions>; logger?: Logger } = {},
+  opts: {
+    env?: Record<string, string>;
+    db?: Partial<DatabaseOptions>;
+    logger?: Logger;
+    /** Test-only: compose the modules differently (e.g. a test Authenticator). Default: createModules. */
+    compose?: (platform: Platform) => Modules;
+  } = {},
 ): Promise<TestPlatform> {
   const redisUrl = process.env.TEST_REDIS_URL;
   const config = loadConfig({
@@ -35,7 +41,7 @@ export async function createTestPlatform(
   const testDb = await createTestDatabase(opts.db);
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
   const platform: Platform = { config, logger, db: testDb.db, redis, lifecycle };
-  const modules = createModules(platform);
+  const modules = (opts.compose ?? createModules)(platform);
   const app = await createApiApp(platform, modules);
   return {
     ...platform,

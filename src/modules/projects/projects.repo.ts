@@ -265,8 +265,12 @@ function sqlTextArray(values: string[]) {
   return sql`${literal}::text[]`;
 }
 
+export function findTaskQuery(trx: Trx, tenantId: string, id: string) {
+  return tasksWithKey(trx).where('t.tenant_id', '=', tenantId).where('t.id', '=', id);
+}
+
 export async function findTask(trx: Trx, tenantId: string, id: string, opts: { forUpdate?: boolean } = {}): Promise<Task | null> {
-  let q = tasksWithKey(trx).where('t.tenant_id', '=', tenantId).where('t.id', '=', id);
+  let q = findTaskQuery(trx, tenantId, id);
   if (opts.forUpdate) q = q.forUpdate('t' as any);
   const r = await q.executeTakeFirst();
   return r ? toTask(r) : null;

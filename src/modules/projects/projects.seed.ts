@@ -103,22 +103,22 @@ async function insertTaskBatch(
         || substr(md5(r3::text || i::text), 1, 15))::uuid,
       ${b.projectId}::uuid,
       ${b.start}::bigint + i,
-      (${sql.lit(textArray(VERBS))}::text[])[1 + (r1 * ${VERBS.length - 1})::int] || ' '
-        || (${sql.lit(textArray(WORDS))}::text[])[1 + (r2 * ${WORDS.length - 1})::int] || ' '
-        || (${sql.lit(textArray(WORDS))}::text[])[1 + (r3 * ${WORDS.length - 1})::int],
-      'Seeded task ' || i || ': the ' || (${sql.lit(textArray(WORDS))}::text[])[1 + (r4 * ${WORDS.length - 1})::int]
+      (${sql.lit(textArray(VERBS))}::text[])[1 + floor(r1 * ${VERBS.length})::int] || ' '
+        || (${sql.lit(textArray(WORDS))}::text[])[1 + floor(r2 * ${WORDS.length})::int] || ' '
+        || (${sql.lit(textArray(WORDS))}::text[])[1 + floor(r3 * ${WORDS.length})::int],
+      'Seeded task ' || i || ': the ' || (${sql.lit(textArray(WORDS))}::text[])[1 + floor(r4 * ${WORDS.length})::int]
         || ' flow needs attention before the next release.',
-      (array['todo', 'todo', 'in_progress', 'done', 'done', 'done', 'canceled'])[1 + (r4 * 6)::int],
-      (r1 * 4.99)::int,
+      (array['todo', 'todo', 'in_progress', 'done', 'done', 'done', 'canceled'])[1 + floor(r4 * 7)::int],
+      floor(r1 * 5)::int,
       case when cardinality(${b.members}::uuid[]) = 0 or r2 < 0.2 then null
-           else (${b.members}::uuid[])[1 + (r3 * (cardinality(${b.members}::uuid[]) - 1))::int] end,
-      case when r3 < 0.5 then array[(${sql.lit(textArray(LABELS))}::text[])[1 + (r1 * ${LABELS.length - 1})::int]]
-           when r3 < 0.7 then array[(${sql.lit(textArray(LABELS))}::text[])[1 + (r1 * ${LABELS.length - 1})::int],
-                                    (${sql.lit(textArray(LABELS))}::text[])[1 + (r4 * ${LABELS.length - 1})::int]]
+           else (${b.members}::uuid[])[1 + floor(r3 * cardinality(${b.members}::uuid[]))::int] end,
+      case when r3 < 0.5 then array[(${sql.lit(textArray(LABELS))}::text[])[1 + floor(r1 * ${LABELS.length})::int]]
+           when r3 < 0.7 then array[(${sql.lit(textArray(LABELS))}::text[])[1 + floor(r1 * ${LABELS.length})::int],
+                                    (${sql.lit(textArray(LABELS))}::text[])[1 + (floor(r1 * ${LABELS.length})::int + 1 + floor(r4 * ${LABELS.length - 1})::int) % ${LABELS.length}]]
            else '{}'::text[] end,
       case when r4 < 0.6 then (created_at + (r2 * interval '90 days'))::date else null end,
       ${b.creator}::uuid,
       created_at,
-      created_at + (r4 * interval '30 days')
+      least(now(), created_at + (r4 * interval '30 days'))
     from g`.execute(trx);
 }

@@ -4,11 +4,13 @@ import { ConfigError } from './platform/config.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
 import { openPlatform, startApi } from './main.ts';
+import { parseSeedArgs, runSeed } from './seed.ts';
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
-  migrate    apply pending migrations and exit`;
+  migrate    apply pending migrations and exit
+  seed       bulk demo data: seed --orgs N --tasks M [--projects P] [--batch B]`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -28,6 +30,13 @@ async function run(argv: string[]): Promise<number> {
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
+    }
+    case 'seed': {
+      const args = parseSeedArgs(argv.slice(1));
+      const platform = await openPlatform(process.env, { migrate: true });
+      const r = await runSeed(platform, args);
+      console.log(`seeded ${r.orgs.length} orgs, ${r.projects} projects, ${r.tasks} tasks in ${(r.ms / 1000).toFixed(1)}s`);
+      return platform.lifecycle.shutdown('seed done');
     }
     case undefined:
     case 'help':

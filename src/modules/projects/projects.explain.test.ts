@@ -68,6 +68,16 @@ describe(`task queries use indexes at ${TASKS} tasks (${process.env.TEST_DATABAS
     expect(rows[0]!.n).toBeGreaterThanOrEqual(TASKS);
   });
 
+  it('seeded numbers are 1..n per project and each counter sits at its last number', async () => {
+    const { rows } = await sql<{ bad: number }>`
+      select count(*)::int as bad from (
+        select p.id from projects p join tasks t on t.tenant_id = p.tenant_id and t.project_id = p.id
+        group by p.id, p.task_counter
+        having count(*) <> p.task_counter or min(t.number) <> 1 or max(t.number) <> p.task_counter
+      ) x`.execute(t.db.owner);
+    expect(rows[0]!.bad).toBe(0);
+  });
+
   const base = { limit: 25 };
   const cases: Array<[string, Omit<TaskListQuery, 'limit'>]> = [
     ...TASK_SORTS.map((sort): [string, Omit<TaskListQuery, 'limit'>] => [`sort ${sort}`, { sort }]),

@@ -1,5 +1,6 @@
 import type { Database } from '../../platform/db/database.ts';
 import type { Principal } from '../../platform/http/auth.ts';
+import { AppError } from '../../platform/http/errors.ts';
 import { decodeCursor, listFingerprint, toPage, type KeysetPosition } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import {
@@ -26,9 +27,9 @@ export interface ActorContext {
 /** The tenancy module's answer to "is this user a member of this org?". */
 export type IsMember = (orgId: string, userId: string) => Promise<boolean>;
 
-/** Appends an event in the caller's transaction (the async backbone's outbox). */
+/** Appends an event in the caller's transaction (the async backbone's outbox: platform.events). */
 export interface OutboxPort {
-  add(trx: Trx, event: { type: string; tenantId: string; payload: object; requestId?: string }): Promise<unknown>;
+  add(trx: Trx, event: { name: string; tenantId: string; payload: object; requestId?: string }): Promise<unknown>;
 }
 
 /** Appends an audit record in the caller's transaction (the audit module). */
@@ -47,11 +48,16 @@ export interface AuditEntry {
   ip?: string;
 }
 
-/** Cache-aside for hot reads, keyed per tenant (the edge module's helper). */
+/** Tenant-scoped cache-aside for hot reads (the edge helper: platform.cache). */
 export interface CachePort {
-  get<T>(tenantId: string, key: string, load: () => Promise<T | null>): Promise<T | null>;
-  invalidate(tenantId: string, key: string): Promise<void>;
+  namespace<T>(name: string, opts: { ttlSec: number }): {
+    get(tenantId: string, key: string, loader: () => Promise<T>): Promise<T>;
+    invalidate(tenantId: string, key: string): Promise<void>;
+  };
 }
+
+/** Hot entries live this long in Redis at most; every change invalidates them at once anyway. */
+const CACHE_TTL_SEC = 300;
 
 /** Plan limits: billing decides whether an org may create one more project. */
 export type Entitlements = (request: {
@@ -88,8 +94,6 @@ export function ifNoneMatchHits(ifNoneMatch: string | undefined, etag: string): 
   return tags.includes('*') || tags.includes(etag);
 }
 
-const projectKey = (id: string) => `projects:project:${id}`;
-const taskKey = (id: string) => `projects:task:${id}`;
 
 export interface ProjectListParams {
   archived?: boolean;
@@ -115,31 +119,26 @@ export interface NewTaskInput {
 }
 
 export function createProjectsService(deps: ProjectsServiceDeps) {
-  const { db, outbox, audit, cache } = deps;
+  const { db, outbox, audit } = deps;
   const entitlements = deps.entitlements ?? allowEverything;
+  const projectCache = deps.cache?.namespace<Project>('projects', { ttlSec: CACHE_TTL_SEC });
+  const taskCache = deps.cache?.namespace<Task>('tasks', { ttlSec: CACHE_TTL_SEC });
 
   async function record(trx: Trx, ctx: ActorContext, entry: Omit<AuditEntry, 'tenantId' | 'actor' | 'requestId' | 'ip'>) {
     await audit?.record(trx, { ...entry, tenantId: ctx.tenantId, actor: ctx.principal, requestId: ctx.requestId, ip: ctx.ip });
   }
   async function publish(trx: Trx, ctx: ActorContext, type: string, payload: object) {
-    await outbox?.add(trx, { type, tenantId: ctx.tenantId, payload, requestId: ctx.requestId });
-  }
-  async function invalidate(tenantId: string, ...keys: string[]) {
-    if (cache) await Promise.all(keys.map((k) => cache.invalidate(tenantId, k)));
+    await outbox?.add(trx, { name: type, tenantId: ctx.tenantId, payload, requestId: ctx.requestId });
   }
   async function assertMember(tenantId: string, assigneeId: string | null | undefined) {
     if (assigneeId && !(await deps.isMember(tenantId, assigneeId))) throw assigneeNotMember(assigneeId);
   }
 
-  function readProject(tenantId: string, id: string): Promise<Project | null> {
-    const load = () => db.withTenantRead(tenantId, (trx) => repo.findProject(trx, tenantId, id));
-    return cache ? cache.get(tenantId, projectKey(id), load) : load();
-  }
-
+  /** Hot read through the cache. Loads go to the primary (a lagging replica must not refill the cache with a
+   * stale row right after an invalidation); not-found throws, so misses are never cached. */
   async function getProject(tenantId: string, id: string): Promise<Project> {
-    const p = await readProject(tenantId, id);
-    if (!p) throw projectNotFound();
-    return p;
+    const load = async () => (await db.withTenant(tenantId, (trx) => repo.findProject(trx, tenantId, id))) ?? Promise.reject(projectNotFound());
+    return projectCache ? projectCache.get(tenantId, id, load) : load();
   }
 
   async function createProject(ctx: ActorContext, input: { key: string; name: string; description?: string }): Promise<Project> {
@@ -195,7 +194,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
       await record(trx, ctx, { action: 'projects.project.update', targetType: 'project', targetId: id, changes: diff });
       return project;
     });
-    await invalidate(tenantId, projectKey(id));
+    await projectCache?.invalidate(tenantId, id);
     return updated;
   }
 
@@ -209,25 +208,22 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
       await record(trx, ctx, { action: 'projects.project.delete', targetType: 'project', targetId: id, changes: { key: current.key } });
     });
     // Its tasks are gone too (cascade); cached tasks are re-checked against their project on read.
-    await invalidate(tenantId, projectKey(id));
+    await projectCache?.invalidate(tenantId, id);
   }
 
   /** A cached task is served only while its project still exists (a project delete cascades to tasks). */
-  async function readTask(tenantId: string, id: string): Promise<Task | null> {
-    const load = () => db.withTenantRead(tenantId, (trx) => repo.findTask(trx, tenantId, id));
-    if (!cache) return load();
-    const task = await cache.get(tenantId, taskKey(id), load);
-    if (task && !(await readProject(tenantId, task.projectId))) {
-      await cache.invalidate(tenantId, taskKey(id));
-      return null;
+  async function getTask(tenantId: string, id: string): Promise<Task> {
+    const load = async () => (await db.withTenant(tenantId, (trx) => repo.findTask(trx, tenantId, id))) ?? Promise.reject(taskNotFound());
+    if (!taskCache) return load();
+    const task = await taskCache.get(tenantId, id, load);
+    try {
+      await getProject(tenantId, task.projectId);
+    } catch (err) {
+      if (!(err instanceof AppError && err.status === 404)) throw err;
+      await taskCache.invalidate(tenantId, id);
+      throw taskNotFound();
     }
     return task;
-  }
-
-  async function getTask(tenantId: string, id: string): Promise<Task> {
-    const t = await readTask(tenantId, id);
-    if (!t) throw taskNotFound();
-    return t;
   }
 
   async function createTask(ctx: ActorContext, projectId: string, input: NewTaskInput): Promise<Task> {
@@ -325,7 +321,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
       }
       return updated;
     });
-    await invalidate(tenantId, taskKey(id));
+    await taskCache?.invalidate(tenantId, id);
     return task;
   }
 
@@ -338,7 +334,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
       await repo.deleteTask(trx, tenantId, id);
       await record(trx, ctx, { action: 'projects.task.delete', targetType: 'task', targetId: id, changes: { key: current.key } });
     });
-    await invalidate(tenantId, taskKey(id));
+    await taskCache?.invalidate(tenantId, id);
   }
 
   async function addComment(ctx: ActorContext, taskId: string, body: string): Promise<Comment> {

@@ -25,11 +25,12 @@ import {
 } from './projects.schemas.ts';
 import { etagOf, ifNoneMatchHits, type ActorContext, type ProjectsService } from './projects.service.ts';
 
-/** The permissions these routes declare; identity's roles grant them (viewer: read; member: +write; admin: +manage). */
+/** The permissions these routes declare, as tenancy's roles spell them (viewer: read; member: + tasks and
+ * comments; admin: + manage projects). */
 export const PROJECTS_PERMISSIONS = {
   read: 'projects:read',
-  /** tasks and comments */
-  write: 'projects:write',
+  tasksWrite: 'tasks:write',
+  commentsWrite: 'comments:write',
   /** projects themselves: create, rename, archive, delete */
   manage: 'projects:manage',
 } as const;
@@ -161,7 +162,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
   app.post(
     '/orgs/:orgId/projects/:projectId/tasks',
     {
-      config: { permission: perm.write },
+      config: { permission: perm.tasksWrite },
       schema: { tags, summary: 'Create a task', params: ProjectParams, body: CreateTaskBody, response: { 201: TaskSchema } },
     },
     async (request, reply) => {
@@ -184,7 +185,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
   app.patch(
     '/orgs/:orgId/tasks/:taskId',
     {
-      config: { permission: perm.write },
+      config: { permission: perm.tasksWrite },
       schema: {
         tags,
         summary: 'Update a task (If-Match optional; 412 when stale)',
@@ -203,7 +204,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
   app.delete(
     '/orgs/:orgId/tasks/:taskId',
     {
-      config: { permission: perm.write },
+      config: { permission: perm.tasksWrite },
       schema: { tags, summary: 'Delete a task', params: TaskParams, headers: PreconditionHeaders, response: { 204: NoContent } },
     },
     async (request, reply) => {
@@ -228,7 +229,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
   app.post(
     '/orgs/:orgId/tasks/:taskId/comments',
     {
-      config: { permission: perm.write },
+      config: { permission: perm.commentsWrite },
       schema: { tags, summary: 'Comment on a task', params: TaskParams, body: CreateCommentBody, response: { 201: CommentSchema } },
     },
     async (request, reply) => {

@@ -32,20 +32,21 @@ export interface OutboxPort {
   add(trx: Trx, event: { name: string; tenantId: string; payload: object; requestId?: string }): Promise<unknown>;
 }
 
-/** Appends an audit record in the caller's transaction (the audit module). */
+/** Appends an audit record in the caller's transaction (the audit module's `audit.record`). */
 export interface AuditPort {
   record(trx: Trx, event: AuditEntry): Promise<unknown>;
 }
 
 export interface AuditEntry {
-  tenantId: string;
-  actor: Principal;
+  orgId: string;
   action: string;
-  targetType: 'project' | 'task' | 'comment';
-  targetId: string;
+  target: { type: 'project' | 'task' | 'comment'; id: string };
   changes?: Record<string, unknown>;
-  requestId: string;
-  ip?: string;
+  context: {
+    actor: { type: 'user' | 'api_key'; id: string; userId: string };
+    requestId: string;
+    ip?: string;
+  };
 }
 
 /** Tenant-scoped cache-aside for hot reads (the edge helper: platform.cache). */
@@ -124,8 +125,16 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
   const projectCache = deps.cache?.namespace<Project>('projects', { ttlSec: CACHE_TTL_SEC });
   const taskCache = deps.cache?.namespace<Task>('tasks', { ttlSec: CACHE_TTL_SEC });
 
-  async function record(trx: Trx, ctx: ActorContext, entry: Omit<AuditEntry, 'tenantId' | 'actor' | 'requestId' | 'ip'>) {
-    await audit?.record(trx, { ...entry, tenantId: ctx.tenantId, actor: ctx.principal, requestId: ctx.requestId, ip: ctx.ip });
+  async function record(
+    trx: Trx,
+    ctx: ActorContext,
+    action: string,
+    target: AuditEntry['target'],
+    changes: Record<string, unknown> = {},
+  ) {
+    const p = ctx.principal;
+    const actor = p.kind === 'api_key' && p.apiKeyId ? { type: 'api_key' as const, id: p.apiKeyId, userId: p.userId } : { type: 'user' as const, id: p.userId, userId: p.userId };
+    await audit?.record(trx, { orgId: ctx.tenantId, action, target, changes, context: { actor, requestId: ctx.requestId, ip: ctx.ip } });
   }
   async function publish(trx: Trx, ctx: ActorContext, type: string, payload: object) {
     await outbox?.add(trx, { name: type, tenantId: ctx.tenantId, payload, requestId: ctx.requestId });
@@ -156,7 +165,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
         createdBy: ctx.principal.userId,
       });
       if (!project) throw projectKeyTaken(input.key);
-      await record(trx, ctx, { action: 'projects.project.create', targetType: 'project', targetId: project.id, changes: { ...input } });
+      await record(trx, ctx, 'projects.project.create', { type: 'project', id: project.id }, auditChanges({}, input));
       await publish(trx, ctx, PROJECT_EVENTS.projectCreated, {
         projectId: project.id,
         key: project.key,
@@ -191,7 +200,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
       const diff = changedFields(current, changes);
       if (Object.keys(diff).length === 0) return current;
       const project = await repo.updateProject(trx, tenantId, id, diff);
-      await record(trx, ctx, { action: 'projects.project.update', targetType: 'project', targetId: id, changes: diff });
+      await record(trx, ctx, 'projects.project.update', { type: 'project', id }, auditChanges(current, diff));
       return project;
     });
     await projectCache?.invalidate(tenantId, id);
@@ -205,7 +214,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
       if (!current) throw projectNotFound();
       if (!ifMatchHolds(ifMatch, etagOf(current))) throw preconditionFailed(etagOf(current));
       await repo.deleteProject(trx, tenantId, id);
-      await record(trx, ctx, { action: 'projects.project.delete', targetType: 'project', targetId: id, changes: { key: current.key } });
+      await record(trx, ctx, 'projects.project.delete', { type: 'project', id }, { key: current.key });
     });
     // Its tasks are gone too (cascade); cached tasks are re-checked against their project on read.
     await projectCache?.invalidate(tenantId, id);
@@ -251,7 +260,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
         createdBy: ctx.principal.userId,
       });
       const task = (await repo.findTask(trx, tenantId, id))!;
-      await record(trx, ctx, { action: 'projects.task.create', targetType: 'task', targetId: id, changes: { ...input } });
+      await record(trx, ctx, 'projects.task.create', { type: 'task', id }, auditChanges({}, input));
       await publish(trx, ctx, PROJECT_EVENTS.taskCreated, {
         taskId: id,
         projectId,
@@ -301,7 +310,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
       if (Object.keys(diff).length === 0) return current;
       await repo.updateTask(trx, tenantId, id, diff);
       const updated = (await repo.findTask(trx, tenantId, id))!;
-      await record(trx, ctx, { action: 'projects.task.update', targetType: 'task', targetId: id, changes: diff });
+      await record(trx, ctx, 'projects.task.update', { type: 'task', id }, auditChanges(current, diff));
       await publish(trx, ctx, PROJECT_EVENTS.taskUpdated, {
         taskId: id,
         projectId: updated.projectId,
@@ -332,7 +341,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
       if (!current) throw taskNotFound();
       if (!ifMatchHolds(ifMatch, etagOf(current))) throw preconditionFailed(etagOf(current));
       await repo.deleteTask(trx, tenantId, id);
-      await record(trx, ctx, { action: 'projects.task.delete', targetType: 'task', targetId: id, changes: { key: current.key } });
+      await record(trx, ctx, 'projects.task.delete', { type: 'task', id }, { key: current.key });
     });
     await taskCache?.invalidate(tenantId, id);
   }
@@ -343,7 +352,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
       const task = await repo.findTask(trx, tenantId, taskId);
       if (!task) throw taskNotFound();
       const comment = await repo.insertComment(trx, { tenantId, id: newId(), taskId, authorId: ctx.principal.userId, body });
-      await record(trx, ctx, { action: 'projects.comment.create', targetType: 'comment', targetId: comment.id, changes: { taskId } });
+      await record(trx, ctx, 'projects.comment.create', { type: 'comment', id: comment.id }, { taskId });
       await publish(trx, ctx, PROJECT_EVENTS.commentAdded, {
         commentId: comment.id,
         taskId,
@@ -391,6 +400,18 @@ function changedFields<C extends object>(current: object, changes: C): Partial<C
     if (JSON.stringify(before) !== JSON.stringify(v)) diff[k] = v;
   }
   return diff as Partial<C>;
+}
+
+/** Audit `changes` in the audit module's shape, `{ field: { from, to } }`; long text recorded by length only. */
+function auditChanges(before: object, after: object): Record<string, unknown> {
+  const show = (v: unknown) => (typeof v === 'string' && v.length > 200 ? `(${v.length} characters)` : v);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(after)) {
+    if (v === undefined) continue;
+    const from = (before as Record<string, unknown>)[k];
+    out[k] = from === undefined ? { to: show(v) } : { from: show(from), to: show(v) };
+  }
+  return out;
 }
 
 /** Labels are case-insensitive tags: trimmed, lower-cased, de-duplicated, kept in first-seen order. */

@@ -10,8 +10,8 @@ import { createProjects, PROJECTS_PERMISSIONS } from './index.ts';
  */
 const ROLE_PERMISSIONS: Record<string, string[]> = {
   viewer: [PROJECTS_PERMISSIONS.read],
-  member: [PROJECTS_PERMISSIONS.read, PROJECTS_PERMISSIONS.write],
-  admin: [PROJECTS_PERMISSIONS.read, PROJECTS_PERMISSIONS.write, PROJECTS_PERMISSIONS.manage],
+  member: [PROJECTS_PERMISSIONS.read, PROJECTS_PERMISSIONS.tasksWrite, PROJECTS_PERMISSIONS.commentsWrite],
+  admin: Object.values(PROJECTS_PERMISSIONS),
 };
 
 const orgA = newId();
@@ -118,7 +118,7 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     expect((await call('viewerA', 'GET', `/v1/orgs/${orgA}/projects/${p.id}`)).statusCode).toBe(200);
     const forbidden = await call('viewerA', 'POST', `/v1/orgs/${orgA}/projects/${p.id}/tasks`, { title: 'nope' });
     expect(forbidden.statusCode).toBe(403);
-    expect(forbidden.json()).toMatchObject({ code: 'AUTH.FORBIDDEN', permission: PROJECTS_PERMISSIONS.write });
+    expect(forbidden.json()).toMatchObject({ code: 'AUTH.FORBIDDEN', permission: PROJECTS_PERMISSIONS.tasksWrite });
     expect((await call('memberA', 'POST', `/v1/orgs/${orgA}/projects`, { key: 'MEM', name: 'member' })).statusCode).toBe(403);
     expect((await call('memberA', 'PATCH', `/v1/orgs/${orgA}/projects/${p.id}`, { name: 'x' })).statusCode).toBe(403);
     expect((await call('memberA', 'DELETE', `/v1/orgs/${orgA}/projects/${p.id}`)).statusCode).toBe(403);

@@ -61,7 +61,7 @@ export const ProjectKey = Type.String({ pattern: '^[A-Z][A-Z0-9]{1,9}$', descrip
 export const CreateProjectBody = Type.Object(
   {
     key: ProjectKey,
-    name: Type.String({ minLength: 1, maxLength: 100 }),
+    name: Type.String({ minLength: 1, maxLength: 100, pattern: '\\S' }),
     description: Type.Optional(Type.String({ maxLength: 2000 })),
   },
   { additionalProperties: false },
@@ -69,7 +69,7 @@ export const CreateProjectBody = Type.Object(
 
 export const UpdateProjectBody = Type.Object(
   {
-    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '\\S' })),
     description: Type.Optional(Type.String({ maxLength: 2000 })),
     archived: Type.Optional(Type.Boolean()),
   },
@@ -77,7 +77,7 @@ export const UpdateProjectBody = Type.Object(
 );
 
 const taskFields = {
-  title: Type.String({ minLength: 1, maxLength: 200 }),
+  title: Type.String({ minLength: 1, maxLength: 200, pattern: '\\S' }),
   description: Type.String({ maxLength: 20000 }),
   status: Status,
   priority: PriorityValue,

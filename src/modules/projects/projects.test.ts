@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import type { Authenticator } from '../../platform/http/auth.ts';
 import { newId } from '../../platform/ids.ts';
-import { createProjects, PROJECTS_PERMISSIONS } from './index.ts';
+import { createProjects, PROJECTS_PERMISSIONS, type ProjectsService } from './index.ts';
 
 /**
  * Projects through HTTP on the real app: authorization, validation, ETags, pagination, search,
@@ -42,20 +42,20 @@ const isMember = async (orgId: string, userId: string) =>
 
 let t: TestPlatform;
 let projectLimit = Infinity;
+let service: ProjectsService;
 
 beforeAll(async () => {
   t = await createTestPlatform({
-    compose: (platform) => ({
-      authenticator,
-      routes: [
-        createProjects({
-          db: platform.db,
-          isMember,
-          entitlements: async ({ current }) =>
-            current < projectLimit ? { allowed: true } : { allowed: false, reason: `Your plan allows ${projectLimit} projects` },
-        }).routes,
-      ],
-    }),
+    compose: (platform) => {
+      const projects = createProjects({
+        db: platform.db,
+        isMember,
+        entitlements: async ({ current }) =>
+          current < projectLimit ? { allowed: true } : { allowed: false, reason: `Your plan allows ${projectLimit} projects` },
+      });
+      service = projects.service;
+      return { authenticator, routes: [projects.routes] };
+    },
   });
 });
 afterAll(async () => t?.close());
@@ -102,6 +102,7 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
       { key: 'core', name: 'lower-case key' },
       { key: 'C', name: 'too short key' },
       { key: 'OK', name: '' },
+      { key: 'OK', name: '  ' },
       { key: 'OK', name: 'x'.repeat(101) },
       { key: 'OK', name: 'mass assignment', tenantId: orgB },
       { key: 'OK', name: 'n', archived: true },
@@ -164,6 +165,8 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
       { title: '' },
       { title: 'x', priority: 'p0' },
       { title: 'x', dueDate: '31/01/2030' },
+      { title: 'x', dueDate: '2030-02-30' },
+      { title: '   ' },
       { title: 'x', labels: Array.from({ length: 21 }, (_, i) => `l${i}`) },
       { title: 'x', assigneeId: 'not-a-uuid' },
       { title: 'x', number: 99 },
@@ -194,6 +197,16 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     expect(results.map((r) => r.statusCode)).toEqual(Array(n).fill(201));
     const numbers = results.map((r) => r.json().number).sort((a, b) => a - b);
     expect(numbers).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+  });
+
+  it('a create that fails after taking a number gives it back: the sequence stays gap-free', async () => {
+    const p = await createProject('adminA', orgA, { key: 'GAP', name: 'Gap-free' });
+    await createTask('memberA', orgA, p.id, { title: 'one' });
+    const ctx = { tenantId: orgA, principal: { kind: 'user' as const, userId: users.memberA.id, isPlatformAdmin: false }, requestId: 'test' };
+    // bypasses HTTP validation: the database CHECK rejects the row after the counter was incremented
+    await expect(service.createTask(ctx, p.id, { title: 'x'.repeat(300) })).rejects.toThrow();
+    const next = await createTask('memberA', orgA, p.id, { title: 'two' });
+    expect(next.key).toBe('GAP-2');
   });
 
   it('ETag on reads, 304 on If-None-Match, 412 on a stale If-Match for PATCH and DELETE', async () => {

@@ -16,6 +16,11 @@ export interface ModuleRoutes {
   plugin: FastifyPluginAsync<any>;
 }
 
+/** A module's routes are written against the typed App; this adapts them to Fastify's plugin type. */
+export function asPlugin(plugin: (app: App) => Promise<void>): FastifyPluginAsync<any> {
+  return plugin as unknown as FastifyPluginAsync<any>;
+}
+
 export interface AppDeps {
   config: Config;
   logger: Logger;

@@ -5,12 +5,16 @@ import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
 import { openPlatform, startApi } from './main.ts';
 import { parseSeedArgs, runSeed } from './seed.ts';
+import { runAuditCommand } from './modules/audit/index.ts';
+import { runAdminCommand } from './modules/identity/index.ts';
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
   migrate    apply pending migrations and exit
-  seed       bulk demo data: seed --orgs N --tasks M [--projects P] [--batch B]`;
+  admin grant|revoke <email>   make a user a platform administrator (or stop)
+  audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
+  seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -37,6 +41,15 @@ async function run(argv: string[]): Promise<number> {
       const r = await runSeed(platform, args);
       console.log(`seeded ${r.orgs.length} orgs, ${r.projects} projects, ${r.tasks} tasks in ${(r.ms / 1000).toFixed(1)}s`);
       return platform.lifecycle.shutdown('seed done');
+    }
+    case 'admin':
+    case 'audit': {
+      const platform = await openPlatform();
+      try {
+        return command === 'admin' ? await runAdminCommand(platform, argv.slice(1)) : await runAuditCommand(platform, argv.slice(1));
+      } finally {
+        await platform.lifecycle.shutdown(`${command} done`);
+      }
     }
     case undefined:
     case 'help':

@@ -4,12 +4,16 @@ import { buildApp, type ModuleRoutes } from './app.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
-import { denyAllAuthenticator, type Authenticator } from './platform/http/auth.ts';
+import type { Authenticator } from './platform/http/auth.ts';
 import type { App } from './platform/http/server.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
+import { createAudit } from './modules/audit/index.ts';
+import { createIdentity } from './modules/identity/index.ts';
+import { createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
+import { createTenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
 export interface Platform {
@@ -58,8 +62,21 @@ export interface Modules {
 }
 
 /** Wires the modules to the platform and to each other's facades, explicitly, in dependency order. */
-export function createModules(_platform: Platform): Modules {
-  return { routes: [], authenticator: denyAllAuthenticator };
+/** Seams for modules that are not built yet (billing's plan limits). */
+export interface ModuleSeams {
+  entitlements?: Entitlements;
+}
+
+export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
+  const { db, redis, logger, config } = platform;
+  const audit = createAudit({ db });
+  const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
+  const tenancy = createTenancy({ db, audit, identity });
+  const projects = createProjects({ db, audit, isMember: isMemberVia(tenancy.service.getMember), entitlements: seams.entitlements });
+  return {
+    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes],
+    authenticator: tenancy.authenticator,
+  };
 }
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */

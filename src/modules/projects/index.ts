@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
-import { projectsRoutes, PROJECTS_PERMISSIONS } from './projects.routes.ts';
+import { projectsRoutes } from './projects.routes.ts';
 import { createProjectsService, type ProjectsService, type ProjectsServiceDeps } from './projects.service.ts';
 
 export { PROJECTS_PERMISSIONS } from './projects.routes.ts';
@@ -15,13 +15,10 @@ export type {
   OutboxPort,
   ProjectsService,
 } from './projects.service.ts';
-export { allowEverything } from './projects.service.ts';
+export { allowEverything, isMemberVia } from './projects.service.ts';
 export { seedProjects, type SeedOptions, type SeedProgress } from './projects.seed.ts';
 
-export interface ProjectsDeps extends ProjectsServiceDeps {
-  /** Permission names as identity's roles spell them; defaults to PROJECTS_PERMISSIONS. */
-  permissions?: Partial<typeof PROJECTS_PERMISSIONS>;
-}
+export type ProjectsDeps = ProjectsServiceDeps;
 
 export interface ProjectsModule {
   service: ProjectsService;
@@ -31,6 +28,6 @@ export interface ProjectsModule {
 /** The projects facade: projects, tasks (KEY-123), comments, with their HTTP routes under /v1/orgs/:orgId. */
 export function createProjects(deps: ProjectsDeps): ProjectsModule {
   const service = createProjectsService(deps);
-  const plugin: FastifyPluginAsync<any> = async (app) => projectsRoutes(app as any, { service, permissions: deps.permissions });
+  const plugin: FastifyPluginAsync<any> = async (app) => projectsRoutes(app as any, { service });
   return { service, routes: { name: 'projects', prefix: '/v1', plugin } };
 }

@@ -2,6 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { accessOf, principalOf } from '../../platform/http/auth.ts';
 import type { App } from '../../platform/http/server.ts';
+import { PERMISSIONS } from '../tenancy/index.ts';
 import {
   CommentListQuery,
   CommentPage,
@@ -25,19 +26,18 @@ import {
 } from './projects.schemas.ts';
 import { etagOf, ifNoneMatchHits, type ActorContext, type ProjectsService } from './projects.service.ts';
 
-/** The permissions these routes declare, as tenancy's roles spell them (viewer: read; member: + tasks and
- * comments; admin: + manage projects). */
+/** The permissions these routes declare, named by tenancy's roles (viewer: read; member: + tasks and
+ * comments; admin and owner: + manage projects). */
 export const PROJECTS_PERMISSIONS = {
-  read: 'projects:read',
-  tasksWrite: 'tasks:write',
-  commentsWrite: 'comments:write',
+  read: PERMISSIONS.projectsRead,
+  tasksWrite: PERMISSIONS.tasksWrite,
+  commentsWrite: PERMISSIONS.commentsWrite,
   /** projects themselves: create, rename, archive, delete */
-  manage: 'projects:manage',
+  manage: PERMISSIONS.projectsManage,
 } as const;
 
 export interface ProjectsRoutesOptions {
   service: ProjectsService;
-  permissions?: Partial<typeof PROJECTS_PERMISSIONS>;
 }
 
 function actor(request: FastifyRequest): ActorContext {
@@ -59,7 +59,7 @@ const NotModified = Type.Null({ description: 'Not modified (If-None-Match)' });
 
 export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Promise<void> {
   const { service } = opts;
-  const perm = { ...PROJECTS_PERMISSIONS, ...opts.permissions };
+  const perm = PROJECTS_PERMISSIONS;
   const tags = ['projects'];
 
   // ------------------------------------------------------------------------------------------- projects

@@ -67,6 +67,19 @@ export type Entitlements = (request: {
   current: number;
 }) => Promise<{ allowed: true } | { allowed: false; reason: string }>;
 
+/** Adapts tenancy's `getMember` (which throws a 404 AppError for a non-member) to IsMember. */
+export function isMemberVia(getMember: (orgId: string, userId: string) => Promise<unknown>): IsMember {
+  return async (orgId, userId) => {
+    try {
+      await getMember(orgId, userId);
+      return true;
+    } catch (err) {
+      if (err instanceof AppError && err.status === 404) return false;
+      throw err;
+    }
+  };
+}
+
 export const allowEverything: Entitlements = async () => ({ allowed: true });
 
 export interface ProjectsServiceDeps {

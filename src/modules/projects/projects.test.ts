@@ -1,63 +1,41 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
-import type { Authenticator } from '../../platform/http/auth.ts';
+import { addMember, signup, type SignedUp } from '../../../test/helpers/auth.ts';
+import { createModules } from '../../main.ts';
 import { newId } from '../../platform/ids.ts';
-import { createProjects, PROJECTS_PERMISSIONS, type ProjectsService } from './index.ts';
+import { createProjects, PROJECTS_PERMISSIONS } from './index.ts';
 
 /**
  * Projects through HTTP on the real app: authorization, validation, ETags, pagination, search,
  * numbering and tenant isolation. Runs on PGlite, and on Postgres when TEST_DATABASE_URL is set.
  */
-const ROLE_PERMISSIONS: Record<string, string[]> = {
-  viewer: [PROJECTS_PERMISSIONS.read],
-  member: [PROJECTS_PERMISSIONS.read, PROJECTS_PERMISSIONS.tasksWrite, PROJECTS_PERMISSIONS.commentsWrite],
-  admin: Object.values(PROJECTS_PERMISSIONS),
-};
-
-const orgA = newId();
-const orgB = newId();
-const users = {
-  adminA: { id: newId(), orgs: { [orgA]: 'admin' } },
-  memberA: { id: newId(), orgs: { [orgA]: 'member' } },
-  viewerA: { id: newId(), orgs: { [orgA]: 'viewer' } },
-  adminB: { id: newId(), orgs: { [orgB]: 'admin' } },
-};
-type UserName = keyof typeof users;
-
-/** Bearer <user name>: a stand-in for identity's sessions, with the same Authenticator contract. */
-const authenticator: Authenticator = {
-  async authenticate(req) {
-    const name = req.headers.authorization?.replace(/^Bearer /, '') as UserName | undefined;
-    const user = name ? users[name] : undefined;
-    return user ? { kind: 'user', userId: user.id, isPlatformAdmin: false } : null;
-  },
-  async resolveAccess(principal, orgId) {
-    const user = Object.values(users).find((u) => u.id === principal.userId);
-    const role = user?.orgs[orgId];
-    return role ? { orgId, role, permissions: new Set(ROLE_PERMISSIONS[role]) } : null;
-  },
-};
-const isMember = async (orgId: string, userId: string) =>
-  Object.values(users).some((u) => u.id === userId && orgId in u.orgs);
-
 let t: TestPlatform;
 let projectLimit = Infinity;
-let service: ProjectsService;
+let orgA: string;
+let orgB: string;
+const users = {} as Record<'adminA' | 'memberA' | 'viewerA' | 'ownerA' | 'adminB', SignedUp & { id: string }>;
+type UserName = keyof typeof users;
 
 beforeAll(async () => {
   t = await createTestPlatform({
-    compose: (platform) => {
-      const projects = createProjects({
-        db: platform.db,
-        isMember,
+    compose: (platform) =>
+      createModules(platform, {
         entitlements: async ({ current }) =>
           current < projectLimit ? { allowed: true } : { allowed: false, reason: `Your plan allows ${projectLimit} projects` },
-      });
-      service = projects.service;
-      return { authenticator, routes: [projects.routes] };
-    },
+      }),
   });
-});
+  // Real signup, invitations and roles: org A has an owner, an admin, a member and a viewer; org B its owner.
+  const ownerA = await signup(t.app, { organizationName: 'Org A' });
+  const adminB = await signup(t.app, { organizationName: 'Org B' });
+  orgA = ownerA.orgId;
+  orgB = adminB.orgId;
+  Object.assign(users, { ownerA: { ...ownerA, id: ownerA.userId }, adminB: { ...adminB, id: adminB.userId } });
+  for (const [name, role] of [['adminA', 'admin'], ['memberA', 'member'], ['viewerA', 'viewer']] as const) {
+    const u = await signup(t.app, { organizationName: `${name}'s own org` });
+    await addMember(t.app, ownerA, orgA, u, role);
+    users[name] = { ...u, id: u.userId };
+  }
+}, 120_000);
 afterAll(async () => t?.close());
 
 function call(as: UserName | null, method: string, url: string, payload?: unknown, headers: Record<string, string> = {}) {
@@ -65,7 +43,7 @@ function call(as: UserName | null, method: string, url: string, payload?: unknow
     method: method as any,
     url,
     payload: payload as any,
-    headers: { ...(as ? { authorization: `Bearer ${as}` } : {}), ...headers },
+    headers: { ...(as ? users[as].auth : {}), ...headers },
   });
 }
 
@@ -203,6 +181,7 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     const p = await createProject('adminA', orgA, { key: 'GAP', name: 'Gap-free' });
     await createTask('memberA', orgA, p.id, { title: 'one' });
     const ctx = { tenantId: orgA, principal: { kind: 'user' as const, userId: users.memberA.id, isPlatformAdmin: false }, requestId: 'test' };
+    const service = createProjects({ db: t.db, isMember: async () => true }).service;
     // bypasses HTTP validation: the database CHECK rejects the row after the counter was incremented
     await expect(service.createTask(ctx, p.id, { title: 'x'.repeat(300) })).rejects.toThrow();
     const next = await createTask('memberA', orgA, p.id, { title: 'two' });
@@ -425,6 +404,32 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     expect((await call('memberA', 'POST', url, { body: 'x'.repeat(10001) })).statusCode).toBe(400);
     expect((await call('memberA', 'POST', url, { body: 'x', authorId: users.adminA.id })).statusCode).toBe(400);
     expect((await call('memberA', 'POST', `/v1/orgs/${orgA}/tasks/${newId()}/comments`, { body: 'x' })).statusCode).toBe(404);
+  });
+
+  it('records an audit event for every mutation, in the same transaction (nothing for refused ones)', async () => {
+    const p = await createProject('adminA', orgA, { key: 'AUD', name: 'Audited' });
+    const task = await createTask('memberA', orgA, p.id, { title: 'Audit me', assigneeId: users.viewerA.id });
+    const url = `/v1/orgs/${orgA}/tasks/${task.id}`;
+    expect((await call('memberA', 'PATCH', url, { status: 'done', title: 'Audited' })).statusCode).toBe(200);
+    expect((await call('memberA', 'PATCH', url, { status: 'todo' }, { 'if-match': '"v1"' })).statusCode).toBe(412);
+    const comment = (await call('memberA', 'POST', `${url}/comments`, { body: 'noted' })).json();
+    expect((await call('memberA', 'DELETE', url)).statusCode).toBe(204);
+    expect((await call('adminA', 'PATCH', `/v1/orgs/${orgA}/projects/${p.id}`, { name: 'Renamed' })).statusCode).toBe(200);
+    expect((await call('adminA', 'DELETE', `/v1/orgs/${orgA}/projects/${p.id}`)).statusCode).toBe(204);
+
+    const events = async (query: string) => {
+      const res = await call('ownerA', 'GET', `/v1/orgs/${orgA}/audit-events?${query}&limit=100`);
+      expect(res.statusCode, res.body).toBe(200);
+      return res.json().data as any[];
+    };
+    const forTask = await events(`targetId=${task.id}`);
+    expect(forTask.map((e) => e.action).sort()).toEqual(['projects.task.create', 'projects.task.delete', 'projects.task.update']);
+    const update = forTask.find((e) => e.action === 'projects.task.update');
+    expect(update.changes).toEqual({ status: { from: 'todo', to: 'done' }, title: { from: 'Audit me', to: 'Audited' } });
+    expect(update.actor).toMatchObject({ type: 'user', id: users.memberA.id });
+    const forProject = await events(`targetId=${p.id}`);
+    expect(forProject.map((e) => e.action).sort()).toEqual(['projects.project.create', 'projects.project.delete', 'projects.project.update']);
+    expect((await events(`targetId=${comment.id}`)).map((e) => e.action)).toEqual(['projects.comment.create']);
   });
 
   it('asks the entitlement function before creating a project and answers 402 when refused', async () => {

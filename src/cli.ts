@@ -4,7 +4,7 @@ import { ConfigError } from './platform/config.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
 import { openPlatform, startApi } from './main.ts';
-import { parseSeedArgs, runSeed } from './seed.ts';
+import { parseSeedArgs, runSeed, SEED_PASSWORD } from './seed.ts';
 import { runAuditCommand } from './modules/audit/index.ts';
 import { runAdminCommand } from './modules/identity/index.ts';
 
@@ -40,6 +40,7 @@ async function run(argv: string[]): Promise<number> {
       const platform = await openPlatform(process.env, { migrate: true });
       const r = await runSeed(platform, args);
       console.log(`seeded ${r.orgs.length} orgs, ${r.projects} projects, ${r.tasks} tasks in ${(r.ms / 1000).toFixed(1)}s`);
+      console.log(`log in as ${r.orgs[0]?.email} … ${r.orgs.at(-1)?.email} with password "${SEED_PASSWORD}"`);
       return platform.lifecycle.shutdown('seed done');
     }
     case 'admin':

@@ -1,7 +1,14 @@
 import { sql } from 'kysely';
+import { randomBytes } from 'node:crypto';
+import { createAudit } from './modules/audit/index.ts';
+import { createIdentity } from './modules/identity/index.ts';
 import { seedProjects, type SeedProgress } from './modules/projects/index.ts';
+import { createTenancy } from './modules/tenancy/index.ts';
 import type { Platform } from './main.ts';
 import { newId } from './platform/ids.ts';
+
+/** Every seeded owner signs in with this password (demo data only). */
+export const SEED_PASSWORD = 'plinth seed password 1';
 
 export interface SeedArgs {
   orgs: number;
@@ -31,17 +38,38 @@ export function parseSeedArgs(argv: string[]): SeedArgs {
 /** `[#######.......]  45%  450000/1000000 tasks  12.3s  36585/s` on one terminal line. */
 export function progressBar(done: number, total: number, elapsedMs: number, width = 30): string {
   const ratio = total === 0 ? 1 : Math.min(done / total, 1);
-  const filled = Math.round(ratio * width);
+  const filled = Math.floor(ratio * width);
   const rate = elapsedMs > 0 ? Math.round((done * 1000) / elapsedMs) : 0;
   return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(Math.round(ratio * 100)).padStart(3)}%  ${done}/${total} tasks  ${(elapsedMs / 1000).toFixed(1)}s  ${rate}/s`;
 }
 
+/** Real orgs through tenancy's signup (user + org + owner membership + audit), so the data is usable over HTTP. */
+async function createSeedOrgs(platform: Platform, count: number, out: NodeJS.WriteStream) {
+  const { db, redis, logger, config } = platform;
+  const audit = createAudit({ db });
+  const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
+  const tenancy = createTenancy({ db, audit, identity });
+  const run = randomBytes(3).toString('hex');
+  const orgs: Array<{ id: string; email: string; memberIds: string[] }> = [];
+  for (let i = 1; i <= count; i++) {
+    const email = `seed-${run}-${i}@example.com`;
+    const r = await tenancy.service.signup(
+      { email, password: SEED_PASSWORD, name: `Seed Owner ${i}`, organizationName: `Seed Org ${i}` },
+      { ip: '127.0.0.1', userAgent: 'plinth seed', requestId: newId() },
+    );
+    orgs.push({ id: r.organization.id, email, memberIds: [r.user.id] });
+    out.write(out.isTTY ? `\rorgs ${i}/${count}` : i === count ? `orgs ${i}/${count}\n` : '');
+  }
+  if (out.isTTY) out.write('\n');
+  return orgs;
+}
+
 /**
- * `plinth seed`: realistic bulk data for benchmarks. Orgs are tenant ids with generated member ids
- * (seam: once the tenancy module exposes org creation, create real orgs and members here).
+ * `plinth seed`: realistic bulk data for benchmarks: N orgs (each with an owner who can log in with
+ * SEED_PASSWORD), P projects per org, M tasks in total, spread evenly.
  */
 export async function runSeed(platform: Platform, args: SeedArgs, out: NodeJS.WriteStream = process.stderr) {
-  const orgs = Array.from({ length: args.orgs }, () => ({ id: newId(), memberIds: Array.from({ length: 5 }, () => newId()) }));
+  const orgs = await createSeedOrgs(platform, args.orgs, out);
   const started = Date.now();
   let last = 0;
   const draw = (p: SeedProgress) => {
@@ -63,5 +91,5 @@ export async function runSeed(platform: Platform, args: SeedArgs, out: NodeJS.Wr
   // Fresh statistics, so the planner picks the list indexes at once (autovacuum would get there later).
   await sql`analyze projects, tasks`.execute(platform.db.owner);
   const ms = Date.now() - started;
-  return { ...result, orgs: orgs.map((o) => o.id), ms };
+  return { ...result, orgs, ms };
 }

@@ -104,6 +104,11 @@ export async function insertProject(
   return r ? toProject(r) : null;
 }
 
+/** Serializes project creation per org for this transaction, so a plan limit cannot be overshot by a race. */
+export async function lockProjectCreation(trx: Trx, tenantId: string): Promise<void> {
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`projects.create:${tenantId}`}, 0))`.execute(trx);
+}
+
 export async function countProjects(trx: Trx, tenantId: string): Promise<number> {
   const r = await trx.selectFrom('projects').where('tenant_id', '=', tenantId).select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow();
   return Number(r.n);

@@ -166,6 +166,7 @@ export function createProjectsService(deps: ProjectsServiceDeps) {
   async function createProject(ctx: ActorContext, input: { key: string; name: string; description?: string }): Promise<Project> {
     const { tenantId } = ctx;
     return db.withTenant(tenantId, async (trx) => {
+      await repo.lockProjectCreation(trx, tenantId);
       const current = await repo.countProjects(trx, tenantId);
       const verdict = await entitlements({ orgId: tenantId, action: 'projects.create', current });
       if (!verdict.allowed) throw planLimitReached(verdict.reason);

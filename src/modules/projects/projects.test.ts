@@ -441,8 +441,12 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
       expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
       expect(res.json()).toMatchObject({ code: 'PROJECTS.PLAN_LIMIT_REACHED', detail: `Your plan allows ${current} projects` });
       expect((await call('viewerA', 'GET', `/v1/orgs/${orgA}/projects?limit=100`)).json().data.length).toBe(current);
+      // one more allowed: of 5 concurrent creates exactly one gets through (the check and insert are serialized)
       projectLimit = current + 1;
-      expect((await call('adminA', 'POST', `/v1/orgs/${orgA}/projects`, { key: 'OVER', name: 'Now allowed' })).statusCode).toBe(201);
+      const racing = await Promise.all(
+        ['RACEA', 'RACEB', 'RACEC', 'RACED', 'RACEE'].map((key) => call('adminA', 'POST', `/v1/orgs/${orgA}/projects`, { key, name: key })),
+      );
+      expect(racing.map((r) => r.statusCode).sort()).toEqual([201, 402, 402, 402, 402]);
     } finally {
       projectLimit = Infinity;
     }

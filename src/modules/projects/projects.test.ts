@@ -432,6 +432,24 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     expect((await events(`targetId=${comment.id}`)).map((e) => e.action)).toEqual(['projects.comment.create']);
   });
 
+  it('documents every route in the OpenAPI spec with its schemas', async () => {
+    const spec = (await t.app.inject({ url: '/openapi.json' })).json();
+    const tasks = spec.paths['/v1/orgs/{orgId}/projects/{projectId}/tasks'];
+    expect(Object.keys(tasks).sort()).toEqual(['get', 'post']);
+    expect(tasks.get.parameters.map((p: any) => p.name)).toEqual(
+      expect.arrayContaining(['status', 'assignee', 'label', 'dueBefore', 'dueAfter', 'updatedSince', 'q', 'sort', 'limit', 'cursor']),
+    );
+    for (const path of ['/v1/orgs/{orgId}/projects', '/v1/orgs/{orgId}/projects/{projectId}', '/v1/orgs/{orgId}/tasks/{taskId}', '/v1/orgs/{orgId}/tasks/{taskId}/comments']) {
+      expect(spec.paths[path], path).toBeDefined();
+    }
+    expect(spec.paths['/v1/orgs/{orgId}/tasks/{taskId}'].patch.requestBody.content['application/json'].schema.properties.status.enum).toEqual([
+      'todo',
+      'in_progress',
+      'done',
+      'canceled',
+    ]);
+  });
+
   it('asks the entitlement function before creating a project and answers 402 when refused', async () => {
     const current = (await call('viewerA', 'GET', `/v1/orgs/${orgA}/projects?limit=100`)).json().data.length;
     projectLimit = current;

@@ -19,7 +19,8 @@ const USAGE = `usage: plinth <command>
   worker     run the worker role only (jobs, outbox relay, schedules)
   migrate    apply pending migrations and exit
   admin grant|revoke <email>   make a user a platform administrator (or stop)
-  audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with`;
+  audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
+  seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -41,6 +42,16 @@ async function run(argv: string[]): Promise<number> {
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
+    }
+    case 'seed': {
+      const { parseSeedArgs, runSeed, SEED_PASSWORD } = await import('./seed.ts');
+      const args = parseSeedArgs(argv.slice(1));
+      const { openPlatform } = await import('./main.ts');
+      const platform = await openPlatform(process.env, { migrate: true });
+      const r = await runSeed(platform, args);
+      console.log(`seeded ${r.orgs.length} orgs, ${r.projects} projects, ${r.tasks} tasks in ${(r.ms / 1000).toFixed(1)}s`);
+      console.log(`log in as ${r.orgs[0]?.email} … ${r.orgs.at(-1)?.email} with password "${SEED_PASSWORD}"`);
+      return platform.lifecycle.shutdown('seed done');
     }
     case 'admin':
     case 'audit': {

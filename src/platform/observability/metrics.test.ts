@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signup } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { createLogger } from './logger.ts';
 import { createFastHistogram, registerJobMetrics, registerOutboxMetrics, registry } from './metrics.ts';
@@ -42,7 +43,8 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
     const logger = createLogger('silent', sink);
     tp = await createTestPlatform({
       logger,
-      env: { METRICS_TOKEN: TOKEN },
+      // One unauthenticated request per IP per window: the second public call is a real 429.
+      env: { METRICS_TOKEN: TOKEN, RATE_LIMIT_IP: '1' },
       db: { onQuery: createQueryObserver({ logger, slowQueryMs: 10_000 }) },
     });
     await tp.app.listen({ port: 0, host: '127.0.0.1' });
@@ -73,6 +75,17 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
     expect((await fetch(`${base}/no/such/route/0190a4c2-8f5e-7cc3-b5a8-3f1e3c0d9a11`)).status).toBe(404);
     expect((await fetch(`${base}/v1/orgs/0190a4c2-8f5e-7cc3-b5a8-3f1e3c0d9a11/anything`)).status).toBe(404);
 
+    // Real module traffic: signup (uses the IP quota), a project created,
+    // then an unauthenticated login over the IP quota (429).
+    const user = await signup(tp.app, { organizationName: 'Metrics Org' });
+    const created = await tp.app.inject({ method: 'POST', url: `/v1/orgs/${user.orgId}/projects`, headers: user.auth, payload: { key: 'OBS', name: 'Observed' } });
+    expect(created.statusCode).toBe(201);
+    // The edge cache helper (not yet wired into a module's reads): a miss, then a hit.
+    const cache = tp.cache.namespace<{ n: number }>('obs_probe', { ttlSec: 60 });
+    for (let i = 0; i < 2; i++) expect(await cache.get(user.orgId, 'k', async () => ({ n: 1 }))).toEqual({ n: 1 });
+    const limited = await tp.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password: 'wrong password 123' } });
+    expect(limited.statusCode).toBe(429);
+
     const text = await scrape();
     for (const family of FAMILIES) expect(text, family).toContain(`# TYPE ${family} `);
 
@@ -81,12 +94,20 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
     expect(sample(text, 'plinth_http_request_duration_seconds_count', { route: 'unmatched', status_class: '4xx' })).toBeGreaterThanOrEqual(2);
     // Low cardinality: route templates only, never a raw URL or an id.
     expect(text).not.toMatch(/0190a4c2|\/no\/such\/route/);
+    expect(text).not.toContain(user.orgId);
+    expect(text).not.toContain(user.userId);
     // The scrape itself is the only request in flight: every earlier request was counted out again.
     expect(sample(text, 'plinth_http_requests_in_flight')).toBe(1);
     expect(sample(text, 'plinth_readiness_status')).toBe(1);
     expect(sample(text, 'plinth_db_query_duration_seconds_count', { operation: 'select' })).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'plinth_db_pool_connections', { state: 'idle' })).toBeGreaterThanOrEqual(0);
     expect(sample(text, 'plinth_db_pool_waiting_requests')).toBe(0);
+    expect(sample(text, 'plinth_http_request_duration_seconds_count', { method: 'POST', route: '/v1/orgs/:orgId/projects', status_class: '2xx' })).toBe(1);
+    expect(sample(text, 'plinth_rate_limit_rejections_total', { scope: 'ip' })).toBe(1);
+    expect(sample(text, 'plinth_cache_requests_total', { cache: 'obs_probe', result: 'miss' })).toBeGreaterThanOrEqual(1);
+    expect(sample(text, 'plinth_cache_requests_total', { cache: 'obs_probe', result: 'hit' })).toBeGreaterThanOrEqual(1);
+    expect(sample(text, 'plinth_circuit_breaker_state', { breaker: 'redis' })).toBe(0);
+    expect(sample(text, 'plinth_db_query_duration_seconds_count', { operation: 'insert' })).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'process_resident_memory_bytes')).toBeGreaterThan(1_000_000);
     expect(sample(text, 'nodejs_eventloop_lag_seconds')).toBeGreaterThanOrEqual(0);
 

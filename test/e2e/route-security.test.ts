@@ -96,12 +96,13 @@ describe(`route security: declarations and cross-tenant isolation (${process.env
   });
   afterAll(async () => t?.close());
 
-  it('every /v1 route declares a known permission or is on the explicit public list, and is documented with security', async () => {
+  it('every /v1 route declares a known permission or is on the explicit public list, and is documented with security and a success response', async () => {
     const known = new Set<string>([...ALL_PERMISSIONS, AUTHENTICATED, PLATFORM_ADMIN]);
     const routes = v1Routes(t);
     expect(routes.length).toBeGreaterThan(20);
     const problems: string[] = [];
     const spec = t.app.swagger() as any;
+    const operation = (r: RegisteredRoute) => spec.paths?.[r.url.replace(/:([A-Za-z0-9_]+)/g, '{$1}')]?.[r.method.toLowerCase()];
     for (const r of routes) {
       const id = `${r.method} ${r.url}`;
       if (r.config.public) {
@@ -110,10 +111,13 @@ describe(`route security: declarations and cross-tenant isolation (${process.env
       }
       if (!r.config.permission) problems.push(`${id} declares no permission`);
       else if (!known.has(r.config.permission)) problems.push(`${id} declares unknown permission ${r.config.permission}`);
-      const openapiPath = r.url.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
-      const op = spec.paths?.[openapiPath]?.[r.method.toLowerCase()];
+      const op = operation(r);
       if (!op) problems.push(`${id} is missing from the OpenAPI document`);
       else if (!op.security?.some((s: any) => 'bearer' in s)) problems.push(`${id} has no bearer security in OpenAPI`);
+    }
+    for (const r of routes) {
+      const op = operation(r);
+      if (op && !Object.keys(op.responses ?? {}).some((code) => /^2\d\d$/.test(code))) problems.push(`${r.method} ${r.url} documents no success response`);
     }
     expect(problems).toEqual([]);
   });

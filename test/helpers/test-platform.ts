@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
-import { createApiApp, createModules, type Modules, type Platform } from '../../src/main.ts';
+import { createApiApp, createEdgePlatform, createModules, type Modules, type Platform } from '../../src/main.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import type { DatabaseOptions } from '../../src/platform/db/database.ts';
 import { createFlags } from '../../src/platform/flags/flags.ts';
@@ -43,7 +43,7 @@ export async function createTestPlatform(
   const testDb = await createTestDatabase(opts.db);
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
   const flags = await createFlags({ db: testDb.db });
-  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle };
+  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle, ...createEdgePlatform(config, logger, redis) };
   const created = createModules(platform);
   const modules = opts.authenticator ? { ...created, authenticator: opts.authenticator } : created;
   const app = await createApiApp(platform, modules);
@@ -54,6 +54,7 @@ export async function createTestPlatform(
     app,
     async close() {
       await app.close();
+      await platform.cache.close();
       if (redis) {
         const keys = await redis.keys(`${config.redisPrefix}*`).catch(() => [] as string[]);
         if (keys.length > 0) await redis.del(...keys).catch(() => 0);

@@ -15,6 +15,7 @@ import { createCache, type CacheProvider } from './platform/cache/cache.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 import { createAudit } from './modules/audit/index.ts';
 import { createIdentity } from './modules/identity/index.ts';
+import { createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
 import { createTenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
@@ -79,13 +80,19 @@ export interface Modules {
 }
 
 /** Wires the modules to the platform and to each other's facades, explicitly, in dependency order. */
-export function createModules(platform: Platform): Modules {
+/** Seams for modules that are not built yet (billing's plan limits). */
+export interface ModuleSeams {
+  entitlements?: Entitlements;
+}
+
+export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
   const { db, redis, logger, config } = platform;
   const audit = createAudit({ db });
   const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
   const tenancy = createTenancy({ db, audit, identity });
+  const projects = createProjects({ db, audit, isMember: isMemberVia(tenancy.service.getMember), entitlements: seams.entitlements });
   return {
-    routes: [identity.routes, ...tenancy.routes, audit.routes],
+    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes],
     authenticator: tenancy.authenticator,
   };
 }

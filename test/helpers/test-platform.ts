@@ -28,6 +28,8 @@ export async function createTestPlatform(
     logger?: Logger;
     /** Replaces the identity module's authenticator, for kernel tests that need a fixed principal. */
     authenticator?: Authenticator;
+    /** Test-only: compose the modules differently (e.g. with test doubles of other modules). Default: createModules. */
+    compose?: (platform: Platform) => Modules;
   } = {},
 ): Promise<TestPlatform> {
   const redisUrl = process.env.TEST_REDIS_URL;
@@ -44,7 +46,7 @@ export async function createTestPlatform(
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
   const flags = await createFlags({ db: testDb.db });
   const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle, ...createEdgePlatform(config, logger, redis) };
-  const created = createModules(platform);
+  const created = (opts.compose ?? createModules)(platform);
   const modules = opts.authenticator ? { ...created, authenticator: opts.authenticator } : created;
   const app = await createApiApp(platform, modules);
   return {

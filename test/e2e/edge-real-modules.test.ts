@@ -38,7 +38,8 @@ describe('edge protection on the real composition', () => {
     const org = await t.app.inject({ url: `/v1/orgs/${alice.orgId}`, headers: alice.auth });
     expect(org.statusCode).toBe(200);
     expect(org.headers['ratelimit-policy']).toBe('"principal";q=1200;w=60, "org";q=6000;w=60');
-    expect(org.headers.ratelimit).toMatch(/^"principal";r=1198;t=\d+$/);
+    // GCRA refills one request every 50 ms (1200/min), so under load the second request may see 1199.
+    expect(org.headers.ratelimit).toMatch(/^"principal";r=119[89];t=\d+$/);
     // A forged token is 401 and costs nobody anything.
     const forged = await t.app.inject({ url: `/v1/orgs/${alice.orgId}`, headers: bearer('forged') });
     expect(forged.statusCode).toBe(401);

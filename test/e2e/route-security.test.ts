@@ -33,6 +33,13 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   keyId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/api-keys`, { name: 'B key', scopes: ['org:read'] })).id,
   sessionId: async (t, b) => (await t.app.inject({ url: '/v1/me/sessions', headers: b.member.auth })).json().data[0].id,
   key: async () => 'isolation-flag',
+  projectId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BSECRET', name: 'B project' })).id,
+  taskId: async (t, b) => {
+    const project = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BTASKS', name: 'B tasks' });
+    const task = await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/projects/${project.id}/tasks`, { title: 'B task', assigneeId: b.member.userId });
+    await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/tasks/${task.id}/comments`, { body: 'B comment' });
+    return task.id;
+  },
 };
 
 async function inject(t: TestPlatform, who: SignedUp, method: string, url: string, payload?: object) {
@@ -58,6 +65,11 @@ function sample(schema: any): unknown {
       if (schema.format === 'email') return 'isolation@example.com';
       if (schema.format === 'uuid') return newId();
       if (schema.format === 'date-time') return new Date(Date.now() + 86_400_000).toISOString();
+      if (schema.pattern) {
+        // e.g. a project key '^[A-Z][A-Z0-9]{1,9}$': the first simple candidate the pattern accepts
+        const fits = ['x', 'ISO', 'ISO1', 'iso-1', '1'].find((c) => new RegExp(schema.pattern).test(c) && c.length >= (schema.minLength ?? 0));
+        if (fits) return fits;
+      }
       return 'x'.repeat(Math.max(schema.minLength ?? 1, 1));
     case 'integer':
     case 'number':

@@ -197,6 +197,9 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     expect(read.headers.etag).toBe('"v1"');
     expect((await call('viewerA', 'GET', url, undefined, { 'if-none-match': '"v1"' })).statusCode).toBe(304);
 
+    // an empty or same-value PATCH changes nothing (no new version, no event)
+    expect((await call('memberA', 'PATCH', url, {})).json().version).toBe(1);
+    expect((await call('memberA', 'PATCH', url, { title: 'Versioned' })).json().version).toBe(1);
     const ok = await call('memberA', 'PATCH', url, { title: 'Renamed', status: 'done' }, { 'if-match': '"v1"' });
     expect(ok.statusCode).toBe(200);
     expect(ok.headers.etag).toBe('"v2"');

@@ -44,3 +44,15 @@ export async function startMetricsServer(opts: { port: number; host: string; tok
   });
   return server;
 }
+
+/** For `plinth worker`: starts the listener when METRICS_PORT is set and closes it on shutdown. */
+export async function startMetricsListener(platform: {
+  config: { metricsPort?: number; metricsToken?: string; host: string };
+  lifecycle: { onShutdown(closer: { name: string; close(): Promise<void> }): void };
+}): Promise<Server | undefined> {
+  const { config, lifecycle } = platform;
+  if (config.metricsPort === undefined) return undefined;
+  const server = await startMetricsServer({ port: config.metricsPort, host: config.host, token: config.metricsToken });
+  lifecycle.onShutdown({ name: 'metrics', close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
+  return server;
+}

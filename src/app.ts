@@ -5,6 +5,9 @@ import type { Database } from './platform/db/database.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
+import { jobsAdminRoutes, registerQueueDashboard } from './platform/jobs/admin-routes.ts';
+import type { EventBus } from './platform/jobs/event-bus.ts';
+import { parseTraceparent, runInEventContext } from './platform/outbox/context.ts';
 import { pingRedis, type Redis } from './platform/redis.ts';
 
 /** What a module contributes to the HTTP surface: an encapsulated plugin mounted under a prefix. */
@@ -23,6 +26,8 @@ export interface AppDeps {
   modules: ModuleRoutes[];
   /** From the identity module: turns a bearer token into a principal and org access. */
   authenticator: Authenticator;
+  /** The event bus: its operator routes (/v1/admin/jobs) and queue dashboard (/admin/queues). */
+  events?: EventBus;
 }
 
 /** Platform plugins first, then each module's routes. No business logic lives here. */
@@ -35,6 +40,14 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     optionalChecks: redis ? { redis: () => pingRedis(redis) } : {},
   });
   registerAuthorization(app, deps.authenticator);
+  // Events added while handling a request carry its id and trace context into their handlers.
+  app.addHook('onRequest', (request, _reply, done) => {
+    runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done);
+  });
+  if (deps.events) {
+    await app.register(jobsAdminRoutes(deps.events), { prefix: '/v1/admin/jobs' });
+    await registerQueueDashboard(app, deps.events, deps.authenticator);
+  }
   for (const mod of deps.modules) {
     await app.register(mod.plugin, { prefix: mod.prefix });
   }

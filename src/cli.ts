@@ -1,21 +1,29 @@
 #!/usr/bin/env node
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from './platform/config.ts';
+import { AppError } from './platform/http/errors.ts';
+import { isUuid } from './platform/ids.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
-import { openPlatform, startApi } from './main.ts';
+import { createModules, openPlatform, startApi, type Platform } from './main.ts';
+import { startWorker } from './worker.ts';
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
-  migrate    apply pending migrations and exit`;
+  migrate    apply pending migrations and exit
+  jobs dead             list dead-lettered jobs (JSON lines)
+  jobs redrive <id>     send a dead job back for processing`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
   switch (command) {
     case 'start': {
       const platform = await openPlatform();
-      const app = await startApi(platform);
+      const modules = createModules(platform);
+      const app = await startApi(platform, modules);
+      // Embedded default: one process runs both roles. PLINTH_ROLE=api runs only the API.
+      if (platform.config.role !== 'api') await startWorker(platform, modules);
       installSignalHandlers(platform.lifecycle, platform.logger);
       const address = app.server.address();
       const port = typeof address === 'object' && address ? address.port : platform.config.port;
@@ -24,6 +32,15 @@ async function run(argv: string[]): Promise<number> {
       if (process.stdout.isTTY) console.log(`\n  Plinth API  ${base}\n  API docs    ${base}/docs\n`);
       return -1; // keep running until a signal
     }
+    case 'worker': {
+      const platform = await openPlatform();
+      await startWorker(platform);
+      installSignalHandlers(platform.lifecycle, platform.logger);
+      platform.logger.info({ workerId: platform.events.workerId, database: platform.db.kind }, 'Plinth worker is running');
+      return -1;
+    }
+    case 'jobs':
+      return jobsCommand(argv.slice(1));
     case 'migrate': {
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
@@ -37,6 +54,52 @@ async function run(argv: string[]): Promise<number> {
     default:
       console.error(`unknown command "${command}"\n${USAGE}`);
       return 2;
+  }
+}
+
+async function jobsCommand(args: string[]): Promise<number> {
+  const [sub, id] = args;
+  if (sub !== 'dead' && sub !== 'redrive') {
+    console.error(`usage: plinth jobs dead | plinth jobs redrive <id>`);
+    return 2;
+  }
+  if (sub === 'redrive' && (!id || !isUuid(id))) {
+    console.error('plinth jobs redrive needs the id of a dead job (a UUID; see plinth jobs dead)');
+    return 2;
+  }
+  const platform = await openPlatform();
+  createModules(platform);
+  try {
+    return sub === 'dead' ? await listDead(platform) : await redrive(platform, id!);
+  } finally {
+    await platform.lifecycle.shutdown(`jobs ${sub} done`);
+  }
+}
+
+async function listDead(platform: Platform): Promise<number> {
+  let after: string | undefined;
+  let count = 0;
+  do {
+    const page = await platform.events.listDead({ limit: 200, after });
+    for (const job of page.data) console.log(JSON.stringify(job));
+    count += page.data.length;
+    after = page.nextCursor ?? undefined;
+  } while (after);
+  console.error(`${count} dead job(s)`);
+  return 0;
+}
+
+async function redrive(platform: Platform, id: string): Promise<number> {
+  try {
+    const job = await platform.events.redrive(id);
+    console.log(JSON.stringify({ ...job, status: 'pending' }));
+    return 0;
+  } catch (err) {
+    if (err instanceof AppError) {
+      console.error(`${err.code}: ${err.detail}`);
+      return 1;
+    }
+    throw err;
   }
 }
 

@@ -5,6 +5,7 @@ import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
 import { denyAllAuthenticator, type Authenticator } from './platform/http/auth.ts';
 import type { App } from './platform/http/server.ts';
+import { createEventBus, type EventBus } from './platform/jobs/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
@@ -17,6 +18,8 @@ export interface Platform {
   db: Database;
   redis?: Redis;
   lifecycle: Lifecycle;
+  /** Transactional outbox + jobs: modules add events in their transactions and subscribe handlers (<module>.jobs.ts). */
+  events: EventBus;
 }
 
 /** Config → logger → database (migrated) → Redis. Shared by every process role. */
@@ -46,7 +49,9 @@ export async function openPlatform(
     redis = client;
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
-  return { config, logger, db, redis, lifecycle };
+  const events = createEventBus({ config, logger, db });
+  lifecycle.onShutdown({ name: 'jobs', close: () => events.close() });
+  return { config, logger, db, redis, lifecycle, events };
 }
 
 export interface Modules {
@@ -61,13 +66,13 @@ export function createModules(_platform: Platform): Modules {
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
 export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
-  const { config, logger, db, redis, lifecycle } = platform;
-  return buildApp({ config, logger, db, redis, lifecycle: lifecycle.state, modules: modules.routes, authenticator: modules.authenticator });
+  const { config, logger, db, redis, lifecycle, events } = platform;
+  return buildApp({ config, logger, db, redis, lifecycle: lifecycle.state, modules: modules.routes, authenticator: modules.authenticator, events });
 }
 
 /** The API role: modules, HTTP listener, closed first on shutdown. */
-export async function startApi(platform: Platform): Promise<App> {
-  const app = await createApiApp(platform);
+export async function startApi(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
+  const app = await createApiApp(platform, modules);
   platform.lifecycle.onShutdown({ name: 'http', close: () => app.close() });
   await app.listen({ port: platform.config.port, host: platform.config.host });
   return app;

@@ -3,7 +3,9 @@ import { pino, type Logger } from 'pino';
 import { createApiApp, createModules, type Modules, type Platform } from '../../src/main.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import type { DatabaseOptions } from '../../src/platform/db/database.ts';
+import type { Authenticator } from '../../src/platform/http/auth.ts';
 import type { App } from '../../src/platform/http/server.ts';
+import { createEventBus, type EventBusDeps } from '../../src/platform/jobs/event-bus.ts';
 import { createLifecycle } from '../../src/platform/lifecycle.ts';
 import { createRedis } from '../../src/platform/redis.ts';
 import { createTestDatabase, type TestDatabase } from '../../src/platform/testing/test-db.ts';
@@ -20,7 +22,15 @@ export interface TestPlatform extends Platform {
  * real Redis with a unique key prefix when TEST_REDIS_URL is set.
  */
 export async function createTestPlatform(
-  opts: { env?: Record<string, string>; db?: Partial<DatabaseOptions>; logger?: Logger } = {},
+  opts: {
+    env?: Record<string, string>;
+    db?: Partial<DatabaseOptions>;
+    logger?: Logger;
+    /** Test-only: replaces the modules' Authenticator (e.g. to act as a platform admin). */
+    authenticator?: Authenticator;
+    /** Test-only: event bus tuning (schedule tick, sweep cadence). */
+    events?: Partial<Pick<EventBusDeps, 'scheduleTickMs' | 'sweepEveryMs'>>;
+  } = {},
 ): Promise<TestPlatform> {
   const redisUrl = process.env.TEST_REDIS_URL;
   const config = loadConfig({
@@ -34,8 +44,10 @@ export async function createTestPlatform(
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: 0 });
   const testDb = await createTestDatabase(opts.db);
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
-  const platform: Platform = { config, logger, db: testDb.db, redis, lifecycle };
-  const modules = createModules(platform);
+  const events = createEventBus({ config, logger, db: testDb.db, ...opts.events });
+  const platform: Platform = { config, logger, db: testDb.db, redis, lifecycle, events };
+  const created = createModules(platform);
+  const modules = opts.authenticator ? { ...created, authenticator: opts.authenticator } : created;
   const app = await createApiApp(platform, modules);
   return {
     ...platform,
@@ -44,6 +56,7 @@ export async function createTestPlatform(
     app,
     async close() {
       await app.close();
+      await events.close();
       if (redis) {
         const keys = await redis.keys(`${config.redisPrefix}*`).catch(() => [] as string[]);
         if (keys.length > 0) await redis.del(...keys).catch(() => 0);

@@ -70,33 +70,43 @@ async function jobsCommand(args: string[]): Promise<number> {
   const platform = await openPlatform();
   createModules(platform);
   try {
-    return sub === 'dead' ? await listDead(platform) : await redrive(platform, id!);
+    return await runJobsCommand(platform, sub, id);
   } finally {
     await platform.lifecycle.shutdown(`jobs ${sub} done`);
   }
 }
 
-async function listDead(platform: Platform): Promise<number> {
+/** `plinth jobs …` on an open platform (exported for tests). Output: JSON lines on stdout. */
+export async function runJobsCommand(
+  platform: Platform,
+  sub: 'dead' | 'redrive',
+  id?: string,
+  out: Pick<Console, 'log' | 'error'> = console,
+): Promise<number> {
+  return sub === 'dead' ? listDead(platform, out) : redrive(platform, id!, out);
+}
+
+async function listDead(platform: Platform, out: Pick<Console, 'log' | 'error'>): Promise<number> {
   let after: string | undefined;
   let count = 0;
   do {
     const page = await platform.events.listDead({ limit: 200, after });
-    for (const job of page.data) console.log(JSON.stringify(job));
+    for (const job of page.data) out.log(JSON.stringify(job));
     count += page.data.length;
     after = page.nextCursor ?? undefined;
   } while (after);
-  console.error(`${count} dead job(s)`);
+  out.error(`${count} dead job(s)`);
   return 0;
 }
 
-async function redrive(platform: Platform, id: string): Promise<number> {
+async function redrive(platform: Platform, id: string, out: Pick<Console, 'log' | 'error'>): Promise<number> {
   try {
     const job = await platform.events.redrive(id);
-    console.log(JSON.stringify({ ...job, status: 'pending' }));
+    out.log(JSON.stringify({ ...job, status: 'pending' }));
     return 0;
   } catch (err) {
     if (err instanceof AppError) {
-      console.error(`${err.code}: ${err.detail}`);
+      out.error(`${err.code}: ${err.detail}`);
       return 1;
     }
     throw err;

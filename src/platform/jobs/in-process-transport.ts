@@ -50,13 +50,13 @@ export function createInProcessTransport(opts: { concurrency: number; logger: Lo
     const key = keyOf(job);
     if (queue.has(key) || delayed.has(key)) return;
     queue.set(key, job);
+    setImmediate(pump);
   }
 
   return {
     kind: 'in-process',
     async dispatch(jobs) {
       for (const job of jobs) enqueue(job);
-      setImmediate(pump);
     },
     async start(names, p) {
       processor = p;

@@ -2,9 +2,9 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import { Type } from '@sinclair/typebox';
-import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { PLATFORM_ADMIN, type Authenticator } from '../http/auth.ts';
-import { AppError } from '../http/errors.ts';
+import { AppError, sendProblem } from '../http/errors.ts';
 import { Page, Uuid } from '../http/schemas.ts';
 import type { App } from '../http/server.ts';
 import { isUuid } from '../ids.ts';
@@ -79,10 +79,14 @@ export function jobsAdminRoutes(bus: EventBus): FastifyPluginAsync {
   };
 }
 
-async function requirePlatformAdmin(authenticator: Authenticator, request: FastifyRequest): Promise<void> {
+/** Answers directly (not by throwing): the dashboard's routes have Bull Board's own error handler. */
+async function requirePlatformAdmin(authenticator: Authenticator, request: FastifyRequest, reply: FastifyReply) {
   const principal = await authenticator.authenticate(request);
-  if (!principal) throw new AppError('AUTH.UNAUTHENTICATED', 401, 'A valid bearer token is required', {}, { 'www-authenticate': 'Bearer' });
-  if (!principal.isPlatformAdmin) throw new AppError('AUTH.FORBIDDEN', 403, 'Platform administrators only');
+  if (!principal) {
+    reply.header('www-authenticate', 'Bearer');
+    return sendProblem(reply, 401, 'AUTH.UNAUTHENTICATED', 'A valid bearer token is required');
+  }
+  if (!principal.isPlatformAdmin) return sendProblem(reply, 403, 'AUTH.FORBIDDEN', 'Platform administrators only');
   request.principal = principal;
 }
 
@@ -95,7 +99,7 @@ export const QUEUES_PATH = '/admin/queues';
 export async function registerQueueDashboard(app: App, bus: EventBus, authenticator: Authenticator): Promise<void> {
   await app.register(
     async (scope) => {
-      scope.addHook('onRequest', async (request) => requirePlatformAdmin(authenticator, request));
+      scope.addHook('onRequest', async (request, reply) => requirePlatformAdmin(authenticator, request, reply));
       const bull = bus.bull();
       if (!bull) {
         scope.get('/', { schema: { hide: true } }, async () => ({
@@ -106,7 +110,17 @@ export async function registerQueueDashboard(app: App, bus: EventBus, authentica
       }
       const serverAdapter = new FastifyAdapter();
       serverAdapter.setBasePath(QUEUES_PATH);
-      createBullBoard({ queues: bull.queues(bus.consumers()).map((q) => new BullMQAdapter(q)), serverAdapter });
+      const adapters = () => bull.queues(bus.consumers()).map((q) => new BullMQAdapter(q));
+      const board = createBullBoard({ queues: adapters(), serverAdapter });
+      // Consumers may subscribe after the app is built; keep the board's queue list current.
+      let known = bus.consumers().join(',');
+      scope.addHook('preHandler', async () => {
+        const now = bus.consumers().join(',');
+        if (now !== known) {
+          known = now;
+          board.replaceQueues(adapters());
+        }
+      });
       // The dashboard is an HTML app: relax the API's `default-src 'none'` for its own scripts and styles.
       scope.addHook('onSend', async (_request, reply, payload) => {
         reply.header(

@@ -233,19 +233,23 @@ export function createEventBus(deps: EventBusDeps): EventBus {
     try {
       const result = await runInEventContext(ctx, () =>
         inTransaction(event.tenantId, async (trx) => {
-          const { rows } = await sql<{ status: string; attempts: number }>`
-            select status, attempts from job_deliveries where id = ${job.deliveryId} for update`.execute(trx);
-          const delivery = rows[0];
-          if (!delivery || delivery.status !== 'pending') return 'skipped';
-          const fresh = await sql`
-            insert into processed_events (consumer, event_id, tenant_id) values (${job.consumer}, ${event.id}, ${event.tenantId})
-            on conflict do nothing returning event_id`.execute(trx);
-          if (fresh.rows.length > 0) {
-            await sub.handler(event, { trx, logger: jobLog, attempt: delivery.attempts + 1 });
-          }
-          await sql`update job_deliveries set status = 'done', attempts = attempts + 1, last_error = null, updated_at = now()
-                    where id = ${job.deliveryId}`.execute(trx);
-          return fresh.rows.length > 0 ? 'done' : 'duplicate';
+          // One round trip claims the delivery (row lock: a concurrent duplicate waits, then sees it settled)
+          // and writes the processed-event record; a failing handler rolls both back.
+          const { rows } = await sql<{ claimed: number; fresh: number; attempts: number }>`
+            with d as (
+              update job_deliveries set status = 'done', attempts = attempts + 1, last_error = null, updated_at = now()
+              where id = ${job.deliveryId} and status = 'pending' returning attempts),
+            p as (
+              insert into processed_events (consumer, event_id, tenant_id)
+              select ${job.consumer}, ${event.id}::uuid, ${event.tenantId}::uuid from d
+              on conflict do nothing returning event_id)
+            select (select count(*)::int from d) as claimed, (select count(*)::int from p) as fresh,
+                   coalesce((select attempts from d), 0) as attempts`.execute(trx);
+          const { claimed, fresh, attempts } = rows[0]!;
+          if (!claimed) return 'skipped';
+          if (!fresh) return 'duplicate';
+          await sub.handler(event, { trx, logger: jobLog, attempt: attempts });
+          return 'done';
         }),
       );
       if (result === 'done') jobLog.debug('event handled');

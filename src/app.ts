@@ -2,6 +2,8 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
+import type { Flags } from './platform/flags/flags.ts';
+import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
@@ -17,11 +19,17 @@ export interface ModuleRoutes {
   plugin: FastifyPluginAsync<any>;
 }
 
+/** A module's routes are written against the typed App; this adapts them to Fastify's plugin type. */
+export function asPlugin(plugin: (app: App) => Promise<void>): FastifyPluginAsync<any> {
+  return plugin as unknown as FastifyPluginAsync<any>;
+}
+
 export interface AppDeps {
   config: Config;
   logger: Logger;
   db: Database;
   redis?: Redis;
+  flags: Flags;
   lifecycle: LifecycleState;
   modules: ModuleRoutes[];
   /** From the identity module: turns a bearer token into a principal and org access. */
@@ -40,6 +48,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     optionalChecks: redis ? { redis: () => pingRedis(redis) } : {},
   });
   registerAuthorization(app, deps.authenticator);
+  registerFlagRoutes(app, deps.flags);
   // Events added while handling a request carry its id and trace context into their handlers.
   app.addHook('onRequest', (request, _reply, done) => {
     runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done);

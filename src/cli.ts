@@ -6,14 +6,18 @@ import { isUuid } from './platform/ids.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
 import { createModules, openPlatform, startApi, type Platform } from './main.ts';
+import { runAuditCommand } from './modules/audit/index.ts';
+import { runAdminCommand } from './modules/identity/index.ts';
 import { startWorker } from './worker.ts';
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
   migrate    apply pending migrations and exit
-  jobs dead             list dead-lettered jobs (JSON lines)
-  jobs redrive <id>     send a dead job back for processing`;
+  admin grant|revoke <email>   make a user a platform administrator (or stop)
+  audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
+  jobs dead                    list dead-lettered jobs (JSON lines)
+  jobs redrive <id>            send a dead job back for processing`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -45,6 +49,15 @@ async function run(argv: string[]): Promise<number> {
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
+    }
+    case 'admin':
+    case 'audit': {
+      const platform = await openPlatform();
+      try {
+        return command === 'admin' ? await runAdminCommand(platform, argv.slice(1)) : await runAuditCommand(platform, argv.slice(1));
+      } finally {
+        await platform.lifecycle.shutdown(`${command} done`);
+      }
     }
     case undefined:
     case 'help':

@@ -3,13 +3,17 @@ import type { Logger } from 'pino';
 import { buildApp, type ModuleRoutes } from './app.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
-import { denyAllAuthenticator, type Authenticator } from './platform/http/auth.ts';
+import { createFlags, type Flags } from './platform/flags/flags.ts';
+import type { Authenticator } from './platform/http/auth.ts';
 import type { App } from './platform/http/server.ts';
 import { createEventBus, type EventBus } from './platform/jobs/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
+import { createAudit } from './modules/audit/index.ts';
+import { createIdentity } from './modules/identity/index.ts';
+import { createTenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
 export interface Platform {
@@ -17,6 +21,7 @@ export interface Platform {
   logger: Logger;
   db: Database;
   redis?: Redis;
+  flags: Flags;
   lifecycle: Lifecycle;
   /** Transactional outbox + jobs: modules add events in their transactions and subscribe handlers (<module>.jobs.ts). */
   events: EventBus;
@@ -49,9 +54,10 @@ export async function openPlatform(
     redis = client;
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
+  const flags = await createFlags({ db });
   const events = createEventBus({ config, logger, db });
   lifecycle.onShutdown({ name: 'jobs', close: () => events.close() });
-  return { config, logger, db, redis, lifecycle, events };
+  return { config, logger, db, redis, flags, lifecycle, events };
 }
 
 export interface Modules {
@@ -60,14 +66,31 @@ export interface Modules {
 }
 
 /** Wires the modules to the platform and to each other's facades, explicitly, in dependency order. */
-export function createModules(_platform: Platform): Modules {
-  return { routes: [], authenticator: denyAllAuthenticator };
+export function createModules(platform: Platform): Modules {
+  const { db, redis, logger, config } = platform;
+  const audit = createAudit({ db });
+  const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
+  const tenancy = createTenancy({ db, audit, identity });
+  return {
+    routes: [identity.routes, ...tenancy.routes, audit.routes],
+    authenticator: tenancy.authenticator,
+  };
 }
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
 export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
-  const { config, logger, db, redis, lifecycle, events } = platform;
-  return buildApp({ config, logger, db, redis, lifecycle: lifecycle.state, modules: modules.routes, authenticator: modules.authenticator, events });
+  const { config, logger, db, redis, flags, lifecycle, events } = platform;
+  return buildApp({
+    config,
+    logger,
+    db,
+    redis,
+    flags,
+    lifecycle: lifecycle.state,
+    modules: modules.routes,
+    authenticator: modules.authenticator,
+    events,
+  });
 }
 
 /** The API role: modules, HTTP listener, closed first on shutdown. */

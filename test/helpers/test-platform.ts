@@ -3,6 +3,7 @@ import { pino, type Logger } from 'pino';
 import { createApiApp, createModules, type Modules, type Platform } from '../../src/main.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import type { DatabaseOptions } from '../../src/platform/db/database.ts';
+import { createFlags } from '../../src/platform/flags/flags.ts';
 import type { Authenticator } from '../../src/platform/http/auth.ts';
 import type { App } from '../../src/platform/http/server.ts';
 import { createEventBus, type EventBusDeps } from '../../src/platform/jobs/event-bus.ts';
@@ -26,7 +27,7 @@ export async function createTestPlatform(
     env?: Record<string, string>;
     db?: Partial<DatabaseOptions>;
     logger?: Logger;
-    /** Test-only: replaces the modules' Authenticator (e.g. to act as a platform admin). */
+    /** Replaces the identity module's authenticator, for kernel tests that need a fixed principal. */
     authenticator?: Authenticator;
     /** Test-only: event bus tuning (schedule tick, sweep cadence). */
     events?: Partial<Pick<EventBusDeps, 'scheduleTickMs' | 'sweepEveryMs'>>;
@@ -44,8 +45,9 @@ export async function createTestPlatform(
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: 0 });
   const testDb = await createTestDatabase(opts.db);
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
+  const flags = await createFlags({ db: testDb.db });
   const events = createEventBus({ config, logger, db: testDb.db, ...opts.events });
-  const platform: Platform = { config, logger, db: testDb.db, redis, lifecycle, events };
+  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle, events };
   const created = createModules(platform);
   const modules = opts.authenticator ? { ...created, authenticator: opts.authenticator } : created;
   const app = await createApiApp(platform, modules);

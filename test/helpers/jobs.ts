@@ -1,21 +1,19 @@
 import { Writable } from 'node:stream';
 import { sql, type Kysely } from 'kysely';
 import { pino, type Logger } from 'pino';
-import type { Authenticator } from '../../src/platform/http/auth.ts';
+import { runAdminCommand } from '../../src/modules/identity/index.ts';
 import { protectTenantTable } from '../../src/platform/migrate/helpers.ts';
+import { signup } from './auth.ts';
+import type { TestPlatform } from './test-platform.ts';
 
-/** Test-only Authenticator until the identity module lands: 'admin' is a platform admin, 'member' is not. */
-export const testAuthenticator: Authenticator = {
-  async authenticate(req) {
-    const token = req.headers.authorization?.replace(/^Bearer /, '');
-    if (token === 'admin' || token === 'member') return { kind: 'user', userId: token, isPlatformAdmin: token === 'admin' };
-    return null;
-  },
-  resolveAccess: async () => null,
-};
-
-export const ADMIN = { authorization: 'Bearer admin' };
-export const MEMBER = { authorization: 'Bearer member' };
+/** Two real users through the real routes: a platform admin (granted as `plinth admin grant` does) and a plain user. */
+export async function adminAndMember(tp: TestPlatform): Promise<{ admin: { authorization: string }; member: { authorization: string } }> {
+  const admin = await signup(tp.app);
+  const member = await signup(tp.app);
+  const code = await runAdminCommand(tp, ['grant', admin.email], () => {});
+  if (code !== 0) throw new Error('could not grant platform admin');
+  return { admin: admin.auth, member: member.auth };
+}
 
 export async function waitFor<T>(probe: () => Promise<T>, done: (v: T) => boolean, timeoutMs = 15_000, stepMs = 20): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runJobsCommand } from '../../cli.ts';
 import { createApiApp } from '../../main.ts';
-import { ADMIN, captureLogger, countEffects, createEffectsTable, MEMBER, testAuthenticator, waitFor } from '../../../test/helpers/jobs.ts';
+import { adminAndMember, captureLogger, countEffects, createEffectsTable, waitFor } from '../../../test/helpers/jobs.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { newId } from '../ids.ts';
 import { currentEventContext } from '../outbox/context.ts';
@@ -13,6 +13,8 @@ const TENANT_B = newId();
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
 let tp: TestPlatform;
+let ADMIN: { authorization: string };
+let MEMBER: { authorization: string };
 let logs: Array<Record<string, any>>;
 const calls = new Map<string, number>();
 const attemptTimes: number[] = [];
@@ -30,7 +32,8 @@ async function publish(tenantId: string, name: string, payload: unknown = {}) {
 beforeAll(async () => {
   const captured = captureLogger();
   logs = captured.lines;
-  tp = await createTestPlatform({ logger: captured.logger, authenticator: testAuthenticator, env: { JOBS_POLL_MS: '20', JOBS_STALLED_MS: '2000' } });
+  tp = await createTestPlatform({ logger: captured.logger, env: { JOBS_POLL_MS: '20', JOBS_STALLED_MS: '2000' } });
+  ({ admin: ADMIN, member: MEMBER } = await adminAndMember(tp));
   await createEffectsTable(tp.db.owner);
   const effect = (consumer: string) => async (event: any, ctx: any) => {
     calls.set(`${consumer}/${event.id}`, (calls.get(`${consumer}/${event.id}`) ?? 0) + 1);
@@ -199,7 +202,7 @@ describe('retries, dead letters and redrive', () => {
 describe('context propagation', () => {
   it('the request id and traceparent of the request that added the event reach the handler and its logs', async () => {
     const app = await createApiApp(tp, {
-      authenticator: testAuthenticator,
+      authenticator: tp.modules.authenticator,
       routes: [
         {
           name: 'test',

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { DeliveryJob, Processor, QueueView, Transport } from './transport.ts';
+import type { DeliveryJob, Processor, Transport } from './transport.ts';
 
 const keyOf = (job: DeliveryJob) => `${job.consumer}\u0000${job.event.id}`;
 

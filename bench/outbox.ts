@@ -22,6 +22,7 @@ export interface OutboxBenchOptions {
   rate?: number;
   durationMs?: number;
   concurrency?: number;
+  poolMax?: number;
 }
 
 export interface OutboxBenchResult {
@@ -42,13 +43,13 @@ export async function runOutboxBench(opts: OutboxBenchOptions = {}): Promise<Out
     REDIS_PREFIX: prefix,
     JOBS_CONCURRENCY: String(opts.concurrency ?? 16),
     JOBS_POLL_MS: '20',
-    DATABASE_POOL_MAX: '20',
+    DATABASE_POOL_MAX: String(opts.poolMax ?? 20),
     ...(opts.redisUrl ? { REDIS_URL: opts.redisUrl } : {}),
   });
   const previous = process.env.TEST_DATABASE_URL;
   if (opts.databaseUrl) process.env.TEST_DATABASE_URL = opts.databaseUrl;
   else delete process.env.TEST_DATABASE_URL;
-  const testDb = await createTestDatabase({ poolMax: 20 });
+  const testDb = await createTestDatabase({ poolMax: opts.poolMax ?? 20 });
   if (previous === undefined) delete process.env.TEST_DATABASE_URL;
   else process.env.TEST_DATABASE_URL = previous;
 

@@ -5,12 +5,15 @@ import type { Database } from './platform/db/database.ts';
 import type { Flags } from './platform/flags/flags.ts';
 import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
+import { registerEdgeProtection } from './platform/http/edge.ts';
+import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
 import { jobsAdminRoutes, registerQueueDashboard } from './platform/jobs/admin-routes.ts';
 import type { EventBus } from './platform/jobs/event-bus.ts';
 import { parseTraceparent, runInEventContext } from './platform/outbox/context.ts';
 import { pingRedis, type Redis } from './platform/redis.ts';
+import type { ResiliencePolicy } from './platform/resilience/policy.ts';
 
 /** What a module contributes to the HTTP surface: an encapsulated plugin mounted under a prefix. */
 export interface ModuleRoutes {
@@ -36,6 +39,9 @@ export interface AppDeps {
   authenticator: Authenticator;
   /** The event bus: its operator routes (/v1/admin/jobs) and queue dashboard (/admin/queues). */
   events?: EventBus;
+  /** Edge protection: the process's Redis policy (shared breaker) and, later, plan-aware rate limits. */
+  redisPolicy: ResiliencePolicy;
+  rateLimits?: RateLimitResolver;
 }
 
 /** Platform plugins first, then each module's routes. No business logic lives here. */
@@ -48,6 +54,16 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     optionalChecks: redis ? { redis: () => pingRedis(redis) } : {},
   });
   registerAuthorization(app, deps.authenticator);
+  // After authorization: 401/403 never consume quota or idempotency keys.
+  await registerEdgeProtection(app, {
+    edge: deps.config.edge,
+    redisPrefix: deps.config.redisPrefix,
+    db: deps.db.app,
+    redis,
+    redisPolicy: deps.redisPolicy,
+    logger: deps.logger,
+    rateLimits: deps.rateLimits,
+  });
   registerFlagRoutes(app, deps.flags);
   // Events added while handling a request carry its id and trace context into their handlers.
   app.addHook('onRequest', (request, _reply, done) => {

@@ -6,6 +6,7 @@ import { isUuid } from './platform/ids.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
 import { createModules, openPlatform, startApi, type Platform } from './main.ts';
+import { parseSeedArgs, runSeed, SEED_PASSWORD } from './seed.ts';
 import { runAuditCommand } from './modules/audit/index.ts';
 import { runAdminCommand } from './modules/identity/index.ts';
 import { startWorker } from './worker.ts';
@@ -17,7 +18,8 @@ const USAGE = `usage: plinth <command>
   admin grant|revoke <email>   make a user a platform administrator (or stop)
   audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
   jobs dead                    list dead-lettered jobs (JSON lines)
-  jobs redrive <id>            send a dead job back for processing`;
+  jobs redrive <id>            send a dead job back for processing
+  seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -49,6 +51,14 @@ async function run(argv: string[]): Promise<number> {
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
+    }
+    case 'seed': {
+      const args = parseSeedArgs(argv.slice(1));
+      const platform = await openPlatform(process.env, { migrate: true });
+      const r = await runSeed(platform, args);
+      console.log(`seeded ${r.orgs.length} orgs, ${r.projects} projects, ${r.tasks} tasks in ${(r.ms / 1000).toFixed(1)}s`);
+      console.log(`log in as ${r.orgs[0]?.email} … ${r.orgs.at(-1)?.email} with password "${SEED_PASSWORD}"`);
+      return platform.lifecycle.shutdown('seed done');
     }
     case 'admin':
     case 'audit': {

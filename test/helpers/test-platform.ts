@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
-import { createApiApp, createModules, type Modules, type Platform } from '../../src/main.ts';
+import { createApiApp, createEdgePlatform, createModules, type Modules, type Platform } from '../../src/main.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import type { DatabaseOptions } from '../../src/platform/db/database.ts';
 import { createFlags } from '../../src/platform/flags/flags.ts';
@@ -31,6 +31,8 @@ export async function createTestPlatform(
     authenticator?: Authenticator;
     /** Test-only: event bus tuning (schedule tick, sweep cadence). */
     events?: Partial<Pick<EventBusDeps, 'scheduleTickMs' | 'sweepEveryMs'>>;
+    /** Test-only: compose the modules differently (e.g. with test doubles of other modules). Default: createModules. */
+    compose?: (platform: Platform) => Modules;
   } = {},
 ): Promise<TestPlatform> {
   const redisUrl = process.env.TEST_REDIS_URL;
@@ -47,8 +49,8 @@ export async function createTestPlatform(
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
   const flags = await createFlags({ db: testDb.db });
   const events = createEventBus({ config, logger, db: testDb.db, ...opts.events });
-  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle, events };
-  const created = createModules(platform);
+  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle, events, ...createEdgePlatform(config, logger, redis) };
+  const created = (opts.compose ?? createModules)(platform);
   const modules = opts.authenticator ? { ...created, authenticator: opts.authenticator } : created;
   const app = await createApiApp(platform, modules);
   return {
@@ -59,6 +61,7 @@ export async function createTestPlatform(
     async close() {
       await app.close();
       await events.close();
+      await platform.cache.close();
       if (redis) {
         const keys = await redis.keys(`${config.redisPrefix}*`).catch(() => [] as string[]);
         if (keys.length > 0) await redis.del(...keys).catch(() => 0);

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { newId } from '../ids.ts';
 import { errorHandler, sendProblem } from './errors.ts';
+import { documentEdgeProtection } from './openapi-edge.ts';
 import { ProblemSchema } from './schemas.ts';
 
 declare module 'fastify' {
@@ -16,6 +17,20 @@ declare module 'fastify' {
     permission?: string;
     /** Explicitly reachable without authentication (signup, login, health). */
     public?: boolean;
+  }
+}
+
+/** One registered method + path, for tests that walk the whole HTTP surface (permissions, isolation). */
+export interface RegisteredRoute {
+  method: string;
+  url: string;
+  config: { permission?: string; public?: boolean };
+  schema?: { params?: unknown; querystring?: unknown; body?: unknown; hide?: boolean };
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    registeredRoutes: RegisteredRoute[];
   }
 }
 
@@ -47,6 +62,8 @@ export async function createHttpServer(opts: {
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
     bodyLimit: config.bodyLimitBytes,
     requestTimeout: config.requestTimeoutMs,
+    // Node checks request timeouts every 30 s by default, so a slow client could hold a socket that much longer.
+    http: { connectionsCheckingInterval: Math.min(1_000, config.requestTimeoutMs) },
     connectionTimeout: config.requestTimeoutMs,
     keepAliveTimeout: 72_000,
     trustProxy: config.trustProxy,
@@ -67,10 +84,12 @@ export async function createHttpServer(opts: {
 
   // Which methods exist for a path, so an unknown method on a known path is 405 with Allow, not 404.
   const methodRouter = FindMyWay();
+  app.decorate('registeredRoutes', [] as RegisteredRoute[]);
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     for (const m of methods) {
       if (m === 'HEAD' || m === 'OPTIONS') continue;
+      app.registeredRoutes.push({ method: m, url: route.url, config: (route.config ?? {}) as RegisteredRoute['config'], schema: route.schema as RegisteredRoute['schema'] });
       try {
         methodRouter.on(m as any, route.url, () => {});
       } catch {
@@ -82,7 +101,12 @@ export async function createHttpServer(opts: {
       const response = { ...((route.schema.response as Record<string, unknown>) ?? {}) };
       response['4XX'] ??= { $ref: 'Problem#', description: 'Client error (RFC 9457 problem)' };
       response['5XX'] ??= { $ref: 'Problem#', description: 'Server error or overload (RFC 9457 problem)' };
+      documentEdgeProtection(route, response);
       route.schema.response = response;
+      // Every non-public /v1 route authenticates with a bearer token; say so in OpenAPI once, here.
+      if (route.url.startsWith('/v1') && !route.config?.public) {
+        (route.schema as { security?: unknown }).security ??= [{ bearer: [] }];
+      }
     }
   });
 

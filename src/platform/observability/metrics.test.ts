@@ -5,6 +5,7 @@ import { signup } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { createLogger } from './logger.ts';
 import { createFastHistogram, registerJobMetrics, registerOutboxMetrics, registry } from './metrics.ts';
+import { registerEventMetrics } from './event-metrics.ts';
 import { startMetricsServer } from './metrics-server.ts';
 import { createQueryObserver } from './query-observer.ts';
 
@@ -38,6 +39,7 @@ const FAMILIES = [
 describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
   let tp: TestPlatform;
   let base: string;
+  let stopEventMetrics: () => void;
 
   beforeAll(async () => {
     const logger = createLogger('silent', sink);
@@ -47,11 +49,16 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
       env: { METRICS_TOKEN: TOKEN, RATE_LIMIT_IP: '1' },
       db: { onQuery: createQueryObserver({ logger, slowQueryMs: 10_000 }) },
     });
+    // As openPlatform does: the outbox and job gauges read the real event bus tables.
+    stopEventMetrics = registerEventMetrics({ db: tp.db, events: tp.events });
     await tp.app.listen({ port: 0, host: '127.0.0.1' });
     const address = tp.app.server.address();
     base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
   });
-  afterAll(async () => tp?.close());
+  afterAll(async () => {
+    stopEventMetrics?.();
+    await tp?.close();
+  });
 
   async function scrape(): Promise<string> {
     const res = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
@@ -108,6 +115,9 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
     expect(sample(text, 'plinth_cache_requests_total', { cache: 'obs_probe', result: 'hit' })).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'plinth_circuit_breaker_state', { breaker: 'redis' })).toBe(0);
     expect(sample(text, 'plinth_db_query_duration_seconds_count', { operation: 'insert' })).toBeGreaterThanOrEqual(1);
+    // Outbox and jobs from the real event bus: the project creation wrote an event (no worker runs here).
+    expect(sample(text, 'plinth_outbox_backlog')).toBeGreaterThanOrEqual(0);
+    expect(sample(text, 'plinth_outbox_oldest_age_seconds')).toBeGreaterThanOrEqual(0);
     expect(sample(text, 'process_resident_memory_bytes')).toBeGreaterThan(1_000_000);
     expect(sample(text, 'nodejs_eventloop_lag_seconds')).toBeGreaterThanOrEqual(0);
 

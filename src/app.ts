@@ -9,10 +9,10 @@ import { registerEdgeProtection } from './platform/http/edge.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
-import { registerObservability } from './platform/observability/http-observability.ts';
 import { jobsAdminRoutes, registerQueueDashboard } from './platform/jobs/admin-routes.ts';
 import type { EventBus } from './platform/jobs/event-bus.ts';
 import { parseTraceparent, runInEventContext } from './platform/outbox/context.ts';
+import { registerObservability } from './platform/observability/http-observability.ts';
 import { pingRedis, type Redis } from './platform/redis.ts';
 import type { ResiliencePolicy } from './platform/resilience/policy.ts';
 

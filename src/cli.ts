@@ -1,17 +1,16 @@
 #!/usr/bin/env node
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from './platform/config.ts';
-import { AppError } from './platform/http/errors.ts';
 import { isUuid } from './platform/ids.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
-import { registerTracing } from './platform/observability/tracing-config.ts';
 import type { Platform } from './main.ts';
+import { registerTracing } from './platform/observability/tracing-config.ts';
 
 /**
  * Tracing must patch http/fastify/pg/ioredis before they are loaded, so it starts first (a no-op unless
- * OTEL_* asks for it) and the composition root, which imports them, is loaded only afterwards: nothing
- * above imports it (the Platform import is type-only).
+ * OTEL_* asks for it) and the composition root, which imports them, is loaded only afterwards. That is
+ * why every command below imports what it needs dynamically.
  */
 async function loadMain() {
   await registerTracing();
@@ -32,7 +31,7 @@ async function run(argv: string[]): Promise<number> {
   const [command] = argv;
   switch (command) {
     case 'start': {
-      const { createModules, openPlatform, startApi } = await loadMain();
+      const { openPlatform, startApi, createModules } = await loadMain();
       const { startWorker } = await import('./worker.ts');
       const platform = await openPlatform();
       const modules = createModules(platform);
@@ -62,15 +61,15 @@ async function run(argv: string[]): Promise<number> {
     case 'jobs':
       return jobsCommand(argv.slice(1));
     case 'migrate': {
-      const { openPlatform } = await import('./main.ts');
+      const { openPlatform } = await loadMain();
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
     }
     case 'seed': {
+      const { openPlatform } = await loadMain();
       const { parseSeedArgs, runSeed, SEED_PASSWORD } = await import('./seed.ts');
       const args = parseSeedArgs(argv.slice(1));
-      const { openPlatform } = await import('./main.ts');
       const platform = await openPlatform(process.env, { migrate: true });
       const r = await runSeed(platform, args);
       console.log(`seeded ${r.orgs.length} orgs, ${r.projects} projects, ${r.tasks} tasks in ${(r.ms / 1000).toFixed(1)}s`);
@@ -79,7 +78,7 @@ async function run(argv: string[]): Promise<number> {
     }
     case 'admin':
     case 'audit': {
-      const { openPlatform } = await import('./main.ts');
+      const { openPlatform } = await loadMain();
       const platform = await openPlatform();
       try {
         if (command === 'admin') {
@@ -113,7 +112,7 @@ async function jobsCommand(args: string[]): Promise<number> {
     console.error('plinth jobs redrive needs the id of a dead job (a UUID; see plinth jobs dead)');
     return 2;
   }
-  const { createModules, openPlatform } = await import('./main.ts');
+  const { openPlatform, createModules } = await loadMain();
   const platform = await openPlatform();
   createModules(platform);
   try {
@@ -152,6 +151,7 @@ async function redrive(platform: Platform, id: string, out: Pick<Console, 'log' 
     out.log(JSON.stringify({ ...job, status: 'pending' }));
     return 0;
   } catch (err) {
+    const { AppError } = await import('./platform/http/errors.ts');
     if (err instanceof AppError) {
       out.error(`${err.code}: ${err.detail}`);
       return 1;

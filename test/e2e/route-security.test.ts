@@ -33,14 +33,26 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   keyId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/api-keys`, { name: 'B key', scopes: ['org:read'] })).id,
   sessionId: async (t, b) => (await t.app.inject({ url: '/v1/me/sessions', headers: b.member.auth })).json().data[0].id,
   key: async () => 'isolation-flag',
-  projectId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BSECRET', name: 'B project' })).id,
+  projectId: async (t, b) => (await projectOfB(t, b.owner)).id,
   taskId: async (t, b) => {
-    const project = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BTASKS', name: 'B tasks' });
+    const project = await projectOfB(t, b.owner);
     const task = await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/projects/${project.id}/tasks`, { title: 'B task', assigneeId: b.member.userId });
+    // a comment too, so the comments routes have B data to not leak
     await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/tasks/${task.id}/comments`, { body: 'B comment' });
     return task.id;
   },
 };
+
+const projectsOfB = new WeakMap<SignedUp, Promise<{ id: string }>>();
+/** One project per org B owner, shared by the projectId and taskId fixtures. */
+function projectOfB(t: TestPlatform, owner: SignedUp): Promise<{ id: string }> {
+  let p = projectsOfB.get(owner);
+  if (!p) {
+    p = inject(t, owner, 'POST', `/v1/orgs/${owner.orgId}/projects`, { key: 'BSEC', name: 'B project' });
+    projectsOfB.set(owner, p);
+  }
+  return p;
+}
 
 async function inject(t: TestPlatform, who: SignedUp, method: string, url: string, payload?: object) {
   const res = await t.app.inject({ method: method as any, url, headers: who.auth, ...(payload ? { payload } : {}) });
@@ -59,6 +71,11 @@ function sample(schema: any): unknown {
     case 'object': {
       const out: Record<string, unknown> = {};
       for (const k of schema.required ?? []) out[k] = sample(schema.properties[k]);
+      // e.g. PATCH bodies that need at least one field
+      for (const k of Object.keys(schema.properties ?? {})) {
+        if (Object.keys(out).length >= (schema.minProperties ?? 0)) break;
+        out[k] = sample(schema.properties[k]);
+      }
       return out;
     }
     case 'string':
@@ -66,9 +83,9 @@ function sample(schema: any): unknown {
       if (schema.format === 'uuid') return newId();
       if (schema.format === 'date-time') return new Date(Date.now() + 86_400_000).toISOString();
       if (schema.pattern) {
-        // e.g. a project key '^[A-Z][A-Z0-9]{1,9}$': the first simple candidate the pattern accepts
-        const fits = ['x', 'ISO', 'ISO1', 'iso-1', '1'].find((c) => new RegExp(schema.pattern).test(c) && c.length >= (schema.minLength ?? 0));
-        if (fits) return fits;
+        const re = new RegExp(schema.pattern);
+        const fit = ['ABC', 'AB1', 'abc', 'x', 'a-b', 'a.b'].find((c) => re.test(c));
+        if (fit) return fit;
       }
       return 'x'.repeat(Math.max(schema.minLength ?? 1, 1));
     case 'integer':

@@ -1,10 +1,8 @@
 import { createHash } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { AppError } from './errors.ts';
-import { MAX_PAGE_SIZE } from './limits.ts';
 
-export { MAX_PAGE_SIZE };
-/** Keyset lists default to 25 rows (the projects issue); the maximum is the platform's. */
+export const MAX_PAGE_SIZE = 100;
 export const DEFAULT_PAGE_SIZE = 25;
 
 /** `limit` and `cursor` query members every keyset list accepts. */

@@ -103,6 +103,10 @@ export async function createHttpServer(opts: {
       response['5XX'] ??= { $ref: 'Problem#', description: 'Server error or overload (RFC 9457 problem)' };
       documentEdgeProtection(route, response);
       route.schema.response = response;
+      // Every non-public /v1 route authenticates with a bearer token; say so in OpenAPI once, here.
+      if (route.url.startsWith('/v1') && !route.config?.public) {
+        (route.schema as { security?: unknown }).security ??= [{ bearer: [] }];
+      }
     }
   });
 

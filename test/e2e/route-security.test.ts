@@ -33,26 +33,17 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   keyId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/api-keys`, { name: 'B key', scopes: ['org:read'] })).id,
   sessionId: async (t, b) => (await t.app.inject({ url: '/v1/me/sessions', headers: b.member.auth })).json().data[0].id,
   key: async () => 'isolation-flag',
-  projectId: async (t, b) => (await projectOfB(t, b.owner)).id,
+  projectId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BSECRET', name: 'B project' })).id,
+  // POST /v1/admin/jobs/:id/redrive (operator route: any dead-job id; org A's token gets 403 before lookup)
+  id: async () => newId(),
   taskId: async (t, b) => {
-    const project = await projectOfB(t, b.owner);
+    const project = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BTASKS', name: 'B tasks' });
     const task = await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/projects/${project.id}/tasks`, { title: 'B task', assigneeId: b.member.userId });
-    // a comment too, so the comments routes have B data to not leak
     await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/tasks/${task.id}/comments`, { body: 'B comment' });
     return task.id;
   },
 };
 
-const projectsOfB = new WeakMap<SignedUp, Promise<{ id: string }>>();
-/** One project per org B owner, shared by the projectId and taskId fixtures. */
-function projectOfB(t: TestPlatform, owner: SignedUp): Promise<{ id: string }> {
-  let p = projectsOfB.get(owner);
-  if (!p) {
-    p = inject(t, owner, 'POST', `/v1/orgs/${owner.orgId}/projects`, { key: 'BSEC', name: 'B project' });
-    projectsOfB.set(owner, p);
-  }
-  return p;
-}
 
 async function inject(t: TestPlatform, who: SignedUp, method: string, url: string, payload?: object) {
   const res = await t.app.inject({ method: method as any, url, headers: who.auth, ...(payload ? { payload } : {}) });
@@ -83,9 +74,9 @@ function sample(schema: any): unknown {
       if (schema.format === 'uuid') return newId();
       if (schema.format === 'date-time') return new Date(Date.now() + 86_400_000).toISOString();
       if (schema.pattern) {
-        const re = new RegExp(schema.pattern);
-        const fit = ['ABC', 'AB1', 'abc', 'x', 'a-b', 'a.b'].find((c) => re.test(c));
-        if (fit) return fit;
+        // e.g. a project key '^[A-Z][A-Z0-9]{1,9}$': the first simple candidate the pattern accepts
+        const fits = ['x', 'ISO', 'ISO1', 'iso-1', '1'].find((c) => new RegExp(schema.pattern).test(c) && c.length >= (schema.minLength ?? 0));
+        if (fits) return fits;
       }
       return 'x'.repeat(Math.max(schema.minLength ?? 1, 1));
     case 'integer':

@@ -523,6 +523,20 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     expect(assigneeUpdate.changes).toEqual({ assigneeId: users.viewerA.id });
     expect(reassign).toMatchObject({ assigneeId: users.viewerA.id, previousAssigneeId: users.memberA.id });
     expect(commented).toEqual({ commentId: comment.id, taskId: task.id, projectId: p.id, authorId: users.memberA.id });
+
+    // Same transaction: when the change fails after its event was written, neither the task nor the event remains.
+    const failing = createProjects({
+      db: t.db,
+      isMember: async () => true,
+      outbox: { add: async (trx, event) => { await t.events.add(trx, event); throw new Error('fails after the outbox write'); } },
+    }).service;
+    const ctx = { tenantId: orgA, principal: { kind: 'user' as const, userId: users.memberA.id, isPlatformAdmin: false }, requestId: 'rollback-test' };
+    await expect(failing.createTask(ctx, p.id, { title: 'Never' })).rejects.toThrow('fails after the outbox write');
+    const leftovers = await t.db.owner.selectFrom('outbox').select('id').where('request_id', '=', 'rollback-test').execute();
+    expect(leftovers).toEqual([]);
+    const list = (await call('viewerA', 'GET', `/v1/orgs/${orgA}/projects/${p.id}/tasks`)).json().data;
+    expect(list.map((x: any) => x.title)).toEqual(['Evented']);
+    expect((await createTask('memberA', orgA, p.id, { title: 'Next' })).number).toBe(2);
   });
 
   it('asks the entitlement function before creating a project and answers 402 when refused', async () => {

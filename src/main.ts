@@ -11,6 +11,8 @@ import { createEventBus, type EventBus } from './platform/jobs/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
+import { createQueryObserver } from './platform/observability/query-observer.ts';
+import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
@@ -50,12 +52,15 @@ export async function openPlatform(
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
+  // Registered first so it closes last: spans from the rest of the shutdown are still exported.
+  lifecycle.onShutdown({ name: 'tracing', close: shutdownTracing });
   const db = await openDatabase({
     databaseUrl: config.databaseUrl,
     databaseAppUrl: config.databaseAppUrl,
     replicaUrls: config.databaseReplicaUrls,
     poolMax: config.databasePoolMax,
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
+    onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
   if (opts.migrate ?? config.migrateOnStart) {

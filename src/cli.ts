@@ -8,7 +8,8 @@ import { openPlatform, startApi } from './main.ts';
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
-  migrate    apply pending migrations and exit`;
+  migrate    apply pending migrations and exit
+  bench      load benchmarks against baselines (plinth bench --help)`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -28,6 +29,11 @@ async function run(argv: string[]): Promise<number> {
       const platform = await openPlatform();
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
+    }
+    case 'bench': {
+      // Loaded on demand: the harness (autocannon, baselines) is a dev tool, not part of the API process.
+      const { runBench } = await import('../bench/run.ts');
+      return runBench(argv.slice(1));
     }
     case undefined:
     case 'help':

@@ -1,0 +1,110 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { mapLimit } from '../lib/api.ts';
+import { runLoad } from '../lib/load.ts';
+import { ROOT } from '../lib/processes.ts';
+import { round } from '../lib/stats.ts';
+import { skipped, target, type Scenario } from '../lib/types.ts';
+import { pickCachedRead } from './fixtures.ts';
+import { pickCreate } from './writes.ts';
+
+/** Finds the file under src/ that exports `name` (the async module decides where it lives). */
+export function findExport(name: string): string | undefined {
+  const re = new RegExp(`export\\s+(async\\s+)?function\\s+${name}\\b|export\\s+const\\s+${name}\\b`);
+  const walk = (dir: string): string | undefined => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        const found = walk(p);
+        if (found) return found;
+      } else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.test.ts') && re.test(fs.readFileSync(p, 'utf8'))) {
+        return p;
+      }
+    }
+    return undefined;
+  };
+  return walk(path.join(ROOT, 'src'));
+}
+
+/**
+ * Outbox throughput (as fast as possible) and outbox→handler latency at a fixed 1,000 events/s,
+ * through the async module's own `runOutboxBench` against this run's database and Redis.
+ */
+export const outbox: Scenario = {
+  name: 'outbox',
+  title: 'Outbox throughput and outbox→handler latency',
+  async run(ctx) {
+    const p6 = (tput?: number, p95?: number) => [
+      target('P6a', 'outbox ≥ 2,000 events/s', tput, 2000, '/s', '>='),
+      target('P6b', 'outbox→handler p95 < 100 ms at 1,000 events/s', p95, 100, 'ms', '<'),
+    ];
+    const file = findExport('runOutboxBench');
+    if (!file) return skipped(this, 'async backbone (runOutboxBench) not available', p6());
+    const mod = (await import(pathToFileURL(file).href)) as { runOutboxBench: (o: Record<string, unknown>) => Promise<any> };
+    const common = { databaseUrl: ctx.env.databaseUrl, redisUrl: ctx.env.redisUrl, redisPrefix: `${ctx.env.redisPrefix}outbox:` };
+    const max = await mod.runOutboxBench({ ...common, events: 20_000, durationSec: ctx.opts.durationSec });
+    const paced = await mod.runOutboxBench({ ...common, rate: 1000, durationSec: ctx.opts.durationSec });
+    const tput = Number(max?.eventsPerSec ?? max?.throughput);
+    const p95 = Number(paced?.latencyMs?.p95 ?? paced?.p95Ms);
+    return {
+      name: this.name, title: this.title, status: 'ok', endpoint: path.relative(ROOT, file),
+      metrics: { eventsPerSec: round(tput, 1), p95MsAt1000: round(p95), raw: JSON.stringify({ max, paced }).slice(0, 500) },
+      targets: p6(tput, p95),
+    };
+  },
+};
+
+/**
+ * Read latency with and without a heavy batch of background work: the same fixed-rate read load
+ * twice, the second time while a writer floods creates (each one an outbox event → jobs).
+ */
+export const jobOverlap: Scenario = {
+  name: 'job-overlap',
+  title: 'Job overlap: reads at peak during a heavy job batch',
+  async run(ctx) {
+    if (!findExport('runOutboxBench') && !ctx.client.routes.has('GET /v1/admin/jobs/dead')) {
+      return skipped(this, 'async backbone (outbox + jobs) not available');
+    }
+    const pick = await pickCachedRead(ctx);
+    const write = await pickCreate(ctx);
+    if (!pick || !write) return skipped(this, 'no read or create endpoint available');
+    const probe = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: 2, connections: ctx.opts.connections });
+    const rate = Math.max(20, Math.round(probe.okPerSec * 0.4));
+    const shape = { baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: 20, rate };
+    const alone = await runLoad(shape);
+    let stop = false;
+    let written = 0;
+    const t0 = Date.now();
+    const t = ctx.fixtures.tenant!;
+    const writer = mapLimit(Array.from({ length: 16 }), 16, async () => {
+      while (!stop) {
+        const res = await ctx.client.call('POST', write.path, {
+          token: t.token, body: write.body(), headers: { 'idempotency-key': crypto.randomUUID() },
+        }).catch(() => undefined);
+        if (res && res.status < 300) written++;
+      }
+    });
+    const during = await runLoad(shape);
+    stop = true;
+    await writer;
+    const writesPerSec = round(written / ((Date.now() - t0) / 1000), 1);
+    return {
+      name: this.name, title: this.title, status: 'ok', endpoint: `${pick.endpoint} + ${write.endpoint}`,
+      load: during, phases: { alone, during },
+      metrics: { readRate: rate, writesPerSec, p95Alone: alone.latencyMs.p95, p95During: during.latencyMs.p95,
+        p95Ratio: round(during.latencyMs.p95 / Math.max(0.01, alone.latencyMs.p95)) },
+      targets: [],
+    };
+  },
+};
+
+export const exportAtPeak: Scenario = {
+  name: 'export-at-peak',
+  title: 'Export at peak (reporting)',
+  async run() {
+    const hasReporting = fs.existsSync(path.join(ROOT, 'src/modules/reporting/index.ts'));
+    if (!hasReporting) return skipped(this, 'reporting module not available');
+    return skipped(this, 'reporting exists but no export scenario is written for it yet');
+  },
+};

@@ -2,6 +2,8 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
+import type { Flags } from './platform/flags/flags.ts';
+import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
@@ -19,6 +21,7 @@ export interface AppDeps {
   logger: Logger;
   db: Database;
   redis?: Redis;
+  flags: Flags;
   lifecycle: LifecycleState;
   modules: ModuleRoutes[];
   /** From the identity module: turns a bearer token into a principal and org access. */
@@ -35,6 +38,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     optionalChecks: redis ? { redis: () => pingRedis(redis) } : {},
   });
   registerAuthorization(app, deps.authenticator);
+  registerFlagRoutes(app, deps.flags);
   for (const mod of deps.modules) {
     await app.register(mod.plugin, { prefix: mod.prefix });
   }

@@ -26,7 +26,7 @@ async function run(argv: string[]): Promise<number> {
       return -1; // keep running until a signal
     }
     case 'migrate': {
-      const platform = await openPlatform();
+      const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
     }
@@ -46,9 +46,9 @@ async function run(argv: string[]): Promise<number> {
   }
 }
 
-async function main(): Promise<void> {
+export async function runCli(argv: string[]): Promise<void> {
   try {
-    const code = await run(process.argv.slice(2));
+    const code = await run(argv);
     if (code >= 0) process.exit(code);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof MigrationError) {
@@ -60,4 +60,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) void main();
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) void runCli(process.argv.slice(2));

@@ -3,10 +3,11 @@ import type { Logger } from 'pino';
 import { buildApp, type ModuleRoutes } from './app.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
+import { createFlags, type Flags } from './platform/flags/flags.ts';
 import { denyAllAuthenticator, type Authenticator } from './platform/http/auth.ts';
 import type { App } from './platform/http/server.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
-import { migrate } from './platform/migrate/migrator.ts';
+import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 
@@ -16,11 +17,15 @@ export interface Platform {
   logger: Logger;
   db: Database;
   redis?: Redis;
+  flags: Flags;
   lifecycle: Lifecycle;
 }
 
 /** Config → logger → database (migrated) → Redis. Shared by every process role. */
-export async function openPlatform(env: Record<string, string | undefined> = process.env): Promise<Platform> {
+export async function openPlatform(
+  env: Record<string, string | undefined> = process.env,
+  opts: { migrate?: boolean } = {},
+): Promise<Platform> {
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
@@ -32,14 +37,19 @@ export async function openPlatform(env: Record<string, string | undefined> = pro
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
-  await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
+  if (opts.migrate ?? config.migrateOnStart) {
+    await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
+  } else {
+    await checkMigrations(db.owner);
+  }
   let redis: Redis | undefined;
   if (config.redisUrl) {
     const client = createRedis(config.redisUrl);
     redis = client;
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
-  return { config, logger, db, redis, lifecycle };
+  const flags = await createFlags({ db });
+  return { config, logger, db, redis, flags, lifecycle };
 }
 
 export interface Modules {
@@ -54,8 +64,17 @@ export function createModules(_platform: Platform): Modules {
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
 export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
-  const { config, logger, db, redis, lifecycle } = platform;
-  return buildApp({ config, logger, db, redis, lifecycle: lifecycle.state, modules: modules.routes, authenticator: modules.authenticator });
+  const { config, logger, db, redis, flags, lifecycle } = platform;
+  return buildApp({
+    config,
+    logger,
+    db,
+    redis,
+    flags,
+    lifecycle: lifecycle.state,
+    modules: modules.routes,
+    authenticator: modules.authenticator,
+  });
 }
 
 /** The API role: modules, HTTP listener, closed first on shutdown. */

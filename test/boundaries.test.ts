@@ -8,9 +8,10 @@ function depcruise(dir: string) {
   const res = spawnSync(
     process.execPath,
     [path.join(ROOT, 'node_modules/dependency-cruiser/bin/dependency-cruise.mjs'), 'src', '--config', path.join(ROOT, '.dependency-cruiser.cjs'), '--output-type', 'err'],
-    { cwd: path.join(ROOT, dir), encoding: 'utf8' },
+    { cwd: path.join(ROOT, dir), encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' } },
   );
-  return { code: res.status, output: `${res.stdout}${res.stderr}` };
+  // eslint-disable-next-line no-control-regex
+  return { code: res.status, output: `${res.stdout}${res.stderr}`.replace(/\u001b\[[0-9;]*m/g, '') };
 }
 
 describe('module boundaries (dependency-cruiser, as run by npm run lint)', () => {

@@ -26,6 +26,8 @@ export interface Config {
   requestTimeoutMs: number;
   slowQueryMs: number;
   trustProxy: boolean;
+  /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
+  migrateOnStart: boolean;
 }
 
 export class ConfigError extends Error {
@@ -132,5 +134,6 @@ export function loadConfig(env: Env = process.env): Config {
     requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),
     slowQueryMs: int(env, 'SLOW_QUERY_MS', 200, 0, 600_000),
     trustProxy: bool(env, 'TRUST_PROXY', false),
+    migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
   };
 }

@@ -3,6 +3,8 @@ import { pino, type Logger } from 'pino';
 import { createApiApp, createModules, type Modules, type Platform } from '../../src/main.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import type { DatabaseOptions } from '../../src/platform/db/database.ts';
+import { createFlags } from '../../src/platform/flags/flags.ts';
+import type { Authenticator } from '../../src/platform/http/auth.ts';
 import type { App } from '../../src/platform/http/server.ts';
 import { createLifecycle } from '../../src/platform/lifecycle.ts';
 import { createRedis } from '../../src/platform/redis.ts';
@@ -20,7 +22,13 @@ export interface TestPlatform extends Platform {
  * real Redis with a unique key prefix when TEST_REDIS_URL is set.
  */
 export async function createTestPlatform(
-  opts: { env?: Record<string, string>; db?: Partial<DatabaseOptions>; logger?: Logger } = {},
+  opts: {
+    env?: Record<string, string>;
+    db?: Partial<DatabaseOptions>;
+    logger?: Logger;
+    /** Replaces the identity module's authenticator, for kernel tests that need a fixed principal. */
+    authenticator?: Authenticator;
+  } = {},
 ): Promise<TestPlatform> {
   const redisUrl = process.env.TEST_REDIS_URL;
   const config = loadConfig({
@@ -34,8 +42,10 @@ export async function createTestPlatform(
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: 0 });
   const testDb = await createTestDatabase(opts.db);
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
-  const platform: Platform = { config, logger, db: testDb.db, redis, lifecycle };
-  const modules = createModules(platform);
+  const flags = await createFlags({ db: testDb.db });
+  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle };
+  const created = createModules(platform);
+  const modules = opts.authenticator ? { ...created, authenticator: opts.authenticator } : created;
   const app = await createApiApp(platform, modules);
   return {
     ...platform,

@@ -56,3 +56,20 @@ describe('migrator', () => {
     await expect(migrate(t.db.owner, { kind: t.db.kind }, { dir })).rejects.toThrow(/9000_test_widgets was applied .* missing/);
   });
 });
+
+describe('checkMigrations (processes started with MIGRATE_ON_START=false)', () => {
+  it('passes on an up-to-date schema and refuses a pending migration', async () => {
+    const { checkMigrations } = await import('./migrator.ts');
+    const t = await createTestDatabase();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-chk-'));
+    try {
+      for (const f of fs.readdirSync(MIGRATIONS_DIR)) fs.copyFileSync(path.join(MIGRATIONS_DIR, f), path.join(dir, f));
+      await expect(checkMigrations(t.db.owner, { dir })).resolves.toBeUndefined();
+      fs.writeFileSync(path.join(dir, '9500_test_pending.ts'), 'export async function up() {}\n');
+      await expect(checkMigrations(t.db.owner, { dir })).rejects.toThrow(/Pending migrations 9500_test_pending/);
+    } finally {
+      await t.drop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

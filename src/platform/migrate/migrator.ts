@@ -47,6 +47,43 @@ export function listMigrationFiles(dir = MIGRATIONS_DIR): MigrationFile[] {
     });
 }
 
+/** Reads the applied history and refuses a changed or vanished migration file. */
+async function verifyHistory(conn: Kysely<any>, files: MigrationFile[]): Promise<Map<string, string>> {
+  const { rows } = await sql<{ name: string; checksum: string }>`
+    select name, checksum from plinth_migrations order by name`.execute(conn);
+  const applied = new Map(rows.map((r) => [r.name, r.checksum]));
+  const known = new Set(files.map((f) => f.name));
+  for (const name of applied.keys()) {
+    if (!known.has(name)) {
+      throw new MigrationError(`Migration ${name} was applied to this database but its file is missing`);
+    }
+  }
+  for (const f of files) {
+    const sum = applied.get(f.name);
+    if (sum !== undefined && sum !== f.checksum) {
+      throw new MigrationError(
+        `Migration ${f.name} changed after it was applied (checksum mismatch); add a new migration instead`,
+      );
+    }
+  }
+  return applied;
+}
+
+/**
+ * For processes that do not migrate themselves (MIGRATE_ON_START=false): start only on a schema that
+ * matches this code exactly — no edited, missing or pending migrations.
+ */
+export async function checkMigrations(owner: Kysely<any>, opts: { dir?: string } = {}): Promise<void> {
+  const files = listMigrationFiles(opts.dir);
+  const exists = await sql<{ t: string | null }>`select to_regclass('plinth_migrations')::text as t`.execute(owner);
+  if (!exists.rows[0]?.t) throw new MigrationError('The database has no migrations applied; run `plinth migrate` first');
+  const applied = await verifyHistory(owner, files);
+  const pending = files.filter((f) => !applied.has(f.name)).map((f) => f.name);
+  if (pending.length > 0) {
+    throw new MigrationError(`Pending migrations ${pending.join(', ')}; run \`plinth migrate\` first`);
+  }
+}
+
 export interface MigrateResult {
   applied: string[];
   alreadyApplied: number;
@@ -71,23 +108,7 @@ export async function migrate(
     )`.execute(conn);
     await sql`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`.execute(conn);
     try {
-      const { rows } = await sql<{ name: string; checksum: string }>`
-        select name, checksum from plinth_migrations order by name`.execute(conn);
-      const applied = new Map(rows.map((r) => [r.name, r.checksum]));
-      const known = new Set(files.map((f) => f.name));
-      for (const name of applied.keys()) {
-        if (!known.has(name)) {
-          throw new MigrationError(`Migration ${name} was applied to this database but its file is missing`);
-        }
-      }
-      for (const f of files) {
-        const sum = applied.get(f.name);
-        if (sum !== undefined && sum !== f.checksum) {
-          throw new MigrationError(
-            `Migration ${f.name} changed after it was applied (checksum mismatch); add a new migration instead`,
-          );
-        }
-      }
+      const applied = await verifyHistory(conn, files);
       const result: MigrateResult = { applied: [], alreadyApplied: applied.size };
       for (const f of files) {
         if (applied.has(f.name)) continue;

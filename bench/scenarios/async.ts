@@ -3,29 +3,12 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { mapLimit } from '../lib/api.ts';
 import { runLoad } from '../lib/load.ts';
+import { findExport } from '../lib/find-export.ts';
 import { ROOT } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type Scenario } from '../lib/types.ts';
 import { pickCachedRead } from './fixtures.ts';
 import { pickCreate } from './writes.ts';
-
-/** Finds the file under src/ that exports `name` (the async module decides where it lives). */
-export function findExport(name: string): string | undefined {
-  const re = new RegExp(`export\\s+(async\\s+)?function\\s+${name}\\b|export\\s+const\\s+${name}\\b`);
-  const walk = (dir: string): string | undefined => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, entry.name);
-      if (entry.isDirectory()) {
-        const found = walk(p);
-        if (found) return found;
-      } else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.test.ts') && re.test(fs.readFileSync(p, 'utf8'))) {
-        return p;
-      }
-    }
-    return undefined;
-  };
-  return walk(path.join(ROOT, 'src'));
-}
 
 /**
  * Outbox throughput (as fast as possible) and outbox→handler latency at a fixed 1,000 events/s,

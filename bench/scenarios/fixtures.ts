@@ -1,5 +1,9 @@
+import { pathToFileURL } from 'node:url';
+import { openDatabase } from '../../src/platform/db/database.ts';
 import { createProject, createTask, hasRoute, listTaskIds, mapLimit, signup, type Tenant } from '../lib/api.ts';
+import { findExport } from '../lib/find-export.ts';
 import type { LoadRequest } from '../lib/load.ts';
+import { round } from '../lib/stats.ts';
 import type { BenchContext } from '../lib/types.ts';
 
 /** Fixtures are created through the public API on first use and shared by the scenarios of one run. */
@@ -19,7 +23,10 @@ export async function ensureTasks(ctx: BenchContext, n: number): Promise<string[
   const t = await ensureTenant(ctx);
   const projectId = await ensureProject(ctx);
   const have = ctx.fixtures.taskIds ?? [];
-  if (have.length < n) {
+  if (have.length < n && n - have.length > 200 && findExport('seedProjects')) {
+    await seedInto(ctx, n - have.length);
+    ctx.fixtures.taskIds = await listTaskIds(ctx.client, t, projectId, n);
+  } else if (have.length < n) {
     ctx.log(`creating ${n - have.length} tasks through the API`);
     const created = await mapLimit(
       Array.from({ length: n - have.length }, (_, i) => have.length + i),
@@ -31,7 +38,48 @@ export async function ensureTasks(ctx: BenchContext, n: number): Promise<string[
   return ctx.fixtures.taskIds!;
 }
 
-export { listTaskIds };
+/** The projects module's bulk seeder (what `plinth seed` uses), when this build has it. */
+async function loadSeeder(): Promise<((owner: any, opts: any) => Promise<{ tasks: number }>) | undefined> {
+  const file = findExport('seedProjects');
+  if (!file) return undefined;
+  const mod = (await import(pathToFileURL(file).href)) as { seedProjects: (owner: any, opts: any) => Promise<{ tasks: number }> };
+  return mod.seedProjects;
+}
+
+/**
+ * Seeds `tasks` more tasks straight into the fixture org (owner connection, INSERT … SELECT batches),
+ * so the bench's signed-up user can list them. The fixture project's key sorts first, so the
+ * seeder (one project per org) fills that project.
+ */
+export async function seedInto(ctx: BenchContext, tasks: number): Promise<void> {
+  const seed = await loadSeeder();
+  if (!seed) throw new Error('seedProjects not available');
+  const t = await ensureTenant(ctx);
+  await ensureProject(ctx);
+  ctx.log(`seeding ${tasks} tasks into the fixture project`);
+  const started = Date.now();
+  const db = await openDatabase({ databaseUrl: ctx.env.databaseUrl, poolMax: 2 });
+  try {
+    let last = 0;
+    await seed(db.owner, {
+      orgs: [{ id: t.orgId, memberIds: [t.userId] }], tasks, projectsPerOrg: 1,
+      onProgress: (p: { tasksDone: number; tasksTotal: number }) => {
+        if (p.tasksDone - last >= 100_000) {
+          last = p.tasksDone;
+          ctx.log(`  seeded ${p.tasksDone}/${p.tasksTotal}`);
+        }
+      },
+    });
+  } finally {
+    await db.close();
+  }
+  ctx.log(`seeded ${tasks} tasks in ${round((Date.now() - started) / 1000, 1)} s`);
+  const page = await ctx.client.call('GET', `/v1/orgs/${t.orgId}/projects/${ctx.fixtures.projectId}/tasks?limit=100`, { token: t.token });
+  if (page.status !== 200 || (page.body?.data?.length ?? 0) < 100) {
+    throw new Error(`seeded tasks not visible in the fixture project (list answered ${page.status} with ${page.body?.data?.length ?? 0} rows)`);
+  }
+}
+
 
 /** The most specific authenticated read that exists in this build, and what it is. */
 export async function pickCachedRead(ctx: BenchContext): Promise<{ endpoint: string; request: LoadRequest } | undefined> {

@@ -1,41 +1,14 @@
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import { hasRoute } from '../lib/api.ts';
 import { runLoad, type LoadResult } from '../lib/load.ts';
-import { ROOT } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type BenchContext, type Scenario } from '../lib/types.ts';
-import { ensureProject, ensureTasks, ensureTenant } from './fixtures.ts';
-
-function seedAvailable(): boolean {
-  return /case 'seed'/.test(fs.readFileSync(path.join(ROOT, 'src/cli.ts'), 'utf8'));
-}
-
-/** `plinth seed` into the fixture org/project (its own process, owner connection). */
-export async function runSeed(ctx: BenchContext, tasks: number): Promise<void> {
-  const t = await ensureTenant(ctx);
-  const projectId = await ensureProject(ctx);
-  const args = ['--import', 'tsx', 'src/cli.ts', 'seed', '--orgs', '1', '--tasks', String(tasks), '--org-id', t.orgId, '--project-id', projectId];
-  ctx.log(`seeding ${tasks} tasks: plinth ${args.slice(3).join(' ')}`);
-  const started = Date.now();
-  await new Promise<void>((resolve, reject) => {
-    const p = spawn(process.execPath, args, {
-      cwd: ROOT,
-      env: { ...process.env, DATABASE_URL: ctx.env.databaseUrl, LOG_LEVEL: 'warn', NODE_ENV: 'production', REDIS_URL: ctx.env.redisUrl, REDIS_PREFIX: ctx.env.redisPrefix },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let err = '';
-    p.stderr?.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-2000)));
-    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`seed exited ${code}: ${err}`))));
-  });
-  ctx.log(`seeded ${tasks} tasks in ${round((Date.now() - started) / 1000, 1)} s`);
-}
+import { findExport } from '../lib/find-export.ts';
+import { ensureProject, ensureTasks, seedInto } from './fixtures.ts';
 
 async function measure(ctx: BenchContext, kind: 'list' | 'search'): Promise<LoadResult> {
   const t = ctx.fixtures.tenant!;
   const projectId = ctx.fixtures.projectId!;
-  const words = ['bench', 'task', 'alpha', 'deploy', 'review'];
+  const words = ['billing', 'login', 'export', 'latency', 'bench'];
   let i = 0;
   const request = {
     path: () =>
@@ -58,9 +31,11 @@ export const listSearch: Scenario = {
     const p4 = (ratio?: number) => [target('P4', 'list/search p95 at 10^6 ≤ 1.5× at 10^4', ratio, 1.5, '×', '<=')];
     if (!hasRoute(ctx.client, 'listTasks') || !hasRoute(ctx.client, 'createTask')) return skipped(this, 'projects (task list/search) not available', p4());
     const small = 10_000;
-    if (seedAvailable()) {
-      const have = ctx.fixtures.taskIds?.length ?? 0;
-      if (have < small) await runSeed(ctx, small - have);
+    const seeder = Boolean(findExport('seedProjects'));
+    if (seeder) {
+      await ensureProject(ctx);
+      const missing = small - (ctx.fixtures.taskIds?.length ?? 0);
+      if (missing > 0) await seedInto(ctx, missing);
     } else {
       await ensureTasks(ctx, Math.min(small, Number(process.env.BENCH_LIST_TASKS ?? 2000)));
     }
@@ -70,11 +45,11 @@ export const listSearch: Scenario = {
     const metrics: Record<string, number | string> = {
       listP95_1e4: phases.list_1e4.latencyMs.p95,
       searchP95_1e4: phases.search_1e4.latencyMs.p95,
-      tasksSmall: seedAvailable() ? small : (ctx.fixtures.taskIds?.length ?? 0),
+      tasksSmall: seeder ? small : (ctx.fixtures.taskIds?.length ?? 0),
     };
     let ratio: number | undefined;
-    if (ctx.opts.large && seedAvailable()) {
-      await runSeed(ctx, 1_000_000 - small);
+    if (ctx.opts.large && seeder) {
+      await seedInto(ctx, 1_000_000 - small);
       phases.list_1e6 = await measure(ctx, 'list');
       phases.search_1e6 = await measure(ctx, 'search');
       metrics.listP95_1e6 = phases.list_1e6.latencyMs.p95;
@@ -85,7 +60,7 @@ export const listSearch: Scenario = {
       ), 3);
       metrics.p95Ratio = ratio;
     } else {
-      metrics.note = ctx.opts.large ? 'plinth seed not available: 10^6 not measured' : '10^6 not measured (opt-in: --large)';
+      metrics.note = ctx.opts.large ? 'seeder (projects) not available: 10^6 not measured' : '10^6 not measured (opt-in: --large)';
     }
     return {
       name: this.name, title: this.title, status: 'ok', endpoint: 'GET /v1/orgs/{orgId}/projects/{projectId}/tasks',

@@ -132,7 +132,11 @@ export async function runBench(argv: string[]): Promise<number> {
         args: ['src/cli.ts', 'start'],
         env: {
           NODE_ENV: 'production', LOG_LEVEL: 'warn', DATABASE_URL: env.databaseUrl, REDIS_URL: env.redisUrl,
-          REDIS_PREFIX: env.redisPrefix, SHUTDOWN_GRACE_MS: '5000', ...opts.apiEnv,
+          REDIS_PREFIX: env.redisPrefix, SHUTDOWN_GRACE_MS: '5000',
+          // One bench principal sends all the traffic: raise the per-principal/org/IP quotas so throughput
+          // runs measure the pipeline (the limiter still runs on every request) instead of the 429 path.
+          RATE_LIMIT_PRINCIPAL: '10000000', RATE_LIMIT_ORG: '10000000', RATE_LIMIT_IP: '10000000',
+          ...opts.apiEnv,
         },
         readyPath: '/readyz',
         readyTimeoutMs: 120_000,
@@ -165,7 +169,7 @@ export async function runBench(argv: string[]): Promise<number> {
       options: { ...opts, outDir: path.relative(ROOT, opts.outDir) || '.' },
       baselines: Object.values(baselines),
       scenarios,
-      api: { rssPeakMb: rssPeak, rssLastMb: rssLast },
+      api: { rssPeakMb: rssPeak, rssLastMb: rssLast, helloBaselineRssMb: baselines.hello?.rssMb },
       targets: targets.sort((a, b) => a.id.localeCompare(b.id)),
     };
     fs.mkdirSync(opts.outDir, { recursive: true });

@@ -146,7 +146,8 @@ export function plinthEnv(state: Pick<ClusterState, 'databaseUrl' | 'replicaUrl'
   return {
     NODE_ENV: 'production', LOG_LEVEL: 'warn', HOST: '127.0.0.1',
     DATABASE_URL: state.databaseUrl, DATABASE_REPLICA_URLS: state.replicaUrl, REDIS_URL: state.redisUrl,
-    REDIS_PREFIX: 'plinth-cluster:', MIGRATE_ON_START: 'false', SHUTDOWN_DELAY_MS: '2000', SHUTDOWN_GRACE_MS: '10000', TRUST_PROXY: 'true',
+    REDIS_PREFIX: 'plinth-cluster:', MIGRATE_ON_START: 'false',
+    RATE_LIMIT_PRINCIPAL: '10000000', RATE_LIMIT_ORG: '10000000', RATE_LIMIT_IP: '10000000', SHUTDOWN_DELAY_MS: '2000', SHUTDOWN_GRACE_MS: '10000', TRUST_PROXY: 'true',
   };
 }
 

@@ -30,6 +30,8 @@ export interface FaultResult {
   status: 'ok' | 'skipped' | 'error';
   reason?: string;
   endpoint?: string;
+  /** Table the written resources were found in (verification is done there). */
+  table?: string;
   durationSec?: number;
   injectedAtSec?: number;
   restoredAtSec?: number;
@@ -236,7 +238,7 @@ async function runFault(spec: FaultSpec, state: ClusterState, api: Api, t: Tenan
   const faultEnd = restoredAt || injectedAt;
   const recoverySec = rec.lastFailureAt > faultEnd ? round((rec.lastFailureAt - faultEnd) / 1000, 1) : 0;
   return {
-    fault: spec.name, status: 'ok', endpoint: w.endpoint,
+    fault: spec.name, status: 'ok', endpoint: w.endpoint, table: check.table,
     durationSec: round((endedAt - startedAt) / 1000, 1),
     injectedAtSec: round((injectedAt - startedAt) / 1000, 1),
     ...(restoredAt ? { restoredAtSec: round((restoredAt - startedAt) / 1000, 1) } : {}),

@@ -14,7 +14,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { connectApi, createProject, hasRoute, signup, type Api, type Tenant } from '../lib/api.ts';
 import { ROOT, sleep } from '../lib/processes.ts';
-import { round } from '../lib/stats.ts';
+import { renderFaultsHtml } from '../lib/report.ts';
+import { createSeriesRecorder, round, type SecondSample } from '../lib/stats.ts';
 import { down, pgCtl, readState, redisPid, redisUp, RUN, startApi, up, type ClusterState } from './cluster.ts';
 
 interface WriteShape {
@@ -45,6 +46,8 @@ export interface FaultResult {
   retryableRejections?: number;
   recoverySec?: number;
   perSecond?: { t: number; ok: number; failed: number }[];
+  /** Every attempt's latency and status, per second (for the HTML chart). */
+  series?: SecondSample[];
   targets?: { id: string; description: string; measured: string; pass: boolean }[];
 }
 
@@ -84,12 +87,15 @@ async function writer(api: Api, t: Tenant, w: WriteShape, run: string, stopAt: n
       let status = 0;
       let retryAfter: string | null = null;
       let id: string | undefined;
+      const sent = Date.now();
       try {
         const res = await api.call('POST', w.path, { token: t.token, body, headers: { 'idempotency-key': key } });
         status = res.status;
+        rec.latency(Date.now() - sent, status);
         retryAfter = res.headers.get('retry-after');
         id = res.body?.id;
       } catch (err) {
+        rec.latency(Date.now() - sent, 0);
         rec.fail(`network:${(err as Error).name}`);
         await sleep(200);
         continue;
@@ -126,8 +132,10 @@ function createRecorder(startedAt: number) {
   let rejected = 0;
   let attempts = 0;
   let lastFailureAt = 0;
+  const series = createSeriesRecorder(startedAt);
   return {
-    acks, errors, perSecond,
+    acks, errors, perSecond, series,
+    latency(ms: number, status: number) { series.record(Date.now(), ms, status); },
     get rejectedCount() { return rejected; },
     get attempts() { return attempts; },
     get lastFailureAt() { return lastFailureAt; },
@@ -245,7 +253,7 @@ async function runFault(spec: FaultSpec, state: ClusterState, api: Api, t: Tenan
     attempts: rec.attempts, acknowledged: rec.acks.length,
     acknowledgedLost: check.lost, duplicates: check.duplicates,
     clientVisibleErrors, errorsByKind: rec.errors, retryableRejections: rec.rejectedCount, recoverySec,
-    perSecond: rec.perSecond,
+    perSecond: rec.perSecond, series: rec.series.series(),
     targets: [
       { id: 'F1', description: 'acknowledged writes lost = 0', measured: String(check.lost), pass: check.lost === 0 },
       { id: 'F2', description: 'duplicate resources = 0', measured: String(check.duplicates), pass: check.duplicates === 0 },
@@ -291,13 +299,15 @@ export async function runFaults(argv: string[]): Promise<number> {
   const out = path.join(ROOT, 'bench/results');
   fs.mkdirSync(out, { recursive: true });
   const file = path.join(out, `faults-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  fs.writeFileSync(file, `${JSON.stringify({ finishedAt: new Date().toISOString(), cluster: { apis: state.apis.length, workers: state.workers.length }, results }, null, 1)}\n`);
+  const report = { finishedAt: new Date().toISOString(), cluster: { apis: state.apis.length, workers: state.workers.length, clients }, results };
+  fs.writeFileSync(file, `${JSON.stringify(report, null, 1)}\n`);
+  fs.writeFileSync(file.replace(/\.json$/, '.html'), renderFaultsHtml(report));
   console.log('\nfault        acked  lost  dup  errors  429/503/409  recovery');
   for (const r of results) {
     console.log(r.status === 'ok'
       ? `${r.fault.padEnd(18)} ${String(r.acknowledged).padStart(5)} ${String(r.acknowledgedLost).padStart(5)} ${String(r.duplicates).padStart(4)} ${String(r.clientVisibleErrors).padStart(7)} ${String(r.retryableRejections).padStart(12)} ${String(r.recoverySec).padStart(7)} s  ${r.targets!.every((x) => x.pass) ? 'PASS' : `MISS ${r.targets!.filter((x) => !x.pass).map((x) => x.id).join(',')}`}`
       : `${r.fault.padEnd(18)} ${r.status}: ${r.reason}`);
   }
-  console.log(`wrote ${path.relative(process.cwd(), file)}`);
+  console.log(`wrote ${path.relative(process.cwd(), file)} and .html`);
   return 0;
 }

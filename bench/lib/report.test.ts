@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { renderChart, renderHtml, renderTable, type BenchReport } from './report.ts';
+import { renderChart, renderFaultsHtml, renderHtml, renderTable, type BenchReport } from './report.ts';
 import { target } from './types.ts';
 
 const series = [
@@ -56,5 +56,22 @@ describe('report rendering', () => {
     const lines = [...svg.matchAll(/<polyline[^>]*points="([^"]*)"/g)].map((m) => m[1]!);
     expect(lines).toHaveLength(3);
     for (const l of lines) expect(l.split(' ')).toHaveLength(2);
+  });
+});
+
+describe('fault report', () => {
+  it('shows each fault with its verdicts and a chart with the fault marked', () => {
+    const html = renderFaultsHtml({
+      finishedAt: 'now', cluster: { apis: 2, workers: 1, clients: 12 },
+      results: [
+        { fault: 'sigterm-api', status: 'ok', endpoint: 'POST /x', injectedAtSec: 1, acknowledged: 10, acknowledgedLost: 0, duplicates: 1,
+          clientVisibleErrors: 0, retryableRejections: 2, recoverySec: 0, series,
+          targets: [{ id: 'F1', description: '', measured: '0', pass: true }, { id: 'F2', description: '', measured: '1', pass: false }] },
+        { fault: 'kill-redis', status: 'skipped', reason: 'no POST endpoint' },
+      ],
+    });
+    expect(html).toMatch(/F1 <span[^>]*>PASS<\/span> F2 <span[^>]*>MISS/);
+    expect(html).toContain('no POST endpoint');
+    expect(html).toContain('>fault</text>');
   });
 });

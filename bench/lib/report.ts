@@ -126,3 +126,34 @@ ${charts.join('\n')}
 <h2>Options</h2><pre>${esc(JSON.stringify(r.options, null, 1))}</pre>
 </body></html>`;
 }
+
+export interface FaultsReport {
+  finishedAt: string;
+  cluster: { apis: number; workers: number; clients: number };
+  results: Array<{
+    fault: string; status: string; reason?: string; endpoint?: string; table?: string; injectedAtSec?: number; restoredAtSec?: number;
+    acknowledged?: number; acknowledgedLost?: number; duplicates?: number; clientVisibleErrors?: number; retryableRejections?: number;
+    recoverySec?: number; errorsByKind?: Record<string, number>; series?: SecondSample[];
+    targets?: { id: string; description: string; measured: string; pass: boolean }[];
+  }>;
+}
+
+/** Fault runs: one row per fault, its targets, and each attempt's latency/status over time. */
+export function renderFaultsHtml(r: FaultsReport): string {
+  const rows = r.results.map((f) => `<tr><td>${esc(f.fault)}</td><td>${esc(f.status)}</td><td>${f.acknowledged ?? '-'}</td><td>${f.acknowledgedLost ?? '-'}</td><td>${f.duplicates ?? '-'}</td><td>${f.clientVisibleErrors ?? '-'} ${f.errorsByKind && Object.keys(f.errorsByKind).length ? esc(JSON.stringify(f.errorsByKind)) : ''}</td><td>${f.retryableRejections ?? '-'}</td><td>${f.recoverySec ?? '-'}</td><td>${(f.targets ?? []).map((t) => `${esc(t.id)} ${badge(t.pass)}`).join(' ')}${esc(f.reason ?? '')}</td></tr>`).join('\n');
+  const charts = r.results.filter((f) => f.series).map((f) => renderChart(f.series!, {
+    title: `${f.fault}: every attempt on ${f.endpoint ?? ''}`,
+    marks: [
+      ...(f.injectedAtSec !== undefined ? [{ at: Math.floor(f.injectedAtSec), label: 'fault' }] : []),
+      ...(f.restoredAtSec !== undefined ? [{ at: Math.floor(f.restoredAtSec), label: 'restored' }] : []),
+    ],
+  })).join('\n');
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Plinth fault runs ${esc(r.finishedAt)}</title>
+<style>body{font:14px/1.4 system-ui,sans-serif;margin:24px;max-width:1000px}table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f4f4f4}</style></head><body>
+<h1>Plinth fault runs</h1><p>${esc(r.finishedAt)} · ${r.cluster.apis} API instances, ${r.cluster.workers} workers behind HAProxy · ${r.cluster.clients} writers retrying on the same Idempotency-Key</p>
+<table><tr><th>fault</th><th>status</th><th>acked</th><th>lost</th><th>duplicates</th><th>client-visible errors</th><th>429/503/409</th><th>recovery s</th><th>targets</th></tr>
+${rows}</table>
+<p>Targets: F1 acknowledged writes lost = 0 · F2 duplicates = 0 · F3 only 503/429 with Retry-After · F4 recovery &lt; 10 s.</p>
+${charts}
+</body></html>`;
+}

@@ -63,6 +63,8 @@ export interface BenchContext {
     tenant?: Tenant;
     projectId?: string;
     taskIds?: string[];
+    /** Tasks in the fixture project (created + seeded). */
+    taskCount?: number;
   };
   log(msg: string): void;
 }

@@ -3,6 +3,7 @@ import { openDatabase } from '../../src/platform/db/database.ts';
 import { createProject, createTask, hasRoute, listTaskIds, mapLimit, signup, type Tenant } from '../lib/api.ts';
 import { findExport } from '../lib/find-export.ts';
 import type { LoadRequest } from '../lib/load.ts';
+import { sleep } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
 import type { BenchContext } from '../lib/types.ts';
 
@@ -18,13 +19,19 @@ export async function ensureProject(ctx: BenchContext): Promise<string> {
   return ctx.fixtures.projectId;
 }
 
+/** Tasks list-search measures at (10^4); seeded in one go the first time anything needs many tasks. */
+export const SEED_TASKS = 10_000;
+
 /** At least n tasks in the fixture project (created through POST, 8 at a time). */
 export async function ensureTasks(ctx: BenchContext, n: number): Promise<string[]> {
   const t = await ensureTenant(ctx);
   const projectId = await ensureProject(ctx);
   const have = ctx.fixtures.taskIds ?? [];
   if (have.length < n && n - have.length > 200 && findExport('seedProjects')) {
-    await seedInto(ctx, n - have.length);
+    // Seed the list-search size at once, before any write load: seeding continues the project's task
+    // counter, so it must not race with API creates still finishing.
+    const target = Math.max(n, SEED_TASKS);
+    if ((ctx.fixtures.taskCount ?? 0) < target) await seedInto(ctx, target - (ctx.fixtures.taskCount ?? have.length));
     ctx.fixtures.taskIds = await listTaskIds(ctx.client, t, projectId, n);
   } else if (have.length < n) {
     ctx.log(`creating ${n - have.length} tasks through the API`);
@@ -34,6 +41,7 @@ export async function ensureTasks(ctx: BenchContext, n: number): Promise<string[
       (i) => createTask(ctx.client, t, projectId, i),
     );
     ctx.fixtures.taskIds = [...have, ...created];
+    ctx.fixtures.taskCount = (ctx.fixtures.taskCount ?? have.length) + created.length;
   }
   return ctx.fixtures.taskIds!;
 }
@@ -56,6 +64,8 @@ export async function seedInto(ctx: BenchContext, tasks: number): Promise<void> 
   if (!seed) throw new Error('seedProjects not available');
   const t = await ensureTenant(ctx);
   await ensureProject(ctx);
+  // Let any write load's in-flight requests finish: the seeder continues the project's task counter.
+  await sleep(1500);
   ctx.log(`seeding ${tasks} tasks into the fixture project`);
   const started = Date.now();
   const db = await openDatabase({ databaseUrl: ctx.env.databaseUrl, poolMax: 2 });
@@ -73,6 +83,7 @@ export async function seedInto(ctx: BenchContext, tasks: number): Promise<void> 
   } finally {
     await db.close();
   }
+  ctx.fixtures.taskCount = (ctx.fixtures.taskCount ?? ctx.fixtures.taskIds?.length ?? 0) + tasks;
   ctx.log(`seeded ${tasks} tasks in ${round((Date.now() - started) / 1000, 1)} s`);
   const page = await ctx.client.call('GET', `/v1/orgs/${t.orgId}/projects/${ctx.fixtures.projectId}/tasks?limit=100`, { token: t.token });
   if (page.status !== 200 || (page.body?.data?.length ?? 0) < 100) {

@@ -34,10 +34,11 @@ export const listSearch: Scenario = {
     const seeder = Boolean(findExport('seedProjects'));
     if (seeder) {
       await ensureProject(ctx);
-      const missing = small - (ctx.fixtures.taskIds?.length ?? 0);
+      const missing = small - (ctx.fixtures.taskCount ?? ctx.fixtures.taskIds?.length ?? 0);
       if (missing > 0) await seedInto(ctx, missing);
     } else {
       await ensureTasks(ctx, Math.min(small, Number(process.env.BENCH_LIST_TASKS ?? 2000)));
+      ctx.fixtures.taskCount ??= ctx.fixtures.taskIds?.length;
     }
     const phases: Record<string, LoadResult> = {};
     phases.list_1e4 = await measure(ctx, 'list');
@@ -45,11 +46,11 @@ export const listSearch: Scenario = {
     const metrics: Record<string, number | string> = {
       listP95_1e4: phases.list_1e4.latencyMs.p95,
       searchP95_1e4: phases.search_1e4.latencyMs.p95,
-      tasksSmall: seeder ? small : (ctx.fixtures.taskIds?.length ?? 0),
+      tasksInProject: ctx.fixtures.taskCount ?? 0,
     };
     let ratio: number | undefined;
     if (ctx.opts.large && seeder) {
-      await seedInto(ctx, 1_000_000 - small);
+      await seedInto(ctx, 1_000_000 - (ctx.fixtures.taskCount ?? small));
       phases.list_1e6 = await measure(ctx, 'list');
       phases.search_1e6 = await measure(ctx, 'search');
       metrics.listP95_1e6 = phases.list_1e6.latencyMs.p95;

@@ -3,7 +3,9 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { mapLimit } from '../lib/api.ts';
 import { runLoad } from '../lib/load.ts';
+import { DEFAULT_PG } from '../lib/env.ts';
 import { findExport } from '../lib/find-export.ts';
+import { measureOutbox } from '../lib/outbox-bench.ts';
 import { ROOT } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type Scenario } from '../lib/types.ts';
@@ -23,17 +25,34 @@ export const outbox: Scenario = {
       target('P6b', 'outbox→handler p95 < 100 ms at 1,000 events/s', p95, 100, 'ms', '<'),
     ];
     const file = findExport('runOutboxBench');
-    if (!file) return skipped(this, 'async backbone (runOutboxBench) not available', p6());
-    const mod = (await import(pathToFileURL(file).href)) as { runOutboxBench: (o: Record<string, unknown>) => Promise<any> };
-    const common = { databaseUrl: ctx.env.databaseUrl, redisUrl: ctx.env.redisUrl, redisPrefix: `${ctx.env.redisPrefix}outbox:` };
-    const max = await mod.runOutboxBench({ ...common, events: 20_000, durationSec: ctx.opts.durationSec });
-    const paced = await mod.runOutboxBench({ ...common, rate: 1000, durationSec: ctx.opts.durationSec });
-    const tput = Number(max?.eventsPerSec ?? max?.throughput);
-    const p95 = Number(paced?.latencyMs?.p95 ?? paced?.p95Ms);
+    if (file) {
+      const mod = (await import(pathToFileURL(file).href)) as { runOutboxBench: (o: Record<string, unknown>) => Promise<any> };
+      const common = { databaseUrl: ctx.env.databaseUrl, redisUrl: ctx.env.redisUrl, redisPrefix: `${ctx.env.redisPrefix}outbox:` };
+      const max = await mod.runOutboxBench({ ...common, events: 20_000, durationSec: ctx.opts.durationSec });
+      const paced = await mod.runOutboxBench({ ...common, rate: 1000, durationSec: ctx.opts.durationSec });
+      const tput = Number(max?.eventsPerSec ?? max?.throughput);
+      const p95 = Number(paced?.latencyMs?.p95 ?? paced?.p95Ms);
+      return {
+        name: this.name, title: this.title, status: 'ok', endpoint: `runOutboxBench (${path.relative(ROOT, file)})`,
+        metrics: { eventsPerSec: round(tput, 1), p95MsAt1000: round(p95), raw: JSON.stringify({ max, paced }).slice(0, 500) },
+        targets: p6(tput, p95),
+      };
+    }
+    if (!findExport('createEventBus')) return skipped(this, 'async backbone (outbox + event bus) not available', p6());
+    const common = { baseDatabaseUrl: DEFAULT_PG, redisUrl: ctx.env.redisUrl, redisPrefix: `${ctx.env.redisPrefix}outbox:` };
+    ctx.log('outbox: 10,000 events as fast as possible');
+    const max = await measureOutbox({ ...common, events: 10_000, durationSec: ctx.opts.durationSec });
+    ctx.log(`outbox: ${max.eventsPerSec} events/s; now 1,000 events/s for ${ctx.opts.durationSec} s`);
+    const paced = await measureOutbox({ ...common, rate: 1000, durationSec: ctx.opts.durationSec });
     return {
-      name: this.name, title: this.title, status: 'ok', endpoint: path.relative(ROOT, file),
-      metrics: { eventsPerSec: round(tput, 1), p95MsAt1000: round(p95), raw: JSON.stringify({ max, paced }).slice(0, 500) },
-      targets: p6(tput, p95),
+      name: this.name, title: this.title, status: 'ok',
+      endpoint: 'event bus: add() in a transaction → relay → BullMQ → subscribed handler (bench/lib/outbox-bench.ts)',
+      metrics: {
+        eventsPerSec: max.eventsPerSec, handledOfSent: `${max.handled}/${max.events}`, p95MsAtMax: max.latencyMs.p95,
+        p50MsAt1000: paced.latencyMs.p50, p95MsAt1000: paced.latencyMs.p95, p99MsAt1000: paced.latencyMs.p99,
+        handledOfSentAt1000: `${paced.handled}/${paced.events}`,
+      },
+      targets: p6(max.eventsPerSec, paced.handled === paced.events ? paced.latencyMs.p95 : Number.POSITIVE_INFINITY),
     };
   },
 };

@@ -44,6 +44,8 @@ export interface FaultResult {
   clientVisibleErrors?: number;
   errorsByKind?: Record<string, number>;
   retryableRejections?: number;
+  /** 429/503 with Retry-After and 409 in flight, by status and problem code (retried on the same key). */
+  rejectionsByKind?: Record<string, number>;
   recoverySec?: number;
   perSecond?: { t: number; ok: number; failed: number }[];
   /** Every attempt's latency and status, per second (for the HTML chart). */
@@ -87,6 +89,7 @@ async function writer(api: Api, t: Tenant, w: WriteShape, run: string, stopAt: n
       let status = 0;
       let retryAfter: string | null = null;
       let id: string | undefined;
+      let code = '';
       const sent = Date.now();
       try {
         const res = await api.call('POST', w.path, { token: t.token, body, headers: { 'idempotency-key': key } });
@@ -94,6 +97,7 @@ async function writer(api: Api, t: Tenant, w: WriteShape, run: string, stopAt: n
         rec.latency(Date.now() - sent, status);
         retryAfter = res.headers.get('retry-after');
         id = res.body?.id;
+        code = typeof res.body?.code === 'string' ? res.body.code : typeof res.body === 'string' ? res.body.slice(0, 40).replace(/\s+/g, ' ') : '';
       } catch (err) {
         rec.latency(Date.now() - sent, 0);
         rec.fail(`network:${(err as Error).name}`);
@@ -105,16 +109,16 @@ async function writer(api: Api, t: Tenant, w: WriteShape, run: string, stopAt: n
         break;
       }
       if ((status === 429 || status === 503) && retryAfter) {
-        rec.rejected(status);
+        rec.rejected(`${status} ${code}`);
         await sleep(Math.min(1000, Number(retryAfter) * 1000 || 200));
         continue;
       }
       if (status === 409) {
-        rec.rejected(409);
+        rec.rejected(`409 ${code}`);
         await sleep(100);
         continue;
       }
-      rec.fail(`http:${status}${status === 429 || status === 503 ? ' without Retry-After' : ''}`);
+      rec.fail(`${status}${status === 429 || status === 503 ? ' without Retry-After' : ''} ${code}`.trim());
       await sleep(200);
     }
   }
@@ -130,17 +134,18 @@ function createRecorder(startedAt: number) {
   const acks: Ack[] = [];
   const errors: Record<string, number> = {};
   let rejected = 0;
+  const rejections: Record<string, number> = {};
   let attempts = 0;
   let lastFailureAt = 0;
   const series = createSeriesRecorder(startedAt);
   return {
-    acks, errors, perSecond, series,
+    acks, errors, rejections, perSecond, series,
     latency(ms: number, status: number) { series.record(Date.now(), ms, status); },
     get rejectedCount() { return rejected; },
     get attempts() { return attempts; },
     get lastFailureAt() { return lastFailureAt; },
     ok(a: Ack) { attempts++; acks.push(a); at().ok++; },
-    rejected(_status: number) { attempts++; rejected++; at().failed++; lastFailureAt = Date.now(); },
+    rejected(kind: string) { attempts++; rejected++; rejections[kind] = (rejections[kind] ?? 0) + 1; at().failed++; lastFailureAt = Date.now(); },
     fail(kind: string) { attempts++; errors[kind] = (errors[kind] ?? 0) + 1; at().failed++; lastFailureAt = Date.now(); },
   };
 }
@@ -252,7 +257,7 @@ async function runFault(spec: FaultSpec, state: ClusterState, api: Api, t: Tenan
     ...(restoredAt ? { restoredAtSec: round((restoredAt - startedAt) / 1000, 1) } : {}),
     attempts: rec.attempts, acknowledged: rec.acks.length,
     acknowledgedLost: check.lost, duplicates: check.duplicates,
-    clientVisibleErrors, errorsByKind: rec.errors, retryableRejections: rec.rejectedCount, recoverySec,
+    clientVisibleErrors, errorsByKind: rec.errors, retryableRejections: rec.rejectedCount, rejectionsByKind: rec.rejections, recoverySec,
     perSecond: rec.perSecond, series: rec.series.series(),
     targets: [
       { id: 'F1', description: 'acknowledged writes lost = 0', measured: String(check.lost), pass: check.lost === 0 },
@@ -291,7 +296,7 @@ export async function runFaults(argv: string[]): Promise<number> {
         results.push({ fault: spec.name, status: 'error', reason: (err as Error).message.slice(0, 300) });
       }
       const r = results[results.length - 1]!;
-      console.log(`  ${r.status}: acked ${r.acknowledged ?? '-'} lost ${r.acknowledgedLost ?? '-'} dup ${r.duplicates ?? '-'} errors ${r.clientVisibleErrors ?? '-'} ${JSON.stringify(r.errorsByKind ?? {})} rejections ${r.retryableRejections ?? '-'} recovery ${r.recoverySec ?? '-'} s ${r.reason ?? ''}`);
+      console.log(`  ${r.status}: acked ${r.acknowledged ?? '-'} lost ${r.acknowledgedLost ?? '-'} dup ${r.duplicates ?? '-'} errors ${r.clientVisibleErrors ?? '-'} ${JSON.stringify(r.errorsByKind ?? {})} rejections ${r.retryableRejections ?? '-'} ${JSON.stringify(r.rejectionsByKind ?? {})} recovery ${r.recoverySec ?? '-'} s ${r.reason ?? ''}`);
     }
   } finally {
     if (startedHere && !keep) await down();

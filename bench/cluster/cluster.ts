@@ -66,7 +66,7 @@ export function pgCtl(dataDir: string, action: 'start' | 'stop' | 'restart', ext
   asPostgres(`${PG_BIN}/pg_ctl`, ['-D', dataDir, '-l', log, '-w', '-t', '60', ...extra, action], { allowFail: action === 'stop' });
 }
 
-function pidAlive(pid: number | undefined): boolean {
+export function pidAlive(pid: number | undefined): boolean {
   if (!pid) return false;
   try {
     process.kill(pid, 0);

@@ -16,7 +16,7 @@ import { connectApi, createProject, hasRoute, signup, type Api, type Tenant } fr
 import { ROOT, sleep } from '../lib/processes.ts';
 import { renderFaultsHtml } from '../lib/report.ts';
 import { createSeriesRecorder, round, type SecondSample } from '../lib/stats.ts';
-import { down, pgCtl, readState, redisPid, redisUp, RUN, startApi, up, type ClusterState } from './cluster.ts';
+import { down, pgCtl, pidAlive, readState, redisPid, redisUp, RUN, startApi, up, type ClusterState } from './cluster.ts';
 
 interface WriteShape {
   endpoint: string;
@@ -31,6 +31,8 @@ export interface FaultResult {
   status: 'ok' | 'skipped' | 'error';
   reason?: string;
   endpoint?: string;
+  /** API instances that exited by themselves during the run (restarted afterwards). */
+  crashedInstances?: string[];
   /** Table the written resources were found in (verification is done there). */
   table?: string;
   durationSec?: number;
@@ -80,7 +82,7 @@ async function writer(api: Api, t: Tenant, w: WriteShape, run: string, stopAt: n
     const key = randomUUID();
     const marker = `${run}-${randomBytes(4).toString('hex')}-${n++}`;
     const body = w.body(marker);
-    const giveUp = Date.now() + 60_000;
+    const giveUp = Date.now() + 30_000;
     for (;;) {
       if (Date.now() > giveUp) {
         rec.fail('gave-up');
@@ -246,12 +248,23 @@ async function runFault(spec: FaultSpec, state: ClusterState, api: Api, t: Tenan
   await Promise.all([...writers, timeline]);
   const endedAt = Date.now();
   await spec.cleanup?.(state);
+  // An instance that died on its own (not the one this fault stopped) is a finding: record and restart it.
+  const crashed: string[] = [];
+  for (const [i, a] of state.apis.entries()) {
+    if (pidAlive(a.pid)) continue;
+    crashed.push(a.name);
+    const tail = fs.existsSync(path.join(RUN, `${a.name}.log`)) ? fs.readFileSync(path.join(RUN, `${a.name}.log`), 'utf8') : '';
+    const why = /\n(\w*Error[^\n]*|error: [^\n]*)/.exec(tail)?.[1] ?? 'see its log';
+    console.log(`  ${a.name} is not running after the fault (${why}); restarting it`);
+    state.apis[i] = await startApi(state, i);
+  }
+  fs.writeFileSync(path.join(RUN, 'state.json'), JSON.stringify(state, null, 1));
   const check = await verify(state, w, rec.acks, run);
   const clientVisibleErrors = Object.values(rec.errors).reduce((a, b) => a + b, 0);
   const faultEnd = restoredAt || injectedAt;
   const recoverySec = rec.lastFailureAt > faultEnd ? round((rec.lastFailureAt - faultEnd) / 1000, 1) : 0;
   return {
-    fault: spec.name, status: 'ok', endpoint: w.endpoint, table: check.table,
+    fault: spec.name, status: 'ok', endpoint: w.endpoint, table: check.table, crashedInstances: crashed,
     durationSec: round((endedAt - startedAt) / 1000, 1),
     injectedAtSec: round((injectedAt - startedAt) / 1000, 1),
     ...(restoredAt ? { restoredAtSec: round((restoredAt - startedAt) / 1000, 1) } : {}),
@@ -264,6 +277,7 @@ async function runFault(spec: FaultSpec, state: ClusterState, api: Api, t: Tenan
       { id: 'F2', description: 'duplicate resources = 0', measured: String(check.duplicates), pass: check.duplicates === 0 },
       { id: 'F3', description: 'client-visible errors only 503/429 with Retry-After', measured: `${clientVisibleErrors} other`, pass: clientVisibleErrors === 0 },
       { id: 'F4', description: 'recovery < 10 s', measured: `${recoverySec} s`, pass: recoverySec < 10 },
+      { id: 'F5', description: 'no API instance crashes', measured: crashed.length ? crashed.join(', ') : 'none', pass: crashed.length === 0 },
     ],
   };
 }

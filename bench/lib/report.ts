@@ -153,7 +153,7 @@ export function renderFaultsHtml(r: FaultsReport): string {
 <h1>Plinth fault runs</h1><p>${esc(r.finishedAt)} · ${r.cluster.apis} API instances, ${r.cluster.workers} workers behind HAProxy · ${r.cluster.clients} writers retrying on the same Idempotency-Key</p>
 <table><tr><th>fault</th><th>status</th><th>acked</th><th>lost</th><th>duplicates</th><th>client-visible errors</th><th>429/503/409</th><th>recovery s</th><th>targets</th></tr>
 ${rows}</table>
-<p>Targets: F1 acknowledged writes lost = 0 · F2 duplicates = 0 · F3 only 503/429 with Retry-After · F4 recovery &lt; 10 s.</p>
+<p>Targets: F1 acknowledged writes lost = 0 · F2 duplicates = 0 · F3 only 503/429 with Retry-After · F4 recovery &lt; 10 s · F5 no API instance crashes.</p>
 ${charts}
 </body></html>`;
 }

@@ -289,6 +289,9 @@ export async function runFaults(argv: string[]): Promise<number> {
   let state = readState();
   const startedHere = !state;
   if (!state) state = await up({ apis: 2, workers: 1 });
+  for (const [i, a] of state.apis.entries()) {
+    if (!pidAlive(a.pid)) state.apis[i] = await startApi(state, i);
+  }
   const results: FaultResult[] = [];
   try {
     const api = await connectApi(state.lbUrl.replace('localhost', '127.0.0.1'));

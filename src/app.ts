@@ -5,15 +5,23 @@ import type { Database } from './platform/db/database.ts';
 import type { Flags } from './platform/flags/flags.ts';
 import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
+import { registerEdgeProtection } from './platform/http/edge.ts';
+import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
 import { pingRedis, type Redis } from './platform/redis.ts';
+import type { ResiliencePolicy } from './platform/resilience/policy.ts';
 
 /** What a module contributes to the HTTP surface: an encapsulated plugin mounted under a prefix. */
 export interface ModuleRoutes {
   name: string;
   prefix: string;
   plugin: FastifyPluginAsync<any>;
+}
+
+/** A module's routes are written against the typed App; this adapts them to Fastify's plugin type. */
+export function asPlugin(plugin: (app: App) => Promise<void>): FastifyPluginAsync<any> {
+  return plugin as unknown as FastifyPluginAsync<any>;
 }
 
 export interface AppDeps {
@@ -26,6 +34,9 @@ export interface AppDeps {
   modules: ModuleRoutes[];
   /** From the identity module: turns a bearer token into a principal and org access. */
   authenticator: Authenticator;
+  /** Edge protection: the process's Redis policy (shared breaker) and, later, plan-aware rate limits. */
+  redisPolicy: ResiliencePolicy;
+  rateLimits?: RateLimitResolver;
 }
 
 /** Platform plugins first, then each module's routes. No business logic lives here. */
@@ -38,6 +49,16 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     optionalChecks: redis ? { redis: () => pingRedis(redis) } : {},
   });
   registerAuthorization(app, deps.authenticator);
+  // After authorization: 401/403 never consume quota or idempotency keys.
+  await registerEdgeProtection(app, {
+    edge: deps.config.edge,
+    redisPrefix: deps.config.redisPrefix,
+    db: deps.db.app,
+    redis,
+    redisPolicy: deps.redisPolicy,
+    logger: deps.logger,
+    rateLimits: deps.rateLimits,
+  });
   registerFlagRoutes(app, deps.flags);
   for (const mod of deps.modules) {
     await app.register(mod.plugin, { prefix: mod.prefix });

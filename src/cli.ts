@@ -4,12 +4,18 @@ import { ConfigError } from './platform/config.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
 import { openPlatform, startApi } from './main.ts';
+import { parseSeedArgs, runSeed, SEED_PASSWORD } from './seed.ts';
+import { runAuditCommand } from './modules/audit/index.ts';
+import { runAdminCommand } from './modules/identity/index.ts';
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
   migrate    apply pending migrations and exit
-  bench      load benchmarks against baselines (plinth bench --help)`;
+  admin grant|revoke <email>   make a user a platform administrator (or stop)
+  audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
+  seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar
+  bench [--scenario NAME]   load benchmarks against baselines (plinth bench --help)`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -34,6 +40,23 @@ async function run(argv: string[]): Promise<number> {
       // Loaded on demand: the harness (autocannon, baselines) is a dev tool, not part of the API process.
       const { runBench } = await import('../bench/run.ts');
       return runBench(argv.slice(1));
+    }
+    case 'seed': {
+      const args = parseSeedArgs(argv.slice(1));
+      const platform = await openPlatform(process.env, { migrate: true });
+      const r = await runSeed(platform, args);
+      console.log(`seeded ${r.orgs.length} orgs, ${r.projects} projects, ${r.tasks} tasks in ${(r.ms / 1000).toFixed(1)}s`);
+      console.log(`log in as ${r.orgs[0]?.email} … ${r.orgs.at(-1)?.email} with password "${SEED_PASSWORD}"`);
+      return platform.lifecycle.shutdown('seed done');
+    }
+    case 'admin':
+    case 'audit': {
+      const platform = await openPlatform();
+      try {
+        return command === 'admin' ? await runAdminCommand(platform, argv.slice(1)) : await runAuditCommand(platform, argv.slice(1));
+      } finally {
+        await platform.lifecycle.shutdown(`${command} done`);
+      }
     }
     case undefined:
     case 'help':

@@ -4,12 +4,19 @@ import { buildApp, type ModuleRoutes } from './app.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
-import { denyAllAuthenticator, type Authenticator } from './platform/http/auth.ts';
+import type { Authenticator } from './platform/http/auth.ts';
+import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
+import { createCache, type CacheProvider } from './platform/cache/cache.ts';
+import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
+import { createAudit } from './modules/audit/index.ts';
+import { createIdentity } from './modules/identity/index.ts';
+import { createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
+import { createTenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
 export interface Platform {
@@ -19,6 +26,17 @@ export interface Platform {
   redis?: Redis;
   flags: Flags;
   lifecycle: Lifecycle;
+  /** Resilience policies for outbound calls (redis, smtp, payment, webhook): one breaker per dependency. */
+  policies: OutboundPolicies;
+  /** Tenant-scoped cache-aside (L1 + Redis); see src/platform/cache/README.md. */
+  cache: CacheProvider;
+}
+
+/** The edge pieces every process shares: outbound policies and the cache over them. */
+export function createEdgePlatform(config: Config, logger: Logger, redis: Redis | undefined): Pick<Platform, 'policies' | 'cache'> {
+  const policies = createOutboundPolicies(logger);
+  const cache = createCache({ redis, policy: policies.redis, prefix: config.redisPrefix, l1TtlMs: config.edge.cacheL1TtlMs, logger });
+  return { policies, cache };
 }
 
 /** Config → logger → database (migrated) → Redis. Shared by every process role. */
@@ -49,17 +67,34 @@ export async function openPlatform(
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
   const flags = await createFlags({ db });
-  return { config, logger, db, redis, flags, lifecycle };
+  const edge = createEdgePlatform(config, logger, redis);
+  lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
+  return { config, logger, db, redis, flags, lifecycle, ...edge };
 }
 
 export interface Modules {
   routes: ModuleRoutes[];
   authenticator: Authenticator;
+  /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
+  rateLimits?: RateLimitResolver;
 }
 
 /** Wires the modules to the platform and to each other's facades, explicitly, in dependency order. */
-export function createModules(_platform: Platform): Modules {
-  return { routes: [], authenticator: denyAllAuthenticator };
+/** Seams for modules that are not built yet (billing's plan limits). */
+export interface ModuleSeams {
+  entitlements?: Entitlements;
+}
+
+export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
+  const { db, redis, logger, config } = platform;
+  const audit = createAudit({ db });
+  const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
+  const tenancy = createTenancy({ db, audit, identity });
+  const projects = createProjects({ db, audit, isMember: isMemberVia(tenancy.service.getMember), entitlements: seams.entitlements });
+  return {
+    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes],
+    authenticator: tenancy.authenticator,
+  };
 }
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
@@ -74,6 +109,8 @@ export async function createApiApp(platform: Platform, modules: Modules = create
     lifecycle: lifecycle.state,
     modules: modules.routes,
     authenticator: modules.authenticator,
+    redisPolicy: platform.policies.redis,
+    rateLimits: modules.rateLimits,
   });
 }
 

@@ -26,8 +26,31 @@ export interface Config {
   requestTimeoutMs: number;
   slowQueryMs: number;
   trustProxy: boolean;
+  /** Edge protection (issue 5): rate limits, idempotency, backpressure, cache. See README "Edge protection". */
+  edge: EdgeConfig;
   /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
   migrateOnStart: boolean;
+}
+
+export interface EdgeConfig {
+  rateLimitEnabled: boolean;
+  /** Window of every rate-limit policy, in seconds. */
+  rateLimitWindowSec: number;
+  /** Requests per window per principal (session or API key). */
+  rateLimitPrincipal: number;
+  /** Requests per window per organization (all its principals together). */
+  rateLimitOrg: number;
+  /** Requests per window per client IP on public routes (signup, login). */
+  rateLimitIp: number;
+  /** How long a stored Idempotency-Key response is replayed. */
+  idempotencyTtlSec: number;
+  /** 0 disables a check. */
+  pressureMaxEventLoopDelayMs: number;
+  pressureMaxHeapBytes: number;
+  pressureMaxRssBytes: number;
+  pressureRetryAfterSec: number;
+  /** L1 (in-process) cache entry lifetime: the bound on cross-process staleness if an invalidation is lost. */
+  cacheL1TtlMs: number;
 }
 
 export class ConfigError extends Error {
@@ -134,6 +157,20 @@ export function loadConfig(env: Env = process.env): Config {
     requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),
     slowQueryMs: int(env, 'SLOW_QUERY_MS', 200, 0, 600_000),
     trustProxy: bool(env, 'TRUST_PROXY', false),
+    edge: {
+      rateLimitEnabled: bool(env, 'RATE_LIMIT_ENABLED', true),
+      rateLimitWindowSec: int(env, 'RATE_LIMIT_WINDOW_SEC', 60, 1, 86_400),
+      rateLimitPrincipal: int(env, 'RATE_LIMIT_PRINCIPAL', 1200, 1, 10_000_000),
+      rateLimitOrg: int(env, 'RATE_LIMIT_ORG', 6000, 1, 10_000_000),
+      rateLimitIp: int(env, 'RATE_LIMIT_IP', 300, 1, 10_000_000),
+      idempotencyTtlSec: int(env, 'IDEMPOTENCY_TTL_SEC', 86_400, 60, 604_800),
+      // Off by default outside production: embedded PGlite runs queries on the event loop, so its delay is not overload.
+      pressureMaxEventLoopDelayMs: int(env, 'PRESSURE_MAX_EVENT_LOOP_DELAY_MS', production ? 1000 : 0, 0, 600_000),
+      pressureMaxHeapBytes: int(env, 'PRESSURE_MAX_HEAP_BYTES', 0, 0, 1e12),
+      pressureMaxRssBytes: int(env, 'PRESSURE_MAX_RSS_BYTES', 0, 0, 1e12),
+      pressureRetryAfterSec: int(env, 'PRESSURE_RETRY_AFTER_SEC', 5, 1, 3600),
+      cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
+    },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
   };
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
-import { createApiApp, createModules, type Modules, type Platform } from '../../src/main.ts';
+import { createApiApp, createEdgePlatform, createModules, type Modules, type Platform } from '../../src/main.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import type { DatabaseOptions } from '../../src/platform/db/database.ts';
 import { createFlags } from '../../src/platform/flags/flags.ts';
@@ -28,6 +28,8 @@ export async function createTestPlatform(
     logger?: Logger;
     /** Replaces the identity module's authenticator, for kernel tests that need a fixed principal. */
     authenticator?: Authenticator;
+    /** Test-only: compose the modules differently (e.g. with test doubles of other modules). Default: createModules. */
+    compose?: (platform: Platform) => Modules;
   } = {},
 ): Promise<TestPlatform> {
   const redisUrl = process.env.TEST_REDIS_URL;
@@ -43,8 +45,8 @@ export async function createTestPlatform(
   const testDb = await createTestDatabase(opts.db);
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
   const flags = await createFlags({ db: testDb.db });
-  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle };
-  const created = createModules(platform);
+  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle, ...createEdgePlatform(config, logger, redis) };
+  const created = (opts.compose ?? createModules)(platform);
   const modules = opts.authenticator ? { ...created, authenticator: opts.authenticator } : created;
   const app = await createApiApp(platform, modules);
   return {
@@ -54,6 +56,7 @@ export async function createTestPlatform(
     app,
     async close() {
       await app.close();
+      await platform.cache.close();
       if (redis) {
         const keys = await redis.keys(`${config.redisPrefix}*`).catch(() => [] as string[]);
         if (keys.length > 0) await redis.del(...keys).catch(() => 0);

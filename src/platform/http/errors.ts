@@ -1,5 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { isDatabaseUnavailable } from '../db/unavailable.ts';
 
 /**
  * The one error type services throw. `code` is stable and machine-readable ('PROJECTS.TASK_NOT_FOUND');
@@ -85,6 +86,12 @@ export function errorHandler(error: FastifyError | AppError | Error, request: Fa
     for (const [k, v] of Object.entries(error.headers)) reply.header(k, v);
     const detail = error.status >= 500 ? 'The server could not complete the request' : error.detail;
     return sendProblem(reply, error.status, error.code, detail, error.context);
+  }
+  if (isDatabaseUnavailable(error)) {
+    // Fail fast and say when to retry; the pool reconnects by itself once Postgres is back.
+    request.log.warn({ err: error }, 'database unavailable');
+    reply.header('retry-after', '2');
+    return sendProblem(reply, 503, 'DB.UNAVAILABLE', 'The database is temporarily unavailable; retry shortly');
   }
   const fe = error as FastifyError;
   if (fe.validation) {

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { newId } from '../ids.ts';
 import { errorHandler, sendProblem } from './errors.ts';
+import { documentEdgeProtection } from './openapi-edge.ts';
 import { ProblemSchema } from './schemas.ts';
 
 declare module 'fastify' {
@@ -47,6 +48,8 @@ export async function createHttpServer(opts: {
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
     bodyLimit: config.bodyLimitBytes,
     requestTimeout: config.requestTimeoutMs,
+    // Node checks request timeouts every 30 s by default, so a slow client could hold a socket that much longer.
+    http: { connectionsCheckingInterval: Math.min(1_000, config.requestTimeoutMs) },
     connectionTimeout: config.requestTimeoutMs,
     keepAliveTimeout: 72_000,
     trustProxy: config.trustProxy,
@@ -82,6 +85,7 @@ export async function createHttpServer(opts: {
       const response = { ...((route.schema.response as Record<string, unknown>) ?? {}) };
       response['4XX'] ??= { $ref: 'Problem#', description: 'Client error (RFC 9457 problem)' };
       response['5XX'] ??= { $ref: 'Problem#', description: 'Server error or overload (RFC 9457 problem)' };
+      documentEdgeProtection(route, response);
       route.schema.response = response;
     }
   });

@@ -1,0 +1,36 @@
+import type { Logger } from 'pino';
+import type { Database } from '../../platform/db/database.ts';
+import type { Redis } from '../../platform/redis.ts';
+import { createAudit } from '../audit/index.ts';
+import { createIdentityService } from './identity.service.ts';
+
+/** `plinth admin grant|revoke <email>`: platform administrators may call PLATFORM_ADMIN routes. */
+export async function runAdminCommand(
+  platform: { db: Database; redis?: Redis; logger: Logger; config: { redisPrefix: string } },
+  args: string[],
+  out: (line: string) => void = console.log,
+): Promise<number> {
+  const [sub, email] = args;
+  if ((sub !== 'grant' && sub !== 'revoke') || !email) {
+    out('usage: plinth admin grant|revoke <email>');
+    return 2;
+  }
+  const identity = createIdentityService({
+    db: platform.db,
+    redis: platform.redis,
+    redisPrefix: platform.config.redisPrefix,
+    logger: platform.logger,
+    audit: createAudit({ db: platform.db }),
+  });
+  try {
+    const user = await identity.setPlatformAdmin(email, sub === 'grant');
+    out(`${user.email} is ${user.isPlatformAdmin ? 'now' : 'no longer'} a platform administrator`);
+    return 0;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'IDENTITY.USER_NOT_FOUND') {
+      out(`no user with email ${email}`);
+      return 1;
+    }
+    throw err;
+  }
+}

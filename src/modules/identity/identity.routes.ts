@@ -1,0 +1,174 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyRequest } from 'fastify';
+import { AUTHENTICATED, PLATFORM_ADMIN, principalOf, type Principal } from '../../platform/http/auth.ts';
+import { Page, Uuid } from '../../platform/http/schemas.ts';
+import type { App } from '../../platform/http/server.ts';
+import { auditContextFrom } from '../audit/index.ts';
+import { sessionRequired } from './identity.errors.ts';
+import { Email, Password, SessionTokenSchema, UserSchema, userJson } from './identity.schemas.ts';
+import type { IdentityService } from './identity.service.ts';
+
+const bearer = [{ bearer: [] }];
+
+/** Account routes act for a person: an API key (which belongs to an org) may not use them. */
+export function userPrincipal(request: FastifyRequest): Principal & { sessionId: string } {
+  const p = principalOf(request);
+  if (p.kind !== 'user' || !p.sessionId) throw sessionRequired();
+  return p as Principal & { sessionId: string };
+}
+
+export const requestMeta = (request: FastifyRequest) => ({
+  ip: request.ip,
+  userAgent: typeof request.headers['user-agent'] === 'string' ? request.headers['user-agent'] : null,
+  requestId: request.id,
+});
+
+const SessionSchema = Type.Object(
+  {
+    id: Uuid(),
+    ip: Type.Union([Type.String(), Type.Null()]),
+    userAgent: Type.Union([Type.String(), Type.Null()]),
+    createdAt: Type.String({ format: 'date-time' }),
+    lastUsedAt: Type.String({ format: 'date-time' }),
+    expiresAt: Type.String({ format: 'date-time' }),
+    current: Type.Boolean(),
+  },
+  { additionalProperties: false },
+);
+
+export function identityRoutes(identity: IdentityService): (app: App) => Promise<void> {
+  return async (app: App) => {
+    app.post(
+      '/auth/login',
+      {
+        config: { public: true },
+        schema: {
+          tags: ['auth'],
+          summary: 'Sign in with email and password; returns a new session token',
+          body: Type.Object({ email: Email, password: Password }, { additionalProperties: false }),
+          response: { 200: Type.Object({ ...SessionTokenSchema.properties, user: UserSchema }, { additionalProperties: false }) },
+        },
+      },
+      async (request) => {
+        const { email, password } = request.body as { email: string; password: string };
+        const result = await identity.login(email, password, requestMeta(request));
+        return { token: result.token, expiresAt: result.expiresAt.toISOString(), user: userJson(result.user) };
+      },
+    );
+
+    app.post(
+      '/auth/logout',
+      {
+        config: { permission: AUTHENTICATED },
+        schema: { tags: ['auth'], summary: 'Revoke the current session', security: bearer, response: { 204: Type.Null() } },
+      },
+      async (request, reply) => {
+        const p = userPrincipal(request);
+        await identity.revokeSessions(p, { sessionId: p.sessionId }, auditContextFrom(request), 'session.revoked');
+        return reply.code(204).send(null);
+      },
+    );
+
+    app.post(
+      '/me/password',
+      {
+        config: { permission: AUTHENTICATED },
+        schema: {
+          tags: ['me'],
+          summary: 'Change the password; revokes every session and returns a new one',
+          security: bearer,
+          body: Type.Object({ currentPassword: Password, newPassword: Password }, { additionalProperties: false }),
+          response: { 200: SessionTokenSchema },
+        },
+      },
+      async (request) => {
+        const p = userPrincipal(request);
+        const { currentPassword, newPassword } = request.body as { currentPassword: string; newPassword: string };
+        const s = await identity.changePassword(p, currentPassword, newPassword, requestMeta(request), auditContextFrom(request));
+        return { token: s.token, expiresAt: s.expiresAt.toISOString() };
+      },
+    );
+
+    app.get(
+      '/me/sessions',
+      {
+        config: { permission: AUTHENTICATED },
+        schema: { tags: ['me'], summary: 'List my active sessions (newest first, at most 100)', security: bearer, response: { 200: Page(SessionSchema) } },
+      },
+      async (request) => {
+        const p = userPrincipal(request);
+        const rows = await identity.sessions.list(p.userId);
+        return {
+          data: rows.map((r) => ({
+            id: r.id,
+            ip: r.ip ?? null,
+            userAgent: r.user_agent ?? null,
+            createdAt: new Date(r.created_at).toISOString(),
+            lastUsedAt: new Date(r.last_used_at).toISOString(),
+            expiresAt: new Date(r.expires_at).toISOString(),
+            current: r.id === p.sessionId,
+          })),
+          nextCursor: null,
+        };
+      },
+    );
+
+    app.delete(
+      '/me/sessions',
+      {
+        config: { permission: AUTHENTICATED },
+        schema: {
+          tags: ['me'],
+          summary: 'Revoke all my other sessions (sign out everywhere else)',
+          security: bearer,
+          response: { 200: Type.Object({ revoked: Type.Integer() }, { additionalProperties: false }) },
+        },
+      },
+      async (request) => {
+        const p = userPrincipal(request);
+        const revoked = await identity.revokeSessions(p, { exceptSessionId: p.sessionId }, auditContextFrom(request), 'session.revoked_others');
+        return { revoked };
+      },
+    );
+
+    app.delete(
+      '/me/sessions/:sessionId',
+      {
+        config: { permission: AUTHENTICATED },
+        schema: {
+          tags: ['me'],
+          summary: 'Revoke one of my sessions',
+          security: bearer,
+          params: Type.Object({ sessionId: Uuid() }),
+          response: { 204: Type.Null() },
+        },
+      },
+      async (request, reply) => {
+        const p = userPrincipal(request);
+        const { sessionId } = request.params as { sessionId: string };
+        await identity.revokeSessions(p, { sessionId }, auditContextFrom(request), 'session.revoked');
+        return reply.code(204).send(null);
+      },
+    );
+
+    for (const [verb, disabled] of [['disable', true], ['enable', false]] as const) {
+      app.post(
+        `/admin/users/:userId/${verb}`,
+        {
+          config: { permission: PLATFORM_ADMIN },
+          schema: {
+            tags: ['admin'],
+            summary: disabled ? 'Disable an account (revokes its sessions and API keys at once)' : 'Re-enable an account',
+            security: bearer,
+            params: Type.Object({ userId: Uuid() }),
+            response: { 200: UserSchema },
+          },
+        },
+        async (request) => {
+          const { userId } = request.params as { userId: string };
+          return userJson(await identity.setDisabled(userId, disabled, auditContextFrom(request)));
+        },
+      );
+    }
+  };
+}

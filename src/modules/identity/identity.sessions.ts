@@ -1,0 +1,151 @@
+import type { Transaction } from 'kysely';
+import type { Logger } from 'pino';
+import type { Database } from '../../platform/db/database.ts';
+import type { Principal } from '../../platform/http/auth.ts';
+import { newId } from '../../platform/ids.ts';
+import type { Redis } from '../../platform/redis.ts';
+import { newSecret, sha256Hex } from './identity.tokens.ts';
+
+export const SESSION_PREFIX = 'pls_';
+export const SESSION_TTL_MS = 30 * 24 * 3_600_000;
+/** How long Redis may answer for a session before Postgres is asked again. */
+const CACHE_TTL_S = 60;
+const REVOKED = 'revoked';
+const TOUCH_AFTER_MS = 60_000;
+
+interface CachedSession {
+  sid: string;
+  uid: string;
+  adm: boolean;
+  exp: number;
+}
+
+export interface SessionMeta {
+  ip?: string | null;
+  userAgent?: string | null;
+}
+
+/**
+ * Sessions: Postgres is the record (token stored as SHA-256), Redis a shared cache in front of it.
+ * Revocation writes a short-lived "revoked" tombstone over the cache entry, and the cache is filled only
+ * with SET NX, so a request that read Postgres just before the revocation cannot re-cache a dead session.
+ * Without Redis (or with Redis down) every request reads Postgres: sessions keep working.
+ */
+export function createSessionStore(deps: { db: Database; redis?: Redis; prefix: string; logger: Logger }) {
+  const { db, redis, logger } = deps;
+  const key = (tokenHash: string) => `${deps.prefix}session:${tokenHash}`;
+
+  async function cacheGet(tokenHash: string): Promise<CachedSession | 'revoked' | null> {
+    if (!redis) return null;
+    try {
+      const v = await redis.get(key(tokenHash));
+      if (!v) return null;
+      return v === REVOKED ? REVOKED : (JSON.parse(v) as CachedSession);
+    } catch {
+      return null; // Redis down: Postgres answers
+    }
+  }
+
+  async function cacheFill(tokenHash: string, entry: CachedSession): Promise<void> {
+    if (!redis) return;
+    const ttl = Math.min(CACHE_TTL_S, Math.floor((entry.exp - Date.now()) / 1000));
+    if (ttl <= 0) return;
+    await redis.set(key(tokenHash), JSON.stringify(entry), 'EX', ttl, 'NX').catch(() => undefined);
+  }
+
+  /** After a revocation commits: every instance's next request for these tokens is 401. */
+  async function tombstone(tokenHashes: string[]): Promise<void> {
+    if (!redis || tokenHashes.length === 0) return;
+    try {
+      const multi = redis.multi();
+      for (const h of tokenHashes) multi.set(key(h), REVOKED, 'EX', CACHE_TTL_S);
+      await multi.exec();
+    } catch (err) {
+      // The cache entry expires within CACHE_TTL_S; Postgres already has the revocation.
+      logger.warn({ err: (err as Error).message, sessions: tokenHashes.length }, 'could not mark revoked sessions in Redis');
+    }
+  }
+
+  /** Drops cached entries so they are rebuilt from Postgres (e.g. after a platform-admin change). */
+  async function forget(tokenHashes: string[]): Promise<void> {
+    if (!redis || tokenHashes.length === 0) return;
+    await redis.del(...tokenHashes.map(key)).catch(() => 0);
+  }
+
+  return {
+    async create(trx: Transaction<any>, userId: string, meta: SessionMeta): Promise<{ token: string; sessionId: string; expiresAt: Date }> {
+      const token = newSecret(SESSION_PREFIX);
+      const sessionId = newId();
+      const expiresAt = new Date(Date.now() + SESSION_TTL_MS);
+      await trx
+        .insertInto('sessions')
+        .values({
+          id: sessionId,
+          user_id: userId,
+          token_hash: sha256Hex(token),
+          ip: meta.ip?.slice(0, 64) ?? null,
+          user_agent: meta.userAgent?.slice(0, 256) ?? null,
+          expires_at: expiresAt,
+        })
+        .execute();
+      return { token, sessionId, expiresAt };
+    },
+
+    async authenticate(token: string): Promise<Principal | null> {
+      if (!token.startsWith(SESSION_PREFIX) || token.length > 100) return null;
+      const tokenHash = sha256Hex(token);
+      const cached = await cacheGet(tokenHash);
+      if (cached === REVOKED) return null;
+      if (cached && cached.exp > Date.now()) {
+        return { kind: 'user', userId: cached.uid, sessionId: cached.sid, isPlatformAdmin: cached.adm };
+      }
+      const row = await db.app
+        .selectFrom('sessions as s')
+        .innerJoin('users as u', 'u.id', 's.user_id')
+        .select(['s.id', 's.user_id', 's.expires_at', 's.revoked_at', 's.last_used_at', 'u.disabled_at', 'u.is_platform_admin'])
+        .where('s.token_hash', '=', tokenHash)
+        .executeTakeFirst();
+      if (!row || row.revoked_at || row.disabled_at || new Date(row.expires_at).getTime() <= Date.now()) return null;
+      if (Date.now() - new Date(row.last_used_at).getTime() > TOUCH_AFTER_MS) {
+        await db.app.updateTable('sessions').set({ last_used_at: new Date() }).where('id', '=', row.id).execute();
+      }
+      await cacheFill(tokenHash, { sid: row.id, uid: row.user_id, adm: row.is_platform_admin, exp: new Date(row.expires_at).getTime() });
+      return { kind: 'user', userId: row.user_id, sessionId: row.id, isPlatformAdmin: row.is_platform_admin };
+    },
+
+    /** Marks sessions revoked in the caller's transaction; returns their hashes for tombstone() after commit. */
+    async revoke(trx: Transaction<any>, where: { userId: string; sessionId?: string; exceptSessionId?: string }): Promise<string[]> {
+      let q = trx
+        .updateTable('sessions')
+        .set({ revoked_at: new Date() })
+        .where('user_id', '=', where.userId)
+        .where('revoked_at', 'is', null);
+      if (where.sessionId) q = q.where('id', '=', where.sessionId);
+      if (where.exceptSessionId) q = q.where('id', '!=', where.exceptSessionId);
+      const rows = await q.returning('token_hash').execute();
+      return rows.map((r) => r.token_hash as string);
+    },
+
+    tombstone,
+    forget,
+
+    async activeHashes(userId: string): Promise<string[]> {
+      const rows = await db.app.selectFrom('sessions').select('token_hash').where('user_id', '=', userId).where('revoked_at', 'is', null).execute();
+      return rows.map((r) => r.token_hash as string);
+    },
+
+    async list(userId: string) {
+      return db.app
+        .selectFrom('sessions')
+        .select(['id', 'ip', 'user_agent', 'created_at', 'last_used_at', 'expires_at'])
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .where('expires_at', '>', new Date())
+        .orderBy('created_at', 'desc')
+        .limit(100)
+        .execute();
+    },
+  };
+}
+
+export type SessionStore = ReturnType<typeof createSessionStore>;

@@ -1,0 +1,63 @@
+import { sql } from 'kysely';
+import type { Database } from '../../platform/db/database.ts';
+import { AppError } from '../../platform/http/errors.ts';
+import { newId } from '../../platform/ids.ts';
+
+export interface ThrottleLimits {
+  /** Processed failed logins per account per sliding hour (the issue's ceiling: 100). */
+  perAccountPerHour: number;
+  perIpPerHour: number;
+}
+
+export const DEFAULT_THROTTLE: ThrottleLimits = { perAccountPerHour: 100, perIpPerHour: 1000 };
+const WINDOW_MS = 3_600_000;
+
+/**
+ * Durable login throttling in Postgres (no Redis needed, survives restarts, shared by all instances).
+ * An attempt reserves a row for its account and its IP *before* the password is checked, under an
+ * advisory lock per key, so concurrent guesses cannot overshoot the limit; a success releases the rows.
+ */
+export function createLoginThrottle(db: Database, limits: ThrottleLimits) {
+  async function countAndOldest(trx: any, scope: string, key: string): Promise<{ n: number; oldest: Date | null }> {
+    await sql`select pg_advisory_xact_lock(hashtext(${`login:${scope}:${key}`}))`.execute(trx);
+    await sql`delete from login_attempts where scope = ${scope} and key = ${key}
+              and attempted_at < now() - interval '1 hour'`.execute(trx);
+    const { rows } = await sql<{ n: number | string; oldest: Date | null }>`
+      select count(*) as n, min(attempted_at) as oldest from login_attempts where scope = ${scope} and key = ${key}`.execute(trx);
+    return { n: Number(rows[0]!.n), oldest: rows[0]!.oldest ? new Date(rows[0]!.oldest) : null };
+  }
+
+  return {
+    /** Reserves the attempt, or throws 429 with Retry-After when the account or IP is over its limit. */
+    async begin(accountKey: string, ip: string): Promise<string[]> {
+      return db.app.transaction().execute(async (trx) => {
+        const account = await countAndOldest(trx, 'account', accountKey);
+        const byIp = await countAndOldest(trx, 'ip', ip);
+        const over = [
+          account.n >= limits.perAccountPerHour ? account.oldest : null,
+          byIp.n >= limits.perIpPerHour ? byIp.oldest : null,
+        ].filter((d): d is Date => d !== null);
+        if (over.length > 0) {
+          const until = Math.max(...over.map((d) => d.getTime() + WINDOW_MS));
+          const retryAfter = Math.max(1, Math.ceil((until - Date.now()) / 1000));
+          throw new AppError('AUTH.TOO_MANY_ATTEMPTS', 429, 'Too many failed sign-in attempts; try again later', {}, {
+            'retry-after': String(retryAfter),
+          });
+        }
+        const ids = [newId(), newId()];
+        await trx
+          .insertInto('login_attempts')
+          .values([
+            { id: ids[0], scope: 'account', key: accountKey },
+            { id: ids[1], scope: 'ip', key: ip },
+          ])
+          .execute();
+        return ids;
+      });
+    },
+    /** A successful login does not count as a failure. */
+    async succeeded(ids: string[]): Promise<void> {
+      await db.app.deleteFrom('login_attempts').where('id', 'in', ids).execute();
+    },
+  };
+}

@@ -1,0 +1,49 @@
+/** Events the projects module publishes (through the outbox, in the transaction of the change). */
+export const PROJECT_EVENTS = {
+  projectCreated: 'projects.project_created',
+  taskCreated: 'projects.task_created',
+  taskUpdated: 'projects.task_updated',
+  taskAssigned: 'projects.task_assigned',
+  commentAdded: 'projects.comment_added',
+} as const;
+
+export type ProjectEventName = (typeof PROJECT_EVENTS)[keyof typeof PROJECT_EVENTS];
+
+export interface ProjectCreatedPayload {
+  projectId: string;
+  key: string;
+  name: string;
+  actorId: string;
+}
+export interface TaskCreatedPayload {
+  taskId: string;
+  projectId: string;
+  number: number;
+  key: string;
+  title: string;
+  status: string;
+  assigneeId: string | null;
+  actorId: string;
+}
+export interface TaskUpdatedPayload {
+  taskId: string;
+  projectId: string;
+  key: string;
+  /** field name → new value, only the fields that changed */
+  changes: Record<string, unknown>;
+  actorId: string;
+}
+export interface TaskAssignedPayload {
+  taskId: string;
+  projectId: string;
+  key: string;
+  assigneeId: string | null;
+  previousAssigneeId: string | null;
+  actorId: string;
+}
+export interface CommentAddedPayload {
+  commentId: string;
+  taskId: string;
+  projectId: string;
+  authorId: string;
+}

@@ -1,0 +1,135 @@
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { Counter, register } from 'prom-client';
+import type { Redis } from '../redis.ts';
+import type { ResiliencePolicy } from '../resilience/policy.ts';
+
+export interface CacheOptions {
+  /** Redis (L2), shared by every process; absent in the embedded default (L1 only). */
+  redis?: Redis;
+  /** Wraps every Redis call: on error or an open breaker the cache answers "miss" at once. */
+  policy: ResiliencePolicy;
+  /** config.redisPrefix */
+  prefix: string;
+  /** Lifetime of L1 entries: the bound on staleness in other processes if an invalidation message is lost. */
+  l1TtlMs: number;
+  l1Max?: number;
+  logger?: Logger;
+}
+
+export interface NamespaceOptions {
+  /** Lifetime in Redis (and the upper bound in L1). */
+  ttlSec: number;
+}
+
+/** A named, tenant-scoped cache: keys are `tenant:<tenantId>:<name>:<key>`, so no tenant can read another's. */
+export interface TenantCache<T> {
+  /** Cache-aside: the cached value, or loader()'s (stored, then returned). One loader per key per process at a time. */
+  get(tenantId: string, key: string, loader: () => Promise<T>): Promise<T>;
+  /** Drops the entry everywhere: Redis, this process's L1, and (via pub/sub) other processes' L1. Call after commit. */
+  invalidate(tenantId: string, key: string): Promise<void>;
+}
+
+export interface CacheProvider {
+  namespace<T>(name: string, opts: NamespaceOptions): TenantCache<T>;
+  close(): Promise<void>;
+}
+
+const NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+function requestsCounter(): Counter<'cache' | 'result'> {
+  const name = 'plinth_cache_requests_total';
+  return (
+    (register.getSingleMetric(name) as Counter<'cache' | 'result'> | undefined) ??
+    new Counter({ name, help: 'Cache lookups by cache and result (hit = L1 or Redis, miss = loader ran)', labelNames: ['cache', 'result'] })
+  );
+}
+
+/**
+ * Cache-aside with two layers: L1 (lru-cache, per process, short TTL) and Redis (shared, namespace TTL).
+ * Cross-process L1 invalidation: a Redis pub/sub message per invalidated key; the short L1 TTL bounds
+ * staleness when a message is lost (subscriber reconnecting, Redis down). Redis failures never fail a
+ * read: the breaker turns them into misses, so the loader (the database) answers.
+ */
+export function createCache(opts: CacheOptions): CacheProvider {
+  const counter = requestsCounter();
+  const l1 = new LRUCache<string, { value: unknown }>({ max: opts.l1Max ?? 10_000, ttl: Math.max(1, opts.l1TtlMs) });
+  const inflight = new Map<string, Promise<unknown>>();
+  // Bumped by invalidate(): a load that started before an invalidation must not store what it read.
+  const generation = new LRUCache<string, number>({ max: 100_000 });
+  const channel = `${opts.prefix}cache:invalidate`;
+  const redis = opts.redis;
+  let subscriber: Redis | undefined;
+
+  if (redis && opts.l1TtlMs > 0) {
+    subscriber = redis.duplicate({ enableOfflineQueue: true, lazyConnect: false });
+    subscriber.on('error', () => {});
+    subscriber.on('message', (_ch: string, fullKey: string) => l1.delete(fullKey));
+    // ioredis re-subscribes after reconnecting (autoResubscribe); queued until the first connect.
+    void subscriber.subscribe(channel).catch((err) => opts.logger?.warn({ err }, 'cache: could not subscribe to invalidations'));
+  }
+
+  async function redisCall<R>(fn: (r: Redis) => Promise<R>): Promise<R | undefined> {
+    if (!redis) return undefined;
+    try {
+      return await opts.policy.execute(() => fn(redis));
+    } catch {
+      return undefined;
+    }
+  }
+
+  return {
+    namespace<T>(name: string, nsOpts: NamespaceOptions): TenantCache<T> {
+      if (!NAME.test(name)) throw new Error(`cache name ${name} must match ${NAME}`);
+      const l1Ttl = Math.min(opts.l1TtlMs, nsOpts.ttlSec * 1000);
+      const fullKey = (tenantId: string, key: string) => `tenant:${tenantId}:${name}:${key}`;
+
+      async function load(k: string, loader: () => Promise<T>): Promise<T> {
+        const gen = generation.get(k) ?? 0;
+        const current = () => (generation.get(k) ?? 0) === gen;
+        const cached = await redisCall((r) => r.get(opts.prefix + k));
+        if (typeof cached === 'string') {
+          counter.inc({ cache: name, result: 'hit' });
+          const value = JSON.parse(cached) as T;
+          if (l1Ttl > 0 && current()) l1.set(k, { value }, { ttl: l1Ttl });
+          return value;
+        }
+        counter.inc({ cache: name, result: 'miss' });
+        const value = await loader();
+        if (!current()) return value;
+        if (l1Ttl > 0) l1.set(k, { value }, { ttl: l1Ttl });
+        await redisCall((r) => r.set(opts.prefix + k, JSON.stringify(value), 'EX', nsOpts.ttlSec));
+        return value;
+      }
+
+      return {
+        async get(tenantId, key, loader) {
+          const k = fullKey(tenantId, key);
+          const hit = l1.get(k);
+          if (hit) {
+            counter.inc({ cache: name, result: 'hit' });
+            return hit.value as T;
+          }
+          // Single flight: concurrent misses for one key share one Redis read and one loader call.
+          const pending = inflight.get(k);
+          if (pending) return pending as Promise<T>;
+          const p = load(k, loader).finally(() => inflight.delete(k));
+          inflight.set(k, p);
+          return p;
+        },
+        async invalidate(tenantId, key) {
+          const k = fullKey(tenantId, key);
+          generation.set(k, (generation.get(k) ?? 0) + 1);
+          inflight.delete(k);
+          l1.delete(k);
+          await redisCall((r) => r.del(opts.prefix + k));
+          await redisCall((r) => r.publish(channel, k));
+        },
+      };
+    },
+    async close() {
+      if (subscriber) subscriber.disconnect();
+      l1.clear();
+    },
+  };
+}

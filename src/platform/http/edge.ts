@@ -1,0 +1,57 @@
+import underPressure from '@fastify/under-pressure';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import type { EdgeConfig } from '../config.ts';
+import type { Redis } from '../redis.ts';
+import type { ResiliencePolicy } from '../resilience/policy.ts';
+import { buildProblem } from './errors.ts';
+import { registerIdempotency } from './idempotency.ts';
+import { configRateLimits, registerRateLimit, type RateLimitResolver } from './rate-limit.ts';
+import { createMemoryRateLimitStore, createResilientRateLimitStore, type RateLimitStore } from './rate-limit-store.ts';
+import type { App } from './server.ts';
+
+export interface EdgeDeps {
+  edge: EdgeConfig;
+  redisPrefix: string;
+  db: Kysely<any>;
+  redis?: Redis;
+  /** The process's Redis policy (shared breaker with the cache). */
+  redisPolicy: ResiliencePolicy;
+  logger: Logger;
+  /** Plan-aware limits later; configuration by default. */
+  rateLimits?: RateLimitResolver;
+}
+
+/** Paths that must answer even under pressure: the orchestrator would otherwise restart a busy process. */
+const PRESSURE_EXEMPT = new Set(['/livez']);
+
+/**
+ * Backpressure (503 instead of queueing), then — after the authorization hook, so 401/403 cost nothing —
+ * rate limits and Idempotency-Key, for every module's routes. Call once, after registerAuthorization.
+ */
+export async function registerEdgeProtection(app: App, deps: EdgeDeps): Promise<{ rateLimitStore: RateLimitStore }> {
+  const { edge } = deps;
+  await app.register(underPressure, {
+    maxEventLoopDelay: edge.pressureMaxEventLoopDelayMs,
+    maxHeapUsedBytes: edge.pressureMaxHeapBytes,
+    maxRssBytes: edge.pressureMaxRssBytes,
+    sampleInterval: 200,
+    // Returning a body makes under-pressure send it (its typings say void; undefined lets the request through).
+    pressureHandler: ((request: FastifyRequest, reply: FastifyReply, type: string, value: number | undefined) => {
+      if (PRESSURE_EXEMPT.has(request.url.split('?')[0] ?? '')) return undefined;
+      request.log.warn({ pressure: type, value }, 'under pressure: shedding request');
+      reply.code(503).header('retry-after', String(edge.pressureRetryAfterSec)).type('application/problem+json; charset=utf-8');
+      return buildProblem(503, 'HTTP.OVERLOADED', 'The server is overloaded; retry after the Retry-After delay', request.id);
+    }) as never,
+  });
+
+  const rateLimitStore = deps.redis
+    ? createResilientRateLimitStore({ redis: deps.redis, prefix: deps.redisPrefix, policy: deps.redisPolicy, logger: deps.logger })
+    : createMemoryRateLimitStore();
+  if (edge.rateLimitEnabled) {
+    registerRateLimit(app, { store: rateLimitStore, resolver: deps.rateLimits ?? configRateLimits(edge) });
+  }
+  registerIdempotency(app, { db: deps.db, ttlSec: edge.idempotencyTtlSec, logger: deps.logger });
+  return { rateLimitStore };
+}

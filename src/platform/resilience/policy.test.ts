@@ -1,0 +1,111 @@
+import { Writable } from 'node:stream';
+import { register } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from '../observability/logger.ts';
+import { BrokenCircuitError, BulkheadRejectedError, createOutboundPolicies, createPolicy, isTransientError, TaskCancelledError } from './policy.ts';
+
+const transientError = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+const clientError = () => Object.assign(new Error('bad request'), { status: 400 });
+
+async function gaugeValue(breaker: string): Promise<number | undefined> {
+  const metric = await register.getSingleMetric('plinth_circuit_breaker_state')?.get();
+  return metric?.values.find((v) => v.labels.breaker === breaker)?.value;
+}
+
+describe('resilience policies', () => {
+  it('classifies transient errors: network, timeouts, 408/429/5xx — never 4xx', () => {
+    expect(isTransientError(transientError())).toBe(true);
+    expect(isTransientError(new TaskCancelledError('timeout'))).toBe(true);
+    expect(isTransientError(Object.assign(new Error('x'), { status: 503 }))).toBe(true);
+    expect(isTransientError(Object.assign(new Error('x'), { statusCode: 429 }))).toBe(true);
+    expect(isTransientError(clientError())).toBe(false);
+    expect(isTransientError(Object.assign(new Error('x'), { status: 404 }))).toBe(false);
+    expect(isTransientError(new Error("Stream isn't writeable and enableOfflineQueue options is false"))).toBe(true);
+    expect(isTransientError(new BrokenCircuitError())).toBe(false);
+    expect(isTransientError('nope')).toBe(false);
+  });
+
+  it('retries transient errors with backoff, but not client errors', async () => {
+    const policy = createPolicy({ name: 'retry-test', retries: 3, retryInitialDelayMs: 5, retryMaxDelayMs: 20 });
+    let calls = 0;
+    const value = await policy.execute(async () => {
+      calls++;
+      if (calls < 3) throw transientError();
+      return 'ok';
+    });
+    expect(value).toBe('ok');
+    expect(calls).toBe(3);
+
+    calls = 0;
+    await expect(policy.execute(async () => {
+      calls++;
+      throw clientError();
+    })).rejects.toThrow('bad request');
+    expect(calls).toBe(1);
+
+    calls = 0;
+    await expect(policy.execute(async () => {
+      calls++;
+      throw transientError();
+    })).rejects.toThrow(/ECONNREFUSED/);
+    expect(calls).toBe(4); // first attempt + 3 retries
+  });
+
+  it('times out a slow call and aborts its signal', async () => {
+    const policy = createPolicy({ name: 'timeout-test', timeoutMs: 50 });
+    let aborted = false;
+    const started = Date.now();
+    await expect(
+      policy.execute(
+        (signal) =>
+          new Promise((resolve) => {
+            signal.addEventListener('abort', () => (aborted = true));
+            setTimeout(resolve, 2_000);
+          }),
+      ),
+    ).rejects.toBeInstanceOf(TaskCancelledError);
+    expect(Date.now() - started).toBeLessThan(500);
+    expect(aborted).toBe(true);
+  });
+
+  it('opens the breaker after consecutive failures, fails fast, half-opens and closes; logs and exports each state', async () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(c.toString()), cb()) }));
+    const policy = createPolicy({ name: 'breaker-test', breaker: { threshold: 3, halfOpenAfterMs: 100 }, logger });
+    expect(await gaugeValue('breaker-test')).toBe(0);
+    for (let i = 0; i < 3; i++) await expect(policy.execute(async () => Promise.reject(transientError()))).rejects.toThrow();
+    expect(policy.breakerState()).toBe('open');
+    expect(await gaugeValue('breaker-test')).toBe(1);
+    let called = false;
+    await expect(policy.execute(async () => (called = true))).rejects.toBeInstanceOf(BrokenCircuitError);
+    expect(called).toBe(false);
+    // 4xx are not the dependency's fault: they never open the breaker.
+    const other = createPolicy({ name: 'breaker-test-4xx', breaker: { threshold: 2, halfOpenAfterMs: 100 } });
+    for (let i = 0; i < 5; i++) await expect(other.execute(async () => Promise.reject(clientError()))).rejects.toThrow();
+    expect(other.breakerState()).toBe('closed');
+
+    await new Promise((r) => setTimeout(r, 120));
+    expect(await policy.execute(async () => 'recovered')).toBe('recovered');
+    expect(policy.breakerState()).toBe('closed');
+    expect(await gaugeValue('breaker-test')).toBe(0);
+    const states = lines.map((l) => JSON.parse(l)).filter((l) => l.breaker === 'breaker-test').map((l) => l.state);
+    expect(states).toEqual(['open', 'half-open', 'closed']);
+  });
+
+  it('bulkhead rejects work beyond its limit and queue', async () => {
+    const policy = createPolicy({ name: 'bulkhead-test', bulkhead: { limit: 2, queue: 1 } });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const running = [0, 1, 2].map(() => policy.execute(() => gate.then(() => 'done')));
+    await expect(policy.execute(async () => 'extra')).rejects.toBeInstanceOf(BulkheadRejectedError);
+    release();
+    expect(await Promise.all(running)).toEqual(['done', 'done', 'done']);
+  });
+
+  it('provides shared policies for redis, smtp, payment and webhook calls', async () => {
+    const policies = createOutboundPolicies();
+    expect(Object.keys(policies).sort()).toEqual(['payment', 'redis', 'smtp', 'webhook']);
+    expect(await policies.smtp.execute(async () => 250)).toBe(250);
+    expect(policies.payment.breakerState()).toBe('closed');
+  });
+});

@@ -72,7 +72,8 @@ export const listSearch: Scenario = {
         ratio = round(Math.max(l6! / Math.max(0.01, l4!), s6! / Math.max(0.01, s4!)), 3);
         metrics.p95Ratio = ratio;
       } else {
-        failed = 'non-2xx answers in a list/search phase';
+        failed = [phases.list_1e4, phases.list_1e6, phases.search_1e4, phases.search_1e6].some((r) => r.requests === 0)
+          ? 'a phase completed no request' : 'non-2xx answers in a phase';
         // One request on its own, to say what the failures were (status, problem code, time).
         for (const q of ['status=todo', 'q=billing']) {
           const t0 = Date.now();

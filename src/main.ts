@@ -90,7 +90,13 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const audit = createAudit({ db });
   const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
   const tenancy = createTenancy({ db, audit, identity });
-  const projects = createProjects({ db, audit, isMember: isMemberVia(tenancy.service.getMember), entitlements: seams.entitlements });
+  const projects = createProjects({
+    db,
+    audit,
+    cache: platform.cache,
+    isMember: isMemberVia(tenancy.service.getMember),
+    entitlements: seams.entitlements,
+  });
   return {
     routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes],
     authenticator: tenancy.authenticator,

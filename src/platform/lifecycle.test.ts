@@ -74,7 +74,8 @@ describe('plinth start (real process)', () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-start-'));
     const proc = runCli(['start'], { PORT: '0', PLINTH_DATA_DIR: dataDir, SHUTDOWN_GRACE_MS: '5000' });
     try {
-      const deadline = Date.now() + 60_000;
+      // Generous: a cold tsx + PGlite start on a loaded 2-core CI machine can take tens of seconds.
+      const deadline = Date.now() + 100_000;
       let url: string | undefined;
       while (!url && Date.now() < deadline) {
         const line = proc.out().split('\n').find((l) => l.includes('Plinth is listening'));
@@ -93,7 +94,7 @@ describe('plinth start (real process)', () => {
       proc.child.kill('SIGKILL');
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
-  });
+  }, 120_000);
 
   it('stops at once with one clear line for a bad variable', async () => {
     const proc = runCli(['start'], { PORT: 'eighty' });

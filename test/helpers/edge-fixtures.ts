@@ -6,7 +6,7 @@ import type { Database } from '../../src/platform/db/database.ts';
 import { createApiApp } from '../../src/main.ts';
 import { accessOf, type Authenticator } from '../../src/platform/http/auth.ts';
 import { AppError } from '../../src/platform/http/errors.ts';
-import { PageLimit } from '../../src/platform/http/limits.ts';
+import { DEFAULT_PAGE_SIZE, pageQuery } from '../../src/platform/http/pagination.ts';
 import type { App } from '../../src/platform/http/server.ts';
 import { newId } from '../../src/platform/ids.ts';
 import { protectTenantTable } from '../../src/platform/migrate/helpers.ts';
@@ -82,13 +82,13 @@ export function widgetModule(controls: WidgetControls, db: Database): ModuleRout
       app.get(
         '/widgets',
         {
-          schema: { querystring: Type.Object({ limit: PageLimit }), response: { 200: Type.Object({ data: Type.Array(Widget), count: Type.Integer() }) } },
+          schema: { querystring: Type.Object({ limit: pageQuery.limit }), response: { 200: Type.Object({ data: Type.Array(Widget), count: Type.Integer() }) } },
           config: { permission: 'widgets:read' },
         },
         async (req) => {
           const orgId = accessOf(req).orgId;
           const rows = await db.withTenant(orgId, (trx) =>
-            trx.selectFrom('edge_test_widgets').select(['id', 'name']).limit((req.query as { limit: number }).limit).execute(),
+            trx.selectFrom('edge_test_widgets').select(['id', 'name']).limit((req.query as { limit?: number }).limit ?? DEFAULT_PAGE_SIZE).execute(),
           );
           const [counted] = await db.withTenant(orgId, (trx) =>
             trx.selectFrom('edge_test_widgets').select((eb) => eb.fn.countAll<number>().as('n')).execute(),

@@ -156,6 +156,23 @@ describe(`audit log (${mode})`, () => {
     expect(report).toMatchObject({ ok: true, events: 13 });
   });
 
+  it('list queries are backed by indexes (EXPLAIN with sequential scans disabled)', async () => {
+    const plan = (query: string) =>
+      t.db.withTenant(owner.orgId, async (trx) => {
+        await sql`set local enable_seqscan = off`.execute(trx);
+        const { rows } = await sql.raw<Record<string, string>>(`explain ${query}`).execute(trx);
+        return rows.map((r) => Object.values(r)[0]).join('\n');
+      });
+    const base = `select * from audit_events where tenant_id = '${owner.orgId}'`;
+    expect(await plan(`${base} and action = 'x' order by seq desc limit 51`)).toMatch(/audit_events_action_idx/);
+    expect(await plan(`${base} and actor_id = 'x' order by seq desc limit 51`)).toMatch(/audit_events_actor_idx/);
+    expect(await plan(`${base} and target_type = 'user' and target_id = 'x' order by seq desc limit 51`)).toMatch(/audit_events_target_idx/);
+    expect(await plan(`${base} and seq < 10 order by seq desc limit 51`)).toMatch(/Index/);
+    expect(await plan(`select * from memberships where user_id = '${owner.userId}'`)).toMatch(/Index/);
+    expect(await plan(`select * from sessions where token_hash = 'x'`)).toMatch(/sessions_token_hash_key/);
+    expect(await plan(`select count(*) from login_attempts where scope = 'ip' and key = 'x' and attempted_at > now()`)).toMatch(/login_attempts_key_idx/);
+  });
+
   it('records into the caller’s transaction and rolls back with it', async () => {
     const org = await signup(t.app);
     await expect(

@@ -12,6 +12,7 @@ export const SESSION_TTL_MS = 30 * 24 * 3_600_000;
 const CACHE_TTL_S = 60;
 const REVOKED = 'revoked';
 const TOUCH_AFTER_MS = 60_000;
+const RETRY_MS = 1_000;
 
 interface CachedSession {
   sid: string;
@@ -53,16 +54,30 @@ export function createSessionStore(deps: { db: Database; redis?: Redis; prefix: 
     await redis.set(key(tokenHash), JSON.stringify(entry), 'EX', ttl, 'NX').catch(() => undefined);
   }
 
-  /** After a revocation commits: every instance's next request for these tokens is 401. */
+  async function writeTombstones(tokenHashes: string[]): Promise<void> {
+    const multi = redis!.multi();
+    for (const h of tokenHashes) multi.set(key(h), REVOKED, 'EX', CACHE_TTL_S);
+    const results = await multi.exec();
+    if (!results || results.some(([err]) => err)) throw new Error('tombstone write failed');
+  }
+
+  /**
+   * After a revocation commits: every instance's next request for these tokens is 401. If Redis cannot
+   * be reached, keep retrying in the background until any entry cached before the revocation has
+   * expired (CACHE_TTL_S), so an instance that can still reach Redis never serves it for long.
+   */
   async function tombstone(tokenHashes: string[]): Promise<void> {
     if (!redis || tokenHashes.length === 0) return;
     try {
-      const multi = redis.multi();
-      for (const h of tokenHashes) multi.set(key(h), REVOKED, 'EX', CACHE_TTL_S);
-      await multi.exec();
+      await writeTombstones(tokenHashes);
     } catch (err) {
-      // The cache entry expires within CACHE_TTL_S; Postgres already has the revocation.
-      logger.warn({ err: (err as Error).message, sessions: tokenHashes.length }, 'could not mark revoked sessions in Redis');
+      logger.warn({ err: (err as Error).message, sessions: tokenHashes.length }, 'could not mark revoked sessions in Redis; retrying');
+      const giveUpAt = Date.now() + CACHE_TTL_S * 1000;
+      const retry = () => {
+        if (Date.now() > giveUpAt) return;
+        writeTombstones(tokenHashes).catch(() => setTimeout(retry, RETRY_MS).unref());
+      };
+      setTimeout(retry, RETRY_MS).unref();
     }
   }
 

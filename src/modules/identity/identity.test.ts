@@ -253,3 +253,60 @@ describe(`identity with Redis unreachable (${mode})`, () => {
     expect((await t.app.inject({ url: '/v1/me', headers: s.auth })).statusCode).toBe(401);
   });
 });
+
+describe.skipIf(!process.env.TEST_REDIS_URL)('revocation while this instance cannot reach Redis (real Redis)', () => {
+  let t: TestPlatform;
+  beforeAll(async () => {
+    t = await createTestPlatform();
+  });
+  afterAll(async () => t?.close());
+
+  it('the tombstone is retried in the background once Redis is reachable again', async () => {
+    const net = await import('node:net');
+    const { createApiApp, createModules } = await import('../../main.ts');
+    const { createRedis } = await import('../../platform/redis.ts');
+    const target = new URL(process.env.TEST_REDIS_URL!);
+    // A TCP proxy to Redis that can be cut: instance B's view of the network.
+    const sockets = new Set<import('node:net').Socket>();
+    let open = true;
+    const proxy = net.createServer((client) => {
+      if (!open) return client.destroy();
+      const upstream = net.connect(Number(target.port || 6379), target.hostname);
+      client.pipe(upstream).pipe(client);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('error', () => {});
+        s.on('close', () => sockets.delete(s));
+      }
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const port = (proxy.address() as import('node:net').AddressInfo).port;
+    const redisB = createRedis(`redis://127.0.0.1:${port}`);
+    const platformB = { ...t, redis: redisB };
+    const b = await createApiApp(platformB, createModules(platformB));
+    try {
+      const s = await signup(t.app);
+      expect((await t.app.inject({ url: '/v1/me', headers: s.auth })).statusCode).toBe(200); // A caches it
+      open = false;
+      for (const sock of sockets) sock.destroy();
+      expect((await b.inject({ method: 'POST', url: '/v1/auth/logout', headers: s.auth })).statusCode).toBe(204);
+      // B is cut off, so A may still answer from its cache for a moment (the documented window)…
+      open = true;
+      // …until B's retry lands the tombstone.
+      const deadline = Date.now() + 15_000;
+      let status = 200;
+      while (Date.now() < deadline && status !== 401) {
+        await new Promise((r) => setTimeout(r, 250));
+        status = (await t.app.inject({ url: '/v1/me', headers: s.auth })).statusCode;
+      }
+      expect(status).toBe(401);
+      const hash = createHash('sha256').update(s.token).digest('hex');
+      expect(await t.redis!.get(`${t.config.redisPrefix}session:${hash}`)).toBe('revoked');
+    } finally {
+      await b.close();
+      redisB.disconnect();
+      for (const sock of sockets) sock.destroy();
+      proxy.close();
+    }
+  });
+});

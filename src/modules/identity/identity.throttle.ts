@@ -11,6 +11,7 @@ export interface ThrottleLimits {
 
 export const DEFAULT_THROTTLE: ThrottleLimits = { perAccountPerHour: 100, perIpPerHour: 1000 };
 const WINDOW_MS = 3_600_000;
+const SWEEP_PROBABILITY = 0.02;
 
 /**
  * Durable login throttling in Postgres (no Redis needed, survives restarts, shared by all instances).
@@ -43,6 +44,11 @@ export function createLoginThrottle(db: Database, limits: ThrottleLimits) {
           throw new AppError('AUTH.TOO_MANY_ATTEMPTS', 429, 'Too many failed sign-in attempts; try again later', {}, {
             'retry-after': String(retryAfter),
           });
+        }
+        // Keys that are never tried again would keep their rows: now and then, sweep a batch of expired ones.
+        if (Math.random() < SWEEP_PROBABILITY) {
+          await sql`delete from login_attempts where id in (
+                      select id from login_attempts where attempted_at < now() - interval '1 hour' limit 1000)`.execute(trx);
         }
         const ids = [newId(), newId()];
         await trx

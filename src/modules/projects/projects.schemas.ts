@@ -73,7 +73,7 @@ export const UpdateProjectBody = Type.Object(
     description: Type.Optional(Type.String({ maxLength: 2000 })),
     archived: Type.Optional(Type.Boolean()),
   },
-  { additionalProperties: false, minProperties: 1 },
+  { additionalProperties: false, description: 'Only the fields to change; an empty object changes nothing' },
 );
 
 const taskFields = {
@@ -99,7 +99,10 @@ export const CreateTaskBody = Type.Object(
   { additionalProperties: false },
 );
 
-export const UpdateTaskBody = Type.Partial(Type.Object(taskFields), { additionalProperties: false, minProperties: 1 });
+export const UpdateTaskBody = Type.Partial(Type.Object(taskFields), {
+  additionalProperties: false,
+  description: 'Only the fields to change; an empty object changes nothing',
+});
 
 export const CreateCommentBody = Type.Object(
   { body: Type.String({ minLength: 1, maxLength: 10000 }) },

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { addMember, signup, type SignedUp } from '../../../test/helpers/auth.ts';
@@ -196,6 +197,9 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     expect(read.headers.etag).toBe('"v1"');
     expect((await call('viewerA', 'GET', url, undefined, { 'if-none-match': '"v1"' })).statusCode).toBe(304);
 
+    // an empty or same-value PATCH changes nothing (no new version, no event)
+    expect((await call('memberA', 'PATCH', url, {})).json().version).toBe(1);
+    expect((await call('memberA', 'PATCH', url, { title: 'Versioned' })).json().version).toBe(1);
     const ok = await call('memberA', 'PATCH', url, { title: 'Renamed', status: 'done' }, { 'if-match': '"v1"' });
     expect(ok.statusCode).toBe(200);
     expect(ok.headers.etag).toBe('"v2"');
@@ -223,6 +227,37 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     expect((await call('adminA', 'DELETE', projectUrl, undefined, { 'if-match': '"v2"' })).statusCode).toBe(204);
     expect((await call('viewerA', 'GET', projectUrl)).statusCode).toBe(404);
     expect((await call('viewerA', 'GET', url)).statusCode).toBe(404);
+  });
+
+  it('serves task and project by id from the cache, and a change through the API is visible on the next read', async () => {
+    const p = await createProject('adminA', orgA, { key: 'CACHE', name: 'Cached' });
+    const task = await createTask('memberA', orgA, p.id, { title: 'Cached title' });
+    const taskUrl = `/v1/orgs/${orgA}/tasks/${task.id}`;
+    const projectUrl = `/v1/orgs/${orgA}/projects/${p.id}`;
+    expect((await call('viewerA', 'GET', taskUrl)).json().title).toBe('Cached title');
+    expect((await call('viewerA', 'GET', projectUrl)).json().name).toBe('Cached');
+    // A write behind the module's back (as the owner) is not seen: the reads are served from the cache.
+    await t.db.owner.transaction().execute(async (trx) => {
+      await sql`select set_config('app.tenant_id', ${orgA}, true)`.execute(trx);
+      await trx.updateTable('tasks').set({ title: 'Changed behind the cache' }).where('id', '=', task.id).execute();
+      await trx.updateTable('projects').set({ name: 'Changed behind the cache' }).where('id', '=', p.id).execute();
+    });
+    expect((await call('viewerA', 'GET', taskUrl)).json().title).toBe('Cached title');
+    expect((await call('viewerA', 'GET', projectUrl)).json().name).toBe('Cached');
+    // A change through the API invalidates: the very next read shows it.
+    const patched = await call('memberA', 'PATCH', taskUrl, { status: 'in_progress' });
+    expect(patched.statusCode).toBe(200);
+    expect((await call('viewerA', 'GET', taskUrl)).json()).toMatchObject({ status: 'in_progress', title: 'Changed behind the cache', version: 2 });
+    expect((await call('adminA', 'PATCH', projectUrl, { description: 'now' })).statusCode).toBe(200);
+    expect((await call('viewerA', 'GET', projectUrl)).json()).toMatchObject({ description: 'now', version: 2 });
+    // Deleting the project makes its (cached) tasks 404 at once, and deleting a task too.
+    const other = await createTask('memberA', orgA, p.id, { title: 'Second' });
+    expect((await call('viewerA', 'GET', `/v1/orgs/${orgA}/tasks/${other.id}`)).statusCode).toBe(200);
+    expect((await call('memberA', 'DELETE', taskUrl)).statusCode).toBe(204);
+    expect((await call('viewerA', 'GET', taskUrl)).statusCode).toBe(404);
+    expect((await call('adminA', 'DELETE', projectUrl)).statusCode).toBe(204);
+    expect((await call('viewerA', 'GET', projectUrl)).statusCode).toBe(404);
+    expect((await call('viewerA', 'GET', `/v1/orgs/${orgA}/tasks/${other.id}`)).statusCode).toBe(404);
   });
 
   it('lists tasks with keyset pagination, whitelisted filters and sorts, and full-text search', async () => {

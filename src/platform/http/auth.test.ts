@@ -51,6 +51,23 @@ describe('route authorization contract', () => {
     expect((await app.inject({ url: '/v1/admin/x', headers: { authorization: 'Bearer member' } })).statusCode).toBe(403);
     expect((await app.inject({ url: '/v1/admin/x', headers: { authorization: 'Bearer admin' } })).statusCode).toBe(200);
     expect((await app.inject({ url: '/v1/public' })).statusCode).toBe(200);
+    const malformedOrg = await app.inject({ url: '/v1/orgs/not-a-uuid/things', headers: { authorization: 'Bearer member' } });
+    expect(malformedOrg.statusCode).toBe(404);
+    await app.close();
+  });
+
+  it('authorizes before validating: no credential with a bad body is 401, a non-member with a bad body is 404', async () => {
+    const app = await build();
+    app.post('/v1/orgs/:orgId/things', {
+      config: { permission: 'things:read' },
+      schema: { body: { type: 'object', required: ['name'], properties: { name: { type: 'string' } }, additionalProperties: false } },
+    }, async () => ({ ok: true }));
+    const anon = await app.inject({ method: 'POST', url: `/v1/orgs/${ORG}/things`, payload: { wrong: 1 } });
+    expect(anon.statusCode).toBe(401);
+    const stranger = await app.inject({ method: 'POST', url: '/v1/orgs/0190a4c2-0000-7000-8000-000000000000/things', headers: { authorization: 'Bearer member' }, payload: { wrong: 1 } });
+    expect(stranger.statusCode).toBe(404);
+    const member = await app.inject({ method: 'POST', url: `/v1/orgs/${ORG}/things`, headers: { authorization: 'Bearer member' }, payload: { wrong: 1 } });
+    expect(member.statusCode).toBe(400);
     await app.close();
   });
 

@@ -1,4 +1,5 @@
 import type { FastifyRequest } from 'fastify';
+import { isUuid } from '../ids.ts';
 import { AppError } from './errors.ts';
 import type { App } from './server.ts';
 
@@ -59,6 +60,8 @@ const unauthenticated = () =>
  * Every /v1 route must declare `config.permission` or `config.public` — registering one that does not
  * fails at start-up. On each request: authenticate (401), resolve the org from `:orgId` (404 when the
  * caller is not a member, so other tenants' ids reveal nothing), then check the permission (403).
+ * It runs before schema validation, so a caller without access learns nothing from validation errors
+ * (no credential + bad body is 401, not 400).
  */
 export function registerAuthorization(app: App, authenticator: Authenticator): void {
   app.addHook('onRoute', (route) => {
@@ -72,7 +75,7 @@ export function registerAuthorization(app: App, authenticator: Authenticator): v
     }
   });
 
-  app.addHook('preHandler', async (request) => {
+  app.addHook('preValidation', async (request) => {
     const config = request.routeOptions.config;
     if (!request.routeOptions.url?.startsWith('/v1') || config.public) return;
     const principal = await authenticator.authenticate(request);
@@ -84,8 +87,9 @@ export function registerAuthorization(app: App, authenticator: Authenticator): v
       if (!principal.isPlatformAdmin) throw new AppError('AUTH.FORBIDDEN', 403, 'Platform administrators only');
       return;
     }
-    const orgId = (request.params as Record<string, string>).orgId!;
-    const access = await authenticator.resolveAccess(principal, orgId);
+    // Params are not validated yet: a malformed org id is simply an org the caller is not in.
+    const orgId = (request.params as Record<string, string>).orgId ?? '';
+    const access = isUuid(orgId) ? await authenticator.resolveAccess(principal, orgId) : null;
     if (!access) throw new AppError('ORG.NOT_FOUND', 404, 'Organization not found');
     if (!access.permissions.has(permission)) {
       throw new AppError('AUTH.FORBIDDEN', 403, `This action needs the permission ${permission}`, { permission });

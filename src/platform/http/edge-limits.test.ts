@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEdgeTestApp, createWidgetTable, type WidgetControls } from '../../../test/helpers/edge-fixtures.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { newId } from '../ids.ts';
-import { MAX_PAGE_SIZE } from './limits.ts';
+import { MAX_PAGE_SIZE } from './pagination.ts';
 import type { App } from './server.ts';
 
 function blockEventLoop(ms: number) {

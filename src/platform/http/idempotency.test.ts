@@ -213,5 +213,5 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
       await Promise.all(servers.map((s) => s.close()));
       if (db2 !== t.db) await db2.close();
     }
-  });
+  }, 180_000); // ~2-8 s alone; far longer when the whole suite shares two cores
 });

@@ -20,6 +20,20 @@ declare module 'fastify' {
   }
 }
 
+/** One registered method + path, for tests that walk the whole HTTP surface (permissions, isolation). */
+export interface RegisteredRoute {
+  method: string;
+  url: string;
+  config: { permission?: string; public?: boolean };
+  schema?: { params?: unknown; querystring?: unknown; body?: unknown; hide?: boolean };
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    registeredRoutes: RegisteredRoute[];
+  }
+}
+
 export type App = FastifyInstance<any, any, any, Logger, TypeBoxTypeProvider>;
 
 export interface LifecycleState {
@@ -70,10 +84,12 @@ export async function createHttpServer(opts: {
 
   // Which methods exist for a path, so an unknown method on a known path is 405 with Allow, not 404.
   const methodRouter = FindMyWay();
+  app.decorate('registeredRoutes', [] as RegisteredRoute[]);
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     for (const m of methods) {
       if (m === 'HEAD' || m === 'OPTIONS') continue;
+      app.registeredRoutes.push({ method: m, url: route.url, config: (route.config ?? {}) as RegisteredRoute['config'], schema: route.schema as RegisteredRoute['schema'] });
       try {
         methodRouter.on(m as any, route.url, () => {});
       } catch {
@@ -87,6 +103,10 @@ export async function createHttpServer(opts: {
       response['5XX'] ??= { $ref: 'Problem#', description: 'Server error or overload (RFC 9457 problem)' };
       documentEdgeProtection(route, response);
       route.schema.response = response;
+      // Every non-public /v1 route authenticates with a bearer token; say so in OpenAPI once, here.
+      if (route.url.startsWith('/v1') && !route.config?.public) {
+        (route.schema as { security?: unknown }).security ??= [{ bearer: [] }];
+      }
     }
   });
 

@@ -1,0 +1,69 @@
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signup } from '../../../test/helpers/auth.ts';
+import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
+
+const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;
+
+describe(`login throttling, durable in Postgres (${mode})`, () => {
+  let t: TestPlatform;
+  beforeAll(async () => {
+    t = await createTestPlatform();
+  });
+  afterAll(async () => t?.close());
+
+  const login = (email: string, password: string, ip = '127.0.0.1') =>
+    t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email, password }, remoteAddress: ip });
+  /** Pre-loads n processed failures (cheaper than n argon2 runs); `ago` places them in the past. */
+  const seed = (scope: 'account' | 'ip', key: string, n: number, ago = '1 minute') =>
+    sql`insert into login_attempts (id, scope, key, attempted_at)
+        select gen_random_uuid(), ${scope}, ${key}, now() - ${ago}::interval from generate_series(1, ${n})`.execute(t.db.owner);
+  const count = async (scope: string, key: string) =>
+    Number((await sql<{ n: string }>`select count(*) as n from login_attempts where scope = ${scope} and key = ${key}`.execute(t.db.owner)).rows[0]!.n);
+
+  it('at most 100 processed failures per account per hour, then 429 with Retry-After even for the right password', async () => {
+    const u = await signup(t.app);
+    await seed('account', u.email, 99);
+    const hundredth = await login(u.email, 'wrong password here', '10.0.0.1');
+    expect(hundredth.statusCode).toBe(401);
+    const blocked = await login(u.email, u.password, '10.0.0.2');
+    expect(blocked.statusCode).toBe(429);
+    expect(blocked.json().code).toBe('AUTH.TOO_MANY_ATTEMPTS');
+    expect(Number(blocked.headers['retry-after'])).toBeGreaterThan(3000);
+    expect(Number(blocked.headers['retry-after'])).toBeLessThanOrEqual(3600);
+    expect(await count('account', u.email)).toBe(100);
+    // Unknown emails are throttled exactly the same way (no enumeration through 429s).
+    await seed('account', 'ghost@example.com', 100);
+    expect((await login('ghost@example.com', 'whatever it is', '10.0.0.3')).statusCode).toBe(429);
+  });
+
+  it('failures older than an hour no longer count; a success does not count as a failure', async () => {
+    const u = await signup(t.app);
+    await seed('account', u.email, 100, '61 minutes');
+    expect((await login(u.email, u.password, '10.0.1.1')).statusCode).toBe(200);
+    expect(await count('account', u.email)).toBe(0);
+    await login(u.email, 'wrong password here', '10.0.1.1');
+    expect((await login(u.email, u.password, '10.0.1.1')).statusCode).toBe(200);
+    expect(await count('account', u.email)).toBe(1);
+  });
+
+  it('concurrent guesses cannot overshoot the account limit', async () => {
+    const u = await signup(t.app);
+    await seed('account', u.email, 95);
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => login(u.email, `wrong guess ${i}xx`, `10.0.2.${i}`)));
+    const statuses = results.map((r) => r.statusCode);
+    expect(statuses.filter((s) => s === 401)).toHaveLength(5);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(7);
+    expect(await count('account', u.email)).toBe(100);
+  });
+
+  it('per-IP limit (1,000 failures per hour) across different accounts', async () => {
+    const ip = '10.9.9.9';
+    await seed('ip', ip, 999);
+    expect((await login('someone@example.com', 'wrong password here', ip)).statusCode).toBe(401);
+    const blocked = await login('someone-else@example.com', 'wrong password here', ip);
+    expect(blocked.statusCode).toBe(429);
+    // Another IP is unaffected.
+    expect((await login('someone-else@example.com', 'wrong password here', '10.9.9.10')).statusCode).toBe(401);
+  });
+});

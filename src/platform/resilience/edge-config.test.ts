@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../config.ts';
+
+describe('edge configuration', () => {
+  it('has documented defaults; event-loop shedding only in production', () => {
+    const dev = loadConfig({});
+    expect(dev.edge).toMatchObject({
+      rateLimitEnabled: true,
+      rateLimitWindowSec: 60,
+      rateLimitPrincipal: 1200,
+      rateLimitOrg: 6000,
+      rateLimitIp: 300,
+      idempotencyTtlSec: 86_400,
+      pressureMaxEventLoopDelayMs: 0,
+      cacheL1TtlMs: 5000,
+    });
+    const prod = loadConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/x', REDIS_URL: 'redis://r:6379' });
+    expect(prod.edge.pressureMaxEventLoopDelayMs).toBe(1000);
+  });
+
+  it('reads overrides and refuses bad values with one line naming the variable', () => {
+    expect(loadConfig({ RATE_LIMIT_ORG: '50', RATE_LIMIT_ENABLED: 'false' }).edge).toMatchObject({ rateLimitOrg: 50, rateLimitEnabled: false });
+    expect(() => loadConfig({ RATE_LIMIT_PRINCIPAL: '0' })).toThrow(new ConfigError('RATE_LIMIT_PRINCIPAL', 'must be an integer between 1 and 10000000 (got 0)'));
+    expect(() => loadConfig({ IDEMPOTENCY_TTL_SEC: 'a day' })).toThrow(/IDEMPOTENCY_TTL_SEC must be an integer/);
+    expect(() => loadConfig({ RATE_LIMIT_ENABLED: 'maybe' })).toThrow(/RATE_LIMIT_ENABLED must be true or false/);
+  });
+});

@@ -2,12 +2,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from './processes.ts';
 
-/** Finds the file under src/ that exports `name` (the async module decides where it lives). */
+const HARNESS = ['lib', 'scenarios', 'baselines', 'cluster', 'results'].map((d) => path.join(ROOT, 'bench', d));
+
+/** Finds the file under src/ (or bench/, outside this harness) that exports `name`: the owning module decides where it lives. */
 export function findExport(name: string): string | undefined {
   const re = new RegExp(`export\\s+(async\\s+)?function\\s+${name}\\b|export\\s+const\\s+${name}\\b`);
   const walk = (dir: string): string | undefined => {
     for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
       const p = path.join(dir, entry.name);
+      if (HARNESS.some((h) => p.startsWith(h))) continue;
       if (entry.isDirectory()) {
         const found = walk(p);
         if (found) return found;
@@ -17,5 +20,5 @@ export function findExport(name: string): string | undefined {
     }
     return undefined;
   };
-  return walk(path.join(ROOT, 'src'));
+  return walk(path.join(ROOT, 'src')) ?? walk(path.join(ROOT, 'bench'));
 }

@@ -7,9 +7,12 @@ import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
+import { createEventBus, type EventBus } from './platform/jobs/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
+import { createQueryObserver } from './platform/observability/query-observer.ts';
+import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
@@ -26,6 +29,8 @@ export interface Platform {
   redis?: Redis;
   flags: Flags;
   lifecycle: Lifecycle;
+  /** Transactional outbox + jobs: modules add events in their transactions and subscribe handlers (<module>.jobs.ts). */
+  events: EventBus;
   /** Resilience policies for outbound calls (redis, smtp, payment, webhook): one breaker per dependency. */
   policies: OutboundPolicies;
   /** Tenant-scoped cache-aside (L1 + Redis); see src/platform/cache/README.md. */
@@ -47,12 +52,15 @@ export async function openPlatform(
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
+  // Registered first so it closes last: spans from the rest of the shutdown are still exported.
+  lifecycle.onShutdown({ name: 'tracing', close: shutdownTracing });
   const db = await openDatabase({
     databaseUrl: config.databaseUrl,
     databaseAppUrl: config.databaseAppUrl,
     replicaUrls: config.databaseReplicaUrls,
     poolMax: config.databasePoolMax,
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
+    onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
   if (opts.migrate ?? config.migrateOnStart) {
@@ -69,7 +77,9 @@ export async function openPlatform(
   const flags = await createFlags({ db });
   const edge = createEdgePlatform(config, logger, redis);
   lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
-  return { config, logger, db, redis, flags, lifecycle, ...edge };
+  const events = createEventBus({ config, logger, db });
+  lifecycle.onShutdown({ name: 'jobs', close: () => events.close() });
+  return { config, logger, db, redis, flags, lifecycle, events, ...edge };
 }
 
 export interface Modules {
@@ -105,7 +115,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
 export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
-  const { config, logger, db, redis, flags, lifecycle } = platform;
+  const { config, logger, db, redis, flags, lifecycle, events } = platform;
   return buildApp({
     config,
     logger,
@@ -115,14 +125,15 @@ export async function createApiApp(platform: Platform, modules: Modules = create
     lifecycle: lifecycle.state,
     modules: modules.routes,
     authenticator: modules.authenticator,
+    events,
     redisPolicy: platform.policies.redis,
     rateLimits: modules.rateLimits,
   });
 }
 
 /** The API role: modules, HTTP listener, closed first on shutdown. */
-export async function startApi(platform: Platform): Promise<App> {
-  const app = await createApiApp(platform);
+export async function startApi(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
+  const app = await createApiApp(platform, modules);
   platform.lifecycle.onShutdown({ name: 'http', close: () => app.close() });
   await app.listen({ port: platform.config.port, host: platform.config.host });
   return app;

@@ -12,6 +12,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ROOT, sleep, waitHttp } from '../lib/processes.ts';
@@ -64,6 +65,14 @@ function chownPostgres(dir: string): void {
 export function pgCtl(dataDir: string, action: 'start' | 'stop' | 'restart', extra: string[] = []): void {
   const log = path.join(RUN, `${path.basename(dataDir)}.log`);
   asPostgres(`${PG_BIN}/pg_ctl`, ['-D', dataDir, '-l', log, '-w', '-t', '60', ...extra, action], { allowFail: action === 'stop' });
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
 }
 
 export function pidAlive(pid: number | undefined): boolean {
@@ -205,6 +214,11 @@ export async function up(opts: { apis: number; workers: number }): Promise<Clust
       throw new Error(`${bin} not found (apt-get install -y haproxy redis-server postgresql-15)`);
     }
   }
+  const busy: number[] = [];
+  for (const port of [PORTS.lb, PORTS.primary, PORTS.replica, PORTS.redis, ...Array.from({ length: opts.apis }, (_, i) => PORTS.apiBase + i)]) {
+    if (!(await portFree(port))) busy.push(port);
+  }
+  if (busy.length > 0) throw new Error(`ports already in use on 127.0.0.1: ${busy.join(', ')} (another cluster from a different checkout? run its "down")`);
   console.log('postgres primary + streaming replica…');
   pgUp();
   console.log('redis…');

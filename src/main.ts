@@ -103,6 +103,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const projects = createProjects({
     db,
     audit,
+    outbox: platform.events,
     cache: platform.cache,
     isMember: isMemberVia(tenancy.service.getMember),
     entitlements: seams.entitlements,

@@ -123,9 +123,19 @@ function createPool(connectionString: string, opts: DatabaseOptions, setRole: bo
     idleTimeoutMillis: 30_000,
     options: gucs.join(' '),
   });
-  // An idle client that loses its server (restart, failover) must not crash the process.
-  pool.on('error', () => {});
+  guardClients(pool);
   return pool;
+}
+
+/**
+ * A client that loses its server (restart, failover) must not crash the process: idle clients report
+ * through the pool's 'error', but a client checked out by a transaction and between statements emits
+ * 'error' on itself, which without a listener is an uncaught exception. Its next query fails instead,
+ * and the pool discards it on release.
+ */
+function guardClients(pool: pg.Pool): void {
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
 }
 
 async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Promise<Database> {
@@ -134,7 +144,7 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     ? createPool(opts.databaseAppUrl, opts, false)
     : createPool(opts.databaseUrl, opts, true);
   const ownerPool = new pg.Pool({ connectionString: opts.databaseUrl, max: 2, connectionTimeoutMillis: 5_000 });
-  ownerPool.on('error', () => {});
+  guardClients(ownerPool);
   const replicaPools = (opts.replicaUrls ?? []).map((u) => createPool(u, opts, !opts.databaseAppUrl));
 
   const app = new Kysely<any>({ dialect: new PostgresDialect({ pool: appPool }), log });

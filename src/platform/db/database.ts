@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql, type LogEvent, type Transaction } from 'kysely';
 import pg from 'pg';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
@@ -104,6 +103,8 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
 
 async function openPglite(opts: DatabaseOptions): Promise<Database> {
   if (opts.dataDir) fs.mkdirSync(opts.dataDir, { recursive: true });
+  // Loaded only in the embedded mode: production processes never carry the WASM Postgres in memory.
+  const { PGlite } = await import('@electric-sql/pglite');
   const pglite = await PGlite.create(opts.dataDir ? { dataDir: opts.dataDir } : {});
   const lock = createConnectionLock();
   const session = { currentRole: null as string | null };

@@ -15,6 +15,7 @@ import { createCache, type CacheProvider } from './platform/cache/cache.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 import { createAudit } from './modules/audit/index.ts';
 import { createIdentity } from './modules/identity/index.ts';
+import { createNotifications, type EventsPort, type Mailer } from './modules/notifications/index.ts';
 import { createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
 import { createTenancy } from './modules/tenancy/index.ts';
 
@@ -83,22 +84,29 @@ export interface Modules {
 /** Seams for modules that are not built yet (billing's plan limits). */
 export interface ModuleSeams {
   entitlements?: Entitlements;
+  /** The event bus (platform.events once the async backbone is in): webhooks, e-mails, projects' and tenancy's events. */
+  events?: EventsPort;
+  /** Replaces the SMTP_URL-selected mailer (tests read what was sent). */
+  mailer?: Mailer;
 }
 
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
   const { db, redis, logger, config } = platform;
   const audit = createAudit({ db });
   const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
-  const tenancy = createTenancy({ db, audit, identity });
+  const events = seams.events;
+  const tenancy = createTenancy({ db, audit, identity, outbox: events });
   const projects = createProjects({
     db,
     audit,
+    outbox: events,
     cache: platform.cache,
     isMember: isMemberVia(tenancy.service.getMember),
     entitlements: seams.entitlements,
   });
+  const notifications = createNotifications({ db, audit, logger, config, policies: platform.policies, events, mailer: seams.mailer });
   return {
-    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes],
+    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes, notifications.routes],
     authenticator: tenancy.authenticator,
   };
 }

@@ -193,18 +193,6 @@ export function loadConfig(env: Env = process.env): Config {
     requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),
     slowQueryMs: int(env, 'SLOW_QUERY_MS', 200, 0, 600_000),
     trustProxy: bool(env, 'TRUST_PROXY', false),
-    notifications: {
-      webhookSecretKey: secretKey(env, production),
-      webhookStrictUrls: production || bool(env, 'WEBHOOK_STRICT_URLS', false),
-      webhookTimeoutMs: int(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 50, 60_000),
-      webhookMaxAttempts: int(env, 'WEBHOOK_MAX_ATTEMPTS', 8, 1, 100),
-      webhookBackoffBaseMs: int(env, 'WEBHOOK_BACKOFF_BASE_MS', 5_000, 1, 3_600_000),
-      webhookBackoffMaxMs: int(env, 'WEBHOOK_BACKOFF_MAX_MS', 3_600_000, 1, 86_400_000),
-      webhookDisableAfter: int(env, 'WEBHOOK_DISABLE_AFTER_FAILURES', 20, 1, 10_000),
-      smtpUrl: url(env, 'SMTP_URL', ['smtp:', 'smtps:']),
-      mailFrom: str(env, 'MAIL_FROM') ?? 'Plinth <no-reply@plinth.local>',
-      publicUrl: (str(env, 'PUBLIC_URL') ?? 'http://127.0.0.1:3000').replace(/\/+$/, ''),
-    },
     edge: {
       rateLimitEnabled: bool(env, 'RATE_LIMIT_ENABLED', true),
       rateLimitWindowSec: int(env, 'RATE_LIMIT_WINDOW_SEC', 60, 1, 86_400),
@@ -220,5 +208,17 @@ export function loadConfig(env: Env = process.env): Config {
       cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
     },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
+    notifications: {
+      webhookSecretKey: secretKey(env, production),
+      webhookStrictUrls: production || bool(env, 'WEBHOOK_STRICT_URLS', false),
+      webhookTimeoutMs: int(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 50, 60_000),
+      webhookMaxAttempts: int(env, 'WEBHOOK_MAX_ATTEMPTS', 8, 1, 100),
+      webhookBackoffBaseMs: int(env, 'WEBHOOK_BACKOFF_BASE_MS', 5_000, 1, 3_600_000),
+      webhookBackoffMaxMs: int(env, 'WEBHOOK_BACKOFF_MAX_MS', 3_600_000, 1, 86_400_000),
+      webhookDisableAfter: int(env, 'WEBHOOK_DISABLE_AFTER_FAILURES', 20, 1, 10_000),
+      smtpUrl: url(env, 'SMTP_URL', ['smtp:', 'smtps:']),
+      mailFrom: str(env, 'MAIL_FROM') ?? 'Plinth <no-reply@plinth.local>',
+      publicUrl: (str(env, 'PUBLIC_URL') ?? 'http://127.0.0.1:3000').replace(/\/+$/, ''),
+    },
   };
 }

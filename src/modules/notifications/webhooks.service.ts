@@ -137,7 +137,11 @@ export function createWebhooksService(deps: WebhooksDeps) {
     },
 
     async update(ctx: ActorContext, id: string, input: UpdateWebhookInput): Promise<Webhook> {
-      if (input.url !== undefined) await checkUrl(input.url);
+      if (input.url !== undefined) {
+        // Another org's (or an unknown) id is a 404 whatever the body; DNS is resolved outside the transaction.
+        await db.withTenantRead(ctx.tenantId, (trx) => mustFind(trx, ctx.tenantId, id));
+        await checkUrl(input.url);
+      }
       return db.withTenant(ctx.tenantId, async (trx) => {
         const current = await mustFind(trx, ctx.tenantId, id, true);
         const set: Record<string, unknown> = {};

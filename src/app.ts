@@ -9,6 +9,9 @@ import { registerEdgeProtection } from './platform/http/edge.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
+import { jobsAdminRoutes, registerQueueDashboard } from './platform/jobs/admin-routes.ts';
+import type { EventBus } from './platform/jobs/event-bus.ts';
+import { parseTraceparent, runInEventContext } from './platform/outbox/context.ts';
 import { pingRedis, type Redis } from './platform/redis.ts';
 import type { ResiliencePolicy } from './platform/resilience/policy.ts';
 
@@ -34,6 +37,8 @@ export interface AppDeps {
   modules: ModuleRoutes[];
   /** From the identity module: turns a bearer token into a principal and org access. */
   authenticator: Authenticator;
+  /** The event bus: its operator routes (/v1/admin/jobs) and queue dashboard (/admin/queues). */
+  events?: EventBus;
   /** Edge protection: the process's Redis policy (shared breaker) and, later, plan-aware rate limits. */
   redisPolicy: ResiliencePolicy;
   rateLimits?: RateLimitResolver;
@@ -60,6 +65,14 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     rateLimits: deps.rateLimits,
   });
   registerFlagRoutes(app, deps.flags);
+  // Events added while handling a request carry its id and trace context into their handlers.
+  app.addHook('onRequest', (request, _reply, done) => {
+    runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done);
+  });
+  if (deps.events) {
+    await app.register(jobsAdminRoutes(deps.events), { prefix: '/v1/admin/jobs' });
+    await registerQueueDashboard(app, deps.events, deps.authenticator);
+  }
   for (const mod of deps.modules) {
     await app.register(mod.plugin, { prefix: mod.prefix });
   }

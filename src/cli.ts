@@ -1,12 +1,15 @@
 #!/usr/bin/env node
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from './platform/config.ts';
+import { AppError } from './platform/http/errors.ts';
+import { isUuid } from './platform/ids.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
-import { openPlatform, startApi } from './main.ts';
+import { createModules, openPlatform, startApi, type Platform } from './main.ts';
 import { parseSeedArgs, runSeed, SEED_PASSWORD } from './seed.ts';
 import { runAuditCommand } from './modules/audit/index.ts';
 import { runAdminCommand } from './modules/identity/index.ts';
+import { startWorker } from './worker.ts';
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
@@ -14,6 +17,8 @@ const USAGE = `usage: plinth <command>
   migrate    apply pending migrations and exit
   admin grant|revoke <email>   make a user a platform administrator (or stop)
   audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
+  jobs dead                    list dead-lettered jobs (JSON lines)
+  jobs redrive <id>            send a dead job back for processing
   seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar`;
 
 async function run(argv: string[]): Promise<number> {
@@ -21,7 +26,10 @@ async function run(argv: string[]): Promise<number> {
   switch (command) {
     case 'start': {
       const platform = await openPlatform();
-      const app = await startApi(platform);
+      const modules = createModules(platform);
+      const app = await startApi(platform, modules);
+      // Embedded default: one process runs both roles. PLINTH_ROLE=api runs only the API.
+      if (platform.config.role !== 'api') await startWorker(platform, modules);
       installSignalHandlers(platform.lifecycle, platform.logger);
       const address = app.server.address();
       const port = typeof address === 'object' && address ? address.port : platform.config.port;
@@ -30,6 +38,15 @@ async function run(argv: string[]): Promise<number> {
       if (process.stdout.isTTY) console.log(`\n  Plinth API  ${base}\n  API docs    ${base}/docs\n`);
       return -1; // keep running until a signal
     }
+    case 'worker': {
+      const platform = await openPlatform();
+      await startWorker(platform);
+      installSignalHandlers(platform.lifecycle, platform.logger);
+      platform.logger.info({ workerId: platform.events.workerId, database: platform.db.kind }, 'Plinth worker is running');
+      return -1;
+    }
+    case 'jobs':
+      return jobsCommand(argv.slice(1));
     case 'migrate': {
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
@@ -60,6 +77,62 @@ async function run(argv: string[]): Promise<number> {
     default:
       console.error(`unknown command "${command}"\n${USAGE}`);
       return 2;
+  }
+}
+
+async function jobsCommand(args: string[]): Promise<number> {
+  const [sub, id] = args;
+  if (sub !== 'dead' && sub !== 'redrive') {
+    console.error(`usage: plinth jobs dead | plinth jobs redrive <id>`);
+    return 2;
+  }
+  if (sub === 'redrive' && (!id || !isUuid(id))) {
+    console.error('plinth jobs redrive needs the id of a dead job (a UUID; see plinth jobs dead)');
+    return 2;
+  }
+  const platform = await openPlatform();
+  createModules(platform);
+  try {
+    return await runJobsCommand(platform, sub, id);
+  } finally {
+    await platform.lifecycle.shutdown(`jobs ${sub} done`);
+  }
+}
+
+/** `plinth jobs …` on an open platform (exported for tests). Output: JSON lines on stdout. */
+export async function runJobsCommand(
+  platform: Platform,
+  sub: 'dead' | 'redrive',
+  id?: string,
+  out: Pick<Console, 'log' | 'error'> = console,
+): Promise<number> {
+  return sub === 'dead' ? listDead(platform, out) : redrive(platform, id!, out);
+}
+
+async function listDead(platform: Platform, out: Pick<Console, 'log' | 'error'>): Promise<number> {
+  let after: string | undefined;
+  let count = 0;
+  do {
+    const page = await platform.events.listDead({ limit: 200, after });
+    for (const job of page.data) out.log(JSON.stringify(job));
+    count += page.data.length;
+    after = page.nextCursor ?? undefined;
+  } while (after);
+  out.error(`${count} dead job(s)`);
+  return 0;
+}
+
+async function redrive(platform: Platform, id: string, out: Pick<Console, 'log' | 'error'>): Promise<number> {
+  try {
+    const job = await platform.events.redrive(id);
+    out.log(JSON.stringify({ ...job, status: 'pending' }));
+    return 0;
+  } catch (err) {
+    if (err instanceof AppError) {
+      out.error(`${err.code}: ${err.detail}`);
+      return 1;
+    }
+    throw err;
   }
 }
 

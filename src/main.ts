@@ -7,6 +7,7 @@ import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
+import { createEventBus, type EventBus } from './platform/jobs/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
@@ -27,6 +28,8 @@ export interface Platform {
   redis?: Redis;
   flags: Flags;
   lifecycle: Lifecycle;
+  /** Transactional outbox + jobs: modules add events in their transactions and subscribe handlers (<module>.jobs.ts). */
+  events: EventBus;
   /** Resilience policies for outbound calls (redis, smtp, payment, webhook): one breaker per dependency. */
   policies: OutboundPolicies;
   /** Tenant-scoped cache-aside (L1 + Redis); see src/platform/cache/README.md. */
@@ -70,7 +73,9 @@ export async function openPlatform(
   const flags = await createFlags({ db });
   const edge = createEdgePlatform(config, logger, redis);
   lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
-  return { config, logger, db, redis, flags, lifecycle, ...edge };
+  const events = createEventBus({ config, logger, db });
+  lifecycle.onShutdown({ name: 'jobs', close: () => events.close() });
+  return { config, logger, db, redis, flags, lifecycle, events, ...edge };
 }
 
 export interface Modules {
@@ -113,7 +118,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
 export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
-  const { config, logger, db, redis, flags, lifecycle } = platform;
+  const { config, logger, db, redis, flags, lifecycle, events } = platform;
   return buildApp({
     config,
     logger,
@@ -123,14 +128,15 @@ export async function createApiApp(platform: Platform, modules: Modules = create
     lifecycle: lifecycle.state,
     modules: modules.routes,
     authenticator: modules.authenticator,
+    events,
     redisPolicy: platform.policies.redis,
     rateLimits: modules.rateLimits,
   });
 }
 
 /** The API role: modules, HTTP listener, closed first on shutdown. */
-export async function startApi(platform: Platform): Promise<App> {
-  const app = await createApiApp(platform);
+export async function startApi(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
+  const app = await createApiApp(platform, modules);
   platform.lifecycle.onShutdown({ name: 'http', close: () => app.close() });
   await app.listen({ port: platform.config.port, host: platform.config.host });
   return app;

@@ -32,6 +32,14 @@ export interface Config {
   edge: EdgeConfig;
   /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
   migrateOnStart: boolean;
+  /** Jobs: handler concurrency per consumer per worker process. */
+  jobsConcurrency: number;
+  /** Jobs: how often the outbox relay polls when it is not nudged. */
+  jobsPollMs: number;
+  /** Jobs: a delivery relayed but not processed this long is re-dispatched by the sweeper. */
+  jobsSweepAfterMs: number;
+  /** Jobs (BullMQ): lock duration and stalled check — how soon a job of a killed worker runs again. */
+  jobsStalledMs: number;
 }
 
 export interface NotificationsConfig {
@@ -193,6 +201,10 @@ export function loadConfig(env: Env = process.env): Config {
     requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),
     slowQueryMs: int(env, 'SLOW_QUERY_MS', 200, 0, 600_000),
     trustProxy: bool(env, 'TRUST_PROXY', false),
+    jobsConcurrency: int(env, 'JOBS_CONCURRENCY', 8, 1, 256),
+    jobsPollMs: int(env, 'JOBS_POLL_MS', 50, 5, 60_000),
+    jobsSweepAfterMs: int(env, 'JOBS_SWEEP_AFTER_MS', 60_000, 200, 86_400_000),
+    jobsStalledMs: int(env, 'JOBS_STALLED_MS', 30_000, 500, 600_000),
     edge: {
       rateLimitEnabled: bool(env, 'RATE_LIMIT_ENABLED', true),
       rateLimitWindowSec: int(env, 'RATE_LIMIT_WINDOW_SEC', 60, 1, 86_400),

@@ -12,6 +12,7 @@ import { migrate } from '../../src/platform/migrate/migrator.ts';
 import { createRedis, type Redis } from '../../src/platform/redis.ts';
 import { createEdgeTestApp, createWidgetTable } from '../helpers/edge-fixtures.ts';
 import { startOwnPostgres, startOwnRedis, type OwnPostgres, type OwnRedis } from '../helpers/own-services.ts';
+import { createEventBus } from '../../src/platform/jobs/event-bus.ts';
 
 /**
  * Graceful degradation with real processes: a private redis-server and a private Postgres (initdb in a
@@ -57,7 +58,7 @@ describe('degradation: Redis and Postgres stopped and restarted under a running 
     await createWidgetTable(db.owner);
     redis = createRedis(redisServer.url);
     await new Promise((r) => redis.once('ready', r));
-    platform = { config, logger, db, redis, flags: await createFlags({ db }), lifecycle: createLifecycle({ logger, graceMs: 1_000, delayMs: 0 }), ...createEdgePlatform(config, logger, redis) };
+    platform = { config, logger, db, redis, flags: await createFlags({ db }), lifecycle: createLifecycle({ logger, graceMs: 1_000, delayMs: 0 }), events: createEventBus({ config, logger, db }), ...createEdgePlatform(config, logger, redis) };
     app = await createEdgeTestApp(platform, { failNext: 0, handlerCalls: 0 });
   }, 120_000);
 

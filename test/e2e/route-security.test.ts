@@ -34,6 +34,8 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   sessionId: async (t, b) => (await t.app.inject({ url: '/v1/me/sessions', headers: b.member.auth })).json().data[0].id,
   key: async () => 'isolation-flag',
   projectId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BSECRET', name: 'B project' })).id,
+  // POST /v1/admin/jobs/:id/redrive (operator route: any dead-job id; org A's token gets 403 before lookup)
+  id: async () => newId(),
   taskId: async (t, b) => {
     const project = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BTASKS', name: 'B tasks' });
     const task = await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/projects/${project.id}/tasks`, { title: 'B task', assigneeId: b.member.userId });

@@ -6,6 +6,7 @@ import type { DatabaseOptions } from '../../src/platform/db/database.ts';
 import { createFlags } from '../../src/platform/flags/flags.ts';
 import type { Authenticator } from '../../src/platform/http/auth.ts';
 import type { App } from '../../src/platform/http/server.ts';
+import { createEventBus, type EventBusDeps } from '../../src/platform/jobs/event-bus.ts';
 import { createLifecycle } from '../../src/platform/lifecycle.ts';
 import { createRedis } from '../../src/platform/redis.ts';
 import { createTestDatabase, type TestDatabase } from '../../src/platform/testing/test-db.ts';
@@ -28,6 +29,8 @@ export async function createTestPlatform(
     logger?: Logger;
     /** Replaces the identity module's authenticator, for kernel tests that need a fixed principal. */
     authenticator?: Authenticator;
+    /** Test-only: event bus tuning (schedule tick, sweep cadence). */
+    events?: Partial<Pick<EventBusDeps, 'scheduleTickMs' | 'sweepEveryMs'>>;
     /** Test-only: compose the modules differently (e.g. with test doubles of other modules). Default: createModules. */
     compose?: (platform: Platform) => Modules;
   } = {},
@@ -45,7 +48,8 @@ export async function createTestPlatform(
   const testDb = await createTestDatabase(opts.db);
   const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
   const flags = await createFlags({ db: testDb.db });
-  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle, ...createEdgePlatform(config, logger, redis) };
+  const events = createEventBus({ config, logger, db: testDb.db, ...opts.events });
+  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle, events, ...createEdgePlatform(config, logger, redis) };
   const created = (opts.compose ?? createModules)(platform);
   const modules = opts.authenticator ? { ...created, authenticator: opts.authenticator } : created;
   const app = await createApiApp(platform, modules);
@@ -56,6 +60,7 @@ export async function createTestPlatform(
     app,
     async close() {
       await app.close();
+      await events.close();
       await platform.cache.close();
       if (redis) {
         const keys = await redis.keys(`${config.redisPrefix}*`).catch(() => [] as string[]);

@@ -1,0 +1,38 @@
+import type { EventEnvelope } from '../outbox/outbox.ts';
+
+/** One unit of work: an event for one consumer (fan-out makes one per subscribed consumer). */
+export interface DeliveryJob {
+  deliveryId: string;
+  consumer: string;
+  event: EventEnvelope;
+}
+
+/** What the processor asks of the transport after a run: nothing (done or dead), or run it again later. */
+export interface ProcessOutcome {
+  retryAfterMs?: number;
+}
+
+export type Processor = (job: DeliveryJob) => Promise<ProcessOutcome>;
+
+export interface QueueView {
+  consumer: string;
+  waiting: number;
+  active: number;
+  delayed: number;
+}
+
+/**
+ * Moves delivery jobs from the relay to processors. It is not the system of record: Postgres is, and the
+ * sweeper re-dispatches anything a transport loses. Dispatching a job that is already queued is a no-op.
+ */
+export interface Transport {
+  readonly kind: 'in-process' | 'bullmq';
+  dispatch(jobs: DeliveryJob[]): Promise<void>;
+  /** Starts processing the named consumers' jobs. */
+  start(consumers: string[], processor: Processor): Promise<void>;
+  /** Stops taking jobs and waits for the active ones to finish (graceful shutdown). */
+  stop(): Promise<void>;
+  /** Releases connections. */
+  close(): Promise<void>;
+  inspect(consumers: string[]): Promise<QueueView[]>;
+}

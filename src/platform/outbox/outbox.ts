@@ -1,0 +1,106 @@
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { newId } from '../ids.ts';
+import { captureEventContext } from './context.ts';
+
+/** The envelope every event travels in, from the outbox to each consumer's handler. */
+export interface EventEnvelope<P = unknown> {
+  id: string;
+  /** `<module>.<what_happened>`, e.g. 'projects.task_created'. */
+  name: string;
+  /** The tenant whose state changed; null for platform events. */
+  tenantId: string | null;
+  payload: P;
+  occurredAt: string;
+  requestId: string | null;
+  traceparent: string | null;
+}
+
+export interface NewEvent<P = unknown> {
+  name: string;
+  tenantId?: string | null;
+  payload: P;
+  /** Defaults to the current request's id / trace context (see context.ts). */
+  requestId?: string;
+  traceparent?: string;
+}
+
+export const EVENT_NAME = /^[a-z0-9_]+\.[a-z0-9_.]+$/;
+/** Payloads are small facts (ids, changed fields), not documents. */
+export const MAX_PAYLOAD_BYTES = 64 * 1024;
+
+export class OutboxError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OutboxError';
+  }
+}
+
+/**
+ * Writes an event in the caller's transaction: it is relayed only if that transaction commits.
+ * Returns the envelope (with its UUIDv7 id).
+ */
+export async function addToOutbox<P>(trx: Transaction<any> | Kysely<any>, event: NewEvent<P>): Promise<EventEnvelope<P>> {
+  if (!EVENT_NAME.test(event.name)) throw new OutboxError(`invalid event name "${event.name}" (use module.what_happened)`);
+  const json = JSON.stringify(event.payload ?? null);
+  if (json.length > MAX_PAYLOAD_BYTES) throw new OutboxError(`event ${event.name} payload exceeds ${MAX_PAYLOAD_BYTES} bytes`);
+  const ctx = captureEventContext();
+  const envelope: EventEnvelope<P> = {
+    id: newId(),
+    name: event.name,
+    tenantId: event.tenantId ?? null,
+    payload: event.payload,
+    occurredAt: new Date().toISOString(),
+    requestId: event.requestId ?? ctx.requestId ?? null,
+    traceparent: event.traceparent ?? ctx.traceparent ?? null,
+  };
+  await sql`
+    insert into outbox (id, tenant_id, name, payload, request_id, traceparent, occurred_at)
+    values (${envelope.id}, ${envelope.tenantId}, ${envelope.name}, ${json}::jsonb, ${envelope.requestId},
+            ${envelope.traceparent}, ${envelope.occurredAt})`.execute(trx);
+  return envelope;
+}
+
+interface OutboxRow {
+  id: string;
+  tenant_id: string | null;
+  name: string;
+  payload: unknown;
+  request_id: string | null;
+  traceparent: string | null;
+  occurred_at: Date | string;
+}
+
+export function toEnvelope(row: OutboxRow): EventEnvelope {
+  return {
+    id: row.id,
+    name: row.name,
+    tenantId: row.tenant_id,
+    payload: row.payload,
+    occurredAt: new Date(row.occurred_at).toISOString(),
+    requestId: row.request_id,
+    traceparent: row.traceparent,
+  };
+}
+
+/**
+ * Claims up to `limit` committed, unrelayed events (FOR UPDATE SKIP LOCKED, so several relays never take
+ * the same row), lets `fanOut` record their deliveries in the same transaction, and marks them relayed.
+ */
+export async function claimOutboxBatch(
+  db: Kysely<any>,
+  limit: number,
+  fanOut: (trx: Transaction<any>, events: EventEnvelope[]) => Promise<void>,
+): Promise<EventEnvelope[]> {
+  return db.transaction().execute(async (trx) => {
+    const { rows } = await sql<OutboxRow>`
+      select id, tenant_id, name, payload, request_id, traceparent, occurred_at
+      from outbox where relayed_at is null
+      order by id limit ${limit}
+      for update skip locked`.execute(trx);
+    if (rows.length === 0) return [];
+    const events = rows.map(toEnvelope);
+    await fanOut(trx, events);
+    await sql`update outbox set relayed_at = now() where id in (${sql.join(rows.map((r) => r.id))})`.execute(trx);
+    return events;
+  });
+}

@@ -16,7 +16,7 @@ import { createCache, type CacheProvider } from './platform/cache/cache.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 import { createAudit } from './modules/audit/index.ts';
 import { createIdentity } from './modules/identity/index.ts';
-import { createNotifications, type EventsPort, type Mailer } from './modules/notifications/index.ts';
+import { createNotifications, type Mailer } from './modules/notifications/index.ts';
 import { createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
 import { createTenancy } from './modules/tenancy/index.ts';
 
@@ -89,8 +89,6 @@ export interface Modules {
 /** Seams for modules that are not built yet (billing's plan limits). */
 export interface ModuleSeams {
   entitlements?: Entitlements;
-  /** The event bus (platform.events once the async backbone is in): webhooks, e-mails, projects' and tenancy's events. */
-  events?: EventsPort;
   /** Replaces the SMTP_URL-selected mailer (tests read what was sent). */
   mailer?: Mailer;
 }
@@ -99,7 +97,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const { db, redis, logger, config } = platform;
   const audit = createAudit({ db });
   const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
-  const events = seams.events;
+  const { events } = platform;
   const tenancy = createTenancy({ db, audit, identity, outbox: events });
   const projects = createProjects({
     db,

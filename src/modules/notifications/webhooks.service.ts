@@ -147,12 +147,18 @@ export function createWebhooksService(deps: WebhooksDeps) {
         const set: Record<string, unknown> = {};
         const changes: Record<string, unknown> = {};
         const events = input.events && [...new Set(input.events)];
-        if (input.url !== undefined && input.url !== current.url) (set.url = input.url), (changes.url = { from: current.url, to: input.url });
+        if (input.url !== undefined && input.url !== current.url) {
+          set.url = input.url;
+          changes.url = { from: current.url, to: input.url };
+        }
         if (input.description !== undefined && input.description !== current.description) {
           set.description = input.description;
           changes.description = { from: current.description, to: input.description };
         }
-        if (events && events.join() !== current.events.join()) (set.events = events), (changes.events = { from: current.events, to: events });
+        if (events && events.join() !== current.events.join()) {
+          set.events = events;
+          changes.events = { from: current.events, to: events };
+        }
         if (input.active !== undefined && input.active !== current.active) {
           set.active = input.active;
           changes.active = { from: current.active, to: input.active };

@@ -12,6 +12,7 @@ export interface EventsPort extends OutboxPort {
     handler: (event: DomainEvent & { payload: P }, ctx: { trx: Transaction<any>; logger: Logger; attempt: number }) => Promise<void>,
     opts?: { maxAttempts?: number; backoffBaseMs?: number; backoffMaxMs?: number },
   ): void;
+  consumers(): string[];
 }
 
 export interface InvitationCreatedPayload {
@@ -37,8 +38,13 @@ export class WebhookAttemptError extends Error {
   override name = 'WebhookAttemptError';
 }
 
+const SENDER = 'notifications.webhook_sender';
+
 export function registerNotificationsJobs(deps: NotificationsJobsDeps): void {
   const { events, webhooks } = deps;
+  // A second composition on the same bus (another API instance in one process, as tests build) reuses the
+  // handlers already subscribed: consumer names are unique per bus, and any instance's service is equivalent.
+  if (events.consumers().includes(SENDER)) return;
 
   // Fan-out: one consumer per event type, each writing delivery rows + requests in its transaction.
   for (const type of WEBHOOK_EVENT_TYPES) {
@@ -50,7 +56,7 @@ export function registerNotificationsJobs(deps: NotificationsJobsDeps): void {
   // Delivery: one job per (endpoint, event) or redelivery; transient failures are retried durably.
   events.subscribe<DeliveryRequestedPayload>(
     DELIVERY_REQUESTED,
-    'notifications.webhook_sender',
+    SENDER,
     async (event, { trx, attempt }) => {
       if (!event.tenantId) return;
       const outcome = await webhooks.attempt(trx, event.tenantId, event.payload.deliveryId, { number: attempt, max: deps.maxAttempts });

@@ -12,6 +12,7 @@ import { createHttpServer, type App, type LifecycleState } from './platform/http
 import { jobsAdminRoutes, registerQueueDashboard } from './platform/jobs/admin-routes.ts';
 import type { EventBus } from './platform/jobs/event-bus.ts';
 import { parseTraceparent, runInEventContext } from './platform/outbox/context.ts';
+import { registerObservability } from './platform/observability/http-observability.ts';
 import { pingRedis, type Redis } from './platform/redis.ts';
 import type { ResiliencePolicy } from './platform/resilience/policy.ts';
 
@@ -47,6 +48,8 @@ export interface AppDeps {
 /** Platform plugins first, then each module's routes. No business logic lives here. */
 export async function buildApp(deps: AppDeps): Promise<App> {
   const app = await createHttpServer({ config: deps.config, logger: deps.logger, lifecycle: deps.lifecycle });
+  // First, so every route after it is measured (and /readyz reports readiness).
+  registerObservability(app, { db: deps.db, metricsToken: deps.config.metricsToken });
   const redis = deps.redis;
   registerHealthRoutes(app, {
     lifecycle: deps.lifecycle,

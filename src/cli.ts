@@ -1,15 +1,21 @@
 #!/usr/bin/env node
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from './platform/config.ts';
-import { AppError } from './platform/http/errors.ts';
 import { isUuid } from './platform/ids.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
-import { createModules, openPlatform, startApi, type Platform } from './main.ts';
-import { parseSeedArgs, runSeed, SEED_PASSWORD } from './seed.ts';
-import { runAuditCommand } from './modules/audit/index.ts';
-import { runAdminCommand } from './modules/identity/index.ts';
-import { startWorker } from './worker.ts';
+import type { Platform } from './main.ts';
+import { registerTracing } from './platform/observability/tracing-config.ts';
+
+/**
+ * Tracing must patch http/fastify/pg/ioredis before they are loaded, so it starts first (a no-op unless
+ * OTEL_* asks for it) and the composition root, which imports them, is loaded only afterwards. That is
+ * why every command below imports what it needs dynamically.
+ */
+async function loadMain() {
+  await registerTracing();
+  return import('./main.ts');
+}
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
@@ -25,6 +31,8 @@ async function run(argv: string[]): Promise<number> {
   const [command] = argv;
   switch (command) {
     case 'start': {
+      const { openPlatform, startApi, createModules } = await loadMain();
+      const { startWorker } = await import('./worker.ts');
       const platform = await openPlatform();
       const modules = createModules(platform);
       const app = await startApi(platform, modules);
@@ -39,6 +47,8 @@ async function run(argv: string[]): Promise<number> {
       return -1; // keep running until a signal
     }
     case 'worker': {
+      const { openPlatform } = await loadMain();
+      const { startWorker } = await import('./worker.ts');
       const platform = await openPlatform();
       await startWorker(platform);
       installSignalHandlers(platform.lifecycle, platform.logger);
@@ -48,11 +58,14 @@ async function run(argv: string[]): Promise<number> {
     case 'jobs':
       return jobsCommand(argv.slice(1));
     case 'migrate': {
+      const { openPlatform } = await loadMain();
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
     }
     case 'seed': {
+      const { openPlatform } = await loadMain();
+      const { parseSeedArgs, runSeed, SEED_PASSWORD } = await import('./seed.ts');
       const args = parseSeedArgs(argv.slice(1));
       const platform = await openPlatform(process.env, { migrate: true });
       const r = await runSeed(platform, args);
@@ -62,9 +75,15 @@ async function run(argv: string[]): Promise<number> {
     }
     case 'admin':
     case 'audit': {
+      const { openPlatform } = await loadMain();
       const platform = await openPlatform();
       try {
-        return command === 'admin' ? await runAdminCommand(platform, argv.slice(1)) : await runAuditCommand(platform, argv.slice(1));
+        if (command === 'admin') {
+          const { runAdminCommand } = await import('./modules/identity/index.ts');
+          return await runAdminCommand(platform, argv.slice(1));
+        }
+        const { runAuditCommand } = await import('./modules/audit/index.ts');
+        return await runAuditCommand(platform, argv.slice(1));
       } finally {
         await platform.lifecycle.shutdown(`${command} done`);
       }
@@ -90,6 +109,7 @@ async function jobsCommand(args: string[]): Promise<number> {
     console.error('plinth jobs redrive needs the id of a dead job (a UUID; see plinth jobs dead)');
     return 2;
   }
+  const { openPlatform, createModules } = await loadMain();
   const platform = await openPlatform();
   createModules(platform);
   try {
@@ -128,6 +148,7 @@ async function redrive(platform: Platform, id: string, out: Pick<Console, 'log' 
     out.log(JSON.stringify({ ...job, status: 'pending' }));
     return 0;
   } catch (err) {
+    const { AppError } = await import('./platform/http/errors.ts');
     if (err instanceof AppError) {
       out.error(`${err.code}: ${err.detail}`);
       return 1;

@@ -11,6 +11,8 @@ import { createEventBus, type EventBus } from './platform/jobs/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
+import { createQueryObserver } from './platform/observability/query-observer.ts';
+import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
@@ -51,12 +53,15 @@ export async function openPlatform(
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
+  // Registered first so it closes last: spans from the rest of the shutdown are still exported.
+  lifecycle.onShutdown({ name: 'tracing', close: shutdownTracing });
   const db = await openDatabase({
     databaseUrl: config.databaseUrl,
     databaseAppUrl: config.databaseAppUrl,
     replicaUrls: config.databaseReplicaUrls,
     poolMax: config.databasePoolMax,
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
+    onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
   if (opts.migrate ?? config.migrateOnStart) {
@@ -97,17 +102,16 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const { db, redis, logger, config } = platform;
   const audit = createAudit({ db });
   const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
-  const { events } = platform;
-  const tenancy = createTenancy({ db, audit, identity, outbox: events });
+  const tenancy = createTenancy({ db, audit, identity, outbox: platform.events });
   const projects = createProjects({
     db,
     audit,
-    outbox: events,
+    outbox: platform.events,
     cache: platform.cache,
     isMember: isMemberVia(tenancy.service.getMember),
     entitlements: seams.entitlements,
   });
-  const notifications = createNotifications({ db, audit, logger, config, policies: platform.policies, events, mailer: seams.mailer });
+  const notifications = createNotifications({ db, audit, logger, config, policies: platform.policies, events: platform.events, mailer: seams.mailer });
   return {
     routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes, notifications.routes],
     authenticator: tenancy.authenticator,

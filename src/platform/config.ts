@@ -26,6 +26,10 @@ export interface Config {
   requestTimeoutMs: number;
   slowQueryMs: number;
   trustProxy: boolean;
+  /** When set, GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. */
+  metricsToken: string | undefined;
+  /** Worker role: serve GET /metrics on this port (the API serves it on its own port). */
+  metricsPort: number | undefined;
   /** Webhooks and e-mail (src/modules/notifications/README.md). */
   notifications: NotificationsConfig;
   /** Edge protection (issue 5): rate limits, idempotency, backpressure, cache. See README "Edge protection". */
@@ -158,6 +162,12 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
 
 const PG = ['postgres:', 'postgresql:'];
 
+function metricsToken(env: Env): string | undefined {
+  const token = str(env, 'METRICS_TOKEN');
+  if (token !== undefined && token.length < 16) throw new ConfigError('METRICS_TOKEN', 'must be at least 16 characters');
+  return token;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = oneOf(env, 'NODE_ENV', ['development', 'production', 'test'] as const, 'development');
   const production = nodeEnv === 'production';
@@ -205,6 +215,8 @@ export function loadConfig(env: Env = process.env): Config {
     jobsPollMs: int(env, 'JOBS_POLL_MS', 50, 5, 60_000),
     jobsSweepAfterMs: int(env, 'JOBS_SWEEP_AFTER_MS', 60_000, 200, 86_400_000),
     jobsStalledMs: int(env, 'JOBS_STALLED_MS', 30_000, 500, 600_000),
+    metricsToken: metricsToken(env),
+    metricsPort: str(env, 'METRICS_PORT') === undefined ? undefined : int(env, 'METRICS_PORT', 0, 0, 65535),
     edge: {
       rateLimitEnabled: bool(env, 'RATE_LIMIT_ENABLED', true),
       rateLimitWindowSec: int(env, 'RATE_LIMIT_WINDOW_SEC', 60, 1, 86_400),

@@ -61,14 +61,13 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
   const { service } = opts;
   const perm = PROJECTS_PERMISSIONS;
   const tags = ['projects'];
-  const security = [{ bearer: [] }];
 
   // ------------------------------------------------------------------------------------------- projects
   app.get(
     '/orgs/:orgId/projects',
     {
       config: { permission: perm.read },
-      schema: { tags, security, summary: 'List projects', params: OrgParams, querystring: ProjectListQuery, response: { 200: ProjectPage } },
+      schema: { tags, summary: 'List projects', params: OrgParams, querystring: ProjectListQuery, response: { 200: ProjectPage } },
     },
     async (request) => {
       const { limit = 25, ...q } = request.query;
@@ -82,7 +81,6 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
       config: { permission: perm.manage },
       schema: {
         tags,
-        security,
         summary: 'Create a project (402 when the plan does not allow another one)',
         params: OrgParams,
         body: CreateProjectBody,
@@ -100,7 +98,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
     '/orgs/:orgId/projects/:projectId',
     {
       config: { permission: perm.read },
-      schema: { tags, security, summary: 'Get a project', params: ProjectParams, headers: ConditionalGetHeaders, response: { 200: ProjectSchema, 304: NotModified } },
+      schema: { tags, summary: 'Get a project', params: ProjectParams, headers: ConditionalGetHeaders, response: { 200: ProjectSchema, 304: NotModified } },
     },
     async (request, reply) => withEtag(request, reply, await service.getProject(accessOf(request).orgId, request.params.projectId)),
   );
@@ -111,7 +109,6 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
       config: { permission: perm.manage },
       schema: {
         tags,
-        security,
         summary: 'Update a project (If-Match optional; 412 when stale)',
         params: ProjectParams,
         headers: PreconditionHeaders,
@@ -131,7 +128,6 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
       config: { permission: perm.manage },
       schema: {
         tags,
-        security,
         summary: 'Delete a project with its tasks and comments',
         params: ProjectParams,
         headers: PreconditionHeaders,
@@ -151,7 +147,6 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
       config: { permission: perm.read },
       schema: {
         tags,
-        security,
         summary: 'List or search a project’s tasks (keyset pagination)',
         params: ProjectParams,
         querystring: TaskListQuery,
@@ -168,7 +163,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
     '/orgs/:orgId/projects/:projectId/tasks',
     {
       config: { permission: perm.tasksWrite },
-      schema: { tags, security, summary: 'Create a task', params: ProjectParams, body: CreateTaskBody, response: { 201: TaskSchema } },
+      schema: { tags, summary: 'Create a task', params: ProjectParams, body: CreateTaskBody, response: { 201: TaskSchema } },
     },
     async (request, reply) => {
       const task = await service.createTask(actor(request), request.params.projectId, request.body);
@@ -182,7 +177,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
     '/orgs/:orgId/tasks/:taskId',
     {
       config: { permission: perm.read },
-      schema: { tags, security, summary: 'Get a task', params: TaskParams, headers: ConditionalGetHeaders, response: { 200: TaskSchema, 304: NotModified } },
+      schema: { tags, summary: 'Get a task', params: TaskParams, headers: ConditionalGetHeaders, response: { 200: TaskSchema, 304: NotModified } },
     },
     async (request, reply) => withEtag(request, reply, await service.getTask(accessOf(request).orgId, request.params.taskId)),
   );
@@ -193,7 +188,6 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
       config: { permission: perm.tasksWrite },
       schema: {
         tags,
-        security,
         summary: 'Update a task (If-Match optional; 412 when stale)',
         params: TaskParams,
         headers: PreconditionHeaders,
@@ -211,7 +205,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
     '/orgs/:orgId/tasks/:taskId',
     {
       config: { permission: perm.tasksWrite },
-      schema: { tags, security, summary: 'Delete a task', params: TaskParams, headers: PreconditionHeaders, response: { 204: NoContent } },
+      schema: { tags, summary: 'Delete a task', params: TaskParams, headers: PreconditionHeaders, response: { 204: NoContent } },
     },
     async (request, reply) => {
       await service.deleteTask(actor(request), request.params.taskId, request.headers['if-match']);
@@ -224,7 +218,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
     '/orgs/:orgId/tasks/:taskId/comments',
     {
       config: { permission: perm.read },
-      schema: { tags, security, summary: 'List a task’s comments, oldest first', params: TaskParams, querystring: CommentListQuery, response: { 200: CommentPage } },
+      schema: { tags, summary: 'List a task’s comments, oldest first', params: TaskParams, querystring: CommentListQuery, response: { 200: CommentPage } },
     },
     async (request) => {
       const { limit = 25, cursor } = request.query;
@@ -236,7 +230,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
     '/orgs/:orgId/tasks/:taskId/comments',
     {
       config: { permission: perm.commentsWrite },
-      schema: { tags, security, summary: 'Comment on a task', params: TaskParams, body: CreateCommentBody, response: { 201: CommentSchema } },
+      schema: { tags, summary: 'Comment on a task', params: TaskParams, body: CreateCommentBody, response: { 201: CommentSchema } },
     },
     async (request, reply) => {
       const comment = await service.addComment(actor(request), request.params.taskId, request.body.body);

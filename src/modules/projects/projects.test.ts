@@ -485,6 +485,60 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     ]);
   });
 
+  it('publishes its events through the outbox, in the transaction of the change (none for refused changes)', async () => {
+    const since = newId();
+    const p = await createProject('adminA', orgA, { key: 'EVT', name: 'Events' });
+    const task = await createTask('memberA', orgA, p.id, { title: 'Evented', assigneeId: users.memberA.id });
+    const url = `/v1/orgs/${orgA}/tasks/${task.id}`;
+    expect((await call('memberA', 'PATCH', url, { status: 'done', priority: 'low' })).statusCode).toBe(200);
+    expect((await call('memberA', 'PATCH', url, { assigneeId: users.viewerA.id })).statusCode).toBe(200);
+    expect((await call('memberA', 'PATCH', url, { title: 'stale' }, { 'if-match': '"v1"' })).statusCode).toBe(412);
+    expect((await call('memberA', 'PATCH', url, { assigneeId: users.adminB.id })).statusCode).toBe(422);
+    expect((await call('memberA', 'PATCH', url, {})).statusCode).toBe(200);
+    const comment = (await call('memberA', 'POST', `${url}/comments`, { body: 'hi' })).json();
+    expect((await call('adminA', 'POST', `/v1/orgs/${orgA}/projects`, { key: 'EVT', name: 'duplicate' })).statusCode).toBe(409);
+
+    const rows = await t.db.owner
+      .selectFrom('outbox')
+      .select(['name', 'tenant_id', 'payload', 'request_id'])
+      .where('tenant_id', '=', orgA)
+      .where('id', '>', since)
+      .orderBy('id')
+      .execute();
+    expect(rows.map((r) => r.name)).toEqual([
+      'projects.project_created',
+      'projects.task_created',
+      'projects.task_assigned',
+      'projects.task_updated',
+      'projects.task_updated',
+      'projects.task_assigned',
+      'projects.comment_added',
+    ]);
+    expect(rows.every((r) => typeof r.request_id === 'string' && r.request_id.length > 0)).toBe(true);
+    const [created, taskCreated, firstAssign, statusUpdate, assigneeUpdate, reassign, commented] = rows.map((r) => r.payload as any);
+    expect(created).toEqual({ projectId: p.id, key: 'EVT', name: 'Events', actorId: users.adminA.id });
+    expect(taskCreated).toMatchObject({ taskId: task.id, projectId: p.id, number: 1, key: 'EVT-1', assigneeId: users.memberA.id });
+    expect(firstAssign).toMatchObject({ taskId: task.id, assigneeId: users.memberA.id, previousAssigneeId: null });
+    expect(statusUpdate).toEqual({ taskId: task.id, projectId: p.id, key: 'EVT-1', changes: { status: 'done', priority: 'low' }, actorId: users.memberA.id });
+    expect(assigneeUpdate.changes).toEqual({ assigneeId: users.viewerA.id });
+    expect(reassign).toMatchObject({ assigneeId: users.viewerA.id, previousAssigneeId: users.memberA.id });
+    expect(commented).toEqual({ commentId: comment.id, taskId: task.id, projectId: p.id, authorId: users.memberA.id });
+
+    // Same transaction: when the change fails after its event was written, neither the task nor the event remains.
+    const failing = createProjects({
+      db: t.db,
+      isMember: async () => true,
+      outbox: { add: async (trx, event) => { await t.events.add(trx, event); throw new Error('fails after the outbox write'); } },
+    }).service;
+    const ctx = { tenantId: orgA, principal: { kind: 'user' as const, userId: users.memberA.id, isPlatformAdmin: false }, requestId: 'rollback-test' };
+    await expect(failing.createTask(ctx, p.id, { title: 'Never' })).rejects.toThrow('fails after the outbox write');
+    const leftovers = await t.db.owner.selectFrom('outbox').select('id').where('request_id', '=', 'rollback-test').execute();
+    expect(leftovers).toEqual([]);
+    const list = (await call('viewerA', 'GET', `/v1/orgs/${orgA}/projects/${p.id}/tasks`)).json().data;
+    expect(list.map((x: any) => x.title)).toEqual(['Evented']);
+    expect((await createTask('memberA', orgA, p.id, { title: 'Next' })).number).toBe(2);
+  });
+
   it('asks the entitlement function before creating a project and answers 402 when refused', async () => {
     const current = (await call('viewerA', 'GET', `/v1/orgs/${orgA}/projects?limit=100`)).json().data.length;
     projectLimit = current;

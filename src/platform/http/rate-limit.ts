@@ -3,6 +3,7 @@ import type { EdgeConfig } from '../config.ts';
 import { AppError } from './errors.ts';
 import type { RateLimitDecision, RateLimitPolicy, RateLimitStore } from './rate-limit-store.ts';
 import type { App } from './server.ts';
+import { rateLimitRejections } from '../observability/metrics.ts';
 
 export type RateLimitScope = 'principal' | 'org' | 'ip';
 
@@ -73,6 +74,7 @@ export function registerRateLimit(app: App, opts: { store: RateLimitStore; resol
     );
     reply.header('ratelimit', limitItem(tightest.scope, tightest.decision));
     if (denied.length > 0) {
+      rateLimitRejections.inc({ scope: tightest.scope });
       const retryAfter = Math.max(...denied.map((r) => r.decision.retryAfterSec));
       throw new AppError(
         'RATE_LIMIT.EXCEEDED',

@@ -1,0 +1,368 @@
+import client from 'prom-client';
+
+/**
+ * Every Prometheus metric Plinth exposes is declared here, once, on prom-client's default registry, so
+ * any platform piece or module imports the metric object instead of re-declaring it (a second
+ * declaration of the same name throws at start-up).
+ *
+ * Labels are low cardinality by rule: route templates (never raw URLs), status classes, queue/cache/
+ * breaker/scope names chosen in code. Never an id, a tenant, a user or anything taken from a request.
+ */
+export const registry = client.register;
+
+/** Seconds. HTTP answers are mostly sub-100 ms; the tail buckets catch timeouts. */
+const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const QUERY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
+const JOB_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300];
+
+interface Series {
+  labels: Record<string, string>;
+  /** Per-bucket (not cumulative) counts; cumulated at scrape time. */
+  counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/**
+ * A histogram for hot paths, exported exactly like a prom-client Histogram. prom-client's `observe`
+ * hashes a label object on every call (~1 µs); here the caller finds its series by a key it already
+ * holds (no allocation), and observing is a bucket search and three additions.
+ */
+export function createFastHistogram(opts: { name: string; help: string; buckets: number[] }) {
+  const { name, help, buckets } = opts;
+  const all = new Set<Series>();
+  const metric = {
+    name,
+    help,
+    type: 'histogram' as const,
+    aggregator: 'sum' as const,
+    async get() {
+      const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = [];
+      for (const s of all) {
+        let acc = 0;
+        for (let i = 0; i < buckets.length; i++) {
+          acc += s.counts[i]!;
+          values.push({ metricName: `${name}_bucket`, labels: { ...s.labels, le: buckets[i]! }, value: acc });
+        }
+        values.push(
+          { metricName: `${name}_bucket`, labels: { ...s.labels, le: '+Inf' }, value: s.count },
+          { metricName: `${name}_sum`, labels: s.labels, value: s.sum },
+          { metricName: `${name}_count`, labels: s.labels, value: s.count },
+        );
+      }
+      return { name, help, type: 'histogram' as const, values, aggregator: 'sum' as const };
+    },
+    reset() {
+      for (const s of all) {
+        s.counts.fill(0);
+        s.sum = 0;
+        s.count = 0;
+      }
+    },
+  };
+  registry.registerMetric(metric as unknown as client.Metric);
+  return {
+    name,
+    /** A new series for these labels; keep it and call observe(series, value). */
+    series(labels: Record<string, string>): Series {
+      const s: Series = { labels, counts: new Float64Array(buckets.length), sum: 0, count: 0 };
+      all.add(s);
+      return s;
+    },
+    observe(s: Series, value: number): void {
+      let i = 0;
+      while (i < buckets.length && value > buckets[i]!) i++;
+      if (i < buckets.length) s.counts[i]! += 1;
+      s.sum += value;
+      s.count += 1;
+    },
+  };
+}
+
+export const httpRequestDuration = createFastHistogram({
+  name: 'plinth_http_request_duration_seconds',
+  help: 'HTTP request duration by method, route template and status class',
+  buckets: HTTP_BUCKETS,
+});
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'OTHER'];
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+/** route template → series slots by method × status class, created on first use. */
+const httpSeries = new Map<string, Array<Series | undefined>>();
+
+/** Hot path: two array/map lookups and an observe; `route` is the template (`unmatched` for 404). */
+export function observeHttpRequest(method: string, route: string, status: number, seconds: number): void {
+  let m = HTTP_METHODS.indexOf(method);
+  if (m === -1) m = HTTP_METHODS.length - 1;
+  const c = status < 200 ? 0 : status >= 500 ? 4 : Math.floor(status / 100) - 1;
+  let slots = httpSeries.get(route);
+  if (!slots) {
+    slots = new Array(HTTP_METHODS.length * STATUS_CLASSES.length);
+    httpSeries.set(route, slots);
+  }
+  const idx = m * STATUS_CLASSES.length + c;
+  let s = slots[idx];
+  if (!s) {
+    s = httpRequestDuration.series({ method: HTTP_METHODS[m]!, route, status_class: STATUS_CLASSES[c]! });
+    slots[idx] = s;
+  }
+  httpRequestDuration.observe(s, seconds);
+}
+
+export const httpRequestsInFlight = new client.Gauge({
+  name: 'plinth_http_requests_in_flight',
+  help: 'HTTP requests currently being served',
+});
+
+export const dbQueryDuration = createFastHistogram({
+  name: 'plinth_db_query_duration_seconds',
+  help: 'Database query duration by statement kind',
+  buckets: QUERY_BUCKETS,
+});
+const querySeries = new Map<string, Series>();
+
+/** `operation` is a closed set (query-observer.ts sqlOperation). */
+export function observeQuery(operation: string, seconds: number): void {
+  let s = querySeries.get(operation);
+  if (!s) {
+    s = dbQueryDuration.series({ operation });
+    querySeries.set(operation, s);
+  }
+  dbQueryDuration.observe(s, seconds);
+}
+
+export const dbSlowQueries = new client.Counter({
+  name: 'plinth_db_slow_queries_total',
+  help: 'Queries slower than SLOW_QUERY_MS, by statement kind',
+  labelNames: ['operation'] as const,
+});
+
+/**
+ * The existing metric of that name, or a new one. Other platform pieces (cache, resilience) that
+ * predate this module look their metric up the same way, so whichever loads first creates it and
+ * import order never causes a "already registered" crash.
+ */
+function shared<T extends client.Metric>(name: string, create: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? create();
+}
+
+/** For the cache helper (edge): `cacheRequests.inc({ cache: 'sessions', result: 'hit' })`. */
+export const cacheRequests = shared(
+  'plinth_cache_requests_total',
+  () =>
+    new client.Counter({
+      name: 'plinth_cache_requests_total',
+      help: 'Cache lookups by cache and result (hit = L1 or Redis, miss = loader ran)',
+      labelNames: ['cache', 'result'] as const,
+    }),
+);
+
+/** Incremented by the rate limiter (edge) on every 429: `rateLimitRejections.inc({ scope: 'ip' })`. */
+export const rateLimitRejections = shared(
+  'plinth_rate_limit_rejections_total',
+  () =>
+    new client.Counter({
+      name: 'plinth_rate_limit_rejections_total',
+      help: 'Requests rejected by a rate limit, by limit scope',
+      labelNames: ['scope'] as const,
+    }),
+);
+
+/** Numeric breaker states for `plinth_circuit_breaker_state` (same order as cockatiel's CircuitState). */
+export const BREAKER_STATE = { closed: 0, open: 1, half_open: 2, isolated: 3 } as const;
+export type BreakerStateName = keyof typeof BREAKER_STATE;
+
+export const circuitBreakerState = shared(
+  'plinth_circuit_breaker_state',
+  () =>
+    new client.Gauge({
+      name: 'plinth_circuit_breaker_state',
+      help: 'Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 isolated',
+      labelNames: ['breaker'] as const,
+    }),
+);
+
+/** Call from a breaker's state-change callback (cockatiel: `policy.onStateChange(s => …)`). */
+export function recordBreakerState(breaker: string, state: BreakerStateName | number): void {
+  circuitBreakerState.set({ breaker }, typeof state === 'number' ? state : BREAKER_STATE[state]);
+}
+
+export const jobDuration = new client.Histogram({
+  name: 'plinth_job_duration_seconds',
+  help: 'Job processing duration by queue and outcome (success or failure)',
+  labelNames: ['queue', 'outcome'] as const,
+  buckets: JOB_BUCKETS,
+});
+
+/** Called by the job runner after each attempt. */
+export function observeJob(queue: string, outcome: 'success' | 'failure', seconds: number): void {
+  jobDuration.observe({ queue, outcome }, seconds);
+}
+
+export const readinessStatus = new client.Gauge({
+  name: 'plinth_readiness_status',
+  help: 'Outcome of the last /readyz probe: 1 ready, 0 not ready',
+});
+
+export const readinessTransitions = new client.Counter({
+  name: 'plinth_readiness_transitions_total',
+  help: 'Times /readyz changed between ready and not ready',
+});
+
+/**
+ * Gauges whose values come from sources registered at run time (the pool of each open database, the
+ * outbox, the queues). Each registration returns an unregister function for shutdown, so a closed
+ * platform (or a finished test) stops being scraped. Several sources are summed (pools) or merged.
+ */
+function sourceSet<T>() {
+  const sources = new Set<T>();
+  return {
+    sources,
+    add(source: T): () => void {
+      sources.add(source);
+      return () => void sources.delete(source);
+    },
+  };
+}
+
+export interface PoolSource {
+  poolStats(): { total: number; idle: number; waiting: number };
+}
+const pools = sourceSet<PoolSource>();
+
+export const dbPoolConnections = new client.Gauge({
+  name: 'plinth_db_pool_connections',
+  help: 'Database pool connections by state (in_use, idle)',
+  labelNames: ['state'] as const,
+  collect() {
+    if (pools.sources.size === 0) return;
+    let total = 0;
+    let idle = 0;
+    for (const p of pools.sources) {
+      const s = p.poolStats();
+      total += s.total;
+      idle += s.idle;
+    }
+    this.set({ state: 'in_use' }, total - idle);
+    this.set({ state: 'idle' }, idle);
+  },
+});
+
+export const dbPoolWaiting = new client.Gauge({
+  name: 'plinth_db_pool_waiting_requests',
+  help: 'Queries waiting for a free database pool connection',
+  collect() {
+    if (pools.sources.size === 0) return;
+    let waiting = 0;
+    for (const p of pools.sources) waiting += p.poolStats().waiting;
+    this.set(waiting);
+  },
+});
+
+export function registerPoolMetrics(db: PoolSource): () => void {
+  return pools.add(db);
+}
+
+export interface OutboxStats {
+  /** Rows not yet processed (pending relay or in flight). */
+  backlog: number;
+  /** Age of the oldest unprocessed row; 0 when the backlog is empty. */
+  oldestAgeSeconds: number;
+}
+type OutboxSource = () => Promise<OutboxStats>;
+const outboxes = sourceSet<OutboxSource>();
+let outboxSnapshot: Promise<OutboxStats | undefined> | undefined;
+
+/** One query per scrape for both outbox gauges (whichever collects first starts it). */
+function outboxStats(): Promise<OutboxStats | undefined> {
+  outboxSnapshot ??= (async () => {
+    try {
+      let backlog = 0;
+      let oldest = 0;
+      for (const source of outboxes.sources) {
+        const s = await source();
+        backlog += s.backlog;
+        oldest = Math.max(oldest, s.oldestAgeSeconds);
+      }
+      return outboxes.sources.size > 0 ? { backlog, oldestAgeSeconds: oldest } : undefined;
+    } catch {
+      // A scrape must not fail because the database is down; the gauges keep their last value.
+      return undefined;
+    } finally {
+      setImmediate(() => (outboxSnapshot = undefined));
+    }
+  })();
+  return outboxSnapshot;
+}
+
+export const outboxBacklog = new client.Gauge({
+  name: 'plinth_outbox_backlog',
+  help: 'Outbox rows not yet processed',
+  async collect() {
+    const s = await outboxStats();
+    if (s) this.set(s.backlog);
+  },
+});
+
+export const outboxOldestAge = new client.Gauge({
+  name: 'plinth_outbox_oldest_age_seconds',
+  help: 'Age of the oldest unprocessed outbox row (0 when empty)',
+  async collect() {
+    const s = await outboxStats();
+    if (s) this.set(s.oldestAgeSeconds);
+  },
+});
+
+/** The outbox (async) registers how to measure itself; called on each scrape. */
+export function registerOutboxMetrics(source: OutboxSource): () => void {
+  return outboxes.add(source);
+}
+
+export interface JobCount {
+  queue: string;
+  /** waiting, active, delayed, completed, failed, dead (dead-lettered) … */
+  state: string;
+  count: number;
+}
+type JobSource = () => Promise<JobCount[]>;
+const jobSources = sourceSet<JobSource>();
+
+export const jobCounts = new client.Gauge({
+  name: 'plinth_jobs',
+  help: 'Jobs by queue and state (dead = dead-lettered)',
+  labelNames: ['queue', 'state'] as const,
+  async collect() {
+    if (jobSources.sources.size === 0) return;
+    try {
+      const all = (await Promise.all([...jobSources.sources].map((s) => s()))).flat();
+      this.reset();
+      for (const c of all) this.inc({ queue: c.queue, state: c.state }, c.count);
+    } catch {
+      // keep the last values rather than failing the scrape
+    }
+  },
+});
+
+/** The job system (async) registers how to count jobs by state; called on each scrape. */
+export function registerJobMetrics(source: JobSource): () => void {
+  return jobSources.add(source);
+}
+
+let defaultsStarted = false;
+
+/** Process metrics from prom-client: event-loop delay, memory, heap, GC, CPU, handles. Once per process. */
+export function startDefaultMetrics(): void {
+  if (defaultsStarted) return;
+  defaultsStarted = true;
+  client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 20 });
+  // Gauges named like counters fail `promtool check metrics`; handle counts say little a dashboard needs.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name);
+  }
+}
+
+export const METRICS_CONTENT_TYPE = registry.contentType;
+
+export function scrape(): Promise<string> {
+  return registry.metrics();
+}

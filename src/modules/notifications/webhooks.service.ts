@@ -64,8 +64,6 @@ export type AttemptOutcome = { retry: false; result?: SendResult } | { retry: tr
 export function createWebhooksService(deps: WebhooksDeps) {
   const { db, audit, logger } = deps;
   const log = logger.child({ module: 'notifications' });
-  /** Attempt records written outside a handler's transaction (it rolls back to make the jobs layer retry). */
-  const detached = new Set<Promise<void>>();
 
   async function checkUrl(url: string): Promise<void> {
     const problem = urlProblem(url, deps.urlPolicy) ?? (await resolveProblem(url, deps.urlPolicy));
@@ -261,21 +259,14 @@ export function createWebhooksService(deps: WebhooksDeps) {
       }
       const last = attempt.number >= attempt.max;
       // Not awaited: on the embedded single connection it runs once the handler's transaction has rolled back.
-      const write = db
+      void db
         .withTenant(tenantId, async (t) => {
           await repo.recordAttempt(t, tenantId, deliveryId, { status: last ? 'dead' : 'pending', ...record });
           if (last) await finalFailure(t, tenantId, d.webhookId);
         })
         .catch((err) => log.error({ ...attemptLog, error: (err as Error).message }, 'could not record a webhook attempt'));
-      detached.add(write);
-      void write.finally(() => detached.delete(write));
       log.warn({ ...attemptLog, last }, last ? 'webhook delivery failed for the last time; dead-lettered' : 'webhook delivery failed; will retry');
       return { retry: true, result };
-    },
-
-    /** Waits for attempt records still being written (tests, shutdown). */
-    async settled(): Promise<void> {
-      while (detached.size > 0) await Promise.allSettled([...detached]);
     },
   };
 }

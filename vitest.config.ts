@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts', 'migrations/**/*.test.ts'],
+    include: ['src/**/*.test.ts', 'test/**/*.test.ts', 'migrations/**/*.test.ts', 'bench/**/*.test.ts'],
     exclude: ['test/fixtures/**', 'node_modules/**'],
     // PGlite boots a WASM Postgres per test file; two cores give little room for more parallel forks.
     pool: 'forks',

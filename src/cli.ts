@@ -25,7 +25,8 @@ const USAGE = `usage: plinth <command>
   audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
   jobs dead                    list dead-lettered jobs (JSON lines)
   jobs redrive <id>            send a dead job back for processing
-  seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar`;
+  seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar
+  bench [--scenario NAME]      load benchmarks against baselines (plinth bench --help)`;
 
 async function run(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -49,8 +50,11 @@ async function run(argv: string[]): Promise<number> {
     case 'worker': {
       const { openPlatform } = await loadMain();
       const { startWorker } = await import('./worker.ts');
+      const { startMetricsListener } = await import('./platform/observability/metrics-server.ts');
       const platform = await openPlatform();
       await startWorker(platform);
+      // No API listener in this role: Prometheus scrapes job/outbox metrics here when METRICS_PORT is set.
+      await startMetricsListener(platform);
       installSignalHandlers(platform.lifecycle, platform.logger);
       platform.logger.info({ workerId: platform.events.workerId, database: platform.db.kind }, 'Plinth worker is running');
       return -1;
@@ -62,6 +66,11 @@ async function run(argv: string[]): Promise<number> {
       const platform = await openPlatform(process.env, { migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
+    }
+    case 'bench': {
+      // Loaded on demand: the harness (autocannon, baselines) is a dev tool, not part of the API process.
+      const { runBench } = await import('../bench/run.ts');
+      return runBench(argv.slice(1));
     }
     case 'seed': {
       const { openPlatform } = await loadMain();

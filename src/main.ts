@@ -11,6 +11,7 @@ import { createEventBus, type EventBus } from './platform/jobs/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
+import { registerEventMetrics } from './platform/observability/event-metrics.ts';
 import { createQueryObserver } from './platform/observability/query-observer.ts';
 import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
@@ -80,6 +81,9 @@ export async function openPlatform(
   lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
   const events = createEventBus({ config, logger, db });
   lifecycle.onShutdown({ name: 'jobs', close: () => events.close() });
+  // Outbox backlog/age and job counts by state, read from Postgres (and the transport) at scrape time.
+  const stopEventMetrics = registerEventMetrics({ db, events });
+  lifecycle.onShutdown({ name: 'event-metrics', close: async () => stopEventMetrics() });
   return { config, logger, db, redis, flags, lifecycle, events, ...edge };
 }
 

@@ -5,6 +5,7 @@ import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
 import { AppError } from '../http/errors.ts';
 import { newId } from '../ids.ts';
+import { instrumentJob } from '../observability/tracing.ts';
 import { runInEventContext } from '../outbox/context.ts';
 import { addToOutbox, claimOutboxBatch, EVENT_NAME, toEnvelope, type EventEnvelope, type NewEvent } from '../outbox/outbox.ts';
 import { createBullTransport, type BullTransport } from './bullmq-transport.ts';
@@ -231,7 +232,9 @@ export function createEventBus(deps: EventBusDeps): EventBus {
     }
     const ctx = { requestId: event.requestId ?? undefined, traceparent: event.traceparent ?? undefined };
     try {
-      const result = await runInEventContext(ctx, () =>
+      // One CONSUMER span per attempt, child of the span that added the event (request → outbox → job is
+      // one trace), and plinth_job_duration_seconds{queue=consumer,outcome}.
+      const result = await instrumentJob({ queue: job.consumer, name: event.name, traceparent: event.traceparent }, () => runInEventContext(ctx, () =>
         inTransaction(event.tenantId, async (trx) => {
           // One round trip claims the delivery (row lock: a concurrent duplicate waits, then sees it settled)
           // and writes the processed-event record; a failing handler rolls both back.
@@ -251,7 +254,7 @@ export function createEventBus(deps: EventBusDeps): EventBus {
           await sub.handler(event, { trx, logger: jobLog, attempt: attempts });
           return 'done';
         }),
-      );
+      ));
       if (result === 'done') jobLog.debug('event handled');
       else jobLog.debug({ result }, 'delivery already settled; not run again');
       return {};

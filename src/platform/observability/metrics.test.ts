@@ -5,6 +5,7 @@ import { signup } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { createLogger } from './logger.ts';
 import { createFastHistogram, registerJobMetrics, registerOutboxMetrics, registry } from './metrics.ts';
+import { registerEventMetrics } from './event-metrics.ts';
 import { startMetricsServer } from './metrics-server.ts';
 import { createQueryObserver } from './query-observer.ts';
 
@@ -38,6 +39,7 @@ const FAMILIES = [
 describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
   let tp: TestPlatform;
   let base: string;
+  let stopEventMetrics: () => void;
 
   beforeAll(async () => {
     const logger = createLogger('silent', sink);
@@ -47,11 +49,16 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
       env: { METRICS_TOKEN: TOKEN, RATE_LIMIT_IP: '1' },
       db: { onQuery: createQueryObserver({ logger, slowQueryMs: 10_000 }) },
     });
+    // As openPlatform does: the outbox and job gauges read the real event bus tables.
+    stopEventMetrics = registerEventMetrics({ db: tp.db, events: tp.events });
     await tp.app.listen({ port: 0, host: '127.0.0.1' });
     const address = tp.app.server.address();
     base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
   });
-  afterAll(async () => tp?.close());
+  afterAll(async () => {
+    stopEventMetrics?.();
+    await tp?.close();
+  });
 
   async function scrape(): Promise<string> {
     const res = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
@@ -108,6 +115,9 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
     expect(sample(text, 'plinth_cache_requests_total', { cache: 'obs_probe', result: 'hit' })).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'plinth_circuit_breaker_state', { breaker: 'redis' })).toBe(0);
     expect(sample(text, 'plinth_db_query_duration_seconds_count', { operation: 'insert' })).toBeGreaterThanOrEqual(1);
+    // Outbox from the real event bus: the project creation wrote an event and no worker runs here.
+    expect(sample(text, 'plinth_outbox_backlog')).toBeGreaterThanOrEqual(1);
+    expect(sample(text, 'plinth_outbox_oldest_age_seconds')).toBeGreaterThan(0);
     expect(sample(text, 'process_resident_memory_bytes')).toBeGreaterThan(1_000_000);
     expect(sample(text, 'nodejs_eventloop_lag_seconds')).toBeGreaterThanOrEqual(0);
 
@@ -138,15 +148,17 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
   });
 
   it('reports outbox and job sources registered at run time, survives a failing source, and stops after unregister', async () => {
+    // Sources add up with the real outbox registered in beforeAll.
+    const base = sample(await scrape(), 'plinth_outbox_backlog') ?? 0;
     let backlog = 4;
-    const unregisterOutbox = registerOutboxMetrics(async () => ({ backlog, oldestAgeSeconds: 12.5 }));
+    const unregisterOutbox = registerOutboxMetrics(async () => ({ backlog, oldestAgeSeconds: 86_400.5 }));
     const unregisterJobs = registerJobMetrics(async () => [
       { queue: 'events', state: 'waiting', count: 2 },
       { queue: 'events', state: 'dead', count: 1 },
     ]);
     let text = await scrape();
-    expect(sample(text, 'plinth_outbox_backlog')).toBe(4);
-    expect(sample(text, 'plinth_outbox_oldest_age_seconds')).toBe(12.5);
+    expect(sample(text, 'plinth_outbox_backlog')).toBe(base + 4);
+    expect(sample(text, 'plinth_outbox_oldest_age_seconds')).toBe(86_400.5);
     expect(sample(text, 'plinth_jobs', { queue: 'events', state: 'dead' })).toBe(1);
 
     // A source that throws (database down) must not break the scrape: the last value stays.
@@ -155,10 +167,10 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
       throw new Error('connection refused');
     });
     text = await scrape();
-    expect(sample(text, 'plinth_outbox_backlog')).toBe(4);
+    expect(sample(text, 'plinth_outbox_backlog')).toBe(base + 4);
     unregisterBroken();
     text = await scrape();
-    expect(sample(text, 'plinth_outbox_backlog')).toBe(9);
+    expect(sample(text, 'plinth_outbox_backlog')).toBe(base + 9);
 
     unregisterOutbox();
     unregisterJobs();

@@ -14,7 +14,8 @@ import {
   type SpanExporter,
 } from '@opentelemetry/sdk-trace-node';
 import { ConfigError } from '../config.ts';
-import { setTracingShutdown } from './tracing.ts';
+import { defaultPropagator, setContextPropagator } from '../outbox/context.ts';
+import { otelEventContext, setTracingShutdown } from './tracing.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -88,9 +89,12 @@ export function startTracing(opts: TracingOptions = {}): TracingHandle {
       }),
     ],
   });
+  // Events added in a traced request store the active span's traceparent (outbox/context.ts).
+  setContextPropagator(otelEventContext(defaultPropagator));
   const handle: TracingHandle = {
     provider,
     async shutdown() {
+      setContextPropagator(defaultPropagator);
       unregister();
       await provider.shutdown();
     },

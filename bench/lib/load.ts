@@ -1,0 +1,132 @@
+import { createRequire } from 'node:module';
+import { createSeriesRecorder, percentiles, round, type SecondSample } from './stats.ts';
+
+const require = createRequire(import.meta.url);
+// autocannon ships no types; the surface used here is small and documented in its README.
+const autocannon = require('autocannon') as (opts: Record<string, unknown>) => any;
+
+export interface LoadRequest {
+  method?: 'GET' | 'POST' | 'PATCH' | 'DELETE';
+  /** Path on the target; a function picks one per request (e.g. a random id). */
+  path: string | (() => string);
+  headers?: Record<string, string> | (() => Record<string, string>);
+  body?: unknown | (() => unknown);
+}
+
+export interface LoadOptions {
+  baseUrl: string;
+  request: LoadRequest;
+  durationSec: number;
+  connections: number;
+  /** Requests per second over all connections; unset = as fast as possible (closed loop). */
+  rate?: number;
+  /** Shared recorder so several phases (steady → burst → steady) form one timeline. */
+  recorder?: ReturnType<typeof createSeriesRecorder>;
+  timeoutSec?: number;
+}
+
+export interface LoadResult {
+  durationSec: number;
+  requests: number;
+  /** 2xx responses per second: the throughput figure compared against baselines. */
+  okPerSec: number;
+  statuses: Record<string, number>;
+  latencyMs: { p50: number; p95: number; p99: number; max: number; mean: number };
+  /** Latency of 2xx responses only ("admitted" requests in a burst). */
+  okLatencyMs: { p50: number; p95: number; p99: number; max: number; mean: number };
+  errors: number;
+  timeouts: number;
+  /** 429/503 answers that lacked Retry-After (a P5 failure). */
+  rejectedWithoutRetryAfter: number;
+  /** Statuses that are neither 2xx nor 429/503 (client-visible errors). */
+  unexpected: number;
+  series: SecondSample[];
+}
+
+function assertLoopback(baseUrl: string): void {
+  const host = new URL(baseUrl).hostname;
+  if (host !== '127.0.0.1' && host !== 'localhost' && host !== '[::1]') {
+    throw new Error(`bench targets loopback only (got ${host})`);
+  }
+}
+
+/** Bounded load against one endpoint with autocannon; every response's latency and status is kept. */
+export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
+  assertLoopback(opts.baseUrl);
+  const startedAt = Date.now();
+  const recorder = opts.recorder ?? createSeriesRecorder(startedAt);
+  const all: number[] = [];
+  const okLat: number[] = [];
+  const statuses: Record<string, number> = {};
+  let rejectedWithoutRetryAfter = 0;
+  let unexpected = 0;
+  const req = opts.request;
+  const dynamic = typeof req.path === 'function' || typeof req.headers === 'function' || typeof req.body === 'function';
+  const resolveHeaders = () => ({
+    ...(req.body !== undefined ? { 'content-type': 'application/json' } : {}),
+    ...(typeof req.headers === 'function' ? req.headers() : (req.headers ?? {})),
+  });
+  const resolveBody = () => {
+    const b = typeof req.body === 'function' ? (req.body as () => unknown)() : req.body;
+    return b === undefined ? undefined : JSON.stringify(b);
+  };
+  const staticPath = typeof req.path === 'function' ? req.path() : req.path;
+
+  const instance = autocannon({
+    url: opts.baseUrl,
+    connections: opts.connections,
+    duration: opts.durationSec,
+    timeout: opts.timeoutSec ?? 10,
+    ...(opts.rate ? { overallRate: opts.rate } : {}),
+    requests: [
+      {
+        method: req.method ?? 'GET',
+        path: staticPath,
+        headers: resolveHeaders(),
+        body: resolveBody(),
+        ...(dynamic
+          ? {
+              setupRequest: (r: Record<string, unknown>) => {
+                r.path = typeof req.path === 'function' ? req.path() : req.path;
+                r.headers = resolveHeaders();
+                r.body = resolveBody();
+                return r;
+              },
+            }
+          : {}),
+        onResponse: (status: number, _body: string, _ctx: unknown, headers: Record<string, string>) => {
+          if ((status === 429 || status === 503) && !headers['retry-after'] && !headers['Retry-After']) {
+            rejectedWithoutRetryAfter += 1;
+          }
+        },
+      },
+    ],
+  });
+  instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {
+    const now = Date.now();
+    recorder.record(now, responseTime, statusCode);
+    all.push(responseTime);
+    statuses[statusCode] = (statuses[statusCode] ?? 0) + 1;
+    if (statusCode >= 200 && statusCode < 300) okLat.push(responseTime);
+    else if (statusCode !== 429 && statusCode !== 503) unexpected += 1;
+  });
+  const result = await instance;
+  const elapsed = (Date.now() - startedAt) / 1000;
+  const ok = okLat.length;
+  const rounded = (p: ReturnType<typeof percentiles>) => ({
+    p50: round(p.p50), p95: round(p.p95), p99: round(p.p99), max: round(p.max), mean: round(p.mean),
+  });
+  return {
+    durationSec: round(elapsed),
+    requests: all.length,
+    okPerSec: round(ok / Math.max(elapsed, 0.001), 1),
+    statuses,
+    latencyMs: rounded(percentiles(all)),
+    okLatencyMs: rounded(percentiles(okLat)),
+    errors: Number(result.errors ?? 0),
+    timeouts: Number(result.timeouts ?? 0),
+    rejectedWithoutRetryAfter,
+    unexpected,
+    series: recorder.series(),
+  };
+}

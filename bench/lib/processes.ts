@@ -1,0 +1,140 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface Child {
+  name: string;
+  pid: number;
+  port: number;
+  baseUrl: string;
+  proc: ChildProcess;
+  /** Last lines of stderr/stdout, for a useful message when it dies. */
+  tail(): string;
+  rssMb(): number;
+  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resident set size of a process in MB, from /proc (Linux); 0 when unavailable. */
+export function rssMbOf(pid: number): number {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /VmRSS:\s+(\d+)\s+kB/.exec(status);
+    return m ? Math.round((Number(m[1]) / 1024) * 10) / 10 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** GET url until it answers 2xx or the deadline passes. */
+export async function waitHttp(url: string, timeoutMs: number, isAlive: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (!isAlive()) throw new Error(`process exited before ${url} answered`);
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+      if (res.ok) return;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await sleep(150);
+  }
+  throw new Error(`${url} not ready after ${timeoutMs} ms (${last})`);
+}
+
+/**
+ * Starts a Node/TS entry point as its own process (its own event loop, so the load generator never
+ * competes with it inside one process) and waits for its readiness URL.
+ */
+export async function startNode(opts: {
+  name: string;
+  args: string[];
+  env: Record<string, string>;
+  port?: number;
+  readyPath?: string;
+  readyTimeoutMs?: number;
+}): Promise<Child> {
+  const port = opts.port ?? (await freePort());
+  const proc = spawn(process.execPath, ['--import', 'tsx', ...opts.args], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const keep = (buf: Buffer) => {
+    lines.push(...buf.toString().split('\n').filter(Boolean));
+    if (lines.length > 40) lines.splice(0, lines.length - 40);
+  };
+  proc.stdout?.on('data', keep);
+  proc.stderr?.on('data', keep);
+  let exited = false;
+  const exitCode = new Promise<number | null>((resolve) =>
+    proc.on('exit', (code) => {
+      exited = true;
+      resolve(code);
+    }),
+  );
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const child: Child = {
+    name: opts.name,
+    pid: proc.pid!,
+    port,
+    baseUrl,
+    proc,
+    tail: () => lines.join('\n'),
+    rssMb: () => rssMbOf(proc.pid!),
+    async stop(signal = 'SIGTERM', timeoutMs = 15_000) {
+      if (exited) return exitCode;
+      proc.kill(signal);
+      const timer = setTimeout(() => !exited && proc.kill('SIGKILL'), timeoutMs);
+      const code = await exitCode;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+  try {
+    await waitHttp(`${baseUrl}${opts.readyPath ?? '/livez'}`, opts.readyTimeoutMs ?? 60_000, () => !exited);
+  } catch (err) {
+    await child.stop('SIGKILL');
+    throw new Error(`${opts.name} did not start: ${(err as Error).message}\n${child.tail()}`);
+  }
+  return child;
+}
+
+/** Samples a process's RSS every interval; peak and last are what the report shows. */
+export function sampleRss(pid: number, intervalMs = 500) {
+  let peak = rssMbOf(pid);
+  let last = peak;
+  const timer = setInterval(() => {
+    last = rssMbOf(pid) || last;
+    peak = Math.max(peak, last);
+  }, intervalMs);
+  timer.unref();
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return { peakMb: peak, lastMb: last };
+    },
+    current: () => ({ peakMb: peak, lastMb: last }),
+  };
+}

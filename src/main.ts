@@ -19,6 +19,7 @@ import { createCache, type CacheProvider } from './platform/cache/cache.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 import { createAudit } from './modules/audit/index.ts';
 import { createIdentity } from './modules/identity/index.ts';
+import { createNotifications, type Mailer } from './modules/notifications/index.ts';
 import { createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
 import { createTenancy } from './modules/tenancy/index.ts';
 
@@ -97,13 +98,15 @@ export interface Modules {
 /** Seams for modules that are not built yet (billing's plan limits). */
 export interface ModuleSeams {
   entitlements?: Entitlements;
+  /** Replaces the SMTP_URL-selected mailer (tests read what was sent). */
+  mailer?: Mailer;
 }
 
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
   const { db, redis, logger, config } = platform;
   const audit = createAudit({ db });
   const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
-  const tenancy = createTenancy({ db, audit, identity });
+  const tenancy = createTenancy({ db, audit, identity, outbox: platform.events });
   const projects = createProjects({
     db,
     audit,
@@ -112,8 +115,9 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     isMember: isMemberVia(tenancy.service.getMember),
     entitlements: seams.entitlements,
   });
+  const notifications = createNotifications({ db, audit, logger, config, policies: platform.policies, events: platform.events, mailer: seams.mailer });
   return {
-    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes],
+    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes, notifications.routes],
     authenticator: tenancy.authenticator,
   };
 }

@@ -37,6 +37,7 @@ describe('config', () => {
       DATABASE_URL: 'postgres://p/db',
       DATABASE_REPLICA_URLS: 'postgres://r1/db, postgres://r2/db',
       REDIS_URL: 'redis://127.0.0.1:6379',
+      WEBHOOK_SECRET_KEY: Buffer.alloc(32, 1).toString('base64'),
     });
     expect(c.host).toBe('0.0.0.0');
     expect(c.databaseReplicaUrls).toEqual(['postgres://r1/db', 'postgres://r2/db']);

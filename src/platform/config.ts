@@ -30,6 +30,8 @@ export interface Config {
   metricsToken: string | undefined;
   /** Worker role: serve GET /metrics on this port (the API serves it on its own port). */
   metricsPort: number | undefined;
+  /** Webhooks and e-mail (src/modules/notifications/README.md). */
+  notifications: NotificationsConfig;
   /** Edge protection (issue 5): rate limits, idempotency, backpressure, cache. See README "Edge protection". */
   edge: EdgeConfig;
   /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
@@ -42,6 +44,40 @@ export interface Config {
   jobsSweepAfterMs: number;
   /** Jobs (BullMQ): lock duration and stalled check — how soon a job of a killed worker runs again. */
   jobsStalledMs: number;
+}
+
+export interface NotificationsConfig {
+  /** 32-byte key (base64 or hex) that encrypts webhook signing secrets at rest; the dev default is refused in production. */
+  webhookSecretKey: Buffer;
+  /** https only and no private/loopback/link-local targets: always in production; WEBHOOK_STRICT_URLS=true elsewhere. */
+  webhookStrictUrls: boolean;
+  /** Per delivery attempt (inside platform.policies.webhook). */
+  webhookTimeoutMs: number;
+  /** Durable attempts (jobs layer) before a delivery is dead-lettered. */
+  webhookMaxAttempts: number;
+  webhookBackoffBaseMs: number;
+  webhookBackoffMaxMs: number;
+  /** An endpoint is deactivated after this many consecutive failed deliveries. */
+  webhookDisableAfter: number;
+  /** `smtp://` / `smtps://` URL; unset = mails are logged and kept in memory (embedded default). */
+  smtpUrl: string | undefined;
+  mailFrom: string;
+  /** Base of links in e-mails (e.g. the invitation accept link). */
+  publicUrl: string;
+}
+
+/** Only for development and tests: production refuses it (see loadConfig). */
+export const DEV_WEBHOOK_SECRET_KEY = 'ZGV2LW9ubHktd2ViaG9vay1rZXktcGxpbnRoLTMyYiE=';
+
+function secretKey(env: Env, production: boolean): Buffer {
+  const raw = str(env, 'WEBHOOK_SECRET_KEY');
+  if (raw === undefined || raw === DEV_WEBHOOK_SECRET_KEY) {
+    if (production) throw new ConfigError('WEBHOOK_SECRET_KEY', 'must be set to a random 32-byte key (base64 or hex) when NODE_ENV=production');
+    return Buffer.from(DEV_WEBHOOK_SECRET_KEY, 'base64');
+  }
+  const key = /^[0-9a-f]{64}$/i.test(raw) ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
+  if (key.length !== 32) throw new ConfigError('WEBHOOK_SECRET_KEY', 'must be 32 bytes, base64 or hex encoded');
+  return key;
 }
 
 export interface EdgeConfig {
@@ -196,5 +232,17 @@ export function loadConfig(env: Env = process.env): Config {
       cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
     },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
+    notifications: {
+      webhookSecretKey: secretKey(env, production),
+      webhookStrictUrls: production || bool(env, 'WEBHOOK_STRICT_URLS', false),
+      webhookTimeoutMs: int(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 50, 60_000),
+      webhookMaxAttempts: int(env, 'WEBHOOK_MAX_ATTEMPTS', 8, 1, 100),
+      webhookBackoffBaseMs: int(env, 'WEBHOOK_BACKOFF_BASE_MS', 5_000, 1, 3_600_000),
+      webhookBackoffMaxMs: int(env, 'WEBHOOK_BACKOFF_MAX_MS', 3_600_000, 1, 86_400_000),
+      webhookDisableAfter: int(env, 'WEBHOOK_DISABLE_AFTER_FAILURES', 20, 1, 10_000),
+      smtpUrl: url(env, 'SMTP_URL', ['smtp:', 'smtps:']),
+      mailFrom: str(env, 'MAIL_FROM') ?? 'Plinth <no-reply@plinth.local>',
+      publicUrl: (str(env, 'PUBLIC_URL') ?? 'http://127.0.0.1:3000').replace(/\/+$/, ''),
+    },
   };
 }

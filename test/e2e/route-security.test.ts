@@ -42,6 +42,16 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
     await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/tasks/${task.id}/comments`, { body: 'B comment' });
     return task.id;
   },
+  webhookId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b', events: ['projects.task_created'] })).id,
+  // A delivery row of org B (written as the worker's fan-out does, under B's tenant context).
+  deliveryId: async (t, b) => {
+    const hook = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b2', events: ['projects.task_created'] });
+    const id = newId();
+    await t.db.withTenant(b.owner.orgId, (trx) =>
+      trx.insertInto('webhook_deliveries').values({ tenant_id: b.owner.orgId, id, webhook_id: hook.id, event_id: newId(), event_type: 'projects.task_created', body: '{}', status: 'failed' }).execute(),
+    );
+    return id;
+  },
 };
 
 

@@ -8,11 +8,12 @@ import { createApiKeys } from './tenancy.api-keys.ts';
 import { createAuthenticator } from './tenancy.authenticator.ts';
 import { createInvitations } from './tenancy.invitations.ts';
 import { tenancyRoutes } from './tenancy.routes.ts';
+import type { TenancyOutbox } from './tenancy.invitations.ts';
 import { createTenancyService, type TenancyService } from './tenancy.service.ts';
 
 export { ALL_PERMISSIONS, PERMISSIONS, permissionsOf, ROLE_PERMISSIONS, ROLES, type Permission, type Role } from './tenancy.roles.ts';
 export { API_KEY_PREFIX } from './tenancy.api-keys.ts';
-export { INVITATION_PREFIX } from './tenancy.invitations.ts';
+export { INVITATION_CREATED, INVITATION_PREFIX, type TenancyOutbox } from './tenancy.invitations.ts';
 export type { Organization, Member } from './tenancy.service.ts';
 
 export interface Tenancy {
@@ -23,7 +24,7 @@ export interface Tenancy {
 }
 
 /** Organizations (the tenants), memberships and roles, invitations, API keys. */
-export function createTenancy(deps: { db: Database; audit: Audit; identity: Identity }): Tenancy {
+export function createTenancy(deps: { db: Database; audit: Audit; identity: Identity; outbox?: TenancyOutbox }): Tenancy {
   const service = createTenancyService(deps);
   const invitations = createInvitations(deps);
   const apiKeys = createApiKeys(deps);

@@ -19,7 +19,16 @@ const toInvitation = (r: Record<string, any>) => ({
   status: (r.accepted_at ? 'accepted' : r.revoked_at ? 'revoked' : new Date(r.expires_at) <= new Date() ? 'expired' : 'pending') as string,
 });
 
-export function createInvitations(deps: { db: Database; audit: Audit; identity: Identity }) {
+/** The async backbone's `add` (platform.events): the event commits with the invitation. */
+export interface TenancyOutbox {
+  add(trx: any, event: { name: string; tenantId: string; payload: object }): Promise<unknown>;
+}
+
+/** Published in the invitation's transaction; notifications e-mails the accept link. The token is in the
+ * payload because only its hash is stored: outbox rows are platform-internal and kept at most 7 days. */
+export const INVITATION_CREATED = 'tenancy.invitation_created';
+
+export function createInvitations(deps: { db: Database; audit: Audit; identity: Identity; outbox?: TenancyOutbox }) {
   const { db, audit, identity } = deps;
   const COLUMNS = ['id', 'email', 'role', 'expires_at', 'created_at', 'accepted_at', 'revoked_at'] as const;
 
@@ -42,6 +51,11 @@ export function createInvitations(deps: { db: Database; audit: Audit; identity: 
           .returning(COLUMNS)
           .executeTakeFirstOrThrow();
         await audit.record(trx, { orgId, action: 'invitation.created', target: { type: 'invitation', id }, changes: { email: { to: row.email }, role: { to: input.role } }, context: ctx });
+        await deps.outbox?.add(trx, {
+          name: INVITATION_CREATED,
+          tenantId: orgId,
+          payload: { invitationId: id, email: row.email, role: input.role, token, expiresAt: new Date(row.expires_at).toISOString() },
+        });
         return row;
       });
       return { ...toInvitation(row), token };

@@ -13,6 +13,7 @@ export const PERMISSIONS = {
   commentsWrite: 'comments:write',
   billingRead: 'billing:read',
   billingManage: 'billing:manage',
+  webhooksManage: 'webhooks:manage',
 } as const;
 
 export type Permission = (typeof PERMISSIONS)[keyof typeof PERMISSIONS];
@@ -33,6 +34,7 @@ const admin: Permission[] = [
   P.apiKeysManage,
   P.auditRead,
   P.billingRead,
+  P.webhooksManage,
 ];
 const billing: Permission[] = [P.orgRead, P.membersRead, P.billingRead, P.billingManage];
 

@@ -14,7 +14,7 @@ describe('edge configuration', () => {
       pressureMaxEventLoopDelayMs: 0,
       cacheL1TtlMs: 5000,
     });
-    const prod = loadConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/x', REDIS_URL: 'redis://r:6379' });
+    const prod = loadConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/x', REDIS_URL: 'redis://r:6379', WEBHOOK_SECRET_KEY: 'a'.repeat(64) });
     expect(prod.edge.pressureMaxEventLoopDelayMs).toBe(1000);
   });
 

@@ -1,0 +1,20 @@
+/** Domain events a webhook endpoint may subscribe to (published by other modules through the outbox). */
+export const WEBHOOK_EVENT_TYPES = [
+  'projects.project_created',
+  'projects.task_created',
+  'projects.task_updated',
+  'projects.task_assigned',
+  'projects.comment_added',
+] as const;
+
+export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
+
+/** Internal: one per (endpoint, event) delivery and per manual redelivery; consumed by the webhook sender. */
+export const DELIVERY_REQUESTED = 'notifications.webhook_delivery_requested';
+
+export interface DeliveryRequestedPayload {
+  deliveryId: string;
+}
+
+/** Consumed for the invitation e-mail (tenancy publishes it in the invitation's transaction). */
+export { INVITATION_CREATED } from '../tenancy/index.ts';

@@ -1,3 +1,4 @@
+import { isUniqueViolation } from '../../platform/db/constraint-errors.ts';
 import type { Database } from '../../platform/db/database.ts';
 import { AppError } from '../../platform/http/errors.ts';
 import { newId } from '../../platform/ids.ts';
@@ -79,9 +80,17 @@ export function createInvitations(deps: { db: Database; audit: Audit; identity: 
         if (inv.email !== user.email) {
           throw new AppError('TENANCY.INVITATION_EMAIL_MISMATCH', 403, 'This invitation was sent to a different email address');
         }
+        const alreadyMember = () => new AppError('TENANCY.ALREADY_MEMBER', 409, 'You are already a member of this organization');
         const existing = await trx.selectFrom('memberships').select('id').where('user_id', '=', userId).executeTakeFirst();
-        if (existing) throw new AppError('TENANCY.ALREADY_MEMBER', 409, 'You are already a member of this organization');
-        await trx.insertInto('memberships').values({ tenant_id: orgId, id: newId(), user_id: userId, role: inv.role }).execute();
+        if (existing) throw alreadyMember();
+        // Two invitations accepted at once both pass the check above; unique (tenant_id, user_id) decides.
+        await trx
+          .insertInto('memberships')
+          .values({ tenant_id: orgId, id: newId(), user_id: userId, role: inv.role })
+          .execute()
+          .catch((err: unknown) => {
+            throw isUniqueViolation(err) ? alreadyMember() : err;
+          });
         await trx.updateTable('invitations').set({ accepted_at: new Date(), accepted_by: userId }).where('id', '=', inv.id).execute();
         await audit.record(trx, { orgId, action: 'invitation.accepted', target: { type: 'invitation', id: inv.id }, context: ctx });
         await audit.record(trx, { orgId, action: 'member.added', target: { type: 'user', id: userId }, changes: { role: { to: inv.role } }, context: ctx });

@@ -99,6 +99,21 @@ describe(`tenancy: orgs, members, invitations, RBAC (${mode})`, () => {
     expect((await req(owner, 'POST', `/v1/orgs/${owner.orgId}/invitations`, { email: 'a@example.com', role: 'god' })).statusCode).toBe(400);
   });
 
+  it('two invitations for one user accepted at once: one membership, the other is 409 (not 500)', async () => {
+    const org = (await req(owner, 'POST', '/v1/orgs', { name: 'Race' })).json().id as string;
+    const invitee = await signup(t.app);
+    const tokens: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const inv = await req(owner, 'POST', `/v1/orgs/${org}/invitations`, { email: invitee.email, role: 'member' });
+      expect(inv.statusCode).toBe(201);
+      tokens.push(inv.json().token);
+    }
+    const results = await Promise.all(tokens.map((tok) => req(invitee, 'POST', `/v1/invitations/${tok}/accept`)));
+    const statuses = results.map((r) => r.statusCode).sort();
+    expect(statuses).toEqual([200, 409, 409, 409, 409, 409]);
+    for (const r of results.filter((x) => x.statusCode === 409)) expect(r.json().code).toBe('TENANCY.ALREADY_MEMBER');
+  });
+
   it('role changes take effect on the next request', async () => {
     const bob = await signup(t.app);
     await addMember(t.app, owner, owner.orgId, bob, 'viewer');

@@ -50,13 +50,14 @@ export function createInvitations(deps: { db: Database; audit: Audit; identity: 
 
     async list(orgId: string, q: { cursor?: string; limit?: number }) {
       const limit = Math.min(q.limit ?? 50, 100);
-      const after = decodeCursor(q.cursor);
+      const shape = { list: 'invitations' };
+      const after = decodeCursor(q.cursor, shape);
       const rows = await db.withTenantRead(orgId, (trx) => {
         let query = trx.selectFrom('invitations').select(COLUMNS);
         if (after) query = query.where('id', '>', after);
         return query.orderBy('id').limit(limit + 1).execute();
       });
-      return page(rows as Array<{ id: string }>, limit, toInvitation);
+      return page(rows as Array<{ id: string }>, limit, shape, toInvitation);
     },
 
     async revoke(orgId: string, invitationId: string, ctx: AuditContext): Promise<void> {

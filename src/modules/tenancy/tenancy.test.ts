@@ -177,6 +177,22 @@ describe(`tenancy: orgs, members, invitations, RBAC (${mode})`, () => {
     expect((await req(owner, 'GET', `/v1/orgs/${org}/members?limit=101`)).statusCode).toBe(400);
   });
 
+  it('list cursors use the platform format, bound to their list and filters (reused elsewhere: 400)', async () => {
+    const org = (await req(owner, 'POST', '/v1/orgs', { name: 'Cursors' })).json().id;
+    for (let i = 0; i < 2; i++) await addMember(t.app, owner, org, await signup(t.app), 'viewer');
+    const first = (await req(owner, 'GET', `/v1/orgs/${org}/members?role=viewer&limit=1`)).json();
+    expect(first.nextCursor).toEqual(expect.any(String));
+    expect((await req(owner, 'GET', `/v1/orgs/${org}/members?role=viewer&limit=1&cursor=${first.nextCursor}`)).statusCode).toBe(200);
+    const otherFilter = await req(owner, 'GET', `/v1/orgs/${org}/members?limit=1&cursor=${first.nextCursor}`);
+    expect(otherFilter.statusCode).toBe(400);
+    expect(otherFilter.json().code).toBe('HTTP.BAD_CURSOR');
+    const otherList = await req(owner, 'GET', `/v1/orgs/${org}/invitations?cursor=${first.nextCursor}`);
+    expect(otherList.statusCode).toBe(400);
+    // A well-formed cursor whose position is not an id is refused before it reaches SQL.
+    const forged = Buffer.from(JSON.stringify({ v: 1, f: 'x', k: [null, 'not-a-uuid'] })).toString('base64url');
+    expect((await req(owner, 'GET', `/v1/orgs/${org}/api-keys?cursor=${forged}`)).json().code).toBe('HTTP.BAD_CURSOR');
+  });
+
   it('RLS: app.user_id reveals only that user’s own memberships, read-only; no context shows nothing', async () => {
     const other = await signup(t.app);
     const visible = await t.db.app.transaction().execute(async (trx) => {

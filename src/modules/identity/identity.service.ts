@@ -149,9 +149,12 @@ export function createIdentityService(deps: IdentityDeps) {
     async changePassword(principal: Principal, current: string, next: string, meta: SessionMeta, ctx: AuditContext) {
       const row = await db.app.selectFrom('users').select(['email', 'name', 'password_hash']).where('id', '=', principal.userId).executeTakeFirst();
       if (!row) throw userNotFound();
+      // Guessing the current password (e.g. with a stolen session) is throttled like a login.
+      const reserved = await throttle.begin(normalizeEmail(row.email), meta.ip ?? 'unknown');
       if (!(await verifyPassword(row.password_hash, current))) {
         throw new AppError('IDENTITY.WRONG_PASSWORD', 403, 'The current password is incorrect');
       }
+      await throttle.succeeded(reserved);
       checkPasswordPolicy(next, { email: row.email, name: row.name });
       const passwordHash = await hashPassword(next);
       const { revoked, session } = await inPlatformTx(async (trx) => {

@@ -105,7 +105,15 @@ export interface ModuleSeams {
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
   const { db, redis, logger, config } = platform;
   const audit = createAudit({ db });
-  const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
+  const identity = createIdentity({
+    db,
+    redis,
+    redisPolicy: platform.policies.redis,
+    redisPrefix: config.redisPrefix,
+    logger,
+    audit,
+    throttle: config.loginThrottle,
+  });
   const tenancy = createTenancy({ db, audit, identity, outbox: platform.events });
   const projects = createProjects({
     db,

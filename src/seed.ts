@@ -47,7 +47,7 @@ export function progressBar(done: number, total: number, elapsedMs: number, widt
 async function createSeedOrgs(platform: Platform, count: number, out: NodeJS.WriteStream) {
   const { db, redis, logger, config } = platform;
   const audit = createAudit({ db });
-  const identity = createIdentity({ db, redis, redisPrefix: config.redisPrefix, logger, audit });
+  const identity = createIdentity({ db, redis, redisPolicy: platform.policies.redis, redisPrefix: config.redisPrefix, logger, audit });
   const tenancy = createTenancy({ db, audit, identity });
   const run = randomBytes(3).toString('hex');
   const orgs: Array<{ id: string; email: string; memberIds: string[] }> = [];

@@ -6,6 +6,12 @@ describe('config', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ port: 3000, host: '127.0.0.1', databaseUrl: undefined, redisUrl: undefined, shutdownGraceMs: 10_000 });
     expect(c.dataDir).toMatch(/\.plinth$/);
+    expect(c.loginThrottle).toEqual({ perAccountPerHour: 100, perIpPerHour: 1000 });
+  });
+
+  it('reads the login throttling limits', () => {
+    const c = loadConfig({ LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR: '20', LOGIN_MAX_FAILURES_PER_IP_PER_HOUR: '500' });
+    expect(c.loginThrottle).toEqual({ perAccountPerHour: 20, perIpPerHour: 500 });
   });
 
   it.each([
@@ -17,6 +23,10 @@ describe('config', () => {
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of/],
     [{ SHUTDOWN_GRACE_MS: '-1' }, /SHUTDOWN_GRACE_MS/],
     [{ DATABASE_REPLICA_URLS: 'postgres://r1/db' }, /DATABASE_REPLICA_URLS needs DATABASE_URL/],
+    [{ LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR: '0' }, /LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR must be an integer between 1 and/],
+    [{ LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR: 'ten' }, /LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR must be an integer/],
+    [{ LOGIN_MAX_FAILURES_PER_IP_PER_HOUR: '0' }, /LOGIN_MAX_FAILURES_PER_IP_PER_HOUR must be an integer between 1 and/],
+    [{ LOGIN_MAX_FAILURES_PER_IP_PER_HOUR: '1.5' }, /LOGIN_MAX_FAILURES_PER_IP_PER_HOUR must be an integer/],
     [{ NODE_ENV: 'production', REDIS_URL: 'redis://x' }, /DATABASE_URL is required when NODE_ENV=production/],
     [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://x/db' }, /REDIS_URL is required when NODE_ENV=production/],
   ])('refuses %j with one line naming the variable', (env, message) => {

@@ -44,6 +44,8 @@ export interface Config {
   jobsSweepAfterMs: number;
   /** Jobs (BullMQ): lock duration and stalled check — how soon a job of a killed worker runs again. */
   jobsStalledMs: number;
+  /** Login throttling: processed failed logins per sliding hour before 429 (identity). */
+  loginThrottle: { perAccountPerHour: number; perIpPerHour: number };
 }
 
 export interface NotificationsConfig {
@@ -215,6 +217,10 @@ export function loadConfig(env: Env = process.env): Config {
     jobsPollMs: int(env, 'JOBS_POLL_MS', 50, 5, 60_000),
     jobsSweepAfterMs: int(env, 'JOBS_SWEEP_AFTER_MS', 60_000, 200, 86_400_000),
     jobsStalledMs: int(env, 'JOBS_STALLED_MS', 30_000, 500, 600_000),
+    loginThrottle: {
+      perAccountPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR', 100, 1, 1_000_000),
+      perIpPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_IP_PER_HOUR', 1000, 1, 10_000_000),
+    },
     metricsToken: metricsToken(env),
     metricsPort: str(env, 'METRICS_PORT') === undefined ? undefined : int(env, 'METRICS_PORT', 0, 0, 65535),
     edge: {

@@ -1,6 +1,6 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../../platform/db/database.ts';
-import { AppError } from '../../platform/http/errors.ts';
+import { decodeCursor, listFingerprint, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import { eventHash, GENESIS_HASH, type ChainedFields } from './audit.chain.ts';
 
@@ -111,18 +111,6 @@ export interface AuditFilter {
   limit?: number;
 }
 
-function decodeCursor(cursor: string): number {
-  try {
-    const parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { s?: unknown };
-    if (typeof parsed.s === 'number' && Number.isSafeInteger(parsed.s) && parsed.s > 0) return parsed.s;
-  } catch {
-    // fall through
-  }
-  throw new AppError('AUDIT.BAD_CURSOR', 400, 'The cursor is not valid');
-}
-
-const encodeCursor = (seq: number) => Buffer.from(JSON.stringify({ s: seq })).toString('base64url');
-
 function toEvent(r: Record<string, any>): AuditEvent {
   return {
     id: r.id,
@@ -142,7 +130,11 @@ function toEvent(r: Record<string, any>): AuditEvent {
 /** Newest first, keyset-paginated on seq (backed by the (tenant_id, …, seq) indexes). */
 export async function listAuditEvents(db: Database, orgId: string, f: AuditFilter): Promise<{ data: AuditEvent[]; nextCursor: string | null }> {
   const limit = Math.min(Math.max(f.limit ?? 50, 1), 100);
-  const before = f.cursor ? decodeCursor(f.cursor) : undefined;
+  // The cursor is bound to the filters: reused with other ones it would skip or repeat events.
+  const fingerprint = listFingerprint({ list: 'audit-events', action: f.action, actorId: f.actorId, targetType: f.targetType, targetId: f.targetId, from: f.from, to: f.to });
+  const before = f.cursor
+    ? (decodeCursor(f.cursor, fingerprint, ([, seq]) => typeof seq === 'number' && Number.isSafeInteger(seq) && seq > 0)[1] as number)
+    : undefined;
   const rows = await db.withTenantRead(orgId, async (trx) => {
     let q = trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', orgId);
     if (f.action) q = q.where('action', '=', f.action);
@@ -154,9 +146,8 @@ export async function listAuditEvents(db: Database, orgId: string, f: AuditFilte
     if (before !== undefined) q = q.where('seq', '<', before);
     return q.orderBy('seq', 'desc').limit(limit + 1).execute();
   });
-  const page = rows.slice(0, limit).map(toEvent);
-  const nextCursor = rows.length > limit ? encodeCursor(page[page.length - 1]!.seq) : null;
-  return { data: page, nextCursor };
+  const page = toPage(rows, limit, fingerprint, (r) => [null, Number(r.seq)]);
+  return { data: page.data.map(toEvent), nextCursor: page.nextCursor };
 }
 
 export interface ChainReport {

@@ -82,6 +82,14 @@ describe(`audit log (${mode})`, () => {
       cursor = page.nextCursor;
     } while (cursor);
     expect(paged).toEqual(all);
+
+    // The cursor belongs to its filters (platform cursor format, as in every other list).
+    const filtered = (await events('?action=member.added&limit=1')).json();
+    expect(filtered.nextCursor).toEqual(expect.any(String));
+    expect((await events(`?action=member.added&limit=1&cursor=${filtered.nextCursor}`)).statusCode).toBe(200);
+    const reused = await events(`?action=invitation.accepted&limit=1&cursor=${filtered.nextCursor}`);
+    expect(reused.statusCode).toBe(400);
+    expect(reused.json().code).toBe('HTTP.BAD_CURSOR');
   });
 
   it('validates the query and needs audit:read (viewer 403, other org 404)', async () => {

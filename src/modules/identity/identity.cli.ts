@@ -1,12 +1,13 @@
 import type { Logger } from 'pino';
 import type { Database } from '../../platform/db/database.ts';
 import type { Redis } from '../../platform/redis.ts';
+import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
 import { createAudit } from '../audit/index.ts';
 import { createIdentityService } from './identity.service.ts';
 
 /** `plinth admin grant|revoke <email>`: platform administrators may call PLATFORM_ADMIN routes. */
 export async function runAdminCommand(
-  platform: { db: Database; redis?: Redis; logger: Logger; config: { redisPrefix: string } },
+  platform: { db: Database; redis?: Redis; policies: { redis: ResiliencePolicy }; logger: Logger; config: { redisPrefix: string } },
   args: string[],
   out: (line: string) => void = console.log,
 ): Promise<number> {
@@ -18,6 +19,7 @@ export async function runAdminCommand(
   const identity = createIdentityService({
     db: platform.db,
     redis: platform.redis,
+    redisPolicy: platform.policies.redis,
     redisPrefix: platform.config.redisPrefix,
     logger: platform.logger,
     audit: createAudit({ db: platform.db }),

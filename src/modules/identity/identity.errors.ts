@@ -7,7 +7,4 @@ export const sessionRequired = () =>
 export const userNotFound = () => new AppError('IDENTITY.USER_NOT_FOUND', 404, 'User not found');
 export const sessionNotFound = () => new AppError('IDENTITY.SESSION_NOT_FOUND', 404, 'Session not found');
 
-/** Postgres unique_violation, from pg and PGlite alike. */
-export function isUniqueViolation(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
-}
+export { isUniqueViolation } from '../../platform/db/constraint-errors.ts';

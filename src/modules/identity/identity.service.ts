@@ -4,6 +4,7 @@ import type { Database } from '../../platform/db/database.ts';
 import type { Principal } from '../../platform/http/auth.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Redis } from '../../platform/redis.ts';
+import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
 import { PLATFORM_AUDIT_TENANT, type Audit, type AuditContext } from '../audit/index.ts';
 import { emailTaken, invalidCredentials, isUniqueViolation, sessionNotFound, userNotFound } from './identity.errors.ts';
 import { checkPasswordPolicy, dummyPasswordHash, hashPassword, verifyPassword } from './identity.passwords.ts';
@@ -23,6 +24,8 @@ export interface User {
 export interface IdentityDeps {
   db: Database;
   redis?: Redis;
+  /** The shared `redis` breaker (platform.policies.redis) every session-cache call goes through. */
+  redisPolicy: ResiliencePolicy;
   redisPrefix: string;
   logger: Logger;
   audit: Audit;
@@ -46,7 +49,7 @@ const USER_COLUMNS = ['id', 'email', 'name', 'is_platform_admin', 'disabled_at',
 
 export function createIdentityService(deps: IdentityDeps) {
   const { db, audit } = deps;
-  const sessions = createSessionStore({ db, redis: deps.redis, prefix: deps.redisPrefix, logger: deps.logger });
+  const sessions = createSessionStore({ db, redis: deps.redis, policy: deps.redisPolicy, prefix: deps.redisPrefix, logger: deps.logger });
   const throttle = createLoginThrottle(db, { ...DEFAULT_THROTTLE, ...deps.throttle });
   // Started now so the first unknown-email login costs the same as the others.
   void dummyPasswordHash();
@@ -146,9 +149,12 @@ export function createIdentityService(deps: IdentityDeps) {
     async changePassword(principal: Principal, current: string, next: string, meta: SessionMeta, ctx: AuditContext) {
       const row = await db.app.selectFrom('users').select(['email', 'name', 'password_hash']).where('id', '=', principal.userId).executeTakeFirst();
       if (!row) throw userNotFound();
+      // Guessing the current password (e.g. with a stolen session) is throttled like a login.
+      const reserved = await throttle.begin(normalizeEmail(row.email), meta.ip ?? 'unknown');
       if (!(await verifyPassword(row.password_hash, current))) {
         throw new AppError('IDENTITY.WRONG_PASSWORD', 403, 'The current password is incorrect');
       }
+      await throttle.succeeded(reserved);
       checkPasswordPolicy(next, { email: row.email, name: row.name });
       const passwordHash = await hashPassword(next);
       const { revoked, session } = await inPlatformTx(async (trx) => {

@@ -4,6 +4,7 @@ import type { Database } from '../../platform/db/database.ts';
 import type { Principal } from '../../platform/http/auth.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Redis } from '../../platform/redis.ts';
+import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
 import { newSecret, sha256Hex } from './identity.tokens.ts';
 
 export const SESSION_PREFIX = 'pls_';
@@ -31,19 +32,22 @@ export interface SessionMeta {
  * Revocation writes a short-lived "revoked" tombstone over the cache entry, and the cache is filled only
  * with SET NX, so a request that read Postgres just before the revocation cannot re-cache a dead session.
  * Without Redis (or with Redis down) every request reads Postgres: sessions keep working.
+ * Every Redis call goes through the shared `redis` policy (platform.policies.redis): a slow Redis costs a
+ * request at most its timeout, and once the breaker is open the cache is skipped without a round trip.
  */
-export function createSessionStore(deps: { db: Database; redis?: Redis; prefix: string; logger: Logger }) {
-  const { db, redis, logger } = deps;
+export function createSessionStore(deps: { db: Database; redis?: Redis; policy: ResiliencePolicy; prefix: string; logger: Logger }) {
+  const { db, redis, policy, logger } = deps;
   const key = (tokenHash: string) => `${deps.prefix}session:${tokenHash}`;
+  const call = <R>(fn: (r: Redis) => Promise<R>): Promise<R> => policy.execute(() => fn(redis!));
 
   async function cacheGet(tokenHash: string): Promise<CachedSession | 'revoked' | null> {
     if (!redis) return null;
     try {
-      const v = await redis.get(key(tokenHash));
+      const v = await call((r) => r.get(key(tokenHash)));
       if (!v) return null;
       return v === REVOKED ? REVOKED : (JSON.parse(v) as CachedSession);
     } catch {
-      return null; // Redis down: Postgres answers
+      return null; // Redis down or breaker open: Postgres answers
     }
   }
 
@@ -51,13 +55,15 @@ export function createSessionStore(deps: { db: Database; redis?: Redis; prefix: 
     if (!redis) return;
     const ttl = Math.min(CACHE_TTL_S, Math.floor((entry.exp - Date.now()) / 1000));
     if (ttl <= 0) return;
-    await redis.set(key(tokenHash), JSON.stringify(entry), 'EX', ttl, 'NX').catch(() => undefined);
+    await call((r) => r.set(key(tokenHash), JSON.stringify(entry), 'EX', ttl, 'NX')).catch(() => undefined);
   }
 
   async function writeTombstones(tokenHashes: string[]): Promise<void> {
-    const multi = redis!.multi();
-    for (const h of tokenHashes) multi.set(key(h), REVOKED, 'EX', CACHE_TTL_S);
-    const results = await multi.exec();
+    const results = await call((r) => {
+      const multi = r.multi();
+      for (const h of tokenHashes) multi.set(key(h), REVOKED, 'EX', CACHE_TTL_S);
+      return multi.exec();
+    });
     if (!results || results.some(([err]) => err)) throw new Error('tombstone write failed');
   }
 
@@ -84,7 +90,7 @@ export function createSessionStore(deps: { db: Database; redis?: Redis; prefix: 
   /** Drops cached entries so they are rebuilt from Postgres (e.g. after a platform-admin change). */
   async function forget(tokenHashes: string[]): Promise<void> {
     if (!redis || tokenHashes.length === 0) return;
-    await redis.del(...tokenHashes.map(key)).catch(() => 0);
+    await call((r) => r.del(...tokenHashes.map(key))).catch(() => 0);
   }
 
   return {

@@ -282,7 +282,9 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('revocation while this instance can
     await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
     const port = (proxy.address() as import('node:net').AddressInfo).port;
     const redisB = createRedis(`redis://127.0.0.1:${port}`);
-    const platformB = { ...t, redis: redisB };
+    // B is another process: its own Redis connection and its own breaker (breakers are per process).
+    const { createRedisPolicy } = await import('../../platform/resilience/policy.ts');
+    const platformB = { ...t, redis: redisB, policies: { ...t.policies, redis: createRedisPolicy(undefined, 'redis-instance-b') } };
     const b = await createApiApp(platformB, createModules(platformB));
     try {
       const s = await signup(t.app);

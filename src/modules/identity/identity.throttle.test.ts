@@ -67,3 +67,45 @@ describe(`login throttling, durable in Postgres (${mode})`, () => {
     expect((await login('someone-else@example.com', 'wrong password here', '10.9.9.10')).statusCode).toBe(401);
   });
 });
+
+describe(`login throttling limits come from configuration (${mode})`, () => {
+  let t: TestPlatform;
+  beforeAll(async () => {
+    t = await createTestPlatform({ env: { LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR: '2', LOGIN_MAX_FAILURES_PER_IP_PER_HOUR: '3' } });
+  });
+  afterAll(async () => t?.close());
+
+  const login = (email: string, password: string, ip: string) =>
+    t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email, password }, remoteAddress: ip });
+  const count = async (scope: string, key: string) =>
+    Number((await sql<{ n: string }>`select count(*) as n from login_attempts where scope = ${scope} and key = ${key}`.execute(t.db.owner)).rows[0]!.n);
+
+  it('LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR and LOGIN_MAX_FAILURES_PER_IP_PER_HOUR are enforced', async () => {
+    const u = await signup(t.app);
+    expect((await login(u.email, 'wrong password here', '10.1.0.1')).statusCode).toBe(401);
+    expect((await login(u.email, 'wrong password here', '10.1.0.2')).statusCode).toBe(401);
+    expect((await login(u.email, u.password, '10.1.0.3')).statusCode).toBe(429);
+    const ip = '10.1.1.1';
+    for (let i = 0; i < 3; i++) expect((await login(`nobody-${i}@example.com`, 'wrong password here', ip)).statusCode).toBe(401);
+    expect((await login('nobody-4@example.com', 'wrong password here', ip)).statusCode).toBe(429);
+  });
+
+  it('wrong current passwords on POST /v1/me/password count as failures too (no unthrottled guessing)', async () => {
+    const u = await signup(t.app);
+    const change = (currentPassword: string) =>
+      t.app.inject({ method: 'POST', url: '/v1/me/password', headers: u.auth, remoteAddress: '10.1.2.1', payload: { currentPassword, newPassword: 'another strong passphrase 7' } });
+    expect((await change('wrong password one')).statusCode).toBe(403);
+    expect((await change('wrong password two')).statusCode).toBe(403);
+    const blocked = await change(u.password);
+    expect(blocked.statusCode).toBe(429);
+    expect(blocked.json().code).toBe('AUTH.TOO_MANY_ATTEMPTS');
+    expect((await login(u.email, u.password, '10.1.2.2')).statusCode).toBe(429);
+  });
+
+  it('a successful password change does not count as a failure', async () => {
+    const u = await signup(t.app);
+    const res = await t.app.inject({ method: 'POST', url: '/v1/me/password', headers: u.auth, remoteAddress: '10.1.3.1', payload: { currentPassword: u.password, newPassword: 'another strong passphrase 7' } });
+    expect(res.statusCode).toBe(200);
+    expect(await count('account', u.email)).toBe(0);
+  });
+});

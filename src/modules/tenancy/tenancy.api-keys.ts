@@ -73,13 +73,14 @@ export function createApiKeys(deps: { db: Database; audit: Audit; identity: Iden
 
     async list(orgId: string, q: { cursor?: string; limit?: number }) {
       const limit = Math.min(q.limit ?? 50, 100);
-      const after = decodeCursor(q.cursor);
+      const shape = { list: 'api-keys' };
+      const after = decodeCursor(q.cursor, shape);
       const rows = await db.withTenantRead(orgId, (trx) => {
         let query = trx.selectFrom('api_keys').select(COLUMNS);
         if (after) query = query.where('id', '>', after);
         return query.orderBy('id').limit(limit + 1).execute();
       });
-      return page(rows as Array<{ id: string }>, limit, toKey);
+      return page(rows as Array<{ id: string }>, limit, shape, toKey);
     },
 
     async get(orgId: string, keyId: string) {

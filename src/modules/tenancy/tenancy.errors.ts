@@ -7,4 +7,3 @@ export const roleNotAllowed = (role: string) =>
   new AppError('TENANCY.ROLE_NOT_ALLOWED', 403, `You cannot grant or change the role ${role}: it has permissions you lack`);
 export const invitationNotFound = () => new AppError('TENANCY.INVITATION_NOT_FOUND', 404, 'Invitation not found');
 export const apiKeyNotFound = () => new AppError('TENANCY.API_KEY_NOT_FOUND', 404, 'API key not found');
-export const badCursor = () => new AppError('HTTP.BAD_CURSOR', 400, 'The cursor is not valid');

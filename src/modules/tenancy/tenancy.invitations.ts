@@ -1,3 +1,4 @@
+import { isUniqueViolation } from '../../platform/db/constraint-errors.ts';
 import type { Database } from '../../platform/db/database.ts';
 import { AppError } from '../../platform/http/errors.ts';
 import { newId } from '../../platform/ids.ts';
@@ -63,13 +64,14 @@ export function createInvitations(deps: { db: Database; audit: Audit; identity: 
 
     async list(orgId: string, q: { cursor?: string; limit?: number }) {
       const limit = Math.min(q.limit ?? 50, 100);
-      const after = decodeCursor(q.cursor);
+      const shape = { list: 'invitations' };
+      const after = decodeCursor(q.cursor, shape);
       const rows = await db.withTenantRead(orgId, (trx) => {
         let query = trx.selectFrom('invitations').select(COLUMNS);
         if (after) query = query.where('id', '>', after);
         return query.orderBy('id').limit(limit + 1).execute();
       });
-      return page(rows as Array<{ id: string }>, limit, toInvitation);
+      return page(rows as Array<{ id: string }>, limit, shape, toInvitation);
     },
 
     async revoke(orgId: string, invitationId: string, ctx: AuditContext): Promise<void> {
@@ -93,9 +95,17 @@ export function createInvitations(deps: { db: Database; audit: Audit; identity: 
         if (inv.email !== user.email) {
           throw new AppError('TENANCY.INVITATION_EMAIL_MISMATCH', 403, 'This invitation was sent to a different email address');
         }
+        const alreadyMember = () => new AppError('TENANCY.ALREADY_MEMBER', 409, 'You are already a member of this organization');
         const existing = await trx.selectFrom('memberships').select('id').where('user_id', '=', userId).executeTakeFirst();
-        if (existing) throw new AppError('TENANCY.ALREADY_MEMBER', 409, 'You are already a member of this organization');
-        await trx.insertInto('memberships').values({ tenant_id: orgId, id: newId(), user_id: userId, role: inv.role }).execute();
+        if (existing) throw alreadyMember();
+        // Two invitations accepted at once both pass the check above; unique (tenant_id, user_id) decides.
+        await trx
+          .insertInto('memberships')
+          .values({ tenant_id: orgId, id: newId(), user_id: userId, role: inv.role })
+          .execute()
+          .catch((err: unknown) => {
+            throw isUniqueViolation(err) ? alreadyMember() : err;
+          });
         await trx.updateTable('invitations').set({ accepted_at: new Date(), accepted_by: userId }).where('id', '=', inv.id).execute();
         await audit.record(trx, { orgId, action: 'invitation.accepted', target: { type: 'invitation', id: inv.id }, context: ctx });
         await audit.record(trx, { orgId, action: 'member.added', target: { type: 'user', id: userId }, changes: { role: { to: inv.role } }, context: ctx });

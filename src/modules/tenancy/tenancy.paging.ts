@@ -1,17 +1,17 @@
+import { decodeCursor as decodeKeyset, listFingerprint, toPage } from '../../platform/http/pagination.ts';
 import { isUuid } from '../../platform/ids.ts';
-import { badCursor } from './tenancy.errors.ts';
 
-/** Opaque keyset cursors over UUIDv7 ids (time-ordered). */
-export const encodeCursor = (id: string) => Buffer.from(id).toString('base64url');
-
-export function decodeCursor(cursor: string | undefined): string | undefined {
+/**
+ * Keyset paging over UUIDv7 ids (time-ordered), on the platform's cursor format: a cursor is bound to
+ * its list and filters (`shape`), so one reused elsewhere is a 400 instead of silently skipping rows.
+ */
+export function decodeCursor(cursor: string | undefined, shape: Record<string, unknown>): string | undefined {
   if (cursor === undefined) return undefined;
-  const id = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!isUuid(id)) throw badCursor();
-  return id;
+  const [, id] = decodeKeyset(cursor, listFingerprint(shape), ([, k]) => typeof k === 'string' && isUuid(k));
+  return id as string;
 }
 
-export function page<T extends { id: string }, R>(rows: T[], limit: number, map: (r: T) => R) {
-  const data = rows.slice(0, limit);
-  return { data: data.map(map), nextCursor: rows.length > limit ? encodeCursor(data[data.length - 1]!.id) : null };
+export function page<T extends { id: string }, R>(rows: T[], limit: number, shape: Record<string, unknown>, map: (r: T) => R) {
+  const p = toPage(rows, limit, listFingerprint(shape), (r) => [null, r.id]);
+  return { data: p.data.map(map), nextCursor: p.nextCursor };
 }

@@ -122,7 +122,8 @@ export function createTenancyService(deps: TenancyDeps) {
 
     async listMembers(orgId: string, q: { cursor?: string; limit?: number; role?: string }) {
       const limit = Math.min(q.limit ?? 50, 100);
-      const after = decodeCursor(q.cursor);
+      const shape = { list: 'members', role: q.role };
+      const after = decodeCursor(q.cursor, shape);
       const rows = await db.withTenantRead(orgId, (trx) => {
         let query = trx.selectFrom('memberships').select(['id', 'user_id', 'role', 'created_at']);
         if (after) query = query.where('id', '>', after);
@@ -130,7 +131,7 @@ export function createTenancyService(deps: TenancyDeps) {
         return query.orderBy('id').limit(limit + 1).execute();
       });
       const users = await identity.getUsers(rows.map((r) => r.user_id as string));
-      return page(rows as Array<{ id: string; user_id: string; role: string; created_at: Date }>, limit, (r) => memberJson(r, users.get(r.user_id)));
+      return page(rows as Array<{ id: string; user_id: string; role: string; created_at: Date }>, limit, shape, (r) => memberJson(r, users.get(r.user_id)));
     },
 
     getMember,

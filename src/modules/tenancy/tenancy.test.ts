@@ -99,6 +99,21 @@ describe(`tenancy: orgs, members, invitations, RBAC (${mode})`, () => {
     expect((await req(owner, 'POST', `/v1/orgs/${owner.orgId}/invitations`, { email: 'a@example.com', role: 'god' })).statusCode).toBe(400);
   });
 
+  it('two invitations for one user accepted at once: one membership, the other is 409 (not 500)', async () => {
+    const org = (await req(owner, 'POST', '/v1/orgs', { name: 'Race' })).json().id as string;
+    const invitee = await signup(t.app);
+    const tokens: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const inv = await req(owner, 'POST', `/v1/orgs/${org}/invitations`, { email: invitee.email, role: 'member' });
+      expect(inv.statusCode).toBe(201);
+      tokens.push(inv.json().token);
+    }
+    const results = await Promise.all(tokens.map((tok) => req(invitee, 'POST', `/v1/invitations/${tok}/accept`)));
+    const statuses = results.map((r) => r.statusCode).sort();
+    expect(statuses).toEqual([200, 409, 409, 409, 409, 409]);
+    for (const r of results.filter((x) => x.statusCode === 409)) expect(r.json().code).toBe('TENANCY.ALREADY_MEMBER');
+  });
+
   it('role changes take effect on the next request', async () => {
     const bob = await signup(t.app);
     await addMember(t.app, owner, owner.orgId, bob, 'viewer');
@@ -160,6 +175,22 @@ describe(`tenancy: orgs, members, invitations, RBAC (${mode})`, () => {
     expect((await req(owner, 'GET', `/v1/orgs/${org}/members?role=viewer`)).json().data).toHaveLength(2);
     expect((await req(owner, 'GET', `/v1/orgs/${org}/members?cursor=bogus`)).statusCode).toBe(400);
     expect((await req(owner, 'GET', `/v1/orgs/${org}/members?limit=101`)).statusCode).toBe(400);
+  });
+
+  it('list cursors use the platform format, bound to their list and filters (reused elsewhere: 400)', async () => {
+    const org = (await req(owner, 'POST', '/v1/orgs', { name: 'Cursors' })).json().id;
+    for (let i = 0; i < 2; i++) await addMember(t.app, owner, org, await signup(t.app), 'viewer');
+    const first = (await req(owner, 'GET', `/v1/orgs/${org}/members?role=viewer&limit=1`)).json();
+    expect(first.nextCursor).toEqual(expect.any(String));
+    expect((await req(owner, 'GET', `/v1/orgs/${org}/members?role=viewer&limit=1&cursor=${first.nextCursor}`)).statusCode).toBe(200);
+    const otherFilter = await req(owner, 'GET', `/v1/orgs/${org}/members?limit=1&cursor=${first.nextCursor}`);
+    expect(otherFilter.statusCode).toBe(400);
+    expect(otherFilter.json().code).toBe('HTTP.BAD_CURSOR');
+    const otherList = await req(owner, 'GET', `/v1/orgs/${org}/invitations?cursor=${first.nextCursor}`);
+    expect(otherList.statusCode).toBe(400);
+    // A well-formed cursor whose position is not an id is refused before it reaches SQL.
+    const forged = Buffer.from(JSON.stringify({ v: 1, f: 'x', k: [null, 'not-a-uuid'] })).toString('base64url');
+    expect((await req(owner, 'GET', `/v1/orgs/${org}/api-keys?cursor=${forged}`)).json().code).toBe('HTTP.BAD_CURSOR');
   });
 
   it('RLS: app.user_id reveals only that user’s own memberships, read-only; no context shows nothing', async () => {

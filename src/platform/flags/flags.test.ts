@@ -32,6 +32,8 @@ describe('feature flags (OpenFeature, Postgres-backed)', () => {
     expect(override.statusCode).toBe(204);
 
     const client = p.flags.client;
+    // A targetingKey that is not an org id has no override: the default, not an evaluation error.
+    expect(await client.getBooleanDetails('projects.board', true, { targetingKey: 'someone@example.com' })).toMatchObject({ value: false, reason: 'STATIC' });
     expect(await client.getBooleanValue('projects.board', false, { tenantId: orgA })).toBe(true);
     expect(await client.getBooleanValue('projects.board', true, { tenantId: orgB })).toBe(false);
     expect(await client.getBooleanValue('projects.board', true, {})).toBe(false);

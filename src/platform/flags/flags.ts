@@ -12,7 +12,7 @@ import {
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import type { Database } from '../db/database.ts';
-import { newId } from '../ids.ts';
+import { isUuid, newId } from '../ids.ts';
 
 /**
  * Feature flags through the OpenFeature server SDK, backed by Postgres: a global default per flag
@@ -77,7 +77,9 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number }): 
     const tenantId = (context.tenantId as string | undefined) ?? context.targetingKey;
     const base = await definition(key);
     if (base === null) return undefined;
-    if (tenantId) {
+    // Only an org id can have an override; anything else (a targetingKey like an email) would make the
+    // tenant-context cast fail in Postgres and turn every evaluation into an error + database round trip.
+    if (tenantId && isUuid(tenantId)) {
       const value = await override(tenantId, key);
       if (value !== null) return { value, reason: StandardResolutionReasons.TARGETING_MATCH };
     }

@@ -4,6 +4,7 @@
  * bench/results/<timestamp>.json and .html. Targets are reported (PASS/MISS), never enforced: the
  * exit code is 0 unless the harness itself broke.
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -134,6 +135,7 @@ export async function runBench(argv: string[]): Promise<number> {
         env: {
           NODE_ENV: 'production', LOG_LEVEL: 'warn', DATABASE_URL: env.databaseUrl, REDIS_URL: env.redisUrl,
           REDIS_PREFIX: env.redisPrefix, SHUTDOWN_GRACE_MS: '5000',
+          WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
           // One bench principal sends all the traffic: raise the per-principal/org/IP quotas so throughput
           // runs measure the pipeline (the limiter still runs on every request) instead of the 429 path.
           RATE_LIMIT_PRINCIPAL: '10000000', RATE_LIMIT_ORG: '10000000', RATE_LIMIT_IP: '10000000',

@@ -10,6 +10,7 @@
  *   npx tsx bench/cluster/cluster.ts down
  *   npx tsx bench/cluster/cluster.ts faults [--only sigterm-api,kill-redis,restart-postgres]
  */
+import { createHash } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -156,6 +157,8 @@ export function plinthEnv(state: Pick<ClusterState, 'databaseUrl' | 'replicaUrl'
     NODE_ENV: 'production', LOG_LEVEL: 'warn', HOST: '127.0.0.1',
     DATABASE_URL: state.databaseUrl, DATABASE_REPLICA_URLS: state.replicaUrl, REDIS_URL: state.redisUrl,
     REDIS_PREFIX: 'plinth-cluster:', MIGRATE_ON_START: 'false',
+    // Every instance must hold the same key (webhook secrets are encrypted with it); local cluster only.
+    WEBHOOK_SECRET_KEY: createHash('sha256').update(`plinth-local-cluster:${state.databaseUrl}`).digest('hex'),
     RATE_LIMIT_PRINCIPAL: '10000000', RATE_LIMIT_ORG: '10000000', RATE_LIMIT_IP: '10000000', SHUTDOWN_DELAY_MS: '2000', SHUTDOWN_GRACE_MS: '10000', TRUST_PROXY: 'true',
   };
 }

@@ -10,7 +10,7 @@ import { newId } from '../../src/platform/ids.ts';
 import { createLifecycle } from '../../src/platform/lifecycle.ts';
 import { migrate } from '../../src/platform/migrate/migrator.ts';
 import { createRedis, type Redis } from '../../src/platform/redis.ts';
-import { createEdgeTestApp, createWidgetTable } from '../helpers/edge-fixtures.ts';
+import { createEdgeTestApp, createWidgetTable, type WidgetControls } from '../helpers/edge-fixtures.ts';
 import { startOwnPostgres, startOwnRedis, type OwnPostgres, type OwnRedis } from '../helpers/own-services.ts';
 import { createEventBus } from '../../src/platform/jobs/event-bus.ts';
 
@@ -135,4 +135,38 @@ describe('degradation: Redis and Postgres stopped and restarted under a running 
     expect((await create('outage-1')).headers['idempotent-replayed']).toBe('true');
     expect((await app.inject({ url: '/readyz' })).json().status).toBe('ok');
   });
+  it('an Idempotency-Key claim whose release failed in the outage is released when Postgres returns (no 409 wait)', async () => {
+    const controls: WidgetControls = { failNext: 0, handlerCalls: 0 };
+    // A lease far longer than the test: only the deferred release (not lease expiry) can free the key.
+    const leased = await createEdgeTestApp({ ...platform, config: { ...platform.config, edge: { ...platform.config.edge, idempotencyLeaseSec: 300 } } }, controls);
+    const send = () =>
+      leased.inject({ method: 'POST', url: `/v1/orgs/${orgId}/slow-widgets`, headers: { authorization: 'Bearer idem-user', 'idempotency-key': 'held-in-outage' }, payload: { name: 'held' } });
+    try {
+      const first = send();
+      await until('claimed', async () => controls.release !== undefined, 10_000);
+      expect(leased.idempotencyClaims!.held()).toBe(1);
+      await pgServer.stop('immediate');
+      controls.release!();
+      controls.release = undefined;
+      const failed = await first; // the handler's insert fails: nothing committed
+      expect(failed.statusCode).toBe(503);
+      expect(leased.idempotencyClaims!.pending()).toBe(1); // the release could not reach the database
+      expect((await send()).statusCode).toBe(503); // retries during the outage: 503 + Retry-After, not 409
+      await pgServer.start();
+      const back = Date.now();
+      await until('deferred release done', async () => leased.idempotencyClaims!.pending() === 0, 15_000);
+      const released = Date.now() - back;
+      const retry = send();
+      await until('retry runs the handler', async () => controls.release !== undefined, 10_000);
+      controls.release!();
+      controls.release = undefined;
+      const ok = await retry;
+      expect(ok.statusCode).toBe(201);
+      expect(ok.headers['idempotent-replayed']).toBeUndefined();
+      expect(released).toBeLessThan(10_000);
+      console.info(`deferred idempotency release landed ${released} ms after Postgres was back`);
+    } finally {
+      await leased.close();
+    }
+  }, 60_000);
 });

@@ -107,7 +107,9 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
     const concurrent = await post('slow-1', { name: 'slow' }, { path: 'slow-widgets' });
     expect(concurrent.statusCode).toBe(409);
     expect(concurrent.json().code).toBe('IDEMPOTENCY.IN_FLIGHT');
-    expect(concurrent.headers['retry-after']).toBe('1');
+    // Retry-After is the rest of the claim's lease (renewed while the request runs): 1..leaseSec (5 s).
+    expect(Number(concurrent.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(Number(concurrent.headers['retry-after'])).toBeLessThanOrEqual(5);
     // A different payload is still 422 while in flight.
     expect((await post('slow-1', { name: 'other' }, { path: 'slow-widgets' })).statusCode).toBe(422);
     controls.release!();
@@ -178,6 +180,70 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
     expect(swept).toBeGreaterThan(0);
     const { rows } = await sql<{ n: number }>`select count(*)::int as n from idempotency_keys where expires_at < now()`.execute(t.db.app);
     expect(rows[0]!.n).toBe(0);
+  });
+
+  describe('claim leases (IDEMPOTENCY_LEASE_SEC=2)', () => {
+    const LEASE_SEC = 2;
+    let leased: App;
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    beforeAll(async () => {
+      leased = await createEdgeTestApp({ ...t, config: { ...t.config, edge: { ...t.config.edge, idempotencyLeaseSec: LEASE_SEC } } }, controls);
+    });
+    afterAll(async () => {
+      await leased?.close();
+    });
+    const send = (app: App, orgId: string, path: string, key: string) =>
+      app.inject({ method: 'POST', url: `/v1/orgs/${orgId}/${path}`, headers: { ...auth(), 'idempotency-key': key }, payload: { name: 'lease' } });
+
+    it('a slow live request keeps its claim past the lease (heartbeat): retries get 409, then the replay', async () => {
+      const orgId = newId();
+      const first = send(leased, orgId, 'slow-widgets', 'lease-live');
+      for (let i = 0; i < 200 && !controls.release; i++) await sleep(10);
+      expect(controls.release).toBeDefined();
+      expect(leased.idempotencyClaims!.held()).toBe(1);
+      await sleep(LEASE_SEC * 1000 * 2); // two leases: only renewals keep the claim
+      const during = await send(leased, orgId, 'slow-widgets', 'lease-live');
+      expect(during.statusCode).toBe(409);
+      expect(during.json().code).toBe('IDEMPOTENCY.IN_FLIGHT');
+      expect(Number(during.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(Number(during.headers['retry-after'])).toBeLessThanOrEqual(LEASE_SEC);
+      controls.release!();
+      controls.release = undefined;
+      expect((await first).statusCode).toBe(201);
+      expect(leased.idempotencyClaims!.held()).toBe(0);
+      const replay = await send(leased, orgId, 'slow-widgets', 'lease-live');
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect(replay.json().id).toBe((await first).json().id);
+      expect(await countWidgets(orgId)).toBe(1);
+    });
+
+    it('a claim whose owner stopped renewing it (process died before recording) is taken over within the lease', async () => {
+      const orgId = newId();
+      expect((await send(leased, orgId, 'widgets', 'lease-dead')).statusCode).toBe(201);
+      // Turn that key back into what a process that died mid-request leaves behind: an in-flight claim,
+      // just renewed, under a token no live process renews.
+      await sql`update idempotency_keys set state = 'in_flight', claim_token = 'dead-process',
+          locked_until = now() + make_interval(secs => ${LEASE_SEC}), response_status = null, response_headers = null, response_body = null
+        where scope_hash = (select scope_hash from idempotency_keys order by created_at desc limit 1)`.execute(t.db.app);
+      const died = Date.now();
+      const blocked = await send(leased, orgId, 'widgets', 'lease-dead');
+      expect(blocked.statusCode).toBe(409);
+      expect(Number(blocked.headers['retry-after'])).toBeLessThanOrEqual(LEASE_SEC);
+      let taken: Awaited<ReturnType<typeof send>> | undefined;
+      while (Date.now() - died < 10_000) {
+        const res = await send(leased, orgId, 'widgets', 'lease-dead');
+        if (res.statusCode !== 409) {
+          taken = res;
+          break;
+        }
+        await sleep(100);
+      }
+      const waited = Date.now() - died;
+      expect(taken?.statusCode).toBe(201);
+      expect(taken?.headers['idempotent-replayed']).toBeUndefined(); // the handler ran again: the first never recorded
+      expect(waited).toBeLessThan(LEASE_SEC * 1000 + 1_500);
+      expect((await send(leased, orgId, 'widgets', 'lease-dead')).headers['idempotent-replayed']).toBe('true');
+    });
   });
 
   it('1,000 concurrent POSTs over real HTTP to two instances with one key create exactly one resource', async () => {

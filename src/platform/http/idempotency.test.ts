@@ -217,33 +217,46 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
       expect(await countWidgets(orgId)).toBe(1);
     });
 
-    it('a claim whose owner stopped renewing it (process died before recording) is taken over within the lease', async () => {
+    it('a claim whose owner stopped renewing it (process died mid-request) is taken over within the lease', async () => {
       const orgId = newId();
-      expect((await send(leased, orgId, 'widgets', 'lease-dead')).statusCode).toBe(201);
-      // Turn that key back into what a process that died mid-request leaves behind: an in-flight claim,
-      // just renewed, under a token no live process renews.
-      await sql`update idempotency_keys set state = 'in_flight', claim_token = 'dead-process',
-          locked_until = now() + make_interval(secs => ${LEASE_SEC}), response_status = null, response_headers = null, response_body = null
-        where scope_hash = (select scope_hash from idempotency_keys order by created_at desc limit 1)`.execute(t.db.app);
+      const first = send(leased, orgId, 'slow-widgets', 'lease-dead');
+      for (let i = 0; i < 200 && !controls.release; i++) await sleep(10);
+      const releaseFirst = controls.release!;
+      controls.release = undefined;
+      // The owner "dies": its claim (lease as written by the claim itself) now carries a token no live
+      // process renews — what a killed instance leaves behind.
+      await sql`update idempotency_keys set claim_token = 'dead-process' where state = 'in_flight'`.execute(t.db.app);
       const died = Date.now();
-      const blocked = await send(leased, orgId, 'widgets', 'lease-dead');
+      const blocked = await send(leased, orgId, 'slow-widgets', 'lease-dead');
       expect(blocked.statusCode).toBe(409);
       expect(Number(blocked.headers['retry-after'])).toBeLessThanOrEqual(LEASE_SEC);
-      let taken: Awaited<ReturnType<typeof send>> | undefined;
-      while (Date.now() - died < 10_000) {
-        const res = await send(leased, orgId, 'widgets', 'lease-dead');
-        if (res.statusCode !== 409) {
-          taken = res;
-          break;
-        }
-        await sleep(100);
+      let taken: ReturnType<typeof send> | undefined;
+      while (!taken && Date.now() - died < 10_000) {
+        const res = send(leased, orgId, 'slow-widgets', 'lease-dead');
+        let settled = false;
+        const running = (async () => {
+          while (!settled && !controls.release) await sleep(10);
+          return 'running' as const;
+        })();
+        const outcome = await Promise.race([res, running]);
+        settled = true;
+        if (outcome === 'running' || outcome.statusCode !== 409) taken = res;
+        else await sleep(100);
       }
       const waited = Date.now() - died;
-      expect(taken?.statusCode).toBe(201);
-      expect(taken?.headers['idempotent-replayed']).toBeUndefined(); // the handler ran again: the first never recorded
+      expect(taken).toBeDefined();
       expect(waited).toBeLessThan(LEASE_SEC * 1000 + 1_500);
-      expect((await send(leased, orgId, 'widgets', 'lease-dead')).headers['idempotent-replayed']).toBe('true');
-    });
+      controls.release!();
+      controls.release = undefined;
+      const retried = await taken!;
+      expect(retried.statusCode).toBe(201);
+      expect(retried.headers['idempotent-replayed']).toBeUndefined();
+      releaseFirst(); // in reality that process is gone; here its late answer must not overwrite the new record
+      await first;
+      const replay = await send(leased, orgId, 'slow-widgets', 'lease-dead');
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect(replay.json().id).toBe(retried.json().id);
+    }, 30_000);
   });
 
   it('1,000 concurrent POSTs over real HTTP to two instances with one key create exactly one resource', async () => {

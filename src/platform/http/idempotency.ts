@@ -174,16 +174,19 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     }
   }
 
+  async function settleOwed(token: string, p: { scopeHash: string; record?: { status: number; headers: string; body: string } }): Promise<void> {
+    if (p.record) await record(p.scopeHash, token, p.record);
+    else await release(p.scopeHash, token);
+    if (pending.delete(token)) logger.info({ scopeHash: p.scopeHash }, `idempotency: deferred ${p.record ? 'record' : 'release'} done`);
+  }
+
   let ticking: Promise<void> | undefined;
   let lastRenewal = 0;
   async function runTick(): Promise<void> {
     // Owed releases/records first: they free keys that clients are retrying on.
     for (const [token, p] of [...pending]) {
       try {
-        if (p.record) await record(p.scopeHash, token, p.record);
-        else await release(p.scopeHash, token);
-        pending.delete(token);
-        logger.info({ scopeHash: p.scopeHash }, `idempotency: deferred ${p.record ? 'record' : 'release'} done`);
+        await settleOwed(token, p);
       } catch {
         break; // still unavailable: try again next tick
       }
@@ -228,6 +231,11 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     }
     const { scopeHash, tenantId, bodyKey } = scopeOf(request, key);
     const hash = requestHash(request);
+    // A retry of a request whose release/record this process still owes (database was down): settle it
+    // first, so the retry does not meet our own stale claim while the background retry has not run yet.
+    for (const [owedToken, owed] of pending) {
+      if (owed.scopeHash === scopeHash) await settleOwed(owedToken, owed).catch(() => undefined);
+    }
     const token = randomBytes(16).toString('base64url');
     // Two rounds: the row we lost to may be released (5xx) between our upsert and our read.
     for (let round = 0; round < 2; round++) {

@@ -257,6 +257,28 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
       expect(replay.headers['idempotent-replayed']).toBe('true');
       expect(replay.json().id).toBe(retried.json().id);
     }, 30_000);
+
+    it('app.close() waits for requests still holding claims, so their response is recorded before the pool can close', async () => {
+      const orgId = newId();
+      const closing = await createEdgeTestApp(t, controls);
+      const first = send(closing, orgId, 'slow-widgets', 'close-held');
+      for (let i = 0; i < 200 && !controls.release; i++) await sleep(10);
+      expect(closing.idempotencyClaims!.held()).toBe(1);
+      let closed = false;
+      const close = closing.close().then(() => {
+        closed = true;
+      });
+      await sleep(300);
+      expect(closed).toBe(false); // still waiting for the claim's request (its connection may be long gone)
+      controls.release!();
+      controls.release = undefined;
+      await close;
+      expect((await first).statusCode).toBe(201);
+      // Recorded while the database was still usable: any instance replays it.
+      const replay = await send(leased, orgId, 'slow-widgets', 'close-held');
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect(await countWidgets(orgId)).toBe(1);
+    });
   });
 
   it('1,000 concurrent POSTs over real HTTP to two instances with one key create exactly one resource', async () => {

@@ -36,6 +36,8 @@ export interface IdempotencyOptions {
   leaseSec?: number;
   /** Renewal period of held claims (default leaseSec / 5). Failed releases are retried every ≤ 1 s. */
   heartbeatMs?: number;
+  /** On close, how long to wait for requests still holding claims (default 30 s; the shutdown grace period bounds it). */
+  closeWaitMs?: number;
   logger: Logger;
 }
 
@@ -312,18 +314,25 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     void sweepIdempotencyKeys(db).catch((err) => logger.warn({ err }, 'idempotency: sweep failed'));
   }, 10 * 60_000);
   sweep.unref();
-  // app.close() runs this after in-flight requests have finished and before the lifecycle closes the
-  // database pool: owed releases/records get a last chance (bounded), so a stopped instance leaves no key
-  // blocked. A claim still held here (a request outliving close) keeps its heartbeat until the pool
-  // closes, then lapses within one lease.
+  // app.close() runs this after the listener closed and before the lifecycle closes the database pool.
+  // A request can still be running here although its connection is gone (the proxy gave up on this
+  // draining instance and retried elsewhere, which gets 409 meanwhile): if the pool closed under it, its
+  // committed work could never be recorded, the claim would lapse and the retry would run the handler a
+  // second time. So wait for this process's claims to end (each records or releases while the pool is
+  // open), then flush what is owed. If the lifecycle's grace period runs out first the process exits —
+  // a dead process commits nothing, and its claims lapse within one lease.
   app.addHook('onClose', async () => {
     clearInterval(sweep);
-    const deadline = Date.now() + Math.min(5_000, leaseSec * 1000);
+    const waitDeadline = Date.now() + (opts.closeWaitMs ?? 30_000);
+    while (held.size > 0 && Date.now() < waitDeadline) await new Promise((r) => setTimeout(r, 50));
+    const deadline = Date.now() + Math.min(2_000, leaseSec * 1000);
     while (pending.size > 0 && Date.now() < deadline) {
       await tick();
       if (pending.size > 0) await new Promise((r) => setTimeout(r, Math.min(heartbeatMs, 200)));
     }
-    if (pending.size > 0) logger.warn({ pending: pending.size }, 'idempotency: claims left to their lease at shutdown');
+    if (held.size > 0 || pending.size > 0) {
+      logger.warn({ held: held.size, pending: pending.size }, 'idempotency: claims left to their lease at shutdown');
+    }
     if (held.size === 0) clearInterval(heartbeat);
   });
 

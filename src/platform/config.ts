@@ -94,6 +94,8 @@ export interface EdgeConfig {
   rateLimitIp: number;
   /** How long a stored Idempotency-Key response is replayed. */
   idempotencyTtlSec: number;
+  /** Lease of an in-flight Idempotency-Key claim, renewed while the request runs (a dead claim frees within it). */
+  idempotencyLeaseSec: number;
   /** 0 disables a check. */
   pressureMaxEventLoopDelayMs: number;
   pressureMaxHeapBytes: number;
@@ -230,6 +232,7 @@ export function loadConfig(env: Env = process.env): Config {
       rateLimitOrg: int(env, 'RATE_LIMIT_ORG', 6000, 1, 10_000_000),
       rateLimitIp: int(env, 'RATE_LIMIT_IP', 300, 1, 10_000_000),
       idempotencyTtlSec: int(env, 'IDEMPOTENCY_TTL_SEC', 86_400, 60, 604_800),
+      idempotencyLeaseSec: int(env, 'IDEMPOTENCY_LEASE_SEC', 5, 2, 600),
       // Off by default outside production: embedded PGlite runs queries on the event loop, so its delay is not overload.
       pressureMaxEventLoopDelayMs: int(env, 'PRESSURE_MAX_EVENT_LOOP_DELAY_MS', production ? 1000 : 0, 0, 600_000),
       pressureMaxHeapBytes: int(env, 'PRESSURE_MAX_HEAP_BYTES', 0, 0, 1e12),

@@ -10,7 +10,7 @@ import { newId } from '../../src/platform/ids.ts';
 import { createLifecycle } from '../../src/platform/lifecycle.ts';
 import { migrate } from '../../src/platform/migrate/migrator.ts';
 import { createRedis, type Redis } from '../../src/platform/redis.ts';
-import { createEdgeTestApp, createWidgetTable } from '../helpers/edge-fixtures.ts';
+import { createEdgeTestApp, createWidgetTable, type WidgetControls } from '../helpers/edge-fixtures.ts';
 import { startOwnPostgres, startOwnRedis, type OwnPostgres, type OwnRedis } from '../helpers/own-services.ts';
 import { createEventBus } from '../../src/platform/jobs/event-bus.ts';
 
@@ -135,4 +135,56 @@ describe('degradation: Redis and Postgres stopped and restarted under a running 
     expect((await create('outage-1')).headers['idempotent-replayed']).toBe('true');
     expect((await app.inject({ url: '/readyz' })).json().status).toBe('ok');
   });
+  it('an Idempotency-Key claim whose release failed in the outage is released when Postgres returns (no 409 wait)', async () => {
+    const controls: WidgetControls = { failNext: 0, handlerCalls: 0 };
+    // A lease far longer than the test: only the deferred release (not lease expiry) can free the key.
+    const leased = await createEdgeTestApp({ ...platform, config: { ...platform.config, edge: { ...platform.config.edge, idempotencyLeaseSec: 300 } } }, controls);
+    const send = () =>
+      leased.inject({ method: 'POST', url: `/v1/orgs/${orgId}/slow-widgets`, headers: { authorization: 'Bearer idem-user', 'idempotency-key': 'held-in-outage' }, payload: { name: 'held' } });
+    try {
+      const first = send();
+      await until('claimed', async () => controls.release !== undefined, 10_000);
+      await pgServer.stop('immediate');
+      controls.release!();
+      controls.release = undefined;
+      const failed = await first; // the handler's insert fails: nothing committed
+      expect(failed.statusCode).toBe(503);
+      expect((await send()).statusCode).toBe(503); // retries during the outage: 503 + Retry-After, not 409
+      const owed = leased.idempotencyClaims?.pending(); // the release could not reach the database
+      await pgServer.start();
+      const back = Date.now();
+      // Retry as a client would, until the handler runs again: never 409 for long, only 503 while reconnecting.
+      let retry: ReturnType<typeof send> | undefined;
+      const seen = new Set<number>();
+      while (!retry && Date.now() - back < 15_000) {
+        const res = send();
+        let settled = false;
+        const running = (async () => {
+          while (!settled && !controls.release) await new Promise((r) => setTimeout(r, 10));
+          return 'running' as const;
+        })();
+        const outcome = await Promise.race([res, running]);
+        settled = true;
+        if (outcome === 'running') retry = res;
+        else {
+          seen.add(outcome.statusCode);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      const released = Date.now() - back;
+      expect(retry).toBeDefined();
+      expect(released).toBeLessThan(10_000);
+      controls.release!();
+      controls.release = undefined;
+      const ok = await retry!;
+      expect(ok.statusCode).toBe(201);
+      expect(ok.headers['idempotent-replayed']).toBeUndefined();
+      expect([...seen].filter((s) => s !== 503)).toEqual([]); // no 409 IN_FLIGHT on the way back
+      expect(owed).toBe(1); // … so it was kept and retried in the background
+      expect(leased.idempotencyClaims!.pending()).toBe(0);
+      console.info(`key usable again ${released} ms after Postgres was back (status codes before: ${[...seen].join(',') || 'none'})`);
+    } finally {
+      await leased.close();
+    }
+  }, 60_000);
 });

@@ -52,6 +52,6 @@ export async function registerEdgeProtection(app: App, deps: EdgeDeps): Promise<
   if (edge.rateLimitEnabled) {
     registerRateLimit(app, { store: rateLimitStore, resolver: deps.rateLimits ?? configRateLimits(edge) });
   }
-  registerIdempotency(app, { db: deps.db, ttlSec: edge.idempotencyTtlSec, logger: deps.logger });
+  registerIdempotency(app, { db: deps.db, ttlSec: edge.idempotencyTtlSec, leaseSec: edge.idempotencyLeaseSec, logger: deps.logger });
   return { rateLimitStore };
 }

@@ -107,7 +107,9 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
     const concurrent = await post('slow-1', { name: 'slow' }, { path: 'slow-widgets' });
     expect(concurrent.statusCode).toBe(409);
     expect(concurrent.json().code).toBe('IDEMPOTENCY.IN_FLIGHT');
-    expect(concurrent.headers['retry-after']).toBe('1');
+    // Retry-After is the rest of the claim's lease (renewed while the request runs): 1..leaseSec (5 s).
+    expect(Number(concurrent.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(Number(concurrent.headers['retry-after'])).toBeLessThanOrEqual(5);
     // A different payload is still 422 while in flight.
     expect((await post('slow-1', { name: 'other' }, { path: 'slow-widgets' })).statusCode).toBe(422);
     controls.release!();
@@ -178,6 +180,105 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
     expect(swept).toBeGreaterThan(0);
     const { rows } = await sql<{ n: number }>`select count(*)::int as n from idempotency_keys where expires_at < now()`.execute(t.db.app);
     expect(rows[0]!.n).toBe(0);
+  });
+
+  describe('claim leases (IDEMPOTENCY_LEASE_SEC=2)', () => {
+    const LEASE_SEC = 2;
+    let leased: App;
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    beforeAll(async () => {
+      leased = await createEdgeTestApp({ ...t, config: { ...t.config, edge: { ...t.config.edge, idempotencyLeaseSec: LEASE_SEC } } }, controls);
+    });
+    afterAll(async () => {
+      await leased?.close();
+    });
+    const send = (app: App, orgId: string, path: string, key: string) =>
+      app.inject({ method: 'POST', url: `/v1/orgs/${orgId}/${path}`, headers: { ...auth(), 'idempotency-key': key }, payload: { name: 'lease' } });
+
+    it('a slow live request keeps its claim past the lease (heartbeat): retries get 409, then the replay', async () => {
+      const orgId = newId();
+      const first = send(leased, orgId, 'slow-widgets', 'lease-live');
+      for (let i = 0; i < 200 && !controls.release; i++) await sleep(10);
+      expect(controls.release).toBeDefined();
+      expect(leased.idempotencyClaims!.held()).toBe(1);
+      await sleep(LEASE_SEC * 1000 * 2); // two leases: only renewals keep the claim
+      const during = await send(leased, orgId, 'slow-widgets', 'lease-live');
+      expect(during.statusCode).toBe(409);
+      expect(during.json().code).toBe('IDEMPOTENCY.IN_FLIGHT');
+      expect(Number(during.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(Number(during.headers['retry-after'])).toBeLessThanOrEqual(LEASE_SEC);
+      controls.release!();
+      controls.release = undefined;
+      expect((await first).statusCode).toBe(201);
+      expect(leased.idempotencyClaims!.held()).toBe(0);
+      const replay = await send(leased, orgId, 'slow-widgets', 'lease-live');
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect(replay.json().id).toBe((await first).json().id);
+      expect(await countWidgets(orgId)).toBe(1);
+    });
+
+    it('a claim whose owner stopped renewing it (process died mid-request) is taken over within the lease', async () => {
+      const orgId = newId();
+      const first = send(leased, orgId, 'slow-widgets', 'lease-dead');
+      for (let i = 0; i < 200 && !controls.release; i++) await sleep(10);
+      const releaseFirst = controls.release!;
+      controls.release = undefined;
+      // The owner "dies": its claim (lease as written by the claim itself) now carries a token no live
+      // process renews — what a killed instance leaves behind.
+      await sql`update idempotency_keys set claim_token = 'dead-process' where state = 'in_flight'`.execute(t.db.app);
+      const died = Date.now();
+      const blocked = await send(leased, orgId, 'slow-widgets', 'lease-dead');
+      expect(blocked.statusCode).toBe(409);
+      expect(Number(blocked.headers['retry-after'])).toBeLessThanOrEqual(LEASE_SEC);
+      let taken: ReturnType<typeof send> | undefined;
+      while (!taken && Date.now() - died < 10_000) {
+        const res = send(leased, orgId, 'slow-widgets', 'lease-dead');
+        let settled = false;
+        const running = (async () => {
+          while (!settled && !controls.release) await sleep(10);
+          return 'running' as const;
+        })();
+        const outcome = await Promise.race([res, running]);
+        settled = true;
+        if (outcome === 'running' || outcome.statusCode !== 409) taken = res;
+        else await sleep(100);
+      }
+      const waited = Date.now() - died;
+      expect(taken).toBeDefined();
+      expect(waited).toBeLessThan(LEASE_SEC * 1000 + 1_500);
+      controls.release!();
+      controls.release = undefined;
+      const retried = await taken!;
+      expect(retried.statusCode).toBe(201);
+      expect(retried.headers['idempotent-replayed']).toBeUndefined();
+      releaseFirst(); // in reality that process is gone; here its late answer must not overwrite the new record
+      await first;
+      const replay = await send(leased, orgId, 'slow-widgets', 'lease-dead');
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect(replay.json().id).toBe(retried.json().id);
+    }, 30_000);
+
+    it('app.close() waits for requests still holding claims, so their response is recorded before the pool can close', async () => {
+      const orgId = newId();
+      const closing = await createEdgeTestApp(t, controls);
+      const first = send(closing, orgId, 'slow-widgets', 'close-held');
+      for (let i = 0; i < 200 && !controls.release; i++) await sleep(10);
+      expect(closing.idempotencyClaims!.held()).toBe(1);
+      let closed = false;
+      const close = closing.close().then(() => {
+        closed = true;
+      });
+      await sleep(300);
+      expect(closed).toBe(false); // still waiting for the claim's request (its connection may be long gone)
+      controls.release!();
+      controls.release = undefined;
+      await close;
+      expect((await first).statusCode).toBe(201);
+      // Recorded while the database was still usable: any instance replays it.
+      const replay = await send(leased, orgId, 'slow-widgets', 'close-held');
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect(await countWidgets(orgId)).toBe(1);
+    });
   });
 
   it('1,000 concurrent POSTs over real HTTP to two instances with one key create exactly one resource', async () => {

@@ -16,7 +16,11 @@ const KEY_PATTERN = /^[\x20-\x7e]+$/;
 declare module 'fastify' {
   interface FastifyRequest {
     /** Set while this request holds an Idempotency-Key claim (until its response is recorded). */
-    idempotencyClaim?: { scopeHash: string; bodyKey: Buffer };
+    idempotencyClaim?: { scopeHash: string; bodyKey: Buffer; token: string };
+  }
+  interface FastifyInstance {
+    /** The Idempotency-Key claims of this app (held, pending releases); see registerIdempotency. */
+    idempotencyClaims?: IdempotencyClaims;
   }
 }
 
@@ -24,9 +28,27 @@ export interface IdempotencyOptions {
   /** The app-role connection; the table is global (scope hashed into the key). */
   db: Kysely<any>;
   ttlSec: number;
-  /** How long an in-flight claim blocks retries if its process dies before recording a response. */
-  lockSec?: number;
+  /**
+   * Lease of an in-flight claim (default 5 s). The owning process renews it every `heartbeatMs` while the
+   * request runs, so a slow live request keeps its key, and a claim whose owner died (or can no longer
+   * reach the database) is taken over by a retry at most `leaseSec` after the last renewal.
+   */
+  leaseSec?: number;
+  /** Renewal period of held claims (default leaseSec / 5). Failed releases are retried every ≤ 1 s. */
+  heartbeatMs?: number;
+  /** On close, how long to wait for requests still holding claims (default 30 s; the shutdown grace period bounds it). */
+  closeWaitMs?: number;
   logger: Logger;
+}
+
+/** Handle on the claims this process holds or still has to release (tests, shutdown). */
+export interface IdempotencyClaims {
+  /** In-flight claims held by requests of this process. */
+  held(): number;
+  /** Releases/recordings that failed (database unavailable) and are being retried. */
+  pending(): number;
+  /** One round now: retry owed releases/records, renew held claims if a renewal is due. */
+  tick(): Promise<void>;
 }
 
 function sha256(text: string): string {
@@ -79,7 +101,8 @@ function requestHash(request: FastifyRequest): string {
 interface StoredRow {
   request_hash: string;
   state: 'in_flight' | 'done';
-  locked_until: Date | string;
+  /** Seconds left on an in-flight claim's lease (computed by the database, no clock skew). */
+  lease_left: number | string | null;
   response_status: number | null;
   response_headers: Record<string, string> | string | null;
   response_body: string | null;
@@ -91,18 +114,29 @@ interface StoredRow {
  * in flight gets 409; the same key with a different payload 422; a 5xx is not stored (retry allowed).
  * The claim is one atomic upsert on the primary key, so any number of processes agree on one winner.
  */
-export function registerIdempotency(app: App, opts: IdempotencyOptions): void {
+export function registerIdempotency(app: App, opts: IdempotencyOptions): IdempotencyClaims {
   const { db, ttlSec, logger } = opts;
-  const lockSec = opts.lockSec ?? 60;
+  const leaseSec = opts.leaseSec ?? 5;
+  const heartbeatMs = opts.heartbeatMs ?? Math.max(100, Math.floor((leaseSec * 1000) / 5));
 
-  async function claim(scopeHash: string, tenantId: string | null, hash: string): Promise<boolean> {
+  /** token → scope of every claim held by a request still running in this process (renewed by the heartbeat). */
+  const held = new Map<string, string>();
+  /**
+   * token → what is still owed to the table for a claim whose request ended while the database was
+   * unavailable: a release (5xx/aborted — the handler's transaction did not commit) or the response to
+   * record. Retried every heartbeatMs until it lands; the row is only touched while it still carries the
+   * token, so a claim taken over meanwhile is left alone.
+   */
+  const pending = new Map<string, { scopeHash: string; record?: { status: number; headers: string; body: string } }>();
+
+  async function claim(scopeHash: string, tenantId: string | null, hash: string, token: string): Promise<boolean> {
     const { rows } = await sql<{ scope_hash: string }>`
-      insert into idempotency_keys (scope_hash, tenant_id, request_hash, state, locked_until, expires_at)
+      insert into idempotency_keys (scope_hash, tenant_id, request_hash, state, locked_until, expires_at, claim_token)
       values (${scopeHash}, ${tenantId}, ${hash}, 'in_flight',
-              now() + make_interval(secs => ${lockSec}), now() + make_interval(secs => ${ttlSec}))
+              now() + make_interval(secs => ${leaseSec}), now() + make_interval(secs => ${ttlSec}), ${token})
       on conflict (scope_hash) do update set
         request_hash = excluded.request_hash, state = 'in_flight', locked_until = excluded.locked_until,
-        expires_at = excluded.expires_at, created_at = now(),
+        expires_at = excluded.expires_at, created_at = now(), claim_token = excluded.claim_token,
         response_status = null, response_headers = null, response_body = null
       where idempotency_keys.expires_at < now()
          or (idempotency_keys.state = 'in_flight' and idempotency_keys.locked_until < now()
@@ -111,9 +145,79 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): void {
     return rows.length === 1;
   }
 
-  async function release(scopeHash: string): Promise<void> {
-    await sql`delete from idempotency_keys where scope_hash = ${scopeHash} and state = 'in_flight'`.execute(db);
+  async function release(scopeHash: string, token: string): Promise<void> {
+    await sql`delete from idempotency_keys
+      where scope_hash = ${scopeHash} and claim_token = ${token} and state = 'in_flight'`.execute(db);
   }
+
+  /** Returns false when the claim was no longer ours (lease lapsed and taken over, or expired and swept). */
+  async function record(scopeHash: string, token: string, r: { status: number; headers: string; body: string }): Promise<boolean> {
+    const result = await sql`
+      update idempotency_keys set state = 'done', response_status = ${r.status},
+        response_headers = ${r.headers}::jsonb, response_body = ${r.body}
+      where scope_hash = ${scopeHash} and claim_token = ${token} and state = 'in_flight'`.execute(db);
+    return Number(result.numAffectedRows ?? 0) === 1;
+  }
+
+  /** Ends a claim whose request is over: release or record now, or keep it pending if the database is down. */
+  async function settle(token: string, scopeHash: string, rec?: { status: number; headers: string; body: string }): Promise<void> {
+    held.delete(token);
+    try {
+      if (rec) {
+        if (!(await record(scopeHash, token, rec))) {
+          logger.error({ scopeHash }, 'idempotency: claim lost before the response was recorded (lease lapsed)');
+        }
+      } else {
+        await release(scopeHash, token);
+      }
+    } catch (err) {
+      pending.set(token, { scopeHash, record: rec });
+      logger.warn({ err, scopeHash }, `idempotency: could not ${rec ? 'record the response' : 'release a claim'}; retrying in the background`);
+    }
+  }
+
+  async function settleOwed(token: string, p: { scopeHash: string; record?: { status: number; headers: string; body: string } }): Promise<void> {
+    if (p.record) await record(p.scopeHash, token, p.record);
+    else await release(p.scopeHash, token);
+    if (pending.delete(token)) logger.info({ scopeHash: p.scopeHash }, `idempotency: deferred ${p.record ? 'record' : 'release'} done`);
+  }
+
+  let ticking: Promise<void> | undefined;
+  let lastRenewal = 0;
+  async function runTick(): Promise<void> {
+    // Owed releases/records first: they free keys that clients are retrying on.
+    for (const [token, p] of [...pending]) {
+      try {
+        await settleOwed(token, p);
+      } catch {
+        break; // still unavailable: try again next tick
+      }
+    }
+    if (Date.now() - lastRenewal < heartbeatMs) return;
+    lastRenewal = Date.now();
+    const entries = [...held];
+    for (let i = 0; i < entries.length; i += 500) {
+      const chunk = entries.slice(i, i + 500);
+      try {
+        await sql`update idempotency_keys set locked_until = now() + make_interval(secs => ${leaseSec})
+          where scope_hash in (${sql.join(chunk.map(([, scope]) => scope))})
+            and claim_token in (${sql.join(chunk.map(([token]) => token))}) and state = 'in_flight'`.execute(db);
+      } catch (err) {
+        logger.warn({ err, claims: chunk.length }, 'idempotency: could not renew claims');
+        break;
+      }
+    }
+  }
+  function tick(): Promise<void> {
+    ticking ??= runTick().finally(() => {
+      ticking = undefined;
+    });
+    return ticking;
+  }
+  const heartbeat = setInterval(() => {
+    if (held.size > 0 || pending.size > 0) void tick();
+  }, Math.min(heartbeatMs, 1000));
+  heartbeat.unref();
 
   app.addHook('preHandler', async (request: FastifyRequest, reply: FastifyReply) => {
     if (request.method !== 'POST' || !request.routeOptions.url?.startsWith('/v1')) return;
@@ -129,14 +233,22 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): void {
     }
     const { scopeHash, tenantId, bodyKey } = scopeOf(request, key);
     const hash = requestHash(request);
+    // A retry of a request whose release/record this process still owes (database was down): settle it
+    // first, so the retry does not meet our own stale claim while the background retry has not run yet.
+    for (const [owedToken, owed] of pending) {
+      if (owed.scopeHash === scopeHash) await settleOwed(owedToken, owed).catch(() => undefined);
+    }
+    const token = randomBytes(16).toString('base64url');
     // Two rounds: the row we lost to may be released (5xx) between our upsert and our read.
     for (let round = 0; round < 2; round++) {
-      if (await claim(scopeHash, tenantId, hash)) {
-        request.idempotencyClaim = { scopeHash, bodyKey };
+      if (await claim(scopeHash, tenantId, hash, token)) {
+        held.set(token, scopeHash);
+        request.idempotencyClaim = { scopeHash, bodyKey, token };
         return;
       }
       const { rows } = await sql<StoredRow>`
-        select request_hash, state, locked_until, response_status, response_headers, response_body
+        select request_hash, state, response_status, response_headers, response_body,
+               extract(epoch from (locked_until - now())) as lease_left
         from idempotency_keys where scope_hash = ${scopeHash}`.execute(db);
       const row = rows[0];
       if (!row) continue;
@@ -148,12 +260,15 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): void {
         );
       }
       if (row.state === 'in_flight') {
+        // Retry-After = the rest of the lease: by then the first request has finished (replay) or, if its
+        // owner died, the claim can be taken over. Never more than one lease.
+        const retryAfter = Math.min(leaseSec, Math.max(1, Math.ceil(Number(row.lease_left ?? 1))));
         throw new AppError(
           'IDEMPOTENCY.IN_FLIGHT',
           409,
           'A request with this Idempotency-Key is still being processed; retry after it completes',
           {},
-          { 'retry-after': '1' },
+          { 'retry-after': String(retryAfter) },
         );
       }
       const headers = typeof row.response_headers === 'string' ? JSON.parse(row.response_headers) : (row.response_headers ?? {});
@@ -169,43 +284,61 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): void {
     const claimed = request.idempotencyClaim;
     if (!claimed) return payload;
     request.idempotencyClaim = undefined;
-    try {
-      if (reply.statusCode >= 500 || (typeof payload !== 'string' && !Buffer.isBuffer(payload) && payload != null)) {
-        // Not final (server failure) or not storable (a stream): the client may retry with the same key.
-        await release(claimed.scopeHash);
-        return payload;
-      }
-      const headers: Record<string, string> = {};
-      for (const name of STORED_HEADERS) {
-        const v = reply.getHeader(name);
-        if (v !== undefined) headers[name] = String(v);
-      }
-      const body = payload == null || payload.length === 0 ? '' : seal(claimed.bodyKey, payload.toString());
-      // Recorded before the response leaves: a client that saw this response and retries gets the replay.
-      await sql`
-        update idempotency_keys set state = 'done', response_status = ${reply.statusCode},
-          response_headers = ${JSON.stringify(headers)}::jsonb, response_body = ${body}
-        where scope_hash = ${claimed.scopeHash} and state = 'in_flight'`.execute(db);
-    } catch (err) {
-      // The response itself succeeded; the claim expires after lockSec and the key becomes usable again.
-      logger.error({ err }, 'idempotency: could not record the response');
+    if (reply.statusCode >= 500 || (typeof payload !== 'string' && !Buffer.isBuffer(payload) && payload != null)) {
+      // Not final (server failure: the handler's transaction rolled back) or not storable (a stream): the
+      // client may retry with the same key. If the database is down the release is retried in the background.
+      await settle(claimed.token, claimed.scopeHash);
+      return payload;
     }
+    const headers: Record<string, string> = {};
+    for (const name of STORED_HEADERS) {
+      const v = reply.getHeader(name);
+      if (v !== undefined) headers[name] = String(v);
+    }
+    const body = payload == null || payload.length === 0 ? '' : seal(claimed.bodyKey, payload.toString());
+    // Recorded before the response leaves: a client that saw this response and retries gets the replay.
+    // If recording fails (database gone after the handler committed) it is retried in the background.
+    await settle(claimed.token, claimed.scopeHash, { status: reply.statusCode, headers: JSON.stringify(headers), body });
     return payload;
   });
 
-  // A request that ends without onSend recording it (aborted connection) must not hold its key forever.
+  // A request that ends without onSend recording it (aborted connection) must not hold its key.
   app.addHook('onResponse', async (request) => {
     const claimed = request.idempotencyClaim;
     if (!claimed) return;
     request.idempotencyClaim = undefined;
-    await release(claimed.scopeHash).catch((err) => logger.error({ err }, 'idempotency: could not release a claim'));
+    await settle(claimed.token, claimed.scopeHash);
   });
 
   const sweep = setInterval(() => {
     void sweepIdempotencyKeys(db).catch((err) => logger.warn({ err }, 'idempotency: sweep failed'));
   }, 10 * 60_000);
   sweep.unref();
-  app.addHook('onClose', async () => clearInterval(sweep));
+  // app.close() runs this after the listener closed and before the lifecycle closes the database pool.
+  // A request can still be running here although its connection is gone (the proxy gave up on this
+  // draining instance and retried elsewhere, which gets 409 meanwhile): if the pool closed under it, its
+  // committed work could never be recorded, the claim would lapse and the retry would run the handler a
+  // second time. So wait for this process's claims to end (each records or releases while the pool is
+  // open), then flush what is owed. If the lifecycle's grace period runs out first the process exits —
+  // a dead process commits nothing, and its claims lapse within one lease.
+  app.addHook('onClose', async () => {
+    clearInterval(sweep);
+    const waitDeadline = Date.now() + (opts.closeWaitMs ?? 30_000);
+    while (held.size > 0 && Date.now() < waitDeadline) await new Promise((r) => setTimeout(r, 50));
+    const deadline = Date.now() + Math.min(2_000, leaseSec * 1000);
+    while (pending.size > 0 && Date.now() < deadline) {
+      await tick();
+      if (pending.size > 0) await new Promise((r) => setTimeout(r, Math.min(heartbeatMs, 200)));
+    }
+    if (held.size > 0 || pending.size > 0) {
+      logger.warn({ held: held.size, pending: pending.size }, 'idempotency: claims left to their lease at shutdown');
+    }
+    if (held.size === 0) clearInterval(heartbeat);
+  });
+
+  const handle: IdempotencyClaims = { held: () => held.size, pending: () => pending.size, tick };
+  app.decorate('idempotencyClaims', handle);
+  return handle;
 }
 
 /** Deletes expired keys in batches; returns how many went. */

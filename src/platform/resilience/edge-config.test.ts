@@ -11,6 +11,7 @@ describe('edge configuration', () => {
       rateLimitOrg: 6000,
       rateLimitIp: 300,
       idempotencyTtlSec: 86_400,
+      idempotencyLeaseSec: 5,
       pressureMaxEventLoopDelayMs: 0,
       cacheL1TtlMs: 5000,
     });

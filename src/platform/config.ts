@@ -101,6 +101,8 @@ export interface EdgeConfig {
   pressureMaxHeapBytes: number;
   pressureMaxRssBytes: number;
   pressureRetryAfterSec: number;
+  /** Requests in progress per process before new ones get 503 (0 = no cap). */
+  maxInFlight: number;
   /** L1 (in-process) cache entry lifetime: the bound on cross-process staleness if an invalidation is lost. */
   cacheL1TtlMs: number;
 }
@@ -238,6 +240,7 @@ export function loadConfig(env: Env = process.env): Config {
       pressureMaxHeapBytes: int(env, 'PRESSURE_MAX_HEAP_BYTES', 0, 0, 1e12),
       pressureMaxRssBytes: int(env, 'PRESSURE_MAX_RSS_BYTES', 0, 0, 1e12),
       pressureRetryAfterSec: int(env, 'PRESSURE_RETRY_AFTER_SEC', 5, 1, 3600),
+      maxInFlight: int(env, 'MAX_IN_FLIGHT', 0, 0, 1_000_000),
       cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
     },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),

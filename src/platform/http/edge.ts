@@ -7,6 +7,7 @@ import type { Redis } from '../redis.ts';
 import type { ResiliencePolicy } from '../resilience/policy.ts';
 import { buildProblem } from './errors.ts';
 import { registerIdempotency } from './idempotency.ts';
+import { registerInFlightLimit } from './in-flight.ts';
 import { configRateLimits, registerRateLimit, type RateLimitResolver } from './rate-limit.ts';
 import { createMemoryRateLimitStore, createResilientRateLimitStore, type RateLimitStore } from './rate-limit-store.ts';
 import type { App } from './server.ts';
@@ -32,6 +33,7 @@ const PRESSURE_EXEMPT = new Set(['/livez']);
  */
 export async function registerEdgeProtection(app: App, deps: EdgeDeps): Promise<{ rateLimitStore: RateLimitStore }> {
   const { edge } = deps;
+  registerInFlightLimit(app, { max: edge.maxInFlight, retryAfterSec: 1 });
   await app.register(underPressure, {
     maxEventLoopDelay: edge.pressureMaxEventLoopDelayMs,
     maxHeapUsedBytes: edge.pressureMaxHeapBytes,

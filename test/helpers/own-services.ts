@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -11,6 +11,8 @@ import { promisify } from 'node:util';
  */
 const run = promisify(execFile);
 const PG_BIN = '/usr/lib/postgresql/15/bin';
+
+export const haveRedisServer = spawnSync('redis-server', ['--version']).status === 0;
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

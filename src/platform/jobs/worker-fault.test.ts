@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countEffects, createEffectsTable, waitFor } from '../../../test/helpers/jobs.ts';
-import { haveRedisServer, ownRedis, type OwnRedis } from '../../../test/helpers/own-redis.ts';
+import { haveRedisServer, startOwnRedis, type OwnRedis } from '../../../test/helpers/own-services.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { newId } from '../ids.ts';
 
@@ -23,14 +23,14 @@ describe.skipIf(!enabled)('worker killed -9 mid-job, 20 times, during 2,000 even
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
-    redis = await ownRedis();
+    redis = await startOwnRedis();
     tp = await createTestPlatform({ env: { REDIS_URL: redis.url } });
     await createEffectsTable(tp.db.owner, 'fault_effects');
   });
   afterAll(async () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await tp?.close();
-    await redis?.kill();
+    await redis?.stop();
   });
 
   function spawnWorker(): ChildProcess {

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { captureLogger, countEffects, createEffectsTable, waitFor } from '../../../test/helpers/jobs.ts';
-import { haveRedisServer, ownRedis, type OwnRedis } from '../../../test/helpers/own-redis.ts';
+import { haveRedisServer, startOwnRedis, type OwnRedis } from '../../../test/helpers/own-services.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { openDatabase, type Database } from '../db/database.ts';
 import { newId } from '../ids.ts';
@@ -105,7 +105,7 @@ describe.skipIf(!haveRedisServer)('sweeper after Redis loss (own redis-server)',
   let handled = 0;
   let logs: Array<Record<string, any>>;
   beforeAll(async () => {
-    redis = await ownRedis();
+    redis = await startOwnRedis();
     const captured = captureLogger();
     logs = captured.lines;
     tp = await createTestPlatform({
@@ -123,13 +123,13 @@ describe.skipIf(!haveRedisServer)('sweeper after Redis loss (own redis-server)',
   });
   afterAll(async () => {
     await tp?.close();
-    await redis?.kill();
+    await redis?.stop();
   });
 
   it('Redis dies mid-run and comes back empty: every event is still processed exactly once in effect', async () => {
     const ids = await publishMany(tp, 'test.durable', 300);
     await waitFor(async () => handled, (n) => n >= 60, 20_000, 5);
-    await redis.kill(); // every queued job in Redis is gone
+    await redis.stop(); // every queued job in Redis is gone
     const handledAtLoss = handled;
     expect(handledAtLoss).toBeLessThan(300);
     const more = await publishMany(tp, 'test.durable', 100); // written while Redis is down: Postgres keeps them

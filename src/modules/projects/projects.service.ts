@@ -14,7 +14,7 @@ import {
 } from './projects.errors.ts';
 import { PROJECT_EVENTS } from './projects.events.ts';
 import * as repo from './projects.repo.ts';
-import type { Comment, Priority, Project, ProjectSort, Task, TaskChanges, TaskFilters, TaskSort, TaskStatus, Trx } from './projects.repo.ts';
+import type { Comment, Project, ProjectSort, Task, TaskChanges, TaskFilters, TaskSort, Trx } from './projects.repo.ts';
 
 /** Who does something, where, and for which request: the context every mutation records. */
 export interface ActorContext {
@@ -122,15 +122,8 @@ export interface TaskListParams extends TaskFilters {
   cursor?: string;
 }
 
-export interface NewTaskInput {
-  title: string;
-  description?: string;
-  status?: TaskStatus;
-  priority?: Priority;
-  assigneeId?: string | null;
-  labels?: string[];
-  dueDate?: string | null;
-}
+/** The fields of a new task: any task field, and a title. */
+export type NewTaskInput = TaskChanges & { title: string };
 
 export function createProjectsService(deps: ProjectsServiceDeps) {
   const { db, outbox, audit } = deps;

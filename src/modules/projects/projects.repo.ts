@@ -1,5 +1,6 @@
 import { sql, type Expression, type SelectQueryBuilder, type SqlBool, type Transaction } from 'kysely';
 import type { KeysetPosition } from '../../platform/http/pagination.ts';
+import { isUuid } from '../../platform/ids.ts';
 
 /** Queries over the module's own tables (projects, tasks, task_comments). Always inside db.withTenant. */
 export type Trx = Transaction<any>;
@@ -173,8 +174,7 @@ export async function listProjects(trx: Trx, tenantId: string, q: ProjectListQue
   return (await listProjectsQuery(trx, tenantId, q).execute()).map(toProject);
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const isUuidValue = (v: unknown) => typeof v === 'string' && UUID.test(v);
+const isUuidValue = (v: unknown) => typeof v === 'string' && isUuid(v);
 const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 
 export function validProjectPosition(sort: ProjectSort) {

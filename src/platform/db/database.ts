@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { Kysely, PostgresDialect, sql, type LogEvent, type Transaction } from 'kysely';
 import pg from 'pg';
+import { isUuid } from '../ids.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
 
 /** The role the application runs as: not the owner of any table, no BYPASSRLS. Created by migration 0001. */
@@ -71,8 +72,6 @@ function tenantRunner(db: Kysely<any>) {
     });
 }
 
-const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /**
  * The pg flavour of tenantRunner, one round trip shorter per transaction: BEGIN and the tenant context go
  * to the server as one simple-protocol query. That needs the id inline, so it must be a well-formed UUID
@@ -81,7 +80,7 @@ const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
  */
 function pgTenantRunner(db: Kysely<any>) {
   return <T, DB>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> => {
-    if (!TENANT_ID.test(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
+    if (!isUuid(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
     return db.connection().execute(async (conn) => {
       await sql.raw(`begin; select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true)`).execute(conn);
       let result: T;

@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Database } from '../../platform/db/database.ts';
+import { setTenant, type Database } from '../../platform/db/database.ts';
 import { decodeCursor, listFingerprint, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import { eventHash, GENESIS_HASH, type ChainedFields } from './audit.chain.ts';
@@ -163,7 +163,7 @@ export interface ChainReport {
  */
 export async function verifyChain(owner: Kysely<any>, orgId: string): Promise<ChainReport> {
   return owner.transaction().execute(async (trx) => {
-    await sql`select set_config('app.tenant_id', ${orgId}, true)`.execute(trx);
+    await setTenant(trx, orgId);
     const rows = await trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', orgId).orderBy('seq', 'asc').execute();
     const head = await trx.selectFrom('audit_chains').select(['last_seq', 'last_hash']).where('tenant_id', '=', orgId).executeTakeFirst();
     const problems: string[] = [];

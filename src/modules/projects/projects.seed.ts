@@ -1,4 +1,5 @@
 import { sql, type Kysely } from 'kysely';
+import { setTenant } from '../../platform/db/database.ts';
 import { newId } from '../../platform/ids.ts';
 
 export interface SeedProgress {
@@ -43,7 +44,7 @@ export async function seedProjects(owner: Kysely<any>, opts: SeedOptions): Promi
     const creator = org.memberIds[0] ?? newId();
     const projectIds: string[] = [];
     await owner.transaction().execute(async (trx) => {
-      await sql`select set_config('app.tenant_id', ${org.id}, true)`.execute(trx);
+      await setTenant(trx, org.id);
       for (let p = 0; p < projectsPerOrg; p++) {
         const id = newId();
         projectIds.push(id);
@@ -56,7 +57,7 @@ export async function seedProjects(owner: Kysely<any>, opts: SeedOptions): Promi
     });
     // Existing projects with the same key keep theirs: continue their numbering instead.
     const rows = await owner.transaction().execute(async (trx) => {
-      await sql`select set_config('app.tenant_id', ${org.id}, true)`.execute(trx);
+      await setTenant(trx, org.id);
       return trx.selectFrom('projects').select(['id', 'task_counter']).where('tenant_id', '=', org.id).orderBy('key').limit(projectsPerOrg).execute();
     });
     projects += rows.length;
@@ -68,7 +69,7 @@ export async function seedProjects(owner: Kysely<any>, opts: SeedOptions): Promi
         const n = Math.min(batchSize, share - offset);
         const start = counters.get(row.id)!;
         await owner.transaction().execute(async (trx) => {
-          await sql`select set_config('app.tenant_id', ${org.id}, true)`.execute(trx);
+          await setTenant(trx, org.id);
           await insertTaskBatch(trx, { tenantId: org.id, projectId: row.id, start, count: n, members, creator });
           await trx.updateTable('projects').set({ task_counter: start + n }).where('tenant_id', '=', org.id).where('id', '=', row.id).execute();
         });

@@ -10,6 +10,7 @@ import { DEFAULT_PAGE_SIZE, pageQuery } from '../../src/platform/http/pagination
 import type { App } from '../../src/platform/http/server.ts';
 import { newId } from '../../src/platform/ids.ts';
 import { protectTenantTable } from '../../src/platform/migrate/helpers.ts';
+import { testTables } from '../../src/platform/testing/test-db.ts';
 
 /**
  * Test-only stand-ins until identity and projects land: a bearer token is the user id ("Bearer alice"),
@@ -41,7 +42,8 @@ export interface WidgetControls {
 }
 
 /** A module with real writes: POST creates one row per call (so duplicates would show in the table). */
-export function widgetModule(controls: WidgetControls, db: Database): ModuleRoutes {
+export function widgetModule(controls: WidgetControls, database: Database): ModuleRoutes {
+  const db = testTables(database);
   return {
     name: 'widgets-test',
     prefix: '/v1/orgs/:orgId',

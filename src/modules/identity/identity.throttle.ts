@@ -50,7 +50,7 @@ export function createLoginThrottle(db: Database, limits: ThrottleLimits) {
           await sql`delete from login_attempts where id in (
                       select id from login_attempts where attempted_at < now() - interval '1 hour' limit 1000)`.execute(trx);
         }
-        const ids = [newId(), newId()];
+        const ids = [newId(), newId()] as const;
         await trx
           .insertInto('login_attempts')
           .values([
@@ -58,7 +58,7 @@ export function createLoginThrottle(db: Database, limits: ThrottleLimits) {
             { id: ids[1], scope: 'ip', key: ip },
           ])
           .execute();
-        return ids;
+        return [...ids];
       });
     },
     /** A successful login does not count as a failure. */

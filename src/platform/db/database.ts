@@ -1,8 +1,11 @@
 import fs from 'node:fs';
-import { Kysely, PostgresDialect, sql, type LogEvent, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect, sql, type LogEvent, type QueryExecutorProvider, type Transaction } from 'kysely';
 import pg from 'pg';
 import { isUuid } from '../ids.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
+import type { DB } from './schema.generated.ts';
+
+export type { DB } from './schema.generated.ts';
 
 /** The role the application runs as: not the owner of any table, no BYPASSRLS. Created by migration 0001. */
 export const APP_ROLE = 'plinth_app';
@@ -20,17 +23,31 @@ export interface PoolStats {
   waiting: number;
 }
 
-export interface Database {
+/**
+ * A transaction as seen by code that does not own the tables it touches: it can be passed on (to
+ * `audit.record`, `events.add`) and joined with `scope.join`, but not queried directly.
+ */
+export type TxHandle = QueryExecutorProvider & { readonly isTransaction: boolean };
+
+/** What one module's repo sees of the database: only the tables it owns (`Pick<DB, …>`), fully typed. */
+export interface DbScope<T> {
+  /** App role, no tenant context: for global tables (users, sessions). Tenant tables show 0 rows. */
+  readonly app: Kysely<T>;
+  /** Runs fn in one transaction whose tenant context is tenantId; RLS limits every query to that tenant. */
+  withTenant<R>(tenantId: string, fn: (trx: Transaction<T>) => Promise<R>): Promise<R>;
+  /** Like withTenant, on a read replica when configured (eventually consistent reads). */
+  withTenantRead<R>(tenantId: string, fn: (trx: Transaction<T>) => Promise<R>): Promise<R>;
+  /** The caller's transaction, typed with this scope's tables (for writes that must commit together). */
+  join(trx: TxHandle): Transaction<T>;
+}
+
+export interface Database extends DbScope<DB> {
   readonly kind: 'pglite' | 'postgres';
-  /** App role, no tenant context: for global tables (users, sessions, outbox). Tenant tables show 0 rows. */
-  readonly app: Kysely<any>;
   /** Owner role: migrations and operator tools only (audit verification, seeding). Bypasses nothing by
    * accident: tenant tables FORCE RLS, so even the owner needs a tenant context or a policy that allows it. */
-  readonly owner: Kysely<any>;
-  /** Runs fn in one transaction whose tenant context is tenantId; RLS limits every query to that tenant. */
-  withTenant<T, DB = any>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<T>): Promise<T>;
-  /** Like withTenant, on a read replica when configured (eventually consistent reads). */
-  withTenantRead<T, DB = any>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<T>): Promise<T>;
+  readonly owner: Kysely<DB>;
+  /** A module's view: the same connections, typed with only the tables it names. */
+  scope<K extends keyof DB>(...tables: K[]): DbScope<Pick<DB, K>>;
   ping(): Promise<void>;
   poolStats(): PoolStats;
   close(): Promise<void>;
@@ -49,7 +66,7 @@ export interface DatabaseOptions {
   onQuery?: QueryObserver;
 }
 
-export async function setTenant(trx: Transaction<any>, tenantId: string): Promise<void> {
+export async function setTenant(trx: TxHandle, tenantId: string): Promise<void> {
   await sql`select set_config('app.tenant_id', ${tenantId}, true)`.execute(trx);
 }
 
@@ -64,11 +81,13 @@ function kyselyLog(onQuery?: QueryObserver) {
   };
 }
 
-function tenantRunner(db: Kysely<any>) {
-  return <T, DB>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> =>
+type TenantRunner = <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>) => Promise<R>;
+
+function tenantRunner(db: Kysely<DB>): TenantRunner {
+  return (tenantId, fn) =>
     db.transaction().execute(async (trx) => {
       await setTenant(trx, tenantId);
-      return fn(trx as unknown as Transaction<DB>);
+      return fn(trx);
     });
 }
 
@@ -78,13 +97,14 @@ function tenantRunner(db: Kysely<any>) {
  * (checked here; anything else is refused before reaching SQL). Nested transactions are not supported
  * inside fn (none are used).
  */
-function pgTenantRunner(db: Kysely<any>) {
-  return <T, DB>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> => {
+function pgTenantRunner(db: Kysely<DB>): TenantRunner {
+  return <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>): Promise<R> => {
     if (!isUuid(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
     return db.connection().execute(async (conn) => {
       await sql.raw(`begin; select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true)`).execute(conn);
-      let result: T;
+      let result: R;
       try {
+        // The connection runs inside the BEGIN above; Kysely types it as a plain connection.
         result = await fn(conn as unknown as Transaction<DB>);
       } catch (err) {
         await sql.raw('rollback').execute(conn).catch(() => undefined);
@@ -94,6 +114,19 @@ function pgTenantRunner(db: Kysely<any>) {
       return result;
     });
   };
+}
+
+/**
+ * Adds the typed views. A scope is the same object narrowed in type only: the tables a module may touch
+ * are a compile-time promise (a wrong table or column fails `npm run typecheck`), RLS is the runtime one.
+ */
+function withScopes(base: Omit<Database, 'scope' | 'join'>): Database {
+  const db: Database = {
+    ...base,
+    join: (trx) => trx as Transaction<DB>,
+    scope: <K extends keyof DB>() => db as unknown as DbScope<Pick<DB, K>>,
+  };
+  return db;
 }
 
 export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
@@ -108,11 +141,11 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
   const lock = createConnectionLock();
   const session = { currentRole: null as string | null };
   const log = kyselyLog(opts.onQuery);
-  const owner = new Kysely<any>({ dialect: createPgliteDialect({ pglite, lock, session, role: null }), log });
-  const app = new Kysely<any>({ dialect: createPgliteDialect({ pglite, lock, session, role: APP_ROLE }), log });
+  const owner = new Kysely<DB>({ dialect: createPgliteDialect({ pglite, lock, session, role: null }), log });
+  const app = new Kysely<DB>({ dialect: createPgliteDialect({ pglite, lock, session, role: APP_ROLE }), log });
   const withTenant = tenantRunner(app);
   let closed = false;
-  return {
+  return withScopes({
     kind: 'pglite',
     app,
     owner,
@@ -134,7 +167,7 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
         release();
       }
     },
-  };
+  });
 }
 
 function createPool(connectionString: string, opts: DatabaseOptions, setRole: boolean): pg.Pool {
@@ -173,14 +206,14 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
   guardClients(ownerPool);
   const replicaPools = (opts.replicaUrls ?? []).map((u) => createPool(u, opts, !opts.databaseAppUrl));
 
-  const app = new Kysely<any>({ dialect: new PostgresDialect({ pool: appPool }), log });
-  const owner = new Kysely<any>({ dialect: new PostgresDialect({ pool: ownerPool }), log });
-  const replicas = replicaPools.map((pool) => new Kysely<any>({ dialect: new PostgresDialect({ pool }), log }));
+  const app = new Kysely<DB>({ dialect: new PostgresDialect({ pool: appPool }), log });
+  const owner = new Kysely<DB>({ dialect: new PostgresDialect({ pool: ownerPool }), log });
+  const replicas = replicaPools.map((pool) => new Kysely<DB>({ dialect: new PostgresDialect({ pool }), log }));
   const withTenant = pgTenantRunner(app);
   const replicaRunners = replicas.map(pgTenantRunner);
   let next = 0;
 
-  return {
+  return withScopes({
     kind: 'postgres',
     app,
     owner,
@@ -197,5 +230,5 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     async close() {
       await Promise.all([app.destroy(), owner.destroy(), ...replicas.map((r) => r.destroy())]);
     },
-  };
+  });
 }

@@ -39,6 +39,11 @@ export interface Flags {
   close(): Promise<void>;
 }
 
+/** A `feature_flags` row as the API shows it; stored JSON is whatever `define` wrote, a JsonValue. */
+function toDefinition(r: { key: string; description: string; default_value: unknown; updated_at: Date }): FlagDefinition {
+  return { key: r.key, description: r.description, defaultValue: r.default_value as JsonValue, updatedAt: r.updated_at };
+}
+
 type Resolved = { value: JsonValue; reason: string } | undefined;
 
 function typeOf(v: JsonValue): string {
@@ -119,7 +124,7 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number }): 
     provider,
     async list() {
       const rows = await db.app.selectFrom('feature_flags').selectAll().orderBy('key').execute();
-      return rows.map((r) => ({ key: r.key, description: r.description, defaultValue: r.default_value, updatedAt: r.updated_at }));
+      return rows.map(toDefinition);
     },
     async define(key, defaultValue, description = '') {
       // The app role may only read flag definitions; defining one is an operator action.
@@ -132,7 +137,7 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number }): 
         .returningAll()
         .executeTakeFirstOrThrow();
       definitions.delete(key);
-      return { key: row.key, description: row.description, defaultValue: row.default_value, updatedAt: row.updated_at };
+      return toDefinition(row);
     },
     async setOverride(tenantId, key, value) {
       await db.withTenant(tenantId, (trx) =>

@@ -5,6 +5,7 @@ import { createApiApp } from '../../main.ts';
 import { adminAndMember, captureLogger, countEffects, createEffectsTable, waitFor } from '../../../test/helpers/jobs.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { newId } from '../ids.ts';
+import { testTables } from '../testing/test-db.ts';
 import { currentEventContext } from '../outbox/context.ts';
 import { backoffDelay, parseCron } from './schedule.ts';
 
@@ -90,7 +91,7 @@ describe('transactional outbox', () => {
     const a = await publish(TENANT_A, 'test.created');
     const b = await publish(TENANT_B, 'test.created');
     await waitFor(() => countEffects(tp.db.owner), (m) => [a, b].every((e) => m.get(`test.audit/${e.id}`) === 1 && m.get(`test.notify/${e.id}`) === 1));
-    const seenByB = await tp.db.withTenant(TENANT_B, (trx) => trx.selectFrom('test_effects').select('event_id').execute());
+    const seenByB = await testTables(tp.db).withTenant(TENANT_B, (trx) => trx.selectFrom('test_effects').select('event_id').execute());
     expect(new Set(seenByB.map((r) => r.event_id))).toEqual(new Set([b.id]));
   });
 });

@@ -19,6 +19,14 @@ module.exports = {
       to: { path: '(^|/)src/modules/' },
     },
     {
+      name: 'modules-not-to-composition',
+      comment: 'Modules never import the composition root or entry points (app, main, compose, worker, cli, seed): those import modules.',
+      severity: 'error',
+      // Tests may boot the whole composition.
+      from: { path: '(^|/)src/(modules|platform)/', pathNot: '\\.test\\.ts$' },
+      to: { path: '(^|/)src/(app|main|compose|worker|cli|seed)\\.ts$' },
+    },
+    {
       name: 'no-circular',
       severity: 'error',
       from: {},

@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { loadConfig } from '../src/platform/config.ts';
 import { newId } from '../src/platform/ids.ts';
-import { createEventBus } from '../src/platform/jobs/event-bus.ts';
+import { createEventBus } from '../src/platform/outbox/event-bus.ts';
 import { createTestDatabase } from '../src/platform/testing/test-db.ts';
 import { Redis } from 'ioredis';
 

@@ -1,4 +1,3 @@
-import type { FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
@@ -8,25 +7,14 @@ import { registerAuthorization, type Authenticator } from './platform/http/auth.
 import { registerEdgeProtection } from './platform/http/edge.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
+import type { ModuleRoutes } from './platform/http/module-routes.ts';
 import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
-import { jobsAdminRoutes, registerQueueDashboard } from './platform/jobs/admin-routes.ts';
-import type { EventBus } from './platform/jobs/event-bus.ts';
-import { parseTraceparent, runInEventContext } from './platform/outbox/context.ts';
+import { jobsAdminRoutes, registerQueueDashboard } from './platform/outbox/admin-routes.ts';
+import type { EventBus } from './platform/outbox/event-bus.ts';
+import { parseTraceparent, runInEventContext } from './platform/outbox/event-context.ts';
 import { registerObservability } from './platform/observability/http-observability.ts';
 import { pingRedis, type Redis } from './platform/redis.ts';
 import type { ResiliencePolicy } from './platform/resilience/policy.ts';
-
-/** What a module contributes to the HTTP surface: an encapsulated plugin mounted under a prefix. */
-export interface ModuleRoutes {
-  name: string;
-  prefix: string;
-  plugin: FastifyPluginAsync<any>;
-}
-
-/** A module's routes are written against the typed App; this adapts them to Fastify's plugin type. */
-export function asPlugin(plugin: (app: App) => Promise<void>): FastifyPluginAsync<any> {
-  return plugin as unknown as FastifyPluginAsync<any>;
-}
 
 export interface AppDeps {
   config: Config;

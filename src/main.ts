@@ -1,13 +1,14 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { buildApp, type ModuleRoutes } from './app.ts';
+import { buildApp } from './app.ts';
+import type { ModuleRoutes } from './platform/http/module-routes.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
-import { createEventBus, type EventBus } from './platform/jobs/event-bus.ts';
+import { createEventBus, type EventBus } from './platform/outbox/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';

@@ -15,12 +15,14 @@ function depcruise(dir: string) {
 }
 
 describe('module boundaries (dependency-cruiser, as run by npm run lint)', () => {
-  it('fails on a deep import into another module and on platform → module', () => {
+  it('fails on a deep import into another module, on platform → module and on module → composition root', () => {
     const res = depcruise('test/fixtures/boundaries/bad');
     expect(res.code).not.toBe(0);
     expect(res.output).toContain('module-through-index-only');
     expect(res.output).toContain('src/modules/alpha/alpha.service.ts → src/modules/beta/beta.repo.ts');
     expect(res.output).toContain('platform-not-to-modules');
+    expect(res.output).toContain('modules-not-to-composition');
+    expect(res.output).toContain('src/modules/alpha/index.ts → src/app.ts');
   });
 
   it('passes when modules use each other only through index.ts', () => {

@@ -12,7 +12,7 @@ import { migrate } from '../../src/platform/migrate/migrator.ts';
 import { createRedis, type Redis } from '../../src/platform/redis.ts';
 import { createEdgeTestApp, createWidgetTable, type WidgetControls } from '../helpers/edge-fixtures.ts';
 import { startOwnPostgres, startOwnRedis, type OwnPostgres, type OwnRedis } from '../helpers/own-services.ts';
-import { createEventBus } from '../../src/platform/jobs/event-bus.ts';
+import { createEventBus } from '../../src/platform/outbox/event-bus.ts';
 
 /**
  * Graceful degradation with real processes: a private redis-server and a private Postgres (initdb in a

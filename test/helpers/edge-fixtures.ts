@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { sql, type Kysely } from 'kysely';
-import type { ModuleRoutes } from '../../src/app.ts';
+import type { ModuleRoutes } from '../../src/platform/http/module-routes.ts';
 import type { Modules, Platform } from '../../src/main.ts';
 import type { Database } from '../../src/platform/db/database.ts';
 import { createApiApp } from '../../src/main.ts';

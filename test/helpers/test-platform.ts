@@ -6,7 +6,7 @@ import type { DatabaseOptions } from '../../src/platform/db/database.ts';
 import { createFlags } from '../../src/platform/flags/flags.ts';
 import type { Authenticator } from '../../src/platform/http/auth.ts';
 import type { App } from '../../src/platform/http/server.ts';
-import { createEventBus, type EventBusDeps } from '../../src/platform/jobs/event-bus.ts';
+import { createEventBus, type EventBusDeps } from '../../src/platform/outbox/event-bus.ts';
 import { createLifecycle } from '../../src/platform/lifecycle.ts';
 import { createRedis } from '../../src/platform/redis.ts';
 import { createTestDatabase, type TestDatabase } from '../../src/platform/testing/test-db.ts';

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import type { Transaction } from 'kysely';
-import { asPlugin, type ModuleRoutes } from '../../app.ts';
+import { asPlugin, type ModuleRoutes } from '../../platform/http/module-routes.ts';
 import type { Database } from '../../platform/db/database.ts';
 import { auditRoutes } from './audit.routes.ts';
 import {

@@ -1,4 +1,4 @@
-import { asPlugin, type ModuleRoutes } from '../../app.ts';
+import { asPlugin, type ModuleRoutes } from '../../platform/http/module-routes.ts';
 import { identityRoutes } from './identity.routes.ts';
 import { createIdentityService, type IdentityDeps, type IdentityService } from './identity.service.ts';
 

@@ -1,4 +1,4 @@
-import { asPlugin, type ModuleRoutes } from '../../app.ts';
+import { asPlugin, type ModuleRoutes } from '../../platform/http/module-routes.ts';
 import type { Config } from '../../platform/config.ts';
 import type { Database } from '../../platform/db/database.ts';
 import type { OutboundPolicies } from '../../platform/resilience/policy.ts';

@@ -4,7 +4,7 @@ import type { Mailer } from './mailer.ts';
 import { DELIVERY_REQUESTED, INVITATION_CREATED, WEBHOOK_EVENT_TYPES, type DeliveryRequestedPayload } from './notifications.events.ts';
 import type { DomainEvent, OutboxPort, WebhooksService } from './webhooks.service.ts';
 
-/** The part of platform.events (src/platform/jobs/event-bus.ts) this module uses. */
+/** The part of platform.events (src/platform/outbox/event-bus.ts) this module uses. */
 export interface EventsPort extends OutboxPort {
   subscribe<P>(
     eventName: string,

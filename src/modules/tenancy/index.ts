@@ -1,4 +1,4 @@
-import { asPlugin, type ModuleRoutes } from '../../app.ts';
+import { asPlugin, type ModuleRoutes } from '../../platform/http/module-routes.ts';
 import type { Database } from '../../platform/db/database.ts';
 import type { Authenticator } from '../../platform/http/auth.ts';
 import type { Audit } from '../audit/index.ts';

@@ -14,7 +14,7 @@ import {
   type SpanExporter,
 } from '@opentelemetry/sdk-trace-node';
 import { ConfigError } from '../config.ts';
-import { defaultPropagator, setContextPropagator } from '../outbox/context.ts';
+import { defaultPropagator, setContextPropagator } from '../outbox/event-context.ts';
 import { otelEventContext, setTracingShutdown } from './tracing.ts';
 
 type Env = Record<string, string | undefined>;
@@ -89,7 +89,7 @@ export function startTracing(opts: TracingOptions = {}): TracingHandle {
       }),
     ],
   });
-  // Events added in a traced request store the active span's traceparent (outbox/context.ts).
+  // Events added in a traced request store the active span's traceparent (outbox/event-context.ts).
   setContextPropagator(otelEventContext(defaultPropagator));
   const handle: TracingHandle = {
     provider,

@@ -111,7 +111,7 @@ export async function instrumentJob<T>(job: JobTrace, fn: () => Promise<T>): Pro
   }
 }
 
-/** What the outbox captures with an event and restores around its handlers (outbox/context.ts). */
+/** What the outbox captures with an event and restores around its handlers (outbox/event-context.ts). */
 export interface TraceCarrier {
   requestId?: string;
   traceparent?: string;

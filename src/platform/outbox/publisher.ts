@@ -1,6 +1,7 @@
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql } from 'kysely';
+import type { TxHandle } from '../db/database.ts';
 import { newId } from '../ids.ts';
-import { captureEventContext } from './context.ts';
+import { captureEventContext } from './event-context.ts';
 
 /** The envelope every event travels in, from the outbox to each consumer's handler. */
 export interface EventEnvelope<P = unknown> {
@@ -36,10 +37,18 @@ export class OutboxError extends Error {
 }
 
 /**
+ * The one way a module publishes: `events.add(trx, event)` inside the transaction that makes the change.
+ * Every module receives it as a required dependency, so a wiring slip is a type error, not a lost event.
+ */
+export interface EventPublisher {
+  add<P>(trx: TxHandle, event: NewEvent<P>): Promise<EventEnvelope<P>>;
+}
+
+/**
  * Writes an event in the caller's transaction: it is relayed only if that transaction commits.
  * Returns the envelope (with its UUIDv7 id).
  */
-export async function addToOutbox<P>(trx: Transaction<any> | Kysely<any>, event: NewEvent<P>): Promise<EventEnvelope<P>> {
+export async function addToOutbox<P>(trx: TxHandle, event: NewEvent<P>): Promise<EventEnvelope<P>> {
   if (!EVENT_NAME.test(event.name)) throw new OutboxError(`invalid event name "${event.name}" (use module.what_happened)`);
   const json = JSON.stringify(event.payload ?? null);
   if (json.length > MAX_PAYLOAD_BYTES) throw new OutboxError(`event ${event.name} payload exceeds ${MAX_PAYLOAD_BYTES} bytes`);
@@ -60,7 +69,7 @@ export async function addToOutbox<P>(trx: Transaction<any> | Kysely<any>, event:
   return envelope;
 }
 
-interface OutboxRow {
+export interface OutboxRow {
   id: string;
   tenant_id: string | null;
   name: string;
@@ -80,27 +89,4 @@ export function toEnvelope(row: OutboxRow): EventEnvelope {
     requestId: row.request_id,
     traceparent: row.traceparent,
   };
-}
-
-/**
- * Claims up to `limit` committed, unrelayed events (FOR UPDATE SKIP LOCKED, so several relays never take
- * the same row), lets `fanOut` record their deliveries in the same transaction, and marks them relayed.
- */
-export async function claimOutboxBatch(
-  db: Kysely<any>,
-  limit: number,
-  fanOut: (trx: Transaction<any>, events: EventEnvelope[]) => Promise<void>,
-): Promise<EventEnvelope[]> {
-  return db.transaction().execute(async (trx) => {
-    const { rows } = await sql<OutboxRow>`
-      select id, tenant_id, name, payload, request_id, traceparent, occurred_at
-      from outbox where relayed_at is null
-      order by id limit ${limit}
-      for update skip locked`.execute(trx);
-    if (rows.length === 0) return [];
-    const events = rows.map(toEnvelope);
-    await fanOut(trx, events);
-    await sql`update outbox set relayed_at = now() where id in (${sql.join(rows.map((r) => r.id))})`.execute(trx);
-    return events;
-  });
 }

@@ -1,4 +1,4 @@
-import type { EventEnvelope } from '../outbox/outbox.ts';
+import type { EventEnvelope } from './publisher.ts';
 
 /** One unit of work: an event for one consumer (fan-out makes one per subscribed consumer). */
 export interface DeliveryJob {

@@ -6,8 +6,8 @@ import { adminAndMember, captureLogger, countEffects, createEffectsTable, waitFo
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { newId } from '../ids.ts';
 import { testTables } from '../testing/test-db.ts';
-import { currentEventContext } from '../outbox/context.ts';
-import { backoffDelay, parseCron } from './schedule.ts';
+import { currentEventContext } from './event-context.ts';
+import { backoffDelay, parseCron } from './cron.ts';
 
 const TENANT_A = newId();
 const TENANT_B = newId();

@@ -1,0 +1,179 @@
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+import type { Database } from '../db/database.ts';
+import { newId } from '../ids.ts';
+import { createBullTransport, type BullTransport } from './bullmq-transport.ts';
+import { listDead, redrive } from './dead-letters.ts';
+import { BATCH, type DeadJob } from './deliveries.ts';
+import { createInProcessTransport } from './in-process-transport.ts';
+import { createProcessor } from './processor.ts';
+import { addToOutbox, type EventPublisher } from './publisher.ts';
+import { createRegistry, type JobRegistry } from './registry.ts';
+import { relayOnce } from './relay.ts';
+import { cleanupJobRecords } from './retention.ts';
+import { runDueSchedules } from './scheduler.ts';
+import { sweepOnce } from './sweeper.ts';
+import type { DeliveryJob, QueueView, Transport } from './transport.ts';
+
+export type { DeadJob } from './deliveries.ts';
+export type { EventHandler, HandlerContext, JobRegistry, ScheduleContext, SubscribeOptions } from './registry.ts';
+export type { EventEnvelope, EventPublisher, NewEvent } from './publisher.ts';
+
+/**
+ * The async backbone's facade: modules publish in their transactions (EventPublisher) and register
+ * handlers and schedules (JobRegistry); the worker role relays, processes, retries, dead-letters, sweeps
+ * and runs schedules. Postgres is the system of record; each step lives in its own file beside this one.
+ */
+export interface EventBus extends EventPublisher, JobRegistry {
+  /** Relay, sweeper, consumers and schedules in this process (the worker role). */
+  startWorker(): Promise<void>;
+  /** Stops taking work; active jobs finish, the rest stays pending for another worker. */
+  stopWorker(): Promise<void>;
+  relayOnce(): Promise<number>;
+  sweepOnce(olderThanMs?: number): Promise<number>;
+  runDueSchedules(): Promise<string[]>;
+  listDead(opts: { limit: number; after?: string }): Promise<{ data: DeadJob[]; nextCursor: string | null }>;
+  redrive(deliveryId: string): Promise<DeadJob>;
+  inspect(): Promise<{ transport: Transport['kind']; queues: QueueView[] }>;
+  consumers(): string[];
+  /** The BullMQ transport when Redis is configured (for the dashboard). */
+  bull(): BullTransport | undefined;
+  readonly workerId: string;
+  close(): Promise<void>;
+}
+
+export interface EventBusDeps {
+  config: Config;
+  logger: Logger;
+  db: Database;
+  /** Overrides for tests: schedule tick, sweep cadence. */
+  scheduleTickMs?: number;
+  sweepEveryMs?: number;
+}
+
+export function createEventBus(deps: EventBusDeps): EventBus {
+  const { config, logger, db } = deps;
+  const log = logger.child({ component: 'jobs' });
+  const workerId = `${hostname()}:${process.pid}:${newId().slice(-8)}`;
+  const registry = createRegistry();
+  const processDelivery = createProcessor(db, registry, log);
+  let transport: Transport | undefined;
+  let running = false;
+  let wake: (() => void) | undefined;
+  const loops: Promise<void>[] = [];
+  const sleepers = new Set<() => void>();
+
+  function getTransport(): Transport {
+    transport ??= config.redisUrl
+      ? createBullTransport({
+          redisUrl: config.redisUrl,
+          prefix: `${config.redisPrefix}bull`,
+          concurrency: config.jobsConcurrency,
+          stalledMs: config.jobsStalledMs,
+          logger: log,
+        })
+      : createInProcessTransport({ concurrency: config.jobsConcurrency, logger: log });
+    return transport;
+  }
+
+  async function dispatch(jobs: DeliveryJob[]): Promise<void> {
+    if (jobs.length === 0) return;
+    try {
+      await getTransport().dispatch(jobs);
+    } catch (err) {
+      // Deliveries stay pending in Postgres; the sweeper dispatches them again.
+      log.warn({ jobs: jobs.length, error: (err as Error).message }, 'dispatch failed; the sweeper will retry');
+    }
+  }
+
+  function nudge(): void {
+    if (!wake) return;
+    // The caller's transaction has not committed yet; give it a moment before polling.
+    const w = wake;
+    setTimeout(w, 2).unref();
+  }
+
+  const relay = () => relayOnce(db, registry, dispatch);
+  const sweep = (olderThanMs = config.jobsSweepAfterMs) => sweepOnce(db, log, dispatch, olderThanMs);
+  const runSchedules = () => runDueSchedules(db, registry, log, workerId);
+
+  async function loop(name: string, intervalMs: number, body: () => Promise<number | unknown>, useWake = false): Promise<void> {
+    while (running) {
+      let busy = false;
+      try {
+        const n = await body();
+        busy = typeof n === 'number' && n >= BATCH;
+      } catch (err) {
+        if (running) log.warn({ loop: name, error: (err as Error).message }, 'background loop iteration failed');
+      }
+      if (busy || !running) continue;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, intervalMs);
+        function done() {
+          clearTimeout(timer);
+          sleepers.delete(done);
+          if (wake === done) wake = undefined;
+          resolve();
+        }
+        sleepers.add(done);
+        if (useWake) wake = done;
+      });
+    }
+  }
+
+  const bus: EventBus = {
+    workerId,
+    async add(trx, event) {
+      const envelope = await addToOutbox(trx, event);
+      nudge();
+      return envelope;
+    },
+    subscribe: registry.subscribe,
+    schedule: registry.schedule,
+    async startWorker() {
+      if (running) return;
+      running = true;
+      const t = getTransport();
+      await t.start([...registry.byConsumer.keys()], processDelivery);
+      // In-process queues do not survive a restart: pick up whatever an earlier run left pending.
+      if (t.kind === 'in-process') await sweep(0).catch((err) => log.warn({ error: err.message }, 'startup sweep failed'));
+      const sweepEvery = deps.sweepEveryMs ?? Math.max(100, Math.min(5_000, Math.floor(config.jobsSweepAfterMs / 2)));
+      loops.push(loop('relay', config.jobsPollMs, relay, true));
+      loops.push(loop('sweeper', sweepEvery, () => sweep()));
+      if (registry.schedules.size > 0) loops.push(loop('schedules', deps.scheduleTickMs ?? 1_000, runSchedules));
+      log.info({ workerId, transport: t.kind, consumers: registry.byConsumer.size, schedules: registry.schedules.size }, 'worker started');
+    },
+    async stopWorker() {
+      if (!running) return;
+      running = false;
+      for (const wakeUp of [...sleepers]) wakeUp();
+      await Promise.allSettled(loops.splice(0));
+      await transport?.stop();
+      log.info({ workerId }, 'worker stopped');
+    },
+    relayOnce: relay,
+    sweepOnce: sweep,
+    runDueSchedules: runSchedules,
+    listDead: (opts) => listDead(db, opts),
+    async redrive(deliveryId) {
+      const job = await redrive(db, deliveryId, running ? dispatch : undefined);
+      log.info({ deliveryId, consumer: job.consumer, eventId: job.eventId }, 'dead job redriven');
+      return job;
+    },
+    async inspect() {
+      const t = getTransport();
+      return { transport: t.kind, queues: await t.inspect([...registry.byConsumer.keys()]) };
+    },
+    consumers: () => [...registry.byConsumer.keys()],
+    bull() {
+      return config.redisUrl ? (getTransport() as BullTransport) : undefined;
+    },
+    async close() {
+      await bus.stopWorker();
+      await transport?.close();
+    },
+  };
+  bus.schedule('platform.jobs_cleanup', { cron: '17 3 * * *' }, cleanupJobRecords);
+  return bus;
+}

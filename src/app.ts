@@ -8,7 +8,8 @@ import { registerEdgeProtection } from './platform/http/edge.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import { registerHealthRoutes } from './platform/http/health.ts';
 import type { ModuleRoutes } from './platform/http/module-routes.ts';
-import { createHttpServer, type App, type LifecycleState } from './platform/http/server.ts';
+import { createHttpServer, type App } from './platform/http/server.ts';
+import type { LifecycleState } from './platform/lifecycle.ts';
 import { jobsAdminRoutes, registerQueueDashboard } from './platform/outbox/admin-routes.ts';
 import type { EventBus } from './platform/outbox/event-bus.ts';
 import { parseTraceparent, runInEventContext } from './platform/outbox/event-context.ts';
@@ -49,7 +50,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await registerEdgeProtection(app, {
     edge: deps.config.edge,
     redisPrefix: deps.config.redisPrefix,
-    db: deps.db.app,
+    db: deps.db,
     redis,
     redisPolicy: deps.redisPolicy,
     logger: deps.logger,

@@ -1,5 +1,12 @@
 import type { Logger } from 'pino';
-import type { LifecycleState } from './http/server.ts';
+
+/** The process's shutdown phase, read by the HTTP kernel (readiness, refusing new work). */
+export interface LifecycleState {
+  /** True from SIGTERM on: readiness answers 503 and new requests on kept-alive connections are refused. */
+  draining: boolean;
+  /** True once the listener is closing: only in-flight requests are still served. */
+  closing: boolean;
+}
 
 export interface Closer {
   name: string;

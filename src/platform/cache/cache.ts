@@ -1,8 +1,8 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { Counter, register } from 'prom-client';
 import type { Redis } from '../redis.ts';
 import type { ResiliencePolicy } from '../resilience/policy.ts';
+import { cacheRequests } from '../observability/metrics.ts';
 
 export interface CacheOptions {
   /** Redis (L2), shared by every process; absent in the embedded default (L1 only). */
@@ -37,14 +37,6 @@ export interface CacheProvider {
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
-function requestsCounter(): Counter<'cache' | 'result'> {
-  const name = 'plinth_cache_requests_total';
-  return (
-    (register.getSingleMetric(name) as Counter<'cache' | 'result'> | undefined) ??
-    new Counter({ name, help: 'Cache lookups by cache and result (hit = L1 or Redis, miss = loader ran)', labelNames: ['cache', 'result'] })
-  );
-}
-
 /**
  * Cache-aside with two layers: L1 (lru-cache, per process, short TTL) and Redis (shared, namespace TTL).
  * Cross-process L1 invalidation: a Redis pub/sub message per invalidated key; the short L1 TTL bounds
@@ -52,7 +44,7 @@ function requestsCounter(): Counter<'cache' | 'result'> {
  * read: the breaker turns them into misses, so the loader (the database) answers.
  */
 export function createCache(opts: CacheOptions): CacheProvider {
-  const counter = requestsCounter();
+  const counter = cacheRequests;
   const l1 = new LRUCache<string, { value: unknown }>({ max: opts.l1Max ?? 10_000, ttl: Math.max(1, opts.l1TtlMs) });
   const inflight = new Map<string, Promise<unknown>>();
   // Bumped by invalidate(): a load that started before an invalidation must not store what it read.

@@ -39,13 +39,13 @@ export interface DbScope<T> {
   withTenantRead<R>(tenantId: string, fn: (trx: Transaction<T>) => Promise<R>): Promise<R>;
   /** The caller's transaction, typed with this scope's tables (for writes that must commit together). */
   join(trx: TxHandle): Transaction<T>;
+  /** Owner role: migrations and operator tools only (audit verification, seeding, flag definitions). Bypasses
+   * nothing by accident: tenant tables FORCE RLS, so even the owner needs a tenant context or a policy. */
+  readonly owner: Kysely<T>;
 }
 
 export interface Database extends DbScope<DB> {
   readonly kind: 'pglite' | 'postgres';
-  /** Owner role: migrations and operator tools only (audit verification, seeding). Bypasses nothing by
-   * accident: tenant tables FORCE RLS, so even the owner needs a tenant context or a policy that allows it. */
-  readonly owner: Kysely<DB>;
   /** A module's view: the same connections, typed with only the tables it names. */
   scope<K extends keyof DB>(...tables: K[]): DbScope<Pick<DB, K>>;
   ping(): Promise<void>;

@@ -9,10 +9,10 @@ import {
   type Provider,
   type ResolutionDetails,
 } from '@openfeature/server-sdk';
-import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import type { Database } from '../db/database.ts';
-import { isUuid, newId } from '../ids.ts';
+import { isUuid } from '../ids.ts';
+import * as repo from './flags.repo.ts';
 
 /**
  * Feature flags through the OpenFeature server SDK, backed by Postgres: a global default per flag
@@ -51,7 +51,7 @@ function typeOf(v: JsonValue): string {
 }
 
 export async function createFlags(opts: { db: Database; cacheTtlMs?: number }): Promise<Flags> {
-  const { db } = opts;
+  const db = opts.db.scope('feature_flags', 'feature_flag_overrides');
   const ttl = opts.cacheTtlMs ?? 5_000;
   // Cache misses too (as null), so an unknown flag asked on every request does not hit the database.
   const definitions = new LRUCache<string, { value: JsonValue | null }>({ max: 1_000, ttl });
@@ -60,8 +60,7 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number }): 
   async function definition(key: string): Promise<JsonValue | null> {
     const hit = definitions.get(key);
     if (hit) return hit.value;
-    const row = await db.app.selectFrom('feature_flags').select('default_value').where('key', '=', key).executeTakeFirst();
-    const value = row ? (row.default_value as JsonValue) : null;
+    const value = ((await repo.findDefault(db, key)) ?? null) as JsonValue | null;
     definitions.set(key, { value });
     return value;
   }
@@ -70,10 +69,7 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number }): 
     const cacheKey = `${tenantId}:${key}`;
     const hit = overrides.get(cacheKey);
     if (hit) return hit.value;
-    const row = await db.withTenant(tenantId, (trx) =>
-      trx.selectFrom('feature_flag_overrides').select('value').where('flag_key', '=', key).executeTakeFirst(),
-    );
-    const value = row ? (row.value as JsonValue) : null;
+    const value = ((await repo.findOverride(db, tenantId, key)) ?? null) as JsonValue | null;
     overrides.set(cacheKey, { value });
     return value;
   }
@@ -123,38 +119,21 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number }): 
     client,
     provider,
     async list() {
-      const rows = await db.app.selectFrom('feature_flags').selectAll().orderBy('key').execute();
-      return rows.map(toDefinition);
+      return (await repo.listFlags(db)).map(toDefinition);
     },
     async define(key, defaultValue, description = '') {
-      // The app role may only read flag definitions; defining one is an operator action.
-      const row = await db.owner
-        .insertInto('feature_flags')
-        .values({ key, default_value: JSON.stringify(defaultValue), description })
-        .onConflict((oc) =>
-          oc.column('key').doUpdateSet({ default_value: JSON.stringify(defaultValue), description, updated_at: sql`now()` }),
-        )
-        .returningAll()
-        .executeTakeFirstOrThrow();
+      const row = await repo.upsertFlag(db.owner, key, defaultValue, description);
       definitions.delete(key);
       return toDefinition(row);
     },
     async setOverride(tenantId, key, value) {
-      await db.withTenant(tenantId, (trx) =>
-        trx
-          .insertInto('feature_flag_overrides')
-          .values({ tenant_id: tenantId, id: newId(), flag_key: key, value: JSON.stringify(value) })
-          .onConflict((oc) => oc.columns(['tenant_id', 'flag_key']).doUpdateSet({ value: JSON.stringify(value), updated_at: sql`now()` }))
-          .execute(),
-      );
+      await repo.upsertOverride(db, tenantId, key, value);
       overrides.delete(`${tenantId}:${key}`);
     },
     async clearOverride(tenantId, key) {
-      const res = await db.withTenant(tenantId, (trx) =>
-        trx.deleteFrom('feature_flag_overrides').where('flag_key', '=', key).executeTakeFirst(),
-      );
+      const deleted = await repo.deleteOverride(db, tenantId, key);
       overrides.delete(`${tenantId}:${key}`);
-      return Number(res.numDeletedRows) > 0;
+      return deleted;
     },
     async close() {
       definitions.clear();

@@ -3,7 +3,7 @@ import { isUuid } from '../ids.ts';
 import { AppError } from './errors.ts';
 import type { App } from './server.ts';
 
-/** Who is calling. Produced by the identity module's Authenticator; read by every other module. */
+/** Who is calling. Produced by the tenancy module's Authenticator; read by every other module. */
 export interface Principal {
   kind: 'user' | 'api_key';
   /** The user; for an API key, the user who created it. */
@@ -22,7 +22,8 @@ export interface OrgAccess {
   permissions: ReadonlySet<string>;
 }
 
-/** Implemented by the identity module; the kernel only enforces what routes declare. */
+/** Implemented by the tenancy module (sessions come from identity, memberships and API keys from tenancy);
+ * the kernel only enforces what routes declare. */
 export interface Authenticator {
   /** null when there is no credential or it is unknown, expired or revoked. */
   authenticate(request: FastifyRequest): Promise<Principal | null>;
@@ -98,7 +99,7 @@ export function registerAuthorization(app: App, authenticator: Authenticator): v
   });
 }
 
-/** Used until an identity module is wired: every protected route answers 401. */
+/** Used when no Authenticator is wired (kernel tests): every protected route answers 401. */
 export const denyAllAuthenticator: Authenticator = {
   authenticate: async () => null,
   resolveAccess: async () => null,

@@ -1,6 +1,6 @@
 import underPressure from '@fastify/under-pressure';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Kysely } from 'kysely';
+import type { Database } from '../db/database.ts';
 import type { Logger } from 'pino';
 import type { EdgeConfig } from '../config.ts';
 import type { Redis } from '../redis.ts';
@@ -15,7 +15,7 @@ import type { App } from './server.ts';
 export interface EdgeDeps {
   edge: EdgeConfig;
   redisPrefix: string;
-  db: Kysely<any>;
+  db: Database;
   redis?: Redis;
   /** The process's Redis policy (shared breaker with the cache). */
   redisPolicy: ResiliencePolicy;
@@ -54,6 +54,6 @@ export async function registerEdgeProtection(app: App, deps: EdgeDeps): Promise<
   if (edge.rateLimitEnabled) {
     registerRateLimit(app, { store: rateLimitStore, resolver: deps.rateLimits ?? configRateLimits(edge) });
   }
-  registerIdempotency(app, { db: deps.db, ttlSec: edge.idempotencyTtlSec, leaseSec: edge.idempotencyLeaseSec, logger: deps.logger });
+  registerIdempotency(app, { db: deps.db.scope('idempotency_keys').app, ttlSec: edge.idempotencyTtlSec, leaseSec: edge.idempotencyLeaseSec, logger: deps.logger });
   return { rateLimitStore };
 }

@@ -1,4 +1,5 @@
-import type { App, LifecycleState } from './server.ts';
+import type { LifecycleState } from '../lifecycle.ts';
+import type { App } from './server.ts';
 import { sendProblem } from './errors.ts';
 
 export type HealthCheck = () => Promise<void>;

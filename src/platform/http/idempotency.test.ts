@@ -176,7 +176,7 @@ describe(`Idempotency-Key (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglit
     expect(fresh.statusCode).toBe(201);
     expect(fresh.headers['idempotent-replayed']).toBeUndefined();
     expect(await countWidgets(orgId)).toBe(2);
-    const swept = await sweepIdempotencyKeys(t.db.app);
+    const swept = await sweepIdempotencyKeys(t.db.scope('idempotency_keys').app);
     expect(swept).toBeGreaterThan(0);
     const { rows } = await sql<{ n: number }>`select count(*)::int as n from idempotency_keys where expires_at < now()`.execute(t.db.app);
     expect(rows[0]!.n).toBe(0);

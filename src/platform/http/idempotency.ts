@@ -1,8 +1,9 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { AppError } from './errors.ts';
+import { claimKey, readKey, recordResponse, releaseKey, renewLeases, sweepIdempotencyKeys, type IdempotencyTables, type StoredResponse } from './idempotency.repo.ts';
 import { MAX_IDEMPOTENCY_KEY_LENGTH } from './limits.ts';
 import type { App } from './server.ts';
 
@@ -26,7 +27,7 @@ declare module 'fastify' {
 
 export interface IdempotencyOptions {
   /** The app-role connection; the table is global (scope hashed into the key). */
-  db: Kysely<any>;
+  db: Kysely<IdempotencyTables>;
   ttlSec: number;
   /**
    * Lease of an in-flight claim (default 5 s). The owning process renews it every `heartbeatMs` while the
@@ -98,16 +99,6 @@ function requestHash(request: FastifyRequest): string {
   return sha256(`${request.method}\n${request.url}\n${canonicalJson(request.body ?? null)}`);
 }
 
-interface StoredRow {
-  request_hash: string;
-  state: 'in_flight' | 'done';
-  /** Seconds left on an in-flight claim's lease (computed by the database, no clock skew). */
-  lease_left: number | string | null;
-  response_status: number | null;
-  response_headers: Record<string, string> | string | null;
-  response_body: string | null;
-}
-
 /**
  * Idempotency-Key for every POST under /v1 (draft-ietf-httpapi-idempotency-key-header, Stripe semantics):
  * the first response is stored and replayed for `ttlSec`; a request with the same key while the first is
@@ -127,40 +118,15 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
    * record. Retried every heartbeatMs until it lands; the row is only touched while it still carries the
    * token, so a claim taken over meanwhile is left alone.
    */
-  const pending = new Map<string, { scopeHash: string; record?: { status: number; headers: string; body: string } }>();
+  const pending = new Map<string, { scopeHash: string; record?: StoredResponse }>();
 
-  async function claim(scopeHash: string, tenantId: string | null, hash: string, token: string): Promise<boolean> {
-    const { rows } = await sql<{ scope_hash: string }>`
-      insert into idempotency_keys (scope_hash, tenant_id, request_hash, state, locked_until, expires_at, claim_token)
-      values (${scopeHash}, ${tenantId}, ${hash}, 'in_flight',
-              now() + make_interval(secs => ${leaseSec}), now() + make_interval(secs => ${ttlSec}), ${token})
-      on conflict (scope_hash) do update set
-        request_hash = excluded.request_hash, state = 'in_flight', locked_until = excluded.locked_until,
-        expires_at = excluded.expires_at, created_at = now(), claim_token = excluded.claim_token,
-        response_status = null, response_headers = null, response_body = null
-      where idempotency_keys.expires_at < now()
-         or (idempotency_keys.state = 'in_flight' and idempotency_keys.locked_until < now()
-             and idempotency_keys.request_hash = excluded.request_hash)
-      returning scope_hash`.execute(db);
-    return rows.length === 1;
-  }
-
-  async function release(scopeHash: string, token: string): Promise<void> {
-    await sql`delete from idempotency_keys
-      where scope_hash = ${scopeHash} and claim_token = ${token} and state = 'in_flight'`.execute(db);
-  }
-
-  /** Returns false when the claim was no longer ours (lease lapsed and taken over, or expired and swept). */
-  async function record(scopeHash: string, token: string, r: { status: number; headers: string; body: string }): Promise<boolean> {
-    const result = await sql`
-      update idempotency_keys set state = 'done', response_status = ${r.status},
-        response_headers = ${r.headers}::jsonb, response_body = ${r.body}
-      where scope_hash = ${scopeHash} and claim_token = ${token} and state = 'in_flight'`.execute(db);
-    return Number(result.numAffectedRows ?? 0) === 1;
-  }
+  const claim = (scopeHash: string, tenantId: string | null, requestHash: string, token: string) =>
+    claimKey(db, { scopeHash, tenantId, requestHash, token, leaseSec, ttlSec });
+  const release = (scopeHash: string, token: string) => releaseKey(db, scopeHash, token);
+  const record = (scopeHash: string, token: string, r: StoredResponse) => recordResponse(db, scopeHash, token, r);
 
   /** Ends a claim whose request is over: release or record now, or keep it pending if the database is down. */
-  async function settle(token: string, scopeHash: string, rec?: { status: number; headers: string; body: string }): Promise<void> {
+  async function settle(token: string, scopeHash: string, rec?: StoredResponse): Promise<void> {
     held.delete(token);
     try {
       if (rec) {
@@ -176,7 +142,7 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     }
   }
 
-  async function settleOwed(token: string, p: { scopeHash: string; record?: { status: number; headers: string; body: string } }): Promise<void> {
+  async function settleOwed(token: string, p: { scopeHash: string; record?: StoredResponse }): Promise<void> {
     if (p.record) await record(p.scopeHash, token, p.record);
     else await release(p.scopeHash, token);
     if (pending.delete(token)) logger.info({ scopeHash: p.scopeHash }, `idempotency: deferred ${p.record ? 'record' : 'release'} done`);
@@ -199,9 +165,7 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     for (let i = 0; i < entries.length; i += 500) {
       const chunk = entries.slice(i, i + 500);
       try {
-        await sql`update idempotency_keys set locked_until = now() + make_interval(secs => ${leaseSec})
-          where scope_hash in (${sql.join(chunk.map(([, scope]) => scope))})
-            and claim_token in (${sql.join(chunk.map(([token]) => token))}) and state = 'in_flight'`.execute(db);
+        await renewLeases(db, chunk, leaseSec);
       } catch (err) {
         logger.warn({ err, claims: chunk.length }, 'idempotency: could not renew claims');
         break;
@@ -246,11 +210,7 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
         request.idempotencyClaim = { scopeHash, bodyKey, token };
         return;
       }
-      const { rows } = await sql<StoredRow>`
-        select request_hash, state, response_status, response_headers, response_body,
-               extract(epoch from (locked_until - now())) as lease_left
-        from idempotency_keys where scope_hash = ${scopeHash}`.execute(db);
-      const row = rows[0];
+      const row = await readKey(db, scopeHash);
       if (!row) continue;
       if (row.request_hash !== hash) {
         throw new AppError(
@@ -341,10 +301,4 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
   return handle;
 }
 
-/** Deletes expired keys in batches; returns how many went. */
-export async function sweepIdempotencyKeys(db: Kysely<any>, batch = 1000): Promise<number> {
-  const result = await sql`
-    delete from idempotency_keys where scope_hash in (
-      select scope_hash from idempotency_keys where expires_at < now() limit ${batch})`.execute(db);
-  return Number(result.numAffectedRows ?? 0);
-}
+export { sweepIdempotencyKeys };

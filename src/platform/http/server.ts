@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import FindMyWay from 'find-my-way';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
+import type { LifecycleState } from '../lifecycle.ts';
 import { newId } from '../ids.ts';
 import { errorHandler, sendProblem } from './errors.ts';
 import { documentEdgeProtection } from './openapi-edge.ts';
@@ -35,13 +36,6 @@ declare module 'fastify' {
 }
 
 export type App = FastifyInstance<any, any, any, Logger, TypeBoxTypeProvider>;
-
-export interface LifecycleState {
-  /** True from SIGTERM on: readiness answers 503 and new requests on kept-alive connections are refused. */
-  draining: boolean;
-  /** True once the listener is closing: only in-flight requests are still served. */
-  closing: boolean;
-}
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;

@@ -79,7 +79,7 @@ export function createFastHistogram(opts: { name: string; help: string; buckets:
   };
 }
 
-export const httpRequestDuration = createFastHistogram({
+const httpRequestDuration = createFastHistogram({
   name: 'plinth_http_request_duration_seconds',
   help: 'HTTP request duration by method, route template and status class',
   buckets: HTTP_BUCKETS,
@@ -114,7 +114,7 @@ export const httpRequestsInFlight = new client.Gauge({
   help: 'HTTP requests currently being served',
 });
 
-export const dbQueryDuration = createFastHistogram({
+const dbQueryDuration = createFastHistogram({
   name: 'plinth_db_query_duration_seconds',
   help: 'Database query duration by statement kind',
   buckets: QUERY_BUCKETS,
@@ -137,57 +137,28 @@ export const dbSlowQueries = new client.Counter({
   labelNames: ['operation'] as const,
 });
 
-/**
- * The existing metric of that name, or a new one. Other platform pieces (cache, resilience) that
- * predate this module look their metric up the same way, so whichever loads first creates it and
- * import order never causes a "already registered" crash.
- */
-function shared<T extends client.Metric>(name: string, create: () => T): T {
-  return (registry.getSingleMetric(name) as T | undefined) ?? create();
-}
-
 /** For the cache helper (edge): `cacheRequests.inc({ cache: 'sessions', result: 'hit' })`. */
-export const cacheRequests = shared(
-  'plinth_cache_requests_total',
-  () =>
-    new client.Counter({
-      name: 'plinth_cache_requests_total',
-      help: 'Cache lookups by cache and result (hit = L1 or Redis, miss = loader ran)',
-      labelNames: ['cache', 'result'] as const,
-    }),
-);
+export const cacheRequests = new client.Counter({
+  name: 'plinth_cache_requests_total',
+  help: 'Cache lookups by cache and result (hit = L1 or Redis, miss = loader ran)',
+  labelNames: ['cache', 'result'] as const,
+});
 
 /** Incremented by the rate limiter (edge) on every 429: `rateLimitRejections.inc({ scope: 'ip' })`. */
-export const rateLimitRejections = shared(
-  'plinth_rate_limit_rejections_total',
-  () =>
-    new client.Counter({
-      name: 'plinth_rate_limit_rejections_total',
-      help: 'Requests rejected by a rate limit, by limit scope',
-      labelNames: ['scope'] as const,
-    }),
-);
+export const rateLimitRejections = new client.Counter({
+  name: 'plinth_rate_limit_rejections_total',
+  help: 'Requests rejected by a rate limit, by limit scope',
+  labelNames: ['scope'] as const,
+});
 
-/** Numeric breaker states for `plinth_circuit_breaker_state` (same order as cockatiel's CircuitState). */
-export const BREAKER_STATE = { closed: 0, open: 1, half_open: 2, isolated: 3 } as const;
-export type BreakerStateName = keyof typeof BREAKER_STATE;
+/** Breaker state by breaker name; values in the order of cockatiel's CircuitState. */
+export const circuitBreakerState = new client.Gauge({
+  name: 'plinth_circuit_breaker_state',
+  help: 'Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 isolated',
+  labelNames: ['breaker'] as const,
+});
 
-export const circuitBreakerState = shared(
-  'plinth_circuit_breaker_state',
-  () =>
-    new client.Gauge({
-      name: 'plinth_circuit_breaker_state',
-      help: 'Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 isolated',
-      labelNames: ['breaker'] as const,
-    }),
-);
-
-/** Call from a breaker's state-change callback (cockatiel: `policy.onStateChange(s => …)`). */
-export function recordBreakerState(breaker: string, state: BreakerStateName | number): void {
-  circuitBreakerState.set({ breaker }, typeof state === 'number' ? state : BREAKER_STATE[state]);
-}
-
-export const jobDuration = new client.Histogram({
+const jobDuration = new client.Histogram({
   name: 'plinth_job_duration_seconds',
   help: 'Job processing duration by queue and outcome (success or failure)',
   labelNames: ['queue', 'outcome'] as const,
@@ -230,7 +201,8 @@ export interface PoolSource {
 }
 const pools = sourceSet<PoolSource>();
 
-export const dbPoolConnections = new client.Gauge({
+// Registers itself; its collect() reads the registered sources at scrape time.
+new client.Gauge({
   name: 'plinth_db_pool_connections',
   help: 'Database pool connections by state (in_use, idle)',
   labelNames: ['state'] as const,
@@ -248,7 +220,8 @@ export const dbPoolConnections = new client.Gauge({
   },
 });
 
-export const dbPoolWaiting = new client.Gauge({
+// Registers itself; its collect() reads the registered sources at scrape time.
+new client.Gauge({
   name: 'plinth_db_pool_waiting_requests',
   help: 'Queries waiting for a free database pool connection',
   collect() {
@@ -295,7 +268,8 @@ function outboxStats(): Promise<OutboxStats | undefined> {
   return outboxSnapshot;
 }
 
-export const outboxBacklog = new client.Gauge({
+// Registers itself; its collect() reads the registered sources at scrape time.
+new client.Gauge({
   name: 'plinth_outbox_backlog',
   help: 'Outbox rows not yet processed',
   async collect() {
@@ -304,7 +278,8 @@ export const outboxBacklog = new client.Gauge({
   },
 });
 
-export const outboxOldestAge = new client.Gauge({
+// Registers itself; its collect() reads the registered sources at scrape time.
+new client.Gauge({
   name: 'plinth_outbox_oldest_age_seconds',
   help: 'Age of the oldest unprocessed outbox row (0 when empty)',
   async collect() {
@@ -327,7 +302,8 @@ export interface JobCount {
 type JobSource = () => Promise<JobCount[]>;
 const jobSources = sourceSet<JobSource>();
 
-export const jobCounts = new client.Gauge({
+// Registers itself; its collect() reads the registered sources at scrape time.
+new client.Gauge({
   name: 'plinth_jobs',
   help: 'Jobs by queue and state (dead = dead-lettered)',
   labelNames: ['queue', 'state'] as const,

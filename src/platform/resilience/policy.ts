@@ -16,7 +16,7 @@ import {
   type IPolicy,
 } from 'cockatiel';
 import type { Logger } from 'pino';
-import { Gauge, register } from 'prom-client';
+import { circuitBreakerState } from '../observability/metrics.ts';
 
 export { BrokenCircuitError, BulkheadRejectedError, CircuitState, TaskCancelledError };
 
@@ -91,16 +91,6 @@ const STATE_NAME: Record<CircuitState, 'closed' | 'open' | 'half-open' | 'isolat
   [CircuitState.Isolated]: 'isolated',
 };
 
-/** On prom-client's default registry (the observability module serves it at /metrics). Created once per process. */
-export function breakerGauge(): Gauge<'breaker'> {
-  const name = 'plinth_circuit_breaker_state';
-  const existing = register.getSingleMetric(name) as Gauge<'breaker'> | undefined;
-  return (
-    existing ??
-    new Gauge({ name, help: 'Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 isolated', labelNames: ['breaker'] })
-  );
-}
-
 /**
  * The one way to call an outbound dependency: timeout, retry with jittered exponential backoff for
  * transient errors only, circuit breaker, bulkhead. Breaker transitions are logged and exported as a gauge.
@@ -127,7 +117,7 @@ export function createPolicy(opts: PolicyOptions): ResiliencePolicy {
       halfOpenAfter: opts.breaker.halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(opts.breaker.threshold),
     });
-    const gauge = breakerGauge();
+    const gauge = circuitBreakerState;
     gauge.set({ breaker: opts.name }, 0);
     const b = breaker;
     b.onStateChange((state) => {

@@ -4,27 +4,39 @@ import type { Database } from '../db/database.ts';
 import type { Registry } from './registry.ts';
 
 /**
- * Runs every schedule that is due. Claiming is one conditional update: under concurrency exactly one
- * process sees a run as due. Returns the names of the schedules this process ran.
+ * Runs every schedule that is due. One clock decides: the database's. Due-ness is tested against its
+ * now(), and the next occurrence is computed from its now() too, so workers whose clocks are skewed can
+ * never re-arm an occurrence that already ran. An occurrence is claimed by its scheduled time (a
+ * compare-and-set on next_run_at), so exactly one runner wins it. Returns the schedules this process ran.
  */
 export async function runDueSchedules(db: Database, registry: Registry, log: Logger, workerId: string): Promise<string[]> {
   const ran: string[] = [];
   for (const s of registry.schedules.values()) {
-    const now = new Date();
-    await sql`insert into job_schedules (name, next_run_at) values (${s.name}, ${s.next(now)}) on conflict do nothing`.execute(db.app);
-    const { rows } = await sql<{ due: Date }>`
-      with due as (
-        select name, next_run_at from job_schedules where name = ${s.name} and next_run_at <= now()
-        for update skip locked)
-      update job_schedules j set next_run_at = ${s.next(now)}, last_run_at = now(), last_runner = ${workerId}, updated_at = now()
-      from due where j.name = due.name
-      returning due.next_run_at as due`.execute(db.app);
-    const claimed = rows[0];
-    if (!claimed) continue;
-    const scheduledAt = new Date(claimed.due);
-    const sLog = log.child({ schedule: s.name, scheduledAt: scheduledAt.toISOString() });
+    const row = await db.app
+      .selectFrom('job_schedules')
+      .select([sql<Date>`date_trunc('milliseconds', next_run_at)`.as('next_run_at'), sql<Date>`now()`.as('db_now')])
+      .where('name', '=', s.name)
+      .executeTakeFirst();
+    if (!row) {
+      const { rows } = await sql<{ db_now: Date }>`select now() as db_now`.execute(db.app);
+      const first = s.next(new Date(rows[0]!.db_now));
+      await db.app.insertInto('job_schedules').values({ name: s.name, next_run_at: first }).onConflict((oc) => oc.doNothing()).execute();
+      continue;
+    }
+    const due = new Date(row.next_run_at);
+    const dbNow = new Date(row.db_now);
+    if (due > dbNow) continue;
+    const claimed = await db.app
+      .updateTable('job_schedules')
+      .set({ next_run_at: s.next(dbNow), last_run_at: sql`now()`, last_runner: workerId, updated_at: sql`now()` })
+      .where('name', '=', s.name)
+      // Compared at the millisecond precision a JS Date carries (the column keeps microseconds).
+      .where(sql<Date>`date_trunc('milliseconds', next_run_at)`, '=', due)
+      .executeTakeFirst();
+    if (Number(claimed.numUpdatedRows) !== 1) continue; // another runner took this occurrence
+    const sLog = log.child({ schedule: s.name, scheduledAt: due.toISOString() });
     try {
-      await s.run({ logger: sLog, db, scheduledAt });
+      await s.run({ logger: sLog, db, scheduledAt: due });
       sLog.info('scheduled job ran');
     } catch (err) {
       sLog.error({ error: (err as Error).message }, 'scheduled job failed; it runs again at its next time');

@@ -50,8 +50,34 @@ export function createBullTransport(opts: BullTransportOptions): BullTransport {
     return q;
   }
 
-  return {
+  /**
+   * BullMQ refuses to add a job whose id it still has a record of, whatever list (if any) holds it. A job
+   * that is in no list ('unknown': its queue entry was lost, e.g. to eviction or a partial flush) or that
+   * finished (completed/failed records kept against our options) would never run again: its record goes
+   * first. Waiting, delayed and active jobs are left alone: they will run or are running.
+   */
+  async function dropOrphans(jobs: DeliveryJob[]): Promise<void> {
+    await Promise.all(
+      jobs.map(async (job) => {
+        const queue = queueFor(job.consumer);
+        const state = await queue.getJobState(job.event.id);
+        if (state === 'unknown' || state === 'completed' || state === 'failed') {
+          const removed = await queue.remove(job.event.id);
+          if (removed && state === 'unknown') {
+            opts.logger.warn({ queue: job.consumer, jobId: job.event.id }, 'job record without a queue entry repaired');
+          }
+        }
+      }),
+    );
+  }
+
+  const transport: BullTransport = {
     kind: 'bullmq',
+    async redispatch(jobs) {
+      if (jobs.length === 0) return;
+      await withTimeout(dropOrphans(jobs), opts.dispatchTimeoutMs ?? 3_000, 'queue repair');
+      await transport.dispatch(jobs);
+    },
     async dispatch(jobs) {
       const byConsumer = new Map<string, DeliveryJob[]>();
       for (const job of jobs) byConsumer.set(job.consumer, [...(byConsumer.get(job.consumer) ?? []), job]);
@@ -125,4 +151,5 @@ export function createBullTransport(opts: BullTransportOptions): BullTransport {
     },
     queues: (consumers) => consumers.map(queueFor),
   };
+  return transport;
 }

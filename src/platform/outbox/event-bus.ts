@@ -77,10 +77,11 @@ export function createEventBus(deps: EventBusDeps): EventBus {
     return transport;
   }
 
-  async function dispatch(jobs: DeliveryJob[]): Promise<void> {
+  async function dispatch(jobs: DeliveryJob[], repair = false): Promise<void> {
     if (jobs.length === 0) return;
     try {
-      await getTransport().dispatch(jobs);
+      const t = getTransport();
+      await (repair ? t.redispatch(jobs) : t.dispatch(jobs));
     } catch (err) {
       // Deliveries stay pending in Postgres; the sweeper dispatches them again.
       log.warn({ jobs: jobs.length, error: (err as Error).message }, 'dispatch failed; the sweeper will retry');
@@ -95,7 +96,7 @@ export function createEventBus(deps: EventBusDeps): EventBus {
   }
 
   const relay = () => relayOnce(db, registry, dispatch);
-  const sweep = (olderThanMs = config.jobsSweepAfterMs) => sweepOnce(db, log, dispatch, olderThanMs);
+  const sweep = (olderThanMs = config.jobsSweepAfterMs) => sweepOnce(db, log, (jobs) => dispatch(jobs, true), olderThanMs);
   const runSchedules = () => runDueSchedules(db, registry, log, workerId);
 
   async function loop(name: string, intervalMs: number, body: () => Promise<number | unknown>, useWake = false): Promise<void> {
@@ -157,7 +158,7 @@ export function createEventBus(deps: EventBusDeps): EventBus {
     runDueSchedules: runSchedules,
     listDead: (opts) => listDead(db, opts),
     async redrive(deliveryId) {
-      const job = await redrive(db, deliveryId, running ? dispatch : undefined);
+      const job = await redrive(db, deliveryId, running ? (jobs) => dispatch(jobs, true) : undefined);
       log.info({ deliveryId, consumer: job.consumer, eventId: job.eventId }, 'dead job redriven');
       return job;
     },

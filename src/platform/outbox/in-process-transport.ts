@@ -58,6 +58,10 @@ export function createInProcessTransport(opts: { concurrency: number; logger: Lo
     async dispatch(jobs) {
       for (const job of jobs) enqueue(job);
     },
+    // Nothing to repair in memory: a job is either queued, delayed, running, or gone.
+    async redispatch(jobs) {
+      for (const job of jobs) enqueue(job);
+    },
     async start(names, p) {
       processor = p;
       consumers = new Set(names);

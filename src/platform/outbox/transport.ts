@@ -28,6 +28,11 @@ export interface QueueView {
 export interface Transport {
   readonly kind: 'in-process' | 'bullmq';
   dispatch(jobs: DeliveryJob[]): Promise<void>;
+  /**
+   * Dispatches jobs the sweeper found unprocessed: unlike dispatch, it repairs a queue whose entry for a job
+   * was lost while the job's own record survived (re-adding the same id would silently do nothing).
+   */
+  redispatch(jobs: DeliveryJob[]): Promise<void>;
   /** Starts processing the named consumers' jobs. */
   start(consumers: string[], processor: Processor): Promise<void>;
   /** Stops taking jobs and waits for the active ones to finish (graceful shutdown). */

@@ -26,8 +26,13 @@ export interface NewEvent<P = unknown> {
 }
 
 export const EVENT_NAME = /^[a-z0-9_]+\.[a-z0-9_.]+$/;
-/** Payloads are small facts (ids, changed fields), not documents. */
-export const MAX_PAYLOAD_BYTES = 64 * 1024;
+/**
+ * A guard against documents in events, not a limit a valid request may reach: payloads carry ids and
+ * changed fields, an update's old and new values at most, and every field comes from a request bounded by
+ * BODY_LIMIT_BYTES (1 MiB by default). JSON escaping cannot grow a string beyond what the request's own
+ * JSON already spent on it, so twice the body limit plus the envelope fits well within this.
+ */
+export const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 
 export class OutboxError extends Error {
   constructor(message: string) {
@@ -51,7 +56,7 @@ export interface EventPublisher {
 export async function addToOutbox<P>(trx: TxHandle, event: NewEvent<P>): Promise<EventEnvelope<P>> {
   if (!EVENT_NAME.test(event.name)) throw new OutboxError(`invalid event name "${event.name}" (use module.what_happened)`);
   const json = JSON.stringify(event.payload ?? null);
-  if (json.length > MAX_PAYLOAD_BYTES) throw new OutboxError(`event ${event.name} payload exceeds ${MAX_PAYLOAD_BYTES} bytes`);
+  if (Buffer.byteLength(json, 'utf8') > MAX_PAYLOAD_BYTES) throw new OutboxError(`event ${event.name} payload exceeds ${MAX_PAYLOAD_BYTES} bytes`);
   const ctx = captureEventContext();
   const envelope: EventEnvelope<P> = {
     id: newId(),

@@ -44,6 +44,8 @@ export interface Config {
   jobsSweepAfterMs: number;
   /** Jobs (BullMQ): lock duration and stalled check — how soon a job of a killed worker runs again. */
   jobsStalledMs: number;
+  /** A consumer seen for the first time also gets the events of its name that occurred this long before (rolling deploys). */
+  jobsConsumerBackfillMs: number;
   /** Login throttling: processed failed logins per sliding hour before 429 (identity). */
   loginThrottle: { perAccountPerHour: number; perIpPerHour: number };
 }
@@ -221,6 +223,7 @@ export function loadConfig(env: Env = process.env): Config {
     jobsPollMs: int(env, 'JOBS_POLL_MS', 50, 5, 60_000),
     jobsSweepAfterMs: int(env, 'JOBS_SWEEP_AFTER_MS', 60_000, 200, 86_400_000),
     jobsStalledMs: int(env, 'JOBS_STALLED_MS', 30_000, 500, 600_000),
+    jobsConsumerBackfillMs: int(env, 'JOBS_CONSUMER_BACKFILL_MS', 900_000, 0, 7 * 86_400_000),
     loginThrottle: {
       perAccountPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR', 100, 1, 1_000_000),
       perIpPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_IP_PER_HOUR', 1000, 1, 10_000_000),

@@ -106,6 +106,14 @@ export interface Invitations {
   token_hash: string;
 }
 
+export interface JobConsumers {
+  consumer: string;
+  event_name: string;
+  last_seen_at: Generated<Timestamp>;
+  max_attempts: number;
+  registered_at: Generated<Timestamp>;
+}
+
 export interface JobDeliveries {
   attempts: Generated<number>;
   available_at: Generated<Timestamp>;
@@ -278,6 +286,7 @@ export interface DB {
   feature_flags: FeatureFlags;
   idempotency_keys: IdempotencyKeys;
   invitations: Invitations;
+  job_consumers: JobConsumers;
   job_deliveries: JobDeliveries;
   job_schedules: JobSchedules;
   login_attempts: LoginAttempts;

@@ -6,6 +6,7 @@ import { adminAndMember, captureLogger, countEffects, createEffectsTable, waitFo
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { newId } from '../ids.ts';
 import { testTables } from '../testing/test-db.ts';
+import { MAX_PAYLOAD_BYTES } from './publisher.ts';
 import { currentEventContext } from './event-context.ts';
 import { backoffDelay, parseCron } from './cron.ts';
 
@@ -82,7 +83,7 @@ describe('transactional outbox', () => {
 
   it('rejects malformed event names and oversized payloads at add time', async () => {
     await expect(publish(TENANT_A, 'NoModule')).rejects.toThrow(/invalid event name/);
-    await expect(publish(TENANT_A, 'test.big', { blob: 'x'.repeat(70_000) })).rejects.toThrow(/exceeds/);
+    await expect(publish(TENANT_A, 'test.big', { blob: 'x'.repeat(MAX_PAYLOAD_BYTES + 1) })).rejects.toThrow(/exceeds/);
     expect(() => tp.events.subscribe('test.created', 'Bad Consumer!', async () => {})).toThrow(/invalid consumer/);
     expect(() => tp.events.subscribe('test.created', 'test.audit', async () => {})).toThrow(/already subscribed/);
   });

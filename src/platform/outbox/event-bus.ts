@@ -4,6 +4,7 @@ import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
 import { newId } from '../ids.ts';
 import { createBullTransport, type BullTransport } from './bullmq-transport.ts';
+import { registerConsumers } from './consumers.ts';
 import { listDead, redrive } from './dead-letters.ts';
 import { BATCH, type DeadJob } from './deliveries.ts';
 import { createInProcessTransport } from './in-process-transport.ts';
@@ -136,7 +137,9 @@ export function createEventBus(deps: EventBusDeps): EventBus {
       if (running) return;
       running = true;
       const t = getTransport();
+      const backfilled = await registerConsumers(db, registry, config.jobsConsumerBackfillMs);
       await t.start([...registry.byConsumer.keys()], processDelivery);
+      await dispatch(backfilled);
       // In-process queues do not survive a restart: pick up whatever an earlier run left pending.
       if (t.kind === 'in-process') await sweep(0).catch((err) => log.warn({ error: err.message }, 'startup sweep failed'));
       const sweepEvery = deps.sweepEveryMs ?? Math.max(100, Math.min(5_000, Math.floor(config.jobsSweepAfterMs / 2)));

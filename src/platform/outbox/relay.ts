@@ -8,8 +8,12 @@ import type { DeliveryJob } from './transport.ts';
 
 /**
  * Claims a batch of committed, unrelayed events (FOR UPDATE SKIP LOCKED, so several relays never take the
- * same row), records one delivery per subscribed consumer in the same transaction, marks the events
- * relayed, then hands the new deliveries to the transport. Returns how many events it relayed.
+ * same row), records one delivery per consumer in the same transaction, marks the events relayed, then
+ * hands the new deliveries to the transport. Returns how many events it relayed.
+ *
+ * The consumers are those in `job_consumers` (declared by every worker version that ever started, see
+ * consumers.ts) plus this process's own: an old worker relaying beside a new one still fans out to the
+ * new one's consumers, and a process that relays before its worker started still serves its own.
  */
 export async function relayOnce(db: Database, registry: Registry, dispatch: (jobs: DeliveryJob[]) => Promise<void>): Promise<number> {
   const { events, jobs } = await db.app.transaction().execute(async (trx) => {
@@ -20,8 +24,20 @@ export async function relayOnce(db: Database, registry: Registry, dispatch: (job
       for update skip locked`.execute(trx);
     if (rows.length === 0) return { events: [], jobs: [] };
     const events = rows.map(toEnvelope);
+    const names = [...new Set(events.map((e) => e.name))];
+    const declared = await trx
+      .selectFrom('job_consumers')
+      .select(['consumer', 'event_name as eventName', 'max_attempts as maxAttempts'])
+      .where('event_name', 'in', names)
+      .execute();
+    const consumersOf = new Map<string, Map<string, { consumer: string; maxAttempts: number }>>();
+    for (const c of [...declared, ...names.flatMap((n) => registry.byName.get(n) ?? [])]) {
+      const forName = consumersOf.get(c.eventName) ?? new Map();
+      forName.set(c.consumer, { consumer: c.consumer, maxAttempts: c.maxAttempts });
+      consumersOf.set(c.eventName, forName);
+    }
     const deliveries = events.flatMap((event) =>
-      (registry.byName.get(event.name) ?? []).map((sub) => ({
+      [...(consumersOf.get(event.name)?.values() ?? [])].map((sub) => ({
         id: newId(),
         event_id: event.id,
         consumer: sub.consumer,

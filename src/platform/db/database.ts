@@ -4,6 +4,7 @@ import pg from 'pg';
 import { isUuid } from '../ids.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
 import type { DB } from './schema.generated.ts';
+import { createUnitOfWork, currentUnitOfWork, type UnitOfWork } from './unit-of-work.ts';
 
 export type { DB } from './schema.generated.ts';
 
@@ -48,6 +49,8 @@ export interface Database extends DbScope<DB> {
   readonly kind: 'pglite' | 'postgres';
   /** A module's view: the same connections, typed with only the tables it names. */
   scope<K extends keyof DB>(...tables: K[]): DbScope<Pick<DB, K>>;
+  /** A request-wide transaction that every later `withTenant` of the request joins (see unit-of-work.ts). */
+  openUnitOfWork(onBegin: (trx: Transaction<DB>) => Promise<void>): UnitOfWork;
   ping(): Promise<void>;
   poolStats(): PoolStats;
   close(): Promise<void>;
@@ -85,6 +88,7 @@ type TenantRunner = <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<
 
 function tenantRunner(db: Kysely<DB>): TenantRunner {
   return (tenantId, fn) =>
+    currentUnitOfWork()?.run(tenantId, fn) ??
     db.transaction().execute(async (trx) => {
       await setTenant(trx, tenantId);
       return fn(trx);
@@ -100,6 +104,8 @@ function tenantRunner(db: Kysely<DB>): TenantRunner {
 function pgTenantRunner(db: Kysely<DB>): TenantRunner {
   return <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>): Promise<R> => {
     if (!isUuid(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
+    const uow = currentUnitOfWork();
+    if (uow) return uow.run(tenantId, fn);
     return db.connection().execute(async (conn) => {
       await sql.raw(`begin; select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true)`).execute(conn);
       let result: R;
@@ -120,10 +126,11 @@ function pgTenantRunner(db: Kysely<DB>): TenantRunner {
  * Adds the typed views. A scope is the same object narrowed in type only: the tables a module may touch
  * are a compile-time promise (a wrong table or column fails `npm run typecheck`), RLS is the runtime one.
  */
-function withScopes(base: Omit<Database, 'scope' | 'join'>): Database {
+function withScopes(base: Omit<Database, 'scope' | 'join' | 'openUnitOfWork'>): Database {
   const db: Database = {
     ...base,
     join: (trx) => trx as Transaction<DB>,
+    openUnitOfWork: (onBegin) => createUnitOfWork(base.app, onBegin),
     scope: <K extends keyof DB>() => db as unknown as DbScope<Pick<DB, K>>,
   };
   return db;

@@ -11,6 +11,7 @@ import {
   type QueryResult,
   type TransactionSettings,
 } from 'kysely';
+import { currentUnitOfWork } from './unit-of-work.ts';
 
 /**
  * PGlite has exactly one connection. Kysely holds a connection for a whole transaction, so every
@@ -77,6 +78,14 @@ function createPgliteDriver(opts: {
   return {
     async init() {},
     async acquireConnection() {
+      // PGlite has one connection. While the current request's unit of work holds it (an open transaction),
+      // the request's other queries run on it, inside that transaction: waiting for the lock would wait
+      // for the request itself.
+      if (currentUnitOfWork()?.connected && opts.session.currentRole === opts.role) {
+        const conn = Object.create(connection) as DatabaseConnection;
+        releases.set(conn, () => {});
+        return conn;
+      }
       const release = await opts.lock.acquire();
       try {
         if (opts.session.currentRole !== opts.role) {

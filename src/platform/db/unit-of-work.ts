@@ -1,0 +1,147 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { isUuid } from '../ids.ts';
+import type { DB } from './schema.generated.ts';
+
+/**
+ * A unit of work spans one request: every `withTenant` call made while it is open joins one database
+ * transaction (each call in a savepoint of its own, so a call that throws still rolls back only its own
+ * writes), and the request's owner decides at the end whether it commits. The idempotency layer uses it
+ * to write the stored response in the same transaction as the effects it guards: a committed effect
+ * always has its recorded response, and a crash before COMMIT leaves neither.
+ */
+export interface UnitOfWork {
+  /** True once a `withTenant` call opened the transaction. */
+  readonly opened: boolean;
+  /** True while the transaction holds its connection (BEGIN sent, not yet ended). */
+  readonly connected: boolean;
+  /** Runs fn inside the shared transaction with tenantId as tenant context (serialized with other calls). */
+  run<R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>): Promise<R>;
+  /** Last statements and COMMIT (fn runs in the transaction first); a no-op when nothing was opened. */
+  commit(fn?: (trx: Transaction<DB>) => Promise<void>): Promise<void>;
+  rollback(): Promise<void>;
+}
+
+interface Slot {
+  uow?: UnitOfWork;
+}
+
+const storage = new AsyncLocalStorage<Slot>();
+
+/** Gives the code run by fn (a request) a slot in which a unit of work can be opened later. */
+export function runWithUnitOfWorkSlot<T>(fn: () => T): T {
+  return storage.run({}, fn);
+}
+
+/** Installs a unit of work for the rest of the current request (its slot must exist). */
+export function setUnitOfWork(uow: UnitOfWork | undefined): boolean {
+  const slot = storage.getStore();
+  if (!slot) return false;
+  slot.uow = uow;
+  return true;
+}
+
+export function currentUnitOfWork(): UnitOfWork | undefined {
+  return storage.getStore()?.uow;
+}
+
+/**
+ * Opens lazily: the connection is taken, BEGIN sent and `onBegin` run (e.g. fencing an idempotency claim)
+ * at the first `run`, so a request that never writes holds no connection. Until commit or rollback the
+ * connection stays checked out of the pool (held by the callback of `db.connection()`).
+ */
+export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>) => Promise<void>): UnitOfWork {
+  let conn: Promise<Transaction<DB>> | undefined;
+  let end: ((action: 'commit' | 'rollback') => Promise<void>) | undefined;
+  let tail: Promise<unknown> = Promise.resolve();
+  let savepoints = 0;
+  let closed = false;
+  let connected = false;
+
+  function open(): Promise<Transaction<DB>> {
+    conn ??= new Promise<Transaction<DB>>((ready, fail) => {
+      db.connection()
+        .execute(async (c) => {
+          const trx = c as unknown as Transaction<DB>;
+          connected = true;
+          await sql`begin`.execute(trx);
+          try {
+            await onBegin(trx);
+          } catch (err) {
+            await sql`rollback`.execute(trx).catch(() => undefined);
+            connected = false;
+            throw err;
+          }
+          // Held until the owner ends the unit of work; then the connection returns to the pool.
+          await new Promise<void>((release) => {
+            end = async (action) => {
+              try {
+                await sql.raw(action).execute(trx);
+              } finally {
+                connected = false;
+                release();
+              }
+            };
+            ready(trx);
+          });
+        })
+        .catch(fail);
+    });
+    return conn;
+  }
+
+  /** One call at a time on the shared connection (a request's calls may overlap in Promise.all). */
+  function serialized<R>(fn: () => Promise<R>): Promise<R> {
+    const next = tail.then(fn, fn);
+    tail = next.catch(() => undefined);
+    return next;
+  }
+
+  return {
+    get opened() {
+      return conn !== undefined;
+    },
+    get connected() {
+      return connected;
+    },
+    run(tenantId, fn) {
+      if (closed) return Promise.reject(new Error('unit of work already ended'));
+      if (!isUuid(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
+      return serialized(async () => {
+        const trx = await open();
+        const sp = `uow_${++savepoints}`;
+        await sql.raw(`savepoint ${sp}`).execute(trx);
+        await sql`select set_config('app.tenant_id', ${tenantId.toLowerCase()}, true)`.execute(trx);
+        try {
+          const result = await fn(trx);
+          await sql.raw(`release savepoint ${sp}`).execute(trx);
+          return result;
+        } catch (err) {
+          await sql.raw(`rollback to savepoint ${sp}`).execute(trx).catch(() => undefined);
+          throw err;
+        }
+      });
+    },
+    commit(fn) {
+      return serialized(async () => {
+        if (closed || !conn) return;
+        closed = true;
+        const trx = await conn;
+        try {
+          if (fn) await fn(trx);
+        } catch (err) {
+          await end!('rollback');
+          throw err;
+        }
+        await end!('commit');
+      });
+    },
+    rollback() {
+      return serialized(async () => {
+        if (closed || !conn) return;
+        closed = true;
+        await conn.then(() => end!('rollback'), () => undefined);
+      });
+    },
+  };
+}

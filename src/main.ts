@@ -21,7 +21,7 @@ import { createOutboundPolicies, type OutboundPolicies } from './platform/resili
 import { createAudit } from './modules/audit/index.ts';
 import { createIdentity } from './modules/identity/index.ts';
 import { createNotifications, type Mailer } from './modules/notifications/index.ts';
-import { createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
+import { allowEverything, createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
 import { createTenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
@@ -119,14 +119,14 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const projects = createProjects({
     db,
     audit,
-    outbox: platform.events,
+    events: platform.events,
     cache: platform.cache,
     isMember: isMemberVia(tenancy.service.getMember),
-    entitlements: seams.entitlements,
+    entitlements: seams.entitlements ?? allowEverything,
   });
   const notifications = createNotifications({ db, audit, logger, config, policies: platform.policies, events: platform.events, mailer: seams.mailer });
   return {
-    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes, notifications.routes],
+    routes: [identity.routes, ...tenancy.routes, audit.routes, ...projects.routes, notifications.routes],
     authenticator: tenancy.authenticator,
   };
 }

@@ -2,6 +2,7 @@ import type { CacheProvider, TenantCache } from '../../../platform/cache/cache.t
 import type { Database, DbScope } from '../../../platform/db/database.ts';
 import type { TenantActorContext } from '../../../platform/http/actor.ts';
 import { AppError } from '../../../platform/http/errors.ts';
+import type { toPage } from '../../../platform/http/pagination.ts';
 import type { EventPublisher } from '../../../platform/outbox/publisher.ts';
 import type { Audit } from '../../audit/index.ts';
 import { projectNotFound } from '../projects.errors.ts';
@@ -52,11 +53,8 @@ export interface ProjectsDeps {
 /** Hot entries live this long in Redis at most; every change invalidates them at once anyway. */
 const CACHE_TTL_SEC = 300;
 
-/** A keyset page as every list returns it (`toPage` of platform/http/pagination.ts). */
-export interface Page<T> {
-  data: T[];
-  nextCursor: string | null;
-}
+/** A keyset page, as the platform's toPage makes it. */
+export type Page<T> = ReturnType<typeof toPage<T>>;
 
 export type AuditTarget = { type: 'project' | 'task' | 'comment'; id: string };
 

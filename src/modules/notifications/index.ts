@@ -36,12 +36,12 @@ export interface NotificationsDeps {
 }
 
 /** The notifications facade: webhook endpoint management; deliveries and e-mail run in its job handlers. */
-export interface Notifications extends ModuleSurface {
+export interface NotificationsModule extends ModuleSurface {
   webhooks: WebhooksService;
 }
 
 /** Webhook endpoints per org with signed, durable, retried deliveries; e-mail notifications (invitations). */
-export function createNotifications(deps: NotificationsDeps): Notifications {
+export function createNotifications(deps: NotificationsDeps): NotificationsModule {
   const n = deps.config;
   const scope = notificationsScope(deps.db);
   const urlPolicy = { strict: n.webhookStrictUrls };

@@ -38,9 +38,9 @@ export function isMemberVia(getMember: (orgId: string, userId: string) => Promis
 /** Everything the projects module is given; all required (the composition wires each one). */
 export interface ProjectsDeps {
   db: Database;
-  /** platform.events: every change publishes in its own transaction. */
+  /** platform.events: a change's events are added in the transaction of the change. */
   events: EventPublisher;
-  /** audit.record: every mutation is recorded in its own transaction. */
+  /** the audit module: every mutation is recorded in the transaction of the change. */
   audit: Audit;
   /** platform.cache: project and task by id (namespaces `projects`, `tasks`). */
   cache: Pick<CacheProvider, 'namespace'>;

@@ -20,8 +20,8 @@ import { createCache, type CacheProvider } from './platform/cache/cache.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 import { createAudit } from './modules/audit/index.ts';
 import { createIdentity } from './modules/identity/index.ts';
-import { createNotifications, type Mailer } from './modules/notifications/index.ts';
-import { createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
+import { createMailer, createNotifications, type Mailer } from './modules/notifications/index.ts';
+import { allowEverything, createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
 import { createTenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
@@ -119,14 +119,21 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const projects = createProjects({
     db,
     audit,
-    outbox: platform.events,
+    events: platform.events,
     cache: platform.cache,
     isMember: isMemberVia(tenancy.service.getMember),
-    entitlements: seams.entitlements,
+    entitlements: seams.entitlements ?? allowEverything,
   });
-  const notifications = createNotifications({ db, audit, logger, config, policies: platform.policies, events: platform.events, mailer: seams.mailer });
+  const n = config.notifications;
+  const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
+  const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events: platform.events, mailer });
+  // Job handlers are registered explicitly, once per bus: a second composition on the same bus (another API
+  // instance in one process, as tests build) reuses the handlers already subscribed.
+  if (!platform.events.consumers().some((c) => c.startsWith('notifications.'))) {
+    for (const m of [projects, notifications]) m.registerJobs(platform.events);
+  }
   return {
-    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes, notifications.routes],
+    routes: [identity.routes, ...tenancy.routes, audit.routes, ...projects.routes, ...notifications.routes],
     authenticator: tenancy.authenticator,
   };
 }

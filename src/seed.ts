@@ -1,8 +1,7 @@
-import { sql } from 'kysely';
 import { randomBytes } from 'node:crypto';
 import { createAudit } from './modules/audit/index.ts';
 import { createIdentity } from './modules/identity/index.ts';
-import { seedProjects, type SeedProgress } from './modules/projects/index.ts';
+import { analyzeProjects, seedProjects, type SeedProgress } from './modules/projects/index.ts';
 import { createTenancy } from './modules/tenancy/index.ts';
 import type { Platform } from './main.ts';
 import { newId } from './platform/ids.ts';
@@ -89,7 +88,7 @@ export async function runSeed(platform: Platform, args: SeedArgs, out: NodeJS.Wr
   });
   if (out.isTTY) out.write('\n');
   // Fresh statistics, so the planner picks the list indexes at once (autovacuum would get there later).
-  await sql`analyze projects, tasks`.execute(platform.db.owner);
+  await analyzeProjects(platform.db.owner);
   const ms = Date.now() - started;
   return { ...result, orgs, ms };
 }

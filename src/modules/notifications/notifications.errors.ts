@@ -4,4 +4,3 @@ export const webhookNotFound = () => new AppError('NOTIFICATIONS.WEBHOOK_NOT_FOU
 export const deliveryNotFound = () => new AppError('NOTIFICATIONS.DELIVERY_NOT_FOUND', 404, 'No delivery with this id for this webhook endpoint');
 export const invalidUrl = (problem: string) => new AppError('NOTIFICATIONS.INVALID_URL', 422, `The webhook url ${problem}`);
 export const deliveryInFlight = () => new AppError('NOTIFICATIONS.DELIVERY_PENDING', 409, 'The delivery is still pending; redeliver it once it has succeeded or failed');
-export const deliveryUnavailable = () => new AppError('NOTIFICATIONS.DELIVERY_UNAVAILABLE', 503, 'Webhook delivery is not available in this process');

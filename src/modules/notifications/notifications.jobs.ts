@@ -1,20 +1,11 @@
-import type { Transaction } from 'kysely';
-import type { Logger } from 'pino';
-import type { Mailer } from './mailer.ts';
+import type { DbScope } from '../../platform/db/database.ts';
+import type { JobRegistry } from '../../platform/outbox/registry.ts';
+import type { Mailer } from './notifications.mailer.ts';
+import type { WebhookDelivery } from './notifications.delivery.ts';
 import { DELIVERY_REQUESTED, INVITATION_CREATED, WEBHOOK_EVENT_TYPES, type DeliveryRequestedPayload } from './notifications.events.ts';
-import type { DomainEvent, OutboxPort, WebhooksService } from './webhooks.service.ts';
+import type { NotificationsTables } from './notifications.repo.ts';
 
-/** The part of platform.events (src/platform/outbox/event-bus.ts) this module uses. */
-export interface EventsPort extends OutboxPort {
-  subscribe<P>(
-    eventName: string,
-    consumer: string,
-    handler: (event: DomainEvent & { payload: P }, ctx: { trx: Transaction<any>; logger: Logger; attempt: number }) => Promise<void>,
-    opts?: { maxAttempts?: number; backoffBaseMs?: number; backoffMaxMs?: number },
-  ): void;
-  consumers(): string[];
-}
-
+/** The payload of tenancy's invitation event, as this module reads it. */
 export interface InvitationCreatedPayload {
   invitationId: string;
   email: string;
@@ -24,9 +15,10 @@ export interface InvitationCreatedPayload {
 }
 
 export interface NotificationsJobsDeps {
-  events: EventsPort;
-  webhooks: WebhooksService;
+  delivery: WebhookDelivery;
   mailer: Mailer;
+  /** The module's tables: `scope.join(ctx.trx)` types a handler's transaction with them. */
+  scope: DbScope<NotificationsTables>;
   publicUrl: string;
   maxAttempts: number;
   backoffBaseMs: number;
@@ -38,28 +30,26 @@ export class WebhookAttemptError extends Error {
   override name = 'WebhookAttemptError';
 }
 
-const SENDER = 'notifications.webhook_sender';
+export const SENDER = 'notifications.webhook_sender';
 
-export function registerNotificationsJobs(deps: NotificationsJobsDeps): void {
-  const { events, webhooks } = deps;
-  // A second composition on the same bus (another API instance in one process, as tests build) reuses the
-  // handlers already subscribed: consumer names are unique per bus, and any instance's service is equivalent.
-  if (events.consumers().includes(SENDER)) return;
+/** Subscribes the module's handlers: webhook fan-out per event type, the sender, the invitation e-mail. */
+export function registerNotificationsJobs(jobs: JobRegistry, deps: NotificationsJobsDeps): void {
+  const { delivery } = deps;
 
   // Fan-out: one consumer per event type, each writing delivery rows + requests in its transaction.
   for (const type of WEBHOOK_EVENT_TYPES) {
-    events.subscribe(type, `notifications.webhooks.${type}`, async (event, { trx }) => {
-      await webhooks.fanOut(trx, event);
+    jobs.subscribe(type, `notifications.webhooks.${type}`, async (event, { trx }) => {
+      await delivery.fanOut(deps.scope.join(trx), event);
     });
   }
 
   // Delivery: one job per (endpoint, event) or redelivery; transient failures are retried durably.
-  events.subscribe<DeliveryRequestedPayload>(
+  jobs.subscribe<DeliveryRequestedPayload>(
     DELIVERY_REQUESTED,
     SENDER,
     async (event, { trx, attempt }) => {
       if (!event.tenantId) return;
-      const outcome = await webhooks.attempt(trx, event.tenantId, event.payload.deliveryId, { number: attempt, max: deps.maxAttempts });
+      const outcome = await delivery.attempt(deps.scope.join(trx), event.tenantId, event.payload.deliveryId, { number: attempt, max: deps.maxAttempts });
       if (outcome.retry) {
         const r = outcome.result;
         throw new WebhookAttemptError(`webhook delivery failed: ${r.errorKind}${r.statusCode ? ` ${r.statusCode}` : ''}`);
@@ -69,7 +59,7 @@ export function registerNotificationsJobs(deps: NotificationsJobsDeps): void {
   );
 
   // E-mail the invitee the accept link. A retried send carries the same Message-ID (the event id).
-  events.subscribe<InvitationCreatedPayload>(
+  jobs.subscribe<InvitationCreatedPayload>(
     INVITATION_CREATED,
     'notifications.invitation_email',
     async (event) => {

@@ -3,7 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../../platform/ids.ts';
 import { createTestDatabase, type TestDatabase } from '../../platform/testing/test-db.ts';
 import { seedProjects } from './projects.seed.ts';
-import { findTask, findTaskQuery, listCommentsQuery, listTasksQuery, TASK_SORTS, type TaskListQuery, type Trx } from './projects.repo.ts';
+import { listCommentsQuery } from './comments.repo.ts';
+import { projectsScope, type Trx } from './projects.repo.ts';
+import { findTask, findTaskQuery, listTasksQuery, TASK_SORTS, type TaskListQuery } from './tasks.repo.ts';
 
 /**
  * Every hot list/search query of tasks is backed by an index: at ≥ 100k tasks, EXPLAIN of each query the
@@ -78,6 +80,7 @@ describe(`task queries use indexes at ${TASKS} tasks (${process.env.TEST_DATABAS
     expect(rows[0]!.bad).toBe(0);
   });
 
+  const scope = () => projectsScope(t.db);
   const base = { limit: 25 };
   const cases: Array<[string, Omit<TaskListQuery, 'limit'>]> = [
     ...TASK_SORTS.map((sort): [string, Omit<TaskListQuery, 'limit'>] => [`sort ${sort}`, { sort }]),
@@ -94,8 +97,8 @@ describe(`task queries use indexes at ${TASKS} tasks (${process.env.TEST_DATABAS
     ['label', { sort: '-number', label: 'security' }],
     ['due before', { sort: 'dueDate', dueBefore: '2026-06-01' }],
     ['due after', { sort: '-number', dueAfter: '2026-06-01' }],
-    ['updated since', { sort: '-updatedAt', updatedSince: '2026-11-01T00:00:00.000Z' }],
-    ['updated since, default sort', { sort: '-number', updatedSince: '2026-11-20T00:00:00.000Z' }],
+    ['updated since', { sort: '-updatedAt', updatedSince: new Date('2026-11-01T00:00:00.000Z') }],
+    ['updated since, default sort', { sort: '-number', updatedSince: new Date('2026-11-20T00:00:00.000Z') }],
     ['search', { sort: '-number', q: 'billing timeout' }],
     ['rare search', { sort: '-number', q: 'zebra' }],
     ['search + status + label', { sort: '-updatedAt', q: 'export', status: ['todo'], label: 'bug' }],
@@ -103,24 +106,24 @@ describe(`task queries use indexes at ${TASKS} tasks (${process.env.TEST_DATABAS
   ];
 
   it.each(cases)('no Seq Scan of tasks: %s', async (name, query) => {
-    const plan = await t.db.withTenant(orgA, (trx) => explain(trx, listTasksQuery(trx, orgA, projectId, { ...base, ...query }).compile()));
+    const plan = await scope().withTenant(orgA, (trx) => explain(trx, listTasksQuery(trx, orgA, projectId, { ...base, ...query }).compile()));
     expect(seqScansOfTasks(plan), JSON.stringify(plan, null, 1)).toEqual([]);
     // Unfiltered pages must also come out of an index in order: no sort of a whole project's tasks.
     if (/^(sort|page 2)/.test(name)) expect(sorts(plan), JSON.stringify(plan, null, 1)).toEqual([]);
     // and the query itself runs and returns a page
-    const rows = await t.db.withTenant(orgA, (trx) => listTasksQuery(trx, orgA, projectId, { ...base, ...query }).execute());
+    const rows = await scope().withTenant(orgA, (trx) => listTasksQuery(trx, orgA, projectId, { ...base, ...query }).execute());
     expect(rows.length).toBeLessThanOrEqual(26);
   });
 
   it('the detector does see a Seq Scan of tasks when there is no usable index', async () => {
-    const plan = await t.db.withTenant(orgA, (trx) =>
+    const plan = await scope().withTenant(orgA, (trx) =>
       explain(trx, trx.selectFrom('tasks').select('id').where('description', 'like', '%flow%').compile()),
     );
     expect(seqScansOfTasks(plan)).toEqual(['Seq Scan on tasks']);
   });
 
   it('no Seq Scan of tasks: task by id, comments of a task', async () => {
-    await t.db.withTenant(orgA, async (trx) => {
+    await scope().withTenant(orgA, async (trx) => {
       expect(seqScansOfTasks(await explain(trx, findTaskQuery(trx, orgA, sampleTaskId).compile()))).toEqual([]);
       expect((await findTask(trx, orgA, sampleTaskId))?.id).toBe(sampleTaskId);
       expect(seqScansOfTasks(await explain(trx, listCommentsQuery(trx, orgA, sampleTaskId, { limit: 25 }).compile()))).toEqual([]);

@@ -1,6 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { accessOf, principalOf } from '../../platform/http/auth.ts';
+import { tenantActorOf as actor } from '../../platform/http/actor.ts';
+import { accessOf } from '../../platform/http/auth.ts';
+import { DEFAULT_PAGE_SIZE } from '../../platform/http/pagination.ts';
 import type { App } from '../../platform/http/server.ts';
 import { PERMISSIONS } from '../tenancy/index.ts';
 import {
@@ -24,7 +26,7 @@ import {
   UpdateProjectBody,
   UpdateTaskBody,
 } from './projects.schemas.ts';
-import { etagOf, ifNoneMatchHits, type ActorContext, type ProjectsService } from './projects.service.ts';
+import { etagOf, ifNoneMatchHits, type ProjectsService } from './projects.service.ts';
 
 /** The permissions these routes declare, named by tenancy's roles (viewer: read; member: + tasks and
  * comments; admin and owner: + manage projects). */
@@ -38,10 +40,6 @@ export const PROJECTS_PERMISSIONS = {
 
 export interface ProjectsRoutesOptions {
   service: ProjectsService;
-}
-
-function actor(request: FastifyRequest): ActorContext {
-  return { tenantId: accessOf(request).orgId, principal: principalOf(request), requestId: request.id, ip: request.ip };
 }
 
 /** Sends a versioned resource with its ETag, or 304 when the client's If-None-Match still holds. */
@@ -70,7 +68,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
       schema: { tags, summary: 'List projects', params: OrgParams, querystring: ProjectListQuery, response: { 200: ProjectPage } },
     },
     async (request) => {
-      const { limit = 25, ...q } = request.query;
+      const { limit = DEFAULT_PAGE_SIZE, ...q } = request.query;
       return service.listProjects(accessOf(request).orgId, { ...q, limit });
     },
   );
@@ -154,8 +152,9 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
       },
     },
     async (request) => {
-      const { limit = 25, ...q } = request.query;
-      return service.listTasks(accessOf(request).orgId, request.params.projectId, { ...q, limit });
+      const { limit = DEFAULT_PAGE_SIZE, updatedSince, ...q } = request.query;
+      const since = updatedSince === undefined ? undefined : new Date(updatedSince);
+      return service.listTasks(accessOf(request).orgId, request.params.projectId, { ...q, ...(since && { updatedSince: since }), limit });
     },
   );
 
@@ -221,7 +220,7 @@ export async function projectsRoutes(app: App, opts: ProjectsRoutesOptions): Pro
       schema: { tags, summary: 'List a task’s comments, oldest first', params: TaskParams, querystring: CommentListQuery, response: { 200: CommentPage } },
     },
     async (request) => {
-      const { limit = 25, cursor } = request.query;
+      const { limit = DEFAULT_PAGE_SIZE, cursor } = request.query;
       return service.listComments(accessOf(request).orgId, request.params.taskId, { limit, cursor });
     },
   );

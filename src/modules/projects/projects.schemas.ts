@@ -1,12 +1,16 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { pageQuery } from '../../platform/http/pagination.ts';
 import { Page, Uuid } from '../../platform/http/schemas.ts';
-import { PRIORITIES, PROJECT_SORTS, TASK_SORTS, TASK_STATUSES } from './projects.repo.ts';
+import { PROJECT_SORTS } from './projects.repo.ts';
+import { PRIORITIES, TASK_SORTS, TASK_STATUSES } from './tasks.repo.ts';
 
 const StringEnum = <T extends readonly string[]>(values: T, description?: string) =>
   Type.Unsafe<T[number]>({ type: 'string', enum: [...values], description });
 
-const Timestamp = Type.String({ format: 'date-time' });
+/** A timestamp in responses: a `Date` in the service, an ISO 8601 string on the wire (the serializer calls toISOString). */
+const Timestamp = Type.Unsafe<Date>(Type.String({ format: 'date-time' }));
+/** A timestamp in a query string, converted to a `Date` by the route. */
+const TimestampParam = Type.String({ format: 'date-time' });
 const DateOnly = Type.String({ format: 'date', description: 'YYYY-MM-DD' });
 const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -129,7 +133,7 @@ export const TaskListQuery = Type.Object(
     label: Type.Optional(Label),
     dueBefore: Type.Optional(DateOnly),
     dueAfter: Type.Optional(DateOnly),
-    updatedSince: Type.Optional(Timestamp),
+    updatedSince: Type.Optional(TimestampParam),
     q: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Full-text search over title and description' })),
     sort: Type.Optional(StringEnum(TASK_SORTS, 'Default -number (newest first)')),
     ...pageQuery,

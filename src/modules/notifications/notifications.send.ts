@@ -1,8 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import { BrokenCircuitError, BulkheadRejectedError, type ResiliencePolicy } from '../../platform/resilience/policy.ts';
-import { signPayload } from './webhooks.crypto.ts';
-import { guardedLookup, type UrlPolicy } from './webhooks.url.ts';
+import { signPayload } from './notifications.crypto.ts';
+import { guardedLookup, type UrlPolicy } from './notifications.url-policy.ts';
 
 export type ErrorKind =
   | 'http_4xx'

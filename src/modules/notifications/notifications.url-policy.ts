@@ -76,15 +76,15 @@ export function guardedLookup(policy: UrlPolicy): LookupFunction | undefined {
   if (!policy.strict) return undefined;
   return (hostname, options, callback) => {
     dnsLookup(hostname, { ...options, all: true }, (err, list) => {
-      if (err) return (callback as any)(err);
-      const addrs = list as Array<{ address: string; family: number }>;
+      if (err) return callback(err, '');
+      const addrs = list;
       const bad = addrs.find((a) => isForbiddenAddress(a.address));
       if (bad || addrs.length === 0) {
         const e = Object.assign(new Error('webhook target resolves to a forbidden address'), { code: 'WEBHOOK_FORBIDDEN_ADDRESS' });
-        return (callback as any)(e);
+        return callback(e, '');
       }
-      if ((options as any).all) return (callback as any)(null, addrs);
-      return (callback as any)(null, addrs[0]!.address, addrs[0]!.family);
+      if (options.all) return callback(null, addrs);
+      return callback(null, addrs[0]!.address, addrs[0]!.family);
     });
   };
 }

@@ -1,16 +1,16 @@
 import { Type } from '@sinclair/typebox';
-import type { FastifyRequest } from 'fastify';
+import { tenantActorOf as actor } from '../../platform/http/actor.ts';
 import { accessOf } from '../../platform/http/auth.ts';
-import { pageQuery } from '../../platform/http/pagination.ts';
+import { DEFAULT_PAGE_SIZE, pageQuery } from '../../platform/http/pagination.ts';
 import { Page, Uuid } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
-import { auditContextFrom } from '../audit/index.ts';
 import { PERMISSIONS } from '../tenancy/index.ts';
 import { WEBHOOK_EVENT_TYPES } from './notifications.events.ts';
-import { MAX_URL_LENGTH } from './webhooks.url.ts';
-import type { ActorContext, WebhooksService } from './webhooks.service.ts';
+import { MAX_URL_LENGTH } from './notifications.url-policy.ts';
+import type { WebhooksService } from './notifications.service.ts';
 
-const Timestamp = Type.String({ format: 'date-time' });
+/** A `Date` in the service, an ISO 8601 string on the wire (the serializer calls toISOString). */
+const Timestamp = Type.Unsafe<Date>(Type.String({ format: 'date-time' }));
 const NullableString = Type.Union([Type.String(), Type.Null()]);
 const NullableInt = Type.Union([Type.Integer(), Type.Null()]);
 const EventType = Type.Unsafe<string>({ type: 'string', enum: [...WEBHOOK_EVENT_TYPES], description: 'A domain event name' });
@@ -81,11 +81,7 @@ const UpdateBody = Type.Object(
 /** owner and admin (tenancy's role map). */
 export const WEBHOOKS_MANAGE = PERMISSIONS.webhooksManage;
 
-function actor(request: FastifyRequest): ActorContext {
-  return { tenantId: accessOf(request).orgId, ...auditContextFrom(request) };
-}
-
-export async function webhooksRoutes(app: App, opts: { service: WebhooksService }): Promise<void> {
+export async function notificationsRoutes(app: App, opts: { service: WebhooksService }): Promise<void> {
   const { service } = opts;
   const tags = ['webhooks'];
   const security = [{ bearer: [] }];
@@ -114,7 +110,7 @@ export async function webhooksRoutes(app: App, opts: { service: WebhooksService 
   app.get(
     '/orgs/:orgId/webhooks',
     { config, schema: { tags, security, summary: 'List webhook endpoints', params: OrgParams, querystring: ListQuery, response: { 200: Page(WebhookSchema) } } },
-    async (request) => service.list(accessOf(request).orgId, { limit: request.query.limit ?? 25, cursor: request.query.cursor }),
+    async (request) => service.list(accessOf(request).orgId, { limit: request.query.limit ?? DEFAULT_PAGE_SIZE, cursor: request.query.cursor }),
   );
 
   app.get(
@@ -165,7 +161,7 @@ export async function webhooksRoutes(app: App, opts: { service: WebhooksService 
       },
     },
     async (request) =>
-      service.listDeliveries(accessOf(request).orgId, request.params.webhookId, { limit: request.query.limit ?? 25, cursor: request.query.cursor }),
+      service.listDeliveries(accessOf(request).orgId, request.params.webhookId, { limit: request.query.limit ?? DEFAULT_PAGE_SIZE, cursor: request.query.cursor }),
   );
 
   app.post(

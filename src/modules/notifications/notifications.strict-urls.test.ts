@@ -4,9 +4,9 @@ import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { loadConfig } from '../../platform/config.ts';
 import { createPolicy } from '../../platform/resilience/policy.ts';
-import { decryptSecret, encryptSecret, newSigningSecret, signPayload, verifySignature } from './webhooks.crypto.ts';
-import { sendWebhook } from './webhooks.send.ts';
-import { isForbiddenAddress, urlProblem } from './webhooks.url.ts';
+import { decryptSecret, encryptSecret, newSigningSecret, signPayload, verifySignature } from './notifications.crypto.ts';
+import { sendWebhook } from './notifications.send.ts';
+import { isForbiddenAddress, urlProblem } from './notifications.url-policy.ts';
 
 /**
  * The production URL policy (WEBHOOK_STRICT_URLS, always on with NODE_ENV=production): https only, no

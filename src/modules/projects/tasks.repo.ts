@@ -1,0 +1,251 @@
+import { sql, type Expression, type RawBuilder, type SqlBool, type UpdateObject } from 'kysely';
+import type { KeysetPosition } from '../../platform/http/pagination.ts';
+import type { ProjectsTables, Trx } from './projects.repo.ts';
+
+export const TASK_STATUSES = ['todo', 'in_progress', 'done', 'canceled'] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+export const PRIORITIES = ['none', 'low', 'medium', 'high', 'urgent'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+export interface Task {
+  id: string;
+  projectId: string;
+  number: number;
+  key: string;
+  title: string;
+  description: string;
+  status: TaskStatus;
+  priority: Priority;
+  assigneeId: string | null;
+  labels: string[];
+  /** A calendar date (`YYYY-MM-DD`), not an instant: no time zone to convert. */
+  dueDate: string | null;
+  version: number;
+  createdBy: string;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+function tasksWithKey(trx: Trx) {
+  return trx
+    .selectFrom('tasks as t')
+    .innerJoin('projects as p', (j) => j.onRef('p.tenant_id', '=', 't.tenant_id').onRef('p.id', '=', 't.project_id'))
+    .select([
+      't.id',
+      't.project_id',
+      't.number',
+      't.title',
+      't.description',
+      't.status',
+      't.priority',
+      't.assignee_id',
+      't.labels',
+      sql<string | null>`t.due_date::text`.as('due_date'),
+      't.version',
+      't.created_by',
+      't.created_at',
+      't.updated_at',
+      'p.key as project_key',
+    ]);
+}
+
+type TaskRow = Awaited<ReturnType<ReturnType<typeof tasksWithKey>['executeTakeFirstOrThrow']>>;
+
+function toTask(r: TaskRow): Task {
+  return {
+    id: r.id,
+    projectId: r.project_id,
+    number: Number(r.number),
+    key: `${r.project_key}-${r.number}`,
+    title: r.title,
+    description: r.description,
+    // the column's CHECK constraint admits only TASK_STATUSES
+    status: r.status as TaskStatus,
+    priority: PRIORITIES[r.priority] ?? 'none',
+    assigneeId: r.assignee_id,
+    labels: r.labels,
+    dueDate: r.due_date,
+    version: r.version,
+    createdBy: r.created_by,
+    createdAt: new Date(r.created_at),
+    updatedAt: new Date(r.updated_at),
+  };
+}
+
+export interface NewTask {
+  tenantId: string;
+  id: string;
+  projectId: string;
+  number: number;
+  title: string;
+  description: string;
+  status: TaskStatus;
+  priority: Priority;
+  assigneeId: string | null;
+  labels: string[];
+  dueDate: string | null;
+  createdBy: string;
+}
+
+export async function insertTask(trx: Trx, t: NewTask): Promise<void> {
+  await trx
+    .insertInto('tasks')
+    .values({
+      tenant_id: t.tenantId,
+      id: t.id,
+      project_id: t.projectId,
+      number: t.number,
+      title: t.title,
+      description: t.description,
+      status: t.status,
+      priority: PRIORITIES.indexOf(t.priority),
+      assignee_id: t.assigneeId,
+      labels: sqlTextArray(t.labels),
+      due_date: t.dueDate,
+      created_by: t.createdBy,
+    })
+    .execute();
+}
+
+/** text[] literal as one bound parameter (both pg and PGlite accept the array literal syntax). */
+function sqlTextArray(values: string[]): RawBuilder<string[]> {
+  const literal = `{${values.map((v) => `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`).join(',')}}`;
+  return sql<string[]>`${literal}::text[]`;
+}
+
+export function findTaskQuery(trx: Trx, tenantId: string, id: string) {
+  return tasksWithKey(trx).where('t.tenant_id', '=', tenantId).where('t.id', '=', id);
+}
+
+export async function findTask(trx: Trx, tenantId: string, id: string, opts: { forUpdate?: boolean } = {}): Promise<Task | null> {
+  let q = findTaskQuery(trx, tenantId, id);
+  if (opts.forUpdate) q = q.forUpdate('t');
+  const r = await q.executeTakeFirst();
+  return r ? toTask(r) : null;
+}
+
+export interface TaskChanges {
+  title?: string;
+  description?: string;
+  status?: TaskStatus;
+  priority?: Priority;
+  assigneeId?: string | null;
+  labels?: string[];
+  dueDate?: string | null;
+}
+
+export async function updateTask(trx: Trx, tenantId: string, id: string, c: TaskChanges): Promise<void> {
+  const set: UpdateObject<ProjectsTables, 'tasks'> = { version: sql<number>`version + 1`, updated_at: sql<Date>`now()` };
+  if (c.title !== undefined) set.title = c.title;
+  if (c.description !== undefined) set.description = c.description;
+  if (c.status !== undefined) set.status = c.status;
+  if (c.priority !== undefined) set.priority = PRIORITIES.indexOf(c.priority);
+  if (c.assigneeId !== undefined) set.assignee_id = c.assigneeId;
+  if (c.labels !== undefined) set.labels = sqlTextArray(c.labels);
+  if (c.dueDate !== undefined) set.due_date = c.dueDate;
+  await trx.updateTable('tasks').set(set).where('tenant_id', '=', tenantId).where('id', '=', id).execute();
+}
+
+export async function deleteTask(trx: Trx, tenantId: string, id: string): Promise<void> {
+  await trx.deleteFrom('tasks').where('tenant_id', '=', tenantId).where('id', '=', id).execute();
+}
+
+export const TASK_SORTS = ['-number', 'number', '-updatedAt', 'updatedAt', 'dueDate', '-dueDate', '-priority', 'priority'] as const;
+export type TaskSort = (typeof TASK_SORTS)[number];
+
+/** Sort → column; each is the leading column after (tenant_id, project_id) of an index ending in number. */
+const SORT_COLUMN: Record<string, { col: string; cast: string }> = {
+  number: { col: 't.number', cast: 'bigint' },
+  updatedAt: { col: 't.updated_at', cast: 'timestamptz' },
+  dueDate: { col: 't.due_date', cast: 'date' },
+  priority: { col: 't.priority', cast: 'smallint' },
+};
+
+export interface TaskFilters {
+  status?: TaskStatus[];
+  /** a user id, or 'none' for unassigned tasks */
+  assignee?: string;
+  label?: string;
+  /** calendar dates, exclusive */
+  dueBefore?: string;
+  dueAfter?: string;
+  /** inclusive */
+  updatedSince?: Date;
+  q?: string;
+}
+
+export interface TaskListQuery extends TaskFilters {
+  sort: TaskSort;
+  limit: number;
+  after?: KeysetPosition;
+}
+
+/**
+ * The hot list/search query of a project's tasks. Keyset: `(sort column, number)` compared as a row, so
+ * the matching index seeks straight to the page. Nullable due dates sort last ascending, first descending
+ * (the order of one B-tree read either way).
+ */
+export function listTasksQuery(trx: Trx, tenantId: string, projectId: string, q: TaskListQuery) {
+  const desc = q.sort.startsWith('-');
+  const { col, cast } = SORT_COLUMN[q.sort.replace(/^-/, '')]!;
+  const c = sql.ref(col);
+  let query = tasksWithKey(trx).where('t.tenant_id', '=', tenantId).where('t.project_id', '=', projectId);
+  if (q.status?.length) query = query.where('t.status', 'in', q.status);
+  if (q.assignee === 'none') query = query.where('t.assignee_id', 'is', null);
+  else if (q.assignee) query = query.where('t.assignee_id', '=', q.assignee);
+  if (q.label) query = query.where(sql<SqlBool>`t.labels @> ${sqlTextArray([q.label])}`);
+  if (q.dueBefore) query = query.where(sql<SqlBool>`t.due_date < ${q.dueBefore}::date`);
+  if (q.dueAfter) query = query.where(sql<SqlBool>`t.due_date > ${q.dueAfter}::date`);
+  if (q.updatedSince) query = query.where(sql<SqlBool>`t.updated_at >= ${q.updatedSince.toISOString()}::timestamptz`);
+  if (q.q) query = query.where(sql<SqlBool>`t.search @@ websearch_to_tsquery('english', ${q.q})`);
+  if (q.after) query = query.where(keysetPredicate(c, cast, desc, q.after));
+  const dir = desc ? 'desc' : 'asc';
+  return query.orderBy(sql`${c} ${sql.raw(dir)}`).orderBy('t.number', dir).limit(q.limit + 1);
+}
+
+function keysetPredicate(c: Expression<unknown>, cast: string, desc: boolean, [v, n]: KeysetPosition): Expression<SqlBool> {
+  const op = sql.raw(desc ? '<' : '>');
+  const value = sql`${v}::${sql.raw(cast)}`;
+  const num = sql`${n}::bigint`;
+  if (v === null) {
+    // ascending: nulls are the tail, continue within them; descending: nulls are the head, then all values
+    return desc ? sql<SqlBool>`((${c} is null and t.number < ${num}) or ${c} is not null)` : sql<SqlBool>`(${c} is null and t.number > ${num})`;
+  }
+  const row = sql<SqlBool>`(${c}, t.number) ${op} (${value}, ${num})`;
+  return desc ? row : sql<SqlBool>`(${row} or ${c} is null)`;
+}
+
+export async function listTasks(trx: Trx, tenantId: string, projectId: string, q: TaskListQuery): Promise<Task[]> {
+  return (await listTasksQuery(trx, tenantId, projectId, q).execute()).map(toTask);
+}
+
+const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+
+export function validTaskPosition(sort: TaskSort) {
+  return ([v, n]: KeysetPosition): boolean => {
+    if (!isCount(n)) return false;
+    switch (sort.replace(/^-/, '')) {
+      case 'updatedAt':
+        return typeof v === 'string' && /^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/.test(v) && !Number.isNaN(Date.parse(v));
+      case 'dueDate':
+        return v === null || (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(v) && !Number.isNaN(Date.parse(v)));
+      case 'priority':
+        return Number.isInteger(v) && (v as number) >= 0 && (v as number) < PRIORITIES.length;
+      default:
+        return isCount(v);
+    }
+  };
+}
+
+export function taskPosition(t: Task, sort: TaskSort): KeysetPosition {
+  switch (sort.replace(/^-/, '')) {
+    case 'updatedAt':
+      return [t.updatedAt.toISOString(), t.number];
+    case 'dueDate':
+      return [t.dueDate, t.number];
+    case 'priority':
+      return [PRIORITIES.indexOf(t.priority), t.number];
+    default:
+      return [t.number, t.number];
+  }
+}

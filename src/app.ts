@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
 import type { Flags } from './platform/flags/flags.ts';
+import { runWithUnitOfWorkSlot } from './platform/db/unit-of-work.ts';
 import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
 import { registerEdgeProtection } from './platform/http/edge.ts';
@@ -59,7 +60,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerFlagRoutes(app, deps.flags);
   // Events added while handling a request carry its id and trace context into their handlers.
   app.addHook('onRequest', (request, _reply, done) => {
-    runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done);
+    // …and get a slot for the request's unit of work (the idempotency layer opens one: one transaction).
+    runWithUnitOfWorkSlot(() => runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done));
   });
   if (deps.events) {
     await app.register(jobsAdminRoutes(deps.events), { prefix: '/v1/admin/jobs' });

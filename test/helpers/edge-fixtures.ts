@@ -70,6 +70,16 @@ export function widgetModule(controls: WidgetControls, database: Database): Modu
           return reply.code(201).header('location', `/v1/orgs/${accessOf(req).orgId}/widgets/${widget.id}`).send(widget);
         },
       );
+      // Writes, then fails: a server error after the effect (what a crash between commit and response is).
+      app.post(
+        '/widgets-then-fail',
+        { schema: { body: Body, response: { 201: Widget } }, config: { permission: 'widgets:write' } },
+        async (req) => {
+          controls.handlerCalls++;
+          await create(accessOf(req).orgId, (req.body as { name: string }).name);
+          throw new Error('simulated failure after the write');
+        },
+      );
       app.post(
         '/slow-widgets',
         { schema: { body: Body, response: { 201: Widget } }, config: { permission: 'widgets:write' } },

@@ -85,7 +85,11 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
             ready(trx);
           });
         })
-        .catch(fail);
+        .catch((err) => {
+          // Never began (no connection, or onBegin refused): nothing is open, nothing to end.
+          conn = undefined;
+          fail(err);
+        });
     });
     return conn;
   }

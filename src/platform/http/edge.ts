@@ -54,6 +54,6 @@ export async function registerEdgeProtection(app: App, deps: EdgeDeps): Promise<
   if (edge.rateLimitEnabled) {
     registerRateLimit(app, { store: rateLimitStore, resolver: deps.rateLimits ?? configRateLimits(edge) });
   }
-  registerIdempotency(app, { db: deps.db.scope('idempotency_keys').app, ttlSec: edge.idempotencyTtlSec, leaseSec: edge.idempotencyLeaseSec, logger: deps.logger });
+  registerIdempotency(app, { database: deps.db, ttlSec: edge.idempotencyTtlSec, leaseSec: edge.idempotencyLeaseSec, logger: deps.logger });
   return { rateLimitStore };
 }

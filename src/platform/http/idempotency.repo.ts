@@ -47,6 +47,21 @@ export async function claimKey(
   return rows.length === 1;
 }
 
+/**
+ * First statement of the request's transaction: the claim must still be ours and in flight. The update
+ * takes the row lock, so no retry can take the claim over until this transaction ends.
+ */
+export async function fenceClaim(db: Db, scopeHash: string, token: string, leaseSec: number): Promise<boolean> {
+  const result = await db
+    .updateTable('idempotency_keys')
+    .set({ locked_until: seconds(leaseSec) })
+    .where('scope_hash', '=', scopeHash)
+    .where('claim_token', '=', token)
+    .where('state', '=', 'in_flight')
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
 /** Gives a claim up (the request failed): only while it still carries our token. */
 export async function releaseKey(db: Db, scopeHash: string, token: string): Promise<void> {
   await db

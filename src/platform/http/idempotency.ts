@@ -1,9 +1,10 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Kysely } from 'kysely';
+import type { Database } from '../db/database.ts';
+import { setUnitOfWork, type UnitOfWork } from '../db/unit-of-work.ts';
 import type { Logger } from 'pino';
-import { AppError } from './errors.ts';
-import { claimKey, readKey, recordResponse, releaseKey, renewLeases, sweepIdempotencyKeys, type IdempotencyTables, type StoredResponse } from './idempotency.repo.ts';
+import { AppError, buildProblem } from './errors.ts';
+import { claimKey, fenceClaim, readKey, recordResponse, releaseKey, renewLeases, sweepIdempotencyKeys, type StoredResponse } from './idempotency.repo.ts';
 import { MAX_IDEMPOTENCY_KEY_LENGTH } from './limits.ts';
 import type { App } from './server.ts';
 
@@ -17,7 +18,7 @@ const KEY_PATTERN = /^[\x20-\x7e]+$/;
 declare module 'fastify' {
   interface FastifyRequest {
     /** Set while this request holds an Idempotency-Key claim (until its response is recorded). */
-    idempotencyClaim?: { scopeHash: string; bodyKey: Buffer; token: string };
+    idempotencyClaim?: { scopeHash: string; bodyKey: Buffer; token: string; uow: UnitOfWork };
   }
   interface FastifyInstance {
     /** The Idempotency-Key claims of this app (held, pending releases); see registerIdempotency. */
@@ -26,8 +27,8 @@ declare module 'fastify' {
 }
 
 export interface IdempotencyOptions {
-  /** The app-role connection; the table is global (scope hashed into the key). */
-  db: Kysely<IdempotencyTables>;
+  /** The table is global (scope hashed into the key), used with the app role. */
+  database: Database;
   ttlSec: number;
   /**
    * Lease of an in-flight claim (default 5 s). The owning process renews it every `heartbeatMs` while the
@@ -106,7 +107,9 @@ function requestHash(request: FastifyRequest): string {
  * The claim is one atomic upsert on the primary key, so any number of processes agree on one winner.
  */
 export function registerIdempotency(app: App, opts: IdempotencyOptions): IdempotencyClaims {
-  const { db, ttlSec, logger } = opts;
+  const { ttlSec, logger } = opts;
+  const scope = opts.database.scope('idempotency_keys');
+  const db = scope.app;
   const leaseSec = opts.leaseSec ?? 5;
   const heartbeatMs = opts.heartbeatMs ?? Math.max(100, Math.floor((leaseSec * 1000) / 5));
 
@@ -207,7 +210,16 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     for (let round = 0; round < 2; round++) {
       if (await claim(scopeHash, tenantId, hash, token)) {
         held.set(token, scopeHash);
-        request.idempotencyClaim = { scopeHash, bodyKey, token };
+        // The request's writes join one transaction that also records the response (onSend), and that
+        // first re-checks the claim is still ours while locking it: a committed effect always has its
+        // stored response, and a retry can never take the claim over while the effect may still commit.
+        const uow = opts.database.openUnitOfWork(async (trx) => {
+          if (!(await fenceClaim(scope.join(trx), scopeHash, token, leaseSec))) {
+            throw new AppError('IDEMPOTENCY.IN_FLIGHT', 409, 'This request lost its Idempotency-Key claim to a retry; its result is served to that retry', {}, { 'retry-after': '1' });
+          }
+        });
+        setUnitOfWork(uow);
+        request.idempotencyClaim = { scopeHash, bodyKey, token, uow };
         return;
       }
       const row = await readKey(db, scopeHash);
@@ -244,9 +256,12 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     const claimed = request.idempotencyClaim;
     if (!claimed) return payload;
     request.idempotencyClaim = undefined;
-    if (reply.statusCode >= 500 || (typeof payload !== 'string' && !Buffer.isBuffer(payload) && payload != null)) {
-      // Not final (server failure: the handler's transaction rolled back) or not storable (a stream): the
+    setUnitOfWork(undefined);
+    const storable = typeof payload === 'string' || Buffer.isBuffer(payload) || payload == null;
+    if (reply.statusCode >= 500 || (!storable && !claimed.uow.opened)) {
+      // Not final (server failure: its writes roll back) or not storable (a stream, nothing written): the
       // client may retry with the same key. If the database is down the release is retried in the background.
+      await claimed.uow.rollback().catch(() => undefined);
       await settle(claimed.token, claimed.scopeHash);
       return payload;
     }
@@ -255,10 +270,28 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
       const v = reply.getHeader(name);
       if (v !== undefined) headers[name] = String(v);
     }
-    const body = payload == null || payload.length === 0 ? '' : seal(claimed.bodyKey, payload.toString());
-    // Recorded before the response leaves: a client that saw this response and retries gets the replay.
-    // If recording fails (database gone after the handler committed) it is retried in the background.
-    await settle(claimed.token, claimed.scopeHash, { status: reply.statusCode, headers: JSON.stringify(headers), body });
+    const text = storable && payload != null ? payload.toString() : '';
+    const body = text.length === 0 ? '' : seal(claimed.bodyKey, text);
+    const response = { status: reply.statusCode, headers: JSON.stringify(headers), body };
+    if (claimed.uow.opened) {
+      // The response is written in the transaction of the effects, then COMMIT: both or neither.
+      try {
+        await claimed.uow.commit(async (trx) => {
+          if (!(await recordResponse(scope.join(trx), claimed.scopeHash, claimed.token, response))) throw new Error('idempotency claim no longer held');
+        });
+      } catch (err) {
+        held.delete(claimed.token);
+        await settle(claimed.token, claimed.scopeHash);
+        logger.error({ err, scopeHash: claimed.scopeHash }, 'idempotency: the request\'s transaction did not commit');
+        reply.code(503).header('content-type', 'application/problem+json; charset=utf-8').header('retry-after', '1');
+        return JSON.stringify(buildProblem(503, 'IDEMPOTENCY.NOT_COMMITTED', 'The request could not be completed; retry with the same Idempotency-Key', request.id));
+      }
+      held.delete(claimed.token);
+      return payload;
+    }
+    // Nothing was written through a transaction: recorded before the response leaves, so a client that saw
+    // this response and retries gets the replay; if the database is gone it is retried in the background.
+    await settle(claimed.token, claimed.scopeHash, response);
     return payload;
   });
 
@@ -267,6 +300,7 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     const claimed = request.idempotencyClaim;
     if (!claimed) return;
     request.idempotencyClaim = undefined;
+    await claimed.uow.rollback().catch(() => undefined);
     await settle(claimed.token, claimed.scopeHash);
   });
 

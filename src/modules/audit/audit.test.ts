@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addMember, signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
+import { systemActor } from '../../platform/http/actor.ts';
 import { newId } from '../../platform/ids.ts';
 import { createAudit, PLATFORM_AUDIT_TENANT, runAuditCommand } from './index.ts';
 
@@ -185,7 +186,7 @@ describe(`audit log (${mode})`, () => {
     const org = await signup(t.app);
     await expect(
       t.db.withTenant(org.orgId, async (trx) => {
-        await audit().record(trx, { orgId: org.orgId, action: 'test.rolled_back', target: { type: 'thing', id: newId() }, context: { actor: { type: 'system', id: 'test' } } });
+        await audit().record(trx, { orgId: org.orgId, action: 'test.rolled_back', target: { type: 'thing', id: newId() }, context: systemActor('test') });
         throw new Error('boom');
       }),
     ).rejects.toThrow('boom');

@@ -3,11 +3,19 @@ import type { Database } from '../../platform/db/database.ts';
 import type { Redis } from '../../platform/redis.ts';
 import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
 import { createAudit } from '../audit/index.ts';
+import { createIdentityRepo } from './identity.repo.ts';
 import { createIdentityService } from './identity.service.ts';
+import type { ThrottleLimits } from './identity.throttle.ts';
 
 /** `plinth admin grant|revoke <email>`: platform administrators may call PLATFORM_ADMIN routes. */
 export async function runAdminCommand(
-  platform: { db: Database; redis?: Redis; policies: { redis: ResiliencePolicy }; logger: Logger; config: { redisPrefix: string } },
+  platform: {
+    db: Database;
+    redis?: Redis;
+    policies: { redis: ResiliencePolicy };
+    logger: Logger;
+    config: { redisPrefix: string; loginThrottle: ThrottleLimits };
+  },
   args: string[],
   out: (line: string) => void = console.log,
 ): Promise<number> {
@@ -17,12 +25,13 @@ export async function runAdminCommand(
     return 2;
   }
   const identity = createIdentityService({
-    db: platform.db,
+    repo: createIdentityRepo(platform.db),
     redis: platform.redis,
     redisPolicy: platform.policies.redis,
     redisPrefix: platform.config.redisPrefix,
     logger: platform.logger,
     audit: createAudit({ db: platform.db }),
+    throttle: platform.config.loginThrottle,
   });
   try {
     const user = await identity.setPlatformAdmin(email, sub === 'grant');

@@ -115,18 +115,18 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     audit,
     throttle: config.loginThrottle,
   });
-  const tenancy = createTenancy({ db, audit, identity, outbox: platform.events });
+  const tenancy = createTenancy({ db, audit, identity, events: platform.events });
   const projects = createProjects({
     db,
     audit,
     outbox: platform.events,
     cache: platform.cache,
-    isMember: isMemberVia(tenancy.service.getMember),
+    isMember: isMemberVia(tenancy.getMember),
     entitlements: seams.entitlements,
   });
   const notifications = createNotifications({ db, audit, logger, config, policies: platform.policies, events: platform.events, mailer: seams.mailer });
   return {
-    routes: [identity.routes, ...tenancy.routes, audit.routes, projects.routes, notifications.routes],
+    routes: [...identity.routes, ...tenancy.routes, ...audit.routes, projects.routes, notifications.routes],
     authenticator: tenancy.authenticator,
   };
 }

@@ -47,13 +47,13 @@ export function progressBar(done: number, total: number, elapsedMs: number, widt
 async function createSeedOrgs(platform: Platform, count: number, out: NodeJS.WriteStream) {
   const { db, redis, logger, config } = platform;
   const audit = createAudit({ db });
-  const identity = createIdentity({ db, redis, redisPolicy: platform.policies.redis, redisPrefix: config.redisPrefix, logger, audit });
-  const tenancy = createTenancy({ db, audit, identity });
+  const identity = createIdentity({ db, redis, redisPolicy: platform.policies.redis, redisPrefix: config.redisPrefix, logger, audit, throttle: config.loginThrottle });
+  const tenancy = createTenancy({ db, audit, identity, events: platform.events });
   const run = randomBytes(3).toString('hex');
   const orgs: Array<{ id: string; email: string; memberIds: string[] }> = [];
   for (let i = 1; i <= count; i++) {
     const email = `seed-${run}-${i}@example.com`;
-    const r = await tenancy.service.signup(
+    const r = await tenancy.signup(
       { email, password: SEED_PASSWORD, name: `Seed Owner ${i}`, organizationName: `Seed Org ${i}` },
       { ip: '127.0.0.1', userAgent: 'plinth seed', requestId: newId() },
     );

@@ -8,7 +8,6 @@ export interface ThrottleLimits {
   perIpPerHour: number;
 }
 
-export const DEFAULT_THROTTLE: ThrottleLimits = { perAccountPerHour: 100, perIpPerHour: 1000 };
 const WINDOW_MS = 3_600_000;
 const SWEEP_PROBABILITY = 0.02;
 

@@ -14,7 +14,7 @@ import { createIdentityService, type RequestMeta } from './identity.service.ts';
 import type { NewSession, SessionMeta } from './identity.sessions.ts';
 import type { ThrottleLimits } from './identity.throttle.ts';
 
-export { Email, Password, PersonName, SessionTokenSchema, UserSchema } from './identity.schemas.ts';
+export { Email, Password, PersonName, UserSchema } from './identity.schemas.ts';
 export { requestMeta, userPrincipal } from './identity.routes.ts';
 export { normalizeEmail, type RequestMeta } from './identity.service.ts';
 export type { SessionInfo, User } from './identity.repo.ts';

@@ -1,4 +1,4 @@
-import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { sql, type Selectable, type Transaction } from 'kysely';
 import type { Database, DB, DbScope, TxHandle } from '../../platform/db/database.ts';
 import { setTenant } from '../../platform/db/database.ts';
 import { GENESIS_HASH } from './audit.chain.ts';
@@ -60,8 +60,7 @@ function toRow(r: Selectable<AuditTables['audit_events']>): AuditEventRow {
 /** All SQL of the audit module. */
 export function createAuditRepo(db: Database) {
   const scope: DbScope<AuditTables> = db.scope('audit_events', 'audit_chains');
-  // The owner connection narrowed to audit's tables, as db.scope() narrows the app one (type only).
-  const owner = db.owner as unknown as Kysely<AuditTables>;
+  const { owner } = scope;
 
   async function readChain(trx: AuditTx, tenantId: string) {
     const rows = await trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).orderBy('seq', 'asc').execute();

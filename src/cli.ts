@@ -32,10 +32,9 @@ async function run(argv: string[]): Promise<number> {
   const [command] = argv;
   switch (command) {
     case 'start': {
-      const { openPlatform, startApi, createModules } = await loadMain();
+      const { compose, startApi } = await loadMain();
       const { startWorker } = await import('./worker.ts');
-      const platform = await openPlatform();
-      const modules = createModules(platform);
+      const { platform, modules } = await compose();
       const app = await startApi(platform, modules);
       // Embedded default: one process runs both roles. PLINTH_ROLE=api runs only the API.
       if (platform.config.role !== 'api') await startWorker(platform, modules);
@@ -48,11 +47,11 @@ async function run(argv: string[]): Promise<number> {
       return -1; // keep running until a signal
     }
     case 'worker': {
-      const { openPlatform } = await loadMain();
+      const { compose } = await loadMain();
       const { startWorker } = await import('./worker.ts');
       const { startMetricsListener } = await import('./platform/observability/metrics-server.ts');
-      const platform = await openPlatform();
-      await startWorker(platform);
+      const { platform, modules } = await compose();
+      await startWorker(platform, modules);
       // No API listener in this role: Prometheus scrapes job/outbox metrics here when METRICS_PORT is set.
       await startMetricsListener(platform);
       installSignalHandlers(platform.lifecycle, platform.logger);
@@ -63,7 +62,7 @@ async function run(argv: string[]): Promise<number> {
       return jobsCommand(argv.slice(1));
     case 'migrate': {
       const { openPlatform } = await loadMain();
-      const platform = await openPlatform(process.env, { migrate: true });
+      const platform = await openPlatform({ migrate: true });
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
     }
@@ -73,26 +72,26 @@ async function run(argv: string[]): Promise<number> {
       return runBench(argv.slice(1));
     }
     case 'seed': {
-      const { openPlatform } = await loadMain();
+      const { compose } = await loadMain();
       const { parseSeedArgs, runSeed, SEED_PASSWORD } = await import('./seed.ts');
       const args = parseSeedArgs(argv.slice(1));
-      const platform = await openPlatform(process.env, { migrate: true });
-      const r = await runSeed(platform, args);
+      const { platform, modules } = await compose({ migrate: true });
+      const r = await runSeed(platform, modules, args);
       console.log(`seeded ${r.orgs.length} orgs, ${r.projects} projects, ${r.tasks} tasks in ${(r.ms / 1000).toFixed(1)}s`);
       console.log(`log in as ${r.orgs[0]?.email} … ${r.orgs.at(-1)?.email} with password "${SEED_PASSWORD}"`);
       return platform.lifecycle.shutdown('seed done');
     }
     case 'admin':
     case 'audit': {
-      const { openPlatform } = await loadMain();
-      const platform = await openPlatform();
+      const { compose } = await loadMain();
+      const { platform, modules } = await compose();
       try {
         if (command === 'admin') {
           const { runAdminCommand } = await import('./modules/identity/index.ts');
-          return await runAdminCommand(platform, argv.slice(1));
+          return await runAdminCommand(modules.identity, argv.slice(1));
         }
         const { runAuditCommand } = await import('./modules/audit/index.ts');
-        return await runAuditCommand(platform, argv.slice(1));
+        return await runAuditCommand(modules.audit, argv.slice(1));
       } finally {
         await platform.lifecycle.shutdown(`${command} done`);
       }
@@ -118,9 +117,8 @@ async function jobsCommand(args: string[]): Promise<number> {
     console.error('plinth jobs redrive needs the id of a dead job (a UUID; see plinth jobs dead)');
     return 2;
   }
-  const { openPlatform, createModules } = await loadMain();
+  const { openPlatform } = await loadMain();
   const platform = await openPlatform();
-  createModules(platform);
   try {
     return await runJobsCommand(platform, sub, id);
   } finally {

@@ -8,7 +8,7 @@ import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
-import { createEventBus, type EventBus } from './platform/outbox/event-bus.ts';
+import { createEventBus, type EventBus, type EventBusDeps } from './platform/outbox/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
@@ -18,11 +18,13 @@ import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
-import { createAudit } from './modules/audit/index.ts';
-import { createIdentity } from './modules/identity/index.ts';
-import { createMailer, createNotifications, type Mailer } from './modules/notifications/index.ts';
-import { allowEverything, createProjects, isMemberVia, type Entitlements } from './modules/projects/index.ts';
-import { createTenancy } from './modules/tenancy/index.ts';
+import type { ModuleSurface } from './platform/module.ts';
+import type { JobRegistry } from './platform/outbox/registry.ts';
+import { createAudit, type Audit } from './modules/audit/index.ts';
+import { createIdentity, type Identity } from './modules/identity/index.ts';
+import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
+import { allowEverything, createProjects, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
+import { createTenancy, type Tenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
 export interface Platform {
@@ -47,30 +49,26 @@ export function createEdgePlatform(config: Config, logger: Logger, redis: Redis 
   return { policies, cache };
 }
 
-/** Config → logger → database (migrated) → Redis. Shared by every process role. */
-export async function openPlatform(
-  env: Record<string, string | undefined> = process.env,
-  opts: { migrate?: boolean } = {},
-): Promise<Platform> {
-  const config = loadConfig(env);
-  const logger = createLogger(config.logLevel);
+export interface PlatformOptions {
+  /** Environment to read the configuration from (default process.env). */
+  env?: Record<string, string | undefined>;
+  /** Apply pending migrations (default MIGRATE_ON_START); false only verifies them. */
+  migrate?: boolean;
+  /** An already opened and migrated database (tests: a throwaway one); its owner closes it. */
+  db?: Database;
+  logger?: Logger;
+  /** Test-only event bus tuning (schedule tick, sweep cadence). */
+  events?: Partial<Pick<EventBusDeps, 'scheduleTickMs' | 'sweepEveryMs'>>;
+}
+
+/** Config → logger → database (migrated) → Redis → flags, policies, cache, event bus. Every process role's kernel. */
+export async function openPlatform(opts: PlatformOptions = {}): Promise<Platform> {
+  const config = loadConfig(opts.env ?? process.env);
+  const logger = opts.logger ?? createLogger(config.logLevel);
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
   // Registered first so it closes last: spans from the rest of the shutdown are still exported.
   lifecycle.onShutdown({ name: 'tracing', close: shutdownTracing });
-  const db = await openDatabase({
-    databaseUrl: config.databaseUrl,
-    databaseAppUrl: config.databaseAppUrl,
-    replicaUrls: config.databaseReplicaUrls,
-    poolMax: config.databasePoolMax,
-    dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
-    onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),
-  });
-  lifecycle.onShutdown({ name: 'database', close: () => db.close() });
-  if (opts.migrate ?? config.migrateOnStart) {
-    await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
-  } else {
-    await checkMigrations(db.owner);
-  }
+  const db = opts.db ?? (await openConfiguredDatabase(config, logger, lifecycle, opts.migrate));
   let redis: Redis | undefined;
   if (config.redisUrl) {
     const client = createRedis(config.redisUrl);
@@ -80,7 +78,7 @@ export async function openPlatform(
   const flags = await createFlags({ db });
   const edge = createEdgePlatform(config, logger, redis);
   lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
-  const events = createEventBus({ config, logger, db });
+  const events = createEventBus({ config, logger, db, ...opts.events });
   lifecycle.onShutdown({ name: 'jobs', close: () => events.close() });
   // Outbox backlog/age and job counts by state, read from Postgres (and the transport) at scrape time.
   const stopEventMetrics = registerEventMetrics({ db, events });
@@ -88,23 +86,49 @@ export async function openPlatform(
   return { config, logger, db, redis, flags, lifecycle, events, ...edge };
 }
 
-export interface Modules {
-  routes: ModuleRoutes[];
-  authenticator: Authenticator;
-  /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
-  rateLimits?: RateLimitResolver;
+async function openConfiguredDatabase(config: Config, logger: Logger, lifecycle: Lifecycle, migrateNow?: boolean): Promise<Database> {
+  const db = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    databaseAppUrl: config.databaseAppUrl,
+    replicaUrls: config.databaseReplicaUrls,
+    poolMax: config.databasePoolMax,
+    dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
+    onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),
+  });
+  lifecycle.onShutdown({ name: 'database', close: () => db.close() });
+  if (migrateNow ?? config.migrateOnStart) {
+    await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
+  } else {
+    await checkMigrations(db.owner);
+  }
+  return db;
 }
 
-/** Wires the modules to the platform and to each other's facades, explicitly, in dependency order. */
-/** Seams for modules that are not built yet (billing's plan limits). */
+/** Seams for modules that are not built yet (billing's plan limits) and for tests. */
 export interface ModuleSeams {
   entitlements?: Entitlements;
   /** Replaces the SMTP_URL-selected mailer (tests read what was sent). */
   mailer?: Mailer;
 }
 
+/** The modules, wired to the platform and to each other's facades, and what the app and the worker take from them. */
+export interface Modules {
+  audit: Audit;
+  identity: Identity;
+  tenancy: Tenancy;
+  projects: ProjectsModule;
+  notifications: NotificationsModule;
+  routes: ModuleRoutes[];
+  authenticator: Authenticator;
+  /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
+  rateLimits?: RateLimitResolver;
+  /** Subscribes every module's handlers and schedules; called once per process by the worker role. */
+  registerJobs(jobs: JobRegistry): void;
+}
+
+/** Builds the modules in dependency order, explicitly: no container, nothing registered as a side effect. */
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
-  const { db, redis, logger, config } = platform;
+  const { db, redis, logger, config, events } = platform;
   const audit = createAudit({ db });
   const identity = createIdentity({
     db,
@@ -115,31 +139,45 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     audit,
     throttle: config.loginThrottle,
   });
-  const tenancy = createTenancy({ db, audit, identity, outbox: platform.events });
+  const tenancy = createTenancy({ db, audit, identity, events });
   const projects = createProjects({
     db,
     audit,
-    events: platform.events,
+    events,
     cache: platform.cache,
-    isMember: isMemberVia(tenancy.service.getMember),
+    isMember: isMemberVia(tenancy.getMember),
     entitlements: seams.entitlements ?? allowEverything,
   });
   const n = config.notifications;
   const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
-  const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events: platform.events, mailer });
-  // Job handlers are registered explicitly, once per bus: a second composition on the same bus (another API
-  // instance in one process, as tests build) reuses the handlers already subscribed.
-  if (!platform.events.consumers().some((c) => c.startsWith('notifications.'))) {
-    for (const m of [projects, notifications]) m.registerJobs(platform.events);
-  }
+  const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
+  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications];
   return {
-    routes: [identity.routes, ...tenancy.routes, audit.routes, ...projects.routes, ...notifications.routes],
+    audit,
+    identity,
+    tenancy,
+    projects,
+    notifications,
+    routes: all.flatMap((m) => m.routes),
     authenticator: tenancy.authenticator,
+    registerJobs(jobs) {
+      for (const m of all) m.registerJobs(jobs);
+    },
   };
 }
 
+export interface ComposeOptions extends PlatformOptions {
+  seams?: ModuleSeams;
+}
+
+/** The one composition every entry point (start, worker, CLIs, seed) and the test platform use. */
+export async function compose(opts: ComposeOptions = {}): Promise<{ platform: Platform; modules: Modules }> {
+  const platform = await openPlatform(opts);
+  return { platform, modules: createModules(platform, opts.seams) };
+}
+
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
-export async function createApiApp(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
+export async function createApiApp(platform: Platform, modules: Pick<Modules, 'routes' | 'authenticator' | 'rateLimits'>): Promise<App> {
   const { config, logger, db, redis, flags, lifecycle, events } = platform;
   return buildApp({
     config,
@@ -157,7 +195,7 @@ export async function createApiApp(platform: Platform, modules: Modules = create
 }
 
 /** The API role: modules, HTTP listener, closed first on shutdown. */
-export async function startApi(platform: Platform, modules: Modules = createModules(platform)): Promise<App> {
+export async function startApi(platform: Platform, modules: Modules): Promise<App> {
   const app = await createApiApp(platform, modules);
   platform.lifecycle.onShutdown({ name: 'http', close: () => app.close() });
   await app.listen({ port: platform.config.port, host: platform.config.host });

@@ -24,7 +24,7 @@ describe(`plinth seed (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'})
   it('creates real orgs whose owners log in and see gap-free tasks that the API continues', async () => {
     const lines: string[] = [];
     const out = { isTTY: false, write: (s: string) => lines.push(s) } as unknown as NodeJS.WriteStream;
-    const r = await runSeed(t, { orgs: 2, tasks: 1_001, projectsPerOrg: 2, batchSize: 200 }, out);
+    const r = await runSeed(t, t.modules, { orgs: 2, tasks: 1_001, projectsPerOrg: 2, batchSize: 200 }, out);
     expect(r).toMatchObject({ projects: 4, tasks: 1_001 });
     expect(lines.some((l) => l.includes('100%') && l.includes('1001/1001 tasks'))).toBe(true);
 

@@ -1,9 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { createAudit } from './modules/audit/index.ts';
-import { createIdentity } from './modules/identity/index.ts';
 import { analyzeProjects, seedProjects, type SeedProgress } from './modules/projects/index.ts';
-import { createTenancy } from './modules/tenancy/index.ts';
-import type { Platform } from './main.ts';
+import type { Modules, Platform } from './main.ts';
 import { newId } from './platform/ids.ts';
 
 /** Every seeded owner signs in with this password (demo data only). */
@@ -43,16 +40,12 @@ export function progressBar(done: number, total: number, elapsedMs: number, widt
 }
 
 /** Real orgs through tenancy's signup (user + org + owner membership + audit), so the data is usable over HTTP. */
-async function createSeedOrgs(platform: Platform, count: number, out: NodeJS.WriteStream) {
-  const { db, redis, logger, config } = platform;
-  const audit = createAudit({ db });
-  const identity = createIdentity({ db, redis, redisPolicy: platform.policies.redis, redisPrefix: config.redisPrefix, logger, audit });
-  const tenancy = createTenancy({ db, audit, identity });
+async function createSeedOrgs(tenancy: Pick<Modules['tenancy'], 'signup'>, count: number, out: NodeJS.WriteStream) {
   const run = randomBytes(3).toString('hex');
   const orgs: Array<{ id: string; email: string; memberIds: string[] }> = [];
   for (let i = 1; i <= count; i++) {
     const email = `seed-${run}-${i}@example.com`;
-    const r = await tenancy.service.signup(
+    const r = await tenancy.signup(
       { email, password: SEED_PASSWORD, name: `Seed Owner ${i}`, organizationName: `Seed Org ${i}` },
       { ip: '127.0.0.1', userAgent: 'plinth seed', requestId: newId() },
     );
@@ -67,8 +60,8 @@ async function createSeedOrgs(platform: Platform, count: number, out: NodeJS.Wri
  * `plinth seed`: realistic bulk data for benchmarks: N orgs (each with an owner who can log in with
  * SEED_PASSWORD), P projects per org, M tasks in total, spread evenly.
  */
-export async function runSeed(platform: Platform, args: SeedArgs, out: NodeJS.WriteStream = process.stderr) {
-  const orgs = await createSeedOrgs(platform, args.orgs, out);
+export async function runSeed(platform: Platform, modules: Pick<Modules, 'tenancy'>, args: SeedArgs, out: NodeJS.WriteStream = process.stderr) {
+  const orgs = await createSeedOrgs(modules.tenancy, args.orgs, out);
   const started = Date.now();
   let last = 0;
   const draw = (p: SeedProgress) => {

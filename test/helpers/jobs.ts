@@ -10,7 +10,7 @@ import type { TestPlatform } from './test-platform.ts';
 export async function adminAndMember(tp: TestPlatform): Promise<{ admin: { authorization: string }; member: { authorization: string } }> {
   const admin = await signup(tp.app);
   const member = await signup(tp.app);
-  const code = await runAdminCommand(tp, ['grant', admin.email], () => {});
+  const code = await runAdminCommand(tp.modules.identity, ['grant', admin.email], () => {});
   if (code !== 0) throw new Error('could not grant platform admin');
   return { admin: admin.auth, member: member.auth };
 }

@@ -1,14 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
-import { createApiApp, createEdgePlatform, createModules, type Modules, type Platform } from '../../src/main.ts';
-import { loadConfig } from '../../src/platform/config.ts';
+import { compose, createApiApp, createModules, type ModuleSeams, type Modules, type Platform, type PlatformOptions } from '../../src/main.ts';
 import type { DatabaseOptions } from '../../src/platform/db/database.ts';
-import { createFlags } from '../../src/platform/flags/flags.ts';
 import type { Authenticator } from '../../src/platform/http/auth.ts';
 import type { App } from '../../src/platform/http/server.ts';
-import { createEventBus, type EventBusDeps } from '../../src/platform/outbox/event-bus.ts';
-import { createLifecycle } from '../../src/platform/lifecycle.ts';
-import { createRedis } from '../../src/platform/redis.ts';
 import { createTestDatabase, type TestDatabase } from '../../src/platform/testing/test-db.ts';
 
 export interface TestPlatform extends Platform {
@@ -19,38 +14,39 @@ export interface TestPlatform extends Platform {
 }
 
 /**
- * The real composition (same createModules as `plinth start`) over a throwaway database, and over
- * real Redis with a unique key prefix when TEST_REDIS_URL is set.
+ * The real composition (the same `compose` as `plinth start`) over a throwaway database, and over real
+ * Redis with a unique key prefix when TEST_REDIS_URL is set. Every module's jobs are registered, as the
+ * worker role does, so tests can relay and process events.
  */
 export async function createTestPlatform(
   opts: {
     env?: Record<string, string>;
     db?: Partial<DatabaseOptions>;
     logger?: Logger;
-    /** Replaces the identity module's authenticator, for kernel tests that need a fixed principal. */
+    /** Replaces tenancy's authenticator, for kernel tests that need a fixed principal. */
     authenticator?: Authenticator;
     /** Test-only: event bus tuning (schedule tick, sweep cadence). */
-    events?: Partial<Pick<EventBusDeps, 'scheduleTickMs' | 'sweepEveryMs'>>;
+    events?: PlatformOptions['events'];
+    /** Test doubles for the seams (mailer, entitlements). */
+    seams?: ModuleSeams;
     /** Test-only: compose the modules differently (e.g. with test doubles of other modules). Default: createModules. */
     compose?: (platform: Platform) => Modules;
   } = {},
 ): Promise<TestPlatform> {
   const redisUrl = process.env.TEST_REDIS_URL;
-  const config = loadConfig({
+  const env = {
     NODE_ENV: 'test',
     LOG_LEVEL: 'silent',
+    SHUTDOWN_DELAY_MS: '0',
     REDIS_PREFIX: `plinth-test:${randomBytes(4).toString('hex')}:`,
     ...(redisUrl ? { REDIS_URL: redisUrl } : {}),
     ...opts.env,
-  });
-  const logger = opts.logger ?? pino({ level: config.logLevel });
-  const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: 0 });
+  };
   const testDb = await createTestDatabase(opts.db);
-  const redis = config.redisUrl ? createRedis(config.redisUrl, { name: 'plinth-test' }) : undefined;
-  const flags = await createFlags({ db: testDb.db });
-  const events = createEventBus({ config, logger, db: testDb.db, ...opts.events });
-  const platform: Platform = { config, logger, db: testDb.db, redis, flags, lifecycle, events, ...createEdgePlatform(config, logger, redis) };
-  const created = (opts.compose ?? createModules)(platform);
+  const logger = opts.logger ?? pino({ level: env.LOG_LEVEL });
+  const { platform, modules: composed } = await compose({ env, db: testDb.db, logger, events: opts.events, seams: opts.seams });
+  const created = opts.compose ? opts.compose(platform) : composed;
+  created.registerJobs(platform.events);
   const modules = opts.authenticator ? { ...created, authenticator: opts.authenticator } : created;
   const app = await createApiApp(platform, modules);
   return {
@@ -59,9 +55,11 @@ export async function createTestPlatform(
     modules,
     app,
     async close() {
+      // Not lifecycle.shutdown(): that also stops the process-wide tracer, which other tests in the file may use.
       await app.close();
-      await events.close();
+      await platform.events.close();
       await platform.cache.close();
+      const { redis, config } = platform;
       if (redis) {
         const keys = await redis.keys(`${config.redisPrefix}*`).catch(() => [] as string[]);
         if (keys.length > 0) await redis.del(...keys).catch(() => 0);
@@ -71,3 +69,5 @@ export async function createTestPlatform(
     },
   };
 }
+
+export { createModules };

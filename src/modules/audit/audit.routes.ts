@@ -1,8 +1,8 @@
 import { Type } from '@sinclair/typebox';
-import type { Database } from '../../platform/db/database.ts';
-import { Page, Uuid } from '../../platform/http/schemas.ts';
+import { DEFAULT_PAGE_SIZE, pageQuery } from '../../platform/http/pagination.ts';
+import { DateTime, Page, Uuid } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
-import { listAuditEvents } from './audit.service.ts';
+import type { AuditService } from './audit.service.ts';
 
 export const AUDIT_READ = 'audit:read';
 
@@ -10,7 +10,7 @@ const AuditEventSchema = Type.Object(
   {
     id: Uuid(),
     seq: Type.Integer(),
-    occurredAt: Type.String({ format: 'date-time' }),
+    occurredAt: DateTime(),
     actor: Type.Object({
       type: Type.Union([Type.Literal('user'), Type.Literal('api_key'), Type.Literal('system')]),
       id: Type.String(),
@@ -35,13 +35,14 @@ const Query = Type.Object(
     targetId: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
     from: Type.Optional(Type.String({ format: 'date-time', description: 'Inclusive lower bound' })),
     to: Type.Optional(Type.String({ format: 'date-time', description: 'Exclusive upper bound' })),
-    cursor: Type.Optional(Type.String({ maxLength: 200 })),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
+    ...pageQuery,
   },
   { additionalProperties: false },
 );
 
-export function auditRoutes(db: Database): (app: App) => Promise<void> {
+type QueryIn = { action?: string; actorId?: string; targetType?: string; targetId?: string; from?: string; to?: string; cursor?: string; limit?: number };
+
+export function auditRoutes(audit: AuditService): (app: App) => Promise<void> {
   return async (app: App) => {
     app.get(
       '/orgs/:orgId/audit-events',
@@ -58,8 +59,13 @@ export function auditRoutes(db: Database): (app: App) => Promise<void> {
       },
       async (request) => {
         const { orgId } = request.params as { orgId: string };
-        const page = await listAuditEvents(db, orgId, request.query as Record<string, any>);
-        return { data: page.data.map((e) => ({ ...e, occurredAt: e.occurredAt.toISOString() }) as any), nextCursor: page.nextCursor };
+        const q = request.query as QueryIn;
+        return audit.list(orgId, {
+          ...q,
+          from: q.from === undefined ? undefined : new Date(q.from),
+          to: q.to === undefined ? undefined : new Date(q.to),
+          limit: q.limit ?? DEFAULT_PAGE_SIZE,
+        });
       },
     );
   };

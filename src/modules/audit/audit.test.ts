@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addMember, signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
+import { systemActor } from '../../platform/http/actor.ts';
 import { newId } from '../../platform/ids.ts';
 import { createAudit, PLATFORM_AUDIT_TENANT, runAuditCommand } from './index.ts';
 
@@ -118,9 +119,9 @@ describe(`audit log (${mode})`, () => {
     expect(reports.every((r) => r.ok)).toBe(true);
     expect(reports.map((r) => r.orgId)).toContain(PLATFORM_AUDIT_TENANT);
     const lines: string[] = [];
-    expect(await runAuditCommand(t, ['verify', owner.orgId], (l) => lines.push(l))).toBe(0);
+    expect(await runAuditCommand(t.modules.audit, ['verify', owner.orgId], (l) => lines.push(l))).toBe(0);
     expect(lines[0]).toMatch(/^ok/);
-    expect(await runAuditCommand(t, ['verify', 'nope'], () => {})).toBe(2);
+    expect(await runAuditCommand(t.modules.audit, ['verify', 'nope'], () => {})).toBe(2);
   });
 
   it('verify detects an edited row, a deleted middle row and a deleted newest row (tampered as the owner role)', async () => {
@@ -148,7 +149,7 @@ describe(`audit log (${mode})`, () => {
     expect((await audit().verify(rehashed.orgId))[0]!.ok).toBe(false);
 
     const lines: string[] = [];
-    expect(await runAuditCommand(t, ['verify'], (l) => lines.push(l))).toBe(1);
+    expect(await runAuditCommand(t.modules.audit, ['verify'], (l) => lines.push(l))).toBe(1);
     expect(lines.filter((l) => l.startsWith('TAMPERED')), lines.join('\n')).toHaveLength(4);
     expect(lines.some((l) => l.includes(owner.orgId) && l.startsWith('ok'))).toBe(true);
   });
@@ -185,7 +186,7 @@ describe(`audit log (${mode})`, () => {
     const org = await signup(t.app);
     await expect(
       t.db.withTenant(org.orgId, async (trx) => {
-        await audit().record(trx, { orgId: org.orgId, action: 'test.rolled_back', target: { type: 'thing', id: newId() }, context: { actor: { type: 'system', id: 'test' } } });
+        await audit().record(trx, { orgId: org.orgId, action: 'test.rolled_back', target: { type: 'thing', id: newId() }, context: systemActor('test') });
         throw new Error('boom');
       }),
     ).rejects.toThrow('boom');

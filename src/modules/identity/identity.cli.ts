@@ -1,13 +1,6 @@
-import type { Logger } from 'pino';
-import type { Database } from '../../platform/db/database.ts';
-import type { Redis } from '../../platform/redis.ts';
-import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
-import { createAudit } from '../audit/index.ts';
-import { createIdentityService } from './identity.service.ts';
-
 /** `plinth admin grant|revoke <email>`: platform administrators may call PLATFORM_ADMIN routes. */
 export async function runAdminCommand(
-  platform: { db: Database; redis?: Redis; policies: { redis: ResiliencePolicy }; logger: Logger; config: { redisPrefix: string } },
+  identity: { setPlatformAdmin(email: string, value: boolean): Promise<{ email: string; isPlatformAdmin: boolean }> },
   args: string[],
   out: (line: string) => void = console.log,
 ): Promise<number> {
@@ -16,14 +9,6 @@ export async function runAdminCommand(
     out('usage: plinth admin grant|revoke <email>');
     return 2;
   }
-  const identity = createIdentityService({
-    db: platform.db,
-    redis: platform.redis,
-    redisPolicy: platform.policies.redis,
-    redisPrefix: platform.config.redisPrefix,
-    logger: platform.logger,
-    audit: createAudit({ db: platform.db }),
-  });
   try {
     const user = await identity.setPlatformAdmin(email, sub === 'grant');
     out(`${user.email} is ${user.isPlatformAdmin ? 'now' : 'no longer'} a platform administrator`);

@@ -7,4 +7,4 @@ export const sessionRequired = () =>
 export const userNotFound = () => new AppError('IDENTITY.USER_NOT_FOUND', 404, 'User not found');
 export const sessionNotFound = () => new AppError('IDENTITY.SESSION_NOT_FOUND', 404, 'Session not found');
 
-export { isUniqueViolation } from '../../platform/db/constraint-errors.ts';
+export const wrongPassword = () => new AppError('IDENTITY.WRONG_PASSWORD', 403, 'The current password is incorrect');

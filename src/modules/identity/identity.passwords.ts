@@ -1,9 +1,9 @@
 import fs from 'node:fs';
-import { hash, verify } from '@node-rs/argon2';
+import { hash, verify, type Algorithm, type Options } from '@node-rs/argon2';
 import { AppError } from '../../platform/http/errors.ts';
 
 /** OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane. Algorithm 2 = Argon2id (a const enum upstream). */
-export const ARGON2_OPTIONS = { algorithm: 2, memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;
+export const ARGON2_OPTIONS: Options = { algorithm: 2 as Algorithm, memoryCost: 19_456, timeCost: 2, parallelism: 1 };
 export const PASSWORD_MIN = 8;
 export const PASSWORD_MAX = 128;
 
@@ -36,7 +36,7 @@ export function checkPasswordPolicy(password: string, context: { email?: string;
 }
 
 export function hashPassword(password: string): Promise<string> {
-  return hash(password, ARGON2_OPTIONS as any);
+  return hash(password, ARGON2_OPTIONS);
 }
 
 export async function verifyPassword(passwordHash: string, password: string): Promise<boolean> {

@@ -1,12 +1,12 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
+import { actorOf } from '../../platform/http/actor.ts';
 import { AUTHENTICATED, PLATFORM_ADMIN, principalOf, type Principal } from '../../platform/http/auth.ts';
 import { Page, Uuid } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
-import { auditContextFrom } from '../audit/index.ts';
 import { sessionRequired } from './identity.errors.ts';
-import { Email, Password, SessionTokenSchema, UserSchema, userJson } from './identity.schemas.ts';
-import type { IdentityService } from './identity.service.ts';
+import { Email, Password, SessionSchema, SessionTokenSchema, UserSchema } from './identity.schemas.ts';
+import type { IdentityService, RequestMeta } from './identity.service.ts';
 
 const bearer = [{ bearer: [] }];
 
@@ -17,24 +17,11 @@ export function userPrincipal(request: FastifyRequest): Principal & { sessionId:
   return p as Principal & { sessionId: string };
 }
 
-export const requestMeta = (request: FastifyRequest) => ({
+export const requestMeta = (request: FastifyRequest): RequestMeta => ({
   ip: request.ip,
   userAgent: typeof request.headers['user-agent'] === 'string' ? request.headers['user-agent'] : null,
   requestId: request.id,
 });
-
-const SessionSchema = Type.Object(
-  {
-    id: Uuid(),
-    ip: Type.Union([Type.String(), Type.Null()]),
-    userAgent: Type.Union([Type.String(), Type.Null()]),
-    createdAt: Type.String({ format: 'date-time' }),
-    lastUsedAt: Type.String({ format: 'date-time' }),
-    expiresAt: Type.String({ format: 'date-time' }),
-    current: Type.Boolean(),
-  },
-  { additionalProperties: false },
-);
 
 export function identityRoutes(identity: IdentityService): (app: App) => Promise<void> {
   return async (app: App) => {
@@ -52,7 +39,7 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
       async (request) => {
         const { email, password } = request.body as { email: string; password: string };
         const result = await identity.login(email, password, requestMeta(request));
-        return { token: result.token, expiresAt: result.expiresAt.toISOString(), user: userJson(result.user) };
+        return { token: result.token, expiresAt: result.expiresAt, user: result.user };
       },
     );
 
@@ -64,7 +51,7 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
       },
       async (request, reply) => {
         const p = userPrincipal(request);
-        await identity.revokeSessions(p, { sessionId: p.sessionId }, auditContextFrom(request), 'session.revoked');
+        await identity.logout(p, actorOf(request));
         return reply.code(204).send(null);
       },
     );
@@ -84,8 +71,8 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
       async (request) => {
         const p = userPrincipal(request);
         const { currentPassword, newPassword } = request.body as { currentPassword: string; newPassword: string };
-        const s = await identity.changePassword(p, currentPassword, newPassword, requestMeta(request), auditContextFrom(request));
-        return { token: s.token, expiresAt: s.expiresAt.toISOString() };
+        const s = await identity.changePassword(p, currentPassword, newPassword, requestMeta(request), actorOf(request));
+        return { token: s.token, expiresAt: s.expiresAt };
       },
     );
 
@@ -97,17 +84,9 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
       },
       async (request) => {
         const p = userPrincipal(request);
-        const rows = await identity.sessions.list(p.userId);
+        const sessions = await identity.listSessions(p.userId);
         return {
-          data: rows.map((r) => ({
-            id: r.id,
-            ip: r.ip ?? null,
-            userAgent: r.user_agent ?? null,
-            createdAt: new Date(r.created_at).toISOString(),
-            lastUsedAt: new Date(r.last_used_at).toISOString(),
-            expiresAt: new Date(r.expires_at).toISOString(),
-            current: r.id === p.sessionId,
-          })),
+          data: sessions.map((s) => ({ ...s, current: s.id === p.sessionId })),
           nextCursor: null,
         };
       },
@@ -126,7 +105,7 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
       },
       async (request) => {
         const p = userPrincipal(request);
-        const revoked = await identity.revokeSessions(p, { exceptSessionId: p.sessionId }, auditContextFrom(request), 'session.revoked_others');
+        const revoked = await identity.revokeOtherSessions(p, actorOf(request));
         return { revoked };
       },
     );
@@ -146,7 +125,7 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
       async (request, reply) => {
         const p = userPrincipal(request);
         const { sessionId } = request.params as { sessionId: string };
-        await identity.revokeSessions(p, { sessionId }, auditContextFrom(request), 'session.revoked');
+        await identity.revokeSession(p, sessionId, actorOf(request));
         return reply.code(204).send(null);
       },
     );
@@ -166,7 +145,7 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
         },
         async (request) => {
           const { userId } = request.params as { userId: string };
-          return userJson(await identity.setDisabled(userId, disabled, auditContextFrom(request)));
+          return identity.setDisabled(userId, disabled, actorOf(request));
         },
       );
     }

@@ -1,6 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { Uuid } from '../../platform/http/schemas.ts';
-import type { User } from './identity.service.ts';
+import { DateTime, Uuid } from '../../platform/http/schemas.ts';
 import { PASSWORD_MAX } from './identity.passwords.ts';
 
 export const UserSchema = Type.Object(
@@ -10,7 +9,7 @@ export const UserSchema = Type.Object(
     name: Type.String(),
     isPlatformAdmin: Type.Boolean(),
     disabled: Type.Boolean(),
-    createdAt: Type.String({ format: 'date-time' }),
+    createdAt: DateTime(),
   },
   { additionalProperties: false },
 );
@@ -20,12 +19,23 @@ export const Email = Type.String({ format: 'email', minLength: 3, maxLength: 254
 export const Password = Type.String({ minLength: 1, maxLength: PASSWORD_MAX * 4, description: '8–128 characters, not a common password' });
 export const PersonName = Type.String({ minLength: 1, maxLength: 100, pattern: '\\S' });
 
-export const userJson = (u: User) => ({ ...u, createdAt: u.createdAt.toISOString() });
-
 export const SessionTokenSchema = Type.Object(
   {
     token: Type.String({ description: 'Bearer token; shown only here' }),
-    expiresAt: Type.String({ format: 'date-time' }),
+    expiresAt: DateTime(),
+  },
+  { additionalProperties: false },
+);
+
+export const SessionSchema = Type.Object(
+  {
+    id: Uuid(),
+    ip: Type.Union([Type.String(), Type.Null()]),
+    userAgent: Type.Union([Type.String(), Type.Null()]),
+    createdAt: DateTime(),
+    lastUsedAt: DateTime(),
+    expiresAt: DateTime(),
+    current: Type.Boolean(),
   },
   { additionalProperties: false },
 );

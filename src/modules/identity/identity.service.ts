@@ -1,81 +1,88 @@
-import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import type { Database } from '../../platform/db/database.ts';
+import type { TxHandle } from '../../platform/db/database.ts';
+import { systemActor, type ActorContext } from '../../platform/http/actor.ts';
 import type { Principal } from '../../platform/http/auth.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Redis } from '../../platform/redis.ts';
 import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
-import { PLATFORM_AUDIT_TENANT, type Audit, type AuditContext } from '../audit/index.ts';
-import { emailTaken, invalidCredentials, isUniqueViolation, sessionNotFound, userNotFound } from './identity.errors.ts';
+import { PLATFORM_AUDIT_TENANT, type Audit } from '../audit/index.ts';
+import { invalidCredentials, sessionNotFound, userNotFound, wrongPassword } from './identity.errors.ts';
 import { checkPasswordPolicy, dummyPasswordHash, hashPassword, verifyPassword } from './identity.passwords.ts';
-import { createSessionStore, type SessionMeta } from './identity.sessions.ts';
-import { createLoginThrottle, DEFAULT_THROTTLE, type ThrottleLimits } from './identity.throttle.ts';
-import { AppError } from '../../platform/http/errors.ts';
+import type { IdentityRepo, IdentityTx, SessionInfo, User } from './identity.repo.ts';
+import { createSessionStore, type NewSession, type SessionMeta } from './identity.sessions.ts';
+import { createLoginThrottle, type ThrottleLimits } from './identity.throttle.ts';
 
-export interface User {
-  id: string;
-  email: string;
-  name: string;
-  isPlatformAdmin: boolean;
-  disabled: boolean;
-  createdAt: Date;
-}
-
-export interface IdentityDeps {
-  db: Database;
-  redis?: Redis;
+export interface IdentityServiceDeps {
+  repo: IdentityRepo;
+  audit: Audit;
+  /** Session cache; undefined in the embedded mode (every request reads Postgres). */
+  redis: Redis | undefined;
   /** The shared `redis` breaker (platform.policies.redis) every session-cache call goes through. */
   redisPolicy: ResiliencePolicy;
   redisPrefix: string;
   logger: Logger;
-  audit: Audit;
-  throttle?: Partial<ThrottleLimits>;
+  throttle: ThrottleLimits;
 }
 
 export const normalizeEmail = (email: string) => email.trim().toLowerCase();
 
-function toUser(r: Record<string, any>): User {
-  return {
-    id: r.id,
-    email: r.email,
-    name: r.name,
-    isPlatformAdmin: Boolean(r.is_platform_admin),
-    disabled: Boolean(r.disabled_at),
-    createdAt: new Date(r.created_at),
-  };
+/** Where a request comes from, for a new session and its audit event. */
+export interface RequestMeta {
+  ip: string;
+  userAgent: string | null;
+  requestId: string;
 }
 
-const USER_COLUMNS = ['id', 'email', 'name', 'is_platform_admin', 'disabled_at', 'created_at'] as const;
-
-export function createIdentityService(deps: IdentityDeps) {
-  const { db, audit } = deps;
-  const sessions = createSessionStore({ db, redis: deps.redis, policy: deps.redisPolicy, prefix: deps.redisPrefix, logger: deps.logger });
-  const throttle = createLoginThrottle(db, { ...DEFAULT_THROTTLE, ...deps.throttle });
+export function createIdentityService(deps: IdentityServiceDeps) {
+  const { repo, audit } = deps;
+  const sessions = createSessionStore({ repo, redis: deps.redis, policy: deps.redisPolicy, prefix: deps.redisPrefix, logger: deps.logger });
+  const throttle = createLoginThrottle(repo, deps.throttle);
   // Started now so the first unknown-email login costs the same as the others.
   void dummyPasswordHash();
 
   /** Identity-level events (no org) are chained in the platform audit chain. */
-  const inPlatformTx = <T>(fn: (trx: Transaction<any>) => Promise<T>) => db.withTenant(PLATFORM_AUDIT_TENANT, fn);
+  const inPlatformTx = <T>(fn: (trx: IdentityTx) => Promise<T>) => repo.inTenant(PLATFORM_AUDIT_TENANT, fn);
 
   async function getUser(id: string): Promise<User> {
-    const row = await db.app.selectFrom('users').select(USER_COLUMNS).where('id', '=', id).executeTakeFirst();
-    if (!row) throw userNotFound();
-    return toUser(row);
+    const user = await repo.userById(id);
+    if (!user) throw userNotFound();
+    return user;
+  }
+
+  async function revokeSessions(userId: string, which: { sessionId?: string; exceptSessionId?: string }, ctx: ActorContext, action: string) {
+    const hashes = await inPlatformTx(async (trx) => {
+      const revoked = await sessions.revoke(trx, { userId, ...which });
+      if (revoked.length > 0) {
+        await audit.record(trx, {
+          orgId: PLATFORM_AUDIT_TENANT,
+          action,
+          target: { type: which.sessionId ? 'session' : 'user', id: which.sessionId ?? userId },
+          changes: { revoked: revoked.length },
+          context: ctx,
+        });
+      }
+      return revoked;
+    });
+    if (which.sessionId && hashes.length === 0) throw sessionNotFound();
+    await sessions.tombstone(hashes);
+    return hashes.length;
   }
 
   return {
-    sessions,
     getUser,
 
     async getUsers(ids: string[]): Promise<Map<string, User>> {
-      if (ids.length === 0) return new Map();
-      const rows = await db.app.selectFrom('users').select(USER_COLUMNS).where('id', 'in', ids).execute();
-      return new Map(rows.map((r) => [r.id as string, toUser(r)]));
+      return new Map((await repo.usersByIds(ids)).map((u) => [u.id, u]));
     },
 
     async findUserByEmail(email: string): Promise<User | null> {
-      const row = await db.app.selectFrom('users').select(USER_COLUMNS).where('email', '=', normalizeEmail(email)).executeTakeFirst();
-      return row ? toUser(row) : null;
+      return repo.userByEmail(normalizeEmail(email));
+    },
+
+    /** For API keys: a key stops working when its creator is disabled. */
+    async isActive(userId: string): Promise<boolean> {
+      const row = await repo.disabledAt(userId);
+      return Boolean(row && !row.disabledAt);
     },
 
     /** Policy check + argon2id, outside any transaction (it takes tens of milliseconds). */
@@ -84,35 +91,28 @@ export function createIdentityService(deps: IdentityDeps) {
       return hashPassword(password);
     },
 
-    /** Inserts a user in the caller's transaction (signup runs it together with the first org). */
-    async insertUser(trx: Transaction<any>, input: { email: string; name: string; passwordHash: string }): Promise<User> {
-      const id = newId();
-      try {
-        const row = await trx
-          .insertInto('users')
-          .values({ id, email: normalizeEmail(input.email), name: input.name.trim(), password_hash: input.passwordHash })
-          .returning(USER_COLUMNS)
-          .executeTakeFirstOrThrow();
-        return toUser(row);
-      } catch (err) {
-        if (isUniqueViolation(err)) throw emailTaken();
-        throw err;
-      }
+    /** Creates a user in the caller's transaction (signup runs it together with the first org). */
+    async createUser(trx: TxHandle, input: { email: string; name: string; passwordHash: string }): Promise<User> {
+      return repo.insertUser(trx, { id: newId(), email: normalizeEmail(input.email), name: input.name.trim(), passwordHash: input.passwordHash });
     },
 
-    async login(email: string, password: string, meta: SessionMeta & { requestId: string; ip: string }) {
+    /** Opens a session for the user in the caller's transaction (signup's first session). */
+    startSession(trx: TxHandle, userId: string, meta: SessionMeta): Promise<NewSession> {
+      return sessions.create(trx, userId, meta);
+    },
+
+    /** A `pls_…` bearer token → the user's principal, or null (unknown, expired, revoked, disabled). */
+    authenticateSession: sessions.authenticate,
+
+    async login(email: string, password: string, meta: RequestMeta): Promise<NewSession & { user: User }> {
       const accountKey = normalizeEmail(email);
       const reserved = await throttle.begin(accountKey, meta.ip);
-      const row = await db.app
-        .selectFrom('users')
-        .select([...USER_COLUMNS, 'password_hash'])
-        .where('email', '=', accountKey)
-        .executeTakeFirst();
+      const found = await repo.credentialsByEmail(accountKey);
       // Same work whether or not the account exists: one argon2id verification.
-      const ok = await verifyPassword(row?.password_hash ?? (await dummyPasswordHash()), password);
-      if (!row || !ok || row.disabled_at) throw invalidCredentials();
+      const ok = await verifyPassword(found?.passwordHash ?? (await dummyPasswordHash()), password);
+      if (!found || !ok || found.disabled) throw invalidCredentials();
       await throttle.succeeded(reserved);
-      const user = toUser(row);
+      const { user } = found;
       const session = await inPlatformTx(async (trx) => {
         const s = await sessions.create(trx, user.id, meta);
         await audit.record(trx, {
@@ -126,39 +126,30 @@ export function createIdentityService(deps: IdentityDeps) {
       return { user, ...session };
     },
 
-    async revokeSessions(principal: Principal, which: { sessionId?: string; exceptSessionId?: string }, ctx: AuditContext, action: string) {
-      const hashes = await inPlatformTx(async (trx) => {
-        const revoked = await sessions.revoke(trx, { userId: principal.userId, ...which });
-        if (revoked.length > 0) {
-          await audit.record(trx, {
-            orgId: PLATFORM_AUDIT_TENANT,
-            action,
-            target: { type: which.sessionId ? 'session' : 'user', id: which.sessionId ?? principal.userId },
-            changes: { revoked: revoked.length },
-            context: ctx,
-          });
-        }
-        return revoked;
-      });
-      if (which.sessionId && hashes.length === 0) throw sessionNotFound();
-      await sessions.tombstone(hashes);
-      return hashes.length;
-    },
+    logout: (p: Principal & { sessionId: string }, ctx: ActorContext) => revokeSessions(p.userId, { sessionId: p.sessionId }, ctx, 'session.revoked'),
+
+    /** Revokes one of the user's sessions (404 when it is not theirs or already revoked). */
+    revokeSession: (p: Principal, sessionId: string, ctx: ActorContext) => revokeSessions(p.userId, { sessionId }, ctx, 'session.revoked'),
+
+    /** Signs out everywhere else; returns how many sessions were revoked. */
+    revokeOtherSessions: (p: Principal & { sessionId: string }, ctx: ActorContext) =>
+      revokeSessions(p.userId, { exceptSessionId: p.sessionId }, ctx, 'session.revoked_others'),
+
+    /** The user's active sessions, newest first (at most 100). */
+    listSessions: (userId: string): Promise<SessionInfo[]> => sessions.list(userId),
 
     /** Re-hashes, revokes every session of the user (all devices) and returns a fresh one for this client. */
-    async changePassword(principal: Principal, current: string, next: string, meta: SessionMeta, ctx: AuditContext) {
-      const row = await db.app.selectFrom('users').select(['email', 'name', 'password_hash']).where('id', '=', principal.userId).executeTakeFirst();
+    async changePassword(principal: Principal, current: string, next: string, meta: SessionMeta, ctx: ActorContext): Promise<NewSession> {
+      const row = await repo.credentialsById(principal.userId);
       if (!row) throw userNotFound();
       // Guessing the current password (e.g. with a stolen session) is throttled like a login.
       const reserved = await throttle.begin(normalizeEmail(row.email), meta.ip ?? 'unknown');
-      if (!(await verifyPassword(row.password_hash, current))) {
-        throw new AppError('IDENTITY.WRONG_PASSWORD', 403, 'The current password is incorrect');
-      }
+      if (!(await verifyPassword(row.passwordHash, current))) throw wrongPassword();
       await throttle.succeeded(reserved);
       checkPasswordPolicy(next, { email: row.email, name: row.name });
       const passwordHash = await hashPassword(next);
       const { revoked, session } = await inPlatformTx(async (trx) => {
-        await trx.updateTable('users').set({ password_hash: passwordHash, password_changed_at: new Date(), updated_at: new Date() }).where('id', '=', principal.userId).execute();
+        await repo.setPassword(trx, principal.userId, passwordHash);
         const revoked = await sessions.revoke(trx, { userId: principal.userId });
         const session = await sessions.create(trx, principal.userId, meta);
         await audit.record(trx, {
@@ -174,10 +165,9 @@ export function createIdentityService(deps: IdentityDeps) {
       return session;
     },
 
-    async setDisabled(userId: string, disabled: boolean, ctx: AuditContext): Promise<User> {
+    async setDisabled(userId: string, disabled: boolean, ctx: ActorContext): Promise<User> {
       const revoked = await inPlatformTx(async (trx) => {
-        const res = await trx.updateTable('users').set({ disabled_at: disabled ? new Date() : null, updated_at: new Date() }).where('id', '=', userId).executeTakeFirst();
-        if (Number(res.numUpdatedRows) === 0) throw userNotFound();
+        if (!(await repo.setDisabled(trx, userId, disabled))) throw userNotFound();
         const revoked = disabled ? await sessions.revoke(trx, { userId }) : [];
         await audit.record(trx, {
           orgId: PLATFORM_AUDIT_TENANT,
@@ -195,25 +185,19 @@ export function createIdentityService(deps: IdentityDeps) {
     /** `plinth admin grant|revoke <email>`. */
     async setPlatformAdmin(email: string, value: boolean): Promise<User> {
       const userId = await inPlatformTx(async (trx) => {
-        const row = await trx.updateTable('users').set({ is_platform_admin: value, updated_at: new Date() }).where('email', '=', normalizeEmail(email)).returning('id').executeTakeFirst();
-        if (!row) throw userNotFound();
+        const id = await repo.setPlatformAdmin(trx, normalizeEmail(email), value);
+        if (!id) throw userNotFound();
         await audit.record(trx, {
           orgId: PLATFORM_AUDIT_TENANT,
           action: value ? 'user.platform_admin_granted' : 'user.platform_admin_revoked',
-          target: { type: 'user', id: row.id },
+          target: { type: 'user', id },
           changes: { isPlatformAdmin: { to: value } },
-          context: { actor: { type: 'system', id: 'cli', userId: null } },
+          context: systemActor('cli'),
         });
-        return row.id as string;
+        return id;
       });
       await sessions.forget(await sessions.activeHashes(userId));
       return getUser(userId);
-    },
-
-    /** For API keys: a key stops working when its creator is disabled. */
-    async isActive(userId: string): Promise<boolean> {
-      const row = await db.app.selectFrom('users').select('disabled_at').where('id', '=', userId).executeTakeFirst();
-      return Boolean(row && !row.disabled_at);
     },
   };
 }

@@ -4,6 +4,7 @@ import { signup } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import type { Redis } from '../../platform/redis.ts';
 import { BrokenCircuitError, createRedisPolicy, type ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import { createIdentityRepo } from './identity.repo.ts';
 import { createSessionStore } from './identity.sessions.ts';
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;
@@ -44,7 +45,7 @@ describe(`identity session cache goes through the shared redis policy (${mode})`
   it('with the breaker open, Redis is not called at all and Postgres answers', async () => {
     const s = await signup(t.app);
     const { redis, calls } = fakeRedis(() => Promise.resolve(null));
-    const store = createSessionStore({ db: t.db, redis, policy: openBreaker, prefix: 'x:', logger });
+    const store = createSessionStore({ repo: createIdentityRepo(t.db), redis, policy: openBreaker, prefix: 'x:', logger });
     expect(await store.authenticate(s.token)).toMatchObject({ kind: 'user', userId: s.userId });
     await store.forget(['a']);
     await store.tombstone(['b']);
@@ -54,7 +55,7 @@ describe(`identity session cache goes through the shared redis policy (${mode})`
   it('a Redis that hangs costs a request at most the policy timeout', async () => {
     const s = await signup(t.app);
     const { redis } = fakeRedis(() => new Promise(() => {}));
-    const store = createSessionStore({ db: t.db, redis, policy: createRedisPolicy(logger, 'redis-sessions-test-hang'), prefix: 'x:', logger });
+    const store = createSessionStore({ repo: createIdentityRepo(t.db), redis, policy: createRedisPolicy(logger, 'redis-sessions-test-hang'), prefix: 'x:', logger });
     const started = Date.now();
     expect(await store.authenticate(s.token)).toMatchObject({ userId: s.userId });
     // get + fill each bounded by the 500 ms timeout (without the policy this never resolves).
@@ -65,7 +66,7 @@ describe(`identity session cache goes through the shared redis policy (${mode})`
     const s = await signup(t.app);
     const { redis, calls } = fakeRedis(() => Promise.reject(new Error('Connection is closed.')));
     const policy = createRedisPolicy(logger, 'redis-sessions-test-fail');
-    const store = createSessionStore({ db: t.db, redis, policy, prefix: 'x:', logger });
+    const store = createSessionStore({ repo: createIdentityRepo(t.db), redis, policy, prefix: 'x:', logger });
     expect(await store.authenticate(s.token)).toMatchObject({ userId: s.userId }); // get + set fail: 2
     expect(await store.authenticate(s.token)).toMatchObject({ userId: s.userId }); // get fails: 3 → open
     expect(policy.breakerState()).toBe('open');

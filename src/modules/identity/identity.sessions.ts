@@ -1,10 +1,10 @@
-import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import type { Database } from '../../platform/db/database.ts';
+import type { TxHandle } from '../../platform/db/database.ts';
 import type { Principal } from '../../platform/http/auth.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Redis } from '../../platform/redis.ts';
 import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import type { IdentityRepo } from './identity.repo.ts';
 import { newSecret, sha256Hex } from './identity.tokens.ts';
 
 export const SESSION_PREFIX = 'pls_';
@@ -22,6 +22,13 @@ interface CachedSession {
   exp: number;
 }
 
+export interface NewSession {
+  /** The bearer token: shown to the client once, stored only as its SHA-256. */
+  token: string;
+  sessionId: string;
+  expiresAt: Date;
+}
+
 export interface SessionMeta {
   ip?: string | null;
   userAgent?: string | null;
@@ -35,8 +42,8 @@ export interface SessionMeta {
  * Every Redis call goes through the shared `redis` policy (platform.policies.redis): a slow Redis costs a
  * request at most its timeout, and once the breaker is open the cache is skipped without a round trip.
  */
-export function createSessionStore(deps: { db: Database; redis?: Redis; policy: ResiliencePolicy; prefix: string; logger: Logger }) {
-  const { db, redis, policy, logger } = deps;
+export function createSessionStore(deps: { repo: IdentityRepo; redis: Redis | undefined; policy: ResiliencePolicy; prefix: string; logger: Logger }) {
+  const { repo, redis, policy, logger } = deps;
   const key = (tokenHash: string) => `${deps.prefix}session:${tokenHash}`;
   const call = <R>(fn: (r: Redis) => Promise<R>): Promise<R> => policy.execute(() => fn(redis!));
 
@@ -94,21 +101,19 @@ export function createSessionStore(deps: { db: Database; redis?: Redis; policy: 
   }
 
   return {
-    async create(trx: Transaction<any>, userId: string, meta: SessionMeta): Promise<{ token: string; sessionId: string; expiresAt: Date }> {
+    /** A new session in the caller's transaction; the token is returned only here. */
+    async create(trx: TxHandle, userId: string, meta: SessionMeta): Promise<NewSession> {
       const token = newSecret(SESSION_PREFIX);
       const sessionId = newId();
       const expiresAt = new Date(Date.now() + SESSION_TTL_MS);
-      await trx
-        .insertInto('sessions')
-        .values({
-          id: sessionId,
-          user_id: userId,
-          token_hash: sha256Hex(token),
-          ip: meta.ip?.slice(0, 64) ?? null,
-          user_agent: meta.userAgent?.slice(0, 256) ?? null,
-          expires_at: expiresAt,
-        })
-        .execute();
+      await repo.insertSession(trx, {
+        id: sessionId,
+        userId,
+        tokenHash: sha256Hex(token),
+        ip: meta.ip?.slice(0, 64) ?? null,
+        userAgent: meta.userAgent?.slice(0, 256) ?? null,
+        expiresAt,
+      });
       return { token, sessionId, expiresAt };
     },
 
@@ -120,52 +125,21 @@ export function createSessionStore(deps: { db: Database; redis?: Redis; policy: 
       if (cached && cached.exp > Date.now()) {
         return { kind: 'user', userId: cached.uid, sessionId: cached.sid, isPlatformAdmin: cached.adm };
       }
-      const row = await db.app
-        .selectFrom('sessions as s')
-        .innerJoin('users as u', 'u.id', 's.user_id')
-        .select(['s.id', 's.user_id', 's.expires_at', 's.revoked_at', 's.last_used_at', 'u.disabled_at', 'u.is_platform_admin'])
-        .where('s.token_hash', '=', tokenHash)
-        .executeTakeFirst();
-      if (!row || row.revoked_at || row.disabled_at || new Date(row.expires_at).getTime() <= Date.now()) return null;
-      if (Date.now() - new Date(row.last_used_at).getTime() > TOUCH_AFTER_MS) {
-        await db.app.updateTable('sessions').set({ last_used_at: new Date() }).where('id', '=', row.id).execute();
-      }
-      await cacheFill(tokenHash, { sid: row.id, uid: row.user_id, adm: row.is_platform_admin, exp: new Date(row.expires_at).getTime() });
-      return { kind: 'user', userId: row.user_id, sessionId: row.id, isPlatformAdmin: row.is_platform_admin };
+      const row = await repo.sessionByTokenHash(tokenHash);
+      if (!row || row.revokedAt || row.userDisabledAt || row.expiresAt.getTime() <= Date.now()) return null;
+      if (Date.now() - row.lastUsedAt.getTime() > TOUCH_AFTER_MS) await repo.touchSession(row.id);
+      await cacheFill(tokenHash, { sid: row.id, uid: row.userId, adm: row.isPlatformAdmin, exp: row.expiresAt.getTime() });
+      return { kind: 'user', userId: row.userId, sessionId: row.id, isPlatformAdmin: row.isPlatformAdmin };
     },
 
     /** Marks sessions revoked in the caller's transaction; returns their hashes for tombstone() after commit. */
-    async revoke(trx: Transaction<any>, where: { userId: string; sessionId?: string; exceptSessionId?: string }): Promise<string[]> {
-      let q = trx
-        .updateTable('sessions')
-        .set({ revoked_at: new Date() })
-        .where('user_id', '=', where.userId)
-        .where('revoked_at', 'is', null);
-      if (where.sessionId) q = q.where('id', '=', where.sessionId);
-      if (where.exceptSessionId) q = q.where('id', '!=', where.exceptSessionId);
-      const rows = await q.returning('token_hash').execute();
-      return rows.map((r) => r.token_hash as string);
-    },
+    revoke: repo.revokeSessions,
 
     tombstone,
     forget,
 
-    async activeHashes(userId: string): Promise<string[]> {
-      const rows = await db.app.selectFrom('sessions').select('token_hash').where('user_id', '=', userId).where('revoked_at', 'is', null).execute();
-      return rows.map((r) => r.token_hash as string);
-    },
-
-    async list(userId: string) {
-      return db.app
-        .selectFrom('sessions')
-        .select(['id', 'ip', 'user_agent', 'created_at', 'last_used_at', 'expires_at'])
-        .where('user_id', '=', userId)
-        .where('revoked_at', 'is', null)
-        .where('expires_at', '>', new Date())
-        .orderBy('created_at', 'desc')
-        .limit(100)
-        .execute();
-    },
+    activeHashes: repo.activeSessionHashes,
+    list: repo.activeSessions,
   };
 }
 

@@ -201,10 +201,10 @@ describe(`identity: accounts and sessions over HTTP (${mode})`, () => {
     const admin = await signup(t.app);
     const victim = await signup(t.app);
     const lines: string[] = [];
-    expect(await runAdminCommand(t, ['grant', admin.email], (l) => lines.push(l))).toBe(0);
+    expect(await runAdminCommand(t.modules.identity, ['grant', admin.email], (l) => lines.push(l))).toBe(0);
     expect(lines.join()).toContain('now a platform administrator');
-    expect(await runAdminCommand(t, ['grant', 'missing@example.com'], () => {})).toBe(1);
-    expect(await runAdminCommand(t, ['grant'], () => {})).toBe(2);
+    expect(await runAdminCommand(t.modules.identity, ['grant', 'missing@example.com'], () => {})).toBe(1);
+    expect(await runAdminCommand(t.modules.identity, ['grant'], () => {})).toBe(2);
     expect((await me(admin.token)).json().user.isPlatformAdmin).toBe(true);
 
     // Not an admin: 403.
@@ -221,7 +221,7 @@ describe(`identity: accounts and sessions over HTTP (${mode})`, () => {
     expect((await t.app.inject({ method: 'POST', url: `/v1/admin/users/${victim.userId}/enable`, headers: admin.auth })).statusCode).toBe(200);
     expect((await login(victim.email, victim.password)).statusCode).toBe(200);
 
-    expect(await runAdminCommand(t, ['revoke', admin.email], () => {})).toBe(0);
+    expect(await runAdminCommand(t.modules.identity, ['revoke', admin.email], () => {})).toBe(0);
     expect((await t.app.inject({ method: 'POST', url: `/v1/admin/users/${victim.userId}/disable`, headers: admin.auth })).statusCode).toBe(403);
   });
 

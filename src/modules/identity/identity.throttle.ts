@@ -1,7 +1,6 @@
-import { sql } from 'kysely';
-import type { Database } from '../../platform/db/database.ts';
 import { AppError } from '../../platform/http/errors.ts';
 import { newId } from '../../platform/ids.ts';
+import type { IdentityRepo } from './identity.repo.ts';
 
 export interface ThrottleLimits {
   /** Processed failed logins per account per sliding hour (the issue's ceiling: 100). */
@@ -9,7 +8,6 @@ export interface ThrottleLimits {
   perIpPerHour: number;
 }
 
-export const DEFAULT_THROTTLE: ThrottleLimits = { perAccountPerHour: 100, perIpPerHour: 1000 };
 const WINDOW_MS = 3_600_000;
 const SWEEP_PROBABILITY = 0.02;
 
@@ -18,22 +16,13 @@ const SWEEP_PROBABILITY = 0.02;
  * An attempt reserves a row for its account and its IP *before* the password is checked, under an
  * advisory lock per key, so concurrent guesses cannot overshoot the limit; a success releases the rows.
  */
-export function createLoginThrottle(db: Database, limits: ThrottleLimits) {
-  async function countAndOldest(trx: any, scope: string, key: string): Promise<{ n: number; oldest: Date | null }> {
-    await sql`select pg_advisory_xact_lock(hashtext(${`login:${scope}:${key}`}))`.execute(trx);
-    await sql`delete from login_attempts where scope = ${scope} and key = ${key}
-              and attempted_at < now() - interval '1 hour'`.execute(trx);
-    const { rows } = await sql<{ n: number | string; oldest: Date | null }>`
-      select count(*) as n, min(attempted_at) as oldest from login_attempts where scope = ${scope} and key = ${key}`.execute(trx);
-    return { n: Number(rows[0]!.n), oldest: rows[0]!.oldest ? new Date(rows[0]!.oldest) : null };
-  }
-
+export function createLoginThrottle(repo: IdentityRepo, limits: ThrottleLimits) {
   return {
     /** Reserves the attempt, or throws 429 with Retry-After when the account or IP is over its limit. */
     async begin(accountKey: string, ip: string): Promise<string[]> {
-      return db.app.transaction().execute(async (trx) => {
-        const account = await countAndOldest(trx, 'account', accountKey);
-        const byIp = await countAndOldest(trx, 'ip', ip);
+      return repo.inAppTransaction(async (trx) => {
+        const account = await repo.lockAndCountAttempts(trx, 'account', accountKey);
+        const byIp = await repo.lockAndCountAttempts(trx, 'ip', ip);
         const over = [
           account.n >= limits.perAccountPerHour ? account.oldest : null,
           byIp.n >= limits.perIpPerHour ? byIp.oldest : null,
@@ -46,24 +35,18 @@ export function createLoginThrottle(db: Database, limits: ThrottleLimits) {
           });
         }
         // Keys that are never tried again would keep their rows: now and then, sweep a batch of expired ones.
-        if (Math.random() < SWEEP_PROBABILITY) {
-          await sql`delete from login_attempts where id in (
-                      select id from login_attempts where attempted_at < now() - interval '1 hour' limit 1000)`.execute(trx);
-        }
+        if (Math.random() < SWEEP_PROBABILITY) await repo.sweepAttempts(trx);
         const ids = [newId(), newId()] as const;
-        await trx
-          .insertInto('login_attempts')
-          .values([
-            { id: ids[0], scope: 'account', key: accountKey },
-            { id: ids[1], scope: 'ip', key: ip },
-          ])
-          .execute();
+        await repo.insertAttempts(trx, [
+          { id: ids[0], scope: 'account', key: accountKey },
+          { id: ids[1], scope: 'ip', key: ip },
+        ]);
         return [...ids];
       });
     },
     /** A successful login does not count as a failure. */
     async succeeded(ids: string[]): Promise<void> {
-      await db.app.deleteFrom('login_attempts').where('id', 'in', ids).execute();
+      await repo.deleteAttempts(ids);
     },
   };
 }

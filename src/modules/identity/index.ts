@@ -1,21 +1,79 @@
-import { asPlugin, type ModuleRoutes } from '../../platform/http/module-routes.ts';
+import type { Logger } from 'pino';
+import type { Database, TxHandle } from '../../platform/db/database.ts';
+import type { ActorContext } from '../../platform/http/actor.ts';
+import type { Principal } from '../../platform/http/auth.ts';
+import { asPlugin } from '../../platform/http/module-routes.ts';
+import type { ModuleSurface } from '../../platform/module.ts';
+import type { Redis } from '../../platform/redis.ts';
+import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import type { Audit } from '../audit/index.ts';
+import { registerIdentityJobs } from './identity.jobs.ts';
+import { createIdentityRepo, type SessionInfo, type User } from './identity.repo.ts';
 import { identityRoutes } from './identity.routes.ts';
-import { createIdentityService, type IdentityDeps, type IdentityService } from './identity.service.ts';
+import { createIdentityService, type RequestMeta } from './identity.service.ts';
+import type { NewSession, SessionMeta } from './identity.sessions.ts';
+import type { ThrottleLimits } from './identity.throttle.ts';
 
-export { Email, Password, PersonName, SessionTokenSchema, UserSchema, userJson } from './identity.schemas.ts';
+export { Email, Password, PersonName, UserSchema } from './identity.schemas.ts';
 export { requestMeta, userPrincipal } from './identity.routes.ts';
-export { normalizeEmail, type User } from './identity.service.ts';
-export { SESSION_PREFIX } from './identity.sessions.ts';
+export { normalizeEmail, type RequestMeta } from './identity.service.ts';
+export type { SessionInfo, User } from './identity.repo.ts';
+export { SESSION_PREFIX, type NewSession, type SessionMeta } from './identity.sessions.ts';
 export { sha256Hex, newSecret } from './identity.tokens.ts';
-export type { IdentityService };
-
-export interface Identity extends IdentityService {
-  routes: ModuleRoutes;
-}
-
-/** Accounts, passwords, sessions and login throttling. Orgs and RBAC live in tenancy. */
-export function createIdentity(deps: IdentityDeps): Identity {
-  const service = createIdentityService(deps);
-  return { ...service, routes: { name: 'identity', prefix: '/v1', plugin: asPlugin(identityRoutes(service)) } };
-}
+export type { ThrottleLimits } from './identity.throttle.ts';
 export { runAdminCommand } from './identity.cli.ts';
+
+export interface IdentityDeps {
+  db: Database;
+  audit: Audit;
+  /** Session cache shared by every instance; undefined in the embedded mode (Postgres answers). */
+  redis: Redis | undefined;
+  /** The shared `redis` breaker (platform.policies.redis) every session-cache call goes through. */
+  redisPolicy: ResiliencePolicy;
+  redisPrefix: string;
+  logger: Logger;
+  /** config.loginThrottle */
+  throttle: ThrottleLimits;
+}
+
+/** Accounts, passwords, sessions and login throttling. Orgs, RBAC and the Authenticator live in tenancy. */
+export interface Identity extends ModuleSurface {
+  getUser(id: string): Promise<User>;
+  getUsers(ids: string[]): Promise<Map<string, User>>;
+  findUserByEmail(email: string): Promise<User | null>;
+  /** false for a disabled or unknown user (an API key stops working when its creator is disabled). */
+  isActive(userId: string): Promise<boolean>;
+
+  /** Password policy + argon2id hash: call it before the transaction (it takes tens of milliseconds). */
+  preparePassword(password: string, context: { email?: string; name?: string }): Promise<string>;
+  /**
+   * Signup, together with tenancy: creates the user in the CALLER's transaction, so the user, the first
+   * org and its owner membership commit or roll back together. 409 IDENTITY.EMAIL_TAKEN.
+   */
+  createUser(trx: TxHandle, input: { email: string; name: string; passwordHash: string }): Promise<User>;
+  /** Opens a session for the user in the caller's transaction (signup's first session). */
+  startSession(trx: TxHandle, userId: string, meta: SessionMeta): Promise<NewSession>;
+  /** A `pls_…` bearer token → the user's principal, or null (unknown, expired, revoked, user disabled). */
+  authenticateSession(token: string): Promise<Principal | null>;
+
+  login(email: string, password: string, meta: RequestMeta): Promise<NewSession & { user: User }>;
+  logout(principal: Principal & { sessionId: string }, ctx: ActorContext): Promise<number>;
+  revokeSession(principal: Principal, sessionId: string, ctx: ActorContext): Promise<number>;
+  revokeOtherSessions(principal: Principal & { sessionId: string }, ctx: ActorContext): Promise<number>;
+  listSessions(userId: string): Promise<SessionInfo[]>;
+  changePassword(principal: Principal, current: string, next: string, meta: SessionMeta, ctx: ActorContext): Promise<NewSession>;
+  setDisabled(userId: string, disabled: boolean, ctx: ActorContext): Promise<User>;
+  /** `plinth admin grant|revoke <email>`. */
+  setPlatformAdmin(email: string, value: boolean): Promise<User>;
+}
+
+export function createIdentity(deps: IdentityDeps): Identity {
+  const { db, ...rest } = deps;
+  const service = createIdentityService({ ...rest, repo: createIdentityRepo(db) });
+  return {
+    ...service,
+    name: 'identity',
+    routes: [{ name: 'identity', prefix: '/v1', plugin: asPlugin(identityRoutes(service)) }],
+    registerJobs: registerIdentityJobs,
+  };
+}

@@ -6,7 +6,6 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
-import { createModules } from '../../main.ts';
 import { createMemoryMailer, verifySignature } from './index.ts';
 
 /**
@@ -61,7 +60,7 @@ beforeAll(async () => {
       WEBHOOK_DISABLE_AFTER_FAILURES: '2',
       PUBLIC_URL: 'https://app.plinth.test',
     },
-    compose: (platform) => createModules(platform, { mailer }),
+    seams: { mailer },
   });
   await t.events.startWorker();
 }, 120_000);

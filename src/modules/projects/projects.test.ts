@@ -3,7 +3,6 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { addMember, signup, type SignedUp } from '../../../test/helpers/auth.ts';
-import { createModules } from '../../main.ts';
 import { newId } from '../../platform/ids.ts';
 import { createAudit } from '../audit/index.ts';
 import { allowEverything, createProjects, PROJECTS_PERMISSIONS, type ProjectsDeps } from './index.ts';
@@ -21,11 +20,10 @@ type UserName = keyof typeof users;
 
 beforeAll(async () => {
   t = await createTestPlatform({
-    compose: (platform) =>
-      createModules(platform, {
-        entitlements: async ({ current }) =>
-          current < projectLimit ? { allowed: true } : { allowed: false, reason: `Your plan allows ${projectLimit} projects` },
-      }),
+    seams: {
+      entitlements: async ({ current }) =>
+        current < projectLimit ? { allowed: true } : { allowed: false, reason: `Your plan allows ${projectLimit} projects` },
+    },
   });
   // Real signup, invitations and roles: org A has an owner, an admin, a member and a viewer; org B its owner.
   const ownerA = await signup(t.app, { organizationName: 'Org A' });

@@ -110,7 +110,7 @@ describe(`API keys (${mode})`, () => {
 
     const k2 = (await create(admin, { name: 'admin key', scopes: ['org:read'] })).json();
     const root = await signup(t.app);
-    await runAdminCommand(t, ['grant', root.email], () => {});
+    await runAdminCommand(t.modules.identity, ['grant', root.email], () => {});
     await t.app.inject({ method: 'POST', url: `/v1/admin/users/${admin.userId}/disable`, headers: root.auth });
     expect((await get(k2.secret, `/v1/orgs/${owner.orgId}`)).statusCode).toBe(401);
   });

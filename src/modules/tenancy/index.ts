@@ -1,39 +1,69 @@
-import { asPlugin, type ModuleRoutes } from '../../platform/http/module-routes.ts';
 import type { Database } from '../../platform/db/database.ts';
+import type { ActorContext } from '../../platform/http/actor.ts';
 import type { Authenticator } from '../../platform/http/auth.ts';
+import { asPlugin } from '../../platform/http/module-routes.ts';
+import type { ModuleSurface } from '../../platform/module.ts';
+import type { EventPublisher } from '../../platform/outbox/publisher.ts';
 import type { Audit } from '../audit/index.ts';
-import type { Identity } from '../identity/index.ts';
+import type { Identity, NewSession, RequestMeta, User } from '../identity/index.ts';
 import { accessRoutes } from './tenancy.access.routes.ts';
-import { createApiKeys } from './tenancy.api-keys.ts';
 import { createAuthenticator } from './tenancy.authenticator.ts';
-import { createInvitations } from './tenancy.invitations.ts';
+import { registerTenancyJobs } from './tenancy.jobs.ts';
+import { createTenancyRepo, type Membership, type Organization } from './tenancy.repo.ts';
 import { tenancyRoutes } from './tenancy.routes.ts';
-import type { TenancyOutbox } from './tenancy.invitations.ts';
-import { createTenancyService, type TenancyService } from './tenancy.service.ts';
+import { createTenancyUseCases } from './use-cases/index.ts';
+import type { Member } from './use-cases/manage-members.ts';
+import type { SignupInput } from './use-cases/sign-up.ts';
 
 export { ALL_PERMISSIONS, PERMISSIONS, permissionsOf, ROLE_PERMISSIONS, ROLES, type Permission, type Role } from './tenancy.roles.ts';
-export { API_KEY_PREFIX } from './tenancy.api-keys.ts';
-export { INVITATION_CREATED, INVITATION_PREFIX, type TenancyOutbox } from './tenancy.invitations.ts';
-export type { Organization, Member } from './tenancy.service.ts';
+export { INVITATION_CREATED, type InvitationCreatedPayload } from './tenancy.events.ts';
+export { API_KEY_PREFIX } from './use-cases/issue-api-keys.ts';
+export { INVITATION_PREFIX } from './use-cases/invite-members.ts';
+export type { Membership, Organization } from './tenancy.repo.ts';
+export type { Member } from './use-cases/manage-members.ts';
+export type { SignupInput } from './use-cases/sign-up.ts';
 
-export interface Tenancy {
-  service: TenancyService;
-  /** The Authenticator the kernel's authorization hook uses (sessions + API keys → org access). */
-  authenticator: Authenticator;
-  routes: ModuleRoutes[];
+export interface TenancyDeps {
+  db: Database;
+  audit: Audit;
+  identity: Identity;
+  /** platform.events: tenancy.invitation_created commits with its invitation. */
+  events: EventPublisher;
 }
 
-/** Organizations (the tenants), memberships and roles, invitations, API keys. */
-export function createTenancy(deps: { db: Database; audit: Audit; identity: Identity; outbox?: TenancyOutbox }): Tenancy {
-  const service = createTenancyService(deps);
-  const invitations = createInvitations(deps);
-  const apiKeys = createApiKeys(deps);
+/** Organizations (the tenants), memberships and roles, invitations, API keys, and the Authenticator. */
+export interface Tenancy extends ModuleSurface {
+  /** Tenancy's Authenticator for the kernel's authorization hook (sessions via identity + API keys → org access). */
+  readonly authenticator: Authenticator;
+  /**
+   * User + first org + owner membership + first session in ONE transaction: tenancy opens it and passes
+   * it to identity's facade (`identity.createUser(trx, …)`, `identity.startSession(trx, …)`).
+   */
+  signup(input: SignupInput, meta: RequestMeta): Promise<{ user: User; organization: Organization; session: NewSession }>;
+  getOrg(orgId: string): Promise<Organization>;
+  /** 404 TENANCY.MEMBER_NOT_FOUND when the user is not a member of the org. */
+  getMember(orgId: string, userId: string): Promise<Member>;
+  /** The user's role in the org, or null (not a member / no such org). */
+  roleOf(orgId: string, userId: string): Promise<string | null>;
+  membershipsOf(userId: string): Promise<Membership[]>;
+  createOrg(userId: string, name: string, ctx: ActorContext): Promise<Organization>;
+}
+
+export function createTenancy(deps: TenancyDeps): Tenancy {
+  const useCases = createTenancyUseCases({ repo: createTenancyRepo(deps.db), audit: deps.audit, identity: deps.identity, events: deps.events });
   return {
-    service,
-    authenticator: createAuthenticator({ identity: deps.identity, tenancy: service, apiKeys }),
+    name: 'tenancy',
+    authenticator: createAuthenticator({ identity: deps.identity, roleOf: useCases.roleOf, apiKeys: useCases.apiKeys }),
+    signup: useCases.signup,
+    getOrg: useCases.getOrg,
+    getMember: useCases.getMember,
+    roleOf: useCases.roleOf,
+    membershipsOf: useCases.membershipsOf,
+    createOrg: useCases.createOrg,
     routes: [
-      { name: 'tenancy', prefix: '/v1', plugin: asPlugin(tenancyRoutes({ tenancy: service, identity: deps.identity })) },
-      { name: 'tenancy-access', prefix: '/v1', plugin: asPlugin(accessRoutes({ invitations, apiKeys, assertMayGrant: service.assertMayGrant })) },
+      { name: 'tenancy', prefix: '/v1', plugin: asPlugin(tenancyRoutes({ tenancy: useCases, identity: deps.identity })) },
+      { name: 'tenancy-access', prefix: '/v1', plugin: asPlugin(accessRoutes(useCases)) },
     ],
+    registerJobs: registerTenancyJobs,
   };
 }

@@ -1,20 +1,17 @@
 import { Type } from '@sinclair/typebox';
-import { accessOf, AUTHENTICATED } from '../../platform/http/auth.ts';
+import type { FastifyRequest } from 'fastify';
+import { actorOf } from '../../platform/http/actor.ts';
+import { accessOf, AUTHENTICATED, principalOf } from '../../platform/http/auth.ts';
+import { DEFAULT_PAGE_SIZE } from '../../platform/http/pagination.ts';
 import { Page, Uuid } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
-import { auditContextFrom } from '../audit/index.ts';
 import { Email, userPrincipal } from '../identity/index.ts';
-import type { ApiKeys } from './tenancy.api-keys.ts';
-import type { Invitations } from './tenancy.invitations.ts';
 import { PERMISSIONS, type Role } from './tenancy.roles.ts';
-import { ApiKeySchema, bearer, InvitationSchema, json, ListQuery, MembershipSchema, OrgParams, RoleSchema, ScopeSchema } from './tenancy.schemas.ts';
+import { ApiKeySchema, bearer, InvitationSchema, ListQuery, MembershipSchema, OrgParams, RoleSchema, ScopeSchema } from './tenancy.schemas.ts';
+import type { TenancyUseCases } from './use-cases/index.ts';
 
 /** Invitations and API keys: the two ways into an org besides creating it. */
-export function accessRoutes(deps: {
-  invitations: Invitations;
-  apiKeys: ApiKeys;
-  assertMayGrant: (role: string, held: ReadonlySet<string>) => void;
-}): (app: App) => Promise<void> {
+export function accessRoutes(deps: Pick<TenancyUseCases, 'invitations' | 'apiKeys' | 'assertMayGrant'>): (app: App) => Promise<void> {
   const { invitations, apiKeys } = deps;
   return async (app: App) => {
     app.post(
@@ -37,8 +34,8 @@ export function accessRoutes(deps: {
         const access = accessOf(request);
         const body = request.body as { email: string; role: Role; expiresInHours: number };
         deps.assertMayGrant(body.role, access.permissions);
-        const inv = await invitations.create(access.orgId, body, userPrincipalId(request), auditContextFrom(request));
-        return reply.code(201).send(json(inv));
+        const inv = await invitations.create(access.orgId, body, userPrincipalId(request), actorOf(request));
+        return reply.code(201).send(inv);
       },
     );
 
@@ -49,8 +46,8 @@ export function accessRoutes(deps: {
         schema: { tags: ['invitations'], summary: 'List invitations', security: bearer, params: OrgParams, querystring: ListQuery, response: { 200: Page(InvitationSchema) } },
       },
       async (request) => {
-        const result = await invitations.list(accessOf(request).orgId, request.query as { cursor?: string; limit?: number });
-        return { data: result.data.map((i) => json(i)), nextCursor: result.nextCursor };
+        const q = request.query as { cursor?: string; limit?: number };
+        return invitations.list(accessOf(request).orgId, { ...q, limit: q.limit ?? DEFAULT_PAGE_SIZE });
       },
     );
 
@@ -67,7 +64,7 @@ export function accessRoutes(deps: {
         },
       },
       async (request, reply) => {
-        await invitations.revoke(accessOf(request).orgId, (request.params as { invitationId: string }).invitationId, auditContextFrom(request));
+        await invitations.revoke(accessOf(request).orgId, (request.params as { invitationId: string }).invitationId, actorOf(request));
         return reply.code(204).send(null);
       },
     );
@@ -86,8 +83,7 @@ export function accessRoutes(deps: {
       },
       async (request) => {
         const p = userPrincipal(request);
-        const m = await invitations.accept((request.params as { token: string }).token, p.userId, auditContextFrom(request));
-        return json(m);
+        return invitations.accept((request.params as { token: string }).token, p.userId, actorOf(request));
       },
     );
 
@@ -113,8 +109,10 @@ export function accessRoutes(deps: {
       },
       async (request, reply) => {
         const access = accessOf(request);
-        const key = await apiKeys.create(access.orgId, request.body as { name: string; scopes: string[]; expiresAt?: string }, userPrincipalId(request), access.permissions, auditContextFrom(request));
-        return reply.code(201).send(json(key));
+        const body = request.body as { name: string; scopes: string[]; expiresAt?: string };
+        const input = { ...body, expiresAt: body.expiresAt === undefined ? undefined : new Date(body.expiresAt) };
+        const key = await apiKeys.create(access.orgId, input, userPrincipalId(request), access.permissions, actorOf(request));
+        return reply.code(201).send(key);
       },
     );
 
@@ -125,8 +123,8 @@ export function accessRoutes(deps: {
         schema: { tags: ['api-keys'], summary: 'List API keys (never their secrets)', security: bearer, params: OrgParams, querystring: ListQuery, response: { 200: Page(ApiKeySchema) } },
       },
       async (request) => {
-        const result = await apiKeys.list(accessOf(request).orgId, request.query as { cursor?: string; limit?: number });
-        return { data: result.data.map((k) => json(k)), nextCursor: result.nextCursor };
+        const q = request.query as { cursor?: string; limit?: number };
+        return apiKeys.list(accessOf(request).orgId, { ...q, limit: q.limit ?? DEFAULT_PAGE_SIZE });
       },
     );
 
@@ -137,7 +135,7 @@ export function accessRoutes(deps: {
         config: { permission: PERMISSIONS.apiKeysManage },
         schema: { tags: ['api-keys'], summary: 'Get an API key (with its last-used time)', security: bearer, params: KeyParams, response: { 200: ApiKeySchema } },
       },
-      async (request) => json(await apiKeys.get(accessOf(request).orgId, (request.params as { keyId: string }).keyId)),
+      async (request) => apiKeys.get(accessOf(request).orgId, (request.params as { keyId: string }).keyId),
     );
 
     app.delete(
@@ -147,7 +145,7 @@ export function accessRoutes(deps: {
         schema: { tags: ['api-keys'], summary: 'Revoke an API key (effective on the next request)', security: bearer, params: KeyParams, response: { 204: Type.Null() } },
       },
       async (request, reply) => {
-        await apiKeys.revoke(accessOf(request).orgId, (request.params as { keyId: string }).keyId, auditContextFrom(request));
+        await apiKeys.revoke(accessOf(request).orgId, (request.params as { keyId: string }).keyId, actorOf(request));
         return reply.code(204).send(null);
       },
     );
@@ -155,6 +153,6 @@ export function accessRoutes(deps: {
 }
 
 /** The user acting (for an API key, its creator) — recorded as invited_by / created_by. */
-function userPrincipalId(request: Parameters<typeof auditContextFrom>[0]): string {
-  return request.principal!.userId;
+function userPrincipalId(request: FastifyRequest): string {
+  return principalOf(request).userId;
 }

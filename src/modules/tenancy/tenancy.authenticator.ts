@@ -2,9 +2,8 @@ import type { FastifyRequest } from 'fastify';
 import type { Authenticator } from '../../platform/http/auth.ts';
 import { isUuid } from '../../platform/ids.ts';
 import { SESSION_PREFIX, type Identity } from '../identity/index.ts';
-import { API_KEY_PREFIX, type ApiKeys } from './tenancy.api-keys.ts';
 import { permissionsOf } from './tenancy.roles.ts';
-import type { TenancyService } from './tenancy.service.ts';
+import { API_KEY_PREFIX, type ApiKeys } from './use-cases/issue-api-keys.ts';
 
 function bearerToken(request: FastifyRequest): string | null {
   const header = request.headers.authorization;
@@ -14,15 +13,20 @@ function bearerToken(request: FastifyRequest): string | null {
 }
 
 /**
- * Sessions (`pls_…`) and API keys (`plk_…`) → principal; membership → role → permissions, read on
+ * Tenancy's Authenticator, the one the kernel's authorization hook uses: sessions (`pls_…`, checked by
+ * identity) and API keys (`plk_…`, tenancy's) → principal; membership → role → permissions, read on
  * every request (no cache), so role changes and removals apply to the very next request.
  */
-export function createAuthenticator(deps: { identity: Identity; tenancy: TenancyService; apiKeys: ApiKeys }): Authenticator {
+export function createAuthenticator(deps: {
+  identity: Pick<Identity, 'authenticateSession'>;
+  roleOf: (orgId: string, userId: string) => Promise<string | null>;
+  apiKeys: Pick<ApiKeys, 'authenticate' | 'scopesAndRole'>;
+}): Authenticator {
   return {
     async authenticate(request) {
       const token = bearerToken(request);
       if (!token) return null;
-      if (token.startsWith(SESSION_PREFIX)) return deps.identity.sessions.authenticate(token);
+      if (token.startsWith(SESSION_PREFIX)) return deps.identity.authenticateSession(token);
       if (token.startsWith(API_KEY_PREFIX)) return deps.apiKeys.authenticate(token);
       return null;
     },
@@ -35,7 +39,7 @@ export function createAuthenticator(deps: { identity: Identity; tenancy: Tenancy
         const rolePermissions = permissionsOf(found.role);
         return { orgId, role: found.role, permissions: new Set(found.scopes.filter((s) => rolePermissions.has(s))) };
       }
-      const role = await deps.tenancy.roleOf(orgId, principal.userId);
+      const role = await deps.roleOf(orgId, principal.userId);
       return role ? { orgId, role, permissions: permissionsOf(role) } : null;
     },
   };

@@ -1,16 +1,17 @@
 import { Type } from '@sinclair/typebox';
+import { actorOf } from '../../platform/http/actor.ts';
 import { accessOf, AUTHENTICATED, principalOf } from '../../platform/http/auth.ts';
-import { Page, Uuid } from '../../platform/http/schemas.ts';
+import { DEFAULT_PAGE_SIZE } from '../../platform/http/pagination.ts';
+import { DateTime, Page, Uuid } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
-import { auditContextFrom } from '../audit/index.ts';
-import { Email, Password, PersonName, requestMeta, UserSchema, userJson, userPrincipal, type Identity } from '../identity/index.ts';
+import { Email, Password, PersonName, requestMeta, UserSchema, userPrincipal, type Identity } from '../identity/index.ts';
 import { PERMISSIONS, type Role } from './tenancy.roles.ts';
-import { bearer, json, ListQuery, MemberSchema, MembershipSchema, OrganizationSchema, OrgName, OrgParams, RoleSchema } from './tenancy.schemas.ts';
-import type { TenancyService } from './tenancy.service.ts';
+import { bearer, ListQuery, MemberSchema, MembershipSchema, OrganizationSchema, OrgName, OrgParams, RoleSchema } from './tenancy.schemas.ts';
+import type { TenancyUseCases } from './use-cases/index.ts';
 
 const MemberParams = Type.Object({ orgId: Uuid(), userId: Uuid() });
 
-export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identity }): (app: App) => Promise<void> {
+export function tenancyRoutes(deps: { tenancy: TenancyUseCases; identity: Pick<Identity, 'getUser'> }): (app: App) => Promise<void> {
   const { tenancy, identity } = deps;
   return async (app: App) => {
     app.post(
@@ -23,7 +24,7 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
           body: Type.Object({ email: Email, password: Password, name: PersonName, organizationName: OrgName }, { additionalProperties: false }),
           response: {
             201: Type.Object(
-              { user: UserSchema, organization: OrganizationSchema, token: Type.String(), expiresAt: Type.String({ format: 'date-time' }) },
+              { user: UserSchema, organization: OrganizationSchema, token: Type.String(), expiresAt: DateTime() },
               { additionalProperties: false },
             ),
           },
@@ -32,7 +33,7 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
       async (request, reply) => {
         const body = request.body as { email: string; password: string; name: string; organizationName: string };
         const r = await tenancy.signup(body, requestMeta(request));
-        return reply.code(201).send({ user: userJson(r.user), organization: json({ ...r.organization }), token: r.session.token, expiresAt: r.session.expiresAt.toISOString() });
+        return reply.code(201).send({ user: r.user, organization: r.organization, token: r.session.token, expiresAt: r.session.expiresAt });
       },
     );
 
@@ -50,7 +51,7 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
       async (request) => {
         const p = userPrincipal(request);
         const [user, memberships] = await Promise.all([identity.getUser(p.userId), tenancy.membershipsOf(p.userId)]);
-        return { user: userJson(user), memberships: memberships.map((m) => json(m)) };
+        return { user, memberships };
       },
     );
 
@@ -68,8 +69,8 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
       },
       async (request, reply) => {
         const p = userPrincipal(request);
-        const org = await tenancy.createOrg(p.userId, (request.body as { name: string }).name, auditContextFrom(request));
-        return reply.code(201).send(json({ ...org }));
+        const org = await tenancy.createOrg(p.userId, (request.body as { name: string }).name, actorOf(request));
+        return reply.code(201).send(org);
       },
     );
 
@@ -79,7 +80,7 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
         config: { permission: PERMISSIONS.orgRead },
         schema: { tags: ['orgs'], summary: 'Get an organization', security: bearer, params: OrgParams, response: { 200: OrganizationSchema } },
       },
-      async (request) => json({ ...(await tenancy.getOrg(accessOf(request).orgId)) }),
+      async (request) => tenancy.getOrg(accessOf(request).orgId),
     );
 
     app.patch(
@@ -95,7 +96,7 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
           response: { 200: OrganizationSchema },
         },
       },
-      async (request) => json({ ...(await tenancy.renameOrg(accessOf(request).orgId, (request.body as { name: string }).name, auditContextFrom(request))) }),
+      async (request) => tenancy.renameOrg(accessOf(request).orgId, (request.body as { name: string }).name, actorOf(request)),
     );
 
     app.get(
@@ -112,8 +113,8 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
         },
       },
       async (request) => {
-        const result = await tenancy.listMembers(accessOf(request).orgId, request.query as { cursor?: string; limit?: number; role?: string });
-        return { data: result.data.map((m) => json(m)), nextCursor: result.nextCursor };
+        const q = request.query as { cursor?: string; limit?: number; role?: string };
+        return tenancy.listMembers(accessOf(request).orgId, { ...q, limit: q.limit ?? DEFAULT_PAGE_SIZE });
       },
     );
 
@@ -123,7 +124,7 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
         config: { permission: PERMISSIONS.membersRead },
         schema: { tags: ['members'], summary: 'Get a member', security: bearer, params: MemberParams, response: { 200: MemberSchema } },
       },
-      async (request) => json({ ...(await tenancy.getMember(accessOf(request).orgId, (request.params as { userId: string }).userId)) }),
+      async (request) => tenancy.getMember(accessOf(request).orgId, (request.params as { userId: string }).userId),
     );
 
     app.patch(
@@ -142,8 +143,7 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
       async (request) => {
         const access = accessOf(request);
         const { userId } = request.params as { userId: string };
-        const member = await tenancy.changeRole(access.orgId, userId, (request.body as { role: Role }).role, access.permissions, auditContextFrom(request));
-        return json({ ...member });
+        return tenancy.changeRole(access.orgId, userId, (request.body as { role: Role }).role, access.permissions, actorOf(request));
       },
     );
 
@@ -163,7 +163,7 @@ export function tenancyRoutes(deps: { tenancy: TenancyService; identity: Identit
       async (request, reply) => {
         const access = accessOf(request);
         const { userId } = request.params as { userId: string };
-        await tenancy.removeMember(access.orgId, userId, principalOf(request).userId, access.permissions, auditContextFrom(request));
+        await tenancy.removeMember(access.orgId, userId, principalOf(request).userId, access.permissions, actorOf(request));
         return reply.code(204).send(null);
       },
     );

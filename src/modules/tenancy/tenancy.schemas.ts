@@ -1,27 +1,24 @@
 import { Type } from '@sinclair/typebox';
-import { Uuid } from '../../platform/http/schemas.ts';
+import { pageQuery } from '../../platform/http/pagination.ts';
+import { DateTime, Uuid } from '../../platform/http/schemas.ts';
 import { ALL_PERMISSIONS, ROLES } from './tenancy.roles.ts';
 
 export const bearer = [{ bearer: [] }];
 export const RoleSchema = Type.Union(ROLES.map((r) => Type.Literal(r)), { description: 'owner | admin | member | viewer | billing' });
 export const OrgName = Type.String({ minLength: 1, maxLength: 100, pattern: '\\S' });
 export const OrgParams = Type.Object({ orgId: Uuid() });
-export const ListQuery = Type.Object(
-  { cursor: Type.Optional(Type.String({ maxLength: 200 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })) },
-  { additionalProperties: false },
-);
-const DateTime = Type.String({ format: 'date-time' });
-const NullableDateTime = Type.Union([DateTime, Type.Null()]);
+export const ListQuery = Type.Object(pageQuery, { additionalProperties: false });
+const NullableDateTime = Type.Union([DateTime(), Type.Null()]);
 
-export const OrganizationSchema = Type.Object({ id: Uuid(), name: Type.String(), createdAt: DateTime }, { additionalProperties: false });
+export const OrganizationSchema = Type.Object({ id: Uuid(), name: Type.String(), createdAt: DateTime() }, { additionalProperties: false });
 
 export const MembershipSchema = Type.Object(
-  { orgId: Uuid(), orgName: Type.String(), role: Type.String(), joinedAt: DateTime },
+  { orgId: Uuid(), orgName: Type.String(), role: Type.String(), joinedAt: DateTime() },
   { additionalProperties: false },
 );
 
 export const MemberSchema = Type.Object(
-  { userId: Uuid(), email: Type.String(), name: Type.String(), role: Type.String(), joinedAt: DateTime },
+  { userId: Uuid(), email: Type.String(), name: Type.String(), role: Type.String(), joinedAt: DateTime() },
   { additionalProperties: false },
 );
 
@@ -31,8 +28,8 @@ export const InvitationSchema = Type.Object(
     email: Type.String(),
     role: Type.String(),
     status: Type.Union([Type.Literal('pending'), Type.Literal('accepted'), Type.Literal('revoked'), Type.Literal('expired')]),
-    expiresAt: DateTime,
-    createdAt: DateTime,
+    expiresAt: DateTime(),
+    createdAt: DateTime(),
   },
   { additionalProperties: false },
 );
@@ -47,16 +44,9 @@ export const ApiKeySchema = Type.Object(
     expiresAt: NullableDateTime,
     lastUsedAt: NullableDateTime,
     revokedAt: NullableDateTime,
-    createdAt: DateTime,
+    createdAt: DateTime(),
   },
   { additionalProperties: false },
 );
 
 export const ScopeSchema = Type.String({ maxLength: 50, description: `One of: ${ALL_PERMISSIONS.join(', ')}` });
-
-/** Dates → ISO strings for the response serializer. */
-export function json<T extends object>(value: T): any {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) out[k] = v instanceof Date ? v.toISOString() : v;
-  return out;
-}

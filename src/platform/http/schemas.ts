@@ -21,6 +21,12 @@ export const ProblemSchema = Type.Object(
 
 export const Uuid = (description?: string) => Type.String({ format: 'uuid', description });
 
+/**
+ * A timestamp in a response: a `Date` in code, an ISO 8601 string on the wire (the response serializer
+ * converts it). Request inputs stay `Type.String({ format: 'date-time' })`: validation yields strings.
+ */
+export const DateTime = () => Type.Unsafe<Date>({ type: 'string', format: 'date-time' });
+
 /** A list page: `{ data, nextCursor }`; nextCursor is null on the last page. */
 export const Page = <T extends TSchema>(item: T) =>
   Type.Object({ data: Type.Array(item), nextCursor: Type.Union([Type.String(), Type.Null()]) });

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { tenantActorOf as actor } from '../../platform/http/actor.ts';
 import { accessOf } from '../../platform/http/auth.ts';
 import { DEFAULT_PAGE_SIZE, pageQuery } from '../../platform/http/pagination.ts';
-import { Page, Uuid } from '../../platform/http/schemas.ts';
+import { Page, Uuid, DateTime } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
 import { PERMISSIONS } from '../tenancy/index.ts';
 import { WEBHOOK_EVENT_TYPES } from './notifications.events.ts';
@@ -10,7 +10,6 @@ import { MAX_URL_LENGTH } from './notifications.url-policy.ts';
 import type { WebhooksService } from './notifications.service.ts';
 
 /** A `Date` in the service, an ISO 8601 string on the wire (the serializer calls toISOString). */
-const Timestamp = Type.Unsafe<Date>(Type.String({ format: 'date-time' }));
 const NullableString = Type.Union([Type.String(), Type.Null()]);
 const NullableInt = Type.Union([Type.Integer(), Type.Null()]);
 const EventType = Type.Unsafe<string>({ type: 'string', enum: [...WEBHOOK_EVENT_TYPES], description: 'A domain event name' });
@@ -32,8 +31,8 @@ const WebhookSchema = Type.Object(
     active: Type.Boolean(),
     consecutiveFailures: Type.Integer({ description: 'Finally failed deliveries in a row; the endpoint is disabled at the configured limit' }),
     disabledReason: NullableString,
-    createdAt: Timestamp,
-    updatedAt: Timestamp,
+    createdAt: DateTime(),
+    updatedAt: DateTime(),
   },
   { additionalProperties: false },
 );
@@ -57,9 +56,9 @@ const DeliverySchema = Type.Object(
     lastStatusCode: NullableInt,
     lastErrorKind: Type.Union([Type.String({ description: 'http_4xx, http_408, http_429, http_5xx, timeout, network, circuit_open, bulkhead_full, forbidden_address, endpoint_disabled' }), Type.Null()]),
     lastDurationMs: NullableInt,
-    createdAt: Timestamp,
-    updatedAt: Timestamp,
-    deliveredAt: Type.Union([Timestamp, Type.Null()]),
+    createdAt: DateTime(),
+    updatedAt: DateTime(),
+    deliveredAt: Type.Union([DateTime(), Type.Null()]),
   },
   { additionalProperties: false },
 );

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { pageQuery } from '../../platform/http/pagination.ts';
-import { Page, Uuid } from '../../platform/http/schemas.ts';
+import { Page, Uuid, DateTime } from '../../platform/http/schemas.ts';
 import { PROJECT_SORTS } from './projects.repo.ts';
 import { PRIORITIES, TASK_SORTS, TASK_STATUSES } from './tasks.repo.ts';
 
@@ -8,7 +8,6 @@ const StringEnum = <T extends readonly string[]>(values: T, description?: string
   Type.Unsafe<T[number]>({ type: 'string', enum: [...values], description });
 
 /** A timestamp in responses: a `Date` in the service, an ISO 8601 string on the wire (the serializer calls toISOString). */
-const Timestamp = Type.Unsafe<Date>(Type.String({ format: 'date-time' }));
 /** A timestamp in a query string, converted to a `Date` by the route. */
 const TimestampParam = Type.String({ format: 'date-time' });
 const DateOnly = Type.String({ format: 'date', description: 'YYYY-MM-DD' });
@@ -28,8 +27,8 @@ export const ProjectSchema = Type.Object(
     archived: Type.Boolean(),
     version: Type.Integer({ description: 'Also the ETag: "v<version>"' }),
     createdBy: Uuid(),
-    createdAt: Timestamp,
-    updatedAt: Timestamp,
+    createdAt: DateTime(),
+    updatedAt: DateTime(),
   },
   { additionalProperties: false },
 );
@@ -49,14 +48,14 @@ export const TaskSchema = Type.Object(
     dueDate: Nullable(DateOnly),
     version: Type.Integer(),
     createdBy: Uuid(),
-    createdAt: Timestamp,
-    updatedAt: Timestamp,
+    createdAt: DateTime(),
+    updatedAt: DateTime(),
   },
   { additionalProperties: false },
 );
 
 export const CommentSchema = Type.Object(
-  { id: Uuid(), taskId: Uuid(), authorId: Uuid(), body: Type.String(), createdAt: Timestamp },
+  { id: Uuid(), taskId: Uuid(), authorId: Uuid(), body: Type.String(), createdAt: DateTime() },
   { additionalProperties: false },
 );
 

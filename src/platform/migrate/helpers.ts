@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type QueryExecutorProvider } from 'kysely';
 
 /** The policy every tenant table carries: rows are visible and writable only inside their tenant's context.
  * nullif: after a transaction-scoped set_config ends, the setting reads '' rather than NULL. */
@@ -9,7 +9,7 @@ const TENANT_PREDICATE = sql.raw(`tenant_id = nullif(current_setting('app.tenant
  * and grants the app role the listed privileges. Call it in the migration that creates the table.
  */
 export async function protectTenantTable(
-  db: Kysely<any>,
+  db: QueryExecutorProvider,
   table: string,
   privileges: Array<'select' | 'insert' | 'update' | 'delete'> = ['select', 'insert', 'update', 'delete'],
 ): Promise<void> {
@@ -22,7 +22,7 @@ export async function protectTenantTable(
 
 /** Grants the app role privileges on a table that is not tenant-owned (users, sessions, outbox). */
 export async function grantApp(
-  db: Kysely<any>,
+  db: QueryExecutorProvider,
   table: string,
   privileges: Array<'select' | 'insert' | 'update' | 'delete'>,
 ): Promise<void> {

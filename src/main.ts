@@ -65,11 +65,10 @@ export async function openPlatform(
     onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
-  if (opts.migrate ?? config.migrateOnStart) {
-    await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
-  } else {
-    await checkMigrations(db.owner);
-  }
+  const { newer } = (opts.migrate ?? config.migrateOnStart)
+    ? await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) })
+    : await checkMigrations(db.owner);
+  if (newer.length > 0) logger.warn({ newer }, 'running beside expand migrations of a newer release (rollback)');
   let redis: Redis | undefined;
   if (config.redisUrl) {
     const client = createRedis(config.redisUrl);

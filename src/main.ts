@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { buildApp, type ModuleRoutes } from './app.ts';
 import { loadConfig, type Config } from './platform/config.ts';
-import { openDatabase, type Database } from './platform/db/database.ts';
+import { checkAppLogin, openDatabase, type Database } from './platform/db/database.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
@@ -69,6 +69,8 @@ export async function openPlatform(
     ? await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) })
     : await checkMigrations(db.owner);
   if (newer.length > 0) logger.warn({ newer }, 'running beside expand migrations of a newer release (rollback)');
+  // Refuse to start (one line) on a wrong app-role login rather than run and fail every request.
+  if (!opts.migrate) await checkAppLogin(db);
   let redis: Redis | undefined;
   if (config.redisUrl) {
     const client = createRedis(config.redisUrl);

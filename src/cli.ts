@@ -79,8 +79,14 @@ async function run(argv: string[]): Promise<number> {
       }
       return dbSetAppPassword();
     case 'bench': {
-      // Loaded on demand: the harness (autocannon, baselines) is a dev tool, not part of the API process.
-      const { runBench } = await import('../bench/run.ts');
+      // A dev tool (autocannon, baselines), loaded on demand. The specifier is not a literal so the compiled
+      // build leaves bench/ out; from dist/ it is not there.
+      if (import.meta.url.endsWith('.js')) {
+        console.error('plinth bench runs from a source checkout: npm run bench');
+        return 2;
+      }
+      const benchEntry = '../bench/run.ts';
+      const { runBench } = (await import(benchEntry)) as { runBench(argv: string[]): Promise<number> };
       return runBench(argv.slice(1));
     }
     case 'seed': {

@@ -327,7 +327,7 @@ try {
   await admin.end();
   if (!keep) {
     if (!asRoot) execFileSync('chmod', ['-R', 'u+w', work]);
-    await timed('cleanup', () => fs.rmSync(work, { recursive: true, force: true }));
+    await timed('cleanup', () => execFileSync('rm', ['-rf', work]));
   }
 }
 if (failed) fail(failed.message);

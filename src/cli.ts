@@ -24,6 +24,7 @@ const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
   migrate [--set-app-password]   apply pending migrations and exit (and set the app role's password)
+  migrate --check [--wait=SECONDS]   exit 0 when the schema matches this release (waiting for the migration job)
   db set-app-password          give plinth_app the password read from stdin, or else from DATABASE_APP_URL
   admin grant|revoke <email>   make a user a platform administrator (or stop)
   audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
@@ -66,6 +67,7 @@ async function run(argv: string[]): Promise<number> {
     case 'jobs':
       return jobsCommand(argv.slice(1));
     case 'migrate': {
+      if (argv.includes('--check')) return migrateCheck(argv);
       const { openPlatform } = await loadMain();
       const platform = await openPlatform(process.env, { migrate: true });
       if (argv.includes('--set-app-password')) await setAppPasswordFrom(platform.config.databaseAppUrl, platform.db.owner);
@@ -180,6 +182,42 @@ async function redrive(platform: Platform, id: string, out: Pick<Console, 'log' 
       return 1;
     }
     throw err;
+  }
+}
+
+/**
+ * `plinth migrate --check [--wait=S]`: changes nothing; exits 0 once the database has exactly this release's
+ * migrations (plus expand steps of a newer one). A Kubernetes init container runs it so pods of a new release
+ * wait for the migration Job instead of crash-looping on a pending migration.
+ */
+async function migrateCheck(argv: string[]): Promise<number> {
+  const waitArg = argv.find((a) => a.startsWith('--wait='));
+  const waitS = waitArg ? Number(waitArg.slice('--wait='.length)) : 0;
+  if (!Number.isFinite(waitS) || waitS < 0) {
+    console.error('--wait takes a number of seconds');
+    return 2;
+  }
+  const { loadConfig } = await import('./platform/config.ts');
+  const { openDatabase } = await import('./platform/db/database.ts');
+  const { checkMigrations } = await import('./platform/migrate/migrator.ts');
+  const config = loadConfig(process.env);
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : `${config.dataDir}/pgdata` });
+  const deadline = Date.now() + waitS * 1000;
+  try {
+    for (;;) {
+      try {
+        const { newer } = await checkMigrations(db.owner);
+        console.error(`schema matches this release${newer.length ? ` (and expand steps of a newer one: ${newer.join(', ')})` : ''}`);
+        return 0;
+      } catch (err) {
+        // Still waiting for the migration job (or for Postgres): pending, none applied yet, unreachable.
+        const waiting = (err instanceof MigrationError && /^(Pending|The database has no)/.test(err.message)) || describeConnectError(err) !== undefined;
+        if (!waiting || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 2_000));
+      }
+    }
+  } finally {
+    await db.close();
   }
 }
 

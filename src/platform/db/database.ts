@@ -152,7 +152,7 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
 function createPool(connectionString: string, opts: DatabaseOptions, setRole: boolean): pg.Pool {
   // Without a dedicated app login we connect as the owner and drop to the app role at session start, so RLS
   // applies to every statement. That needs startup options, which PgBouncer refuses: with DATABASE_APP_URL
-  // none are sent, and the role's own defaults (migration 0070) bound statements outside tenant transactions.
+  // none are sent, and the role's own defaults (APP_ROLE_DEFAULTS, set by migrate) bound statements outside tenant transactions.
   const options = setRole
     ? `-c role=${APP_ROLE} -c statement_timeout=${opts.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS}`
     : undefined;

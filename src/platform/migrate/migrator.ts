@@ -123,6 +123,22 @@ export async function checkMigrations(owner: Kysely<any>, opts: { dir?: string }
   return { newer };
 }
 
+/**
+ * Defaults for the app role in this database, (re)applied by every `migrate`: behind PgBouncer (transaction
+ * pooling) the app sends no startup options, so these bound statements outside tenant transactions (which
+ * set their own with SET LOCAL). Per database because the role is cluster-wide; not a migration because
+ * pg_dump leaves such settings out, so a restored copy gets them back by running migrate.
+ */
+export const APP_ROLE_DEFAULTS = { statement_timeout: '30s', idle_in_transaction_session_timeout: '60s' } as const;
+
+async function applyAppRoleDefaults(conn: Kysely<any>, ctx: MigrationContext): Promise<void> {
+  // The embedded PGlite database has one in-process connection and nothing to bound.
+  if (ctx.kind === 'pglite') return;
+  for (const [name, value] of Object.entries(APP_ROLE_DEFAULTS)) {
+    await sql.raw(`do $$ begin execute format('alter role plinth_app in database %I set ${name} = %L', current_database(), '${value}'); end $$`).execute(conn);
+  }
+}
+
 export interface MigrateResult {
   applied: string[];
   alreadyApplied: number;
@@ -170,6 +186,7 @@ export async function migrate(
         opts.log?.(`applied migration ${f.name}`);
         result.applied.push(f.name);
       }
+      await applyAppRoleDefaults(conn, ctx);
       return result;
     } finally {
       await sql`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`.execute(conn);

@@ -35,8 +35,10 @@ async function timed(label, fn) {
   return out;
 }
 
+let work; // the scratch directory, removed on the way out unless IMAGE_CHECK_KEEP=1
 function fail(msg) {
   console.error(`image check FAILED: ${msg}`);
+  if (work && !keep) execFileSync('rm', ['-rf', work]);
   process.exit(1);
 }
 
@@ -160,7 +162,7 @@ function freePort() {
 
 // ---- build ----
 const stages = parseDockerfile(fs.readFileSync(dockerfile, 'utf8'));
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-image-'));
+work = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-image-'));
 fs.chmodSync(work, 0o755);
 const context = path.join(work, 'context');
 console.log(`image check in ${work}`);

@@ -248,6 +248,7 @@ async function setAppPasswordFrom(appUrl: string | undefined, owner: Kysely<any>
   const { DatabaseConnectError } = await import('./platform/db/unavailable.ts');
   const password = explicit ?? (appUrl ? decodeURIComponent(new URL(appUrl).password) : '');
   if (!password) throw new DatabaseConnectError('No password: pipe one on stdin or set DATABASE_APP_URL with a password');
+  if (password.length < 16) throw new DatabaseConnectError('The plinth_app password must be at least 16 characters');
   await setAppPassword(owner, password);
   console.error(`password of ${APP_ROLE} set`);
 }

@@ -135,6 +135,9 @@ describe.skipIf(!enabled)('docs/production.md on real processes (compiled build,
 
     const migrated = await run(['migrate'], env);
     expect(migrated.code, migrated.output).toBe(0);
+    const short = await run(['db', 'set-app-password'], env, { stdin: 'too-short' });
+    expect(short.code).toBe(1);
+    expect(oneLine(short.output)).toMatch(/at least 16 characters/);
     const set = await run(['db', 'set-app-password'], env, { stdin: `${APP_PASSWORD}\n` });
     expect(set.code, set.output).toBe(0);
     bouncer = await startPgBouncer(pgs.ownerUrl(), pgs.port);

@@ -84,4 +84,17 @@ describe.skipIf(!enabled)('the app role through PgBouncer (transaction pooling)'
       await wrong.close();
     }
   });
+
+  it('straight to Postgres too (SQLSTATE 28P01): refused at start, 503 at run time', async () => {
+    const direct = `postgres://plinth_app:not-the-password@127.0.0.1:${pgs.port}/postgres`;
+    const wrong = await openDatabase({ databaseUrl: pgs.ownerUrl(), databaseAppUrl: direct });
+    try {
+      const err = await wrong.ping().catch((e: { code?: string }) => e);
+      expect((err as { code?: string }).code).toBe('28P01');
+      expect(isDatabaseUnavailable(err)).toBe(true);
+      await expect(checkAppLogin(wrong)).rejects.toThrow(/refused the plinth_app login: password authentication failed/);
+    } finally {
+      await wrong.close();
+    }
+  });
 });

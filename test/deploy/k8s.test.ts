@@ -13,7 +13,8 @@ import { parseAllDocuments } from 'yaml';
  * against the Kubernetes API schema (kubernetes-models; offline), and the invariants pods need to start
  * and to be operated checked one by one.
  */
-const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
+// Bounded: a kubectl that hangs (e.g. looking for a cluster) must fail the test, not stall the run.
+const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8', timeout: 30_000 }).status === 0;
 
 // Peak RSS of one API process under the benchmark's load (README "P7", measured 380 MB). The limit must be
 // above it with headroom, or the kernel kills pods at peak.
@@ -30,7 +31,7 @@ type Obj = { kind: string; metadata: { name: string; labels?: Record<string, str
 type Container = { name: string; image: string; env?: Array<{ name: string; value?: string }>; [k: string]: any };
 
 function render(): Obj[] {
-  const r = spawnSync('kubectl', ['kustomize', 'deploy/k8s'], { encoding: 'utf8' });
+  const r = spawnSync('kubectl', ['kustomize', 'deploy/k8s'], { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(`kubectl kustomize failed: ${r.stderr}`);
   return parseAllDocuments(r.stdout).map((d) => d.toJS() as Obj);
 }

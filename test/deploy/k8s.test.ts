@@ -13,8 +13,10 @@ import { parseAllDocuments } from 'yaml';
  * against the Kubernetes API schema (kubernetes-models; offline), and the invariants pods need to start
  * and to be operated checked one by one.
  */
-// Bounded: a kubectl that hangs (e.g. looking for a cluster) must fail the test, not stall the run.
-const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8', timeout: 30_000 }).status === 0;
+// Bounded: a kubectl that hangs must fail the test, not stall the run. Some kubectl builds are a dispatcher
+// (Google Cloud SDK) that may look for updates over the network first; that check is turned off.
+const KUBECTL_ENV = { ...process.env, CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK: '1' };
+const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8', timeout: 30_000, env: KUBECTL_ENV }).status === 0;
 
 // Peak RSS of one API process under the benchmark's load (README "P7", measured 380 MB). The limit must be
 // above it with headroom, or the kernel kills pods at peak.
@@ -31,7 +33,7 @@ type Obj = { kind: string; metadata: { name: string; labels?: Record<string, str
 type Container = { name: string; image: string; env?: Array<{ name: string; value?: string }>; [k: string]: any };
 
 function render(): Obj[] {
-  const r = spawnSync('kubectl', ['kustomize', 'deploy/k8s'], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync('kubectl', ['kustomize', 'deploy/k8s'], { encoding: 'utf8', timeout: 60_000, env: KUBECTL_ENV });
   if (r.status !== 0) throw new Error(`kubectl kustomize failed: ${r.stderr}`);
   return parseAllDocuments(r.stdout).map((d) => d.toJS() as Obj);
 }

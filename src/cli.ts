@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 import { pathToFileURL } from 'node:url';
+import type { Kysely } from 'kysely';
 import { ConfigError } from './platform/config.ts';
+// Not database.ts: that loads pg, which tracing must patch first (see loadMain).
+import { describeConnectError } from './platform/db/unavailable.ts';
 import { isUuid } from './platform/ids.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
@@ -20,7 +23,9 @@ async function loadMain() {
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first
   worker     run the worker role only (jobs, outbox relay, schedules)
-  migrate    apply pending migrations and exit
+  migrate [--set-app-password]   apply pending migrations and exit (and set the app role's password)
+  migrate --check [--wait=SECONDS]   exit 0 when the schema matches this release (waiting for the migration job)
+  db set-app-password          give plinth_app the password read from stdin, or else from DATABASE_APP_URL
   admin grant|revoke <email>   make a user a platform administrator (or stop)
   audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
   jobs dead                    list dead-lettered jobs (JSON lines)
@@ -61,14 +66,28 @@ async function run(argv: string[]): Promise<number> {
     case 'jobs':
       return jobsCommand(argv.slice(1));
     case 'migrate': {
+      if (argv.includes('--check')) return migrateCheck(argv);
       const { openPlatform } = await loadMain();
       const platform = await openPlatform({ migrate: true });
+      if (argv.includes('--set-app-password')) await setAppPasswordFrom(platform.config.databaseAppUrl, platform.db.owner);
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
     }
+    case 'db':
+      if (argv[1] !== 'set-app-password') {
+        console.error('usage: plinth db set-app-password   (password on stdin, or the one in DATABASE_APP_URL)');
+        return 2;
+      }
+      return dbSetAppPassword();
     case 'bench': {
-      // Loaded on demand: the harness (autocannon, baselines) is a dev tool, not part of the API process.
-      const { runBench } = await import('../bench/run.ts');
+      // A dev tool (autocannon, baselines), loaded on demand. The specifier is not a literal so the compiled
+      // build leaves bench/ out; from dist/ it is not there.
+      if (import.meta.url.endsWith('.js')) {
+        console.error('plinth bench runs from a source checkout: npm run bench');
+        return 2;
+      }
+      const benchEntry = '../bench/run.ts';
+      const { runBench } = (await import(benchEntry)) as { runBench(argv: string[]): Promise<number> };
       return runBench(argv.slice(1));
     }
     case 'seed': {
@@ -164,6 +183,80 @@ async function redrive(platform: Platform, id: string, out: Pick<Console, 'log' 
   }
 }
 
+/**
+ * `plinth migrate --check [--wait=S]`: changes nothing; exits 0 once the database has exactly this release's
+ * migrations (plus expand steps of a newer one). A Kubernetes init container runs it so pods of a new release
+ * wait for the migration Job instead of crash-looping on a pending migration.
+ */
+async function migrateCheck(argv: string[]): Promise<number> {
+  const waitArg = argv.find((a) => a.startsWith('--wait='));
+  const waitS = waitArg ? Number(waitArg.slice('--wait='.length)) : 0;
+  if (!Number.isFinite(waitS) || waitS < 0) {
+    console.error('--wait takes a number of seconds');
+    return 2;
+  }
+  const { loadConfig } = await import('./platform/config.ts');
+  const { openDatabase } = await import('./platform/db/database.ts');
+  const { checkMigrations } = await import('./platform/migrate/migrator.ts');
+  const config = loadConfig(process.env);
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.databaseUrl ? undefined : `${config.dataDir}/pgdata` });
+  const deadline = Date.now() + waitS * 1000;
+  try {
+    for (;;) {
+      try {
+        const { newer } = await checkMigrations(db.owner);
+        console.error(`schema matches this release${newer.length ? ` (and expand steps of a newer one: ${newer.join(', ')})` : ''}`);
+        return 0;
+      } catch (err) {
+        // Still waiting for the migration job (or for Postgres): pending, none applied yet, unreachable.
+        const waiting = (err instanceof MigrationError && /^(Pending|The database has no)/.test(err.message)) || describeConnectError(err) !== undefined;
+        if (!waiting || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 2_000));
+      }
+    }
+  } finally {
+    await db.close();
+  }
+}
+
+/**
+ * The app role's password, set by the owner: from stdin when piped (`… | plinth db set-app-password`),
+ * else the password in DATABASE_APP_URL (so one secret is both the app's login and the role's password).
+ */
+async function dbSetAppPassword(): Promise<number> {
+  const { loadConfig } = await import('./platform/config.ts');
+  const { openDatabase } = await import('./platform/db/database.ts');
+  const config = loadConfig(process.env);
+  if (!config.databaseUrl) {
+    console.error('plinth db set-app-password needs DATABASE_URL (the owner login; the embedded database has no logins)');
+    return 2;
+  }
+  const db = await openDatabase({ databaseUrl: config.databaseUrl });
+  try {
+    const stdin = process.stdin.isTTY ? undefined : (await readStdin()).trim();
+    await setAppPasswordFrom(config.databaseAppUrl, db.owner, stdin || undefined);
+    return 0;
+  } finally {
+    await db.close();
+  }
+}
+
+async function setAppPasswordFrom(appUrl: string | undefined, owner: Kysely<any>, explicit?: string): Promise<void> {
+  const { setAppPassword, APP_ROLE } = await import('./platform/db/database.ts');
+  const { DatabaseConnectError } = await import('./platform/db/unavailable.ts');
+  const password = explicit ?? (appUrl ? decodeURIComponent(new URL(appUrl).password) : '');
+  if (!password) throw new DatabaseConnectError('No password: pipe one on stdin or set DATABASE_APP_URL with a password');
+  if (password.length < 16) throw new DatabaseConnectError('The plinth_app password must be at least 16 characters');
+  await setAppPassword(owner, password);
+  console.error(`password of ${APP_ROLE} set`);
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 export async function runCli(argv: string[]): Promise<void> {
   try {
     const code = await run(argv);
@@ -171,6 +264,12 @@ export async function runCli(argv: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof ConfigError || err instanceof MigrationError) {
       console.error(err.message);
+      process.exit(1);
+    }
+    // Postgres unreachable or the login refused: one line, not a stack trace.
+    const line = describeConnectError(err);
+    if (line) {
+      console.error(line);
       process.exit(1);
     }
     console.error(err);

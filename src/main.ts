@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { buildApp } from './app.ts';
 import type { ModuleRoutes } from './platform/http/module-routes.ts';
 import { loadConfig, type Config } from './platform/config.ts';
-import { openDatabase, type Database } from './platform/db/database.ts';
+import { checkAppLogin, openDatabase, type Database } from './platform/db/database.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
@@ -96,11 +96,12 @@ async function openConfiguredDatabase(config: Config, logger: Logger, lifecycle:
     onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
-  if (migrateNow ?? config.migrateOnStart) {
-    await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) });
-  } else {
-    await checkMigrations(db.owner);
-  }
+  const { newer } = (migrateNow ?? config.migrateOnStart)
+    ? await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) })
+    : await checkMigrations(db.owner);
+  if (newer.length > 0) logger.warn({ newer }, 'running beside expand migrations of a newer release (rollback)');
+  // Refuse to start (one line) on a wrong app-role login rather than run and fail every request.
+  if (!migrateNow) await checkAppLogin(db);
   return db;
 }
 

@@ -1,7 +1,9 @@
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { Kysely, PostgresDialect, sql, type LogEvent, type QueryExecutorProvider, type Transaction } from 'kysely';
 import pg from 'pg';
 import { isUuid } from '../ids.ts';
+import { DatabaseConnectError, isLoginRefused } from './unavailable.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
 import type { DB } from './schema.generated.ts';
 import { createUnitOfWork, currentUnitOfWork, type UnitOfWork } from './unit-of-work.ts';
@@ -65,8 +67,25 @@ export interface DatabaseOptions {
   dataDir?: string;
   /** Fail fast when Postgres is unreachable instead of queueing requests behind a dead pool. */
   connectTimeoutMs?: number;
+  /** Per statement in tenant transactions (SET LOCAL, so it survives PgBouncer transaction pooling). */
   statementTimeoutMs?: number;
   onQuery?: QueryObserver;
+}
+
+const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
+/** A transaction left open (a stuck request) stops holding locks and a pooled server connection after this. */
+const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
+
+/**
+ * Transaction-local limits, sent in the same round trip as BEGIN: behind PgBouncer (transaction pooling)
+ * startup parameters are refused and session SETs would leak to other clients, but SET LOCAL ends with
+ * the transaction.
+ */
+function transactionLimits(statementTimeoutMs: number): string {
+  return (
+    `set_config('statement_timeout', '${Math.trunc(statementTimeoutMs)}', true), ` +
+    `set_config('idle_in_transaction_session_timeout', '${IDLE_IN_TRANSACTION_TIMEOUT_MS}', true)`
+  );
 }
 
 export async function setTenant(trx: TxHandle, tenantId: string): Promise<void> {
@@ -101,13 +120,14 @@ function tenantRunner(db: Kysely<DB>): TenantRunner {
  * (checked here; anything else is refused before reaching SQL). Nested transactions are not supported
  * inside fn (none are used).
  */
-function pgTenantRunner(db: Kysely<DB>): TenantRunner {
+function pgTenantRunner(db: Kysely<DB>, statementTimeoutMs: number): TenantRunner {
+  const limits = transactionLimits(statementTimeoutMs);
   return <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>): Promise<R> => {
     if (!isUuid(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
     const uow = currentUnitOfWork();
     if (uow) return uow.run(tenantId, fn);
     return db.connection().execute(async (conn) => {
-      await sql.raw(`begin; select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true)`).execute(conn);
+      await sql.raw(`begin; select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true), ${limits}`).execute(conn);
       let result: R;
       try {
         // The connection runs inside the BEGIN above; Kysely types it as a plain connection.
@@ -126,11 +146,16 @@ function pgTenantRunner(db: Kysely<DB>): TenantRunner {
  * Adds the typed views. A scope is the same object narrowed in type only: the tables a module may touch
  * are a compile-time promise (a wrong table or column fails `npm run typecheck`), RLS is the runtime one.
  */
-function withScopes(base: Omit<Database, 'scope' | 'join' | 'openUnitOfWork'>): Database {
+function withScopes(base: Omit<Database, 'scope' | 'join' | 'openUnitOfWork'>, beginLimits?: string): Database {
   const db: Database = {
     ...base,
     join: (trx) => trx as Transaction<DB>,
-    openUnitOfWork: (onBegin) => createUnitOfWork(base.app, onBegin),
+    openUnitOfWork: (onBegin) =>
+      createUnitOfWork(base.app, async (trx) => {
+        // The same transaction-local limits as every other pg transaction.
+        if (beginLimits) await sql.raw(`select ${beginLimits}`).execute(trx);
+        await onBegin(trx);
+      }),
     scope: <K extends keyof DB>() => db as unknown as DbScope<Pick<DB, K>>,
   };
   return db;
@@ -178,16 +203,18 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
 }
 
 function createPool(connectionString: string, opts: DatabaseOptions, setRole: boolean): pg.Pool {
-  const gucs = [`-c statement_timeout=${opts.statementTimeoutMs ?? 30_000}`];
-  // Without a dedicated app login we connect as the owner and drop to the app role at session start,
-  // so RLS applies to every statement. With PgBouncer use DATABASE_APP_URL instead (no startup options).
-  if (setRole) gucs.push(`-c role=${APP_ROLE}`);
+  // Without a dedicated app login we connect as the owner and drop to the app role at session start, so RLS
+  // applies to every statement. That needs startup options, which PgBouncer refuses: with DATABASE_APP_URL
+  // none are sent, and the role's own defaults (APP_ROLE_DEFAULTS, set by migrate) bound statements outside tenant transactions.
+  const options = setRole
+    ? `-c role=${APP_ROLE} -c statement_timeout=${opts.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS}`
+    : undefined;
   const pool = new pg.Pool({
     connectionString,
     max: opts.poolMax ?? 10,
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 3_000,
     idleTimeoutMillis: 30_000,
-    options: gucs.join(' '),
+    options,
   });
   guardClients(pool);
   return pool;
@@ -216,8 +243,10 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
   const app = new Kysely<DB>({ dialect: new PostgresDialect({ pool: appPool }), log });
   const owner = new Kysely<DB>({ dialect: new PostgresDialect({ pool: ownerPool }), log });
   const replicas = replicaPools.map((pool) => new Kysely<DB>({ dialect: new PostgresDialect({ pool }), log }));
-  const withTenant = pgTenantRunner(app);
-  const replicaRunners = replicas.map(pgTenantRunner);
+  const timeout = opts.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
+  const limits = transactionLimits(timeout);
+  const withTenant = pgTenantRunner(app, timeout);
+  const replicaRunners = replicas.map((r) => pgTenantRunner(r, timeout));
   let next = 0;
 
   return withScopes({
@@ -237,5 +266,40 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     async close() {
       await Promise.all([app.destroy(), owner.destroy(), ...replicas.map((r) => r.destroy())]);
     },
-  });
+  }, limits);
+}
+
+/**
+ * A SCRAM-SHA-256 verifier for a password (RFC 5802/7677, the format Postgres stores): the cleartext never
+ * reaches the server, so it cannot end up in a statement log. As psql's \password does.
+ */
+export function scramVerifier(password: string, salt = randomBytes(16), iterations = 4096): string {
+  const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+/** Gives the app role a password (as the owner, which created it). The role is cluster-wide. */
+export async function setAppPassword(owner: Kysely<any>, password: string): Promise<void> {
+  if (password.length < 16) throw new Error('the plinth_app password must be at least 16 characters');
+  await sql.raw(`alter role ${APP_ROLE} with login password '${scramVerifier(password)}'`).execute(owner);
+}
+
+/**
+ * Checked at start: a wrong app-role login would otherwise pass the migration check (the owner's login)
+ * and then fail every request. Refusing to start with one line is clearer than running never-ready.
+ */
+export async function checkAppLogin(db: Database): Promise<void> {
+  try {
+    await db.ping();
+  } catch (err) {
+    if (isLoginRefused(err)) {
+      throw new DatabaseConnectError(
+        `PostgreSQL refused the ${APP_ROLE} login: ${(err as Error).message} (set its password with \`plinth db set-app-password\`; see docs/production.md)`,
+      );
+    }
+    throw err;
+  }
 }

@@ -55,6 +55,13 @@ describe('HTTP kernel: every error is RFC 9457 problem+json', () => {
     app.get('/v1/boom', async () => {
       throw new Error('select * from users where password_hash = $1 failed: connection reset');
     });
+    // A refused login (app-role password changed under a running process), from Postgres and from PgBouncer.
+    app.get('/v1/login-refused/:who', async (request) => {
+      const postgres = (request.params as { who: string }).who === 'postgres';
+      throw Object.assign(new Error(postgres ? 'password authentication failed for user "plinth_app"' : 'SASL authentication failed'), {
+        code: postgres ? '28P01' : '08P01',
+      });
+    });
     app.get('/v1/unavailable', async () => {
       throw new AppError('DB.UNAVAILABLE', 503, 'Database unavailable', {}, { 'retry-after': '2' });
     });
@@ -127,6 +134,13 @@ describe('HTTP kernel: every error is RFC 9457 problem+json', () => {
     const res = await app.inject({ url: '/v1/unavailable' });
     expectProblem(res, 503, 'DB.UNAVAILABLE');
     expect(res.headers['retry-after']).toBe('2');
+  });
+
+  it.each(['postgres', 'pgbouncer'])('a refused database login (%s) is 503 DB.UNAVAILABLE with Retry-After, not 500', async (who) => {
+    const res = await app.inject({ url: `/v1/login-refused/${who}` });
+    expectProblem(res, 503, 'DB.UNAVAILABLE');
+    expect(res.headers['retry-after']).toBe('2');
+    expect(res.body).not.toContain('plinth_app');
   });
 
   it('echoes a valid X-Request-Id and replaces an invalid one', async () => {

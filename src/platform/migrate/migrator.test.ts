@@ -4,7 +4,7 @@ import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../testing/test-db.ts';
-import { listMigrationFiles, migrate, MigrationError, MIGRATIONS_DIR } from './migrator.ts';
+import { CHECKSUMS_FILE, listMigrationFiles, migrate, MigrationError, MIGRATIONS_DIR } from './migrator.ts';
 
 describe('migrator', () => {
   let t: TestDatabase;
@@ -64,11 +64,66 @@ describe('checkMigrations (processes started with MIGRATE_ON_START=false)', () =
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-chk-'));
     try {
       for (const f of fs.readdirSync(MIGRATIONS_DIR)) fs.copyFileSync(path.join(MIGRATIONS_DIR, f), path.join(dir, f));
-      await expect(checkMigrations(t.db.owner, { dir })).resolves.toBeUndefined();
+      await expect(checkMigrations(t.db.owner, { dir })).resolves.toEqual({ newer: [] });
       fs.writeFileSync(path.join(dir, '9500_test_pending.ts'), 'export async function up() {}\n');
       await expect(checkMigrations(t.db.owner, { dir })).rejects.toThrow(/Pending migrations 9500_test_pending/);
     } finally {
       await t.drop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('rollback: an older release on a schema a newer release migrated', () => {
+  it('starts beside applied expand migrations it does not know, and refuses unknown contract ones', async () => {
+    const { checkMigrations } = await import('./migrator.ts');
+    const t = await createTestDatabase();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-rb-'));
+    try {
+      for (const f of fs.readdirSync(MIGRATIONS_DIR)) fs.copyFileSync(path.join(MIGRATIONS_DIR, f), path.join(dir, f));
+      // The newer release adds a table (expand) and runs its migrations.
+      const expand = path.join(dir, '9600_test_expand.ts');
+      fs.writeFileSync(expand, "import { sql } from 'kysely';\nexport const phase = 'expand';\nexport async function up(db) { await sql`create table test_rb (id int)`.execute(db); }\n");
+      await migrate(t.db.owner, { kind: t.db.kind }, { dir });
+      // Rolled back: the older release's files lack 9600; it starts, and reports what it runs beside.
+      fs.rmSync(expand);
+      await expect(checkMigrations(t.db.owner, { dir })).resolves.toEqual({ newer: ['9600_test_expand'] });
+      expect((await migrate(t.db.owner, { kind: t.db.kind }, { dir })).newer).toEqual(['9600_test_expand']);
+      // A migration not marked expand (dropping or changing what old code uses) still stops the old release.
+      const contract = path.join(dir, '9601_test_contract.ts');
+      fs.writeFileSync(contract, "import { sql } from 'kysely';\nexport async function up(db) { await sql`drop table test_rb`.execute(db); }\n");
+      await migrate(t.db.owner, { kind: t.db.kind }, { dir });
+      fs.rmSync(contract);
+      await expect(checkMigrations(t.db.owner, { dir })).rejects.toThrow(/9601_test_contract was applied .* not an expand step/);
+    } finally {
+      await t.drop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads a history table created before the phase column existed', async () => {
+    const { checkMigrations } = await import('./migrator.ts');
+    const t = await createTestDatabase();
+    try {
+      await sql`alter table plinth_migrations drop column phase`.execute(t.db.owner);
+      await expect(checkMigrations(t.db.owner)).resolves.toEqual({ newer: [] });
+    } finally {
+      await t.drop();
+    }
+  });
+});
+
+describe('compiled migrations (dist/migrations)', () => {
+  it('take their checksums from checksums.json, so a database migrated from source matches', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-dist-'));
+    try {
+      const source = listMigrationFiles();
+      for (const f of source) fs.writeFileSync(path.join(dir, `${f.name}.js`), 'export async function up() {}\n');
+      fs.writeFileSync(path.join(dir, CHECKSUMS_FILE), JSON.stringify(Object.fromEntries(source.map((f) => [f.name, f.checksum]))));
+      expect(listMigrationFiles(dir).map(({ name, checksum }) => ({ name, checksum }))).toEqual(source.map(({ name, checksum }) => ({ name, checksum })));
+      fs.writeFileSync(path.join(dir, '9999_test_unlisted.js'), 'export async function up() {}\n');
+      expect(() => listMigrationFiles(dir)).toThrow(/9999_test_unlisted is not listed/);
+    } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { pathToFileURL } from 'node:url';
-import type { Kysely } from 'kysely';
+import type { QueryExecutorProvider } from 'kysely';
 import { ConfigError } from './platform/config.ts';
 // Not database.ts: that loads pg, which tracing must patch first (see loadMain).
 import { describeConnectError } from './platform/db/unavailable.ts';
@@ -241,7 +241,7 @@ async function dbSetAppPassword(): Promise<number> {
   }
 }
 
-async function setAppPasswordFrom(appUrl: string | undefined, owner: Kysely<any>, explicit?: string): Promise<void> {
+async function setAppPasswordFrom(appUrl: string | undefined, owner: QueryExecutorProvider, explicit?: string): Promise<void> {
   const { setAppPassword, APP_ROLE } = await import('./platform/db/database.ts');
   const { DatabaseConnectError } = await import('./platform/db/unavailable.ts');
   const password = explicit ?? (appUrl ? decodeURIComponent(new URL(appUrl).password) : '');

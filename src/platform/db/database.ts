@@ -282,7 +282,7 @@ export function scramVerifier(password: string, salt = randomBytes(16), iteratio
 }
 
 /** Gives the app role a password (as the owner, which created it). The role is cluster-wide. */
-export async function setAppPassword(owner: Kysely<any>, password: string): Promise<void> {
+export async function setAppPassword(owner: QueryExecutorProvider, password: string): Promise<void> {
   if (password.length < 16) throw new Error('the plinth_app password must be at least 16 characters');
   await sql.raw(`alter role ${APP_ROLE} with login password '${scramVerifier(password)}'`).execute(owner);
 }

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type QueryExecutorProvider } from 'kysely';
+import type { DB } from '../db/schema.generated.ts';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/', import.meta.url));
 
@@ -14,6 +15,8 @@ export interface MigrationContext {
 }
 
 export interface MigrationModule {
+  // Migration files are typed Kysely<any> and checksummed (never edited): they define the schema the
+  // generated types describe, so they cannot be typed by them.
   up(db: Kysely<any>, ctx: MigrationContext): Promise<void>;
   /** Set false for statements that cannot run in a transaction (CREATE INDEX CONCURRENTLY). */
   transactional?: boolean;
@@ -77,7 +80,7 @@ export function listMigrationFiles(dir = MIGRATIONS_DIR): MigrationFile[] {
  * this one is the rollback target); `newer` lists those.
  */
 async function verifyHistory(
-  conn: Kysely<any>,
+  conn: QueryExecutorProvider,
   files: MigrationFile[],
 ): Promise<{ applied: Map<string, string>; newer: string[] }> {
   // to_jsonb(m)->>'phase' reads the column when it exists and null on a table created before it did.
@@ -111,7 +114,7 @@ async function verifyHistory(
  * For processes that do not migrate themselves (MIGRATE_ON_START=false): start only on a schema that
  * matches this code exactly — no edited, missing or pending migrations.
  */
-export async function checkMigrations(owner: Kysely<any>, opts: { dir?: string } = {}): Promise<{ newer: string[] }> {
+export async function checkMigrations(owner: QueryExecutorProvider, opts: { dir?: string } = {}): Promise<{ newer: string[] }> {
   const files = listMigrationFiles(opts.dir);
   const exists = await sql<{ t: string | null }>`select to_regclass('plinth_migrations')::text as t`.execute(owner);
   if (!exists.rows[0]?.t) throw new MigrationError('The database has no migrations applied; run `plinth migrate` first');
@@ -131,7 +134,7 @@ export async function checkMigrations(owner: Kysely<any>, opts: { dir?: string }
  */
 export const APP_ROLE_DEFAULTS = { statement_timeout: '30s', idle_in_transaction_session_timeout: '60s' } as const;
 
-async function applyAppRoleDefaults(conn: Kysely<any>, ctx: MigrationContext): Promise<void> {
+async function applyAppRoleDefaults(conn: QueryExecutorProvider, ctx: MigrationContext): Promise<void> {
   // The embedded PGlite database has one in-process connection and nothing to bound.
   if (ctx.kind === 'pglite') return;
   for (const [name, value] of Object.entries(APP_ROLE_DEFAULTS)) {
@@ -152,7 +155,7 @@ export interface MigrateResult {
  * forward-only, and a silently different schema is worse than a refused start.
  */
 export async function migrate(
-  owner: Kysely<any>,
+  owner: Kysely<DB>,
   ctx: MigrationContext,
   opts: { dir?: string; log?: (msg: string) => void } = {},
 ): Promise<MigrateResult> {

@@ -19,11 +19,11 @@ export interface ProjectsModule extends ModuleSurface, ProjectsService {}
 
 /** Projects, tasks (KEY-123), comments, with their HTTP routes under /v1/orgs/:orgId. */
 export function createProjects(deps: ProjectsDeps): ProjectsModule {
-  const service = createProjectsService(deps);
+  const { service, context } = createProjectsService(deps);
   return {
     ...service,
     name: 'projects',
     routes: [{ name: 'projects', prefix: '/v1', plugin: asPlugin((app) => projectsRoutes(app, { service })) }],
-    registerJobs: registerProjectsJobs,
+    registerJobs: (jobs) => registerProjectsJobs(jobs, context),
   };
 }

@@ -5,6 +5,8 @@ export const PROJECT_EVENTS = {
   taskUpdated: 'projects.task_updated',
   taskAssigned: 'projects.task_assigned',
   commentAdded: 'projects.comment_added',
+  /** Internal: a cached project or task changed; its handler invalidates the cache until that lands. */
+  cacheStale: 'projects.cache_stale',
 } as const;
 
 export type ProjectEventName = (typeof PROJECT_EVENTS)[keyof typeof PROJECT_EVENTS];
@@ -46,4 +48,14 @@ export interface CommentAddedPayload {
   taskId: string;
   projectId: string;
   authorId: string;
+}
+export interface CacheStalePayload {
+  cache: 'projects' | 'tasks';
+  key: string;
+  /** The version now committed; DELETED (MAX_SAFE_INTEGER) when the row is gone. */
+  version: number;
+}
+/** The cache-stale event as published: a platform event (no tenant context) naming the tenant's key. */
+export interface CacheStaleEvent extends CacheStalePayload {
+  tenantId: string;
 }

@@ -1,5 +1,5 @@
 import { commentUseCases, type CommentUseCases } from './use-cases/comments.ts';
-import { createUseCaseContext, type ProjectsDeps } from './use-cases/context.ts';
+import { createUseCaseContext, type ProjectsDeps, type UseCaseContext } from './use-cases/context.ts';
 import { projectUseCases, type ProjectUseCases } from './use-cases/projects.ts';
 import { taskUseCases, type TaskUseCases } from './use-cases/tasks.ts';
 
@@ -10,7 +10,7 @@ export type { NewTaskInput, TaskListParams } from './use-cases/tasks.ts';
 /** The use cases of the projects module, one file per aggregate under use-cases/. */
 export interface ProjectsService extends ProjectUseCases, TaskUseCases, CommentUseCases {}
 
-export function createProjectsService(deps: ProjectsDeps): ProjectsService {
+export function createProjectsService(deps: ProjectsDeps): { service: ProjectsService; context: UseCaseContext } {
   const context = createUseCaseContext(deps);
-  return { ...projectUseCases(context), ...taskUseCases(context), ...commentUseCases(context) };
+  return { service: { ...projectUseCases(context), ...taskUseCases(context), ...commentUseCases(context) }, context };
 }

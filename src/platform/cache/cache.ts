@@ -17,25 +17,62 @@ export interface CacheOptions {
   logger?: Logger;
 }
 
-export interface NamespaceOptions {
+export interface NamespaceOptions<T = unknown> {
   /** Lifetime in Redis (and the upper bound in L1). */
   ttlSec: number;
+  /**
+   * The value's version (a row's optimistic-concurrency counter). With it, Redis never holds an older
+   * version than the newest one stored or invalidated: a read that raced an update cannot write the old
+   * row back after the invalidation (it stays a miss until the new version is loaded).
+   */
+  version?: (value: T) => number;
 }
+
+/** Invalidation version for a deleted value: no version of it may be cached again (until the TTL). */
+export const DELETED = Number.MAX_SAFE_INTEGER;
 
 /** A named, tenant-scoped cache: keys are `tenant:<tenantId>:<name>:<key>`, so no tenant can read another's. */
 export interface TenantCache<T> {
   /** Cache-aside: the cached value, or loader()'s (stored, then returned). One loader per key per process at a time. */
   get(tenantId: string, key: string, loader: () => Promise<T>): Promise<T>;
-  /** Drops the entry everywhere: Redis, this process's L1, and (via pub/sub) other processes' L1. Call after commit. */
-  invalidate(tenantId: string, key: string): Promise<void>;
+  /**
+   * Drops the entry everywhere: Redis, this process's L1, and (via pub/sub) other processes' L1. Call after
+   * commit. In a versioned namespace, pass the new version (or DELETED): Redis then keeps a marker that
+   * refuses any older version. Resolves false when Redis could not be reached (the caller may retry,
+   * e.g. from an outbox handler); true when it landed or there is no Redis.
+   */
+  invalidate(tenantId: string, key: string, version?: number): Promise<boolean>;
 }
 
 export interface CacheProvider {
-  namespace<T>(name: string, opts: NamespaceOptions): TenantCache<T>;
+  namespace<T>(name: string, opts: NamespaceOptions<T>): TenantCache<T>;
   close(): Promise<void>;
 }
 
 const NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+/**
+ * Versioned entries are `{"v":version,"d":value}`, markers left by an invalidation `{"v":version,"t":1}`.
+ * A marker of version n refuses every value older than n; a value is stored unless an equal or newer
+ * value, or a newer marker, is already there. One compare-and-set in Redis (ARGV[4]: 'value' or 'mark').
+ */
+const SET_IF_NEWER = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, obj = pcall(cjson.decode, cur)
+  if ok and type(obj) == 'table' and tonumber(obj.v) then
+    local have, new = tonumber(obj.v), tonumber(ARGV[1])
+    if have > new or (have == new and (ARGV[4] == 'mark' or not obj.t)) then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1`;
+
+interface Versioned {
+  v: number;
+  d?: unknown;
+  t?: 1;
+}
 
 /**
  * Cache-aside with two layers: L1 (lru-cache, per process, short TTL) and Redis (shared, namespace TTL).
@@ -69,26 +106,39 @@ export function createCache(opts: CacheOptions): CacheProvider {
       return undefined;
     }
   }
+  const setIfNewer = (key: string, version: number, json: string, ttlSec: number, kind: 'value' | 'mark') =>
+    redisCall((r) => r.eval(SET_IF_NEWER, 1, key, String(version), json, String(ttlSec), kind));
 
   return {
-    namespace<T>(name: string, nsOpts: NamespaceOptions): TenantCache<T> {
+    namespace<T>(name: string, nsOpts: NamespaceOptions<T>): TenantCache<T> {
       if (!NAME.test(name)) throw new Error(`cache name ${name} must match ${NAME}`);
       const l1Ttl = Math.min(opts.l1TtlMs, nsOpts.ttlSec * 1000);
       const fullKey = (tenantId: string, key: string) => `tenant:${tenantId}:${name}:${key}`;
+      const versionOf = nsOpts.version;
 
       async function load(k: string, loader: () => Promise<T>): Promise<T> {
         const gen = generation.get(k) ?? 0;
         const current = () => (generation.get(k) ?? 0) === gen;
         const cached = await redisCall((r) => r.get(opts.prefix + k));
         if (typeof cached === 'string') {
-          counter.inc({ cache: name, result: 'hit' });
-          const value = JSON.parse(cached) as T;
-          if (l1Ttl > 0 && current()) l1.set(k, { value }, { ttl: l1Ttl });
-          return value;
+          const stored: Versioned = versionOf ? (JSON.parse(cached) as Versioned) : { v: 0, d: JSON.parse(cached) };
+          if (!stored.t) {
+            counter.inc({ cache: name, result: 'hit' });
+            const value = stored.d as T;
+            if (l1Ttl > 0 && current()) l1.set(k, { value }, { ttl: l1Ttl });
+            return value;
+          }
         }
         counter.inc({ cache: name, result: 'miss' });
         const value = await loader();
         if (!current()) return value;
+        if (versionOf) {
+          const v = versionOf(value);
+          // Refused when Redis already has this version or a newer one (or a newer invalidation marker).
+          const stored = await setIfNewer(opts.prefix + k, v, JSON.stringify({ v, d: value } satisfies Versioned), nsOpts.ttlSec, 'value');
+          if (l1Ttl > 0 && stored !== 0 && current()) l1.set(k, { value }, { ttl: l1Ttl });
+          return value;
+        }
         if (l1Ttl > 0) l1.set(k, { value }, { ttl: l1Ttl });
         await redisCall((r) => r.set(opts.prefix + k, JSON.stringify(value), 'EX', nsOpts.ttlSec));
         return value;
@@ -109,13 +159,18 @@ export function createCache(opts: CacheOptions): CacheProvider {
           inflight.set(k, p);
           return p;
         },
-        async invalidate(tenantId, key) {
+        async invalidate(tenantId, key, version) {
           const k = fullKey(tenantId, key);
           generation.set(k, (generation.get(k) ?? 0) + 1);
           inflight.delete(k);
           l1.delete(k);
-          await redisCall((r) => r.del(opts.prefix + k));
+          if (!redis) return true;
+          const landed =
+            versionOf && version !== undefined
+              ? await setIfNewer(opts.prefix + k, version, JSON.stringify({ v: version, t: 1 } satisfies Versioned), nsOpts.ttlSec, 'mark')
+              : await redisCall((r) => r.del(opts.prefix + k));
           await redisCall((r) => r.publish(channel, k));
+          return landed !== undefined;
         },
       };
     },

@@ -6,6 +6,7 @@ import type { toPage } from '../../../platform/http/pagination.ts';
 import type { EventPublisher } from '../../../platform/outbox/publisher.ts';
 import type { Audit } from '../../audit/index.ts';
 import { projectNotFound } from '../projects.errors.ts';
+import { PROJECT_EVENTS, type CacheStaleEvent, type CacheStalePayload } from '../projects.events.ts';
 import { findProject, projectsScope, type Project, type ProjectsTables, type Trx } from '../projects.repo.ts';
 import type { Task } from '../tasks.repo.ts';
 
@@ -68,6 +69,14 @@ export interface UseCaseContext {
   publish(trx: Trx, ctx: TenantActorContext, name: string, payload: object): Promise<void>;
   /** Hot read through the cache (loads from the primary; not-found throws, so misses are never cached). */
   getProject(tenantId: string, id: string): Promise<Project>;
+  /**
+   * A cached row changes in this transaction: its invalidation is owed. The event commits with the change
+   * and its handler invalidates until Redis takes it (a writer cut off from Redis cannot leave a stale
+   * entry behind); call `invalidate` after commit too, for the common case, at once.
+   */
+  markStale(trx: Trx, ctx: TenantActorContext, change: CacheStalePayload): Promise<void>;
+  /** Invalidates now; false when Redis was unreachable (the outbox handler will retry). */
+  invalidate(tenantId: string, change: CacheStalePayload): Promise<boolean>;
 }
 
 /** The user a change is attributed to (an API key acts for the user who created it). */
@@ -83,8 +92,9 @@ export function reviveDates<T extends { createdAt: Date; updatedAt: Date }>(v: T
 
 export function createUseCaseContext(deps: ProjectsDeps): UseCaseContext {
   const scope = projectsScope(deps.db);
-  const projectCache = deps.cache.namespace<Project>('projects', { ttlSec: CACHE_TTL_SEC });
-  const taskCache = deps.cache.namespace<Task>('tasks', { ttlSec: CACHE_TTL_SEC });
+  // Versioned: a read racing an update can never write the older row back after the invalidation.
+  const projectCache = deps.cache.namespace<Project>('projects', { ttlSec: CACHE_TTL_SEC, version: (p) => p.version });
+  const taskCache = deps.cache.namespace<Task>('tasks', { ttlSec: CACHE_TTL_SEC, version: (t) => t.version });
   return {
     scope,
     deps,
@@ -95,6 +105,15 @@ export function createUseCaseContext(deps: ProjectsDeps): UseCaseContext {
     },
     async publish(trx, ctx, name, payload) {
       await deps.events.add(trx, { name, tenantId: ctx.tenantId, payload, requestId: ctx.requestId ?? undefined });
+    },
+    async markStale(trx, ctx, change) {
+      // Not a domain event of the tenant (no webhook, no tenant data touched by its handler): it travels as
+      // a platform event, the tenant named in the payload for the cache key.
+      const payload: CacheStaleEvent = { ...change, tenantId: ctx.tenantId };
+      await deps.events.add(trx, { name: PROJECT_EVENTS.cacheStale, tenantId: null, payload, requestId: ctx.requestId ?? undefined });
+    },
+    invalidate(tenantId, change) {
+      return (change.cache === 'projects' ? projectCache : taskCache).invalidate(tenantId, change.key, change.version);
     },
     async getProject(tenantId, id) {
       // Loads go to the primary: a lagging replica must not refill the cache with a stale row after an invalidation.

@@ -6,6 +6,7 @@ import { PROJECT_EVENTS, type ProjectCreatedPayload } from '../projects.events.t
 import * as repo from '../projects.repo.ts';
 import type { Project, ProjectChanges, ProjectSort } from '../projects.repo.ts';
 import { actingUser, auditChanges, changedFields, etagOf, ifMatchHolds, type Page, type UseCaseContext } from './context.ts';
+import { DELETED } from '../../../platform/cache/cache.ts';
 
 export interface ProjectListParams {
   archived?: boolean;
@@ -79,9 +80,10 @@ export function projectUseCases(c: UseCaseContext): ProjectUseCases {
         if (Object.keys(diff).length === 0) return current;
         const project = await repo.updateProject(trx, tenantId, id, diff);
         await c.record(trx, ctx, 'projects.project.update', { type: 'project', id }, auditChanges(current, diff));
+        await c.markStale(trx, ctx, { cache: 'projects', key: id, version: project.version });
         return project;
       });
-      await c.projectCache.invalidate(tenantId, id);
+      await c.invalidate(tenantId, { cache: 'projects', key: id, version: updated.version });
       return updated;
     },
 
@@ -93,9 +95,10 @@ export function projectUseCases(c: UseCaseContext): ProjectUseCases {
         if (!ifMatchHolds(ifMatch, etagOf(current))) throw preconditionFailed(etagOf(current));
         await repo.deleteProject(trx, tenantId, id);
         await c.record(trx, ctx, 'projects.project.delete', { type: 'project', id }, { key: current.key });
+        await c.markStale(trx, ctx, { cache: 'projects', key: id, version: DELETED });
       });
       // Its tasks are gone too (cascade); cached tasks are re-checked against their project on read.
-      await c.projectCache.invalidate(tenantId, id);
+      await c.invalidate(tenantId, { cache: 'projects', key: id, version: DELETED });
     },
   };
 }

@@ -8,6 +8,7 @@ import { findProject, nextTaskNumber } from '../projects.repo.ts';
 import * as repo from '../tasks.repo.ts';
 import type { Task, TaskChanges, TaskFilters, TaskSort } from '../tasks.repo.ts';
 import { actingUser, auditChanges, changedFields, etagOf, ifMatchHolds, normalizeLabels, reviveDates, type Page, type UseCaseContext } from './context.ts';
+import { DELETED } from '../../../platform/cache/cache.ts';
 
 export interface TaskListParams extends TaskFilters {
   sort?: TaskSort;
@@ -43,7 +44,7 @@ export function taskUseCases(c: UseCaseContext): TaskUseCases {
         await c.getProject(tenantId, task.projectId);
       } catch (err) {
         if (!(err instanceof AppError && err.status === 404)) throw err;
-        await c.taskCache.invalidate(tenantId, id);
+        await c.invalidate(tenantId, { cache: 'tasks', key: id, version: DELETED });
         throw taskNotFound();
       }
       return task;
@@ -135,9 +136,10 @@ export function taskUseCases(c: UseCaseContext): TaskUseCases {
           };
           await c.publish(trx, ctx, PROJECT_EVENTS.taskAssigned, assigned);
         }
+        await c.markStale(trx, ctx, { cache: 'tasks', key: id, version: updated.version });
         return updated;
       });
-      await c.taskCache.invalidate(tenantId, id);
+      await c.invalidate(tenantId, { cache: 'tasks', key: id, version: task.version });
       return task;
     },
 
@@ -149,8 +151,9 @@ export function taskUseCases(c: UseCaseContext): TaskUseCases {
         if (!ifMatchHolds(ifMatch, etagOf(current))) throw preconditionFailed(etagOf(current));
         await repo.deleteTask(trx, tenantId, id);
         await c.record(trx, ctx, 'projects.task.delete', { type: 'task', id }, { key: current.key });
+        await c.markStale(trx, ctx, { cache: 'tasks', key: id, version: DELETED });
       });
-      await c.taskCache.invalidate(tenantId, id);
+      await c.invalidate(tenantId, { cache: 'tasks', key: id, version: DELETED });
     },
   };
 }

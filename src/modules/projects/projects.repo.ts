@@ -1,5 +1,6 @@
 import { sql, type Expression, type SelectQueryBuilder, type SqlBool, type Transaction } from 'kysely';
 import type { KeysetPosition } from '../../platform/http/pagination.ts';
+import { isStrictDate, isStrictDateTime } from '../../platform/http/input.ts';
 import { isUuid } from '../../platform/ids.ts';
 
 /** Queries over the module's own tables (projects, tasks, task_comments). Always inside db.withTenant. */
@@ -379,9 +380,9 @@ export function validTaskPosition(sort: TaskSort) {
     if (!isCount(n)) return false;
     switch (sort.replace(/^-/, '')) {
       case 'updatedAt':
-        return typeof v === 'string' && /^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/.test(v) && !Number.isNaN(Date.parse(v));
+        return typeof v === 'string' && isStrictDateTime(v);
       case 'dueDate':
-        return v === null || (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(v) && !Number.isNaN(Date.parse(v)));
+        return v === null || (typeof v === 'string' && isStrictDate(v));
       case 'priority':
         return Number.isInteger(v) && (v as number) >= 0 && (v as number) < PRIORITIES.length;
       default:

@@ -1,5 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
+import { isIP } from 'node:net';
+import { bareHost, ForbiddenAddressError, isForbiddenAddress } from '../../platform/net/ssrf.ts';
 import { BrokenCircuitError, BulkheadRejectedError, type ResiliencePolicy } from '../../platform/resilience/policy.ts';
 import { signPayload } from './webhooks.crypto.ts';
 import { guardedLookup, type UrlPolicy } from './webhooks.url.ts';
@@ -47,6 +49,8 @@ function post(msg: WebhookMessage, signal: AbortSignal, timeoutMs: number, urlPo
   const timestamp = Math.floor(Date.now() / 1000);
   const u = new URL(msg.url);
   const client = u.protocol === 'https:' ? https : http;
+  // Node does not call `lookup` for an IP literal: check it here (the address policy may have tightened since registration).
+  if (urlPolicy.strict && isForbiddenAddress(bareHost(u.hostname)) && isIP(bareHost(u.hostname))) return Promise.reject(new ForbiddenAddressError(u.hostname));
   return new Promise<number>((resolve, reject) => {
     const req = client.request(
       u,
@@ -93,7 +97,7 @@ function classify(err: unknown): { kind: ErrorKind; statusCode: number | null; t
   }
   if (err instanceof BrokenCircuitError) return { kind: 'circuit_open', statusCode: null, transient: true };
   if (err instanceof BulkheadRejectedError) return { kind: 'bulkhead_full', statusCode: null, transient: true };
-  if ((err as { code?: string })?.code === 'WEBHOOK_FORBIDDEN_ADDRESS') return { kind: 'forbidden_address', statusCode: null, transient: false };
+  if (err instanceof ForbiddenAddressError) return { kind: 'forbidden_address', statusCode: null, transient: false };
   const name = (err as { name?: string })?.name;
   if (name === 'TimeoutError' || name === 'TaskCancelledError') return { kind: 'timeout', statusCode: null, transient: true };
   return { kind: 'network', statusCode: null, transient: true };

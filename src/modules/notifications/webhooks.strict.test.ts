@@ -6,7 +6,7 @@ import { loadConfig } from '../../platform/config.ts';
 import { createPolicy } from '../../platform/resilience/policy.ts';
 import { decryptSecret, encryptSecret, newSigningSecret, signPayload, verifySignature } from './webhooks.crypto.ts';
 import { sendWebhook } from './webhooks.send.ts';
-import { isForbiddenAddress, urlProblem } from './webhooks.url.ts';
+import { isForbiddenAddress, resolveProblem, urlProblem } from './webhooks.url.ts';
 
 /**
  * The production URL policy (WEBHOOK_STRICT_URLS, always on with NODE_ENV=production): https only, no
@@ -37,6 +37,16 @@ describe('strict (production) webhook URLs', () => {
       'https://[fd00::1]/hook',
       'https://[::ffff:127.0.0.1]/hook',
       'https://localhost/hook',
+      // IPv6 forms carrying IPv4 or other non-global ranges (found by the black-box test)
+      'https://[::127.0.0.1]/hook',
+      'https://[::ffff:0:7f00:1]/hook',
+      'https://[2002:7f00:1::1]/hook',
+      'https://[fec0::1]/hook',
+      'https://[64:ff9b::a9fe:a9fe]/hook',
+      'https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook',
+      'https://[fe80::1]/hook',
+      'https://0x7f.1/hook',
+      'https://2130706433/hook',
     ]) {
       const res = await create(url);
       expect(res.statusCode, `${url} → ${res.body}`).toBe(422);
@@ -57,6 +67,27 @@ describe('strict (production) webhook URLs', () => {
     const result = await sendWebhook(
       { url: 'https://localhost:1/hook', id: 'evt', body: '{}', secret: newSigningSecret() },
       { policy, timeoutMs: 500, urlPolicy: { strict: true } },
+    );
+    expect(result).toMatchObject({ ok: false, transient: false, errorKind: 'forbidden_address' });
+  });
+
+  it('refuses at delivery a name that resolved to a public address at registration and to loopback now (rebinding)', async () => {
+    let calls = 0;
+    const resolve = async () => [{ address: calls++ === 0 ? '93.184.215.14' : '127.0.0.1', family: 4 }];
+    const urlPolicy = { strict: true, resolve };
+    expect(await resolveProblem('https://rebind.example/hook', urlPolicy)).toBeNull();
+    const result = await sendWebhook(
+      { url: 'https://rebind.example/hook', id: 'evt', body: '{}', secret: newSigningSecret() },
+      { policy: createPolicy({ name: 'webhook-test', timeoutMs: 1000 }), timeoutMs: 500, urlPolicy },
+    );
+    expect(result).toMatchObject({ ok: false, transient: false, errorKind: 'forbidden_address' });
+    expect(await resolveProblem('https://internal.example/hook', { strict: true, resolve: async () => [{ address: '127.0.0.1', family: 4 }] })).toMatch(/private/);
+  });
+
+  it('refuses at delivery an IP literal the policy now forbids (no DNS lookup happens for literals)', async () => {
+    const result = await sendWebhook(
+      { url: 'https://[::ffff:0:7f00:1]:1/hook', id: 'evt', body: '{}', secret: newSigningSecret() },
+      { policy: createPolicy({ name: 'webhook-test', timeoutMs: 1000 }), timeoutMs: 500, urlPolicy: { strict: true } },
     );
     expect(result).toMatchObject({ ok: false, transient: false, errorKind: 'forbidden_address' });
   });

@@ -86,6 +86,7 @@ export function registerNotificationsJobs(deps: NotificationsJobsDeps): void {
           'If you were not expecting this, ignore this e-mail.',
         ].join('\n'),
         messageId: event.id,
+        tenantId: event.tenantId,
       });
     },
     { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 },

@@ -2,7 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
 import { bareHost, ForbiddenAddressError, isForbiddenAddress } from '../../platform/net/ssrf.ts';
-import { BrokenCircuitError, BulkheadRejectedError, type ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import { BrokenCircuitError, BulkheadRejectedError, type DestinationPolicy } from '../../platform/resilience/policy.ts';
 import { signPayload } from './webhooks.crypto.ts';
 import { guardedLookup, type UrlPolicy } from './webhooks.url.ts';
 
@@ -32,6 +32,8 @@ export interface WebhookMessage {
   id: string;
   body: string;
   secret: string;
+  /** The org it is sent for: breakers are per destination, concurrency capped per org. */
+  tenantId?: string;
 }
 
 class HttpStatusError extends Error {
@@ -109,12 +111,13 @@ function classify(err: unknown): { kind: ErrorKind; statusCode: number | null; t
  */
 export async function sendWebhook(
   msg: WebhookMessage,
-  deps: { policy: ResiliencePolicy; timeoutMs: number; urlPolicy: UrlPolicy },
+  deps: { policy: DestinationPolicy; timeoutMs: number; urlPolicy: UrlPolicy },
 ): Promise<SendResult> {
   const started = performance.now();
   const durationMs = () => Math.round(performance.now() - started);
   try {
-    const status = await deps.policy.execute((signal) => post(msg, signal, deps.timeoutMs, deps.urlPolicy));
+    const scope = { destination: new URL(msg.url).origin, tenantId: msg.tenantId };
+    const status = await deps.policy.execute(scope, (signal) => post(msg, signal, deps.timeoutMs, deps.urlPolicy));
     return { ok: true, transient: false, statusCode: status, errorKind: null, durationMs: durationMs() };
   } catch (err) {
     const c = classify(err);

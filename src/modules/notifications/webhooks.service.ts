@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Database } from '../../platform/db/database.ts';
 import { decodeCursor, listFingerprint, toPage } from '../../platform/http/pagination.ts';
 import { isUuid, newId } from '../../platform/ids.ts';
-import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import type { DestinationPolicy } from '../../platform/resilience/policy.ts';
 import type { Audit, AuditContext } from '../audit/index.ts';
 import { DELIVERY_REQUESTED, type DeliveryRequestedPayload } from './notifications.events.ts';
 import { deliveryInFlight, deliveryNotFound, deliveryUnavailable, invalidUrl, webhookNotFound } from './notifications.errors.ts';
@@ -32,8 +32,8 @@ export interface WebhooksDeps {
   db: Database;
   audit: Audit;
   logger: Logger;
-  /** platform.policies.webhook: one breaker and bulkhead for every outbound webhook call in the process. */
-  policy: ResiliencePolicy;
+  /** platform.policies.webhook: a breaker per destination, concurrency capped per org and per process. */
+  policy: DestinationPolicy;
   /** Where delivery requests go; absent = deliveries are recorded but only sent by calling deliver() directly. */
   outbox?: OutboxPort;
   secretKey: Buffer;
@@ -240,7 +240,7 @@ export function createWebhooksService(deps: WebhooksDeps) {
         return { retry: false };
       }
       const result = await sendWebhook(
-        { url: endpoint.url, id: d.eventId, body: d.body, secret: decryptSecret(endpoint.secret_ciphertext, deps.secretKey) },
+        { url: endpoint.url, id: d.eventId, body: d.body, secret: decryptSecret(endpoint.secret_ciphertext, deps.secretKey), tenantId },
         { policy: deps.policy, timeoutMs: deps.timeoutMs, urlPolicy: deps.urlPolicy },
       );
       const attemptLog = { tenantId, webhookId: d.webhookId, deliveryId, eventId: d.eventId, attempt: attempt.number, statusCode: result.statusCode, errorKind: result.errorKind, durationMs: result.durationMs };

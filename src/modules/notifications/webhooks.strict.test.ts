@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { loadConfig } from '../../platform/config.ts';
-import { createPolicy } from '../../platform/resilience/policy.ts';
+import { createDestinationPolicy } from '../../platform/resilience/policy.ts';
 import { decryptSecret, encryptSecret, newSigningSecret, signPayload, verifySignature } from './webhooks.crypto.ts';
 import { sendWebhook } from './webhooks.send.ts';
 import { isForbiddenAddress, resolveProblem, urlProblem } from './webhooks.url.ts';
@@ -63,7 +63,7 @@ describe('strict (production) webhook URLs', () => {
   });
 
   it('refuses at connect time too (DNS can change after registration): forbidden_address, not retried', async () => {
-    const policy = createPolicy({ name: 'webhook-test', timeoutMs: 1000 });
+    const policy = createDestinationPolicy({ name: 'webhook-test', timeoutMs: 1000, perTenantLimit: 5, global: { limit: 5, queue: 0 } });
     const result = await sendWebhook(
       { url: 'https://localhost:1/hook', id: 'evt', body: '{}', secret: newSigningSecret() },
       { policy, timeoutMs: 500, urlPolicy: { strict: true } },
@@ -78,7 +78,7 @@ describe('strict (production) webhook URLs', () => {
     expect(await resolveProblem('https://rebind.example/hook', urlPolicy)).toBeNull();
     const result = await sendWebhook(
       { url: 'https://rebind.example/hook', id: 'evt', body: '{}', secret: newSigningSecret() },
-      { policy: createPolicy({ name: 'webhook-test', timeoutMs: 1000 }), timeoutMs: 500, urlPolicy },
+      { policy: createDestinationPolicy({ name: 'webhook-test', timeoutMs: 1000, perTenantLimit: 5, global: { limit: 5, queue: 0 } }), timeoutMs: 500, urlPolicy },
     );
     expect(result).toMatchObject({ ok: false, transient: false, errorKind: 'forbidden_address' });
     expect(await resolveProblem('https://internal.example/hook', { strict: true, resolve: async () => [{ address: '127.0.0.1', family: 4 }] })).toMatch(/private/);
@@ -87,7 +87,7 @@ describe('strict (production) webhook URLs', () => {
   it('refuses at delivery an IP literal the policy now forbids (no DNS lookup happens for literals)', async () => {
     const result = await sendWebhook(
       { url: 'https://[::ffff:0:7f00:1]:1/hook', id: 'evt', body: '{}', secret: newSigningSecret() },
-      { policy: createPolicy({ name: 'webhook-test', timeoutMs: 1000 }), timeoutMs: 500, urlPolicy: { strict: true } },
+      { policy: createDestinationPolicy({ name: 'webhook-test', timeoutMs: 1000, perTenantLimit: 5, global: { limit: 5, queue: 0 } }), timeoutMs: 500, urlPolicy: { strict: true } },
     );
     expect(result).toMatchObject({ ok: false, transient: false, errorKind: 'forbidden_address' });
   });

@@ -92,6 +92,8 @@ export interface EdgeConfig {
   rateLimitOrg: number;
   /** Requests per window per client IP on public routes (signup, login). */
   rateLimitIp: number;
+  /** Failed authentications (401) and authorization misses (403/404 on org routes) per window per client IP. */
+  rateLimitAuthFailures: number;
   /** How long a stored Idempotency-Key response is replayed. */
   idempotencyTtlSec: number;
   /** Lease of an in-flight Idempotency-Key claim, renewed while the request runs (a dead claim frees within it). */
@@ -233,6 +235,7 @@ export function loadConfig(env: Env = process.env): Config {
       rateLimitPrincipal: int(env, 'RATE_LIMIT_PRINCIPAL', 1200, 1, 10_000_000),
       rateLimitOrg: int(env, 'RATE_LIMIT_ORG', 6000, 1, 10_000_000),
       rateLimitIp: int(env, 'RATE_LIMIT_IP', 300, 1, 10_000_000),
+      rateLimitAuthFailures: int(env, 'RATE_LIMIT_AUTH_FAILURES', 60, 1, 10_000_000),
       idempotencyTtlSec: int(env, 'IDEMPOTENCY_TTL_SEC', 86_400, 60, 604_800),
       idempotencyLeaseSec: int(env, 'IDEMPOTENCY_LEASE_SEC', 5, 2, 600),
       // Off by default outside production: embedded PGlite runs queries on the event loop, so its delay is not overload.

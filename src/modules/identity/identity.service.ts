@@ -51,6 +51,8 @@ export function createIdentityService(deps: IdentityDeps) {
   const { db, audit } = deps;
   const sessions = createSessionStore({ db, redis: deps.redis, policy: deps.redisPolicy, prefix: deps.redisPrefix, logger: deps.logger });
   const throttle = createLoginThrottle(db, { ...DEFAULT_THROTTLE, ...deps.throttle });
+  // Other modules' credentials of a disabled user (tenancy's API keys), revoked in the same transaction.
+  const disableHooks: Array<(trx: Transaction<any>, userId: string, ctx: AuditContext) => Promise<void>> = [];
   // Started now so the first unknown-email login costs the same as the others.
   void dummyPasswordHash();
 
@@ -179,6 +181,7 @@ export function createIdentityService(deps: IdentityDeps) {
         const res = await trx.updateTable('users').set({ disabled_at: disabled ? new Date() : null, updated_at: new Date() }).where('id', '=', userId).executeTakeFirst();
         if (Number(res.numUpdatedRows) === 0) throw userNotFound();
         const revoked = disabled ? await sessions.revoke(trx, { userId }) : [];
+        if (disabled) for (const hook of disableHooks) await hook(trx, userId, ctx);
         await audit.record(trx, {
           orgId: PLATFORM_AUDIT_TENANT,
           action: disabled ? 'user.disabled' : 'user.enabled',
@@ -208,6 +211,10 @@ export function createIdentityService(deps: IdentityDeps) {
       });
       await sessions.forget(await sessions.activeHashes(userId));
       return getUser(userId);
+    },
+
+    onDisabled(hook: (trx: Transaction<any>, userId: string, ctx: AuditContext) => Promise<void>): void {
+      disableHooks.push(hook);
     },
 
     /** For API keys: a key stops working when its creator is disabled. */

@@ -7,6 +7,7 @@ import { accessRoutes } from './tenancy.access.routes.ts';
 import { createApiKeys } from './tenancy.api-keys.ts';
 import { createAuthenticator } from './tenancy.authenticator.ts';
 import { createInvitations } from './tenancy.invitations.ts';
+import { revokeKeysOnDisable } from './tenancy.key-revocation.ts';
 import { tenancyRoutes } from './tenancy.routes.ts';
 import type { TenancyOutbox } from './tenancy.invitations.ts';
 import { createTenancyService, type TenancyService } from './tenancy.service.ts';
@@ -28,6 +29,7 @@ export function createTenancy(deps: { db: Database; audit: Audit; identity: Iden
   const service = createTenancyService(deps);
   const invitations = createInvitations(deps);
   const apiKeys = createApiKeys(deps);
+  deps.identity.onDisabled(revokeKeysOnDisable(deps.audit));
   return {
     service,
     authenticator: createAuthenticator({ identity: deps.identity, tenancy: service, apiKeys }),

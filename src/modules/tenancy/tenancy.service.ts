@@ -5,6 +5,7 @@ import { newId } from '../../platform/ids.ts';
 import type { Audit, AuditContext } from '../audit/index.ts';
 import type { Identity, User } from '../identity/index.ts';
 import { lastOwner, memberNotFound, roleNotAllowed } from './tenancy.errors.ts';
+import { revokeKeysCreatedBy } from './tenancy.key-revocation.ts';
 import { decodeCursor, page } from './tenancy.paging.ts';
 import { isSubset, permissionsOf, type Role } from './tenancy.roles.ts';
 
@@ -162,7 +163,8 @@ export function createTenancyService(deps: TenancyDeps) {
         if (!self) assertMayGrant(current.role, held);
         if (current.role === 'owner') await assertNotLastOwner(trx, orgId, userId);
         await trx.deleteFrom('memberships').where('user_id', '=', userId).execute();
-        await audit.record(trx, { orgId, action: self ? 'member.left' : 'member.removed', target: { type: 'user', id: userId }, changes: { role: { from: current.role } }, context: ctx });
+        const apiKeysRevoked = await revokeKeysCreatedBy(trx, userId);
+        await audit.record(trx, { orgId, action: self ? 'member.left' : 'member.removed', target: { type: 'user', id: userId }, changes: { role: { from: current.role }, ...(apiKeysRevoked > 0 ? { apiKeysRevoked } : {}) }, context: ctx });
       });
     },
 

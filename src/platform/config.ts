@@ -45,7 +45,7 @@ export interface Config {
   /** Jobs (BullMQ): lock duration and stalled check — how soon a job of a killed worker runs again. */
   jobsStalledMs: number;
   /** Login throttling: processed failed logins per sliding hour before 429 (identity). */
-  loginThrottle: { perAccountPerHour: number; perIpPerHour: number };
+  loginThrottle: { perAccountPerHour: number; perIpPerHour: number; perAccountIpPerHour: number; delayAfter: number; maxDelaySec: number };
 }
 
 export interface NotificationsConfig {
@@ -226,6 +226,9 @@ export function loadConfig(env: Env = process.env): Config {
     loginThrottle: {
       perAccountPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR', 100, 1, 1_000_000),
       perIpPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_IP_PER_HOUR', 1000, 1, 10_000_000),
+      perAccountIpPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_IP_PER_HOUR', 10, 1, 1_000_000),
+      delayAfter: int(env, 'LOGIN_DELAY_AFTER_FAILURES', 5, 1, 1_000_000),
+      maxDelaySec: int(env, 'LOGIN_MAX_DELAY_SEC', 300, 1, 3_600),
     },
     metricsToken: metricsToken(env),
     metricsPort: str(env, 'METRICS_PORT') === undefined ? undefined : int(env, 'METRICS_PORT', 0, 0, 65535),

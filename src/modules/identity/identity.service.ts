@@ -9,7 +9,7 @@ import { PLATFORM_AUDIT_TENANT, type Audit, type AuditContext } from '../audit/i
 import { emailTaken, invalidCredentials, isUniqueViolation, sessionNotFound, userNotFound } from './identity.errors.ts';
 import { checkPasswordPolicy, dummyPasswordHash, hashPassword, verifyPassword } from './identity.passwords.ts';
 import { createSessionStore, type SessionMeta } from './identity.sessions.ts';
-import { createLoginThrottle, DEFAULT_THROTTLE, type ThrottleLimits } from './identity.throttle.ts';
+import { createLoginLockout, DEFAULT_LOCKOUT, type LockoutLimits } from './identity.lockout.ts';
 import { AppError } from '../../platform/http/errors.ts';
 
 export interface User {
@@ -29,7 +29,7 @@ export interface IdentityDeps {
   redisPrefix: string;
   logger: Logger;
   audit: Audit;
-  throttle?: Partial<ThrottleLimits>;
+  throttle?: Partial<LockoutLimits>;
 }
 
 export const normalizeEmail = (email: string) => email.trim().toLowerCase();
@@ -50,7 +50,7 @@ const USER_COLUMNS = ['id', 'email', 'name', 'is_platform_admin', 'disabled_at',
 export function createIdentityService(deps: IdentityDeps) {
   const { db, audit } = deps;
   const sessions = createSessionStore({ db, redis: deps.redis, policy: deps.redisPolicy, prefix: deps.redisPrefix, logger: deps.logger });
-  const throttle = createLoginThrottle(db, { ...DEFAULT_THROTTLE, ...deps.throttle });
+  const throttle = createLoginLockout(db, { ...DEFAULT_LOCKOUT, ...deps.throttle });
   // Other modules' credentials of a disabled user (tenancy's API keys), revoked in the same transaction.
   const disableHooks: Array<(trx: Transaction<any>, userId: string, ctx: AuditContext) => Promise<void>> = [];
   // Started now so the first unknown-email login costs the same as the others.

@@ -1,0 +1,7 @@
+import { sql, type Kysely } from 'kysely';
+
+/** Failed logins are also counted per (account, client IP) pair: the lockout policy's first limit. */
+export async function up(db: Kysely<any>): Promise<void> {
+  await sql`alter table login_attempts drop constraint login_attempts_scope_check`.execute(db);
+  await sql`alter table login_attempts add constraint login_attempts_scope_check check (scope in ('account', 'ip', 'account_ip'))`.execute(db);
+}

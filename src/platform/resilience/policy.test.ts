@@ -120,6 +120,8 @@ describe('per-destination policies', () => {
     expect(await p.execute({ destination: 'b.example', tenantId: 't1' }, async () => 2)).toBe(2);
     expect(p.breakerState('a.example')).toBe('open');
     expect(p.breakerState('b.example')).toBe('closed');
+    const open = await register.getSingleMetric('plinth_outbound_breakers_open')?.get();
+    expect(open?.values.find((v) => v.labels.policy === 'dest-test')?.value).toBe(1);
   });
 
   it('caps concurrent calls per tenant and releases the slots', async () => {

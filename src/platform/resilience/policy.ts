@@ -42,6 +42,7 @@ export interface PolicyOptions {
   metrics?: boolean;
   /** Extra fields on breaker-transition log lines (e.g. the destination). */
   logFields?: Record<string, unknown>;
+  onBreakerStateChange?: (state: 'closed' | 'open' | 'half-open' | 'isolated') => void;
 }
 
 export interface ResiliencePolicy {
@@ -139,6 +140,7 @@ export function createPolicy(opts: PolicyOptions): ResiliencePolicy {
       gauge?.set({ breaker: opts.name }, STATE_VALUE[state]);
       const level = state === CircuitState.Open ? 'warn' : 'info';
       opts.logger?.[level]({ breaker: opts.name, state: STATE_NAME[state], ...opts.logFields }, `circuit breaker ${opts.name} ${STATE_NAME[state]}`);
+      opts.onBreakerStateChange?.(STATE_NAME[state]);
     });
     layers.push(b);
   }
@@ -183,15 +185,40 @@ export interface DestinationPolicyOptions extends PolicyOptions {
   maxDestinations?: number;
 }
 
+function openDestinationsGauge(): Gauge<'policy'> {
+  const name = 'plinth_outbound_breakers_open';
+  const existing = register.getSingleMetric(name) as Gauge<'policy'> | undefined;
+  return existing ?? new Gauge({ name, help: 'Destinations whose circuit breaker is open or half-open, per outbound policy', labelNames: ['policy'] });
+}
+
 export function createDestinationPolicy(opts: DestinationPolicyOptions): DestinationPolicy {
   const { perTenantLimit, global, maxDestinations = 10_000, ...base } = opts;
   const globalBulkhead = bulkheadPolicy(global.limit, global.queue);
-  const policies = new LRUCache<string, ResiliencePolicy>({ max: maxDestinations });
+  // Destinations whose breaker is not closed, exported as one gauge per policy (a label per destination would be unbounded).
+  const notClosed = new Set<string>();
+  const gauge = openDestinationsGauge();
+  gauge.set({ policy: opts.name }, 0);
+  const policies = new LRUCache<string, ResiliencePolicy>({
+    max: maxDestinations,
+    dispose: (_p, destination) => {
+      notClosed.delete(destination);
+      gauge.set({ policy: opts.name }, notClosed.size);
+    },
+  });
   const inFlight = new Map<string, number>();
   const policyFor = (destination: string) => {
     let p = policies.get(destination);
     if (!p) {
-      p = createPolicy({ ...base, metrics: false, logFields: { destination } });
+      p = createPolicy({
+        ...base,
+        metrics: false,
+        logFields: { destination },
+        onBreakerStateChange: (state) => {
+          if (state === 'closed') notClosed.delete(destination);
+          else notClosed.add(destination);
+          gauge.set({ policy: opts.name }, notClosed.size);
+        },
+      });
       policies.set(destination, p);
     }
     return p;

@@ -118,6 +118,12 @@ export function createRedisRateLimitStore(redis: Redis, prefix: string): RateLim
  * Redis when it answers, a process-local limiter when it does not (breaker open, timeout): limits stay
  * enforced per instance instead of failing open or failing every request.
  */
+/** The policy's timeout abandons a slow call: its late rejection must not become an unhandled one. */
+function settled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
 export function createResilientRateLimitStore(opts: {
   redis: Redis;
   prefix: string;
@@ -132,7 +138,7 @@ export function createResilientRateLimitStore(opts: {
     lastSource: () => source,
     async consume(key, policy) {
       try {
-        const decision = await opts.policy.execute(() => primary.consume(key, policy));
+        const decision = await opts.policy.execute(() => settled(primary.consume(key, policy)));
         if (source === 'memory') opts.logger?.info('rate limiter: Redis is back, using shared limits again');
         source = 'redis';
         return decision;
@@ -144,7 +150,7 @@ export function createResilientRateLimitStore(opts: {
     },
     async peek(key, policy) {
       try {
-        return await opts.policy.execute(() => primary.peek(key, policy));
+        return await opts.policy.execute(() => settled(primary.peek(key, policy)));
       } catch {
         return local.peek(key, policy);
       }

@@ -14,9 +14,11 @@ import type { ThrottleLimits } from './identity.throttle.ts';
  *     attempt waits 2^(n - delayAfter) s after the latest failure (1 s, 2 s, 4 s … at most `maxDelaySec`,
  *     300 s), and at most `perAccountPerHour` (100) — a distributed guesser gets a few dozen guesses an
  *     hour instead of thousands.
- * Limit 3 does not apply to a client IP from which this account has signed in successfully before (it
- * has a session row from that IP): whoever floods an account with wrong passwords from elsewhere cannot
- * keep its owner out, and at worst a new device waits `maxDelaySec` between attempts, never an hour.
+ * From a client IP where this account has signed in successfully before (a session row from that IP),
+ * limits 1 and 3 are checked after the password instead of before: the right password gets through, a
+ * wrong one is still a 429 once over a limit. So whoever floods an account with wrong passwords — from
+ * elsewhere or even from the owner's own address — cannot keep its owner out of their usual devices, and
+ * a new device waits at most `maxDelaySec` between attempts, never an hour. Limit 2 applies to everyone.
  * Attempts are reserved before the password is checked, under advisory locks, so concurrent guesses
  * cannot overshoot; a success releases its reservation.
  */
@@ -62,21 +64,24 @@ export function createLoginLockout(db: Database, limits: LockoutLimits) {
   }
 
   return {
-    /** Reserves the attempt, or throws 429 with Retry-After. */
-    async begin(accountKey: string, ip: string): Promise<string[]> {
+    /**
+     * Reserves the attempt, or throws 429 with Retry-After. From a known source over a limit it returns
+     * the 429 as `refusal` instead: the caller throws it only if the password turns out wrong.
+     */
+    async begin(accountKey: string, ip: string): Promise<string[] & { refusal?: AppError }> {
       return db.app.transaction().execute(async (trx) => {
         const pairKey = `${accountKey} ${ip}`;
         const pair = await window(trx, 'account_ip', pairKey);
-        if (pair.n >= limits.perAccountIpPerHour) throw tooMany(pair.oldest + WINDOW_MS);
         const byIp = await window(trx, 'ip', ip);
         if (byIp.n >= limits.perIpPerHour) throw tooMany(byIp.oldest + WINDOW_MS);
         const account = await window(trx, 'account', accountKey);
-        const pressured = account.n >= Math.min(limits.delayAfter, limits.perAccountPerHour);
-        if (pressured && !(await knownSource(trx, accountKey, ip))) {
-          if (account.n >= limits.perAccountPerHour) throw tooMany(account.oldest + WINDOW_MS);
-          const delayMs = Math.min(2 ** (account.n - limits.delayAfter), limits.maxDelaySec) * 1000;
-          if (Date.now() < account.newest + delayMs) throw tooMany(account.newest + delayMs);
-        }
+        const delayMs = Math.min(2 ** (account.n - limits.delayAfter), limits.maxDelaySec) * 1000;
+        const refusal =
+          pair.n >= limits.perAccountIpPerHour ? tooMany(pair.oldest + WINDOW_MS)
+          : account.n >= limits.perAccountPerHour ? tooMany(account.oldest + WINDOW_MS)
+          : account.n >= limits.delayAfter && Date.now() < account.newest + delayMs ? tooMany(account.newest + delayMs)
+          : undefined;
+        if (refusal && !(await knownSource(trx, accountKey, ip))) throw refusal;
         // Keys that are never tried again would keep their rows: now and then, sweep a batch of expired ones.
         if (Math.random() < SWEEP_PROBABILITY) {
           await sql`delete from login_attempts where id in (
@@ -88,7 +93,7 @@ export function createLoginLockout(db: Database, limits: LockoutLimits) {
           { id: newId(), scope: 'account_ip', key: pairKey },
         ];
         await trx.insertInto('login_attempts').values(rows).execute();
-        return rows.map((r) => r.id);
+        return Object.assign(rows.map((r) => r.id), { refusal });
       });
     },
     /** A successful attempt does not count as a failure. */

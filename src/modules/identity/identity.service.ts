@@ -112,7 +112,7 @@ export function createIdentityService(deps: IdentityDeps) {
         .executeTakeFirst();
       // Same work whether or not the account exists: one argon2id verification.
       const ok = await verifyPassword(row?.password_hash ?? (await dummyPasswordHash()), password);
-      if (!row || !ok || row.disabled_at) throw invalidCredentials();
+      if (!row || !ok || row.disabled_at) throw reserved.refusal ?? invalidCredentials();
       await throttle.succeeded(reserved);
       const user = toUser(row);
       const session = await inPlatformTx(async (trx) => {
@@ -154,7 +154,7 @@ export function createIdentityService(deps: IdentityDeps) {
       // Guessing the current password (e.g. with a stolen session) is throttled like a login.
       const reserved = await throttle.begin(normalizeEmail(row.email), meta.ip ?? 'unknown');
       if (!(await verifyPassword(row.password_hash, current))) {
-        throw new AppError('IDENTITY.WRONG_PASSWORD', 403, 'The current password is incorrect');
+        throw reserved.refusal ?? new AppError('IDENTITY.WRONG_PASSWORD', 403, 'The current password is incorrect');
       }
       await throttle.succeeded(reserved);
       checkPasswordPolicy(next, { email: row.email, name: row.name });

@@ -90,6 +90,7 @@ async function seedOrgA() {
 }
 
 const bMarkers = await seedOrgB();
+const bIds = bMarkers.filter((m) => /^[0-9a-f-]{36}$/.test(m));
 const a = await seedOrgA();
 
 /** org A's credentials: its owner's session, and an API key with every scope the owner holds; renewed if the fuzz revokes them. */
@@ -204,6 +205,21 @@ function mutated(op: Operation): fc.Arbitrary<Req> {
     mutations.push(fc.record({ q: fc.constantFrom(...queryNames), v: fc.oneof(fc.constantFrom(...HOSTILE_STRINGS), hostileValue()) }).map(({ q, v }) => (r: Req) => ({ ...r, query: { ...r.query, [q]: v } })));
     mutations.push(fc.record({ q: fc.constantFrom(...queryNames), v: fc.constantFrom(...RAW_QUERY_VALUES) }).map(({ q, v }) => (r: Req) => ({ ...r, rawQuery: `${q}=${v}` })));
     mutations.push(fc.constantFrom('unknown=1', 'limit=1&limit=2', 'sort=__proto__', 'x%00=1').map((raw) => (r: Req) => ({ ...r, rawQuery: raw })));
+  }
+  // boundary numbers around each numeric parameter's limits
+  const numeric = op.params.filter((p) => p.in === 'query' && ['integer', 'number'].includes(p.schema?.type));
+  if (numeric.length > 0) {
+    mutations.push(fc.record({ p: fc.constantFrom(...numeric), d: fc.constantFrom(-1, 0, 1) }).map(({ p, d }) => (r: Req) => {
+      const edge = fc.sample(fc.constantFrom(p.schema.minimum ?? 0, p.schema.maximum ?? 2 ** 31), 1)[0]!;
+      return { ...r, query: { ...r.query, [p.name]: edge + d } };
+    }));
+  }
+  // org B's ids where org A's are expected: a parameter or an id-valued body field
+  const idFields = bodyFields.filter((f) => /Id$|^id$/.test(f));
+  if (pathNames.length > 0 || idFields.length > 0) {
+    mutations.push(fc.record({ at: fc.constantFrom(...pathNames.map((n) => ['path', n]), ...idFields.map((n) => ['body', n])), id: fc.constantFrom(...bIds) }).map(({ at: [where, name], id }) => (r: Req) =>
+      where === 'path' ? { ...r, path: { ...r.path, [name!]: id } } : { ...r, body: { ...(r.body as object), [name!]: id } },
+    ));
   }
   if (queryNames.includes('cursor')) mutations.push(fc.constantFrom(...CURSORS).map((c) => (r: Req) => ({ ...r, query: { ...r.query, cursor: c } })));
   if (pathNames.length > 0) {

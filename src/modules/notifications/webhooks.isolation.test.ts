@@ -10,11 +10,11 @@ import { sendWebhook } from './webhooks.send.ts';
  * destination, concurrency is capped per tenant (the process's real webhook policy, as main.ts builds it).
  */
 const servers: Server[] = [];
-async function receiver(answer: () => number | 'hang'): Promise<string> {
+async function receiver(answer: (path: string) => number | 'hang'): Promise<string> {
   const server = createServer((req, res) => {
     req.resume();
     req.on('end', () => {
-      const a = answer();
+      const a = answer(req.url ?? '/');
       if (a !== 'hang') res.writeHead(a).end();
     });
   });
@@ -50,10 +50,20 @@ describe('per-destination webhook breakers and per-tenant bulkheads', () => {
       // interleaved: B is unaffected all along
       expect((await sendWebhook(msg(healthy, 'org-b'), deps)).ok).toBe(true);
     }
-    expect(policies.webhook.breakerState(new URL(failing).origin)).toBe('open');
+    expect(policies.webhook.breakerState(failing)).toBe('open');
     expect((await sendWebhook(msg(failing, 'org-a'), deps)).errorKind).toBe('circuit_open');
     for (let i = 0; i < 5; i++) expect((await sendWebhook(msg(healthy, 'org-b'), deps)).ok).toBe(true);
-    expect(policies.webhook.breakerState(new URL(healthy).origin)).toBe('closed');
+    expect(policies.webhook.breakerState(healthy)).toBe('closed');
+  });
+
+  it('two orgs on one receiver host (different paths, as on an integration platform) are isolated too', async () => {
+    const policies = createOutboundPolicies();
+    const deps = { policy: policies.webhook, timeoutMs: 2_000, urlPolicy: { strict: false } };
+    const shared = await receiver((path) => (path.startsWith('/broken') ? 500 : 200));
+    const origin = new URL(shared).origin;
+    for (let i = 0; i < OUTBOUND_LIMITS.webhook.breaker.threshold; i++) await sendWebhook(msg(`${origin}/broken/org-a`, 'org-a'), deps);
+    expect((await sendWebhook(msg(`${origin}/broken/org-a`, 'org-a'), deps)).errorKind).toBe('circuit_open');
+    expect((await sendWebhook(msg(`${origin}/fine/org-b`, 'org-b'), deps)).ok).toBe(true);
   });
 
   it("org A's slow receivers hold at most its own cap of concurrent deliveries; org B still gets through", async () => {

@@ -116,7 +116,8 @@ export async function sendWebhook(
   const started = performance.now();
   const durationMs = () => Math.round(performance.now() - started);
   try {
-    const scope = { destination: new URL(msg.url).origin, tenantId: msg.tenantId };
+    // Keyed by endpoint, not host: tenants often share a receiver host (an integration platform) with their own paths.
+    const scope = { destination: msg.url, tenantId: msg.tenantId };
     const status = await deps.policy.execute(scope, (signal) => post(msg, signal, deps.timeoutMs, deps.urlPolicy));
     return { ok: true, transient: false, statusCode: status, errorKind: null, durationMs: durationMs() };
   } catch (err) {

@@ -158,7 +158,7 @@ export function createPolicy(opts: PolicyOptions): ResiliencePolicy {
 
 /** Which outbound destination a call goes to, and for which tenant (for the per-tenant cap). */
 export interface OutboundScope {
-  /** e.g. a webhook URL's origin, the SMTP relay, the payment gateway account. */
+  /** e.g. a webhook endpoint URL, the SMTP relay, the payment gateway account. */
   destination: string;
   tenantId?: string | null;
 }

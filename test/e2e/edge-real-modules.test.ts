@@ -45,4 +45,17 @@ describe('edge protection on the real composition', () => {
     expect(forged.statusCode).toBe(401);
     expect(forged.headers.ratelimit).toMatch(/^"auth-failures";r=\d+;t=\d+$/);
   });
+
+  it('an empty body with Content-Type: application/json is accepted on routes that take none (DELETE, logout)', async () => {
+    const bob = await signup(t.app);
+    const other = await t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: bob.email, password: bob.password } });
+    const json = { 'content-type': 'application/json' };
+    const sessions = (await t.app.inject({ url: '/v1/me/sessions', headers: bob.auth })).json().data as Array<{ id: string; current: boolean }>;
+    const notCurrent = sessions.find((s) => !s.current)!;
+    const del = await t.app.inject({ method: 'DELETE', url: `/v1/me/sessions/${notCurrent.id}`, headers: { ...bob.auth, ...json }, payload: '' });
+    expect(del.statusCode, del.body).toBe(204);
+    expect((await t.app.inject({ url: '/v1/me', headers: bearer(other.json().token) })).statusCode).toBe(401);
+    const own = await t.app.inject({ method: 'POST', url: '/v1/auth/logout', headers: { ...bob.auth, ...json }, payload: '' });
+    expect(own.statusCode, own.body).toBe(204);
+  });
 });

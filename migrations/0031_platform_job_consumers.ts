@@ -6,6 +6,9 @@ import { grantApp } from '../src/platform/migrate/helpers.ts';
  * process relays it (an old worker beside a new one during a rolling deploy). Expand-only: old code never
  * reads this table, new code fills it at worker start.
  */
+/** Only widens/adds: the previous release runs unchanged beside it (rollback needs no schema rollback). */
+export const phase = 'expand';
+
 export async function up(db: Kysely<any>): Promise<void> {
   await sql`
     create table job_consumers (

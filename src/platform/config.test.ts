@@ -6,12 +6,12 @@ describe('config', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ port: 3000, host: '127.0.0.1', databaseUrl: undefined, redisUrl: undefined, shutdownGraceMs: 10_000 });
     expect(c.dataDir).toMatch(/\.plinth$/);
-    expect(c.loginThrottle).toEqual({ perAccountPerHour: 100, perIpPerHour: 1000 });
+    expect(c.loginThrottle).toEqual({ perAccountPerHour: 100, perIpPerHour: 1000, perAccountIpPerHour: 10, delayAfter: 5, maxDelaySec: 300 });
   });
 
   it('reads the login throttling limits', () => {
     const c = loadConfig({ LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR: '20', LOGIN_MAX_FAILURES_PER_IP_PER_HOUR: '500' });
-    expect(c.loginThrottle).toEqual({ perAccountPerHour: 20, perIpPerHour: 500 });
+    expect(c.loginThrottle).toMatchObject({ perAccountPerHour: 20, perIpPerHour: 500 });
   });
 
   it.each([

@@ -47,7 +47,7 @@ export interface Config {
   /** A consumer seen for the first time also gets the events of its name that occurred this long before (rolling deploys). */
   jobsConsumerBackfillMs: number;
   /** Login throttling: processed failed logins per sliding hour before 429 (identity). */
-  loginThrottle: { perAccountPerHour: number; perIpPerHour: number };
+  loginThrottle: { perAccountPerHour: number; perIpPerHour: number; perAccountIpPerHour: number; delayAfter: number; maxDelaySec: number };
 }
 
 export interface NotificationsConfig {
@@ -94,6 +94,8 @@ export interface EdgeConfig {
   rateLimitOrg: number;
   /** Requests per window per client IP on public routes (signup, login). */
   rateLimitIp: number;
+  /** Failed authentications (401) and authorization misses (403/404 on org routes) per window per client IP. */
+  rateLimitAuthFailures: number;
   /** How long a stored Idempotency-Key response is replayed. */
   idempotencyTtlSec: number;
   /** Lease of an in-flight Idempotency-Key claim, renewed while the request runs (a dead claim frees within it). */
@@ -227,6 +229,9 @@ export function loadConfig(env: Env = process.env): Config {
     loginThrottle: {
       perAccountPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR', 100, 1, 1_000_000),
       perIpPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_IP_PER_HOUR', 1000, 1, 10_000_000),
+      perAccountIpPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_IP_PER_HOUR', 10, 1, 1_000_000),
+      delayAfter: int(env, 'LOGIN_DELAY_AFTER_FAILURES', 5, 1, 1_000_000),
+      maxDelaySec: int(env, 'LOGIN_MAX_DELAY_SEC', 300, 1, 3_600),
     },
     metricsToken: metricsToken(env),
     metricsPort: str(env, 'METRICS_PORT') === undefined ? undefined : int(env, 'METRICS_PORT', 0, 0, 65535),
@@ -236,6 +241,7 @@ export function loadConfig(env: Env = process.env): Config {
       rateLimitPrincipal: int(env, 'RATE_LIMIT_PRINCIPAL', 1200, 1, 10_000_000),
       rateLimitOrg: int(env, 'RATE_LIMIT_ORG', 6000, 1, 10_000_000),
       rateLimitIp: int(env, 'RATE_LIMIT_IP', 300, 1, 10_000_000),
+      rateLimitAuthFailures: int(env, 'RATE_LIMIT_AUTH_FAILURES', 60, 1, 10_000_000),
       idempotencyTtlSec: int(env, 'IDEMPOTENCY_TTL_SEC', 86_400, 60, 604_800),
       idempotencyLeaseSec: int(env, 'IDEMPOTENCY_LEASE_SEC', 5, 2, 600),
       // Off by default outside production: embedded PGlite runs queries on the event loop, so its delay is not overload.

@@ -40,9 +40,22 @@ describe('edge protection on the real composition', () => {
     expect(org.headers['ratelimit-policy']).toBe('"principal";q=1200;w=60, "org";q=6000;w=60');
     // GCRA refills one request every 50 ms (1200/min), so under load the second request may see 1199.
     expect(org.headers.ratelimit).toMatch(/^"principal";r=119[89];t=\d+$/);
-    // A forged token is 401 and costs nobody anything.
+    // A forged token is 401 and costs no principal or org anything, only its address's auth-failure budget.
     const forged = await t.app.inject({ url: `/v1/orgs/${alice.orgId}`, headers: bearer('forged') });
     expect(forged.statusCode).toBe(401);
-    expect(forged.headers.ratelimit).toBeUndefined();
+    expect(forged.headers.ratelimit).toMatch(/^"auth-failures";r=\d+;t=\d+$/);
+  });
+
+  it('an empty body with Content-Type: application/json is accepted on routes that take none (DELETE, logout)', async () => {
+    const bob = await signup(t.app);
+    const other = await t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: bob.email, password: bob.password } });
+    const json = { 'content-type': 'application/json' };
+    const sessions = (await t.app.inject({ url: '/v1/me/sessions', headers: bob.auth })).json().data as Array<{ id: string; current: boolean }>;
+    const notCurrent = sessions.find((s) => !s.current)!;
+    const del = await t.app.inject({ method: 'DELETE', url: `/v1/me/sessions/${notCurrent.id}`, headers: { ...bob.auth, ...json }, payload: '' });
+    expect(del.statusCode, del.body).toBe(204);
+    expect((await t.app.inject({ url: '/v1/me', headers: bearer(other.json().token) })).statusCode).toBe(401);
+    const own = await t.app.inject({ method: 'POST', url: '/v1/auth/logout', headers: { ...bob.auth, ...json }, payload: '' });
+    expect(own.statusCode, own.body).toBe(204);
   });
 });

@@ -86,4 +86,27 @@ describe(`no passwords, hashes, tokens or secrets in responses or logs (${proces
       }
     }
   });
+
+  it('responses that carry a secret are Cache-Control: no-store; ordinary reads are not', async () => {
+    const email = `nostore-${Date.now()}@example.com`;
+    const password = 'Cache-Less-Phrase-4417';
+    const signup = await t.app.inject({ method: 'POST', url: '/v1/auth/signup', payload: { email, password, name: 'N', organizationName: 'N Org' } });
+    const { token, organization } = signup.json();
+    const auth = bearer(token);
+    const responses = {
+      signup,
+      login: await t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email, password } }),
+      apiKey: await t.app.inject({ method: 'POST', url: `/v1/orgs/${organization.id}/api-keys`, headers: auth, payload: { name: 'k', scopes: ['org:read'] } }),
+      webhook: await t.app.inject({ method: 'POST', url: `/v1/orgs/${organization.id}/webhooks`, headers: auth, payload: { url: 'http://127.0.0.1:9/h', events: ['projects.task_created'] } }),
+      invitation: await t.app.inject({ method: 'POST', url: `/v1/orgs/${organization.id}/invitations`, headers: auth, payload: { email: 'inv-nostore@example.com', role: 'viewer' } }),
+      password: await t.app.inject({ method: 'POST', url: '/v1/me/password', headers: auth, payload: { currentPassword: password, newPassword: 'Other-Cache-Less-8812' } }),
+    };
+    for (const [what, res] of Object.entries(responses)) {
+      expect(res.statusCode, `${what}: ${res.body}`).toBeLessThan(300);
+      expect(res.headers['cache-control'], what).toBe('no-store');
+    }
+    const read = await t.app.inject({ url: `/v1/orgs/${organization.id}`, headers: bearer(responses.password.json().token) });
+    expect(read.statusCode).toBe(200);
+    expect(read.headers['cache-control']).toBeUndefined();
+  });
 });

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { hash, verify, type Algorithm, type Options } from '@node-rs/argon2';
 import { AppError } from '../../platform/http/errors.ts';
+import { checkPasswordStrength } from './identity.password-policy.ts';
 
 /** OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane. Algorithm 2 = Argon2id (a const enum upstream). */
 export const ARGON2_OPTIONS: Options = { algorithm: 2 as Algorithm, memoryCost: 19_456, timeCost: 2, parallelism: 1 };
@@ -33,6 +34,7 @@ export function checkPasswordPolicy(password: string, context: { email?: string;
   if (local && local.length >= 4 && lower === local) {
     throw new AppError('IDENTITY.WEAK_PASSWORD', 422, 'The password must not be your email address');
   }
+  checkPasswordStrength(password, context);
 }
 
 export function hashPassword(password: string): Promise<string> {

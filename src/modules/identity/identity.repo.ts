@@ -203,16 +203,29 @@ export function createIdentityRepo(db: Database) {
      * Takes the key's advisory lock for the rest of the transaction, drops its attempts older than an
      * hour, and counts the rest.
      */
-    async lockAndCountAttempts(trx: IdentityTx, scopeName: string, key: string): Promise<{ n: number; oldest: Date | null }> {
+    async lockAndCountAttempts(trx: IdentityTx, scopeName: string, key: string): Promise<{ n: number; oldest: Date | null; newest: Date | null }> {
       await sql`select pg_advisory_xact_lock(hashtext(${`login:${scopeName}:${key}`}))`.execute(trx);
       await trx.deleteFrom('login_attempts').where('scope', '=', scopeName).where('key', '=', key).where('attempted_at', '<', sql<Date>`now() - interval '1 hour'`).execute();
       const row = await trx
         .selectFrom('login_attempts')
-        .select((eb) => [eb.fn.countAll<number | string>().as('n'), eb.fn.min('attempted_at').as('oldest')])
+        .select((eb) => [eb.fn.countAll<number | string>().as('n'), eb.fn.min('attempted_at').as('oldest'), eb.fn.max('attempted_at').as('newest')])
         .where('scope', '=', scopeName)
         .where('key', '=', key)
         .executeTakeFirstOrThrow();
-      return { n: Number(row.n), oldest: row.oldest ? new Date(row.oldest) : null };
+      return { n: Number(row.n), oldest: row.oldest ? new Date(row.oldest) : null, newest: row.newest ? new Date(row.newest) : null };
+    },
+
+    /** Has this account signed in from this IP before? (sessions keep the client IP, revoked or not) */
+    async signedInFrom(trx: IdentityTx, email: string, ip: string): Promise<boolean> {
+      const row = await trx
+        .selectFrom('sessions as s')
+        .innerJoin('users as u', 'u.id', 's.user_id')
+        .select('s.id')
+        .where('u.email', '=', email)
+        .where('s.ip', '=', ip.slice(0, 64))
+        .limit(1)
+        .executeTakeFirst();
+      return row !== undefined;
     },
 
     /** Deletes up to 1,000 attempts older than an hour (keys that are never tried again). */

@@ -10,7 +10,7 @@ import { invalidCredentials, sessionNotFound, userNotFound, wrongPassword } from
 import { checkPasswordPolicy, dummyPasswordHash, hashPassword, verifyPassword } from './identity.passwords.ts';
 import type { IdentityRepo, IdentityTx, SessionInfo, User } from './identity.repo.ts';
 import { createSessionStore, type NewSession, type SessionMeta } from './identity.sessions.ts';
-import { createLoginThrottle, type ThrottleLimits } from './identity.throttle.ts';
+import { createLoginLockout, type LockoutLimits } from './identity.lockout.ts';
 
 export interface IdentityServiceDeps {
   repo: IdentityRepo;
@@ -21,7 +21,7 @@ export interface IdentityServiceDeps {
   redisPolicy: ResiliencePolicy;
   redisPrefix: string;
   logger: Logger;
-  throttle: ThrottleLimits;
+  throttle: LockoutLimits;
 }
 
 export const normalizeEmail = (email: string) => email.trim().toLowerCase();
@@ -33,10 +33,15 @@ export interface RequestMeta {
   requestId: string;
 }
 
+/** Called inside the disabling transaction (platform tenant context), before it commits. */
+export type DisableHook = (trx: TxHandle, userId: string, ctx: ActorContext) => Promise<void>;
+
 export function createIdentityService(deps: IdentityServiceDeps) {
   const { repo, audit } = deps;
   const sessions = createSessionStore({ repo, redis: deps.redis, policy: deps.redisPolicy, prefix: deps.redisPrefix, logger: deps.logger });
-  const throttle = createLoginThrottle(repo, deps.throttle);
+  const throttle = createLoginLockout(repo, deps.throttle);
+  // Other modules' credentials of a disabled user (tenancy's API keys), revoked in the same transaction.
+  const disableHooks: DisableHook[] = [];
   // Started now so the first unknown-email login costs the same as the others.
   void dummyPasswordHash();
 
@@ -110,7 +115,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       const found = await repo.credentialsByEmail(accountKey);
       // Same work whether or not the account exists: one argon2id verification.
       const ok = await verifyPassword(found?.passwordHash ?? (await dummyPasswordHash()), password);
-      if (!found || !ok || found.disabled) throw invalidCredentials();
+      if (!found || !ok || found.disabled) throw reserved.refusal ?? invalidCredentials();
       await throttle.succeeded(reserved);
       const { user } = found;
       const session = await inPlatformTx(async (trx) => {
@@ -144,7 +149,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       if (!row) throw userNotFound();
       // Guessing the current password (e.g. with a stolen session) is throttled like a login.
       const reserved = await throttle.begin(normalizeEmail(row.email), meta.ip ?? 'unknown');
-      if (!(await verifyPassword(row.passwordHash, current))) throw wrongPassword();
+      if (!(await verifyPassword(row.passwordHash, current))) throw reserved.refusal ?? wrongPassword();
       await throttle.succeeded(reserved);
       checkPasswordPolicy(next, { email: row.email, name: row.name });
       const passwordHash = await hashPassword(next);
@@ -169,6 +174,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       const revoked = await inPlatformTx(async (trx) => {
         if (!(await repo.setDisabled(trx, userId, disabled))) throw userNotFound();
         const revoked = disabled ? await sessions.revoke(trx, { userId }) : [];
+        if (disabled) for (const hook of disableHooks) await hook(trx, userId, ctx);
         await audit.record(trx, {
           orgId: PLATFORM_AUDIT_TENANT,
           action: disabled ? 'user.disabled' : 'user.enabled',
@@ -180,6 +186,14 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       });
       await sessions.tombstone(revoked);
       return getUser(userId);
+    },
+
+    /**
+     * Registers work another module must do, in the same transaction, when a user is disabled (tenancy
+     * revokes the user's API keys in every org). The transaction is handed over as a TxHandle.
+     */
+    onDisabled(hook: DisableHook): void {
+      disableHooks.push(hook);
     },
 
     /** `plinth admin grant|revoke <email>`. */

@@ -10,17 +10,17 @@ import type { Audit } from '../audit/index.ts';
 import { registerIdentityJobs } from './identity.jobs.ts';
 import { createIdentityRepo, type SessionInfo, type User } from './identity.repo.ts';
 import { identityRoutes } from './identity.routes.ts';
-import { createIdentityService, type RequestMeta } from './identity.service.ts';
+import { createIdentityService, type DisableHook, type RequestMeta } from './identity.service.ts';
 import type { NewSession, SessionMeta } from './identity.sessions.ts';
-import type { ThrottleLimits } from './identity.throttle.ts';
+import type { LockoutLimits } from './identity.lockout.ts';
 
 export { Email, Password, PersonName, UserSchema } from './identity.schemas.ts';
 export { requestMeta, userPrincipal } from './identity.routes.ts';
-export { normalizeEmail, type RequestMeta } from './identity.service.ts';
+export { normalizeEmail, type DisableHook, type RequestMeta } from './identity.service.ts';
 export type { SessionInfo, User } from './identity.repo.ts';
 export { SESSION_PREFIX, type NewSession, type SessionMeta } from './identity.sessions.ts';
 export { sha256Hex, newSecret } from './identity.tokens.ts';
-export type { ThrottleLimits } from './identity.throttle.ts';
+export type { LockoutLimits } from './identity.lockout.ts';
 export { runAdminCommand } from './identity.cli.ts';
 
 export interface IdentityDeps {
@@ -33,7 +33,7 @@ export interface IdentityDeps {
   redisPrefix: string;
   logger: Logger;
   /** config.loginThrottle */
-  throttle: ThrottleLimits;
+  throttle: LockoutLimits;
 }
 
 /** Accounts, passwords, sessions and login throttling. Orgs, RBAC and the Authenticator live in tenancy. */
@@ -63,6 +63,8 @@ export interface Identity extends ModuleSurface {
   listSessions(userId: string): Promise<SessionInfo[]>;
   changePassword(principal: Principal, current: string, next: string, meta: SessionMeta, ctx: ActorContext): Promise<NewSession>;
   setDisabled(userId: string, disabled: boolean, ctx: ActorContext): Promise<User>;
+  /** Work another module does in the disabling transaction (tenancy: revoke the user's API keys). */
+  onDisabled(hook: DisableHook): void;
   /** `plinth admin grant|revoke <email>`. */
   setPlatformAdmin(email: string, value: boolean): Promise<User>;
 }

@@ -3,7 +3,7 @@ import type { DbScope } from '../../platform/db/database.ts';
 import { systemActor } from '../../platform/http/actor.ts';
 import { newId } from '../../platform/ids.ts';
 import type { EventEnvelope, EventPublisher } from '../../platform/outbox/publisher.ts';
-import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import type { DestinationPolicy } from '../../platform/resilience/policy.ts';
 import type { Audit } from '../audit/index.ts';
 import { decryptSecret } from './notifications.crypto.ts';
 import { DELIVERY_REQUESTED, type DeliveryRequestedPayload } from './notifications.events.ts';
@@ -17,8 +17,8 @@ export interface DeliveryDeps {
   events: EventPublisher;
   audit: Audit;
   logger: Logger;
-  /** platform.policies.webhook: one breaker and bulkhead for every outbound webhook call in the process. */
-  policy: ResiliencePolicy;
+  /** platform.policies.webhook: a breaker per destination, concurrency capped per org and per process. */
+  policy: DestinationPolicy;
   secretKey: Buffer;
   urlPolicy: UrlPolicy;
   timeoutMs: number;
@@ -94,7 +94,7 @@ export function createWebhookDelivery(deps: DeliveryDeps): WebhookDelivery {
         return { retry: false };
       }
       const result = await sendWebhook(
-        { url: endpoint.url, id: d.eventId, body: d.body, secret: decryptSecret(endpoint.secretCiphertext, deps.secretKey) },
+        { url: endpoint.url, id: d.eventId, body: d.body, secret: decryptSecret(endpoint.secretCiphertext, deps.secretKey), tenantId },
         { policy: deps.policy, timeoutMs: deps.timeoutMs, urlPolicy: deps.urlPolicy },
       );
       const attemptLog = { tenantId, webhookId: d.webhookId, deliveryId, eventId: d.eventId, attempt: attempt.number, statusCode: result.statusCode, errorKind: result.errorKind, durationMs: result.durationMs };

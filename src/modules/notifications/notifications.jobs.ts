@@ -76,6 +76,7 @@ export function registerNotificationsJobs(jobs: JobRegistry, deps: Notifications
           'If you were not expecting this, ignore this e-mail.',
         ].join('\n'),
         messageId: event.id,
+        tenantId: event.tenantId,
       });
     },
     { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 },

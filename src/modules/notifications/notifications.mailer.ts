@@ -1,6 +1,6 @@
 import nodemailer from 'nodemailer';
 import type { Logger } from 'pino';
-import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import type { DestinationPolicy } from '../../platform/resilience/policy.ts';
 
 export interface Mail {
   to: string;
@@ -8,6 +8,8 @@ export interface Mail {
   text: string;
   /** Lets the provider (and a retried send) deduplicate: the event id that caused the mail. */
   messageId?: string;
+  /** The org the mail is sent for: its concurrent sends are capped so one org cannot hold the relay. */
+  tenantId?: string | null;
 }
 
 /** The e-mail seam: SMTP in production, memory + log for the embedded default and tests. */
@@ -34,12 +36,13 @@ export function createMemoryMailer(logger: Logger, keep = 100): Mailer & { sent:
 }
 
 /** nodemailer over SMTP_URL, every send through platform.policies.smtp (timeout, retries, breaker, bulkhead). */
-export function createSmtpMailer(opts: { url: string; from: string; policy: ResiliencePolicy; logger: Logger }): Mailer {
+export function createSmtpMailer(opts: { url: string; from: string; policy: DestinationPolicy; logger: Logger }): Mailer {
   const transport = nodemailer.createTransport(opts.url);
+  const relay = new URL(opts.url).host;
   return {
     kind: 'smtp',
     async send(mail) {
-      await opts.policy.execute(async () => {
+      await opts.policy.execute({ destination: relay, tenantId: mail.tenantId }, async () => {
         await transport.sendMail({
           from: opts.from,
           to: mail.to,
@@ -56,6 +59,6 @@ export function createSmtpMailer(opts: { url: string; from: string; policy: Resi
   };
 }
 
-export function createMailer(opts: { smtpUrl?: string; from: string; policy: ResiliencePolicy; logger: Logger }): Mailer {
+export function createMailer(opts: { smtpUrl?: string; from: string; policy: DestinationPolicy; logger: Logger }): Mailer {
   return opts.smtpUrl ? createSmtpMailer({ url: opts.smtpUrl, from: opts.from, policy: opts.policy, logger: opts.logger }) : createMemoryMailer(opts.logger);
 }

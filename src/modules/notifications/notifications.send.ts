@@ -1,6 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
-import { BrokenCircuitError, BulkheadRejectedError, type ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import { isIP } from 'node:net';
+import { bareHost, ForbiddenAddressError, isForbiddenAddress } from '../../platform/net/ssrf.ts';
+import { BrokenCircuitError, BulkheadRejectedError, type DestinationPolicy } from '../../platform/resilience/policy.ts';
 import { signPayload } from './notifications.crypto.ts';
 import { guardedLookup, type UrlPolicy } from './notifications.url-policy.ts';
 
@@ -30,6 +32,8 @@ export interface WebhookMessage {
   id: string;
   body: string;
   secret: string;
+  /** The org it is sent for: breakers are per destination, concurrency capped per org. */
+  tenantId?: string;
 }
 
 class HttpStatusError extends Error {
@@ -47,6 +51,8 @@ function post(msg: WebhookMessage, signal: AbortSignal, timeoutMs: number, urlPo
   const timestamp = Math.floor(Date.now() / 1000);
   const u = new URL(msg.url);
   const client = u.protocol === 'https:' ? https : http;
+  // Node does not call `lookup` for an IP literal: check it here (the address policy may have tightened since registration).
+  if (urlPolicy.strict && isForbiddenAddress(bareHost(u.hostname)) && isIP(bareHost(u.hostname))) return Promise.reject(new ForbiddenAddressError(u.hostname));
   return new Promise<number>((resolve, reject) => {
     const req = client.request(
       u,
@@ -93,7 +99,7 @@ function classify(err: unknown): { kind: ErrorKind; statusCode: number | null; t
   }
   if (err instanceof BrokenCircuitError) return { kind: 'circuit_open', statusCode: null, transient: true };
   if (err instanceof BulkheadRejectedError) return { kind: 'bulkhead_full', statusCode: null, transient: true };
-  if ((err as { code?: string })?.code === 'WEBHOOK_FORBIDDEN_ADDRESS') return { kind: 'forbidden_address', statusCode: null, transient: false };
+  if (err instanceof ForbiddenAddressError) return { kind: 'forbidden_address', statusCode: null, transient: false };
   const name = (err as { name?: string })?.name;
   if (name === 'TimeoutError' || name === 'TaskCancelledError') return { kind: 'timeout', statusCode: null, transient: true };
   return { kind: 'network', statusCode: null, transient: true };
@@ -105,12 +111,14 @@ function classify(err: unknown): { kind: ErrorKind; statusCode: number | null; t
  */
 export async function sendWebhook(
   msg: WebhookMessage,
-  deps: { policy: ResiliencePolicy; timeoutMs: number; urlPolicy: UrlPolicy },
+  deps: { policy: DestinationPolicy; timeoutMs: number; urlPolicy: UrlPolicy },
 ): Promise<SendResult> {
   const started = performance.now();
   const durationMs = () => Math.round(performance.now() - started);
   try {
-    const status = await deps.policy.execute((signal) => post(msg, signal, deps.timeoutMs, deps.urlPolicy));
+    // Keyed by endpoint, not host: tenants often share a receiver host (an integration platform) with their own paths.
+    const scope = { destination: msg.url, tenantId: msg.tenantId };
+    const status = await deps.policy.execute(scope, (signal) => post(msg, signal, deps.timeoutMs, deps.urlPolicy));
     return { ok: true, transient: false, statusCode: status, errorKind: null, durationMs: durationMs() };
   } catch (err) {
     const c = classify(err);

@@ -3,10 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { loadConfig } from '../../platform/config.ts';
-import { createPolicy } from '../../platform/resilience/policy.ts';
+import { createDestinationPolicy } from '../../platform/resilience/policy.ts';
 import { decryptSecret, encryptSecret, newSigningSecret, signPayload, verifySignature } from './notifications.crypto.ts';
 import { sendWebhook } from './notifications.send.ts';
-import { isForbiddenAddress, urlProblem } from './notifications.url-policy.ts';
+import { isForbiddenAddress, resolveProblem, urlProblem } from './notifications.url-policy.ts';
 
 /**
  * The production URL policy (WEBHOOK_STRICT_URLS, always on with NODE_ENV=production): https only, no
@@ -37,6 +37,16 @@ describe('strict (production) webhook URLs', () => {
       'https://[fd00::1]/hook',
       'https://[::ffff:127.0.0.1]/hook',
       'https://localhost/hook',
+      // IPv6 forms carrying IPv4 or other non-global ranges (found by the black-box test)
+      'https://[::127.0.0.1]/hook',
+      'https://[::ffff:0:7f00:1]/hook',
+      'https://[2002:7f00:1::1]/hook',
+      'https://[fec0::1]/hook',
+      'https://[64:ff9b::a9fe:a9fe]/hook',
+      'https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook',
+      'https://[fe80::1]/hook',
+      'https://0x7f.1/hook',
+      'https://2130706433/hook',
     ]) {
       const res = await create(url);
       expect(res.statusCode, `${url} → ${res.body}`).toBe(422);
@@ -53,10 +63,31 @@ describe('strict (production) webhook URLs', () => {
   });
 
   it('refuses at connect time too (DNS can change after registration): forbidden_address, not retried', async () => {
-    const policy = createPolicy({ name: 'webhook-test', timeoutMs: 1000 });
+    const policy = createDestinationPolicy({ name: 'webhook-test', timeoutMs: 1000, perTenantLimit: 5, global: { limit: 5, queue: 0 } });
     const result = await sendWebhook(
       { url: 'https://localhost:1/hook', id: 'evt', body: '{}', secret: newSigningSecret() },
       { policy, timeoutMs: 500, urlPolicy: { strict: true } },
+    );
+    expect(result).toMatchObject({ ok: false, transient: false, errorKind: 'forbidden_address' });
+  });
+
+  it('refuses at delivery a name that resolved to a public address at registration and to loopback now (rebinding)', async () => {
+    let calls = 0;
+    const resolve = async () => [{ address: calls++ === 0 ? '93.184.215.14' : '127.0.0.1', family: 4 }];
+    const urlPolicy = { strict: true, resolve };
+    expect(await resolveProblem('https://rebind.example/hook', urlPolicy)).toBeNull();
+    const result = await sendWebhook(
+      { url: 'https://rebind.example/hook', id: 'evt', body: '{}', secret: newSigningSecret() },
+      { policy: createDestinationPolicy({ name: 'webhook-test', timeoutMs: 1000, perTenantLimit: 5, global: { limit: 5, queue: 0 } }), timeoutMs: 500, urlPolicy },
+    );
+    expect(result).toMatchObject({ ok: false, transient: false, errorKind: 'forbidden_address' });
+    expect(await resolveProblem('https://internal.example/hook', { strict: true, resolve: async () => [{ address: '127.0.0.1', family: 4 }] })).toMatch(/private/);
+  });
+
+  it('refuses at delivery an IP literal the policy now forbids (no DNS lookup happens for literals)', async () => {
+    const result = await sendWebhook(
+      { url: 'https://[::ffff:0:7f00:1]:1/hook', id: 'evt', body: '{}', secret: newSigningSecret() },
+      { policy: createDestinationPolicy({ name: 'webhook-test', timeoutMs: 1000, perTenantLimit: 5, global: { limit: 5, queue: 0 } }), timeoutMs: 500, urlPolicy: { strict: true } },
     );
     expect(result).toMatchObject({ ok: false, transient: false, errorKind: 'forbidden_address' });
   });

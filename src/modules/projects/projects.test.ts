@@ -365,6 +365,13 @@ describe(`projects over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pg
     body.k = ['not-a-date', 1];
     const tampered = await call('viewerA', 'GET', `${base}?sort=dueDate&cursor=${Buffer.from(JSON.stringify(body)).toString('base64url')}`);
     expect(tampered.statusCode).toBe(400);
+    // dates JS accepts but Postgres refuses (year 0, impossible day, leap second): 400, not a database error
+    for (const [sort, v] of [['dueDate', '0000-01-01'], ['dueDate', '2023-02-29'], ['updatedAt', '2016-12-31T23:59:60Z'], ['updatedAt', '0000-01-01T00:00:00Z']]) {
+      const start = JSON.parse(Buffer.from((await call('viewerA', 'GET', `${base}?sort=${sort}&limit=1`)).json().nextCursor, 'base64url').toString());
+      start.k = [v, 1];
+      const res = await call('viewerA', 'GET', `${base}?sort=${sort}&cursor=${Buffer.from(JSON.stringify(start)).toString('base64url')}`);
+      expect(res.statusCode, `${sort} ${v}`).toBe(400);
+    }
     expect((await call('viewerA', 'GET', `/v1/orgs/${orgA}/projects?limit=101`)).statusCode).toBe(400);
     expect((await call('viewerA', 'GET', `/v1/orgs/${orgA}/projects?cursor=abc`)).statusCode).toBe(400);
   });

@@ -1,6 +1,7 @@
 import { sql, type Expression, type RawBuilder, type SqlBool, type UpdateObject } from 'kysely';
 import type { KeysetPosition } from '../../platform/http/pagination.ts';
 import type { ProjectsTables, Trx } from './projects.repo.ts';
+import { isStrictDate, isStrictDateTime } from '../../platform/http/input.ts';
 
 export const TASK_STATUSES = ['todo', 'in_progress', 'done', 'canceled'] as const;
 export type TaskStatus = (typeof TASK_STATUSES)[number];
@@ -226,9 +227,9 @@ export function validTaskPosition(sort: TaskSort) {
     if (!isCount(n)) return false;
     switch (sort.replace(/^-/, '')) {
       case 'updatedAt':
-        return typeof v === 'string' && /^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/.test(v) && !Number.isNaN(Date.parse(v));
+        return typeof v === 'string' && isStrictDateTime(v);
       case 'dueDate':
-        return v === null || (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(v) && !Number.isNaN(Date.parse(v)));
+        return v === null || (typeof v === 'string' && isStrictDate(v));
       case 'priority':
         return Number.isInteger(v) && (v as number) >= 0 && (v as number) < PRIORITIES.length;
       default:

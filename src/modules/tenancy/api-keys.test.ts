@@ -106,12 +106,44 @@ describe(`API keys (${mode})`, () => {
     const k1 = (await create(temp, { name: 'temp', scopes: ['org:read'] })).json();
     expect((await get(k1.secret, `/v1/orgs/${owner.orgId}`)).statusCode).toBe(200);
     await t.app.inject({ method: 'DELETE', url: `/v1/orgs/${owner.orgId}/members/${temp.userId}`, headers: owner.auth });
-    expect((await get(k1.secret, `/v1/orgs/${owner.orgId}`)).statusCode).toBe(404);
+    // revoked at removal: the key itself is dead (401), not merely without a membership
+    expect((await get(k1.secret, `/v1/orgs/${owner.orgId}`)).statusCode).toBe(401);
 
     const k2 = (await create(admin, { name: 'admin key', scopes: ['org:read'] })).json();
     const root = await signup(t.app);
     await runAdminCommand(t.modules.identity, ['grant', root.email], () => {});
     await t.app.inject({ method: 'POST', url: `/v1/admin/users/${admin.userId}/disable`, headers: root.auth });
     expect((await get(k2.secret, `/v1/orgs/${owner.orgId}`)).statusCode).toBe(401);
+  });
+
+  it('removal revokes the member\'s keys for good: re-inviting them does not bring a key back', async () => {
+    const temp = await signup(t.app);
+    await addMember(t.app, owner, owner.orgId, temp, 'admin');
+    const key = (await create(temp, { name: 'leaver', scopes: ['org:read'] })).json();
+    expect((await get(key.secret, `/v1/orgs/${owner.orgId}`)).statusCode).toBe(200);
+    expect((await t.app.inject({ method: 'DELETE', url: `/v1/orgs/${owner.orgId}/members/${temp.userId}`, headers: owner.auth })).statusCode).toBe(204);
+    const listed = (await t.app.inject({ url: `/v1/orgs/${owner.orgId}/api-keys/${key.id}`, headers: owner.auth })).json();
+    expect(listed.revokedAt).toEqual(expect.any(String));
+    await addMember(t.app, owner, owner.orgId, temp, 'admin');
+    expect((await get(key.secret, `/v1/orgs/${owner.orgId}`)).statusCode).toBe(401);
+  });
+
+  it('disabling revokes the user\'s keys and sessions; re-enabling revives neither', async () => {
+    const user = await signup(t.app);
+    await addMember(t.app, owner, owner.orgId, user, 'admin');
+    const own = (await create(user, { name: 'own org', scopes: ['org:read'] }, user.orgId)).json();
+    const shared = (await create(user, { name: 'shared org', scopes: ['org:read'] })).json();
+    const root = await signup(t.app);
+    await runAdminCommand(t.modules.identity, ['grant', root.email], () => {});
+    expect((await t.app.inject({ method: 'POST', url: `/v1/admin/users/${user.userId}/disable`, headers: root.auth })).statusCode).toBe(200);
+    expect((await t.app.inject({ method: 'POST', url: `/v1/admin/users/${user.userId}/enable`, headers: root.auth })).statusCode).toBe(200);
+    expect((await get(own.secret, `/v1/orgs/${user.orgId}`)).statusCode).toBe(401);
+    expect((await get(shared.secret, `/v1/orgs/${owner.orgId}`)).statusCode).toBe(401);
+    expect((await get(user.token, '/v1/me')).statusCode).toBe(401);
+    // the account itself works again: a new login, and new keys
+    const login = await t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password: user.password } });
+    expect(login.statusCode).toBe(200);
+    const fresh = (await create({ ...user, auth: bearer(login.json().token) }, { name: 'new', scopes: ['org:read'] }, user.orgId)).json();
+    expect((await get(fresh.secret, `/v1/orgs/${user.orgId}`)).statusCode).toBe(200);
   });
 });

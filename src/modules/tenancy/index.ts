@@ -12,6 +12,7 @@ import { registerTenancyJobs } from './tenancy.jobs.ts';
 import { createTenancyRepo, type Membership, type Organization } from './tenancy.repo.ts';
 import { tenancyRoutes } from './tenancy.routes.ts';
 import { createTenancyUseCases } from './use-cases/index.ts';
+import { revokeKeysOnDisable } from './use-cases/revoke-keys.ts';
 import type { Member } from './use-cases/manage-members.ts';
 import type { SignupInput } from './use-cases/sign-up.ts';
 
@@ -50,7 +51,10 @@ export interface Tenancy extends ModuleSurface {
 }
 
 export function createTenancy(deps: TenancyDeps): Tenancy {
-  const useCases = createTenancyUseCases({ repo: createTenancyRepo(deps.db), audit: deps.audit, identity: deps.identity, events: deps.events });
+  const repo = createTenancyRepo(deps.db);
+  const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events });
+  // A disabled user's API keys die with the disabling transaction, in every org.
+  deps.identity.onDisabled(revokeKeysOnDisable({ repo, audit: deps.audit }));
   return {
     name: 'tenancy',
     authenticator: createAuthenticator({ identity: deps.identity, roleOf: useCases.roleOf, apiKeys: useCases.apiKeys }),

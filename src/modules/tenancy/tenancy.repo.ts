@@ -1,3 +1,4 @@
+// Over 300 lines: the one file with all SQL of tenancy's four tables (orgs, memberships, invitations, API keys).
 import { sql, type Selectable, type Transaction } from 'kysely';
 import type { Database, DB, DbScope, TxHandle } from '../../platform/db/database.ts';
 
@@ -286,6 +287,25 @@ export function createTenancyRepo(db: Database) {
     async revokeApiKey(trx: TenancyTx, keyId: string): Promise<boolean> {
       const res = await trx.updateTable('api_keys').set({ revoked_at: new Date() }).where('id', '=', keyId).where('revoked_at', 'is', null).executeTakeFirst();
       return Number(res.numUpdatedRows) > 0;
+    },
+
+    /** Revokes the live keys `userId` created in the org of the transaction's tenant context; how many. */
+    async revokeKeysCreatedBy(trx: TenancyTx, userId: string): Promise<number> {
+      const rows = await trx.updateTable('api_keys').set({ revoked_at: new Date() }).where('created_by', '=', userId).where('revoked_at', 'is', null).returning('id').execute();
+      return rows.length;
+    },
+
+    /** The orgs a user belongs to, from any tenant context (the member_self_read policy, app.user_id). */
+    async orgsOfUser(trx: TenancyTx, userId: string): Promise<string[]> {
+      await sql`select set_config('app.user_id', ${userId}, true)`.execute(trx);
+      const rows = await trx.selectFrom('memberships').select('tenant_id').where('user_id', '=', userId).execute();
+      return rows.map((r) => r.tenant_id);
+    },
+
+    /** The tenant context of the transaction (another module's, e.g. identity's disable), to restore it. */
+    async currentTenant(trx: TenancyTx): Promise<string | null> {
+      const { rows } = await sql<{ tenant: string | null }>`select nullif(current_setting('app.tenant_id', true), '') as tenant`.execute(trx);
+      return rows[0]?.tenant ?? null;
     },
   };
 }

@@ -35,6 +35,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;
     access?: OrgAccess;
+    /** Set when the authorization hook refused the request (401, or 403/404 on an org): counted per client IP. */
+    authFailed?: boolean;
   }
 }
 
@@ -79,10 +81,18 @@ export function registerAuthorization(app: App, authenticator: Authenticator): v
   app.addHook('preValidation', async (request) => {
     const config = request.routeOptions.config;
     if (!request.routeOptions.url?.startsWith('/v1') || config.public) return;
+    try {
+      await authorize(request, config.permission!);
+    } catch (err) {
+      request.authFailed = true;
+      throw err;
+    }
+  });
+
+  async function authorize(request: FastifyRequest, permission: string): Promise<void> {
     const principal = await authenticator.authenticate(request);
     if (!principal) throw unauthenticated();
     request.principal = principal;
-    const permission = config.permission!;
     if (permission === AUTHENTICATED) return;
     if (permission === PLATFORM_ADMIN) {
       if (!principal.isPlatformAdmin) throw new AppError('AUTH.FORBIDDEN', 403, 'Platform administrators only');
@@ -96,7 +106,7 @@ export function registerAuthorization(app: App, authenticator: Authenticator): v
       throw new AppError('AUTH.FORBIDDEN', 403, `This action needs the permission ${permission}`, { permission });
     }
     request.access = access;
-  });
+  }
 }
 
 /** Used when no Authenticator is wired (kernel tests): every protected route answers 401. */

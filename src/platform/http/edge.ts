@@ -6,6 +6,7 @@ import type { EdgeConfig } from '../config.ts';
 import type { Redis } from '../redis.ts';
 import type { ResiliencePolicy } from '../resilience/policy.ts';
 import { buildProblem } from './errors.ts';
+import { registerAuthFailureLimit } from './auth-failure-limit.ts';
 import { registerIdempotency } from './idempotency.ts';
 import { registerInFlightLimit } from './in-flight.ts';
 import { configRateLimits, registerRateLimit, type RateLimitResolver } from './rate-limit.ts';
@@ -53,6 +54,7 @@ export async function registerEdgeProtection(app: App, deps: EdgeDeps): Promise<
     : createMemoryRateLimitStore();
   if (edge.rateLimitEnabled) {
     registerRateLimit(app, { store: rateLimitStore, resolver: deps.rateLimits ?? configRateLimits(edge) });
+    registerAuthFailureLimit(app, { store: rateLimitStore, policy: { quota: edge.rateLimitAuthFailures, windowSec: edge.rateLimitWindowSec } });
   }
   registerIdempotency(app, { database: deps.db, ttlSec: edge.idempotencyTtlSec, leaseSec: edge.idempotencyLeaseSec, logger: deps.logger });
   return { rateLimitStore };

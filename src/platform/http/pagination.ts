@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { AppError } from './errors.ts';
+import { findHostileValue } from './input.ts';
 
 export const MAX_PAGE_SIZE = 100;
 export const DEFAULT_PAGE_SIZE = 25;
@@ -55,6 +56,8 @@ export function decodeCursor(
   if (typeof k[1] !== 'string' && typeof k[1] !== 'number') {
     throw badCursor();
   }
+  // Decoded values reach SQL: no NUL, lone surrogate or non-finite number, whichever list it is.
+  if (findHostileValue(k) !== null) throw badCursor();
   if (b.f !== fingerprint) {
     throw badCursor('The cursor belongs to a different sort or filter; start again without a cursor');
   }

@@ -22,6 +22,8 @@ export interface RateLimitDecision {
 export interface RateLimitStore {
   readonly kind: 'redis' | 'memory';
   consume(key: string, policy: RateLimitPolicy): Promise<RateLimitDecision>;
+  /** Would a request be allowed now? Counts nothing (checks a budget that only failures consume). */
+  peek(key: string, policy: RateLimitPolicy): Promise<RateLimitDecision>;
 }
 
 /**
@@ -66,6 +68,10 @@ export function createMemoryRateLimitStore(opts: { maxKeys?: number; now?: () =>
       if (decision.allowed) tats.set(key, newTat, { ttl: Math.ceil(newTat - t) + 1 });
       return decision;
     },
+    async peek(key, policy) {
+      const t = now();
+      return gcra(tats.get(key) ?? t, t, policy).decision;
+    },
   };
 }
 
@@ -83,24 +89,28 @@ local allowAt = newTat - window
 if allowAt > now then
   return {0, 0, math.ceil(base - now), math.ceil(allowAt - now)}
 end
-redis.call('SET', KEYS[1], tostring(newTat), 'PX', math.ceil(newTat - now) + 1)
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], tostring(newTat), 'PX', math.ceil(newTat - now) + 1)
+end
 return {1, math.floor((window - (newTat - now)) / interval), math.ceil(newTat - now), 0}
 `;
 
 export function createRedisRateLimitStore(redis: Redis, prefix: string): RateLimitStore {
   redis.defineCommand('plinthGcra', { numberOfKeys: 1, lua: GCRA_LUA });
-  const run = (redis as unknown as { plinthGcra(key: string, quota: number, windowSec: number): Promise<number[]> }).plinthGcra.bind(redis);
+  const run = (redis as unknown as { plinthGcra(key: string, quota: number, windowSec: number, commit: string): Promise<number[]> }).plinthGcra.bind(redis);
+  const decide = async (key: string, policy: RateLimitPolicy, commit: boolean): Promise<RateLimitDecision> => {
+    const [allowed, remaining, resetMs, retryMs] = (await run(`${prefix}rl:${key}`, policy.quota, policy.windowSec, commit ? '1' : '0')).map(Number);
+    return {
+      allowed: allowed === 1,
+      remaining: Math.max(0, remaining!),
+      resetSec: Math.ceil(resetMs! / 1000),
+      retryAfterSec: allowed === 1 ? 0 : Math.max(1, Math.ceil(retryMs! / 1000)),
+    };
+  };
   return {
     kind: 'redis',
-    async consume(key, policy) {
-      const [allowed, remaining, resetMs, retryMs] = (await run(`${prefix}rl:${key}`, policy.quota, policy.windowSec)).map(Number);
-      return {
-        allowed: allowed === 1,
-        remaining: Math.max(0, remaining!),
-        resetSec: Math.ceil(resetMs! / 1000),
-        retryAfterSec: allowed === 1 ? 0 : Math.max(1, Math.ceil(retryMs! / 1000)),
-      };
-    },
+    consume: (key, policy) => decide(key, policy, true),
+    peek: (key, policy) => decide(key, policy, false),
   };
 }
 
@@ -108,6 +118,12 @@ export function createRedisRateLimitStore(redis: Redis, prefix: string): RateLim
  * Redis when it answers, a process-local limiter when it does not (breaker open, timeout): limits stay
  * enforced per instance instead of failing open or failing every request.
  */
+/** The policy's timeout abandons a slow call: its late rejection must not become an unhandled one. */
+function settled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
 export function createResilientRateLimitStore(opts: {
   redis: Redis;
   prefix: string;
@@ -122,7 +138,7 @@ export function createResilientRateLimitStore(opts: {
     lastSource: () => source,
     async consume(key, policy) {
       try {
-        const decision = await opts.policy.execute(() => primary.consume(key, policy));
+        const decision = await opts.policy.execute(() => settled(primary.consume(key, policy)));
         if (source === 'memory') opts.logger?.info('rate limiter: Redis is back, using shared limits again');
         source = 'redis';
         return decision;
@@ -130,6 +146,13 @@ export function createResilientRateLimitStore(opts: {
         if (source === 'redis') opts.logger?.warn({ err }, 'rate limiter: Redis unavailable, using the local in-memory limiter');
         source = 'memory';
         return local.consume(key, policy);
+      }
+    },
+    async peek(key, policy) {
+      try {
+        return await opts.policy.execute(() => settled(primary.peek(key, policy)));
+      } catch {
+        return local.peek(key, policy);
       }
     },
   };

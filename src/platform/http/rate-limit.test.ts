@@ -79,9 +79,11 @@ describe(`rate limits over HTTP (${redisUrl ? 'redis' : 'memory'})`, () => {
 
   it('401 and 403 do not consume quota', async () => {
     const orgId = newId();
+    // from another address: failures spend that address's auth-failure budget (auth-failure-limit.test.ts), not the principal's quota
+    const remoteAddress = '192.0.2.99';
     for (let i = 0; i < 30; i++) {
-      expect((await app.inject({ url: `/v1/orgs/${orgId}/widgets`, headers: { authorization: 'Bearer !' } })).statusCode).toBe(401);
-      const forbidden = await app.inject({ method: 'POST', url: `/v1/orgs/${orgId}/widgets`, headers: { authorization: 'Bearer reader' }, payload: { name: 'x' } });
+      expect((await app.inject({ url: `/v1/orgs/${orgId}/widgets`, headers: { authorization: 'Bearer !' }, remoteAddress })).statusCode).toBe(401);
+      const forbidden = await app.inject({ method: 'POST', url: `/v1/orgs/${orgId}/widgets`, headers: { authorization: 'Bearer reader' }, payload: { name: 'x' }, remoteAddress });
       expect(forbidden.statusCode).toBe(403);
     }
     const ok = await list('reader', orgId);

@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -8,9 +9,11 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { LifecycleState } from '../lifecycle.ts';
 import { newId } from '../ids.ts';
-import { errorHandler, sendProblem } from './errors.ts';
+import { buildProblem, errorHandler, sendProblem } from './errors.ts';
+import { registerJsonParser, validatorCompilerFactory } from './input.ts';
 import { documentEdgeProtection } from './openapi-edge.ts';
 import { ProblemSchema } from './schemas.ts';
+import { HELMET_OPTIONS, securityHeaders } from './security-headers.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -18,6 +21,11 @@ declare module 'fastify' {
     permission?: string;
     /** Explicitly reachable without authentication (signup, login, health). */
     public?: boolean;
+    /**
+     * The response carries a secret (token, API key, signing secret): `Cache-Control: no-store`. Implied
+     * for any route whose success response schema has a `token` or `secret` property.
+     */
+    sensitive?: boolean;
   }
 }
 
@@ -38,6 +46,44 @@ declare module 'fastify' {
 export type App = FastifyInstance<any, any, any, Logger, TypeBoxTypeProvider>;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Longest path parameter the router matches (a UUID is 36; invitation tokens are under 100). */
+export const MAX_PARAM_LENGTH = 200;
+
+/** True when a 2xx response schema has a `token` or `secret` property (login, signup, API key, webhook secret). */
+function carriesSecret(response: unknown): boolean {
+  if (!response || typeof response !== 'object') return false;
+  return Object.entries(response as Record<string, { properties?: Record<string, unknown> }>).some(
+    ([status, schema]) => /^2/.test(status) && schema?.properties !== undefined && ('token' in schema.properties || 'secret' in schema.properties),
+  );
+}
+
+/**
+ * Node's HTTP parser refused the request (oversized headers, malformed request line) before Fastify saw
+ * it: answer problem+json with a fresh request id and the security headers, then close.
+ */
+function writeClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, detail] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'HTTP.HEADERS_TOO_LARGE', 'The request headers are too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'HTTP.REQUEST_TIMEOUT', 'The request was not received in time']
+        : [400, 'HTTP.BAD_REQUEST', 'The request is malformed'];
+  const requestId = newId();
+  const body = JSON.stringify(buildProblem(status, code, detail, requestId));
+  const headers = [
+    ['content-type', 'application/problem+json; charset=utf-8'],
+    ['content-length', String(Buffer.byteLength(body))],
+    ['x-request-id', requestId],
+    ['connection', 'close'],
+    ...securityHeaders(),
+  ];
+  if (socket.writable) {
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${headers.map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}`);
+  } else {
+    socket.destroy(err);
+  }
+}
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
 /**
@@ -68,11 +114,27 @@ export async function createHttpServer(opts: {
       const header = req.headers['x-request-id'];
       return typeof header === 'string' && REQUEST_ID.test(header) ? header : newId();
     },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    // Bodies validated without type coercion, query/params with it; global string/number/date rules (input.ts).
+    schemaController: { compilersFactory: { buildValidator: validatorCompilerFactory() as never } },
+    // Errors the router raises before any hook (bad percent-encoding, over-long parameter) and the ones
+    // Node's parser raises before Fastify (oversized headers): problem+json with a request id too.
+    frameworkErrors: (error, request, reply) => {
+      reply.header('x-request-id', request.id);
+      for (const [name, value] of securityHeaders()) reply.header(name, value);
+      if (error.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+        return sendProblem(reply, 414, 'HTTP.PARAM_TOO_LONG', `A path parameter is longer than ${MAX_PARAM_LENGTH} characters`);
+      }
+      if (error.code === 'FST_ERR_BAD_URL') return sendProblem(reply, 400, 'HTTP.BAD_URL', 'The URL is malformed (bad percent-encoding)');
+      request.log.error({ err: error }, 'router error');
+      return sendProblem(reply, 500, 'HTTP.INTERNAL', 'The server could not complete the request');
+    },
+    clientErrorHandler: writeClientError,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   // JSON only: a text/plain body is a client mistake (415), not a string to validate.
   app.removeContentTypeParser('text/plain');
+  registerJsonParser(app);
   app.addSchema(ProblemSchema);
   app.setErrorHandler(errorHandler);
 
@@ -90,6 +152,8 @@ export async function createHttpServer(opts: {
         // same path+method registered twice with different constraints: already known
       }
     }
+    // A response that hands out a secret must never sit in a browser or proxy cache.
+    if (carriesSecret(route.schema?.response)) route.config = { ...(route.config ?? {}), sensitive: true };
     // Document every route's error shape once, here, instead of in each module.
     if (route.schema && !route.schema.hide) {
       const response = { ...((route.schema.response as Record<string, unknown>) ?? {}) };
@@ -124,8 +188,9 @@ export async function createHttpServer(opts: {
 
   // While draining, each response closes its connection so keep-alive clients reconnect to another
   // instance and the listener can close without waiting for idle sockets to time out.
-  app.addHook('onSend', async (_request, reply, payload) => {
+  app.addHook('onSend', async (request, reply, payload) => {
     if (lifecycle.draining) reply.header('connection', 'close');
+    if (request.routeOptions.config?.sensitive) reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
     return payload;
   });
 
@@ -142,11 +207,7 @@ export async function createHttpServer(opts: {
     );
   });
 
-  await app.register(helmet, {
-    // JSON API: nothing should be framed or executed; the docs page sets its own CSP below.
-    contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    crossOriginResourcePolicy: { policy: 'same-origin' },
-  });
+  await app.register(helmet, HELMET_OPTIONS as never);
 
   await app.register(swagger, {
     openapi: {

@@ -152,6 +152,13 @@ export const rateLimitRejections = new client.Counter({
   labelNames: ['scope'] as const,
 });
 
+/** Per-destination policies (webhooks, mail, payments): how many destinations' breakers are not closed. */
+export const outboundBreakersOpen = new client.Gauge({
+  name: 'plinth_outbound_breakers_open',
+  help: 'Destinations whose circuit breaker is open or half-open, per outbound policy',
+  labelNames: ['policy'] as const,
+});
+
 /** Breaker state by breaker name; values in the order of cockatiel's CircuitState. */
 export const circuitBreakerState = new client.Gauge({
   name: 'plinth_circuit_breaker_state',

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { register } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../observability/logger.ts';
-import { BrokenCircuitError, BulkheadRejectedError, createOutboundPolicies, createPolicy, isTransientError, TaskCancelledError } from './policy.ts';
+import { BrokenCircuitError, BulkheadRejectedError, createDestinationPolicy, createOutboundPolicies, createPolicy, isTransientError, TaskCancelledError } from './policy.ts';
 
 const transientError = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
 const clientError = () => Object.assign(new Error('bad request'), { status: 400 });
@@ -105,7 +105,40 @@ describe('resilience policies', () => {
   it('provides shared policies for redis, smtp, payment and webhook calls', async () => {
     const policies = createOutboundPolicies();
     expect(Object.keys(policies).sort()).toEqual(['payment', 'redis', 'smtp', 'webhook']);
-    expect(await policies.smtp.execute(async () => 250)).toBe(250);
-    expect(policies.payment.breakerState()).toBe('closed');
+    expect(await policies.smtp.execute({ destination: 'smtp.example:587' }, async () => 250)).toBe(250);
+    expect(policies.payment.breakerState('gateway')).toBe('closed');
+  });
+});
+
+describe('per-destination policies', () => {
+  const failing = () => Promise.reject(Object.assign(new Error('upstream 503'), { status: 503 }));
+
+  it('opens the breaker of one destination only', async () => {
+    const p = createDestinationPolicy({ name: 'dest-test', breaker: { threshold: 3, halfOpenAfterMs: 60_000 }, perTenantLimit: 10, global: { limit: 10, queue: 0 } });
+    for (let i = 0; i < 3; i++) await expect(p.execute({ destination: 'a.example', tenantId: 't1' }, failing)).rejects.toThrow('503');
+    await expect(p.execute({ destination: 'a.example', tenantId: 't2' }, async () => 1)).rejects.toBeInstanceOf(BrokenCircuitError);
+    expect(await p.execute({ destination: 'b.example', tenantId: 't1' }, async () => 2)).toBe(2);
+    expect(p.breakerState('a.example')).toBe('open');
+    expect(p.breakerState('b.example')).toBe('closed');
+    const open = await register.getSingleMetric('plinth_outbound_breakers_open')?.get();
+    expect(open?.values.find((v) => v.labels.policy === 'dest-test')?.value).toBe(1);
+  });
+
+  it('caps concurrent calls per tenant and releases the slots', async () => {
+    const p = createDestinationPolicy({ name: 'tenant-cap', perTenantLimit: 2, global: { limit: 10, queue: 0 } });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const held = [1, 2].map((i) => p.execute({ destination: `d${i}`, tenantId: 'noisy' }, () => gate));
+    await expect(p.execute({ destination: 'd3', tenantId: 'noisy' }, async () => 3)).rejects.toBeInstanceOf(BulkheadRejectedError);
+    expect(await p.execute({ destination: 'd3', tenantId: 'quiet' }, async () => 3)).toBe(3);
+    release();
+    await Promise.all(held);
+    expect(await p.execute({ destination: 'd3', tenantId: 'noisy' }, async () => 4)).toBe(4);
+  });
+
+  it('keeps at most maxDestinations policies (LRU)', async () => {
+    const p = createDestinationPolicy({ name: 'lru', perTenantLimit: 5, global: { limit: 5, queue: 0 }, maxDestinations: 50, breaker: { threshold: 5, halfOpenAfterMs: 1000 } });
+    for (let i = 0; i < 500; i++) await p.execute({ destination: `host-${i}.example`, tenantId: 't' }, async () => i);
+    expect(p.size()).toBe(50);
   });
 });

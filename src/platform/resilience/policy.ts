@@ -15,8 +15,9 @@ import {
   wrap,
   type IPolicy,
 } from 'cockatiel';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { circuitBreakerState } from '../observability/metrics.ts';
+import { circuitBreakerState, outboundBreakersOpen } from '../observability/metrics.ts';
 
 export { BrokenCircuitError, BulkheadRejectedError, CircuitState, TaskCancelledError };
 
@@ -37,6 +38,11 @@ export interface PolicyOptions {
   /** Which errors are worth a retry and count against the breaker. Default: isTransientError. */
   isTransient?: (err: unknown) => boolean;
   logger?: Logger;
+  /** Export the breaker state as a gauge labelled with `name` (off for per-destination breakers: unbounded labels). */
+  metrics?: boolean;
+  /** Extra fields on breaker-transition log lines (e.g. the destination). */
+  logFields?: Record<string, unknown>;
+  onBreakerStateChange?: (state: 'closed' | 'open' | 'half-open' | 'isolated') => void;
 }
 
 export interface ResiliencePolicy {
@@ -117,13 +123,14 @@ export function createPolicy(opts: PolicyOptions): ResiliencePolicy {
       halfOpenAfter: opts.breaker.halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(opts.breaker.threshold),
     });
-    const gauge = circuitBreakerState;
-    gauge.set({ breaker: opts.name }, 0);
+    const gauge = opts.metrics === false ? undefined : circuitBreakerState;
+    gauge?.set({ breaker: opts.name }, 0);
     const b = breaker;
     b.onStateChange((state) => {
-      gauge.set({ breaker: opts.name }, STATE_VALUE[state]);
+      gauge?.set({ breaker: opts.name }, STATE_VALUE[state]);
       const level = state === CircuitState.Open ? 'warn' : 'info';
-      opts.logger?.[level]({ breaker: opts.name, state: STATE_NAME[state] }, `circuit breaker ${opts.name} ${STATE_NAME[state]}`);
+      opts.logger?.[level]({ breaker: opts.name, state: STATE_NAME[state], ...opts.logFields }, `circuit breaker ${opts.name} ${STATE_NAME[state]}`);
+      opts.onBreakerStateChange?.(STATE_NAME[state]);
     });
     layers.push(b);
   }
@@ -139,29 +146,127 @@ export function createPolicy(opts: PolicyOptions): ResiliencePolicy {
   };
 }
 
+/** Which outbound destination a call goes to, and for which tenant (for the per-tenant cap). */
+export interface OutboundScope {
+  /** e.g. a webhook endpoint URL, the SMTP relay, the payment gateway account. */
+  destination: string;
+  tenantId?: string | null;
+}
+
+/**
+ * One breaker and bulkhead per destination, a cap on each tenant's concurrent calls, and a global
+ * bulkhead over all of them: a tenant whose receiver fails opens only that receiver's breaker, and a
+ * tenant with many slow receivers holds at most `perTenantLimit` of the process's `global` slots.
+ */
+export interface DestinationPolicy {
+  readonly name: string;
+  execute<T>(scope: OutboundScope, fn: (signal: AbortSignal) => Promise<T>): Promise<T>;
+  breakerState(destination: string): ReturnType<ResiliencePolicy['breakerState']>;
+  /** Destinations currently holding a policy (bounded by maxDestinations). */
+  size(): number;
+}
+
+export interface DestinationPolicyOptions extends PolicyOptions {
+  /** Concurrent calls per tenant across all its destinations; beyond it BulkheadRejectedError at once. */
+  perTenantLimit: number;
+  /** Concurrent calls in the process (+ queue), all destinations together. */
+  global: { limit: number; queue: number };
+  /** Per-destination policies kept (least recently used evicted: a tenant cannot grow the heap with URLs). */
+  maxDestinations?: number;
+}
+
+export function createDestinationPolicy(opts: DestinationPolicyOptions): DestinationPolicy {
+  const { perTenantLimit, global, maxDestinations = 10_000, ...base } = opts;
+  const globalBulkhead = bulkheadPolicy(global.limit, global.queue);
+  // Destinations whose breaker is not closed, exported as one gauge per policy (a label per destination would be unbounded).
+  const notClosed = new Set<string>();
+  const gauge = outboundBreakersOpen;
+  gauge.set({ policy: opts.name }, 0);
+  const policies = new LRUCache<string, ResiliencePolicy>({
+    max: maxDestinations,
+    dispose: (_p, destination) => {
+      notClosed.delete(destination);
+      gauge.set({ policy: opts.name }, notClosed.size);
+    },
+  });
+  const inFlight = new Map<string, number>();
+  const policyFor = (destination: string) => {
+    let p = policies.get(destination);
+    if (!p) {
+      p = createPolicy({
+        ...base,
+        metrics: false,
+        logFields: { destination },
+        onBreakerStateChange: (state) => {
+          if (state === 'closed') notClosed.delete(destination);
+          else notClosed.add(destination);
+          gauge.set({ policy: opts.name }, notClosed.size);
+        },
+      });
+      policies.set(destination, p);
+    }
+    return p;
+  };
+  return {
+    name: opts.name,
+    async execute(scope, fn) {
+      const tenant = scope.tenantId ?? '-';
+      const current = inFlight.get(tenant) ?? 0;
+      if (current >= perTenantLimit) throw new BulkheadRejectedError(perTenantLimit, 0);
+      inFlight.set(tenant, current + 1);
+      try {
+        const policy = policyFor(scope.destination);
+        return await globalBulkhead.execute(() => policy.execute(fn));
+      } finally {
+        const left = (inFlight.get(tenant) ?? 1) - 1;
+        if (left <= 0) inFlight.delete(tenant);
+        else inFlight.set(tenant, left);
+      }
+    },
+    breakerState: (destination) => policies.peek(destination)?.breakerState() ?? 'closed',
+    size: () => policies.size,
+  };
+}
+
 /**
  * Policies for the outbound dependencies, created once per process and shared (a breaker only works if
  * every caller of the dependency goes through the same one).
  * - redis: no retry (the caller has a fallback and a request must not wait), short timeout, quick breaker.
- * - smtp / payment / webhook: retried with backoff, bulkheaded so a slow provider cannot take every socket.
+ * - smtp / payment / webhook: per destination (see DestinationPolicy), retried with backoff where safe,
+ *   bulkheaded so a slow provider cannot take every socket and one tenant cannot take every slot.
  *   Payment calls must carry the provider's own idempotency key before they may be retried.
  */
 export interface OutboundPolicies {
   redis: ResiliencePolicy;
-  smtp: ResiliencePolicy;
-  payment: ResiliencePolicy;
-  webhook: ResiliencePolicy;
+  smtp: DestinationPolicy;
+  payment: DestinationPolicy;
+  webhook: DestinationPolicy;
 }
+
+/** The figures README's security section documents. */
+export const OUTBOUND_LIMITS = {
+  webhook: { timeoutMs: 10_000, breaker: { threshold: 10, halfOpenAfterMs: 60_000 }, perDestination: { limit: 10, queue: 100 }, perTenantLimit: 10, global: { limit: 50, queue: 500 }, maxDestinations: 10_000 },
+  smtp: { timeoutMs: 10_000, retries: 3, breaker: { threshold: 5, halfOpenAfterMs: 30_000 }, perDestination: { limit: 10, queue: 100 }, perTenantLimit: 5, global: { limit: 10, queue: 200 }, maxDestinations: 100 },
+  payment: { timeoutMs: 15_000, retries: 2, breaker: { threshold: 5, halfOpenAfterMs: 30_000 }, perDestination: { limit: 20, queue: 50 }, perTenantLimit: 5, global: { limit: 20, queue: 100 }, maxDestinations: 1_000 },
+} as const;
 
 export function createOutboundPolicies(logger?: Logger): OutboundPolicies {
-  return {
-    redis: createRedisPolicy(logger),
-    smtp: createPolicy({ name: 'smtp', timeoutMs: 10_000, retries: 3, breaker: { threshold: 5, halfOpenAfterMs: 30_000 }, bulkhead: { limit: 10, queue: 100 }, logger }),
-    payment: createPolicy({ name: 'payment', timeoutMs: 15_000, retries: 2, breaker: { threshold: 5, halfOpenAfterMs: 30_000 }, bulkhead: { limit: 20, queue: 50 }, logger }),
-    webhook: createPolicy({ name: 'webhook', timeoutMs: 10_000, retries: 0, breaker: { threshold: 10, halfOpenAfterMs: 60_000 }, bulkhead: { limit: 50, queue: 500 }, logger }),
+  const outbound = (name: keyof typeof OUTBOUND_LIMITS) => {
+    const l = OUTBOUND_LIMITS[name];
+    return createDestinationPolicy({
+      name,
+      timeoutMs: l.timeoutMs,
+      retries: 'retries' in l ? l.retries : 0,
+      breaker: l.breaker,
+      bulkhead: l.perDestination,
+      perTenantLimit: l.perTenantLimit,
+      global: l.global,
+      maxDestinations: l.maxDestinations,
+      logger,
+    });
   };
+  return { redis: createRedisPolicy(logger), smtp: outbound('smtp'), payment: outbound('payment'), webhook: outbound('webhook') };
 }
-
 export function createRedisPolicy(logger?: Logger, name = 'redis'): ResiliencePolicy {
   return createPolicy({ name, timeoutMs: 500, retries: 0, breaker: { threshold: 3, halfOpenAfterMs: 2_000 }, logger });
 }

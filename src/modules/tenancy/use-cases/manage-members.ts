@@ -88,7 +88,9 @@ export function manageMembers(deps: UseCaseDeps) {
         if (!self) assertMayGrant(current, held);
         if (current === 'owner') await assertNotLastOwner(trx, orgId, userId);
         await repo.deleteMembership(trx, userId);
-        await audit.record(trx, { orgId, action: self ? 'member.left' : 'member.removed', target: { type: 'user', id: userId }, changes: { role: { from: current } }, context: ctx });
+        // API keys act for their creator: a member who leaves takes their keys with them, for good.
+        const apiKeysRevoked = await repo.revokeKeysCreatedBy(trx, userId);
+        await audit.record(trx, { orgId, action: self ? 'member.left' : 'member.removed', target: { type: 'user', id: userId }, changes: { role: { from: current }, ...(apiKeysRevoked > 0 ? { apiKeysRevoked } : {}) }, context: ctx });
       });
     },
   };

@@ -1,0 +1,79 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
+import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
+import { newId } from '../ids.ts';
+import { createModules } from '../../main.ts';
+import type { Authenticator } from './auth.ts';
+
+/**
+ * Failed authentication and authorization misses are rate limited per client IP, and once the budget is
+ * spent the token / membership lookup is not even run. Redis-backed when TEST_REDIS_URL is set.
+ */
+describe(`auth-failure limit per client IP (${process.env.TEST_REDIS_URL ? 'redis' : 'memory'})`, () => {
+  let t: TestPlatform;
+  let user: SignedUp;
+  let lookups = 0;
+
+  beforeAll(async () => {
+    let real: Authenticator | undefined;
+    const counting: Authenticator = {
+      authenticate: async (req) => {
+        lookups++;
+        return real!.authenticate(req);
+      },
+      resolveAccess: async (p, orgId) => {
+        lookups++;
+        return real!.resolveAccess(p, orgId);
+      },
+    };
+    t = await createTestPlatform({
+      env: { RATE_LIMIT_AUTH_FAILURES: '5', RATE_LIMIT_WINDOW_SEC: '60' },
+      compose: (platform) => {
+        const modules = createModules(platform);
+        real = modules.authenticator;
+        return { ...modules, authenticator: counting };
+      },
+    });
+    user = await signup(t.app);
+  });
+  afterAll(async () => t?.close());
+
+  const from = (ip: string, url: string, authorization: string) => t.app.inject({ url, headers: { authorization }, remoteAddress: ip });
+
+  it('random tokens: 401 with RateLimit headers until the budget is spent, then 429 before any lookup', async () => {
+    const ip = '198.51.100.7';
+    for (let i = 0; i < 5; i++) {
+      const res = await from(ip, '/v1/me', `Bearer pls_${newId()}`);
+      expect(res.statusCode).toBe(401);
+      expect(res.headers['ratelimit-policy']).toBe('"auth-failures";q=5;w=60');
+      expect(res.headers.ratelimit).toMatch(new RegExp(`^"auth-failures";r=${4 - i};t=\\d+$`));
+    }
+    const before = lookups;
+    for (let i = 0; i < 20; i++) {
+      const res = await from(ip, '/v1/me', `Bearer pls_${newId()}`);
+      expect(res.statusCode).toBe(429);
+      expect(res.headers['content-type']).toMatch(/problem\+json/);
+      expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(res.headers.ratelimit).toMatch(/^"auth-failures";r=0;t=\d+$/);
+      expect(res.json()).toMatchObject({ code: 'RATE_LIMIT.AUTH_FAILURES', requestId: res.headers['x-request-id'] });
+    }
+    expect(lookups).toBe(before);
+    // another address is unaffected, and so is a valid token from it
+    expect((await from('198.51.100.8', '/v1/me', `Bearer ${user.token}`)).statusCode).toBe(200);
+  });
+
+  it("orgs the caller is not a member of: 404 until the budget is spent, then 429 (and the caller's own org still works from elsewhere)", async () => {
+    const ip = '203.0.113.9';
+    for (let i = 0; i < 5; i++) expect((await from(ip, `/v1/orgs/${newId()}/projects`, `Bearer ${user.token}`)).statusCode).toBe(404);
+    const blocked = await from(ip, `/v1/orgs/${newId()}/projects`, `Bearer ${user.token}`);
+    expect(blocked.statusCode).toBe(429);
+    // successes never consume the budget
+    for (let i = 0; i < 10; i++) expect((await from('203.0.113.10', `/v1/orgs/${user.orgId}/projects`, `Bearer ${user.token}`)).statusCode).toBe(200);
+  });
+
+  it('public routes are not affected by the budget (login has its own throttle)', async () => {
+    const ip = '198.51.100.7';
+    const res = await t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: user.email, password: user.password }, remoteAddress: ip });
+    expect(res.statusCode).toBe(200);
+  });
+});

@@ -242,7 +242,8 @@ async function dbSetAppPassword(): Promise<number> {
 }
 
 async function setAppPasswordFrom(appUrl: string | undefined, owner: QueryExecutorProvider, explicit?: string): Promise<void> {
-  const { setAppPassword, APP_ROLE } = await import('./platform/db/database.ts');
+  const { APP_ROLE } = await import('./platform/db/database.ts');
+  const { setAppPassword } = await import('./platform/db/app-role.ts');
   const { DatabaseConnectError } = await import('./platform/db/unavailable.ts');
   const password = explicit ?? (appUrl ? decodeURIComponent(new URL(appUrl).password) : '');
   if (!password) throw new DatabaseConnectError('No password: pipe one on stdin or set DATABASE_APP_URL with a password');

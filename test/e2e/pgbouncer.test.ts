@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkAppLogin, openDatabase, setAppPassword, type Database } from '../../src/platform/db/database.ts';
+import { checkAppLogin, setAppPassword } from '../../src/platform/db/app-role.ts';
+import { openDatabase, type Database } from '../../src/platform/db/database.ts';
 import { isDatabaseUnavailable, isLoginRefused } from '../../src/platform/db/unavailable.ts';
 import { protectTenantTable } from '../../src/platform/migrate/helpers.ts';
 import { migrate } from '../../src/platform/migrate/migrator.ts';

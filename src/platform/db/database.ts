@@ -1,9 +1,7 @@
-import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { Kysely, PostgresDialect, sql, type LogEvent, type QueryExecutorProvider, type Transaction } from 'kysely';
 import pg from 'pg';
 import { isUuid } from '../ids.ts';
-import { DatabaseConnectError, isLoginRefused } from './unavailable.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
 import type { DB } from './schema.generated.ts';
 import { createUnitOfWork, currentUnitOfWork, type UnitOfWork } from './unit-of-work.ts';
@@ -267,39 +265,4 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
       await Promise.all([app.destroy(), owner.destroy(), ...replicas.map((r) => r.destroy())]);
     },
   }, limits);
-}
-
-/**
- * A SCRAM-SHA-256 verifier for a password (RFC 5802/7677, the format Postgres stores): the cleartext never
- * reaches the server, so it cannot end up in a statement log. As psql's \password does.
- */
-export function scramVerifier(password: string, salt = randomBytes(16), iterations = 4096): string {
-  const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
-  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
-  const storedKey = createHash('sha256').update(clientKey).digest();
-  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
-  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
-}
-
-/** Gives the app role a password (as the owner, which created it). The role is cluster-wide. */
-export async function setAppPassword(owner: QueryExecutorProvider, password: string): Promise<void> {
-  if (password.length < 16) throw new Error('the plinth_app password must be at least 16 characters');
-  await sql.raw(`alter role ${APP_ROLE} with login password '${scramVerifier(password)}'`).execute(owner);
-}
-
-/**
- * Checked at start: a wrong app-role login would otherwise pass the migration check (the owner's login)
- * and then fail every request. Refusing to start with one line is clearer than running never-ready.
- */
-export async function checkAppLogin(db: Database): Promise<void> {
-  try {
-    await db.ping();
-  } catch (err) {
-    if (isLoginRefused(err)) {
-      throw new DatabaseConnectError(
-        `PostgreSQL refused the ${APP_ROLE} login: ${(err as Error).message} (set its password with \`plinth db set-app-password\`; see docs/production.md)`,
-      );
-    }
-    throw err;
-  }
 }

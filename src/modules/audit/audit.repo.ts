@@ -1,26 +1,14 @@
 import { sql, type Selectable, type Transaction } from 'kysely';
 import type { Database, DB, DbScope, TxHandle } from '../../platform/db/database.ts';
 import { setTenant } from '../../platform/db/database.ts';
-import { GENESIS_HASH } from './audit.chain.ts';
+import { GENESIS_HASH, type ChainedFields } from './audit.chain.ts';
 
 /** The tables audit owns: `audit_events` (tenant-owned, RLS) and `audit_chains` (one head per chain). */
 export type AuditTables = Pick<DB, 'audit_events' | 'audit_chains'>;
 type AuditTx = Transaction<AuditTables>;
 
-/** One stored event, as the repo reads it back (dates as Date, `changes` parsed). */
-export interface AuditEventRow {
-  tenantId: string;
-  id: string;
-  seq: number;
-  occurredAt: Date;
-  actorType: string;
-  actorId: string;
-  actorUserId: string | null;
-  action: string;
-  targetType: string;
-  targetId: string;
-  requestId: string | null;
-  ip: string | null;
+/** One stored event, as the repo reads it back (dates as Date, `changes` parsed): the hashed fields + its hashes. */
+export interface AuditEventRow extends ChainedFields {
   changes: Record<string, unknown>;
   prevHash: string;
   hash: string;

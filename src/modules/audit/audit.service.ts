@@ -3,7 +3,7 @@ import type { Actor, ActorContext } from '../../platform/http/actor.ts';
 import { decodeCursor, listFingerprint, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import { eventHash, GENESIS_HASH, type ChainedFields } from './audit.chain.ts';
-import type { AuditEventRow, AuditRepo } from './audit.repo.ts';
+import type { AuditEventRow, AuditListFilter, AuditRepo } from './audit.repo.ts';
 
 /**
  * Events that belong to no org (signup of a user, login, password change, platform-admin actions) go to
@@ -36,13 +36,8 @@ export interface AuditEvent {
   hash: string;
 }
 
-export interface AuditFilter {
-  action?: string;
-  actorId?: string;
-  targetType?: string;
-  targetId?: string;
-  from?: Date;
-  to?: Date;
+/** An org's list query: the repo's filter, with an opaque cursor instead of the keyset position. */
+export interface AuditFilter extends Omit<AuditListFilter, 'beforeSeq'> {
   cursor?: string;
   limit: number;
 }

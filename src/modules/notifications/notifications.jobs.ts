@@ -4,15 +4,7 @@ import type { Mailer } from './notifications.mailer.ts';
 import type { WebhookDelivery } from './notifications.delivery.ts';
 import { DELIVERY_REQUESTED, INVITATION_CREATED, WEBHOOK_EVENT_TYPES, type DeliveryRequestedPayload } from './notifications.events.ts';
 import type { NotificationsTables } from './notifications.repo.ts';
-
-/** The payload of tenancy's invitation event, as this module reads it. */
-export interface InvitationCreatedPayload {
-  invitationId: string;
-  email: string;
-  role: string;
-  token: string;
-  expiresAt: string;
-}
+import type { InvitationCreatedPayload } from '../tenancy/index.ts';
 
 export interface NotificationsJobsDeps {
   delivery: WebhookDelivery;

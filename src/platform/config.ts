@@ -40,6 +40,8 @@ export interface Config {
   jobsConcurrency: number;
   /** Jobs: how often the outbox relay polls when it is not nudged. */
   jobsPollMs: number;
+  /** Jobs: the relay's safety poll when Postgres NOTIFY wakes it (every commit that adds an event does). */
+  jobsIdlePollMs: number;
   /** Jobs: a delivery relayed but not processed this long is re-dispatched by the sweeper. */
   jobsSweepAfterMs: number;
   /** Jobs (BullMQ): lock duration and stalled check — how soon a job of a killed worker runs again. */
@@ -223,6 +225,7 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: bool(env, 'TRUST_PROXY', false),
     jobsConcurrency: int(env, 'JOBS_CONCURRENCY', 8, 1, 256),
     jobsPollMs: int(env, 'JOBS_POLL_MS', 50, 5, 60_000),
+    jobsIdlePollMs: int(env, 'JOBS_IDLE_POLL_MS', 1_000, 5, 600_000),
     jobsSweepAfterMs: int(env, 'JOBS_SWEEP_AFTER_MS', 60_000, 200, 86_400_000),
     jobsStalledMs: int(env, 'JOBS_STALLED_MS', 30_000, 500, 600_000),
     jobsConsumerBackfillMs: int(env, 'JOBS_CONSUMER_BACKFILL_MS', 900_000, 0, 7 * 86_400_000),

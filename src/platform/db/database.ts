@@ -49,6 +49,12 @@ export interface Database extends DbScope<DB> {
   readonly kind: 'pglite' | 'postgres';
   /** A module's view: the same connections, typed with only the tables it names. */
   scope<K extends keyof DB>(...tables: K[]): DbScope<Pick<DB, K>>;
+  /**
+   * LISTEN on a channel over a dedicated connection (Postgres only; undefined embedded, where one process
+   * does everything and nudges itself). Reconnects with backoff after the connection is lost, and calls
+   * onNotify after every (re)connect too, since notifications sent meanwhile are lost. Returns a stop function.
+   */
+  listen?(channel: string, onNotify: () => void): () => Promise<void>;
   /** A request-wide transaction that every later `withTenant` of the request joins (see unit-of-work.ts). */
   openUnitOfWork(onBegin: (trx: Transaction<DB>) => Promise<void>): UnitOfWork;
   ping(): Promise<void>;
@@ -247,6 +253,9 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
   const replicaRunners = replicas.map((r) => pgTenantRunner(r, timeout));
   let next = 0;
 
+  // LISTEN needs a session of its own: the owner's direct URL (migrations need one too, for their advisory
+  // lock), never PgBouncer's transaction pooling.
+  const listenUrl = opts.databaseUrl;
   return withScopes({
     kind: 'postgres',
     app,
@@ -261,8 +270,48 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
       await sql`select 1`.execute(app);
     },
     poolStats: () => ({ total: appPool.totalCount, idle: appPool.idleCount, waiting: appPool.waitingCount }),
+    listen: (channel, onNotify) => listenWithReconnect(listenUrl, channel, onNotify),
     async close() {
       await Promise.all([app.destroy(), owner.destroy(), ...replicas.map((r) => r.destroy())]);
     },
   }, limits);
+}
+
+/**
+ * One client outside the pool, LISTENing on `channel` (a session feature, so on the direct owner URL, not
+ * through PgBouncer). Lost connections are retried with backoff; each (re)connect calls onNotify once, for
+ * what was sent while it was down.
+ */
+function listenWithReconnect(url: string, channel: string, onNotify: () => void): () => Promise<void> {
+  let client: pg.Client | undefined;
+  let stopped = false;
+  let delay = 500;
+  let timer: NodeJS.Timeout | undefined;
+  const connect = async () => {
+    if (stopped) return;
+    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3_000 });
+    client = c;
+    c.on('notification', onNotify);
+    c.on('error', () => {});
+    c.on('end', () => {
+      if (stopped) return;
+      timer = setTimeout(() => void connect(), delay);
+      timer.unref();
+      delay = Math.min(delay * 2, 30_000);
+    });
+    try {
+      await c.connect();
+      await c.query(`listen ${pg.escapeIdentifier(channel)}`);
+      delay = 500;
+      onNotify();
+    } catch {
+      await c.end().catch(() => undefined);
+    }
+  };
+  void connect();
+  return async () => {
+    stopped = true;
+    clearTimeout(timer);
+    await client?.end().catch(() => undefined);
+  };
 }

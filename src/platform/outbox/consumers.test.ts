@@ -59,6 +59,7 @@ describe('durable consumers across worker versions', () => {
     await newer.startWorker();
     await waitFor(() => ids.every((id) => seen.b.includes(id)));
     expect(seen.b.filter((id) => ids.includes(id))).toHaveLength(40);
+    await newer.stopWorker(); // the next test needs the old worker to relay alone
   });
 
   it('a consumer seen for the first time gets the recent events relayed before it existed (backfill)', async () => {

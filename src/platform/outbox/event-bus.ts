@@ -9,7 +9,7 @@ import { listDead, redrive } from './dead-letters.ts';
 import { BATCH, type DeadJob } from './deliveries.ts';
 import { createInProcessTransport } from './in-process-transport.ts';
 import { createProcessor } from './processor.ts';
-import { addToOutbox, type EventPublisher } from './publisher.ts';
+import { addToOutbox, OUTBOX_CHANNEL, type EventPublisher } from './publisher.ts';
 import { createRegistry, type JobRegistry } from './registry.ts';
 import { relayOnce } from './relay.ts';
 import { cleanupJobRecords } from './retention.ts';
@@ -62,6 +62,7 @@ export function createEventBus(deps: EventBusDeps): EventBus {
   let transport: Transport | undefined;
   let running = false;
   let wake: (() => void) | undefined;
+  let stopListening: (() => Promise<void>) | undefined;
   const loops: Promise<void>[] = [];
   const sleepers = new Set<() => void>();
 
@@ -143,7 +144,10 @@ export function createEventBus(deps: EventBusDeps): EventBus {
       // In-process queues do not survive a restart: pick up whatever an earlier run left pending.
       if (t.kind === 'in-process') await sweep(0).catch((err) => log.warn({ error: err.message }, 'startup sweep failed'));
       const sweepEvery = deps.sweepEveryMs ?? Math.max(100, Math.min(5_000, Math.floor(config.jobsSweepAfterMs / 2)));
-      loops.push(loop('relay', config.jobsPollMs, relay, true));
+      // Woken by events added in this process (nudge) and, on Postgres, by every commit that added one
+      // anywhere (NOTIFY): the poll is only a safety net, so an idle relay barely touches the database.
+      stopListening = db.listen?.(OUTBOX_CHANNEL, () => wake?.());
+      loops.push(loop('relay', stopListening ? config.jobsIdlePollMs : config.jobsPollMs, relay, true));
       loops.push(loop('sweeper', sweepEvery, () => sweep()));
       if (registry.schedules.size > 0) loops.push(loop('schedules', deps.scheduleTickMs ?? 1_000, runSchedules));
       log.info({ workerId, transport: t.kind, consumers: registry.byConsumer.size, schedules: registry.schedules.size }, 'worker started');
@@ -151,6 +155,8 @@ export function createEventBus(deps: EventBusDeps): EventBus {
     async stopWorker() {
       if (!running) return;
       running = false;
+      await stopListening?.();
+      stopListening = undefined;
       for (const wakeUp of [...sleepers]) wakeUp();
       await Promise.allSettled(loops.splice(0));
       await transport?.stop();

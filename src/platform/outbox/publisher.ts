@@ -26,6 +26,8 @@ export interface NewEvent<P = unknown> {
 }
 
 export const EVENT_NAME = /^[a-z0-9_]+\.[a-z0-9_.]+$/;
+/** Postgres NOTIFY channel: "the outbox has new rows" (see event-bus.ts, which LISTENs on it). */
+export const OUTBOX_CHANNEL = 'plinth_outbox';
 /**
  * A guard against documents in events, not a limit a valid request may reach: payloads carry ids and
  * changed fields, an update's old and new values at most, and every field comes from a request bounded by
@@ -67,10 +69,15 @@ export async function addToOutbox<P>(trx: TxHandle, event: NewEvent<P>): Promise
     requestId: event.requestId ?? ctx.requestId ?? null,
     traceparent: event.traceparent ?? ctx.traceparent ?? null,
   };
+  // The NOTIFY rides in the same statement (no extra round trip) and Postgres delivers it only at commit:
+  // a worker in another process relays at once instead of waiting for its next poll.
   await sql`
-    insert into outbox (id, tenant_id, name, payload, request_id, traceparent, occurred_at)
-    values (${envelope.id}, ${envelope.tenantId}, ${envelope.name}, ${json}::jsonb, ${envelope.requestId},
-            ${envelope.traceparent}, ${envelope.occurredAt})`.execute(trx);
+    with added as (
+      insert into outbox (id, tenant_id, name, payload, request_id, traceparent, occurred_at)
+      values (${envelope.id}, ${envelope.tenantId}, ${envelope.name}, ${json}::jsonb, ${envelope.requestId},
+              ${envelope.traceparent}, ${envelope.occurredAt})
+      returning id)
+    select pg_notify(${OUTBOX_CHANNEL}, '') from added`.execute(trx);
   return envelope;
 }
 

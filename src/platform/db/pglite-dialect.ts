@@ -60,6 +60,9 @@ function createPgliteDriver(opts: {
   role: string | null;
 }): Driver {
   const releases = new WeakMap<DatabaseConnection, () => void>();
+  /** Connections handed out inside a request's open unit of work: their "transactions" nest as savepoints. */
+  const nested = new WeakMap<DatabaseConnection, string>();
+  let nestedCount = 0;
 
   const connection: DatabaseConnection = {
     async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
@@ -84,6 +87,7 @@ function createPgliteDriver(opts: {
       if (currentUnitOfWork()?.connected && opts.session.currentRole === opts.role) {
         const conn = Object.create(connection) as DatabaseConnection;
         releases.set(conn, () => {});
+        nested.set(conn, `nested_tx_${++nestedCount}`);
         return conn;
       }
       const release = await opts.lock.acquire();
@@ -102,16 +106,21 @@ function createPgliteDriver(opts: {
       return conn;
     },
     async beginTransaction(conn: DatabaseConnection, settings: TransactionSettings) {
+      // BEGIN inside the unit of work's transaction would be ignored and its COMMIT would end the outer one.
+      const savepoint = nested.get(conn);
+      if (savepoint) return void (await conn.executeQuery(savepointCommand('savepoint', savepoint)));
       const parts = ['begin'];
       if (settings.isolationLevel) parts.push(`isolation level ${settings.isolationLevel}`);
       if (settings.accessMode) parts.push(settings.accessMode);
       await conn.executeQuery(CompiledQuery.raw(parts.join(' ')));
     },
     async commitTransaction(conn: DatabaseConnection) {
-      await conn.executeQuery(CompiledQuery.raw('commit'));
+      const savepoint = nested.get(conn);
+      await conn.executeQuery(savepoint ? savepointCommand('release savepoint', savepoint) : CompiledQuery.raw('commit'));
     },
     async rollbackTransaction(conn: DatabaseConnection) {
-      await conn.executeQuery(CompiledQuery.raw('rollback'));
+      const savepoint = nested.get(conn);
+      await conn.executeQuery(savepoint ? savepointCommand('rollback to savepoint', savepoint) : CompiledQuery.raw('rollback'));
     },
     async savepoint(conn, name) {
       await conn.executeQuery(savepointCommand('savepoint', name));

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -60,13 +61,14 @@ async function buildPgliteTemplate(): Promise<Blob> {
   }
 }
 
-let pgliteTemplate: Promise<Blob> | undefined;
+let templateFile: Promise<string> | undefined;
 
-function loadPgliteTemplate(): Promise<Blob> {
-  pgliteTemplate ??= (async () => {
+/** Path of the migrated PGlite template (a tarball of its data dir), built on first use. */
+function pgliteTemplateFile(): Promise<string> {
+  templateFile ??= (async () => {
     const key = templateKey();
     const file = path.join(CACHE_DIR, `pglite-${key}.tar`);
-    if (fs.existsSync(file)) return new Blob([fs.readFileSync(file)]);
+    if (fs.existsSync(file)) return file;
     const tarball = await buildPgliteTemplate();
     fs.mkdirSync(CACHE_DIR, { recursive: true });
     // Templates of earlier schemas are of no further use.
@@ -77,9 +79,27 @@ function loadPgliteTemplate(): Promise<Blob> {
     const tmp = `${file}.${process.pid}.tmp`;
     fs.writeFileSync(tmp, Buffer.from(await tarball.arrayBuffer()));
     fs.renameSync(tmp, file);
-    return tarball;
+    return file;
   })();
-  return pgliteTemplate;
+  return templateFile;
+}
+
+let templateBlob: Promise<Blob> | undefined;
+
+function loadPgliteTemplate(): Promise<Blob> {
+  templateBlob ??= pgliteTemplateFile().then((file) => new Blob([fs.readFileSync(file)]));
+  return templateBlob;
+}
+
+/**
+ * Fills `dir` with a migrated PGlite data dir, for tests that start a real `plinth start` process and
+ * are not about its first start: that process then opens the database instead of running initdb and
+ * every migration on disk (seconds under tsx). The tarball is a plain data dir, so `tar` unpacks it.
+ */
+export async function seedPgliteDataDir(dir: string): Promise<void> {
+  const file = await pgliteTemplateFile();
+  fs.mkdirSync(dir, { recursive: true });
+  execFileSync('tar', ['-xf', file, '-C', dir], { stdio: 'pipe' });
 }
 
 async function withAdmin<T>(base: string, fn: (admin: pg.Client) => Promise<T>): Promise<T> {

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Kysely } from 'kysely';
+import { Kysely, sql } from 'kysely';
 import pg from 'pg';
 import { openDatabase, type Database, type DatabaseOptions } from '../db/database.ts';
 import { createConnectionLock, createPgliteDialect } from '../db/pglite-dialect.ts';
@@ -24,7 +24,7 @@ export const usingRedis = Boolean(process.env.TEST_REDIS_URL);
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const CACHE_DIR = path.join(ROOT, 'node_modules', '.cache', 'plinth-test');
 /** Bump when the way a template is built changes, so stale caches are not reused. */
-const TEMPLATE_RECIPE = 1;
+const TEMPLATE_RECIPE = 2;
 /** Serializes template creation across concurrent test runs on one Postgres server. */
 const TEMPLATE_LOCK_KEY = 7_243_002;
 
@@ -54,6 +54,13 @@ async function buildPgliteTemplate(): Promise<Blob> {
       dialect: createPgliteDialect({ pglite, lock: createConnectionLock(), session: { currentRole: null }, role: null }),
     });
     await migrate(owner, { kind: 'pglite' });
+    // Every test file untars the dump into memory, so it carries only the database PGlite connects to:
+    // template0 and template1 are a third of the data dir each, and nothing creates databases in PGlite.
+    for (const name of ['template0', 'template1']) {
+      await sql`update pg_database set datistemplate = false where datname = ${name}`.execute(owner);
+      await sql.raw(`drop database ${name}`).execute(owner);
+    }
+    await sql`checkpoint`.execute(owner);
     // Uncompressed: gunzip would cost every test file more than reading the larger file does.
     return await pglite.dumpDataDir('none');
   } finally {

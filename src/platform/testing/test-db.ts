@@ -23,21 +23,25 @@ export const usingRedis = Boolean(process.env.TEST_REDIS_URL);
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const CACHE_DIR = path.join(ROOT, 'node_modules', '.cache', 'plinth-test');
-/** Bump when the way a template is built changes, so stale caches are not reused. */
-const TEMPLATE_RECIPE = 2;
+/** Bump when the way the PGlite template is built changes, so a stale cache is not reused. */
+const PGLITE_RECIPE = 2;
 /** Serializes template creation across concurrent test runs on one Postgres server. */
 const TEMPLATE_LOCK_KEY = 7_243_002;
 
 /**
- * Identifies the migrated schema: every migration's checksum, the PGlite version (a dump only loads into
- * the same Postgres build) and the recipe. A changed migration gives a new template, never a stale one.
+ * Identifies the migrated schema by every migration's checksum (plus `extra`): a changed migration gives
+ * a new template, never a stale one.
  */
-function templateKey(): string {
-  const hash = createHash('sha256').update(`recipe ${TEMPLATE_RECIPE}\n`);
+function templateKey(extra = ''): string {
+  const hash = createHash('sha256').update(extra);
   for (const f of listMigrationFiles()) hash.update(`${f.name} ${f.checksum}\n`);
-  const pglitePkg = path.join(ROOT, 'node_modules', '@electric-sql', 'pglite', 'package.json');
-  hash.update(JSON.parse(fs.readFileSync(pglitePkg, 'utf8')).version);
   return hash.digest('hex').slice(0, 16);
+}
+
+/** A PGlite dump only loads into the same Postgres build, so its version is part of the key. */
+function pgliteTemplateKey(): string {
+  const pkg = path.join(ROOT, 'node_modules', '@electric-sql', 'pglite', 'package.json');
+  return templateKey(`pglite ${JSON.parse(fs.readFileSync(pkg, 'utf8')).version} recipe ${PGLITE_RECIPE}\n`);
 }
 
 /**
@@ -73,7 +77,7 @@ let templateFile: Promise<string> | undefined;
 /** Path of the migrated PGlite template (a tarball of its data dir), built on first use. */
 function pgliteTemplateFile(): Promise<string> {
   templateFile ??= (async () => {
-    const key = templateKey();
+    const key = pgliteTemplateKey();
     const file = path.join(CACHE_DIR, `pglite-${key}.tar`);
     if (fs.existsSync(file)) return file;
     const tarball = await buildPgliteTemplate();

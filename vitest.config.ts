@@ -23,8 +23,9 @@ export default defineConfig({
       // Not isolated: a worker process runs file after file with its module cache and compiled PGlite WASM
       // kept, instead of a new process re-importing Fastify, Kysely, … and recompiling the WASM per file
       // (that was about a third of the suite's CPU time). Files still get their own database and app.
-      // Two cores: two long-lived workers.
-      forks: { isolate: false, maxForks: 2, minForks: 1 },
+      // Two cores: two long-lived workers (a third only added CPU contention). min = max: the pool ends idle
+      // workers above the minimum, and with min < max runs were seen to abort ("Terminating worker thread").
+      forks: { isolate: false, maxForks: 2, minForks: 2 },
       // The few ISOLATED files, beside the forks (they are short, and mostly wait).
       threads: { isolate: true, maxThreads: 1, minThreads: 1 },
     },

@@ -1,14 +1,45 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Test files that assert process-global state: the OpenTelemetry API globals (a tracer provider can be
+ * registered once per process) and absolute values in the prom-client default registry. They get a fresh
+ * worker each; every other file shares its worker process with the files before it.
+ */
+const ISOLATED = [
+  'src/platform/observability/metrics.test.ts',
+  'src/platform/observability/tracing.test.ts',
+  'src/platform/observability/trace-outbox.test.ts',
+];
+
 export default defineConfig({
   test: {
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts', 'migrations/**/*.test.ts', 'bench/**/*.test.ts'],
     exclude: ['test/fixtures/**', 'node_modules/**'],
-    // PGlite boots a WASM Postgres per test file; two cores give little room for more parallel forks.
-    pool: 'forks',
-    poolOptions: { forks: { maxForks: 2, minForks: 1 } },
+    // Migrates the template database every test file copies, once per run (see createTestDatabase).
+    globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    poolOptions: {
+      // Not isolated: a worker process runs file after file with its module cache and compiled PGlite WASM
+      // kept, instead of a new process re-importing Fastify, Kysely, … and recompiling the WASM per file
+      // (that was about a third of the suite's CPU time). Files still get their own database and app.
+      // Two cores: two long-lived workers (a third only added CPU contention). min = max: the pool ends idle
+      // workers above the minimum, and with min < max runs were seen to abort ("Terminating worker thread").
+      forks: { isolate: false, maxForks: 2, minForks: 2 },
+      // The few ISOLATED files, beside the forks (they are short, and mostly wait).
+      threads: { isolate: true, maxThreads: 1, minThreads: 1 },
+    },
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'shared',
+          pool: 'forks',
+          include: ['src/**/*.test.ts', 'test/**/*.test.ts', 'migrations/**/*.test.ts', 'bench/**/*.test.ts'],
+          exclude: ['test/fixtures/**', 'node_modules/**', ...ISOLATED],
+        },
+      },
+      { extends: true, test: { name: 'isolated', pool: 'threads', include: ISOLATED } },
+    ],
   },
 });

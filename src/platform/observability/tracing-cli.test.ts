@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seedPgliteDataDir } from '../testing/test-db.ts';
 
 /**
  * The real entry point: `plinth start` with only the standard OTEL_* variables set exports spans over
@@ -16,6 +17,9 @@ describe('plinth start with OTEL_EXPORTER_OTLP_ENDPOINT', () => {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'plinth-otel-'));
 
   beforeAll(async () => {
+    // An already-migrated embedded database (what every start after the first finds): this test is about
+    // the spans, and lifecycle.test.ts covers a first start on an empty data dir.
+    await seedPgliteDataDir(path.join(dataDir, 'pgdata'));
     collector = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c) => chunks.push(c));
@@ -81,5 +85,5 @@ describe('plinth start with OTEL_EXPORTER_OTLP_ENDPOINT', () => {
     expect(all.includes(Buffer.from('0af7651916cd43dd8448eb211c80319c', 'hex'))).toBe(true);
     expect(all.includes(Buffer.from('plinth-otel-test'))).toBe(true);
     expect(all.includes(Buffer.from('/v1/otel-probe-route'))).toBe(true);
-  }, 150_000); // a cold `plinth start` (PGlite on disk, migrations) is slow on a loaded 2-core machine
+  }, 150_000); // `plinth start` under tsx is slow on a loaded 2-core machine
 });

@@ -1,7 +1,13 @@
-import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Kysely, sql } from 'kysely';
 import pg from 'pg';
 import { openDatabase, type Database, type DatabaseOptions, type DbScope } from '../db/database.ts';
-import { migrate } from '../migrate/migrator.ts';
+import { createConnectionLock, createPgliteDialect } from '../db/pglite-dialect.ts';
+import { listMigrationFiles, migrate } from '../migrate/migrator.ts';
 
 export interface TestDatabase {
   db: Database;
@@ -15,42 +21,180 @@ export interface TestDatabase {
 export const usingPostgres = Boolean(process.env.TEST_DATABASE_URL);
 export const usingRedis = Boolean(process.env.TEST_REDIS_URL);
 
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const CACHE_DIR = path.join(ROOT, 'node_modules', '.cache', 'plinth-test');
+/** Bump when the way the PGlite template is built changes, so a stale cache is not reused. */
+const PGLITE_RECIPE = 2;
+/** Serializes template creation across concurrent test runs on one Postgres server. */
+const TEMPLATE_LOCK_KEY = 7_243_002;
+
+/**
+ * Identifies the migrated schema by every migration's checksum (plus `extra`): a changed migration gives
+ * a new template, never a stale one.
+ */
+function templateKey(extra = ''): string {
+  const hash = createHash('sha256').update(extra);
+  for (const f of listMigrationFiles()) hash.update(`${f.name} ${f.checksum}\n`);
+  return hash.digest('hex').slice(0, 16);
+}
+
+/** A PGlite dump only loads into the same Postgres build, so its version is part of the key. */
+function pgliteTemplateKey(): string {
+  const pkg = path.join(ROOT, 'node_modules', '@electric-sql', 'pglite', 'package.json');
+  return templateKey(`pglite ${JSON.parse(fs.readFileSync(pkg, 'utf8')).version} recipe ${PGLITE_RECIPE}\n`);
+}
+
+/**
+ * A migrated PGlite data dir as a tarball. Booting PGlite from scratch runs initdb in a second WASM
+ * instance and then every migration (about 5 s per file on a busy 2-core machine); loading a dump is
+ * a fraction of that. Kept on disk so one run — and the next — migrates once.
+ */
+async function buildPgliteTemplate(): Promise<Blob> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  // 1 MB WAL segments instead of 16: the dump holds one segment, and every file untars the dump again.
+  const pglite = await PGlite.create({ initDbStartParams: ['--wal-segsize=1'] });
+  try {
+    const owner = new Kysely<any>({
+      dialect: createPgliteDialect({ pglite, lock: createConnectionLock(), session: { currentRole: null }, role: null }),
+    });
+    await migrate(owner, { kind: 'pglite' });
+    // Every test file untars the dump into memory, so it carries only the database PGlite connects to:
+    // template0 and template1 are a third of the data dir each, and nothing creates databases in PGlite.
+    for (const name of ['template0', 'template1']) {
+      await sql`update pg_database set datistemplate = false where datname = ${name}`.execute(owner);
+      await sql.raw(`drop database ${name}`).execute(owner);
+    }
+    await sql`checkpoint`.execute(owner);
+    // Uncompressed: gunzip would cost every test file more than reading the larger file does.
+    return await pglite.dumpDataDir('none');
+  } finally {
+    await pglite.close();
+  }
+}
+
+let templateFile: Promise<string> | undefined;
+
+/** Path of the migrated PGlite template (a tarball of its data dir), built on first use. */
+function pgliteTemplateFile(): Promise<string> {
+  templateFile ??= (async () => {
+    const key = pgliteTemplateKey();
+    const file = path.join(CACHE_DIR, `pglite-${key}.tar`);
+    if (fs.existsSync(file)) return file;
+    const tarball = await buildPgliteTemplate();
+    fs.mkdirSync(CACHE_DIR, { recursive: true });
+    // Templates of earlier schemas are of no further use.
+    for (const old of fs.readdirSync(CACHE_DIR)) {
+      if (old.startsWith('pglite-') && !old.startsWith(`pglite-${key}`)) fs.rmSync(path.join(CACHE_DIR, old), { force: true });
+    }
+    // Written aside and renamed: a parallel test worker never reads half a file.
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, Buffer.from(await tarball.arrayBuffer()));
+    fs.renameSync(tmp, file);
+    return file;
+  })();
+  return templateFile;
+}
+
+let templateBlob: Promise<Blob> | undefined;
+
+function loadPgliteTemplate(): Promise<Blob> {
+  templateBlob ??= pgliteTemplateFile().then((file) => new Blob([fs.readFileSync(file)]));
+  return templateBlob;
+}
+
+/**
+ * Fills `dir` with a migrated PGlite data dir, for tests that start a real `plinth start` process and
+ * are not about its first start: that process then opens the database instead of running initdb and
+ * every migration on disk (seconds under tsx). The tarball is a plain data dir, so `tar` unpacks it.
+ */
+export async function seedPgliteDataDir(dir: string): Promise<void> {
+  const file = await pgliteTemplateFile();
+  fs.mkdirSync(dir, { recursive: true });
+  execFileSync('tar', ['-xf', file, '-C', dir], { stdio: 'pipe' });
+}
+
+async function withAdmin<T>(base: string, fn: (admin: pg.Client) => Promise<T>): Promise<T> {
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.end();
+  }
+}
+
+const dbUrl = (base: string, name: string) => {
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return url.toString();
+};
+
+let postgresTemplate: Promise<string> | undefined;
+
+/**
+ * A migrated database that each test file's database is copied from (CREATE DATABASE … TEMPLATE), named by
+ * the schema's key. Built under an advisory lock and renamed into place when complete, so concurrent runs
+ * (and this run's parallel workers) neither build it twice nor copy a half-migrated one. It is kept for the
+ * next run; another branch's schema gets its own.
+ */
+function loadPostgresTemplate(base: string): Promise<string> {
+  postgresTemplate ??= withAdmin(base, async (admin) => {
+    const name = `plinth_tpl_${templateKey()}`;
+    await admin.query('select pg_advisory_lock($1)', [TEMPLATE_LOCK_KEY]);
+    try {
+      const found = await admin.query('select 1 from pg_database where datname = $1', [name]);
+      if (found.rowCount) return name;
+      const building = `${name}_build`;
+      await admin.query(`drop database if exists ${building} with (force)`);
+      await admin.query(`create database ${building}`);
+      const db = await openDatabase({ databaseUrl: dbUrl(base, building) });
+      try {
+        await migrate(db.owner, { kind: db.kind });
+      } finally {
+        await db.close();
+      }
+      await admin.query(`alter database ${building} rename to ${name}`);
+      return name;
+    } finally {
+      await admin.query('select pg_advisory_unlock($1)', [TEMPLATE_LOCK_KEY]);
+    }
+  });
+  return postgresTemplate;
+}
+
+/** Builds the migrated template once before the test workers start (vitest globalSetup). */
+export async function prepareTestTemplate(): Promise<void> {
+  const base = process.env.TEST_DATABASE_URL;
+  if (base) await loadPostgresTemplate(base);
+  else await loadPgliteTemplate();
+}
+
 /**
  * A fresh, migrated database for one test file: a throwaway Postgres database when TEST_DATABASE_URL
- * is set (so parallel files never share rows), otherwise an in-memory PGlite.
+ * is set (so parallel files never share rows), otherwise an in-memory PGlite. Both start as a copy of a
+ * migrated template; migrate() still runs, and refuses a copy whose history does not match the files.
  */
 export async function createTestDatabase(opts: Partial<DatabaseOptions> = {}): Promise<TestDatabase> {
   const base = process.env.TEST_DATABASE_URL;
   if (!base) {
-    const db = await openDatabase({ ...opts });
+    const loadDataDir = opts.dataDir ? undefined : await loadPgliteTemplate();
+    const db = await openDatabase({ ...opts, loadDataDir });
     await migrate(db.owner, { kind: db.kind });
     return { db, kind: 'pglite', drop: () => db.close() };
   }
+  const template = await loadPostgresTemplate(base);
   const name = `plinth_test_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: base });
-  await admin.connect();
-  try {
-    await admin.query(`create database ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  const db = await openDatabase({ ...opts, databaseUrl: url.toString() });
+  await withAdmin(base, (admin) => admin.query(`create database ${name} template ${template}`));
+  const url = dbUrl(base, name);
+  const db = await openDatabase({ ...opts, databaseUrl: url });
   await migrate(db.owner, { kind: db.kind });
   return {
     db,
-    url: url.toString(),
+    url,
     kind: 'postgres',
     async drop() {
       await db.close();
-      const c = new pg.Client({ connectionString: base });
-      await c.connect();
-      try {
-        await c.query(`drop database if exists ${name} with (force)`);
-      } finally {
-        await c.end();
-      }
+      await withAdmin(base, (admin) => admin.query(`drop database if exists ${name} with (force)`));
     },
   };
 }

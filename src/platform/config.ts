@@ -48,6 +48,8 @@ export interface Config {
   jobsStalledMs: number;
   /** A consumer seen for the first time also gets the events of its name that occurred this long before (rolling deploys). */
   jobsConsumerBackfillMs: number;
+  /** A consumer no running worker has declared for this long gets no new deliveries (it was removed from the code). */
+  jobsConsumerRetireMs: number;
   /** Login throttling: processed failed logins per sliding hour before 429 (identity). */
   loginThrottle: { perAccountPerHour: number; perIpPerHour: number; perAccountIpPerHour: number; delayAfter: number; maxDelaySec: number };
 }
@@ -229,6 +231,7 @@ export function loadConfig(env: Env = process.env): Config {
     jobsSweepAfterMs: int(env, 'JOBS_SWEEP_AFTER_MS', 60_000, 200, 86_400_000),
     jobsStalledMs: int(env, 'JOBS_STALLED_MS', 30_000, 500, 600_000),
     jobsConsumerBackfillMs: int(env, 'JOBS_CONSUMER_BACKFILL_MS', 900_000, 0, 7 * 86_400_000),
+    jobsConsumerRetireMs: int(env, 'JOBS_CONSUMER_RETIRE_MS', 3_600_000, 120_000, 30 * 86_400_000),
     loginThrottle: {
       perAccountPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR', 100, 1, 1_000_000),
       perIpPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_IP_PER_HOUR', 1000, 1, 10_000_000),

@@ -55,3 +55,40 @@ describe(`unit of work (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}
     expect(await exists('uow.e')).toBe(false);
   });
 });
+
+describe(`unit of work: nesting and settings (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'})`, () => {
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+  });
+  afterAll(() => t.drop());
+
+  it('a withTenant nested inside another runs (no self-wait), and the outer call keeps its tenant', async () => {
+    await runWithUnitOfWorkSlot(async () => {
+      const uow = t.db.openUnitOfWork(async () => {});
+      setUnitOfWork(uow);
+      const seen = await t.db.withTenant(TENANT, async (trx) => {
+        const inner = await t.db.withTenant('00000000-0000-7000-8000-0000000000bb', async (trx2) =>
+          (await sql<{ t: string }>`select current_setting('app.tenant_id', true) as t`.execute(trx2)).rows[0]!.t,
+        );
+        const after = (await sql<{ t: string }>`select current_setting('app.tenant_id', true) as t`.execute(trx)).rows[0]!.t;
+        return { inner, after };
+      });
+      setUnitOfWork(undefined);
+      await uow.commit();
+      expect(seen).toEqual({ inner: '00000000-0000-7000-8000-0000000000bb', after: TENANT });
+    });
+  }, 10_000);
+
+  it('a setting one call makes (app.user_id) is gone in the next call', async () => {
+    await runWithUnitOfWorkSlot(async () => {
+      const uow = t.db.openUnitOfWork(async () => {});
+      setUnitOfWork(uow);
+      await t.db.withTenant(TENANT, (trx) => sql`select set_config('app.user_id', 'someone', true)`.execute(trx));
+      const next = await t.db.withTenant(TENANT, async (trx) => (await sql<{ u: string }>`select current_setting('app.user_id', true) as u`.execute(trx)).rows[0]!.u);
+      setUnitOfWork(undefined);
+      await uow.rollback();
+      expect(next).toBe('');
+    });
+  });
+});

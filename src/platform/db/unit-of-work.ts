@@ -27,6 +27,8 @@ interface Slot {
 }
 
 const storage = new AsyncLocalStorage<Slot>();
+/** The tenant of the unit of work's call running now: a nested call must not queue behind it, and restores it. */
+const inRun = new AsyncLocalStorage<string>();
 
 /** Gives the code run by fn (a request) a slot in which a unit of work can be opened later. */
 export function runWithUnitOfWorkSlot<T>(fn: () => T): T {
@@ -59,6 +61,7 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
   let connected = false;
 
   function open(): Promise<Transaction<DB>> {
+    if (closed) return Promise.reject(new Error('unit of work already ended'));
     conn ??= new Promise<Transaction<DB>>((ready, fail) => {
       db.connection()
         .execute(async (c) => {
@@ -111,20 +114,32 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
     run(tenantId, fn) {
       if (closed) return Promise.reject(new Error('unit of work already ended'));
       if (!isUuid(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
-      return serialized(async () => {
+      const outer = inRun.getStore();
+      const body = async () => {
+        // Re-checked here: a call queued behind commit/rollback must never touch the released connection.
+        if (closed) throw new Error('unit of work already ended');
         const trx = await open();
         const sp = `uow_${++savepoints}`;
         await sql.raw(`savepoint ${sp}`).execute(trx);
-        await sql`select set_config('app.tenant_id', ${tenantId.toLowerCase()}, true)`.execute(trx);
+        // Each call starts from a clean context, like a transaction of its own: a setting another call
+        // made (app.user_id for the member_self_read policy) must not widen what this one sees.
+        await sql`select set_config('app.tenant_id', ${tenantId.toLowerCase()}, true), set_config('app.user_id', '', true)`.execute(trx);
         try {
-          const result = await fn(trx);
+          const result = await inRun.run(tenantId.toLowerCase(), () => fn(trx));
           await sql.raw(`release savepoint ${sp}`).execute(trx);
           return result;
         } catch (err) {
           await sql.raw(`rollback to savepoint ${sp}`).execute(trx).catch(() => undefined);
           throw err;
+        } finally {
+          // Back to the enclosing call's tenant; between calls (and for the request's plain queries,
+          // embedded) no tenant context remains.
+          await sql`select set_config('app.tenant_id', ${outer ?? ''}, true), set_config('app.user_id', '', true)`.execute(trx).catch(() => undefined);
         }
-      });
+      };
+      // A withTenant nested inside another (e.g. a seam called within a use case's transaction) runs at once
+      // in a savepoint of its own: queueing it behind the call that awaits it would wait forever.
+      return outer !== undefined ? body() : serialized(body);
     },
     commit(fn) {
       return serialized(async () => {

@@ -86,12 +86,21 @@ export async function recordResponse(db: Db, scopeHash: string, token: string, r
 
 /** Extends the lease of claims this process still holds (token → scope hash pairs). */
 export async function renewLeases(db: Db, claims: Array<[token: string, scopeHash: string]>, leaseSec: number): Promise<void> {
+  // A claim whose request is writing is row-locked by its transaction (the fence): skip it rather than
+  // wait (its owner is plainly alive, and no retry can take it over while the lock is held).
   await db
     .updateTable('idempotency_keys')
     .set({ locked_until: seconds(leaseSec) })
-    .where('scope_hash', 'in', claims.map(([, scope]) => scope))
-    .where('claim_token', 'in', claims.map(([token]) => token))
-    .where('state', '=', 'in_flight')
+    .where('scope_hash', 'in', (eb) =>
+      eb
+        .selectFrom('idempotency_keys')
+        .select('scope_hash')
+        .where('scope_hash', 'in', claims.map(([, scope]) => scope))
+        .where('claim_token', 'in', claims.map(([token]) => token))
+        .where('state', '=', 'in_flight')
+        .forUpdate()
+        .skipLocked(),
+    )
     .execute();
 }
 

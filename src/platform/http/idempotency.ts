@@ -254,6 +254,7 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     const claimed = request.idempotencyClaim;
     if (!claimed) return;
     request.idempotencyClaim = undefined;
+    setUnitOfWork(undefined);
     await claimed.uow.rollback().catch(() => undefined);
     await settle(claimed.token, claimed.scopeHash);
   });

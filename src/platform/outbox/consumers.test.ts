@@ -73,5 +73,19 @@ describe('durable consumers across worker versions', () => {
     // a was declared already: no second delivery for it.
     const rows = await t.db.app.selectFrom('job_deliveries').select('consumer').where('event_id', 'in', ids).where('consumer', '=', 'test.a_backfill').execute();
     expect(rows).toHaveLength(30);
+    await newer.stopWorker(); // the next test needs its own bus to relay alone
+  });
+
+  it('a consumer no running worker has declared for JOBS_CONSUMER_RETIRE_MS gets no new deliveries', async () => {
+    const retired = bus(['a', 'b'], 'test.retire');
+    await retired.startWorker(); // declares a and b…
+    await retired.stopWorker();
+    // …then b is removed from the code: only a is still declared by running workers.
+    await t.db.app.updateTable('job_consumers').set({ last_seen_at: new Date(Date.now() - 2 * 3_600_000) }).where('consumer', '=', 'test.b_retire').execute();
+    const current = bus(['a'], 'test.retire');
+    const ids = await publish(current, 'test.retire', 5);
+    expect(await current.relayOnce()).toBe(5);
+    const rows = await t.db.app.selectFrom('job_deliveries').select('consumer').where('event_id', 'in', ids).execute();
+    expect(rows.map((r) => r.consumer).sort()).toEqual(Array(5).fill('test.a_retire'));
   });
 });

@@ -11,15 +11,19 @@ import type { DeliveryJob } from './transport.ts';
  * version relays. A consumer seen for the first time also gets a delivery for each event of its name that
  * occurred within `backfillMs` (events a newer API emitted while only older workers were relaying).
  *
- * The backfill locks those outbox rows (FOR UPDATE, no SKIP LOCKED): a relay that read the consumer list
- * before this registration committed still holds its rows' locks, so the backfill waits for it and then
- * sees its events relayed; every later relay reads the list with this consumer in it. Either way the new
- * consumer gets each event once (the (event, consumer) unique key absorbs any overlap).
+ * Registration and relays exclude each other on CONSUMERS_LOCK: a registration takes it exclusively for its
+ * whole transaction, every relay shares it while it reads the list and fans out. So a relay either finished
+ * before the registration (its events are relayed, and the backfill, which runs after, finds them) or starts
+ * after it committed (and reads the list with the new consumer in it): no event falls between the two. The
+ * (event, consumer) unique key absorbs any overlap.
  */
+export const CONSUMERS_LOCK = 7_243_002;
+
 export async function registerConsumers(db: Database, registry: Registry, backfillMs: number): Promise<DeliveryJob[]> {
   const subs = [...registry.byConsumer.values()];
   if (subs.length === 0) return [];
   return db.app.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(${CONSUMERS_LOCK})`.execute(trx);
     const fresh = await trx
       .insertInto('job_consumers')
       .values(subs.map((s) => ({ consumer: s.consumer, event_name: s.eventName, max_attempts: s.maxAttempts })))
@@ -42,8 +46,7 @@ export async function registerConsumers(db: Database, registry: Registry, backfi
         from outbox o
         where o.name = ${c.event_name} and o.occurred_at >= now() - ${ms(backfillMs)}
           and not exists (select 1 from job_deliveries d where d.event_id = o.id and d.consumer = ${c.consumer})
-        order by o.id
-        for update of o`.execute(trx);
+        order by o.id`.execute(trx);
       for (let i = 0; i < rows.length; i += 1_000) {
         const chunk = rows.slice(i, i + 1_000);
         const inserted = await trx
@@ -58,4 +61,11 @@ export async function registerConsumers(db: Database, registry: Registry, backfi
     }
     return jobs;
   });
+}
+
+/** A running worker keeps its consumers current; one no worker has declared for `retireMs` gets no new deliveries. */
+export async function touchConsumers(db: Database, registry: Registry): Promise<void> {
+  const names = [...registry.byConsumer.keys()];
+  if (names.length === 0) return;
+  await db.app.updateTable('job_consumers').set({ last_seen_at: sql`now()` }).where('consumer', 'in', names).execute();
 }

@@ -4,7 +4,10 @@ import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
 import { newId } from '../ids.ts';
 import { createBullTransport, type BullTransport } from './bullmq-transport.ts';
-import { registerConsumers } from './consumers.ts';
+import { registerConsumers, touchConsumers } from './consumers.ts';
+
+/** How often a running worker re-declares its consumers (well inside JOBS_CONSUMER_RETIRE_MS). */
+const CONSUMER_TOUCH_MS = 60_000;
 import { listDead, redrive } from './dead-letters.ts';
 import { BATCH, type DeadJob } from './deliveries.ts';
 import { createInProcessTransport } from './in-process-transport.ts';
@@ -90,15 +93,27 @@ export function createEventBus(deps: EventBusDeps): EventBus {
     }
   }
 
-  function nudge(): void {
-    if (!wake) return;
-    // The caller's transaction has not committed yet; give it a moment before polling.
-    const w = wake;
-    setTimeout(w, 2).unref();
+  /** A wake-up that arrives while the relay is busy is kept, so its next round starts at once. */
+  let wakePending = false;
+  function wakeRelay(): void {
+    if (wake) wake();
+    else wakePending = true;
   }
 
-  const relay = () => relayOnce(db, registry, dispatch);
-  const sweep = (olderThanMs = config.jobsSweepAfterMs) => sweepOnce(db, log, (jobs) => dispatch(jobs, true), olderThanMs);
+  function nudge(): void {
+    // The caller's transaction has not committed yet; give it a moment before polling.
+    setTimeout(wakeRelay, 2).unref();
+  }
+
+  const relay = () => relayOnce(db, registry, dispatch, config.jobsConsumerRetireMs);
+  let touchedAt = 0;
+  const sweep = async (olderThanMs = config.jobsSweepAfterMs) => {
+    if (running && Date.now() - touchedAt > CONSUMER_TOUCH_MS) {
+      touchedAt = Date.now();
+      await touchConsumers(db, registry).catch((err) => log.warn({ error: (err as Error).message }, 'could not refresh consumers'));
+    }
+    return sweepOnce(db, log, (jobs) => dispatch(jobs, true), olderThanMs);
+  };
   const runSchedules = () => runDueSchedules(db, registry, log, workerId);
 
   async function loop(name: string, intervalMs: number, body: () => Promise<number | unknown>, useWake = false): Promise<void> {
@@ -111,6 +126,10 @@ export function createEventBus(deps: EventBusDeps): EventBus {
         if (running) log.warn({ loop: name, error: (err as Error).message }, 'background loop iteration failed');
       }
       if (busy || !running) continue;
+      if (useWake && wakePending) {
+        wakePending = false;
+        continue;
+      }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, intervalMs);
         function done() {
@@ -146,7 +165,7 @@ export function createEventBus(deps: EventBusDeps): EventBus {
       const sweepEvery = deps.sweepEveryMs ?? Math.max(100, Math.min(5_000, Math.floor(config.jobsSweepAfterMs / 2)));
       // Woken by events added in this process (nudge) and, on Postgres, by every commit that added one
       // anywhere (NOTIFY): the poll is only a safety net, so an idle relay barely touches the database.
-      stopListening = db.listen?.(OUTBOX_CHANNEL, () => wake?.());
+      stopListening = db.listen?.(OUTBOX_CHANNEL, wakeRelay);
       loops.push(loop('relay', stopListening ? config.jobsIdlePollMs : config.jobsPollMs, relay, true));
       loops.push(loop('sweeper', sweepEvery, () => sweep()));
       if (registry.schedules.size > 0) loops.push(loop('schedules', deps.scheduleTickMs ?? 1_000, runSchedules));

@@ -47,6 +47,9 @@ export function createInProcessTransport(opts: { concurrency: number; logger: Lo
   }
 
   function enqueue(job: DeliveryJob): void {
+    // A consumer this process does not run (one a newer worker declared): its delivery stays pending in
+    // Postgres for a process that does; holding it here would only grow the map.
+    if (processor && !consumers.has(job.consumer)) return;
     const key = keyOf(job);
     if (queue.has(key) || delayed.has(key)) return;
     queue.set(key, job);

@@ -1,7 +1,8 @@
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { newId } from '../ids.ts';
-import { BATCH } from './deliveries.ts';
+import { CONSUMERS_LOCK } from './consumers.ts';
+import { BATCH, ms } from './deliveries.ts';
 import { toEnvelope, type OutboxRow } from './publisher.ts';
 import type { Registry } from './registry.ts';
 import type { DeliveryJob } from './transport.ts';
@@ -15,7 +16,12 @@ import type { DeliveryJob } from './transport.ts';
  * consumers.ts) plus this process's own: an old worker relaying beside a new one still fans out to the
  * new one's consumers, and a process that relays before its worker started still serves its own.
  */
-export async function relayOnce(db: Database, registry: Registry, dispatch: (jobs: DeliveryJob[]) => Promise<void>): Promise<number> {
+export async function relayOnce(
+  db: Database,
+  registry: Registry,
+  dispatch: (jobs: DeliveryJob[]) => Promise<void>,
+  retireMs: number,
+): Promise<number> {
   const { events, jobs } = await db.app.transaction().execute(async (trx) => {
     const { rows } = await sql<OutboxRow>`
       select id, tenant_id, name, payload, request_id, traceparent, occurred_at
@@ -25,10 +31,14 @@ export async function relayOnce(db: Database, registry: Registry, dispatch: (job
     if (rows.length === 0) return { events: [], jobs: [] };
     const events = rows.map(toEnvelope);
     const names = [...new Set(events.map((e) => e.name))];
+    // Shared with other relays, exclusive against a consumer's registration (see consumers.ts).
+    await sql`select pg_advisory_xact_lock_shared(${CONSUMERS_LOCK})`.execute(trx);
     const declared = await trx
       .selectFrom('job_consumers')
       .select(['consumer', 'event_name as eventName', 'max_attempts as maxAttempts'])
       .where('event_name', 'in', names)
+      // A consumer no running worker has declared for this long was removed from the code: no new deliveries.
+      .where('last_seen_at', '>', sql<Date>`now() - ${ms(retireMs)}`)
       .execute();
     const consumersOf = new Map<string, Map<string, { consumer: string; maxAttempts: number }>>();
     for (const c of [...declared, ...names.flatMap((n) => registry.byName.get(n) ?? [])]) {

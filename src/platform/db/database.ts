@@ -157,12 +157,9 @@ function withScopes(base: Omit<Database, 'scope' | 'join' | 'openUnitOfWork'>, b
   const db: Database = {
     ...base,
     join: (trx) => trx as Transaction<DB>,
+    // On pg the same transaction-local limits as every other transaction, sent with BEGIN.
     openUnitOfWork: (onBegin) =>
-      createUnitOfWork(base.app, async (trx) => {
-        // The same transaction-local limits as every other pg transaction.
-        if (beginLimits) await sql.raw(`select ${beginLimits}`).execute(trx);
-        await onBegin(trx);
-      }),
+      createUnitOfWork(base.app, onBegin, beginLimits ? { begin: `begin; select ${beginLimits}`, multiStatement: true } : {}),
     scope: <K extends keyof DB>() => db as unknown as DbScope<Pick<DB, K>>,
   };
   return db;

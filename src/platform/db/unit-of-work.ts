@@ -52,7 +52,17 @@ export function currentUnitOfWork(): UnitOfWork | undefined {
  * at the first `run`, so a request that never writes holds no connection. Until commit or rollback the
  * connection stays checked out of the pool (held by the callback of `db.connection()`).
  */
-export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>) => Promise<void>): UnitOfWork {
+export interface UnitOfWorkOptions {
+  /** Statements that open the transaction (pg: BEGIN plus its transaction-local limits, one round trip). */
+  begin?: string;
+  /** The server takes several statements in one simple query (pg; not PGlite's extended protocol). */
+  multiStatement?: boolean;
+}
+
+/** Sets a call's context: its tenant (or none) and no leftover user id. Values are UUIDs (checked) or ''. */
+const contextSql = (tenant: string) => `select set_config('app.tenant_id', '${tenant}', true), set_config('app.user_id', '', true)`;
+
+export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>) => Promise<void>, opts: UnitOfWorkOptions = {}): UnitOfWork {
   let conn: Promise<Transaction<DB>> | undefined;
   let end: ((action: 'commit' | 'rollback') => Promise<void>) | undefined;
   let tail: Promise<unknown> = Promise.resolve();
@@ -67,7 +77,7 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
         .execute(async (c) => {
           const trx = c as unknown as Transaction<DB>;
           connected = true;
-          await sql`begin`.execute(trx);
+          await sql.raw(opts.begin ?? 'begin').execute(trx);
           try {
             await onBegin(trx);
           } catch (err) {
@@ -111,7 +121,7 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
     get connected() {
       return connected;
     },
-    run(tenantId, fn) {
+    run<R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>): Promise<R> {
       if (closed) return Promise.reject(new Error('unit of work already ended'));
       if (!isUuid(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
       const outer = inRun.getStore();
@@ -120,22 +130,26 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
         if (closed) throw new Error('unit of work already ended');
         const trx = await open();
         const sp = `uow_${++savepoints}`;
-        await sql.raw(`savepoint ${sp}`).execute(trx);
+        // One round trip where the server allows it (pg), one statement at a time otherwise (PGlite).
+        const exec = async (statements: string[]) => {
+          if (opts.multiStatement) await sql.raw(statements.join('; ')).execute(trx);
+          else for (const s of statements) await sql.raw(s).execute(trx);
+        };
         // Each call starts from a clean context, like a transaction of its own: a setting another call
-        // made (app.user_id for the member_self_read policy) must not widen what this one sees.
-        await sql`select set_config('app.tenant_id', ${tenantId.toLowerCase()}, true), set_config('app.user_id', '', true)`.execute(trx);
+        // made (app.user_id for the member_self_read policy) must not widen what this one sees. It ends
+        // back in the enclosing call's tenant; between calls (and for the request's plain queries,
+        // embedded) no tenant context remains.
+        const tenant = tenantId.toLowerCase();
+        await exec([`savepoint ${sp}`, contextSql(tenant)]);
+        let result: R;
         try {
-          const result = await inRun.run(tenantId.toLowerCase(), () => fn(trx));
-          await sql.raw(`release savepoint ${sp}`).execute(trx);
-          return result;
+          result = await inRun.run(tenant, () => fn(trx));
         } catch (err) {
-          await sql.raw(`rollback to savepoint ${sp}`).execute(trx).catch(() => undefined);
+          await exec([`rollback to savepoint ${sp}`, contextSql(outer ?? '')]).catch(() => undefined);
           throw err;
-        } finally {
-          // Back to the enclosing call's tenant; between calls (and for the request's plain queries,
-          // embedded) no tenant context remains.
-          await sql`select set_config('app.tenant_id', ${outer ?? ''}, true), set_config('app.user_id', '', true)`.execute(trx).catch(() => undefined);
         }
+        await exec([`release savepoint ${sp}`, contextSql(outer ?? '')]);
+        return result;
       };
       // A withTenant nested inside another (e.g. a seam called within a use case's transaction) runs at once
       // in a savepoint of its own: queueing it behind the call that awaits it would wait forever.

@@ -1,18 +1,13 @@
-import type { Logger } from 'pino';
 import type { Database, TxHandle } from '../../platform/db/database.ts';
 import type { ActorContext } from '../../platform/http/actor.ts';
 import type { Principal } from '../../platform/http/auth.ts';
 import { asPlugin } from '../../platform/http/module-routes.ts';
 import type { ModuleSurface } from '../../platform/module.ts';
-import type { Redis } from '../../platform/redis.ts';
-import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
-import type { Audit } from '../audit/index.ts';
 import { registerIdentityJobs } from './identity.jobs.ts';
 import { createIdentityRepo, type SessionInfo, type User } from './identity.repo.ts';
 import { identityRoutes } from './identity.routes.ts';
-import { createIdentityService, type DisableHook, type RequestMeta } from './identity.service.ts';
+import { createIdentityService, type DisableHook, type IdentityServiceDeps, type RequestMeta } from './identity.service.ts';
 import type { NewSession, SessionMeta } from './identity.sessions.ts';
-import type { LockoutLimits } from './identity.lockout.ts';
 
 export { Email, Password, PersonName, UserSchema } from './identity.schemas.ts';
 export { requestMeta, userPrincipal } from './identity.routes.ts';
@@ -23,18 +18,8 @@ export { sha256Hex, newSecret } from './identity.tokens.ts';
 export type { LockoutLimits } from './identity.lockout.ts';
 export { runAdminCommand } from './identity.cli.ts';
 
-export interface IdentityDeps {
-  db: Database;
-  audit: Audit;
-  /** Session cache shared by every instance; undefined in the embedded mode (Postgres answers). */
-  redis: Redis | undefined;
-  /** The shared `redis` breaker (platform.policies.redis) every session-cache call goes through. */
-  redisPolicy: ResiliencePolicy;
-  redisPrefix: string;
-  logger: Logger;
-  /** config.loginThrottle */
-  throttle: LockoutLimits;
-}
+/** The service's dependencies, with the database instead of the repo built over it. */
+export type IdentityDeps = Omit<IdentityServiceDeps, 'repo'> & { db: Database };
 
 /** Accounts, passwords, sessions and login throttling. Orgs, RBAC and the Authenticator live in tenancy. */
 export interface Identity extends ModuleSurface {

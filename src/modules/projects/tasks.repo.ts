@@ -73,20 +73,8 @@ function toTask(r: TaskRow): Task {
   };
 }
 
-export interface NewTask {
-  tenantId: string;
-  id: string;
-  projectId: string;
-  number: number;
-  title: string;
-  description: string;
-  status: TaskStatus;
-  priority: Priority;
-  assigneeId: string | null;
-  labels: string[];
-  dueDate: string | null;
-  createdBy: string;
-}
+/** A task as inserted: the stored fields the database does not fill in (key, version, timestamps). */
+export type NewTask = Omit<Task, 'key' | 'version' | 'createdAt' | 'updatedAt'> & { tenantId: string };
 
 export async function insertTask(trx: Trx, t: NewTask): Promise<void> {
   await trx

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { pino, type Logger } from 'pino';
-import { compose, createApiApp, createModules, type ModuleSeams, type Modules, type Platform, type PlatformOptions } from '../../src/main.ts';
+import { compose, createApiApp, type ModuleSeams, type Modules, type Platform, type PlatformOptions } from '../../src/main.ts';
 import type { DatabaseOptions } from '../../src/platform/db/database.ts';
 import type { Authenticator } from '../../src/platform/http/auth.ts';
 import type { App } from '../../src/platform/http/server.ts';
@@ -29,7 +29,7 @@ export async function createTestPlatform(
     events?: PlatformOptions['events'];
     /** Test doubles for the seams (mailer, entitlements). */
     seams?: ModuleSeams;
-    /** Test-only: compose the modules differently (e.g. with test doubles of other modules). Default: createModules. */
+    /** Test-only: compose the modules differently (e.g. with test doubles of other modules). Default: those compose() built. */
     compose?: (platform: Platform) => Modules;
   } = {},
 ): Promise<TestPlatform> {
@@ -70,4 +70,3 @@ export async function createTestPlatform(
   };
 }
 
-export { createModules };

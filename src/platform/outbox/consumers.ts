@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { newId } from '../ids.ts';
 import { ms } from './deliveries.ts';
-import { toEnvelope } from './publisher.ts';
+import { toEnvelope, type OutboxRow } from './publisher.ts';
 import type { Registry } from './registry.ts';
 import type { DeliveryJob } from './transport.ts';
 
@@ -41,7 +41,7 @@ export async function registerConsumers(db: Database, registry: Registry, backfi
     if (created.length === 0 || backfillMs === 0) return [];
     const jobs: DeliveryJob[] = [];
     for (const c of created) {
-      const { rows } = await sql<{ id: string; tenant_id: string | null; name: string; payload: unknown; request_id: string | null; traceparent: string | null; occurred_at: Date }>`
+      const { rows } = await sql<OutboxRow>`
         select o.id, o.tenant_id, o.name, o.payload, o.request_id, o.traceparent, o.occurred_at
         from outbox o
         where o.name = ${c.event_name} and o.occurred_at >= now() - ${ms(backfillMs)}

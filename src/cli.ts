@@ -26,6 +26,7 @@ const USAGE = `usage: plinth <command>
   migrate [--set-app-password]   apply pending migrations and exit (and set the app role's password)
   migrate --check [--wait=SECONDS]   exit 0 when the schema matches this release (waiting for the migration job)
   db set-app-password          give plinth_app the password read from stdin, or else from DATABASE_APP_URL
+  db citus-plan                print the SQL that distributes the tenant tables on a Citus cluster (docs/production.md)
   admin grant|revoke <email>   make a user a platform administrator (or stop)
   audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
   jobs dead                    list dead-lettered jobs (JSON lines)
@@ -74,8 +75,9 @@ async function run(argv: string[]): Promise<number> {
       return code;
     }
     case 'db':
+      if (argv[1] === 'citus-plan') return dbCitusPlan();
       if (argv[1] !== 'set-app-password') {
-        console.error('usage: plinth db set-app-password   (password on stdin, or the one in DATABASE_APP_URL)');
+        console.error('usage: plinth db set-app-password|citus-plan');
         return 2;
       }
       return dbSetAppPassword();
@@ -279,3 +281,23 @@ export async function runCli(argv: string[]): Promise<void> {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) void runCli(process.argv.slice(2));
+
+/** Checks the connected schema against the placement rules, then prints the Citus placement statements. */
+async function dbCitusPlan(): Promise<number> {
+  const { openPlatform } = await loadMain();
+  const { readTableShapes, foreignKeysOf, placementViolations } = await import('./platform/db/catalog.ts');
+  const { citusDistributionSql, TABLE_PLACEMENT } = await import('./platform/db/distribution.ts');
+  const platform = await openPlatform({ migrate: false });
+  try {
+    const shapes = await readTableShapes(platform.db.owner);
+    const violations = placementViolations(shapes, TABLE_PLACEMENT);
+    if (violations.length > 0) {
+      console.error(`the schema breaks the co-location rules:\n  ${violations.join('\n  ')}`);
+      return 1;
+    }
+    console.log(citusDistributionSql(foreignKeysOf(shapes)).join('\n'));
+    return 0;
+  } finally {
+    await platform.lifecycle.shutdown('citus plan printed');
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * How every table would be placed if one Postgres primary is no longer enough and the tenant tables are
+ * spread over a Citus cluster, keyed by `tenant_id` (docs/production.md, "Sharding with Citus").
+ *
+ * - `distributed`: tenant data. Sharded by `tenant_id` and co-located, so a tenant's rows (and every join,
+ *   foreign key and unique check between them) live on one node. The rules Citus imposes are checked
+ *   against the real schema by distribution.test.ts: `tenant_id` is NOT NULL, every primary key and
+ *   unique constraint includes it, and every foreign key to another distributed table goes through it.
+ * - `reference`: small global tables copied to every node, so distributed tables may reference them.
+ * - `local`: platform machinery (migrations, outbox, job queues, logins before a tenant is known) kept on
+ *   the coordinator; they are keyed globally on purpose (an event id, a job id, a login).
+ *
+ * A table missing from this map fails the test: a new table's placement is a decision, not an accident.
+ */
+export type Placement = 'distributed' | 'reference' | 'local';
+
+export const TABLE_PLACEMENT: Record<string, Placement> = {
+  // tenancy, identity
+  organizations: 'distributed',
+  memberships: 'distributed',
+  invitations: 'distributed',
+  api_keys: 'distributed',
+  users: 'local',
+  sessions: 'local',
+  login_attempts: 'local',
+  // audit
+  audit_chains: 'distributed',
+  audit_events: 'distributed',
+  // projects
+  projects: 'distributed',
+  tasks: 'distributed',
+  task_comments: 'distributed',
+  // notifications
+  webhook_endpoints: 'distributed',
+  webhook_deliveries: 'distributed',
+  // platform
+  feature_flags: 'reference',
+  feature_flag_overrides: 'distributed',
+  plinth_migrations: 'local',
+  outbox: 'local',
+  job_deliveries: 'local',
+  job_consumers: 'local',
+  job_schedules: 'local',
+  processed_events: 'local',
+  idempotency_keys: 'local',
+};
+
+/** A foreign key between two tables, as the catalog lists it. */
+export interface ForeignKey {
+  table: string;
+  references: string;
+}
+
+/**
+ * The statements that place the tables on a Citus cluster: reference tables first, then the co-location
+ * anchor (organizations), then every other distributed table co-located with it, each after the tables
+ * it references (Citus refuses a foreign key to a table that is not distributed yet).
+ * `plinth db citus-plan` prints them for the connected database; run them once on the coordinator,
+ * after the migrations.
+ */
+export function citusDistributionSql(foreignKeys: ForeignKey[], placement: Record<string, Placement> = TABLE_PLACEMENT): string[] {
+  const names = (p: Placement) => Object.keys(placement).filter((t) => placement[t] === p).sort();
+  const ordered: string[] = [];
+  const visit = (table: string, path: string[]) => {
+    if (ordered.includes(table) || placement[table] !== 'distributed') return;
+    if (path.includes(table)) throw new Error(`foreign-key cycle: ${[...path, table].join(' -> ')}`);
+    for (const fk of foreignKeys.filter((f) => f.table === table && f.references !== table)) visit(fk.references, [...path, table]);
+    ordered.push(table);
+  };
+  visit('organizations', []);
+  for (const t of names('distributed')) visit(t, []);
+  return [
+    ...names('reference').map((t) => `select create_reference_table('${t}');`),
+    ...ordered.map((t) =>
+      t === 'organizations'
+        ? `select create_distributed_table('organizations', 'tenant_id');`
+        : `select create_distributed_table('${t}', 'tenant_id', colocate_with => 'organizations');`,
+    ),
+  ];
+}

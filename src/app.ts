@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
-import type { Flags } from './platform/flags/flags.ts';
+import type { Exposures, Flags } from './platform/flags/flags.ts';
 import { runWithUnitOfWorkSlot } from './platform/db/unit-of-work.ts';
 import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
@@ -59,9 +59,21 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   registerFlagRoutes(app, deps.flags);
   // Events added while handling a request carry its id and trace context into their handlers.
+  // Flags rolled out to a request are counted with its outcome: a ramp's error-rate guard reads that.
+  const exposures = new WeakMap<object, Exposures>();
   app.addHook('onRequest', (request, _reply, done) => {
+    const exposed: Exposures = {};
+    exposures.set(request, exposed);
     // …and get a slot for the request's unit of work (the idempotency layer opens one: one transaction).
-    runWithUnitOfWorkSlot(() => runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done));
+    runWithUnitOfWorkSlot(() =>
+      deps.flags.trackExposures(exposed, () =>
+        runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done),
+      ),
+    );
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const exposed = exposures.get(request);
+    if (exposed) deps.flags.recordOutcome(exposed, reply.statusCode >= 500);
   });
   if (deps.events) {
     await app.register(jobsAdminRoutes(deps.events), { prefix: '/v1/admin/jobs' });

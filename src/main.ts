@@ -77,9 +77,13 @@ export async function openPlatform(opts: PlatformOptions = {}): Promise<Platform
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
   const flags = await createFlags({ db });
+  lifecycle.onShutdown({ name: 'flags', close: () => flags.close() });
   const edge = createEdgePlatform(config, logger, redis);
   lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
   const events = createEventBus({ config, logger, db, ...opts.events });
+  // Ramps move (or pause on their error-rate guard) from the worker role, one runner per tick.
+  events.schedule('platform.flags_ramp', { everyMs: 60_000 }, async () => void (await flags.tickRamps()));
+  events.schedule('platform.flags_exposures_prune', { cron: '43 4 * * *' }, () => flags.pruneExposures(7));
   lifecycle.onShutdown({ name: 'jobs', close: () => events.close() });
   // Outbox backlog/age and job counts by state, read from Postgres (and the transport) at scrape time.
   const stopEventMetrics = registerEventMetrics({ db, events });

@@ -11,7 +11,7 @@ export interface TableShape {
   foreignKeys: { name: string; columns: string[]; references: string; referencedColumns: string[] }[];
 }
 
-export async function readTableShapes(db: Kysely<unknown>): Promise<TableShape[]> {
+export async function readTableShapes<T>(db: Kysely<T>): Promise<TableShape[]> {
   const tables = await sql<{ name: string; tenant_not_null: boolean | null }>`
     select c.relname as name,
            (select a.attnotnull from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped) as tenant_not_null

@@ -36,6 +36,8 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',
+  feature_flag_changes: 'local',
+  feature_flag_exposures: 'local',
   plinth_migrations: 'local',
   outbox: 'local',
   job_deliveries: 'local',

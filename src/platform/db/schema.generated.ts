@@ -62,6 +62,23 @@ export interface AuditEvents {
   tenant_id: string;
 }
 
+export interface FeatureFlagChanges {
+  action: string;
+  actor: string;
+  after: Json | null;
+  at: Generated<Timestamp>;
+  before: Json | null;
+  flag_key: string;
+  id: string;
+}
+
+export interface FeatureFlagExposures {
+  errors: Generated<number>;
+  flag_key: string;
+  requests: Generated<number>;
+  window_start: Timestamp;
+}
+
 export interface FeatureFlagOverrides {
   created_at: Generated<Timestamp>;
   flag_key: string;
@@ -75,6 +92,11 @@ export interface FeatureFlags {
   default_value: Json;
   description: Generated<string>;
   key: string;
+  killed: Generated<boolean>;
+  ramp: Json | null;
+  rollout: Json | null;
+  rollout_full_since: Timestamp | null;
+  rules: Generated<Json>;
   updated_at: Generated<Timestamp>;
 }
 
@@ -282,6 +304,8 @@ export interface DB {
   api_keys: ApiKeys;
   audit_chains: AuditChains;
   audit_events: AuditEvents;
+  feature_flag_changes: FeatureFlagChanges;
+  feature_flag_exposures: FeatureFlagExposures;
   feature_flag_overrides: FeatureFlagOverrides;
   feature_flags: FeatureFlags;
   idempotency_keys: IdempotencyKeys;

@@ -30,7 +30,7 @@ const probeDeps: { flags?: TestPlatform['flags'] } = {};
 describe('gradual rollout: ramps, guard, kill switch, change log, stale report', () => {
   let p: TestPlatform;
   const orgs = Array.from({ length: 120 }, () => newId());
-  const put = (url: string, payload: unknown) => p.app.inject({ method: 'PUT', url, headers: operator, payload });
+  const put = (url: string, payload: object) => p.app.inject({ method: 'PUT', url, headers: operator, payload });
   /** Moves the ramp's clock back, as if its current step had started `ms` earlier (instead of waiting). */
   const rewind = async (key: string, ms: number) => {
     const row = await p.testDb.db.owner.selectFrom('feature_flags').select('ramp').where('key', '=', key).executeTakeFirstOrThrow();
@@ -113,7 +113,7 @@ describe('gradual rollout: ramps, guard, kill switch, change log, stale report',
 
   it('targeting rules come before the rollout; the stale report lists flags at 100 % for longer than asked', async () => {
     await put('/v1/admin/flags/search.fast', { defaultValue: 'off' });
-    const [a, b] = orgs;
+    const [a, b] = orgs as [string, string];
     expect((await put('/v1/admin/flags/search.fast/rules', { rules: [{ value: 'beta', orgIds: [a] }] })).statusCode).toBe(200);
     expect((await put('/v1/admin/flags/search.fast/rules', { rules: [{ value: 1, orgIds: [a] }] })).statusCode).toBe(422);
     expect((await put('/v1/admin/flags/search.fast/rollout', { value: 'on', percentage: 100, bucketBy: 'org' })).json()).toMatchObject({ rolloutFullSince: expect.any(String) });

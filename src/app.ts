@@ -4,6 +4,7 @@ import type { Database } from './platform/db/database.ts';
 import type { Exposures, Flags } from './platform/flags/flags.ts';
 import { runWithUnitOfWorkSlot } from './platform/db/unit-of-work.ts';
 import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
+import { registerDeprecations } from './platform/http/deprecation.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
 import { registerEdgeProtection } from './platform/http/edge.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
@@ -38,6 +39,8 @@ export interface AppDeps {
 /** Platform plugins first, then each module's routes. No business logic lives here. */
 export async function buildApp(deps: AppDeps): Promise<App> {
   const app = await createHttpServer({ config: deps.config, logger: deps.logger, lifecycle: deps.lifecycle });
+  // Before any route: deprecated operations are marked in OpenAPI when they are added.
+  registerDeprecations(app, { db: deps.db });
   // First, so every route after it is measured (and /readyz reports readiness).
   registerObservability(app, { db: deps.db, metricsToken: deps.config.metricsToken });
   const redis = deps.redis;

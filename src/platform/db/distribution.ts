@@ -39,6 +39,7 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   feature_flag_changes: 'local',
   feature_flag_exposures: 'local',
   plinth_migrations: 'local',
+  api_deprecated_usage: 'local',
   outbox: 'local',
   job_deliveries: 'local',
   job_consumers: 'local',

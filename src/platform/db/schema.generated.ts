@@ -23,6 +23,14 @@ export type JsonValue = JsonArray | JsonObject | JsonPrimitive;
 
 export type Timestamp = ColumnType<Date, Date | string, Date | string>;
 
+export interface ApiDeprecatedUsage {
+  day: Timestamp;
+  last_seen_at: Generated<Timestamp>;
+  org_id: Generated<string>;
+  requests: Generated<number>;
+  route: string;
+}
+
 export interface ApiKeys {
   created_at: Generated<Timestamp>;
   created_by: string;
@@ -301,6 +309,7 @@ export interface WebhookEndpoints {
 }
 
 export interface DB {
+  api_deprecated_usage: ApiDeprecatedUsage;
   api_keys: ApiKeys;
   audit_chains: AuditChains;
   audit_events: AuditEvents;

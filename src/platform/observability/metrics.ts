@@ -350,3 +350,10 @@ export const METRICS_CONTENT_TYPE = registry.contentType;
 export function scrape(): Promise<string> {
   return registry.metrics();
 }
+
+/** Calls of operations declared deprecated (RFC 9745), by route: retire them when this stays at zero. */
+export const deprecatedRequests = new client.Counter({
+  name: 'plinth_deprecated_requests_total',
+  help: 'Requests to deprecated operations, by method and route template',
+  labelNames: ['method', 'route'] as const,
+});

@@ -102,7 +102,7 @@ async function openConfiguredDatabase(config: Config, logger: Logger, lifecycle:
   });
   lifecycle.onShutdown({ name: 'database', close: () => db.close() });
   const { newer } = (migrateNow ?? config.migrateOnStart)
-    ? await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg) })
+    ? await migrate(db.owner, { kind: db.kind }, { log: (msg) => logger.info(msg), lockTimeoutMs: config.migrationLockTimeoutMs })
     : await checkMigrations(db.owner);
   if (newer.length > 0) logger.warn({ newer }, 'running beside expand migrations of a newer release (rollback)');
   // Refuse to start (one line) on a wrong app-role login rather than run and fail every request.

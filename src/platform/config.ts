@@ -15,6 +15,8 @@ export interface Config {
   databaseAppUrl: string | undefined;
   databaseReplicaUrls: string[];
   databasePoolMax: number;
+  /** How long a migration waits for a table lock before it fails (and the job retries). */
+  migrationLockTimeoutMs: number;
   redisUrl: string | undefined;
   /** Prefix for every Redis key Plinth writes, so several deployments (or test runs) can share one Redis. */
   redisPrefix: string;
@@ -216,6 +218,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseAppUrl: url(env, 'DATABASE_APP_URL', PG),
     databaseReplicaUrls: replicas,
     databasePoolMax: int(env, 'DATABASE_POOL_MAX', 10, 1, 1000),
+    migrationLockTimeoutMs: int(env, 'MIGRATION_LOCK_TIMEOUT_MS', 5_000, 100, 600_000),
     redisUrl,
     redisPrefix,
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),

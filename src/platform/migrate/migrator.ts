@@ -48,6 +48,8 @@ export class MigrationError extends Error {
 /** Sources are `.ts`; the compiled build (dist/migrations) has `.js` files plus a checksums.json. */
 const FILE_PATTERN = /^\d{4}_[a-z0-9]+(?:_[a-z0-9]+)*\.(ts|js)$/;
 export const CHECKSUMS_FILE = 'checksums.json';
+/** How long a migration waits for a table lock before failing (MIGRATION_LOCK_TIMEOUT_MS). */
+export const DEFAULT_MIGRATION_LOCK_TIMEOUT_MS = 5_000;
 
 export function listMigrationFiles(dir = MIGRATIONS_DIR): MigrationFile[] {
   // A compiled migration's checksum must be its source's, or a database migrated from source would look
@@ -157,8 +159,11 @@ export interface MigrateResult {
 export async function migrate(
   owner: Kysely<DB>,
   ctx: MigrationContext,
-  opts: { dir?: string; log?: (msg: string) => void } = {},
+  opts: { dir?: string; log?: (msg: string) => void; lockTimeoutMs?: number } = {},
 ): Promise<MigrateResult> {
+  // A migration that needs a lock held by a long transaction gives up (and the job retries) instead of
+  // queueing every other query on that table behind its own lock request.
+  const lockTimeout = sql.raw(`'${Math.max(1, Math.floor(opts.lockTimeoutMs ?? DEFAULT_MIGRATION_LOCK_TIMEOUT_MS))}ms'`);
   const files = listMigrationFiles(opts.dir);
   return owner.connection().execute(async (conn) => {
     await sql`create table if not exists plinth_migrations (
@@ -178,10 +183,16 @@ export async function migrate(
         const phase: MigrationPhase = mod.phase === 'expand' ? 'expand' : 'contract';
         const record = sql`insert into plinth_migrations (name, checksum, phase) values (${f.name}, ${f.checksum}, ${phase})`;
         if (mod.transactional === false) {
-          await mod.up(conn, ctx);
+          await sql`set lock_timeout = ${lockTimeout}`.execute(conn);
+          try {
+            await mod.up(conn, ctx);
+          } finally {
+            await sql`reset lock_timeout`.execute(conn);
+          }
           await record.execute(conn);
         } else {
           await conn.transaction().execute(async (trx) => {
+            await sql`set local lock_timeout = ${lockTimeout}`.execute(trx);
             await mod.up(trx, ctx);
             await record.execute(trx);
           });

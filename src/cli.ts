@@ -26,6 +26,7 @@ const USAGE = `usage: plinth <command>
   migrate [--set-app-password]   apply pending migrations and exit (and set the app role's password)
   migrate --check [--wait=SECONDS]   exit 0 when the schema matches this release (waiting for the migration job)
   db set-app-password          give plinth_app the password read from stdin, or else from DATABASE_APP_URL
+  backup [--out FILE]          logical backup of DATABASE_URL with pg_dump (custom format; docs/production.md)
   db citus-plan                print the SQL that distributes the tenant tables on a Citus cluster (docs/production.md)
   admin grant|revoke <email>   make a user a platform administrator (or stop)
   audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
@@ -74,6 +75,8 @@ async function run(argv: string[]): Promise<number> {
       const code = await platform.lifecycle.shutdown('migrations done');
       return code;
     }
+    case 'backup':
+      return backup(argv.slice(1));
     case 'db':
       if (argv[1] === 'citus-plan') return dbCitusPlan();
       if (argv[1] !== 'set-app-password') {
@@ -300,4 +303,31 @@ async function dbCitusPlan(): Promise<number> {
   } finally {
     await platform.lifecycle.shutdown('citus plan printed');
   }
+}
+
+/**
+ * A logical backup: pg_dump of the configured database in custom format (restore with pg_restore, see
+ * docs/production.md). Roles are cluster-wide and not in it: `plinth migrate` re-creates plinth_app.
+ */
+async function backup(args: string[]): Promise<number> {
+  const url = process.env.DATABASE_URL;
+  if (!url) {
+    console.error('plinth backup needs DATABASE_URL (the embedded database: copy the ./.plinth data directory while stopped)');
+    return 2;
+  }
+  const i = args.indexOf('--out');
+  const out = i >= 0 ? args[i + 1] : `plinth-${new Date().toISOString().replace(/[:.]/g, '-')}.dump`;
+  if (!out) {
+    console.error('usage: plinth backup [--out FILE]');
+    return 2;
+  }
+  const { spawnSync } = await import('node:child_process');
+  const started = Date.now();
+  const res = spawnSync('pg_dump', ['--format=custom', '--file', out, '--dbname', url], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (res.error || res.status !== 0) {
+    console.error(`pg_dump failed${res.error ? `: ${res.error.message}` : ` with exit code ${res.status}`}`);
+    return 1;
+  }
+  console.log(`wrote ${out} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return 0;
 }

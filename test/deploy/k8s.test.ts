@@ -32,8 +32,8 @@ const MODELS: Record<string, new (o: any) => { validate(): void }> = {
 type Obj = { kind: string; metadata: { name: string; labels?: Record<string, string> }; spec: any };
 type Container = { name: string; image: string; env?: Array<{ name: string; value?: string }>; [k: string]: any };
 
-function render(): Obj[] {
-  const r = spawnSync('kubectl', ['kustomize', 'deploy/k8s'], { encoding: 'utf8', timeout: 60_000, env: KUBECTL_ENV });
+function render(overlay: string): Obj[] {
+  const r = spawnSync('kubectl', ['kustomize', `deploy/k8s/overlays/${overlay}`], { encoding: 'utf8', timeout: 60_000, env: KUBECTL_ENV });
   if (r.status !== 0) throw new Error(`kubectl kustomize failed: ${r.stderr}`);
   return parseAllDocuments(r.stdout).map((d) => d.toJS() as Obj);
 }
@@ -45,8 +45,8 @@ const mib = (q: string) => {
 };
 const env = (c: Container, name: string) => c.env?.find((e) => e.name === name)?.value;
 
-describe.skipIf(!kubectl)('deploy/k8s (kubectl kustomize)', () => {
-  const objects = kubectl ? render() : [];
+describe.skipIf(!kubectl).each(['prod', 'dev'])('deploy/k8s/overlays/%s (kubectl kustomize)', (overlay) => {
+  const objects = kubectl ? render(overlay) : [];
   const byKind = (kind: string) => objects.filter((o) => o.kind === kind);
   const one = (kind: string, name: string) => {
     const o = objects.find((x) => x.kind === kind && x.metadata.name === name);
@@ -149,6 +149,22 @@ describe.skipIf(!kubectl)('deploy/k8s (kubectl kustomize)', () => {
     for (const d of byKind('Deployment')) {
       expect(d.spec.template.metadata.labels.app).toBe('plinth');
       expect(d.spec.template.metadata.annotations['prometheus.io/scrape']).toBe('true');
+    }
+  });
+
+  it('autoscaling: the HPA keeps more pods than the PDB must keep available (drains never block), scales down slowly', () => {
+    const hpa = one('HorizontalPodAutoscaler', 'plinth-api');
+    const pdb = one('PodDisruptionBudget', 'plinth-api');
+    expect(hpa.spec.minReplicas).toBeGreaterThan(pdb.spec.minAvailable);
+    expect(hpa.spec.behavior.scaleDown.stabilizationWindowSeconds).toBeGreaterThanOrEqual(300);
+    const objectsNamespaces = new Set(objects.map((o) => (o.metadata as { namespace?: string }).namespace));
+    expect([...objectsNamespaces]).toEqual([overlay === 'prod' ? 'plinth' : 'plinth-dev']);
+    if (overlay === 'prod') {
+      // Scales on the request rate per pod (prometheus-adapter publishes it) besides CPU.
+      const pods = hpa.spec.metrics.find((m: { type: string }) => m.type === 'Pods');
+      expect(pods?.pods.metric.name).toBe('plinth_http_requests_per_second');
+      const adapter = fs.readFileSync('deploy/k8s/prometheus-adapter-rules.yaml', 'utf8');
+      expect(adapter).toContain(`as: "${pods.pods.metric.name}"`);
     }
   });
 });

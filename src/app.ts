@@ -5,6 +5,8 @@ import type { Exposures, Flags } from './platform/flags/flags.ts';
 import { runWithUnitOfWorkSlot } from './platform/db/unit-of-work.ts';
 import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerDeprecations } from './platform/http/deprecation.ts';
+import { registerTenantCostRoutes } from './platform/observability/tenant-costs.routes.ts';
+import type { TenantCosts } from './platform/observability/tenant-costs.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
 import { registerEdgeProtection } from './platform/http/edge.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
@@ -34,6 +36,7 @@ export interface AppDeps {
   /** Edge protection: the process's Redis policy (shared breaker) and, later, plan-aware rate limits. */
   redisPolicy: ResiliencePolicy;
   rateLimits?: RateLimitResolver;
+  tenantCosts?: TenantCosts;
 }
 
 /** Platform plugins first, then each module's routes. No business logic lives here. */
@@ -77,7 +80,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   app.addHook('onResponse', async (request, reply) => {
     const exposed = exposures.get(request);
     if (exposed) deps.flags.recordOutcome(exposed, reply.statusCode >= 500);
+    if (request.access) deps.db.costs.request(request.access.orgId, reply.elapsedTime);
   });
+  if (deps.tenantCosts) registerTenantCostRoutes(app, deps.tenantCosts);
   if (deps.events) {
     await app.register(jobsAdminRoutes(deps.events), { prefix: '/v1/admin/jobs' });
     await registerQueueDashboard(app, deps.events, deps.authenticator);

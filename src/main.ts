@@ -15,6 +15,7 @@ import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { registerEventMetrics } from './platform/observability/event-metrics.ts';
 import { createQueryObserver } from './platform/observability/query-observer.ts';
+import { createTenantCosts, type TenantCosts } from './platform/observability/tenant-costs.ts';
 import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
@@ -41,6 +42,8 @@ export interface Platform {
   policies: OutboundPolicies;
   /** Tenant-scoped cache-aside (L1 + Redis); see src/platform/cache/README.md. */
   cache: CacheProvider;
+  /** What each org costs (requests, database time, jobs, storage), flushed per day to tenant_costs. */
+  tenantCosts: TenantCosts;
 }
 
 /** The edge pieces every process shares: outbound policies and the cache over them. */
@@ -84,11 +87,14 @@ export async function openPlatform(opts: PlatformOptions = {}): Promise<Platform
   // Ramps move (or pause on their error-rate guard) from the worker role, one runner per tick.
   events.schedule('platform.flags_ramp', { everyMs: 60_000 }, async () => void (await flags.tickRamps()));
   events.schedule('platform.flags_exposures_prune', { cron: '43 4 * * *' }, () => flags.pruneExposures(7));
+  const tenantCosts = createTenantCosts({ db });
+  lifecycle.onShutdown({ name: 'tenant-costs', close: () => tenantCosts.close() });
+  events.schedule('platform.tenant_storage', { cron: '23 2 * * *' }, async () => void (await tenantCosts.measureStorage()));
   lifecycle.onShutdown({ name: 'jobs', close: () => events.close() });
   // Outbox backlog/age and job counts by state, read from Postgres (and the transport) at scrape time.
   const stopEventMetrics = registerEventMetrics({ db, events });
   lifecycle.onShutdown({ name: 'event-metrics', close: async () => stopEventMetrics() });
-  return { config, logger, db, redis, flags, lifecycle, events, ...edge };
+  return { config, logger, db, redis, flags, lifecycle, events, tenantCosts, ...edge };
 }
 
 async function openConfiguredDatabase(config: Config, logger: Logger, lifecycle: Lifecycle, migrateNow?: boolean): Promise<Database> {
@@ -197,6 +203,7 @@ export async function createApiApp(platform: Platform, modules: Pick<Modules, 'r
     events,
     redisPolicy: platform.policies.redis,
     rateLimits: modules.rateLimits,
+    tenantCosts: platform.tenantCosts,
   });
 }
 

@@ -1,3 +1,4 @@
+import { createTenantCosts } from '../../src/platform/observability/tenant-costs.ts';
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -58,7 +59,7 @@ describe('degradation: Redis and Postgres stopped and restarted under a running 
     await createWidgetTable(db.owner);
     redis = createRedis(redisServer.url);
     await new Promise((r) => redis.once('ready', r));
-    platform = { config, logger, db, redis, flags: await createFlags({ db }), lifecycle: createLifecycle({ logger, graceMs: 1_000, delayMs: 0 }), events: createEventBus({ config, logger, db }), ...createEdgePlatform(config, logger, redis) };
+    platform = { config, logger, db, redis, flags: await createFlags({ db }), lifecycle: createLifecycle({ logger, graceMs: 1_000, delayMs: 0 }), events: createEventBus({ config, logger, db }), tenantCosts: createTenantCosts({ db }), ...createEdgePlatform(config, logger, redis) };
     app = await createEdgeTestApp(platform, { failNext: 0, handlerCalls: 0 });
   }, 120_000);
 

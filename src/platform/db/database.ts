@@ -4,6 +4,7 @@ import pg from 'pg';
 import { isUuid } from '../ids.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
 import type { DB } from './schema.generated.ts';
+import { createCostMeter, meteredTenantRunner, type CostMeter } from '../observability/tenant-cost-meter.ts';
 import { createUnitOfWork, currentUnitOfWork, type UnitOfWork } from './unit-of-work.ts';
 
 export type { DB } from './schema.generated.ts';
@@ -57,6 +58,8 @@ export interface Database extends DbScope<DB> {
   listen?(channel: string, onNotify: () => void): () => Promise<void>;
   /** A request-wide transaction that every later `withTenant` of the request joins (see unit-of-work.ts). */
   openUnitOfWork(onBegin: (trx: Transaction<DB>) => Promise<void>): UnitOfWork;
+  /** Per-org sums of requests, tenant-transaction time and jobs, flushed by tenant-costs.ts. */
+  readonly costs: CostMeter;
   ping(): Promise<void>;
   poolStats(): PoolStats;
   close(): Promise<void>;
@@ -182,12 +185,14 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
   const log = kyselyLog(opts.onQuery);
   const owner = new Kysely<DB>({ dialect: createPgliteDialect({ pglite, lock, session, role: null }), log });
   const app = new Kysely<DB>({ dialect: createPgliteDialect({ pglite, lock, session, role: APP_ROLE }), log });
-  const withTenant = tenantRunner(app);
+  const costs = createCostMeter();
+  const withTenant = meteredTenantRunner(tenantRunner(app), costs);
   let closed = false;
   return withScopes({
     kind: 'pglite',
     app,
     owner,
+    costs,
     withTenant,
     withTenantRead: withTenant,
     async ping() {
@@ -252,7 +257,8 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
   const replicas = replicaPools.map((pool) => new Kysely<DB>({ dialect: new PostgresDialect({ pool }), log }));
   const timeout = opts.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
   const limits = transactionLimits(timeout);
-  const withTenant = pgTenantRunner(app, timeout);
+  const costs = createCostMeter();
+  const withTenant = meteredTenantRunner(pgTenantRunner(app, timeout), costs);
   const replicaRunners = replicas.map((r) => pgTenantRunner(r, timeout));
   let next = 0;
 
@@ -263,6 +269,7 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     kind: 'postgres',
     app,
     owner,
+    costs,
     withTenant,
     withTenantRead(tenantId, fn) {
       if (replicaRunners.length === 0) return withTenant(tenantId, fn);

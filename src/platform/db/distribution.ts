@@ -40,6 +40,7 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   feature_flag_exposures: 'local',
   plinth_migrations: 'local',
   api_deprecated_usage: 'local',
+  tenant_costs: 'local',
   outbox: 'local',
   job_deliveries: 'local',
   job_consumers: 'local',

@@ -264,6 +264,17 @@ export interface Tasks {
   version: Generated<number>;
 }
 
+export interface TenantCosts {
+  day: Timestamp;
+  db_ms: Generated<number>;
+  job_ms: Generated<number>;
+  jobs: Generated<number>;
+  org_id: string;
+  request_ms: Generated<number>;
+  requests: Generated<number>;
+  storage_bytes: number | null;
+}
+
 export interface Users {
   created_at: Generated<Timestamp>;
   disabled_at: Timestamp | null;
@@ -331,6 +342,7 @@ export interface DB {
   sessions: Sessions;
   task_comments: TaskComments;
   tasks: Tasks;
+  tenant_costs: TenantCosts;
   users: Users;
   webhook_deliveries: WebhookDeliveries;
   webhook_endpoints: WebhookEndpoints;

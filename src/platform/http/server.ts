@@ -12,6 +12,7 @@ import { newId } from '../ids.ts';
 import { buildProblem, errorHandler, sendProblem } from './errors.ts';
 import { registerJsonParser, validatorCompilerFactory } from './input.ts';
 import { documentEdgeProtection } from './openapi-edge.ts';
+import { createOperationIds } from './openapi-ids.ts';
 import { ProblemSchema } from './schemas.ts';
 import { HELMET_OPTIONS, securityHeaders } from './security-headers.ts';
 
@@ -140,6 +141,7 @@ export async function createHttpServer(opts: {
 
   // Which methods exist for a path, so an unknown method on a known path is 405 with Allow, not 404.
   const methodRouter = FindMyWay();
+  const claimOperationId = createOperationIds();
   app.decorate('registeredRoutes', [] as RegisteredRoute[]);
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
@@ -161,9 +163,15 @@ export async function createHttpServer(opts: {
       response['5XX'] ??= { $ref: 'Problem#', description: 'Server error or overload (RFC 9457 problem)' };
       documentEdgeProtection(route, response);
       route.schema.response = response;
-      // Every non-public /v1 route authenticates with a bearer token; say so in OpenAPI once, here.
-      if (route.url.startsWith('/v1') && !route.config?.public) {
-        (route.schema as { security?: unknown }).security ??= [{ bearer: [] }];
+      // Every non-public /v1 route authenticates with a bearer token; say so in OpenAPI once, here (and
+      // that a public one needs nothing, rather than leaving it undeclared).
+      if (route.url.startsWith('/v1')) {
+        (route.schema as { security?: unknown }).security ??= route.config?.public ? [] : [{ bearer: [] }];
+      }
+      const documented = methods.filter((m) => m !== 'HEAD' && m !== 'OPTIONS');
+      if (documented.length === 1) {
+        const schema = route.schema as { operationId?: string };
+        schema.operationId = claimOperationId(documented[0]!, route.url, schema.operationId);
       }
     }
   });
@@ -215,10 +223,13 @@ export async function createHttpServer(opts: {
       info: {
         title: 'Plinth API',
         version: '1.0.0',
+        license: { name: 'Proprietary', identifier: 'LicenseRef-Proprietary' },
         description:
           'Multi-tenant SaaS backend. Errors are RFC 9457 problem+json with `code` and `requestId`. ' +
           'Send `X-Request-Id` to correlate; it is echoed on every response.',
       },
+      // Relative: the document describes the instance that serves it, wherever it is deployed.
+      servers: [{ url: '/', description: 'The Plinth instance serving this document' }],
       components: {
         securitySchemes: {
           bearer: { type: 'http', scheme: 'bearer', description: 'Session token or API key' },

@@ -27,7 +27,8 @@ const USAGE = `usage: plinth <command>
   migrate --check [--wait=SECONDS]   exit 0 when the schema matches this release (waiting for the migration job)
   db set-app-password          give plinth_app the password read from stdin, or else from DATABASE_APP_URL
   admin grant|revoke <email>   make a user a platform administrator (or stop)
-  audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
+  audit verify [orgId]         recompute the audit hash chains (sequenced part), report the backlog; exit 1 if tampered
+  audit sequence [orgId]       sequence pending audit events now (the worker does it every second)
   jobs dead                    list dead-lettered jobs (JSON lines)
   jobs redrive <id>            send a dead job back for processing
   seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar

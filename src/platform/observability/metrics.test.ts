@@ -24,6 +24,8 @@ const FAMILIES = [
   'plinth_cache_requests_total',
   'plinth_outbox_backlog',
   'plinth_outbox_oldest_age_seconds',
+  'plinth_audit_backlog',
+  'plinth_audit_backlog_oldest_age_seconds',
   'plinth_jobs',
   'plinth_job_duration_seconds',
   'plinth_circuit_breaker_state',

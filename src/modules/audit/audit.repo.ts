@@ -83,6 +83,12 @@ export function createAuditRepo(db: Database) {
     return { pending: row.pending, oldestAgeSeconds: Math.max(0, Number(row.age ?? 0)) };
   }
 
+  /** A chain's events oldest first: the pending ones (by pos), or the sequenced ones after a seq. */
+  function chainPage(trx: Kysely<AuditTables>, tenantId: string, which: { pending: true } | { afterSeq: number }, limit: number) {
+    const q = trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
+    return ('pending' in which ? q.where('seq', 'is', null).orderBy('pos', 'asc') : q.where('seq', '>', which.afterSeq).orderBy('seq', 'asc')).limit(limit).execute();
+  }
+
   return {
     /**
      * Appends a pending event in the caller's transaction: one INSERT, no lock on any shared row (the
@@ -170,14 +176,7 @@ export function createAuditRepo(db: Database) {
           .returning(['last_seq', 'last_hash'])
           .executeTakeFirst();
         if (!head) return 0;
-        const pending = await trx
-          .selectFrom('audit_events')
-          .selectAll()
-          .where('tenant_id', '=', tenantId)
-          .where('seq', 'is', null)
-          .orderBy('pos', 'asc')
-          .limit(max)
-          .execute();
+        const pending = await chainPage(trx, tenantId, { pending: true }, max);
         if (pending.length === 0) return 0;
         const sequenced = chain({ lastSeq: Number(head.last_seq), lastHash: head.last_hash }, pending.map(toRow));
         const values = sequenced.map((e) => sql`(${e.id}::uuid, ${e.seq}::bigint, ${e.prevHash}, ${e.hash})`);
@@ -215,14 +214,7 @@ export function createAuditRepo(db: Database) {
           await setTenant(trx, tenantId);
           let afterSeq = 0;
           for (;;) {
-            const rows = await trx
-              .selectFrom('audit_events')
-              .selectAll()
-              .where('tenant_id', '=', tenantId)
-              .where('seq', '>', afterSeq)
-              .orderBy('seq', 'asc')
-              .limit(VERIFY_PAGE)
-              .execute();
+            const rows = await chainPage(trx, tenantId, { afterSeq }, VERIFY_PAGE);
             if (rows.length === 0) break;
             onPage(rows.map(toRow) as SequencedRow[]);
             afterSeq = Number(rows[rows.length - 1]!.seq);

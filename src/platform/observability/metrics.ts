@@ -311,41 +311,32 @@ type AuditSource = () => Promise<AuditBacklog>;
 const auditSources = sourceSet<AuditSource>();
 let auditSnapshot: Promise<AuditBacklog | undefined> | undefined;
 
-/** One query per scrape for both audit gauges; undefined (gauges keep their last value) when it fails. */
+/**
+ * The audit sequencer's backlog, summed over the registered sources: one query per scrape for both
+ * gauges (shared until the next macrotask); undefined when it fails, so the gauges keep their last value.
+ */
 function auditBacklog(): Promise<AuditBacklog | undefined> {
-  auditSnapshot ??= (async () => {
-    try {
-      const all = await Promise.all([...auditSources.sources].map((source) => source()));
-      if (all.length === 0) return undefined;
-      return { pending: all.reduce((n, b) => n + b.pending, 0), oldestAgeSeconds: Math.max(0, ...all.map((b) => b.oldestAgeSeconds)) };
-    } catch {
-      return undefined;
-    } finally {
-      setImmediate(() => (auditSnapshot = undefined));
-    }
-  })();
+  auditSnapshot ??= Promise.all([...auditSources.sources].map((source) => source()))
+    .then((all) => (all.length === 0 ? undefined : { pending: all.reduce((n, b) => n + b.pending, 0), oldestAgeSeconds: Math.max(0, ...all.map((b) => b.oldestAgeSeconds)) }))
+    .catch(() => undefined)
+    .finally(() => setImmediate(() => (auditSnapshot = undefined)));
   return auditSnapshot;
 }
 
-// Registers itself; its collect() reads the registered sources at scrape time.
-new client.Gauge({
-  name: 'plinth_audit_backlog',
-  help: 'Committed audit events not yet sequenced into their hash chain',
-  async collect() {
-    const b = await auditBacklog();
-    if (b) this.set(b.pending);
-  },
-});
-
-// Registers itself; its collect() reads the registered sources at scrape time.
-new client.Gauge({
-  name: 'plinth_audit_backlog_oldest_age_seconds',
-  help: 'Age of the oldest audit event not yet sequenced (0 when none)',
-  async collect() {
-    const b = await auditBacklog();
-    if (b) this.set(b.oldestAgeSeconds);
-  },
-});
+for (const [name, help, field] of [
+  ['plinth_audit_backlog', 'Committed audit events not yet sequenced into their hash chain', 'pending'],
+  ['plinth_audit_backlog_oldest_age_seconds', 'Age of the oldest audit event not yet sequenced (0 when none)', 'oldestAgeSeconds'],
+] as const) {
+  // Registers itself; its collect() reads the registered sources at scrape time.
+  new client.Gauge({
+    name,
+    help,
+    async collect() {
+      const b = await auditBacklog();
+      if (b) this.set(b[field]);
+    },
+  });
+}
 
 /** The audit module registers how to measure its sequencer backlog; called on each scrape. */
 export function registerAuditMetrics(source: AuditSource): () => void {

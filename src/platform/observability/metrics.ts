@@ -313,12 +313,17 @@ let auditSnapshot: Promise<AuditBacklog | undefined> | undefined;
 
 /**
  * The audit sequencer's backlog, summed over the registered sources: one query per scrape for both
- * gauges (shared until the next macrotask); undefined when it fails, so the gauges keep their last value.
+ * gauges (shared until the next macrotask); undefined when every source fails, so the gauges keep their
+ * last value.
  */
 function auditBacklog(): Promise<AuditBacklog | undefined> {
-  auditSnapshot ??= Promise.all([...auditSources.sources].map((source) => source()))
-    .then((all) => (all.length === 0 ? undefined : { pending: all.reduce((n, b) => n + b.pending, 0), oldestAgeSeconds: Math.max(0, ...all.map((b) => b.oldestAgeSeconds)) }))
-    .catch(() => undefined)
+  // A failing source (a closed database) is left out rather than blanking the gauges.
+  auditSnapshot ??= Promise.allSettled([...auditSources.sources].map((source) => source()))
+    .then((settled) => {
+      const all = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      if (all.length === 0) return undefined;
+      return { pending: all.reduce((n, b) => n + b.pending, 0), oldestAgeSeconds: Math.max(0, ...all.map((b) => b.oldestAgeSeconds)) };
+    })
     .finally(() => setImmediate(() => (auditSnapshot = undefined)));
   return auditSnapshot;
 }

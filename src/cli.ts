@@ -29,7 +29,8 @@ const USAGE = `usage: plinth <command>
   backup [--out FILE]          logical backup of DATABASE_URL with pg_dump (custom format; docs/production.md)
   db citus-plan                print the SQL that distributes the tenant tables on a Citus cluster (docs/production.md)
   admin grant|revoke <email>   make a user a platform administrator (or stop)
-  audit verify [orgId]         recompute the audit hash chains; exit 1 if any was tampered with
+  audit verify [orgId]         recompute the audit hash chains (sequenced part), report the backlog; exit 1 if tampered
+  audit sequence [orgId]       sequence pending audit events now (the worker does it every second)
   jobs dead                    list dead-lettered jobs (JSON lines)
   jobs redrive <id>            send a dead job back for processing
   seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar

@@ -14,6 +14,7 @@ import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { registerEventMetrics } from './platform/observability/event-metrics.ts';
+import { registerAuditMetrics } from './platform/observability/metrics.ts';
 import { createQueryObserver } from './platform/observability/query-observer.ts';
 import { createTenantCosts, type TenantCosts } from './platform/observability/tenant-costs.ts';
 import { shutdownTracing } from './platform/observability/tracing.ts';
@@ -142,6 +143,9 @@ export interface Modules {
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
   const { db, redis, logger, config, events } = platform;
   const audit = createAudit({ db });
+  // The audit sequencer's backlog (pending events, oldest age), read at scrape time.
+  const stopAuditMetrics = registerAuditMetrics(() => audit.backlog());
+  platform.lifecycle.onShutdown({ name: 'audit-metrics', close: async () => stopAuditMetrics() });
   const identity = createIdentity({
     db,
     redis,

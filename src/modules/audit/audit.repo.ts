@@ -1,18 +1,28 @@
-import { sql, type Selectable, type Transaction } from 'kysely';
+import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Database, DB, DbScope, TxHandle } from '../../platform/db/database.ts';
 import { setTenant } from '../../platform/db/database.ts';
 import { GENESIS_HASH, type ChainedFields } from './audit.chain.ts';
 
 /** The tables audit owns: `audit_events` (tenant-owned, RLS) and `audit_chains` (one head per chain). */
 export type AuditTables = Pick<DB, 'audit_events' | 'audit_chains'>;
-type AuditTx = Transaction<AuditTables>;
 
-/** One stored event, as the repo reads it back (dates as Date, `changes` parsed): the hashed fields + its hashes. */
-export interface AuditEventRow extends ChainedFields {
+/** What a write appends: the event's content, without its place in the chain (the sequencer's job). */
+export type PendingFields = Omit<ChainedFields, 'seq'>;
+
+/**
+ * One stored event, as the repo reads it back (dates as Date, `changes` parsed). `seq`, `prevHash` and
+ * `hash` are null while the event is pending (committed, not yet sequenced); `pos` orders pending events.
+ */
+export interface AuditEventRow extends PendingFields {
+  seq: number | null;
+  pos: number | null;
   changes: Record<string, unknown>;
-  prevHash: string;
-  hash: string;
+  prevHash: string | null;
+  hash: string | null;
 }
+
+/** A sequenced event (seq, prevHash and hash set). */
+export type SequencedRow = AuditEventRow & { seq: number; prevHash: string; hash: string };
 
 export interface AuditListFilter {
   action?: string;
@@ -21,15 +31,25 @@ export interface AuditListFilter {
   targetId?: string;
   from?: Date;
   to?: Date;
-  /** Keyset position: events with a lower seq. */
-  beforeSeq?: number;
+  /** Include pending events (listed first, newest first by pos); default true. */
+  pending?: boolean;
+  /** Keyset position: after a pending event (pos) or after a sequenced one (seq). */
+  after?: { pos: number } | { seq: number };
+}
+
+export interface Backlog {
+  /** Committed events not yet sequenced. */
+  pending: number;
+  /** Age of the oldest of them (from its occurred_at); 0 when none. */
+  oldestAgeSeconds: number;
 }
 
 function toRow(r: Selectable<AuditTables['audit_events']>): AuditEventRow {
   return {
     tenantId: r.tenant_id,
     id: r.id,
-    seq: Number(r.seq),
+    seq: r.seq === null ? null : Number(r.seq),
+    pos: r.pos === null ? null : Number(r.pos),
     occurredAt: new Date(r.occurred_at),
     actorType: r.actor_type,
     actorId: r.actor_id,
@@ -45,44 +65,42 @@ function toRow(r: Selectable<AuditTables['audit_events']>): AuditEventRow {
   };
 }
 
+/** Rows the verifier reads per round trip (the whole chain is never held in memory at once). */
+const VERIFY_PAGE = 5_000;
+
 /** All SQL of the audit module. */
 export function createAuditRepo(db: Database) {
   const scope: DbScope<AuditTables> = db.scope('audit_events', 'audit_chains');
   const { owner } = scope;
 
-  async function readChain(trx: AuditTx, tenantId: string) {
-    const rows = await trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).orderBy('seq', 'asc').execute();
-    const head = await trx.selectFrom('audit_chains').select(['last_seq', 'last_hash']).where('tenant_id', '=', tenantId).executeTakeFirst();
-    return { events: rows.map(toRow), head: head ? { lastSeq: Number(head.last_seq), lastHash: head.last_hash } : null };
+  async function backlogOf(trx: Kysely<AuditTables>, tenantId?: string): Promise<Backlog> {
+    let q = trx
+      .selectFrom('audit_events')
+      .select([sql<number>`count(*)::int`.as('pending'), sql<number | string | null>`extract(epoch from now() - min(occurred_at))`.as('age')])
+      .where('seq', 'is', null);
+    if (tenantId) q = q.where('tenant_id', '=', tenantId);
+    const row = await q.executeTakeFirstOrThrow();
+    return { pending: row.pending, oldestAgeSeconds: Math.max(0, Number(row.age ?? 0)) };
+  }
+
+  /** A chain's events oldest first: the pending ones (by pos), or the sequenced ones after a seq. */
+  function chainPage(trx: Kysely<AuditTables>, tenantId: string, which: { pending: true } | { afterSeq: number }, limit: number) {
+    const q = trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
+    return ('pending' in which ? q.where('seq', 'is', null).orderBy('pos', 'asc') : q.where('seq', '>', which.afterSeq).orderBy('seq', 'asc')).limit(limit).execute();
   }
 
   return {
-    /** Locks the chain head (created at genesis on first use) in the caller's transaction. */
-    async lockHead(handle: TxHandle, tenantId: string): Promise<{ lastSeq: number; lastHash: string }> {
-      const trx = scope.join(handle);
-      await trx
-        .insertInto('audit_chains')
-        .values({ tenant_id: tenantId, last_seq: 0, last_hash: GENESIS_HASH })
-        .onConflict((oc) => oc.column('tenant_id').doNothing())
-        .execute();
-      const head = await trx
-        .selectFrom('audit_chains')
-        .select(['last_seq', 'last_hash'])
-        .where('tenant_id', '=', tenantId)
-        .forUpdate()
-        .executeTakeFirstOrThrow();
-      return { lastSeq: Number(head.last_seq), lastHash: head.last_hash };
-    },
-
-    /** Appends the event and moves the head to it (the head is locked by lockHead). */
-    async append(handle: TxHandle, e: AuditEventRow): Promise<void> {
-      const trx = scope.join(handle);
-      await trx
+    /**
+     * Appends a pending event in the caller's transaction: one INSERT, no lock on any shared row (the
+     * chain head is the sequencer's alone), so concurrent writes of one org never wait for each other.
+     */
+    async appendPending(handle: TxHandle, e: PendingFields): Promise<void> {
+      await scope
+        .join(handle)
         .insertInto('audit_events')
         .values({
           tenant_id: e.tenantId,
           id: e.id,
-          seq: e.seq,
           occurred_at: e.occurredAt,
           actor_type: e.actorType,
           actor_id: e.actorId,
@@ -93,45 +111,137 @@ export function createAuditRepo(db: Database) {
           request_id: e.requestId,
           ip: e.ip,
           changes: JSON.stringify(e.changes),
-          prev_hash: e.prevHash,
-          hash: e.hash,
         })
-        .execute();
-      await trx
-        .updateTable('audit_chains')
-        .set({ last_seq: e.seq, last_hash: e.hash, updated_at: sql<Date>`now()` })
-        .where('tenant_id', '=', e.tenantId)
         .execute();
     },
 
-    /** Newest first (backed by the (tenant_id, …, seq) indexes); fetches `limit` rows. */
+    /**
+     * Newest first: pending events (by pos, when included) before sequenced ones (by seq). Two indexed
+     * queries in one read transaction: the pending partial index, then the (tenant_id, …, seq) indexes.
+     */
     async list(tenantId: string, f: AuditListFilter, limit: number): Promise<AuditEventRow[]> {
       const rows = await scope.withTenantRead(tenantId, async (trx) => {
-        let q = trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
-        if (f.action) q = q.where('action', '=', f.action);
-        if (f.actorId) q = q.where('actor_id', '=', f.actorId);
-        if (f.targetType) q = q.where('target_type', '=', f.targetType);
-        if (f.targetId) q = q.where('target_id', '=', f.targetId);
-        if (f.from) q = q.where('occurred_at', '>=', f.from);
-        if (f.to) q = q.where('occurred_at', '<', f.to);
-        if (f.beforeSeq !== undefined) q = q.where('seq', '<', f.beforeSeq);
-        return q.orderBy('seq', 'desc').limit(limit).execute();
+        const base = () => {
+          let q = trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
+          if (f.action) q = q.where('action', '=', f.action);
+          if (f.actorId) q = q.where('actor_id', '=', f.actorId);
+          if (f.targetType) q = q.where('target_type', '=', f.targetType);
+          if (f.targetId) q = q.where('target_id', '=', f.targetId);
+          if (f.from) q = q.where('occurred_at', '>=', f.from);
+          if (f.to) q = q.where('occurred_at', '<', f.to);
+          return q;
+        };
+        const after = f.after;
+        const out: Selectable<AuditTables['audit_events']>[] = [];
+        if (f.pending !== false && (after === undefined || 'pos' in after)) {
+          let q = base().where('seq', 'is', null);
+          if (after) q = q.where('pos', '<', after.pos);
+          out.push(...(await q.orderBy('pos', 'desc').limit(limit).execute()));
+        }
+        if (out.length < limit) {
+          let q = base().where('seq', 'is not', null);
+          if (after && 'seq' in after) q = q.where('seq', '<', after.seq);
+          out.push(...(await q.orderBy('seq', 'desc').limit(limit - out.length).execute()));
+        }
+        return out;
       });
       return rows.map(toRow);
     },
 
-    /** One chain's events (oldest first) and head, read as the owner role in the chain's tenant context. */
-    async readChainAsOwner(tenantId: string) {
+    /**
+     * One sequencer round for one chain, in one owner transaction in the chain's tenant context: takes the
+     * head (`FOR UPDATE SKIP LOCKED`: a chain another sequencer holds is skipped, never forked), reads up to
+     * `max` pending events it can see (committed ones) in pos order, lets `chain` assign seq and hashes
+     * from the head, writes them and moves the head. Returns how many were sequenced (0 when skipped).
+     */
+    async sequenceChain(
+      tenantId: string,
+      max: number,
+      chain: (head: { lastSeq: number; lastHash: string }, pending: AuditEventRow[]) => SequencedRow[],
+    ): Promise<number> {
       return owner.transaction().execute(async (trx) => {
         await setTenant(trx, tenantId);
-        return readChain(trx, tenantId);
+        let head = await trx
+          .selectFrom('audit_chains')
+          .select(['last_seq', 'last_hash'])
+          .where('tenant_id', '=', tenantId)
+          .forUpdate()
+          .skipLocked()
+          .executeTakeFirst();
+        // No head visible: a new chain (insert it, which locks it), or one another sequencer holds.
+        head ??= await trx
+          .insertInto('audit_chains')
+          .values({ tenant_id: tenantId, last_seq: 0, last_hash: GENESIS_HASH })
+          .onConflict((oc) => oc.column('tenant_id').doNothing())
+          .returning(['last_seq', 'last_hash'])
+          .executeTakeFirst();
+        if (!head) return 0;
+        const pending = await chainPage(trx, tenantId, { pending: true }, max);
+        if (pending.length === 0) return 0;
+        const sequenced = chain({ lastSeq: Number(head.last_seq), lastHash: head.last_hash }, pending.map(toRow));
+        const values = sequenced.map((e) => sql`(${e.id}::uuid, ${e.seq}::bigint, ${e.prevHash}, ${e.hash})`);
+        const updated = await sql`
+          update audit_events as e set seq = v.seq, prev_hash = v.prev_hash, hash = v.hash
+          from (values ${sql.join(values)}) as v(id, seq, prev_hash, hash)
+          where e.tenant_id = ${tenantId} and e.id = v.id and e.seq is null`.execute(trx);
+        if (Number(updated.numAffectedRows) !== sequenced.length) throw new Error(`audit sequencer: chain ${tenantId} changed under its lock`);
+        const last = sequenced[sequenced.length - 1]!;
+        await trx
+          .updateTable('audit_chains')
+          .set({ last_seq: last.seq, last_hash: last.hash, updated_at: sql<Date>`now()` })
+          .where('tenant_id', '=', tenantId)
+          .execute();
+        return sequenced.length;
       });
     },
 
-    /** Every chain that has a head (all orgs plus the platform chain), as the owner role. */
+    /** Chains with committed pending events, as the owner (policy audit_sequencer_pending). */
+    async chainsWithBacklogAsOwner(): Promise<string[]> {
+      const rows = await owner.selectFrom('audit_events').select('tenant_id').distinct().where('seq', 'is', null).execute();
+      return rows.map((r) => r.tenant_id);
+    },
+
+    /**
+     * Reads one chain for the verifier as the owner, in one REPEATABLE READ snapshot (a sequencer
+     * committing meanwhile cannot make the head and the events disagree): the sequenced events in seq
+     * order, page by page to `onPage`, then the head and the pending backlog.
+     */
+    async readChainAsOwner(tenantId: string, onPage: (events: SequencedRow[]) => void) {
+      return owner
+        .transaction()
+        .setIsolationLevel('repeatable read')
+        .execute(async (trx) => {
+          await setTenant(trx, tenantId);
+          let afterSeq = 0;
+          for (;;) {
+            const rows = await chainPage(trx, tenantId, { afterSeq }, VERIFY_PAGE);
+            if (rows.length === 0) break;
+            onPage(rows.map(toRow) as SequencedRow[]);
+            afterSeq = Number(rows[rows.length - 1]!.seq);
+            if (rows.length < VERIFY_PAGE) break;
+          }
+          const head = await trx.selectFrom('audit_chains').select(['last_seq', 'last_hash']).where('tenant_id', '=', tenantId).executeTakeFirst();
+          return {
+            head: head ? { lastSeq: Number(head.last_seq), lastHash: head.last_hash } : null,
+            backlog: await backlogOf(trx, tenantId),
+          };
+        });
+    },
+
+    /** Every chain that has a head or a backlog (all orgs plus the platform chain), as the owner role. */
     async chainIdsAsOwner(): Promise<string[]> {
-      const heads = await owner.selectFrom('audit_chains').select('tenant_id').orderBy('tenant_id').execute();
+      const heads = await owner
+        .selectFrom('audit_chains')
+        .select('tenant_id')
+        .union(owner.selectFrom('audit_events').select('tenant_id').where('seq', 'is', null))
+        .orderBy('tenant_id')
+        .execute();
       return heads.map((h) => h.tenant_id);
+    },
+
+    /** The backlog of every chain together (metrics), as the owner role. */
+    async backlogAsOwner(): Promise<Backlog> {
+      return backlogOf(owner);
     },
   };
 }

@@ -9,7 +9,7 @@ export const AUDIT_READ = 'audit:read';
 const AuditEventSchema = Type.Object(
   {
     id: Uuid(),
-    seq: Type.Integer(),
+    seq: Type.Union([Type.Integer(), Type.Null()], { description: 'Position in the chain; null while the event is pending (not sequenced yet)' }),
     occurredAt: DateTime(),
     actor: Type.Object({
       type: Type.Union([Type.Literal('user'), Type.Literal('api_key'), Type.Literal('system')]),
@@ -21,8 +21,8 @@ const AuditEventSchema = Type.Object(
     requestId: Type.Union([Type.String(), Type.Null()]),
     ip: Type.Union([Type.String(), Type.Null()]),
     changes: Type.Record(Type.String(), Type.Unknown()),
-    prevHash: Type.String(),
-    hash: Type.String(),
+    prevHash: Type.Union([Type.String(), Type.Null()]),
+    hash: Type.Union([Type.String(), Type.Null()]),
   },
   { additionalProperties: false },
 );
@@ -35,12 +35,18 @@ const Query = Type.Object(
     targetId: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
     from: Type.Optional(Type.String({ format: 'date-time', description: 'Inclusive lower bound' })),
     to: Type.Optional(Type.String({ format: 'date-time', description: 'Exclusive upper bound' })),
+    pending: Type.Optional(
+      Type.Union([Type.Literal('include'), Type.Literal('exclude')], {
+        default: 'include',
+        description: 'include (default): pending events (committed, not sequenced yet; seq/prevHash/hash null) come first; exclude: only the sequenced chain',
+      }),
+    ),
     ...pageQuery,
   },
   { additionalProperties: false },
 );
 
-type QueryIn = { action?: string; actorId?: string; targetType?: string; targetId?: string; from?: string; to?: string; cursor?: string; limit?: number };
+type QueryIn = { action?: string; actorId?: string; targetType?: string; targetId?: string; from?: string; to?: string; pending?: 'include' | 'exclude'; cursor?: string; limit?: number };
 
 export function auditRoutes(audit: AuditService): (app: App) => Promise<void> {
   return async (app: App) => {
@@ -50,7 +56,7 @@ export function auditRoutes(audit: AuditService): (app: App) => Promise<void> {
         config: { permission: AUDIT_READ },
         schema: {
           tags: ['audit'],
-          summary: "List the org's audit events, newest first",
+          summary: "List the org's audit events, newest first (pending ones first unless pending=exclude)",
           security: [{ bearer: [] }],
           params: Type.Object({ orgId: Uuid() }),
           querystring: Query,
@@ -62,6 +68,7 @@ export function auditRoutes(audit: AuditService): (app: App) => Promise<void> {
         const q = request.query as QueryIn;
         return audit.list(orgId, {
           ...q,
+          pending: q.pending !== 'exclude',
           from: q.from === undefined ? undefined : new Date(q.from),
           to: q.to === undefined ? undefined : new Date(q.to),
           limit: q.limit ?? DEFAULT_PAGE_SIZE,

@@ -2,27 +2,35 @@ import type { Database, TxHandle } from '../../platform/db/database.ts';
 import { asPlugin } from '../../platform/http/module-routes.ts';
 import type { ModuleSurface } from '../../platform/module.ts';
 import { registerAuditJobs } from './audit.jobs.ts';
-import { createAuditRepo } from './audit.repo.ts';
+import { createAuditRepo, type Backlog } from './audit.repo.ts';
 import { auditRoutes } from './audit.routes.ts';
 import { createAuditService, type AuditEvent, type AuditEventInput, type AuditFilter, type ChainReport } from './audit.service.ts';
 
 export { AUDIT_READ } from './audit.routes.ts';
 export { PLATFORM_AUDIT_TENANT } from './audit.service.ts';
 export type { AuditEvent, AuditEventInput, AuditFilter, ChainReport } from './audit.service.ts';
+export type { Backlog } from './audit.repo.ts';
 export { runAuditCommand } from './audit.cli.ts';
 
 export interface AuditDeps {
   db: Database;
 }
 
-/** Append-only, tamper-evident audit log: one hash chain per org, plus the platform chain. */
+/**
+ * Append-only, tamper-evident audit log: one hash chain per org, plus the platform chain. Writes append
+ * pending events; the sequencer (a worker schedule) chains them in commit order within seconds.
+ */
 export interface Audit extends ModuleSurface {
-  /** Appends an event in the caller's transaction (which runs in `event.orgId`'s tenant context). */
-  record(trx: TxHandle, event: AuditEventInput): Promise<{ id: string; seq: number; hash: string }>;
-  /** An org's events, newest first, keyset-paginated. */
+  /** Appends a pending event in the caller's transaction (which runs in `event.orgId`'s tenant context). Locks nothing shared. */
+  record(trx: TxHandle, event: AuditEventInput): Promise<{ id: string }>;
+  /** An org's events, newest first (pending ones first unless `pending: false`), keyset-paginated. */
   list(orgId: string, filter: AuditFilter): Promise<{ data: AuditEvent[]; nextCursor: string | null }>;
-  /** Operator check of one chain, or of every chain (runs as the owner role). */
+  /** Operator check of one chain's sequenced part, or of every chain, with each chain's backlog (runs as the owner role). */
   verify(orgId?: string): Promise<ChainReport[]>;
+  /** Sequences the committed pending events of every chain (or one) now; the worker schedule calls it every second. */
+  sequence(orgId?: string): Promise<{ chains: number; sequenced: number }>;
+  /** Pending events of all chains together and the oldest one's age (metrics). */
+  backlog(): Promise<Backlog>;
 }
 
 export function createAudit(deps: AuditDeps): Audit {
@@ -31,10 +39,12 @@ export function createAudit(deps: AuditDeps): Audit {
     name: 'audit',
     record: service.record,
     list: service.list,
+    sequence: service.sequence,
+    backlog: service.backlog,
     async verify(orgId) {
       return orgId ? [await service.verifyChain(orgId)] : service.verifyAllChains();
     },
     routes: [{ name: 'audit', prefix: '/v1', plugin: asPlugin(auditRoutes(service)) }],
-    registerJobs: registerAuditJobs,
+    registerJobs: (jobs) => registerAuditJobs(jobs, service.sequence),
   };
 }

@@ -58,13 +58,14 @@ export interface AuditEvents {
   actor_type: string;
   actor_user_id: string | null;
   changes: Generated<Json>;
-  hash: string;
+  hash: string | null;
   id: string;
   ip: string | null;
   occurred_at: Timestamp;
-  prev_hash: string;
+  pos: Generated<number | null>;
+  prev_hash: string | null;
   request_id: string | null;
-  seq: number;
+  seq: number | null;
   target_id: string;
   target_type: string;
   tenant_id: string;

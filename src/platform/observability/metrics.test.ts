@@ -24,6 +24,8 @@ const FAMILIES = [
   'plinth_cache_requests_total',
   'plinth_outbox_backlog',
   'plinth_outbox_oldest_age_seconds',
+  'plinth_audit_backlog',
+  'plinth_audit_backlog_oldest_age_seconds',
   'plinth_jobs',
   'plinth_job_duration_seconds',
   'plinth_circuit_breaker_state',
@@ -118,6 +120,11 @@ describe('GET /metrics: a real Prometheus scrape over HTTP', () => {
     // Outbox from the real event bus: the project creation wrote an event and no worker runs here.
     expect(sample(text, 'plinth_outbox_backlog')).toBeGreaterThanOrEqual(1);
     expect(sample(text, 'plinth_outbox_oldest_age_seconds')).toBeGreaterThan(0);
+    // The audit sequencer's backlog: the signup's and the project's audit events, not yet chained.
+    expect(sample(text, 'plinth_audit_backlog')).toBeGreaterThanOrEqual(4);
+    expect(sample(text, 'plinth_audit_backlog_oldest_age_seconds')).toBeGreaterThan(0);
+    await tp.modules.audit.sequence();
+    expect(sample(await scrape(), 'plinth_audit_backlog')).toBe(0);
     expect(sample(text, 'process_resident_memory_bytes')).toBeGreaterThan(1_000_000);
     expect(sample(text, 'nodejs_eventloop_lag_seconds')).toBeGreaterThanOrEqual(0);
 

@@ -301,6 +301,53 @@ export function registerOutboxMetrics(source: OutboxSource): () => void {
   return outboxes.add(source);
 }
 
+export interface AuditBacklog {
+  /** Committed audit events not yet sequenced into their chain. */
+  pending: number;
+  /** Age of the oldest of them; 0 when none. */
+  oldestAgeSeconds: number;
+}
+type AuditSource = () => Promise<AuditBacklog>;
+const auditSources = sourceSet<AuditSource>();
+let auditSnapshot: Promise<AuditBacklog | undefined> | undefined;
+
+/**
+ * The audit sequencer's backlog, summed over the registered sources: one query per scrape for both
+ * gauges (shared until the next macrotask); undefined when every source fails, so the gauges keep their
+ * last value.
+ */
+function auditBacklog(): Promise<AuditBacklog | undefined> {
+  // A failing source (a closed database) is left out rather than blanking the gauges.
+  auditSnapshot ??= Promise.allSettled([...auditSources.sources].map((source) => source()))
+    .then((settled) => {
+      const all = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      if (all.length === 0) return undefined;
+      return { pending: all.reduce((n, b) => n + b.pending, 0), oldestAgeSeconds: Math.max(0, ...all.map((b) => b.oldestAgeSeconds)) };
+    })
+    .finally(() => setImmediate(() => (auditSnapshot = undefined)));
+  return auditSnapshot;
+}
+
+for (const [name, help, field] of [
+  ['plinth_audit_backlog', 'Committed audit events not yet sequenced into their hash chain', 'pending'],
+  ['plinth_audit_backlog_oldest_age_seconds', 'Age of the oldest audit event not yet sequenced (0 when none)', 'oldestAgeSeconds'],
+] as const) {
+  // Registers itself; its collect() reads the registered sources at scrape time.
+  new client.Gauge({
+    name,
+    help,
+    async collect() {
+      const b = await auditBacklog();
+      if (b) this.set(b[field]);
+    },
+  });
+}
+
+/** The audit module registers how to measure its sequencer backlog; called on each scrape. */
+export function registerAuditMetrics(source: AuditSource): () => void {
+  return auditSources.add(source);
+}
+
 export interface JobCount {
   queue: string;
   /** waiting, active, delayed, completed, failed, dead (dead-lettered) … */

@@ -113,29 +113,32 @@ async function startApi(root: string, databaseUrl: string): Promise<Api> {
   };
 }
 
+async function call(api: Api, method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<Record<string, any>> {
+  const res = await fetch(`${api.url}${p}`, {
+    method,
+    headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...headers },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  if (res.status >= 400) throw new Error(`${method} ${p} → ${res.status} ${text.slice(0, 300)}`);
+  return text ? (JSON.parse(text) as Record<string, any>) : {};
+}
+
 /** One user journey through the API; throws on the first answer that is not what a client expects. */
-async function smoke(api: Api, tag: string): Promise<void> {
-  const call = async (method: string, p: string, body?: unknown, headers: Record<string, string> = {}) => {
-    const res = await fetch(`${api.url}${p}`, {
-      method,
-      headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...headers },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const text = await res.text();
-    if (res.status >= 400) throw new Error(`${method} ${p} → ${res.status} ${text.slice(0, 300)}`);
-    return text ? (JSON.parse(text) as Record<string, any>) : {};
-  };
+async function smoke(api: Api, tag: string): Promise<{ org: string; auth: Record<string, string> }> {
   const email = `compat-${tag}-${randomBytes(4).toString('hex')}@example.com`;
-  const s = await call('POST', '/v1/auth/signup', { email, password: 'correct horse battery staple 9', name: 'Compat', organizationName: `Compat ${tag}` });
+  const s = await call(api, 'POST', '/v1/auth/signup', { email, password: 'correct horse battery staple 9', name: 'Compat', organizationName: `Compat ${tag}` });
   const auth = { authorization: `Bearer ${s.token}` };
   const org = s.organization.id as string;
-  const project = await call('POST', `/v1/orgs/${org}/projects`, { name: `Compat ${tag}`, key: `C${randomBytes(2).toString('hex').toUpperCase().replace(/[0-9]/g, 'X')}` }, auth);
+  const project = await call(api, 'POST', `/v1/orgs/${org}/projects`, { name: `Compat ${tag}`, key: `C${randomBytes(2).toString('hex').toUpperCase().replace(/[0-9]/g, 'X')}` }, auth);
   const key = { 'idempotency-key': `compat-${randomBytes(6).toString('hex')}` };
-  const task = await call('POST', `/v1/orgs/${org}/projects/${project.id}/tasks`, { title: `compat ${tag}` }, { ...auth, ...key });
-  const again = await call('POST', `/v1/orgs/${org}/projects/${project.id}/tasks`, { title: `compat ${tag}` }, { ...auth, ...key });
+  const task = await call(api, 'POST', `/v1/orgs/${org}/projects/${project.id}/tasks`, { title: `compat ${tag}` }, { ...auth, ...key });
+  const again = await call(api, 'POST', `/v1/orgs/${org}/projects/${project.id}/tasks`, { title: `compat ${tag}` }, { ...auth, ...key });
   if (again.id !== task.id) throw new Error('idempotent retry created a second task');
-  await call('GET', `/v1/orgs/${org}/projects/${project.id}/tasks`, undefined, auth);
-  await call('PATCH', `/v1/orgs/${org}/tasks/${task.id}`, { status: 'done' }, auth);
+  await call(api, 'GET', `/v1/orgs/${org}/projects/${project.id}/tasks`, undefined, auth);
+  await call(api, 'PATCH', `/v1/orgs/${org}/tasks/${task.id}`, { status: 'done' }, auth);
+  await call(api, 'GET', `/v1/orgs/${org}/audit-events`, undefined, auth);
+  return { org, auth };
 }
 
 export async function runCompatCheck(opts: { log?: (m: string) => void } = {}): Promise<{ steps: Step[]; ok: boolean }> {
@@ -195,8 +198,11 @@ export async function runCompatCheck(opts: { log?: (m: string) => void } = {}): 
     check('the previous release serves on the new schema (rollback needs no schema rollback)', true);
     const current = await startApi(ROOT, url);
     apis.push(current);
-    await smoke(current, 'new');
+    const written = await smoke(current, 'new');
     await smoke(old, 'beside');
+    // The previous release reads what this one just wrote (e.g. audit events it has not sequenced yet).
+    await call(old, 'GET', `/v1/orgs/${written.org}/audit-events`, undefined, written.auth);
+    await call(old, 'GET', `/v1/orgs/${written.org}/projects`, undefined, written.auth);
     check('this release starts and serves beside the previous one', true);
   } catch (err) {
     check('compatibility run', false, (err as Error).message.slice(0, 1000));

@@ -134,6 +134,12 @@ async function writeThroughApi(databaseUrl: string, orgs: number, tasksPerOrg: n
   return written;
 }
 
+/** Chains the audit events written so far (what the worker's sequencer does every second). */
+async function sequenceAudit(databaseUrl: string): Promise<void> {
+  const r = await plinth(['audit', 'sequence'], databaseUrl);
+  if (r.exitCode !== 0) throw new Error(`plinth audit sequence failed: ${r.output}`);
+}
+
 export async function runRestoreDrill(opts: { orgs?: number; tasksPerOrg?: number; log?: (msg: string) => void } = {}): Promise<DrillReport> {
   const log = opts.log ?? (() => {});
   const orgs = opts.orgs ?? 2;
@@ -156,6 +162,7 @@ export async function runRestoreDrill(opts: { orgs?: number; tasksPerOrg?: numbe
     await admin.query('create database plinth');
     log('primary up, migrating and writing the first batch');
     await writeThroughApi(primary.url(), orgs, tasks, 'a');
+    await sequenceAudit(primary.url());
 
     let t0 = Date.now();
     await run(...asPostgres(`${PG_BIN}/pg_basebackup`, ['-d', primary.url('postgres'), '-D', baseDir, '--wal-method=stream', '--checkpoint=fast']));
@@ -166,6 +173,7 @@ export async function runRestoreDrill(opts: { orgs?: number; tasksPerOrg?: numbe
     const countsAtDump = await counts(primary.url());
     log('base and logical backups taken; second batch, then the target time');
     await writeThroughApi(primary.url(), 1, tasks, 'b');
+    await sequenceAudit(primary.url());
     const countsAtTarget = await counts(primary.url());
     const target = (await admin.query(`select now()::text as t`)).rows[0].t as string;
     await new Promise((r) => setTimeout(r, 1_100));

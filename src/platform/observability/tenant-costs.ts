@@ -83,7 +83,7 @@ export function createTenantCosts(deps: { db: Database; flushMs?: number }) {
       ])
       .where('day', '>', sql<Date>`current_date - ${opts.days}::int`)
       .groupBy('org_id')
-      .orderBy(sql.raw(column === 'storage_bytes' ? 'storage_bytes' : `sum(${column})`), sql`desc nulls last`)
+      .orderBy(sql.raw(column === 'storage_bytes' ? 'storage_bytes' : `sum(${column})`), (ob) => ob.desc().nullsLast())
       .limit(opts.limit)
       .execute();
     return rows.map((r) => ({

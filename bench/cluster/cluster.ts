@@ -26,6 +26,8 @@ const STATE = path.join(RUN, 'state.json');
 export interface ClusterState {
   apis: { name: string; port: number; pid: number }[];
   workers: { name: string; pid: number }[];
+  /** Processes a fault run started beside the cluster (probe workers, partitioned APIs); `down` stops them too. */
+  extras?: { name: string; pid: number }[];
   haproxyPid?: number;
   databaseUrl: string;
   replicaUrl: string;
@@ -42,7 +44,7 @@ export function readState(): ClusterState | undefined {
   }
 }
 
-function writeState(s: ClusterState): void {
+export function writeState(s: ClusterState): void {
   fs.writeFileSync(STATE, JSON.stringify(s, null, 1));
 }
 
@@ -269,7 +271,7 @@ export async function down(): Promise<void> {
   };
   if (state) {
     await kill(state.haproxyPid);
-    await Promise.all([...state.apis, ...state.workers].map((p) => kill(p.pid)));
+    await Promise.all([...state.apis, ...state.workers, ...(state.extras ?? [])].map((p) => kill(p.pid)));
   }
   await kill(redisPid());
   if (fs.existsSync(path.join(replicaDir, 'PG_VERSION'))) pgCtl(replicaDir, 'stop', ['-m', 'fast']);

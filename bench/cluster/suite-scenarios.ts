@@ -131,13 +131,14 @@ const mixedVersions: Scenario = {
       for (let i = 0; i < batches; i++) {
         ids.push(...(await publish(ctx.pg, event, total / batches)));
         if (i === Math.floor(batches / 4)) newStarted = startProbeWorker(ctx, 'probe-new', { FAULT_EVENT: event, FAULT_CONSUMERS: `${a},${b}` });
-        if (!ctx.quick && i === Math.floor((batches * 2) / 3)) {
+        // The last third is published with both versions running (relayed by either), the rest before b existed.
+        if (i === Math.floor((batches * 2) / 3)) procs.push(await newStarted!);
+        if (!ctx.quick && i === Math.floor((batches * 5) / 6)) {
           await procs[0]!.stop('SIGKILL');
           procs[0] = await startProbeWorker(ctx, 'probe-old-2', { FAULT_EVENT: event, FAULT_CONSUMERS: a });
         }
         await sleep(100);
       }
-      procs.push(await newStarted!);
       const undelivered = async () => {
         const { rows } = await ctx.pg.query<{ consumer: string; n: number }>(
           `select c.consumer, count(*) filter (where not exists (select 1 from fault_effects f where f.consumer = c.consumer and f.event_id = e.id))::int as n
@@ -191,7 +192,9 @@ const lostQueueEntries: Scenario = {
       await redis.del(`${prefix}:${consumer}:wait`, `${prefix}:${consumer}:prioritized`, `${prefix}:${consumer}:delayed`);
       const t0 = Date.now();
       worker = await startProbeWorker(ctx, 'probe-lost', { FAULT_EVENT: event, FAULT_CONSUMERS: consumer, JOBS_SWEEP_AFTER_MS: String(sweepAfterMs) });
-      const windowMs = sweepAfterMs * 3 + (ctx.quick ? 6_000 : 15_000);
+      // Detection takes sweepAfterMs plus a sweep period; the rest of the window is for working through the
+      // backlog on a busy machine. The finding this guards against never drained at all (re-adds were no-ops).
+      const windowMs = sweepAfterMs * 3 + (ctx.quick ? 30_000 : 60_000);
       const pending = () => count(ctx.pg, `select count(*)::int as n from job_deliveries where consumer = $1 and status <> 'done'`, [consumer]);
       const left = await waitUntil(pending, (n) => n === 0, windowMs - (Date.now() - t0), 250);
       const repairedInSec = round1((Date.now() - t0) / 1000);

@@ -217,20 +217,31 @@ const lostQueueEntries: Scenario = {
 /** Workers whose clocks disagree run one schedule; each occurrence must run once. */
 const clockSkew: Scenario = {
   name: 'clock-skew-schedules',
-  what: 'probe workers whose clocks are off by PLINTH_CLOCK_SKEW_MS (quick: -300 ms and +1500 ms; long: -2000, -300, +2000 ms) run one everyMs=700 schedule',
+  what: 'probe workers whose clocks are off by PLINTH_CLOCK_SKEW_MS (quick: -1500 ms and +300 ms; long: -2000, -300, +2000 ms) run one everyMs=700 schedule',
   async run(ctx) {
     const schedule = `fault.tick_${ctx.run}`;
     // Not a multiple of the workers' 1 s tick, so which worker finds an occurrence due first keeps changing.
     const period = 700;
-    const skews = ctx.quick ? [-300, 1_500] : [-2_000, -300, 2_000];
-    const runSec = ctx.quick ? 12 : 60;
+    const skews = ctx.quick ? [-1_500, 300] : [-2_000, -300, 2_000];
+    // Workers tick every second, so one of them can win every occurrence for as long as their phases hold:
+    // each gets a stretch alone (started one after the other, stopped one after the other) and they all
+    // compete in between.
+    const stepSec = ctx.quick ? 4 : 15;
     const procs: Proc[] = [];
+    const t0 = Date.now();
     try {
-      procs.push(...(await Promise.all(skews.map((s, i) => startProbeWorker(ctx, `probe-skew-${i + 1}`, { FAULT_SCHEDULE: `${schedule}:${period}`, PLINTH_CLOCK_SKEW_MS: String(s) })))));
-      await sleep(runSec * 1000);
+      for (const [i, skew] of skews.entries()) {
+        procs.push(await startProbeWorker(ctx, `probe-skew-${i + 1}`, { FAULT_SCHEDULE: `${schedule}:${period}`, PLINTH_CLOCK_SKEW_MS: String(skew) }));
+        await sleep(stepSec * 1000);
+      }
+      for (const p of procs.slice(0, -1)) {
+        await p.stop();
+        await sleep(stepSec * 1000);
+      }
     } finally {
       await Promise.all(procs.map((p) => p.stop()));
     }
+    const runSec = round1((Date.now() - t0) / 1000);
     const { rows } = await ctx.pg.query<{ runs: number; distinct_at: number; close: number; runners: number; min_gap_ms: number | null }>(
       `with t as (select scheduled_at, runner, scheduled_at - lag(scheduled_at) over (order by scheduled_at, id) as gap from fault_ticks where schedule = $1)
        select count(*)::int as runs, count(distinct scheduled_at)::int as distinct_at, count(distinct runner)::int as runners,

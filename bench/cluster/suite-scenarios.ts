@@ -47,7 +47,7 @@ const killDuringWrites: Scenario = {
     );
     const started = Date.now();
     const kills: string[] = [];
-    const plan = ctx.quick ? ['api', 'worker', 'api'] : ['api', 'worker', 'api', 'worker', 'api', 'api', 'worker', 'api'];
+    const plan = ctx.quick ? ['api', 'worker', 'api'] : ['api', 'worker', 'api', 'worker', 'api', 'api', 'worker'];
     let apiTurn = 0;
     await sleep(3_000);
     for (const target of plan) {
@@ -124,18 +124,20 @@ const mixedVersions: Scenario = {
     const total = ctx.quick ? 600 : 3_000;
     const batches = ctx.quick ? 30 : 100;
     const procs: Proc[] = [];
+    // Jobs held by a worker killed -9 are handed out again after JOBS_STALLED_MS (default 30 s).
+    const stalled = { JOBS_STALLED_MS: '5000' };
     try {
-      procs.push(await startProbeWorker(ctx, 'probe-old', { FAULT_EVENT: event, FAULT_CONSUMERS: a }));
+      procs.push(await startProbeWorker(ctx, 'probe-old', { FAULT_EVENT: event, FAULT_CONSUMERS: a, ...stalled }));
       const ids: string[] = [];
       let newStarted: Promise<Proc> | undefined;
       for (let i = 0; i < batches; i++) {
         ids.push(...(await publish(ctx.pg, event, total / batches)));
-        if (i === Math.floor(batches / 4)) newStarted = startProbeWorker(ctx, 'probe-new', { FAULT_EVENT: event, FAULT_CONSUMERS: `${a},${b}` });
+        if (i === Math.floor(batches / 4)) newStarted = startProbeWorker(ctx, 'probe-new', { FAULT_EVENT: event, FAULT_CONSUMERS: `${a},${b}`, ...stalled });
         // The last third is published with both versions running (relayed by either), the rest before b existed.
         if (i === Math.floor((batches * 2) / 3)) procs.push(await newStarted!);
         if (!ctx.quick && i === Math.floor((batches * 5) / 6)) {
           await procs[0]!.stop('SIGKILL');
-          procs[0] = await startProbeWorker(ctx, 'probe-old-2', { FAULT_EVENT: event, FAULT_CONSUMERS: a });
+          procs[0] = await startProbeWorker(ctx, 'probe-old-2', { FAULT_EVENT: event, FAULT_CONSUMERS: a, ...stalled });
         }
         await sleep(100);
       }
@@ -148,7 +150,7 @@ const mixedVersions: Scenario = {
         return Object.fromEntries(rows.map((r) => [r.consumer, r.n])) as Record<string, number>;
       };
       const t0 = Date.now();
-      const left = await waitUntil(undelivered, (m) => (m[a] ?? 1) + (m[b] ?? 1) === 0, ctx.quick ? 30_000 : 90_000, 500);
+      const left = await waitUntil(undelivered, (m) => (m[a] ?? 1) + (m[b] ?? 1) === 0, ctx.quick ? 45_000 : 120_000, 500);
       // How much the new worker had to catch up on: events that occurred before consumer b was first declared.
       const beforeB = await count(ctx.pg,
         `select count(*)::int as n from outbox where id = any($1::uuid[]) and occurred_at < (select registered_at from job_consumers where consumer = $2)`, [ids, b]);
@@ -226,7 +228,7 @@ const clockSkew: Scenario = {
     // Workers tick every second, so one of them can win every occurrence for as long as their phases hold:
     // each gets a stretch alone (started one after the other, stopped one after the other) and they all
     // compete in between.
-    const stepSec = ctx.quick ? 4 : 15;
+    const stepSec = ctx.quick ? 4 : 10;
     const procs: Proc[] = [];
     const t0 = Date.now();
     try {
@@ -297,7 +299,7 @@ const redisPartition: Scenario = {
       const taskPath = `/v1/orgs/${orgId}/tasks/${created.body.id}`;
 
       // Stale reads: a read-through entry on B, then an update through A while A cannot reach Redis.
-      const cacheRounds = ctx.quick ? 2 : 5;
+      const cacheRounds = ctx.quick ? 2 : 4;
       const partitionMs = ctx.quick ? 3_000 : 8_000;
       let staleBeyond = 0;
       let maxStaleMs = 0;

@@ -80,6 +80,23 @@ export async function runSuite(argv: string[]): Promise<number> {
   process.once('SIGTERM', onSignal);
 
   const results: ScenarioResult[] = [];
+  fs.mkdirSync(outDir, { recursive: true });
+  const file = path.join(outDir, `faults-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  const failing = () => results.filter((r) => r.status !== 'ok' || r.invariants.some((i) => i.value !== 0));
+  // Rewritten after every scenario, so a run stopped half-way (timeout, Ctrl-C) still leaves what it measured.
+  const save = (finished: boolean) => {
+    const report = {
+      startedAt: startedAt.toISOString(),
+      finishedAt: finished ? new Date().toISOString() : null,
+      mode: quick ? 'quick' : 'long',
+      machine: { cpus: os.cpus().length, loadAvgBefore: loadBefore, loadAvgAfter: load(), node: process.version },
+      cluster: { apis: state?.apis.length ?? 0, workers: state?.workers.length ?? 0 },
+      verdict: !finished ? 'incomplete' : failing().length === 0 ? 'pass' : 'fail',
+      scenarios: results,
+    };
+    fs.writeFileSync(file, `${JSON.stringify(report, null, 1)}\n`);
+    return report;
+  };
   let pool: pg.Pool | undefined;
   try {
     if (startedHere) state = await up({ apis: 2, workers: 1 });
@@ -105,6 +122,7 @@ export async function runSuite(argv: string[]): Promise<number> {
       const crashed = await healCluster(ctx.state);
       if (crashed.length > 0) r.figures.crashedAndRestarted = crashed.join(' ');
       results.push(r);
+      save(false);
       for (const inv of r.invariants) console.log(`  ${inv.value === 0 ? 'ok  ' : 'FAIL'} ${inv.id} = ${inv.value}  (${inv.description})`);
       console.log(`  ${r.status}${r.reason ? `: ${r.reason}` : ''}, ${r.durationSec} s; ${Object.entries(r.figures).map(([k, v]) => `${k}=${v}`).join(', ')}`);
     }
@@ -116,19 +134,8 @@ export async function runSuite(argv: string[]): Promise<number> {
     await teardown();
   }
 
-  const failing = results.filter((r) => r.status !== 'ok' || r.invariants.some((i) => i.value !== 0));
-  const report = {
-    finishedAt: new Date().toISOString(),
-    startedAt: startedAt.toISOString(),
-    mode: quick ? 'quick' : 'long',
-    machine: { cpus: os.cpus().length, loadAvgBefore: loadBefore, loadAvgAfter: load(), node: process.version },
-    cluster: { apis: state?.apis.length ?? 0, workers: state?.workers.length ?? 0 },
-    verdict: failing.length === 0 ? 'pass' : 'fail',
-    scenarios: results,
-  };
-  fs.mkdirSync(outDir, { recursive: true });
-  const file = path.join(outDir, `faults-${report.finishedAt.replace(/[:.]/g, '-')}.json`);
-  fs.writeFileSync(file, `${JSON.stringify(report, null, 1)}\n`);
+  const report = save(true);
+  const failed = failing();
 
   console.log(`\n| scenario | invariant | value | seconds |\n|---|---|---|---|`);
   for (const r of results) {
@@ -136,8 +143,8 @@ export async function runSuite(argv: string[]): Promise<number> {
     for (const i of r.invariants) console.log(`| \`${r.scenario}\` | ${i.id} | ${i.value} | ${r.durationSec} |`);
   }
   console.log(`\nload average ${loadBefore} → ${report.machine.loadAvgAfter}; wrote ${path.relative(process.cwd(), file)}`);
-  console.log(failing.length === 0 ? 'fault suite: every invariant is 0' : `fault suite FAILED: ${failing.map((r) => r.scenario).join(', ')}`);
-  return failing.length === 0 ? 0 : 1;
+  console.log(failed.length === 0 ? 'fault suite: every invariant is 0' : `fault suite FAILED: ${failed.map((r) => r.scenario).join(', ')}`);
+  return failed.length === 0 ? 0 : 1;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

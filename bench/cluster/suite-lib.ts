@@ -11,7 +11,7 @@ import { newId } from '../../src/platform/ids.ts';
 import { OUTBOX_CHANNEL } from '../../src/platform/outbox/publisher.ts';
 import type { Tenant } from '../lib/api.ts';
 import { ROOT, sleep, waitHttp } from '../lib/processes.ts';
-import { pidAlive, plinthEnv, RUN, spawnPlinth, writeState, type ClusterState } from './cluster.ts';
+import { pidAlive, plinthEnv, RUN, spawnPlinth, trackProcess, writeState, type ClusterState } from './cluster.ts';
 
 export interface SuiteContext {
   state: ClusterState;
@@ -100,6 +100,7 @@ export async function startProbeWorker(ctx: SuiteContext, name: string, env: Rec
     env: { ...process.env, ...plinthEnv(ctx.state), ...env },
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  trackProcess(child.pid!);
   track(ctx.state, name, child.pid!);
   const ready = new Promise<void>((resolve, reject) => {
     let seen = '';

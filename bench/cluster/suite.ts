@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { connectApi, createProject, signup } from '../lib/api.ts';
 import { ROOT } from '../lib/processes.ts';
-import { down, pidAlive, plinthEnv, readState, spawnPlinth, startApi, up, writeState, type ClusterState } from './cluster.ts';
+import { down, killStartedProcesses, pidAlive, plinthEnv, readState, spawnPlinth, startApi, stopStartingProcesses, up, writeState, type ClusterState } from './cluster.ts';
 import { SCENARIOS } from './suite-scenarios.ts';
 import { createProbeTables, round1, type ScenarioResult, type SuiteContext } from './suite-lib.ts';
 
@@ -70,7 +70,9 @@ export async function runSuite(argv: string[]): Promise<number> {
   const teardown = async () => {
     if (tornDown || !startedHere || argv.includes('--keep')) return;
     tornDown = true;
+    stopStartingProcesses();
     await down();
+    killStartedProcesses();
   };
   const onSignal = (sig: NodeJS.Signals) => {
     console.error(`\n${sig}: tearing the cluster down`);

@@ -26,6 +26,8 @@ const STATE = path.join(RUN, 'state.json');
 export interface ClusterState {
   apis: { name: string; port: number; pid: number }[];
   workers: { name: string; pid: number }[];
+  /** Processes a fault run started beside the cluster (probe workers, partitioned APIs); `down` stops them too. */
+  extras?: { name: string; pid: number }[];
   haproxyPid?: number;
   databaseUrl: string;
   replicaUrl: string;
@@ -42,7 +44,7 @@ export function readState(): ClusterState | undefined {
   }
 }
 
-function writeState(s: ClusterState): void {
+export function writeState(s: ClusterState): void {
   fs.writeFileSync(STATE, JSON.stringify(s, null, 1));
 }
 
@@ -140,7 +142,30 @@ function cliSupports(command: string): boolean {
 }
 
 /** Starts a Plinth process detached from this command (it outlives `up`), logging to run/<name>.log. */
+/** Every process this command started; a fault run being torn down stops them all and starts no more. */
+const started = new Set<number>();
+let refusing = false;
+
+export function trackProcess(pid: number): void {
+  if (refusing) {
+    process.kill(pid, 'SIGKILL');
+    throw new Error('the cluster is being torn down');
+  }
+  started.add(pid);
+}
+
+/** From now on no process is started (a scenario still running during a teardown cannot leave one behind). */
+export function stopStartingProcesses(): void {
+  refusing = true;
+}
+
+/** SIGKILL what this command started and is still running (after `down`, for anything started during it). */
+export function killStartedProcesses(): void {
+  for (const pid of started) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+}
+
 export function spawnPlinth(name: string, args: string[], env: Record<string, string>): number {
+  if (refusing) throw new Error('the cluster is being torn down');
   const out = fs.openSync(path.join(RUN, `${name}.log`), 'a');
   const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
     cwd: ROOT,
@@ -149,6 +174,7 @@ export function spawnPlinth(name: string, args: string[], env: Record<string, st
     env: { ...process.env, ...env },
   });
   p.unref();
+  trackProcess(p.pid!);
   return p.pid!;
 }
 
@@ -269,7 +295,7 @@ export async function down(): Promise<void> {
   };
   if (state) {
     await kill(state.haproxyPid);
-    await Promise.all([...state.apis, ...state.workers].map((p) => kill(p.pid)));
+    await Promise.all([...state.apis, ...state.workers, ...(state.extras ?? [])].map((p) => kill(p.pid)));
   }
   await kill(redisPid());
   if (fs.existsSync(path.join(replicaDir, 'PG_VERSION'))) pgCtl(replicaDir, 'stop', ['-m', 'fast']);

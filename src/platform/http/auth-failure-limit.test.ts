@@ -4,6 +4,7 @@ import { createTestPlatform, type TestPlatform } from '../../../test/helpers/tes
 import { newId } from '../ids.ts';
 import { createModules } from '../../main.ts';
 import type { Authenticator } from './auth.ts';
+import { AppError } from './errors.ts';
 
 /**
  * Failed authentication and authorization misses are rate limited per client IP, and once the budget is
@@ -13,6 +14,7 @@ describe(`auth-failure limit per client IP (${process.env.TEST_REDIS_URL ? 'redi
   let t: TestPlatform;
   let user: SignedUp;
   let lookups = 0;
+  let lookupsFail = false;
 
   beforeAll(async () => {
     let real: Authenticator | undefined;
@@ -23,6 +25,7 @@ describe(`auth-failure limit per client IP (${process.env.TEST_REDIS_URL ? 'redi
       },
       resolveAccess: async (p, orgId) => {
         lookups++;
+        if (lookupsFail) throw new AppError('DB.UNAVAILABLE', 503, 'Database unavailable', {}, { 'retry-after': '1' });
         return real!.resolveAccess(p, orgId);
       },
     };
@@ -69,6 +72,19 @@ describe(`auth-failure limit per client IP (${process.env.TEST_REDIS_URL ? 'redi
     expect(blocked.statusCode).toBe(429);
     // successes never consume the budget
     for (let i = 0; i < 10; i++) expect((await from('203.0.113.10', `/v1/orgs/${user.orgId}/projects`, `Bearer ${user.token}`)).statusCode).toBe(200);
+  });
+
+  it('a lookup that fails for want of a database (503) does not spend the budget of a valid client', async () => {
+    // Seen in the fault suite: with every pool connection taken, membership lookups failed and valid
+    // tokens from one address were answered 429 for the rest of the window.
+    const ip = '203.0.113.20';
+    lookupsFail = true;
+    try {
+      for (let i = 0; i < 7; i++) expect((await from(ip, `/v1/orgs/${user.orgId}/projects`, `Bearer ${user.token}`)).statusCode).toBe(503);
+    } finally {
+      lookupsFail = false;
+    }
+    expect((await from(ip, `/v1/orgs/${user.orgId}/projects`, `Bearer ${user.token}`)).statusCode).toBe(200);
   });
 
   it('public routes are not affected by the budget (login has its own throttle)', async () => {

@@ -84,7 +84,9 @@ export function registerAuthorization(app: App, authenticator: Authenticator): v
     try {
       await authorize(request, config.permission!);
     } catch (err) {
-      request.authFailed = true;
+      // Only a refusal (401/403/404) spends the client's auth-failure budget: a lookup that failed because
+      // the database or Redis is unavailable (5xx) says nothing about the credentials.
+      if (err instanceof AppError && err.status < 500) request.authFailed = true;
       throw err;
     }
   });

@@ -9,6 +9,7 @@ import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
+import { warmUp } from './platform/http/lazy-compile.ts';
 import { createEventBus, type EventBus, type EventBusDeps } from './platform/outbox/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
@@ -216,5 +217,7 @@ export async function startApi(platform: Platform, modules: Modules): Promise<Ap
   const app = await createApiApp(platform, modules);
   platform.lifecycle.onShutdown({ name: 'http', close: () => app.close() });
   await app.listen({ port: platform.config.port, host: platform.config.host });
+  // Route schemas compile on first use; compile the rest now, in the background, between requests.
+  void warmUp().then((n) => platform.logger.debug({ schemas: n }, 'route schemas compiled'), (err) => platform.logger.error({ err }, 'a route schema does not compile'));
   return app;
 }

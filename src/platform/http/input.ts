@@ -1,6 +1,7 @@
 import { AjvCompiler } from '@fastify/ajv-compiler';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from './errors.ts';
+import { lazily } from './lazy-compile.ts';
 
 /**
  * Input rules every route gets, whatever its schema says, so that nothing a validator accepts can
@@ -138,8 +139,18 @@ export function validatorCompilerFactory() {
   return (externalSchemas: unknown, _serverOptions: unknown) => {
     const body = pool(externalSchemas as never, { customOptions: { ...AJV_OPTIONS, coerceTypes: false }, onCreate: strictFormats } as never);
     const other = pool(externalSchemas as never, { customOptions: { ...AJV_OPTIONS, coerceTypes: 'array' }, onCreate: strictFormats } as never);
-    return (route: { schema: unknown; httpPart?: string; method: string; url: string }) =>
-      guard((route.httpPart === 'body' ? body : other)(route as never) as Validate);
+    return (route: { schema: unknown; httpPart?: string; method: string; url: string }) => {
+      const { call, compiled } = lazily(() => (route.httpPart === 'body' ? body : other)(route as never) as Validate);
+      // Compiled on first use (lazy-compile.ts); the errors of the last call are the compiled validator's.
+      const validate = ((data: unknown, ctx?: never) => {
+        const ok = call(data, ctx as never);
+        validate.errors = compiled().errors;
+        return ok;
+      }) as Validate;
+      // Ajv validators always have a schemaEnv; Fastify then passes the parent (so a root value can be coerced).
+      validate.schemaEnv = true as never;
+      return guard(validate);
+    };
   };
 }
 

@@ -13,6 +13,8 @@ import { buildProblem, errorHandler, sendProblem } from './errors.ts';
 import { registerJsonParser, validatorCompilerFactory } from './input.ts';
 import { documentEdgeProtection } from './openapi-edge.ts';
 import { createOperationIds } from './openapi-ids.ts';
+import { lazily } from './lazy-compile.ts';
+import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
 import { ProblemSchema } from './schemas.ts';
 import { HELMET_OPTIONS, securityHeaders } from './security-headers.ts';
 
@@ -116,7 +118,8 @@ export async function createHttpServer(opts: {
       return typeof header === 'string' && REQUEST_ID.test(header) ? header : newId();
     },
     // Bodies validated without type coercion, query/params with it; global string/number/date rules (input.ts).
-    schemaController: { compilersFactory: { buildValidator: validatorCompilerFactory() as never } },
+    // Both compiled on first use, then warmed in the background (lazy-compile.ts): a faster cold start.
+    schemaController: { compilersFactory: { buildValidator: validatorCompilerFactory() as never, buildSerializer: lazySerializerFactory() as never } },
     // Errors the router raises before any hook (bad percent-encoding, over-long parameter) and the ones
     // Node's parser raises before Fastify (oversized headers): problem+json with a request id too.
     frameworkErrors: (error, request, reply) => {
@@ -246,4 +249,13 @@ export async function createHttpServer(opts: {
   app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
 
   return app;
+}
+
+/** Fastify's fast-json-stringify serializer compiler, each serializer built on its first response. */
+function lazySerializerFactory() {
+  const selector = SerializerSelector();
+  return (externalSchemas: unknown, options: unknown) => {
+    const build = selector(externalSchemas as never, options as never);
+    return (route: unknown) => lazily(() => build(route as never) as (data: unknown) => string).call;
+  };
 }

@@ -18,6 +18,7 @@ import { createQueryObserver } from './platform/observability/query-observer.ts'
 import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
+import { createMemoryInvalidationBus, createRedisInvalidationBus, type InvalidationBus } from './platform/cache/invalidation-bus.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
@@ -41,13 +42,19 @@ export interface Platform {
   policies: OutboundPolicies;
   /** Tenant-scoped cache-aside (L1 + Redis); see src/platform/cache/README.md. */
   cache: CacheProvider;
+  /** Cross-process invalidation of process-local caches (Redis pub/sub; in-process when embedded). */
+  invalidations: InvalidationBus;
 }
 
 /** The edge pieces every process shares: outbound policies and the cache over them. */
-export function createEdgePlatform(config: Config, logger: Logger, redis: Redis | undefined): Pick<Platform, 'policies' | 'cache'> {
+export function createEdgePlatform(config: Config, logger: Logger, redis: Redis | undefined): Pick<Platform, 'policies' | 'cache' | 'invalidations'> {
   const policies = createOutboundPolicies(logger);
-  const cache = createCache({ redis, policy: policies.redis, prefix: config.redisPrefix, l1TtlMs: config.edge.cacheL1TtlMs, logger });
-  return { policies, cache };
+  const l1TtlMs = config.edge.cacheL1TtlMs;
+  const invalidations = redis
+    ? createRedisInvalidationBus({ redis, prefix: config.redisPrefix, logger, retryForMs: l1TtlMs })
+    : createMemoryInvalidationBus();
+  const cache = createCache({ redis, policy: policies.redis, prefix: config.redisPrefix, l1TtlMs, logger, bus: invalidations });
+  return { policies, cache, invalidations };
 }
 
 export interface PlatformOptions {
@@ -78,7 +85,7 @@ export async function openPlatform(opts: PlatformOptions = {}): Promise<Platform
   }
   const flags = await createFlags({ db });
   const edge = createEdgePlatform(config, logger, redis);
-  lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
+  lifecycle.onShutdown({ name: 'cache', close: async () => void (await edge.cache.close(), await edge.invalidations.close()) });
   const events = createEventBus({ config, logger, db, ...opts.events });
   lifecycle.onShutdown({ name: 'jobs', close: () => events.close() });
   // Outbox backlog/age and job counts by state, read from Postgres (and the transport) at scrape time.
@@ -134,14 +141,13 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const audit = createAudit({ db });
   const identity = createIdentity({
     db,
-    redis,
-    redisPolicy: platform.policies.redis,
-    redisPrefix: config.redisPrefix,
+    invalidations: platform.invalidations,
+    sessionCacheMaxAgeMs: config.edge.cacheL1TtlMs,
     logger,
     audit,
     throttle: config.loginThrottle,
   });
-  const tenancy = createTenancy({ db, audit, identity, events });
+  const tenancy = createTenancy({ db, audit, identity, events, invalidations: platform.invalidations, accessCacheMaxAgeMs: config.edge.cacheL1TtlMs });
   const projects = createProjects({
     db,
     audit,

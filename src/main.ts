@@ -137,7 +137,7 @@ export interface Modules {
 
 /** Builds the modules in dependency order, explicitly: no container, nothing registered as a side effect. */
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
-  const { db, redis, logger, config, events } = platform;
+  const { db, logger, config, events } = platform;
   const audit = createAudit({ db });
   const identity = createIdentity({
     db,

@@ -284,26 +284,12 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('revocation while this instance can
   afterAll(async () => t?.close());
 
   it('the invalidation is retried in the background; other instances refuse the token within the cache lifetime', async () => {
-    const net = await import('node:net');
     const { createApiApp, createModules } = await import('../../main.ts');
     const { createRedis } = await import('../../platform/redis.ts');
-    const target = new URL(process.env.TEST_REDIS_URL!);
+    const { createTcpProxy } = await import('../../../test/helpers/tcp-proxy.ts');
     // A TCP proxy to Redis that can be cut: instance B's view of the network.
-    const sockets = new Set<import('node:net').Socket>();
-    let open = true;
-    const proxy = net.createServer((client) => {
-      if (!open) return client.destroy();
-      const upstream = net.connect(Number(target.port || 6379), target.hostname);
-      client.pipe(upstream).pipe(client);
-      for (const s of [client, upstream]) {
-        sockets.add(s);
-        s.on('error', () => {});
-        s.on('close', () => sockets.delete(s));
-      }
-    });
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-    const port = (proxy.address() as import('node:net').AddressInfo).port;
-    const redisB = createRedis(`redis://127.0.0.1:${port}`);
+    const proxy = await createTcpProxy(process.env.TEST_REDIS_URL!);
+    const redisB = createRedis(`redis://127.0.0.1:${proxy.port}`);
     // B is another process: its own Redis connection and its own breaker (breakers are per process).
     const { createRedisPolicy } = await import('../../platform/resilience/policy.ts');
     const { createRedisInvalidationBus } = await import('../../platform/cache/invalidation-bus.ts');
@@ -313,12 +299,11 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('revocation while this instance can
     try {
       const s = await signup(t.app);
       expect((await t.app.inject({ url: '/v1/me', headers: s.auth })).statusCode).toBe(200); // A caches it
-      open = false;
-      for (const sock of sockets) sock.destroy();
+      proxy.cut();
       expect((await b.inject({ method: 'POST', url: '/v1/auth/logout', headers: s.auth })).statusCode).toBe(204);
       const loggedOut = Date.now();
       // B is cut off, so A may still answer from its cache for a moment (the documented window)…
-      open = true;
+      proxy.heal();
       // …until B's retried publish lands, or at the latest when A's entry reaches CACHE_L1_TTL_MS.
       let status = 200;
       while (Date.now() - loggedOut < t.config.edge.cacheL1TtlMs + 2_000 && status !== 401) {
@@ -331,8 +316,7 @@ describe.skipIf(!process.env.TEST_REDIS_URL)('revocation while this instance can
       await b.close();
       await busB.close();
       redisB.disconnect();
-      for (const sock of sockets) sock.destroy();
-      proxy.close();
+      await proxy.close();
     }
   });
 });

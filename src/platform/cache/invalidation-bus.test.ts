@@ -1,37 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../../test/helpers/own-services.ts';
+import { createTcpProxy } from '../../../test/helpers/tcp-proxy.ts';
 import { createRedis, type Redis } from '../redis.ts';
 import { createMemoryInvalidationBus, createRedisInvalidationBus, type InvalidationBus } from './invalidation-bus.ts';
 
 const redisUrl = process.env.TEST_REDIS_URL;
-
-/** A TCP proxy to the test Redis on `port` that can be stopped and started: "Redis" going away and back. */
-function redisProxy(port: number) {
-  const target = new URL(redisUrl!);
-  const sockets = new Set<net.Socket>();
-  let server: net.Server | undefined;
-  return {
-    async start() {
-      server = net.createServer((client) => {
-        const upstream = net.connect(Number(target.port || 6379), target.hostname);
-        client.pipe(upstream).pipe(client);
-        for (const s of [client, upstream]) {
-          sockets.add(s);
-          s.on('error', () => {});
-          s.on('close', () => sockets.delete(s));
-        }
-      });
-      await new Promise<void>((r) => server!.listen(port, '127.0.0.1', r));
-    },
-    async stop() {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
-      server = undefined;
-    },
-  };
-}
 
 function collect(bus: InvalidationBus, topic: string) {
   const got: string[] = [];
@@ -89,14 +62,14 @@ describe.skipIf(!redisUrl)('Redis invalidation bus', () => {
   });
 
   it('a subscriber that cannot reach Redis at start keeps retrying, and resets its caches once subscribed', async () => {
-    const port = await freePort();
-    const proxy = redisProxy(port);
-    closers.push(() => proxy.stop());
-    const b = bus(redis(`redis://127.0.0.1:${port}`));
+    const proxy = await createTcpProxy(redisUrl!);
+    closers.push(() => proxy.close());
+    proxy.cut();
+    const b = bus(redis(`redis://127.0.0.1:${proxy.port}`));
     const onB = collect(b, 'sessions');
     await new Promise((r) => setTimeout(r, 150)); // several failed attempts
     expect(b.live()).toBe(false);
-    await proxy.start();
+    proxy.heal();
     await b.ready(3_000);
     expect(onB.resets()).toBeGreaterThanOrEqual(1);
     const a = bus(redis());
@@ -106,27 +79,27 @@ describe.skipIf(!redisUrl)('Redis invalidation bus', () => {
 
     // Redis goes away: deaf at once; back: subscribed again, caches reset, messages flow.
     const resetsBefore = onB.resets();
-    await proxy.stop();
+    proxy.cut();
     await until(() => !b.live());
     expect(onB.resets()).toBeGreaterThan(resetsBefore);
-    await proxy.start();
+    proxy.heal();
     await b.ready(3_000);
     await a.publish('sessions', ['after-restart']);
     await until(() => onB.got.includes('after-restart'));
   });
 
   it('a publish that cannot reach Redis is retried until it lands (within retryForMs)', async () => {
-    const port = await freePort();
-    const proxy = redisProxy(port);
-    closers.push(() => proxy.stop());
+    const proxy = await createTcpProxy(redisUrl!);
+    closers.push(() => proxy.close());
+    proxy.cut();
     const b = bus(redis());
     await b.ready();
     const onB = collect(b, 'memberships');
-    const a = bus(redis(`redis://127.0.0.1:${port}`)); // the publisher is cut off from Redis
+    const a = bus(redis(`redis://127.0.0.1:${proxy.port}`)); // the publisher is cut off from Redis
     const local = collect(a, 'memberships');
     expect(await a.publish('memberships', ['org:user'])).toBe(false);
     expect(local.got).toEqual(['org:user']); // its own process dropped the key at once
-    await proxy.start();
+    proxy.heal();
     await until(() => onB.got.includes('org:user'));
   });
 });

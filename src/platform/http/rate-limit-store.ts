@@ -186,21 +186,23 @@ export function createResilientRateLimitStore(opts: {
   const primary = createRedisRateLimitStore(opts.redis, opts.prefix);
   const local = createMemoryRateLimitStore();
   let source: 'redis' | 'memory' = 'redis';
+  /** Redis when it answers; the local limiter when it does not (and a log line when that changes). */
+  async function shared<R>(fn: (store: RateLimitStore) => Promise<R>): Promise<R> {
+    try {
+      const result = await opts.policy.execute(() => settled(fn(primary)));
+      if (source === 'memory') opts.logger?.info('rate limiter: Redis is back, using shared limits again');
+      source = 'redis';
+      return result;
+    } catch (err) {
+      if (source === 'redis') opts.logger?.warn({ err }, 'rate limiter: Redis unavailable, using the local in-memory limiter');
+      source = 'memory';
+      return fn(local);
+    }
+  }
   return {
     kind: 'redis',
     lastSource: () => source,
-    async consume(key, policy) {
-      try {
-        const decision = await opts.policy.execute(() => settled(primary.consume(key, policy)));
-        if (source === 'memory') opts.logger?.info('rate limiter: Redis is back, using shared limits again');
-        source = 'redis';
-        return decision;
-      } catch (err) {
-        if (source === 'redis') opts.logger?.warn({ err }, 'rate limiter: Redis unavailable, using the local in-memory limiter');
-        source = 'memory';
-        return local.consume(key, policy);
-      }
-    },
+    consume: (key, policy) => shared((s) => s.consume(key, policy)),
     async peek(key, policy) {
       try {
         return await opts.policy.execute(() => settled(primary.peek(key, policy)));
@@ -208,17 +210,6 @@ export function createResilientRateLimitStore(opts: {
         return local.peek(key, policy);
       }
     },
-    async check(checks) {
-      try {
-        const decisions = await opts.policy.execute(() => settled(primary.check(checks)));
-        if (source === 'memory') opts.logger?.info('rate limiter: Redis is back, using shared limits again');
-        source = 'redis';
-        return decisions;
-      } catch (err) {
-        if (source === 'redis') opts.logger?.warn({ err }, 'rate limiter: Redis unavailable, using the local in-memory limiter');
-        source = 'memory';
-        return local.check(checks);
-      }
-    },
+    check: (checks) => shared((s) => s.check(checks)),
   };
 }

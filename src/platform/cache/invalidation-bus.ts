@@ -165,10 +165,11 @@ export function createRedisInvalidationBus(opts: RedisBusOptions): InvalidationB
     let attempt = 0;
     while (!closed) {
       const started = Date.now();
+      let failure: string | undefined;
       try {
         await subscribeOnce();
       } catch (err) {
-        if (attempt === 0) opts.logger?.warn({ err: (err as Error).message }, 'invalidation bus: could not subscribe; retrying with backoff');
+        failure = (err as Error).message;
       }
       subscribed = false;
       current = undefined;
@@ -176,8 +177,9 @@ export function createRedisInvalidationBus(opts: RedisBusOptions): InvalidationB
       // A subscription that lasted a while starts the backoff over.
       if (Date.now() - started > maxBackoff) attempt = 0;
       const delay = Math.min(maxBackoff, minBackoff * 2 ** attempt);
+      // Once per outage, not once per attempt.
+      if (attempt === 0) opts.logger?.warn({ err: failure, channel }, 'invalidation bus: not subscribed; process-local caches bypassed until resubscribed (retrying with backoff)');
       attempt += 1;
-      opts.logger?.warn({ retryInMs: delay }, 'invalidation bus: not subscribed; caches bypassed until it is');
       await sleep(delay / 2 + Math.random() * (delay / 2));
     }
   })();

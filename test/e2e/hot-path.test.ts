@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiApp, createModules, type Platform } from '../../src/main.ts';
 import { createRedisInvalidationBus, type InvalidationBus } from '../../src/platform/cache/invalidation-bus.ts';
 import type { App } from '../../src/platform/http/server.ts';
+import type { Redis } from '../../src/platform/redis.ts';
 import { runAdminCommand } from '../../src/modules/identity/index.ts';
 import { addMember, signup, type SignedUp } from '../helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../helpers/test-platform.ts';
@@ -9,20 +10,38 @@ import { createTestPlatform, type TestPlatform } from '../helpers/test-platform.
 const mode = process.env.TEST_REDIS_URL ? 'two instances over Redis pub/sub' : 'two instances on the in-process bus';
 
 /**
+ * The authenticated hot path: how many round trips a cached request costs (counted where they leave the
+ * process: every statement the database layer sends — its query observer — and every command the app's
+ * Redis client sends), and that the caches which make it cheap are invalidated on every instance.
+ *
  * Two API instances (A = the test platform, B = a second composition with its own caches) over one
  * database and, in the services run, one Redis; B has its own subscriber, so every invalidation below
  * travels through Redis. Each change is made on A after B has cached the credential, and B must refuse
  * at once (well within the bound, CACHE_L1_TTL_MS): the measured delays are printed.
  */
-describe(`cross-instance invalidation of sessions and memberships (${mode})`, () => {
+describe(`hot path: round trips, and cross-instance invalidation of sessions and memberships (${mode})`, () => {
   let t: TestPlatform;
   let b: App;
   let busB: InvalidationBus;
   const delays: Record<string, number> = {};
+  const statements: string[] = [];
+  const redisCommands: string[] = [];
+  let counting = false;
 
   beforeAll(async () => {
     // A long L1 lifetime: only an invalidation can explain a prompt refusal on B.
-    t = await createTestPlatform({ env: { CACHE_L1_TTL_MS: '600000' } });
+    t = await createTestPlatform({
+      env: { CACHE_L1_TTL_MS: '600000' },
+      db: { onQuery: ({ sql }) => void (counting && statements.push(sql.replace(/\s+/g, ' ').slice(0, 80))) },
+    });
+    if (t.redis) {
+      const redis = t.redis as Redis & { sendCommand: (cmd: { name: string }) => unknown };
+      const send = redis.sendCommand.bind(redis);
+      redis.sendCommand = ((cmd: { name: string }) => {
+        if (counting) redisCommands.push(cmd.name);
+        return send(cmd as never);
+      }) as never;
+    }
     busB = t.redis
       ? createRedisInvalidationBus({ redis: t.redis, prefix: t.config.redisPrefix, retryForMs: 5_000, connectionName: `plinth-test-inval-b-${process.pid}`, minBackoffMs: 20, maxBackoffMs: 200 })
       : t.invalidations;
@@ -55,6 +74,36 @@ describe(`cross-instance invalidation of sessions and memberships (${mode})`, ()
   async function cachedOnB(url: string, headers: Record<string, string>): Promise<void> {
     for (let i = 0; i < 2; i++) expect((await b.inject({ url, headers })).statusCode).toBe(200);
   }
+
+  /** What one steady-state request costs on A (after a warm-up request filled the caches). */
+  async function roundTrips(url: string, headers: Record<string, string>): Promise<{ pg: number; redis: number; sql: string[]; commands: string[] }> {
+    expect((await t.app.inject({ url, headers })).statusCode).toBe(200);
+    statements.length = 0;
+    redisCommands.length = 0;
+    counting = true;
+    const res = await t.app.inject({ url, headers });
+    counting = false;
+    expect(res.statusCode).toBe(200);
+    return { pg: statements.length, redis: redisCommands.length, sql: [...statements], commands: [...redisCommands] };
+  }
+
+  it('round trips of a cached task read and of GET /v1/me', async () => {
+    const owner = await signup(t.app);
+    const project = (await t.app.inject({ method: 'POST', url: `/v1/orgs/${owner.orgId}/projects`, headers: owner.auth, payload: { key: 'HOT', name: 'Hot' } })).json();
+    const task = (await t.app.inject({ method: 'POST', url: `/v1/orgs/${owner.orgId}/projects/${project.id}/tasks`, headers: owner.auth, payload: { title: 'hot' } })).json();
+    const read = await roundTrips(`/v1/orgs/${owner.orgId}/tasks/${task.id}`, owner.auth);
+    const me = await roundTrips('/v1/me', owner.auth);
+    const where = t.redis ? 'services' : 'embedded';
+    console.log(`[round trips] ${where}: cached task read: ${read.pg} Postgres, ${read.redis} Redis ${JSON.stringify(read)}`);
+    console.log(`[round trips] ${where}: GET /v1/me: ${me.pg} Postgres, ${me.redis} Redis ${JSON.stringify(me)}`);
+    // Session, membership and the task itself come from process memory; all rate-limit buckets are one
+    // script (before: 3 Postgres statements + 4 Redis commands for the read; /v1/me 5 + 3).
+    expect(read.pg).toBe(0);
+    expect(read.commands).toEqual(t.redis ? ['evalsha'] : []);
+    // /v1/me reads only its own data (the user and their memberships), nothing to authenticate.
+    expect(me.sql.some((q) => q.includes('token_hash'))).toBe(false);
+    expect(me.commands).toEqual(t.redis ? ['evalsha'] : []);
+  });
 
   it('logout', async () => {
     const s = await signup(t.app);

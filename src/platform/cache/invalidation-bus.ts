@@ -184,7 +184,27 @@ export function createRedisInvalidationBus(opts: RedisBusOptions): InvalidationB
     }
   })();
 
+  // A connection still being opened for the first time (a CLI that just started) is worth a short wait;
+  // one that was lost is not (publishes fail fast and are retried in the background).
+  let everReady = opts.redis.status === 'ready';
+  if (!everReady) opts.redis.once('ready', () => (everReady = true));
+  async function connected(ms: number): Promise<void> {
+    const r = opts.redis;
+    if (everReady || !['wait', 'connecting', 'connect'].includes(r.status)) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      r.once('ready', done);
+      function done() {
+        clearTimeout(timer);
+        r.off('ready', done);
+        resolve();
+      }
+    });
+  }
+
   async function send(payload: string): Promise<void> {
+    await connected(1_000);
     const receivers = await opts.redis.publish(channel, payload);
     if (typeof receivers !== 'number') throw new Error('publish failed');
   }

@@ -101,9 +101,21 @@ export function createCache(opts: CacheOptions): CacheProvider {
   const bus = opts.bus ?? ownBus;
   // While the bus is not subscribed, other processes' invalidations do not reach this L1: bypass it.
   const l1Usable = () => !bus || bus.live();
+  // Bumped when the bus resets (messages may have been missed): every load in flight then is suspect.
+  let epoch = 0;
+  const bump = (k: string) => {
+    generation.set(k, (generation.get(k) ?? 0) + 1);
+    inflight.delete(k);
+    l1.delete(k);
+  };
+  // Another process's invalidation counts like a local one: a load in flight here must not store.
   const unsubscribe = bus?.subscribe(TOPIC, {
-    onKeys: (keys) => keys.forEach((k) => l1.delete(k)),
-    onReset: () => l1.clear(),
+    onKeys: (keys) => keys.forEach(bump),
+    onReset: () => {
+      epoch += 1;
+      inflight.clear();
+      l1.clear();
+    },
   });
 
   async function redisCall<R>(fn: (r: Redis) => Promise<R>): Promise<R | undefined> {
@@ -126,7 +138,8 @@ export function createCache(opts: CacheOptions): CacheProvider {
 
       async function load(k: string, loader: () => Promise<T>): Promise<T> {
         const gen = generation.get(k) ?? 0;
-        const current = () => (generation.get(k) ?? 0) === gen;
+        const startEpoch = epoch;
+        const current = () => (generation.get(k) ?? 0) === gen && epoch === startEpoch;
         const cached = await redisCall((r) => r.get(opts.prefix + k));
         if (typeof cached === 'string') {
           const stored: Versioned = versionOf ? (JSON.parse(cached) as Versioned) : { v: 0, d: JSON.parse(cached) };
@@ -169,9 +182,7 @@ export function createCache(opts: CacheOptions): CacheProvider {
         },
         async invalidate(tenantId, key, version) {
           const k = fullKey(tenantId, key);
-          generation.set(k, (generation.get(k) ?? 0) + 1);
-          inflight.delete(k);
-          l1.delete(k);
+          bump(k);
           if (!redis) {
             if (bus) await bus.publish(TOPIC, [k]);
             return true;

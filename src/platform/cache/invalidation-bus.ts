@@ -38,6 +38,8 @@ interface Message {
   t: string;
   /** keys */
   k: string[];
+  /** the publishing bus: it delivered locally when publishing, so it skips its own echo */
+  o: string;
 }
 
 function localFanOut() {
@@ -99,7 +101,8 @@ export interface RedisBusOptions {
 export function createRedisInvalidationBus(opts: RedisBusOptions): InvalidationBus {
   const fan = localFanOut();
   const channel = `${opts.prefix}invalidate`;
-  const name = opts.connectionName ?? `plinth-inval-${randomBytes(4).toString('hex')}`;
+  const self = randomBytes(8).toString('hex');
+  const name = opts.connectionName ?? `plinth-inval-${self.slice(0, 8)}`;
   const minBackoff = opts.minBackoffMs ?? 100;
   const maxBackoff = opts.maxBackoffMs ?? 5_000;
   let subscribed = false;
@@ -126,6 +129,9 @@ export function createRedisInvalidationBus(opts: RedisBusOptions): InvalidationB
     } catch {
       return;
     }
+    // Our own message was delivered here when it was published; delivering it again would make loads
+    // that started after it (and read the new state) look stale.
+    if (msg?.o === self) return;
     if (typeof msg?.t === 'string' && Array.isArray(msg.k)) fan.deliver(msg.t, msg.k.filter((k) => typeof k === 'string'));
   }
 
@@ -215,7 +221,7 @@ export function createRedisInvalidationBus(opts: RedisBusOptions): InvalidationB
     async publish(topic, keys) {
       if (keys.length === 0) return true;
       fan.deliver(topic, keys);
-      const payload = JSON.stringify({ t: topic, k: keys } satisfies Message);
+      const payload = JSON.stringify({ t: topic, k: keys, o: self } satisfies Message);
       try {
         await send(payload);
         return true;

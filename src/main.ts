@@ -21,6 +21,7 @@ import { createTenantCosts, type TenantCosts } from './platform/observability/te
 import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
+import { createMemoryInvalidationBus, createRedisInvalidationBus, type InvalidationBus } from './platform/cache/invalidation-bus.ts';
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
@@ -46,13 +47,19 @@ export interface Platform {
   cache: CacheProvider;
   /** What each org costs (requests, database time, jobs, storage), flushed per day to tenant_costs. */
   tenantCosts: TenantCosts;
+  /** Cross-process invalidation of process-local caches (Redis pub/sub; in-process when embedded). */
+  invalidations: InvalidationBus;
 }
 
 /** The edge pieces every process shares: outbound policies and the cache over them. */
-export function createEdgePlatform(config: Config, logger: Logger, redis: Redis | undefined): Pick<Platform, 'policies' | 'cache'> {
+export function createEdgePlatform(config: Config, logger: Logger, redis: Redis | undefined): Pick<Platform, 'policies' | 'cache' | 'invalidations'> {
   const policies = createOutboundPolicies(logger);
-  const cache = createCache({ redis, policy: policies.redis, prefix: config.redisPrefix, l1TtlMs: config.edge.cacheL1TtlMs, logger });
-  return { policies, cache };
+  const l1TtlMs = config.edge.cacheL1TtlMs;
+  const invalidations = redis
+    ? createRedisInvalidationBus({ redis, prefix: config.redisPrefix, logger, retryForMs: l1TtlMs })
+    : createMemoryInvalidationBus();
+  const cache = createCache({ redis, policy: policies.redis, prefix: config.redisPrefix, l1TtlMs, logger, bus: invalidations });
+  return { policies, cache, invalidations };
 }
 
 export interface PlatformOptions {
@@ -84,7 +91,7 @@ export async function openPlatform(opts: PlatformOptions = {}): Promise<Platform
   const flags = await createFlags({ db });
   lifecycle.onShutdown({ name: 'flags', close: () => flags.close() });
   const edge = createEdgePlatform(config, logger, redis);
-  lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
+  lifecycle.onShutdown({ name: 'cache', close: async () => void (await edge.cache.close(), await edge.invalidations.close()) });
   const events = createEventBus({ config, logger, db, ...opts.events });
   // Ramps move (or pause on their error-rate guard) from the worker role, one runner per tick.
   events.schedule('platform.flags_ramp', { everyMs: 60_000 }, async () => void (await flags.tickRamps()));
@@ -142,21 +149,20 @@ export interface Modules {
 
 /** Builds the modules in dependency order, explicitly: no container, nothing registered as a side effect. */
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
-  const { db, redis, logger, config, events } = platform;
+  const { db, logger, config, events } = platform;
   const audit = createAudit({ db });
   // The audit sequencer's backlog (pending events, oldest age), read at scrape time.
   const stopAuditMetrics = registerAuditMetrics(() => audit.backlog());
   platform.lifecycle.onShutdown({ name: 'audit-metrics', close: async () => stopAuditMetrics() });
   const identity = createIdentity({
     db,
-    redis,
-    redisPolicy: platform.policies.redis,
-    redisPrefix: config.redisPrefix,
+    invalidations: platform.invalidations,
+    sessionCacheMaxAgeMs: config.edge.cacheL1TtlMs,
     logger,
     audit,
     throttle: config.loginThrottle,
   });
-  const tenancy = createTenancy({ db, audit, identity, events });
+  const tenancy = createTenancy({ db, audit, identity, events, invalidations: platform.invalidations, accessCacheMaxAgeMs: config.edge.cacheL1TtlMs });
   const projects = createProjects({
     db,
     audit,

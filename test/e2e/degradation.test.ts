@@ -66,6 +66,7 @@ describe('degradation: Redis and Postgres stopped and restarted under a running 
   afterAll(async () => {
     await app?.close();
     await platform?.cache.close();
+    await platform?.invalidations.close();
     redis?.disconnect();
     await platform?.db.close().catch(() => undefined);
     await redisServer?.stop();

@@ -59,6 +59,7 @@ export async function createTestPlatform(
       await app.close();
       await platform.events.close();
       await platform.cache.close();
+      await platform.invalidations.close();
       const { redis, config } = platform;
       if (redis) {
         const keys = await redis.keys(`${config.redisPrefix}*`).catch(() => [] as string[]);

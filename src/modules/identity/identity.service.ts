@@ -3,8 +3,7 @@ import type { TxHandle } from '../../platform/db/database.ts';
 import { systemActor, type ActorContext } from '../../platform/http/actor.ts';
 import type { Principal } from '../../platform/http/auth.ts';
 import { newId } from '../../platform/ids.ts';
-import type { Redis } from '../../platform/redis.ts';
-import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import type { InvalidationBus } from '../../platform/cache/invalidation-bus.ts';
 import { PLATFORM_AUDIT_TENANT, type Audit } from '../audit/index.ts';
 import { invalidCredentials, sessionNotFound, userNotFound, wrongPassword } from './identity.errors.ts';
 import { checkPasswordPolicy, dummyPasswordHash, hashPassword, verifyPassword } from './identity.passwords.ts';
@@ -15,11 +14,10 @@ import { createLoginLockout, type LockoutLimits } from './identity.lockout.ts';
 export interface IdentityServiceDeps {
   repo: IdentityRepo;
   audit: Audit;
-  /** Session cache; undefined in the embedded mode (every request reads Postgres). */
-  redis: Redis | undefined;
-  /** The shared `redis` breaker (platform.policies.redis) every session-cache call goes through. */
-  redisPolicy: ResiliencePolicy;
-  redisPrefix: string;
+  /** Cross-process invalidation of the per-process session cache (platform.invalidations). */
+  invalidations: InvalidationBus;
+  /** Longest a cached session is served without Postgres (CACHE_L1_TTL_MS): the bound when an invalidation is lost. */
+  sessionCacheMaxAgeMs: number;
   logger: Logger;
   throttle: LockoutLimits;
 }
@@ -38,7 +36,7 @@ export type DisableHook = (trx: TxHandle, userId: string, ctx: ActorContext) => 
 
 export function createIdentityService(deps: IdentityServiceDeps) {
   const { repo, audit } = deps;
-  const sessions = createSessionStore({ repo, redis: deps.redis, policy: deps.redisPolicy, prefix: deps.redisPrefix, logger: deps.logger });
+  const sessions = createSessionStore({ repo, invalidations: deps.invalidations, cacheMaxAgeMs: deps.sessionCacheMaxAgeMs });
   const throttle = createLoginLockout(repo, deps.throttle);
   // Other modules' credentials of a disabled user (tenancy's API keys), revoked in the same transaction.
   const disableHooks: DisableHook[] = [];
@@ -69,7 +67,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       return revoked;
     });
     if (which.sessionId && hashes.length === 0) throw sessionNotFound();
-    await sessions.tombstone(hashes);
+    await sessions.invalidate(hashes);
     return hashes.length;
   }
 
@@ -166,7 +164,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         });
         return { revoked, session };
       });
-      await sessions.tombstone(revoked);
+      await sessions.invalidate(revoked);
       return session;
     },
 
@@ -184,7 +182,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         });
         return revoked;
       });
-      await sessions.tombstone(revoked);
+      await sessions.invalidate(revoked);
       return getUser(userId);
     },
 
@@ -210,7 +208,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         });
         return id;
       });
-      await sessions.forget(await sessions.activeHashes(userId));
+      await sessions.invalidate(await sessions.activeHashes(userId));
       return getUser(userId);
     },
   };

@@ -1,19 +1,16 @@
-import type { Logger } from 'pino';
 import type { TxHandle } from '../../platform/db/database.ts';
 import type { Principal } from '../../platform/http/auth.ts';
 import { newId } from '../../platform/ids.ts';
-import type { Redis } from '../../platform/redis.ts';
-import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import type { InvalidationBus } from '../../platform/cache/invalidation-bus.ts';
+import { createLocalCache } from '../../platform/cache/local-cache.ts';
 import type { IdentityRepo } from './identity.repo.ts';
 import { newSecret, sha256Hex } from './identity.tokens.ts';
 
 export const SESSION_PREFIX = 'pls_';
 export const SESSION_TTL_MS = 30 * 24 * 3_600_000;
-/** How long Redis may answer for a session before Postgres is asked again. */
-const CACHE_TTL_S = 60;
-const REVOKED = 'revoked';
 const TOUCH_AFTER_MS = 60_000;
-const RETRY_MS = 1_000;
+/** The bus topic (and metric label) of session invalidations; keys are token hashes. */
+export const SESSION_CACHE = 'sessions';
 
 interface CachedSession {
   sid: string;
@@ -34,70 +31,30 @@ export interface SessionMeta {
   userAgent?: string | null;
 }
 
+export interface SessionLookupOptions {
+  /** Runs before a lookup the cache cannot answer (the kernel's auth-failure budget check). */
+  beforeLookup?: () => Promise<void>;
+}
+
 /**
- * Sessions: Postgres is the record (token stored as SHA-256), Redis a shared cache in front of it.
- * Revocation writes a short-lived "revoked" tombstone over the cache entry, and the cache is filled only
- * with SET NX, so a request that read Postgres just before the revocation cannot re-cache a dead session.
- * Without Redis (or with Redis down) every request reads Postgres: sessions keep working.
- * Every Redis call goes through the shared `redis` policy (platform.policies.redis): a slow Redis costs a
- * request at most its timeout, and once the breaker is open the cache is skipped without a round trip.
+ * Sessions: Postgres is the record (token stored as SHA-256); each process keeps the sessions in use in
+ * a local cache (platform/cache/local-cache.ts) that is never older than `cacheMaxAgeMs`, so a cached
+ * request costs no round trip for its session. Every change that ends or alters a session (logout,
+ * revocation, password change, account disable, platform-admin change) invalidates its token hash after
+ * commit, in this process at once and in every other one over the invalidation bus (Redis pub/sub).
+ * A lost message (the revoking process cut off from Redis and its retries failing) leaves other processes
+ * serving the session for at most `cacheMaxAgeMs`; a process whose own subscription is down reads
+ * Postgres on every request.
  */
-export function createSessionStore(deps: { repo: IdentityRepo; redis: Redis | undefined; policy: ResiliencePolicy; prefix: string; logger: Logger }) {
-  const { repo, redis, policy, logger } = deps;
-  const key = (tokenHash: string) => `${deps.prefix}session:${tokenHash}`;
-  const call = <R>(fn: (r: Redis) => Promise<R>): Promise<R> => policy.execute(() => fn(redis!));
+export function createSessionStore(deps: { repo: IdentityRepo; invalidations: InvalidationBus; cacheMaxAgeMs: number }) {
+  const { repo } = deps;
+  const cache = createLocalCache<CachedSession>({ name: SESSION_CACHE, bus: deps.invalidations, maxAgeMs: deps.cacheMaxAgeMs });
 
-  async function cacheGet(tokenHash: string): Promise<CachedSession | 'revoked' | null> {
-    if (!redis) return null;
-    try {
-      const v = await call((r) => r.get(key(tokenHash)));
-      if (!v) return null;
-      return v === REVOKED ? REVOKED : (JSON.parse(v) as CachedSession);
-    } catch {
-      return null; // Redis down or breaker open: Postgres answers
-    }
-  }
-
-  async function cacheFill(tokenHash: string, entry: CachedSession): Promise<void> {
-    if (!redis) return;
-    const ttl = Math.min(CACHE_TTL_S, Math.floor((entry.exp - Date.now()) / 1000));
-    if (ttl <= 0) return;
-    await call((r) => r.set(key(tokenHash), JSON.stringify(entry), 'EX', ttl, 'NX')).catch(() => undefined);
-  }
-
-  async function writeTombstones(tokenHashes: string[]): Promise<void> {
-    const results = await call((r) => {
-      const multi = r.multi();
-      for (const h of tokenHashes) multi.set(key(h), REVOKED, 'EX', CACHE_TTL_S);
-      return multi.exec();
-    });
-    if (!results || results.some(([err]) => err)) throw new Error('tombstone write failed');
-  }
-
-  /**
-   * After a revocation commits: every instance's next request for these tokens is 401. If Redis cannot
-   * be reached, keep retrying in the background until any entry cached before the revocation has
-   * expired (CACHE_TTL_S), so an instance that can still reach Redis never serves it for long.
-   */
-  async function tombstone(tokenHashes: string[]): Promise<void> {
-    if (!redis || tokenHashes.length === 0) return;
-    try {
-      await writeTombstones(tokenHashes);
-    } catch (err) {
-      logger.warn({ err: (err as Error).message, sessions: tokenHashes.length }, 'could not mark revoked sessions in Redis; retrying');
-      const giveUpAt = Date.now() + CACHE_TTL_S * 1000;
-      const retry = () => {
-        if (Date.now() > giveUpAt) return;
-        writeTombstones(tokenHashes).catch(() => setTimeout(retry, RETRY_MS).unref());
-      };
-      setTimeout(retry, RETRY_MS).unref();
-    }
-  }
-
-  /** Drops cached entries so they are rebuilt from Postgres (e.g. after a platform-admin change). */
-  async function forget(tokenHashes: string[]): Promise<void> {
-    if (!redis || tokenHashes.length === 0) return;
-    await call((r) => r.del(...tokenHashes.map(key))).catch(() => 0);
+  async function load(tokenHash: string): Promise<CachedSession | null> {
+    const row = await repo.sessionByTokenHash(tokenHash);
+    if (!row || row.revokedAt || row.userDisabledAt || row.expiresAt.getTime() <= Date.now()) return null;
+    if (Date.now() - row.lastUsedAt.getTime() > TOUCH_AFTER_MS) await repo.touchSession(row.id);
+    return { sid: row.id, uid: row.userId, adm: row.isPlatformAdmin, exp: row.expiresAt.getTime() };
   }
 
   return {
@@ -117,29 +74,23 @@ export function createSessionStore(deps: { repo: IdentityRepo; redis: Redis | un
       return { token, sessionId, expiresAt };
     },
 
-    async authenticate(token: string): Promise<Principal | null> {
+    async authenticate(token: string, opts: SessionLookupOptions = {}): Promise<Principal | null> {
       if (!token.startsWith(SESSION_PREFIX) || token.length > 100) return null;
       const tokenHash = sha256Hex(token);
-      const cached = await cacheGet(tokenHash);
-      if (cached === REVOKED) return null;
-      if (cached && cached.exp > Date.now()) {
-        return { kind: 'user', userId: cached.uid, sessionId: cached.sid, isPlatformAdmin: cached.adm };
-      }
-      const row = await repo.sessionByTokenHash(tokenHash);
-      if (!row || row.revokedAt || row.userDisabledAt || row.expiresAt.getTime() <= Date.now()) return null;
-      if (Date.now() - row.lastUsedAt.getTime() > TOUCH_AFTER_MS) await repo.touchSession(row.id);
-      await cacheFill(tokenHash, { sid: row.id, uid: row.userId, adm: row.isPlatformAdmin, exp: row.expiresAt.getTime() });
-      return { kind: 'user', userId: row.userId, sessionId: row.id, isPlatformAdmin: row.isPlatformAdmin };
+      const s = await cache.get(tokenHash, () => load(tokenHash), { beforeLoad: opts.beforeLookup });
+      if (!s || s.exp <= Date.now()) return null;
+      return { kind: 'user', userId: s.uid, sessionId: s.sid, isPlatformAdmin: s.adm };
     },
 
-    /** Marks sessions revoked in the caller's transaction; returns their hashes for tombstone() after commit. */
+    /** Marks sessions revoked in the caller's transaction; returns their hashes for invalidate() after commit. */
     revoke: repo.revokeSessions,
 
-    tombstone,
-    forget,
+    /** After commit: every process drops these sessions (revoked, or to be rebuilt from Postgres). */
+    invalidate: async (tokenHashes: string[]): Promise<void> => void (await cache.invalidate(tokenHashes)),
 
     activeHashes: repo.activeSessionHashes,
     list: repo.activeSessions,
+    close: () => cache.close(),
   };
 }
 

@@ -7,13 +7,13 @@ import { registerIdentityJobs } from './identity.jobs.ts';
 import { createIdentityRepo, type SessionInfo, type User } from './identity.repo.ts';
 import { identityRoutes } from './identity.routes.ts';
 import { createIdentityService, type DisableHook, type IdentityServiceDeps, type RequestMeta } from './identity.service.ts';
-import type { NewSession, SessionMeta } from './identity.sessions.ts';
+import type { NewSession, SessionLookupOptions, SessionMeta } from './identity.sessions.ts';
 
 export { Email, Password, PersonName, UserSchema } from './identity.schemas.ts';
 export { requestMeta, userPrincipal } from './identity.routes.ts';
 export { normalizeEmail, type DisableHook, type RequestMeta } from './identity.service.ts';
 export type { SessionInfo, User } from './identity.repo.ts';
-export { SESSION_PREFIX, type NewSession, type SessionMeta } from './identity.sessions.ts';
+export { SESSION_PREFIX, type NewSession, type SessionLookupOptions, type SessionMeta } from './identity.sessions.ts';
 export { sha256Hex, newSecret } from './identity.tokens.ts';
 export type { LockoutLimits } from './identity.lockout.ts';
 export { runAdminCommand } from './identity.cli.ts';
@@ -38,8 +38,11 @@ export interface Identity extends ModuleSurface {
   createUser(trx: TxHandle, input: { email: string; name: string; passwordHash: string }): Promise<User>;
   /** Opens a session for the user in the caller's transaction (signup's first session). */
   startSession(trx: TxHandle, userId: string, meta: SessionMeta): Promise<NewSession>;
-  /** A `pls_…` bearer token → the user's principal, or null (unknown, expired, revoked, user disabled). */
-  authenticateSession(token: string): Promise<Principal | null>;
+  /**
+   * A `pls_…` bearer token → the user's principal, or null (unknown, expired, revoked, user disabled).
+   * Answered from the process's session cache when it can; `beforeLookup` runs before Postgres is asked.
+   */
+  authenticateSession(token: string, opts?: SessionLookupOptions): Promise<Principal | null>;
 
   login(email: string, password: string, meta: RequestMeta): Promise<NewSession & { user: User }>;
   logout(principal: Principal & { sessionId: string }, ctx: ActorContext): Promise<number>;

@@ -1,3 +1,4 @@
+import type { InvalidationBus } from '../../platform/cache/invalidation-bus.ts';
 import type { Database } from '../../platform/db/database.ts';
 import type { ActorContext } from '../../platform/http/actor.ts';
 import type { Authenticator } from '../../platform/http/auth.ts';
@@ -8,6 +9,7 @@ import type { Audit } from '../audit/index.ts';
 import type { Identity, NewSession, RequestMeta, User } from '../identity/index.ts';
 import { accessRoutes } from './tenancy.access.routes.ts';
 import { createAuthenticator } from './tenancy.authenticator.ts';
+import { createMembershipCache } from './tenancy.membership-cache.ts';
 import { registerTenancyJobs } from './tenancy.jobs.ts';
 import { createTenancyRepo, type Membership, type Organization } from './tenancy.repo.ts';
 import { tenancyRoutes } from './tenancy.routes.ts';
@@ -30,6 +32,10 @@ export interface TenancyDeps {
   identity: Identity;
   /** platform.events: tenancy.invitation_created commits with its invitation. */
   events: EventPublisher;
+  /** platform.invalidations: role changes and removals reach every instance's membership cache. */
+  invalidations: InvalidationBus;
+  /** Longest a cached role is used (CACHE_L1_TTL_MS): the bound when an invalidation is lost. */
+  accessCacheMaxAgeMs: number;
 }
 
 /** Organizations (the tenants), memberships and roles, invitations, API keys, and the Authenticator. */
@@ -52,12 +58,13 @@ export interface Tenancy extends ModuleSurface {
 
 export function createTenancy(deps: TenancyDeps): Tenancy {
   const repo = createTenancyRepo(deps.db);
-  const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events });
+  const memberships = createMembershipCache({ invalidations: deps.invalidations, maxAgeMs: deps.accessCacheMaxAgeMs });
+  const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events, memberships });
   // A disabled user's API keys die with the disabling transaction, in every org.
   deps.identity.onDisabled(revokeKeysOnDisable({ repo, audit: deps.audit }));
   return {
     name: 'tenancy',
-    authenticator: createAuthenticator({ identity: deps.identity, roleOf: useCases.roleOf, apiKeys: useCases.apiKeys }),
+    authenticator: createAuthenticator({ identity: deps.identity, roleOf: useCases.roleOf, memberships, apiKeys: useCases.apiKeys }),
     signup: useCases.signup,
     getOrg: useCases.getOrg,
     getMember: useCases.getMember,

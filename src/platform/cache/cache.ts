@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Redis } from '../redis.ts';
 import type { ResiliencePolicy } from '../resilience/policy.ts';
 import { cacheRequests } from '../observability/metrics.ts';
+import { createRedisInvalidationBus, type InvalidationBus } from './invalidation-bus.ts';
 
 export interface CacheOptions {
   /** Redis (L2), shared by every process; absent in the embedded default (L1 only). */
@@ -15,7 +16,15 @@ export interface CacheOptions {
   l1TtlMs: number;
   l1Max?: number;
   logger?: Logger;
+  /**
+   * Cross-process L1 invalidation (platform.invalidations). Without one, a cache with Redis opens its own
+   * bus over it (and closes it with the cache); without Redis there is no other process to tell.
+   */
+  bus?: InvalidationBus;
 }
+
+/** The bus topic of cache-aside invalidations; keys are full keys (`tenant:<id>:<name>:<key>`). */
+const TOPIC = 'cache';
 
 export interface NamespaceOptions<T = unknown> {
   /** Lifetime in Redis (and the upper bound in L1). */
@@ -76,8 +85,9 @@ interface Versioned {
 
 /**
  * Cache-aside with two layers: L1 (lru-cache, per process, short TTL) and Redis (shared, namespace TTL).
- * Cross-process L1 invalidation: a Redis pub/sub message per invalidated key; the short L1 TTL bounds
- * staleness when a message is lost (subscriber reconnecting, Redis down). Redis failures never fail a
+ * Cross-process L1 invalidation: a message per invalidated key on the invalidation bus (Redis pub/sub,
+ * resubscribed with backoff; L1 bypassed while it is not subscribed); the short L1 TTL bounds staleness
+ * when a message is lost (the publisher cut off from Redis). Redis failures never fail a
  * read: the breaker turns them into misses, so the loader (the database) answers.
  */
 export function createCache(opts: CacheOptions): CacheProvider {
@@ -86,17 +96,27 @@ export function createCache(opts: CacheOptions): CacheProvider {
   const inflight = new Map<string, Promise<unknown>>();
   // Bumped by invalidate(): a load that started before an invalidation must not store what it read.
   const generation = new LRUCache<string, number>({ max: 100_000 });
-  const channel = `${opts.prefix}cache:invalidate`;
   const redis = opts.redis;
-  let subscriber: Redis | undefined;
-
-  if (redis && opts.l1TtlMs > 0) {
-    subscriber = redis.duplicate({ enableOfflineQueue: true, lazyConnect: false });
-    subscriber.on('error', () => {});
-    subscriber.on('message', (_ch: string, fullKey: string) => l1.delete(fullKey));
-    // ioredis re-subscribes after reconnecting (autoResubscribe); queued until the first connect.
-    void subscriber.subscribe(channel).catch((err) => opts.logger?.warn({ err }, 'cache: could not subscribe to invalidations'));
-  }
+  const ownBus = !opts.bus && redis && opts.l1TtlMs > 0 ? createRedisInvalidationBus({ redis, prefix: opts.prefix, logger: opts.logger, retryForMs: opts.l1TtlMs }) : undefined;
+  const bus = opts.bus ?? ownBus;
+  // While the bus is not subscribed, other processes' invalidations do not reach this L1: bypass it.
+  const l1Usable = () => !bus || bus.live();
+  // Bumped when the bus resets (messages may have been missed): every load in flight then is suspect.
+  let epoch = 0;
+  const bump = (k: string) => {
+    generation.set(k, (generation.get(k) ?? 0) + 1);
+    inflight.delete(k);
+    l1.delete(k);
+  };
+  // Another process's invalidation counts like a local one: a load in flight here must not store.
+  const unsubscribe = bus?.subscribe(TOPIC, {
+    onKeys: (keys) => keys.forEach(bump),
+    onReset: () => {
+      epoch += 1;
+      inflight.clear();
+      l1.clear();
+    },
+  });
 
   async function redisCall<R>(fn: (r: Redis) => Promise<R>): Promise<R | undefined> {
     if (!redis) return undefined;
@@ -118,14 +138,15 @@ export function createCache(opts: CacheOptions): CacheProvider {
 
       async function load(k: string, loader: () => Promise<T>): Promise<T> {
         const gen = generation.get(k) ?? 0;
-        const current = () => (generation.get(k) ?? 0) === gen;
+        const startEpoch = epoch;
+        const current = () => (generation.get(k) ?? 0) === gen && epoch === startEpoch;
         const cached = await redisCall((r) => r.get(opts.prefix + k));
         if (typeof cached === 'string') {
           const stored: Versioned = versionOf ? (JSON.parse(cached) as Versioned) : { v: 0, d: JSON.parse(cached) };
           if (!stored.t) {
             counter.inc({ cache: name, result: 'hit' });
             const value = stored.d as T;
-            if (l1Ttl > 0 && current()) l1.set(k, { value }, { ttl: l1Ttl });
+            if (l1Ttl > 0 && current() && l1Usable()) l1.set(k, { value }, { ttl: l1Ttl });
             return value;
           }
         }
@@ -136,10 +157,10 @@ export function createCache(opts: CacheOptions): CacheProvider {
           const v = versionOf(value);
           // Refused when Redis already has this version or a newer one (or a newer invalidation marker).
           const stored = await setIfNewer(opts.prefix + k, v, JSON.stringify({ v, d: value } satisfies Versioned), nsOpts.ttlSec, 'value');
-          if (l1Ttl > 0 && stored !== 0 && current()) l1.set(k, { value }, { ttl: l1Ttl });
+          if (l1Ttl > 0 && stored !== 0 && current() && l1Usable()) l1.set(k, { value }, { ttl: l1Ttl });
           return value;
         }
-        if (l1Ttl > 0) l1.set(k, { value }, { ttl: l1Ttl });
+        if (l1Ttl > 0 && l1Usable()) l1.set(k, { value }, { ttl: l1Ttl });
         await redisCall((r) => r.set(opts.prefix + k, JSON.stringify(value), 'EX', nsOpts.ttlSec));
         return value;
       }
@@ -147,7 +168,7 @@ export function createCache(opts: CacheOptions): CacheProvider {
       return {
         async get(tenantId, key, loader) {
           const k = fullKey(tenantId, key);
-          const hit = l1.get(k);
+          const hit = l1Usable() ? l1.get(k) : undefined;
           if (hit) {
             counter.inc({ cache: name, result: 'hit' });
             return hit.value as T;
@@ -161,21 +182,24 @@ export function createCache(opts: CacheOptions): CacheProvider {
         },
         async invalidate(tenantId, key, version) {
           const k = fullKey(tenantId, key);
-          generation.set(k, (generation.get(k) ?? 0) + 1);
-          inflight.delete(k);
-          l1.delete(k);
-          if (!redis) return true;
+          bump(k);
+          if (!redis) {
+            if (bus) await bus.publish(TOPIC, [k]);
+            return true;
+          }
           const landed =
             versionOf && version !== undefined
               ? await setIfNewer(opts.prefix + k, version, JSON.stringify({ v: version, t: 1 } satisfies Versioned), nsOpts.ttlSec, 'mark')
               : await redisCall((r) => r.del(opts.prefix + k));
-          await redisCall((r) => r.publish(channel, k));
+          // This process's L1 was dropped above; the bus tells the others (and retries while Redis is away).
+          if (bus) await bus.publish(TOPIC, [k]);
           return landed !== undefined;
         },
       };
     },
     async close() {
-      if (subscriber) subscriber.disconnect();
+      unsubscribe?.();
+      await ownBus?.close();
       l1.clear();
     },
   };

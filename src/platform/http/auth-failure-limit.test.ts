@@ -3,7 +3,6 @@ import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { newId } from '../ids.ts';
 import { createModules } from '../../main.ts';
-import type { Authenticator } from './auth.ts';
 import { AppError } from './errors.ts';
 
 /**
@@ -17,24 +16,24 @@ describe(`auth-failure limit per client IP (${process.env.TEST_REDIS_URL ? 'redi
   let lookupsFail = false;
 
   beforeAll(async () => {
-    let real: Authenticator | undefined;
-    const counting: Authenticator = {
-      authenticate: async (req) => {
-        lookups++;
-        return real!.authenticate(req);
-      },
-      resolveAccess: async (p, orgId) => {
-        lookups++;
-        if (lookupsFail) throw new AppError('DB.UNAVAILABLE', 503, 'Database unavailable', {}, { 'retry-after': '1' });
-        return real!.resolveAccess(p, orgId);
-      },
-    };
+    // A lookup is a statement that reads a credential or a membership from the database.
     t = await createTestPlatform({
       env: { RATE_LIMIT_AUTH_FAILURES: '5', RATE_LIMIT_WINDOW_SEC: '60' },
+      db: { onQuery: ({ sql }) => void (/"token_hash"|"key_hash"|"memberships"/.test(sql) && lookups++) },
+      // Membership lookups can be made to fail as they do when the database is unreachable.
       compose: (platform) => {
         const modules = createModules(platform);
-        real = modules.authenticator;
-        return { ...modules, authenticator: counting };
+        const real = modules.authenticator;
+        return {
+          ...modules,
+          authenticator: {
+            authenticate: (req, opts) => real.authenticate(req, opts),
+            resolveAccess: async (p, orgId, opts) => {
+              if (lookupsFail) throw new AppError('DB.UNAVAILABLE', 503, 'Database unavailable', {}, { 'retry-after': '1' });
+              return real.resolveAccess(p, orgId, opts);
+            },
+          },
+        };
       },
     });
     user = await signup(t.app);
@@ -68,8 +67,19 @@ describe(`auth-failure limit per client IP (${process.env.TEST_REDIS_URL ? 'redi
   it("orgs the caller is not a member of: 404 until the budget is spent, then 429 (and the caller's own org still works from elsewhere)", async () => {
     const ip = '203.0.113.9';
     for (let i = 0; i < 5; i++) expect((await from(ip, `/v1/orgs/${newId()}/projects`, `Bearer ${user.token}`)).statusCode).toBe(404);
+    const before = lookups;
     const blocked = await from(ip, `/v1/orgs/${newId()}/projects`, `Bearer ${user.token}`);
     expect(blocked.statusCode).toBe(429);
+    expect(lookups).toBe(before);
+    // Even a request the caches answer entirely (valid session, own org) is refused from a spent address,
+    // in the rate limiter's single round trip, without consuming the caller's quotas.
+    expect((await from('203.0.113.10', `/v1/orgs/${user.orgId}/projects`, `Bearer ${user.token}`)).statusCode).toBe(200); // cached now
+    const warm = lookups;
+    const own = await from(ip, `/v1/orgs/${user.orgId}/projects`, `Bearer ${user.token}`);
+    expect(lookups).toBe(warm);
+    expect(own.statusCode).toBe(429);
+    expect(own.json()).toMatchObject({ code: 'RATE_LIMIT.AUTH_FAILURES' });
+    expect(own.headers['ratelimit-policy']).toBe('"auth-failures";q=5;w=60');
     // successes never consume the budget
     for (let i = 0; i < 10; i++) expect((await from('203.0.113.10', `/v1/orgs/${user.orgId}/projects`, `Bearer ${user.token}`)).statusCode).toBe(200);
   });

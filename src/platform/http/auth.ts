@@ -22,13 +22,34 @@ export interface OrgAccess {
   permissions: ReadonlySet<string>;
 }
 
+/** What the kernel asks of an Authenticator's lookups. */
+export interface LookupOptions {
+  /**
+   * Call before a lookup that leaves the process (a cache miss: Postgres). The kernel checks the client
+   * IP's auth-failure budget there (429 once spent), so lookups answered from memory cost no round trip.
+   */
+  beforeLookup?: () => Promise<void>;
+}
+
 /** Implemented by the tenancy module (sessions come from identity, memberships and API keys from tenancy);
  * the kernel only enforces what routes declare. */
 export interface Authenticator {
   /** null when there is no credential or it is unknown, expired or revoked. */
-  authenticate(request: FastifyRequest): Promise<Principal | null>;
+  authenticate(request: FastifyRequest, opts?: LookupOptions): Promise<Principal | null>;
   /** null when the principal has no membership in the org (or the org does not exist): answered as 404. */
-  resolveAccess(principal: Principal, orgId: string): Promise<OrgAccess | null>;
+  resolveAccess(principal: Principal, orgId: string, opts?: LookupOptions): Promise<OrgAccess | null>;
+}
+
+/**
+ * The client IP's auth-failure budget for this request (set by the auth-failure limit when rate limits
+ * are on). Checked once per request: before the first lookup that leaves the process, or, when every
+ * lookup was answered from memory, in the rate limiter's single round trip (rate-limit.ts).
+ */
+export interface AuthFailureGate {
+  /** Whether the budget was already checked for this request. */
+  readonly checked: boolean;
+  /** Checks it now (once); throws 429 RATE_LIMIT.AUTH_FAILURES when spent. */
+  check(): Promise<void>;
 }
 
 declare module 'fastify' {
@@ -37,6 +58,7 @@ declare module 'fastify' {
     access?: OrgAccess;
     /** Set when the authorization hook refused the request (401, or 403/404 on an org): counted per client IP. */
     authFailed?: boolean;
+    authFailureGate?: AuthFailureGate;
   }
 }
 
@@ -86,13 +108,20 @@ export function registerAuthorization(app: App, authenticator: Authenticator): v
     } catch (err) {
       // Only a refusal (401/403/404) spends the client's auth-failure budget: a lookup that failed because
       // the database or Redis is unavailable (5xx) says nothing about the credentials.
-      if (err instanceof AppError && err.status < 500) request.authFailed = true;
+      if (err instanceof AppError && err.status < 500) {
+        request.authFailed = true;
+        // A refusal answered from memory has not checked the budget yet: a spent one turns it into a 429.
+        const gate = request.authFailureGate;
+        if (gate && !gate.checked) await gate.check();
+      }
       throw err;
     }
   });
 
   async function authorize(request: FastifyRequest, permission: string): Promise<void> {
-    const principal = await authenticator.authenticate(request);
+    const gate = request.authFailureGate;
+    const lookup: LookupOptions = gate ? { beforeLookup: () => (gate.checked ? Promise.resolve() : gate.check()) } : {};
+    const principal = await authenticator.authenticate(request, lookup);
     if (!principal) throw unauthenticated();
     request.principal = principal;
     if (permission === AUTHENTICATED) return;
@@ -102,7 +131,7 @@ export function registerAuthorization(app: App, authenticator: Authenticator): v
     }
     // Params are not validated yet: a malformed org id is simply an org the caller is not in.
     const orgId = (request.params as Record<string, string>).orgId ?? '';
-    const access = isUuid(orgId) ? await authenticator.resolveAccess(principal, orgId) : null;
+    const access = isUuid(orgId) ? await authenticator.resolveAccess(principal, orgId, lookup) : null;
     if (!access) throw new AppError('ORG.NOT_FOUND', 404, 'Organization not found');
     if (!access.permissions.has(permission)) {
       throw new AppError('AUTH.FORBIDDEN', 403, `This action needs the permission ${permission}`, { permission });

@@ -19,11 +19,34 @@ export interface RateLimitDecision {
   retryAfterSec: number;
 }
 
+/**
+ * One bucket of a batch: `consume` counts the request when that bucket allows it (each bucket on its
+ * own, as separate consume calls would); `peek` counts nothing; `gate` counts nothing and, when it
+ * refuses, stops the batch before anything is consumed (the auth-failure budget: a refused request
+ * must not spend the caller's quotas).
+ */
+export interface RateLimitCheck {
+  key: string;
+  policy: RateLimitPolicy;
+  mode: 'consume' | 'peek' | 'gate';
+}
+
 export interface RateLimitStore {
   readonly kind: 'redis' | 'memory';
   consume(key: string, policy: RateLimitPolicy): Promise<RateLimitDecision>;
   /** Would a request be allowed now? Counts nothing (checks a budget that only failures consume). */
   peek(key: string, policy: RateLimitPolicy): Promise<RateLimitDecision>;
+  /**
+   * Every bucket of a request at once (with Redis: one round trip, one script). Decisions in the order of
+   * `checks`; when a gate refuses, the buckets after the gates are not evaluated (`undefined`).
+   */
+  check(checks: RateLimitCheck[]): Promise<Array<RateLimitDecision | undefined>>;
+}
+
+/** Gates first (none consumed if one refuses), then the others in order. */
+function gatesFirst(checks: RateLimitCheck[]): number[] {
+  const order = checks.map((_, i) => i);
+  return [...order.filter((i) => checks[i]!.mode === 'gate'), ...order.filter((i) => checks[i]!.mode !== 'gate')];
 }
 
 /**
@@ -60,57 +83,87 @@ export function createMemoryRateLimitStore(opts: { maxKeys?: number; now?: () =>
   const now = opts.now ?? Date.now;
   // Bounded: an attacker rotating IPs evicts old keys instead of growing the heap.
   const tats = new LRUCache<string, number>({ max: opts.maxKeys ?? 100_000 });
+  function run(key: string, policy: RateLimitPolicy, commit: boolean): RateLimitDecision {
+    const t = now();
+    const { decision, newTat } = gcra(tats.get(key) ?? t, t, policy);
+    if (commit && decision.allowed) tats.set(key, newTat, { ttl: Math.ceil(newTat - t) + 1 });
+    return decision;
+  }
   return {
     kind: 'memory',
-    async consume(key, policy) {
-      const t = now();
-      const { decision, newTat } = gcra(tats.get(key) ?? t, t, policy);
-      if (decision.allowed) tats.set(key, newTat, { ttl: Math.ceil(newTat - t) + 1 });
-      return decision;
-    },
-    async peek(key, policy) {
-      const t = now();
-      return gcra(tats.get(key) ?? t, t, policy).decision;
+    consume: async (key, policy) => run(key, policy, true),
+    peek: async (key, policy) => run(key, policy, false),
+    async check(checks) {
+      const out: Array<RateLimitDecision | undefined> = checks.map(() => undefined);
+      for (const i of gatesFirst(checks)) {
+        const c = checks[i]!;
+        const d = run(c.key, c.policy, c.mode === 'consume');
+        out[i] = d;
+        if (c.mode === 'gate' && !d.allowed) break;
+      }
+      return out;
     },
   };
 }
 
-// The same GCRA as above, run atomically in Redis on Redis's own clock (so every process agrees).
-const GCRA_LUA = `
+// The same GCRA as above, run atomically in Redis on Redis's own clock (so every process agrees), over
+// every bucket of a request in one script: KEYS[i] with ARGV quota, window, mode ('g' gate, 'c' consume,
+// 'p' peek) per key, gates listed first. Returns 4 numbers per evaluated key; a refusing gate ends it.
+const GCRA_BATCH_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local quota = tonumber(ARGV[1])
-local window = tonumber(ARGV[2]) * 1000
-local interval = window / quota
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-local base = math.max(tat, now)
-local newTat = base + interval
-local allowAt = newTat - window
-if allowAt > now then
-  return {0, 0, math.ceil(base - now), math.ceil(allowAt - now)}
+local out = {}
+for i = 1, #KEYS do
+  local quota = tonumber(ARGV[i * 3 - 2])
+  local window = tonumber(ARGV[i * 3 - 1]) * 1000
+  local mode = ARGV[i * 3]
+  local interval = window / quota
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  local base = math.max(tat, now)
+  local newTat = base + interval
+  local allowAt = newTat - window
+  if allowAt > now then
+    table.insert(out, 0); table.insert(out, 0); table.insert(out, math.ceil(base - now)); table.insert(out, math.ceil(allowAt - now))
+    if mode == 'g' then return out end
+  else
+    if mode == 'c' then
+      redis.call('SET', KEYS[i], tostring(newTat), 'PX', math.ceil(newTat - now) + 1)
+    end
+    table.insert(out, 1); table.insert(out, math.floor((window - (newTat - now)) / interval)); table.insert(out, math.ceil(newTat - now)); table.insert(out, 0)
+  end
 end
-if ARGV[3] == '1' then
-  redis.call('SET', KEYS[1], tostring(newTat), 'PX', math.ceil(newTat - now) + 1)
-end
-return {1, math.floor((window - (newTat - now)) / interval), math.ceil(newTat - now), 0}
+return out
 `;
 
+const MODE = { gate: 'g', consume: 'c', peek: 'p' } as const;
+
 export function createRedisRateLimitStore(redis: Redis, prefix: string): RateLimitStore {
-  redis.defineCommand('plinthGcra', { numberOfKeys: 1, lua: GCRA_LUA });
-  const run = (redis as unknown as { plinthGcra(key: string, quota: number, windowSec: number, commit: string): Promise<number[]> }).plinthGcra.bind(redis);
-  const decide = async (key: string, policy: RateLimitPolicy, commit: boolean): Promise<RateLimitDecision> => {
-    const [allowed, remaining, resetMs, retryMs] = (await run(`${prefix}rl:${key}`, policy.quota, policy.windowSec, commit ? '1' : '0')).map(Number);
-    return {
-      allowed: allowed === 1,
-      remaining: Math.max(0, remaining!),
-      resetSec: Math.ceil(resetMs! / 1000),
-      retryAfterSec: allowed === 1 ? 0 : Math.max(1, Math.ceil(retryMs! / 1000)),
-    };
-  };
+  // defineCommand runs EVALSHA (the script is cached by Redis) and falls back to EVAL once after a NOSCRIPT.
+  if (!('plinthGcraBatch' in redis)) redis.defineCommand('plinthGcraBatch', { lua: GCRA_BATCH_LUA });
+  const run = (redis as unknown as { plinthGcraBatch(numKeys: number, ...args: Array<string | number>): Promise<number[]> }).plinthGcraBatch.bind(redis);
+  async function check(checks: RateLimitCheck[]): Promise<Array<RateLimitDecision | undefined>> {
+    const order = gatesFirst(checks);
+    const keys = order.map((i) => `${prefix}rl:${checks[i]!.key}`);
+    const args = order.flatMap((i) => [checks[i]!.policy.quota, checks[i]!.policy.windowSec, MODE[checks[i]!.mode]]);
+    const flat = (await run(keys.length, ...keys, ...args)).map(Number);
+    const out: Array<RateLimitDecision | undefined> = checks.map(() => undefined);
+    for (let n = 0; n * 4 < flat.length; n++) {
+      const [allowed, remaining, resetMs, retryMs] = flat.slice(n * 4, n * 4 + 4);
+      out[order[n]!] = {
+        allowed: allowed === 1,
+        remaining: Math.max(0, remaining!),
+        resetSec: Math.ceil(resetMs! / 1000),
+        retryAfterSec: allowed === 1 ? 0 : Math.max(1, Math.ceil(retryMs! / 1000)),
+      };
+    }
+    return out;
+  }
+  const one = async (key: string, policy: RateLimitPolicy, mode: RateLimitCheck['mode']) => (await check([{ key, policy, mode }]))[0]!;
   return {
     kind: 'redis',
-    consume: (key, policy) => decide(key, policy, true),
-    peek: (key, policy) => decide(key, policy, false),
+    consume: (key, policy) => one(key, policy, 'consume'),
+    peek: (key, policy) => one(key, policy, 'peek'),
+    check,
   };
 }
 
@@ -133,21 +186,23 @@ export function createResilientRateLimitStore(opts: {
   const primary = createRedisRateLimitStore(opts.redis, opts.prefix);
   const local = createMemoryRateLimitStore();
   let source: 'redis' | 'memory' = 'redis';
+  /** Redis when it answers; the local limiter when it does not (and a log line when that changes). */
+  async function shared<R>(fn: (store: RateLimitStore) => Promise<R>): Promise<R> {
+    try {
+      const result = await opts.policy.execute(() => settled(fn(primary)));
+      if (source === 'memory') opts.logger?.info('rate limiter: Redis is back, using shared limits again');
+      source = 'redis';
+      return result;
+    } catch (err) {
+      if (source === 'redis') opts.logger?.warn({ err }, 'rate limiter: Redis unavailable, using the local in-memory limiter');
+      source = 'memory';
+      return fn(local);
+    }
+  }
   return {
     kind: 'redis',
     lastSource: () => source,
-    async consume(key, policy) {
-      try {
-        const decision = await opts.policy.execute(() => settled(primary.consume(key, policy)));
-        if (source === 'memory') opts.logger?.info('rate limiter: Redis is back, using shared limits again');
-        source = 'redis';
-        return decision;
-      } catch (err) {
-        if (source === 'redis') opts.logger?.warn({ err }, 'rate limiter: Redis unavailable, using the local in-memory limiter');
-        source = 'memory';
-        return local.consume(key, policy);
-      }
-    },
+    consume: (key, policy) => shared((s) => s.consume(key, policy)),
     async peek(key, policy) {
       try {
         return await opts.policy.execute(() => settled(primary.peek(key, policy)));
@@ -155,5 +210,6 @@ export function createResilientRateLimitStore(opts: {
         return local.peek(key, policy);
       }
     },
+    check: (checks) => shared((s) => s.check(checks)),
   };
 }

@@ -156,6 +156,47 @@ describe('GCRA stores', () => {
     }
   });
 
+  for (const kind of ['memory', 'redis'] as const) {
+    it.skipIf(kind === 'redis' && !redisUrl)(`${kind}: check() evaluates every bucket of a request in one call (one Redis command); a refusing gate consumes nothing`, async () => {
+      const prefix = `plinth-test:${randomBytes(4).toString('hex')}:`;
+      const redis = kind === 'redis' ? createRedis(redisUrl!) : undefined;
+      const sent: string[] = [];
+      if (redis) {
+        await new Promise((resolve) => redis.once('ready', resolve));
+        const send = redis.sendCommand.bind(redis);
+        redis.sendCommand = ((cmd: { name: string }) => (sent.push(cmd.name), send(cmd as never))) as never;
+      }
+      try {
+        const store = redis ? createRedisRateLimitStore(redis, prefix) : createMemoryRateLimitStore();
+        const principal = { key: 'principal:p', policy: { quota: 2, windowSec: 60 }, mode: 'consume' as const };
+        const org = { key: 'org:o', policy: { quota: 3, windowSec: 60 }, mode: 'consume' as const };
+        const gate = { key: 'authfail:ip:x', policy: { quota: 1, windowSec: 60 }, mode: 'gate' as const };
+        const first = await store.check([principal, org, gate]);
+        expect(first.map((d) => d && [d.allowed, d.remaining])).toEqual([[true, 1], [true, 2], [true, 0]]);
+        sent.length = 0;
+        // Buckets are independent, as separate consume calls were: the org keeps counting after the principal is spent.
+        await store.check([principal, org]);
+        if (redis) expect(sent).toEqual(['evalsha']); // one round trip; the script is cached in Redis after the first EVAL
+        const third = await store.check([principal, org]);
+        expect(third.map((d) => d!.allowed)).toEqual([false, true]);
+        expect(third[0]!.retryAfterSec).toBeGreaterThanOrEqual(1);
+        // The gate is only peeked; once its budget is spent (by failures), nothing else is consumed.
+        await store.consume(gate.key, gate.policy);
+        const before = await store.peek(org.key, org.policy);
+        const refused = await store.check([{ ...org }, gate]);
+        expect(refused[1]!.allowed).toBe(false);
+        expect(refused[0]).toBeUndefined();
+        expect((await store.peek(org.key, org.policy)).remaining).toBe(before.remaining);
+      } finally {
+        if (redis) {
+          const keys = await redis.keys(`${prefix}*`);
+          if (keys.length) await redis.del(...keys);
+          redis.disconnect();
+        }
+      }
+    });
+  }
+
   it('falls back to the local limiter at once when Redis is unreachable', async () => {
     // Port 1 on loopback: nothing listens, every command fails immediately (no offline queue).
     const redis = createRedis('redis://127.0.0.1:1');

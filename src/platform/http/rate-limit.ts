@@ -1,7 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { EdgeConfig } from '../config.ts';
 import { AppError } from './errors.ts';
-import type { RateLimitDecision, RateLimitPolicy, RateLimitStore } from './rate-limit-store.ts';
+import { uncheckedAuthFailureGate } from './auth-failure-limit.ts';
+import type { RateLimitCheck, RateLimitDecision, RateLimitPolicy, RateLimitStore } from './rate-limit-store.ts';
 import type { App } from './server.ts';
 import { rateLimitRejections } from '../observability/metrics.ts';
 
@@ -56,17 +57,21 @@ function limitItem(scope: RateLimitScope, d: RateLimitDecision): string {
  * Rate limiting for every /v1 route, registered once, after authorization (a 401/403/404 from the auth
  * hook never reaches it, so failed credentials do not consume anyone's quota). Every partition is
  * consumed; the response advertises all policies and the partition with the least remaining quota.
+ * All of a request's buckets — principal, org, client IP, and the auth-failure budget when authorization
+ * was answered from memory — are evaluated in ONE store call (with Redis: one script, one round trip).
  */
 export function registerRateLimit(app: App, opts: { store: RateLimitStore; resolver: RateLimitResolver }): void {
   app.addHook('preHandler', async (request: FastifyRequest, reply: FastifyReply) => {
     if (!request.routeOptions.url?.startsWith('/v1')) return;
     const parts = partitions(request);
-    const results = await Promise.all(
-      parts.map(async ({ scope, key }) => {
-        const policy = await opts.resolver.policyFor(scope, request);
-        return { scope, policy, decision: await opts.store.consume(key, policy) };
-      }),
-    );
+    const policies = await Promise.all(parts.map(({ scope }) => opts.resolver.policyFor(scope, request)));
+    const gate = uncheckedAuthFailureGate(request);
+    const checks: RateLimitCheck[] = parts.map(({ key }, i) => ({ key, policy: policies[i]!, mode: 'consume' }));
+    if (gate) checks.push(gate.check);
+    const decisions = await opts.store.check(checks);
+    // A spent auth-failure budget answers 429 first; the script consumed nothing then.
+    if (gate) gate.settle(decisions[checks.length - 1]!);
+    const results = parts.map(({ scope }, i) => ({ scope, policy: policies[i]!, decision: decisions[i]! }));
     reply.header('ratelimit-policy', results.map((r) => policyItem(r.scope, r.policy)).join(', '));
     const denied = results.filter((r) => !r.decision.allowed);
     const tightest = (denied.length > 0 ? denied : results).reduce((a, b) =>

@@ -30,7 +30,7 @@ export function assertMayGrant(role: string, held: ReadonlySet<string>): void {
 }
 
 export function manageMembers(deps: UseCaseDeps) {
-  const { repo, audit, identity } = deps;
+  const { repo, audit, identity, memberships } = deps;
 
   /** Locks the org's owner rows so two concurrent demotions cannot both pass the last-owner check. */
   async function assertNotLastOwner(trx: TenancyTx, orgId: string, userId: string): Promise<void> {
@@ -73,6 +73,8 @@ export function manageMembers(deps: UseCaseDeps) {
         await repo.setRole(trx, userId, role);
         await audit.record(trx, { orgId, action: 'member.role_changed', target: { type: 'user', id: userId }, changes: { role: { from: current, to: role } }, context: ctx });
       });
+      // After commit, on every instance (an invalidation published before commit could be undone by a reload).
+      await memberships.invalidate(orgId, userId);
       return getMember(orgId, userId);
     },
 
@@ -92,6 +94,7 @@ export function manageMembers(deps: UseCaseDeps) {
         const apiKeysRevoked = await repo.revokeKeysCreatedBy(trx, userId);
         await audit.record(trx, { orgId, action: self ? 'member.left' : 'member.removed', target: { type: 'user', id: userId }, changes: { role: { from: current }, ...(apiKeysRevoked > 0 ? { apiKeysRevoked } : {}) }, context: ctx });
       });
+      await memberships.invalidate(orgId, userId);
     },
   };
 }

@@ -92,19 +92,6 @@ export async function deleteProject(trx: Trx, tenantId: string, id: string): Pro
   await trx.deleteFrom('projects').where('tenant_id', '=', tenantId).where('id', '=', id).execute();
 }
 
-/** Hands out the next task number of a project, or null when the project does not exist (or is archived). */
-export async function nextTaskNumber(trx: Trx, tenantId: string, projectId: string): Promise<{ number: number; key: string } | null> {
-  const r = await trx
-    .updateTable('projects')
-    .set({ task_counter: sql<number>`task_counter + 1` })
-    .where('tenant_id', '=', tenantId)
-    .where('id', '=', projectId)
-    .where('archived', '=', false)
-    .returning(['task_counter', 'key'])
-    .executeTakeFirst();
-  return r ? { number: Number(r.task_counter), key: r.key } : null;
-}
-
 export const PROJECT_SORTS = ['-createdAt', 'createdAt', 'name', '-name'] as const;
 export type ProjectSort = (typeof PROJECT_SORTS)[number];
 

@@ -101,8 +101,8 @@ export async function signup(api: Api, label = 'bench'): Promise<Tenant> {
   return { token, orgId, userId: res.body?.user?.id, email, password };
 }
 
-export async function createProject(api: Api, t: Tenant, name = 'Bench'): Promise<string> {
-  const key = `B${randomBytes(2).toString('hex').toUpperCase().replace(/[0-9]/g, 'X')}`;
+/** `key` must be unique in the org (`^[A-Z][A-Z0-9]{1,9}$`); the default is random (fine for a few projects). */
+export async function createProject(api: Api, t: Tenant, name = 'Bench', key = `B${randomBytes(2).toString('hex').toUpperCase().replace(/[0-9]/g, 'X')}`): Promise<string> {
   const res = await api.call('POST', `/v1/orgs/${t.orgId}/projects`, {
     token: t.token,
     body: { name: `${name} ${key}`, key },

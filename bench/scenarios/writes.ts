@@ -123,7 +123,7 @@ function p3(name: keyof typeof P3, ratio?: number): TargetResult[] {
   return [target('P3', `${what} ≥ ${min.toFixed(2)}× naive insert`, ratio, min, '×', '>=')];
 }
 
-async function runCreate(ctx: BenchContext, s: Scenario & { name: keyof typeof P3 }, targets: CreateTarget[], extra: Record<string, string> = {}): Promise<ScenarioResult> {
+async function runCreate(ctx: BenchContext, s: Scenario & { name: CreateName }, targets: CreateTarget[], extra: Record<string, string> = {}): Promise<ScenarioResult> {
   const load = await runLoad({ baseUrl: ctx.api.baseUrl, request: createRequest(targets), durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
   const ratio = ratioTo(ctx, 'insert', load.okPerSec);
   const orgs = new Set(targets.map((t) => t.tenant.orgId)).size;
@@ -134,50 +134,45 @@ async function runCreate(ctx: BenchContext, s: Scenario & { name: keyof typeof P
   };
 }
 
-const noTasks = (s: Scenario & { name: keyof typeof P3 }, ctx: BenchContext) =>
-  hasRoute(ctx.client, 'signup') && hasRoute(ctx.client, 'createProject') && hasRoute(ctx.client, 'createTask') ? undefined : skipped(s, 'task create (projects) not available', p3(s.name));
+type CreateName = keyof typeof P3;
 
-export const create: Scenario & { name: 'create' } = {
-  name: 'create',
-  title: 'Create task with Idempotency-Key (write + outbox + audit), spread over 50 projects in 10 orgs',
-  baseline: 'insert',
-  async run(ctx) {
-    const missing = noTasks(this, ctx);
-    if (missing) return missing;
-    const targets = await ensureCreateTargets(ctx, 'spread');
-    // Idempotency check: the same key and body twice must give the same resource.
-    const [t] = targets;
-    const path = `/v1/orgs/${t!.tenant.orgId}/projects/${t!.projectId}/tasks`;
-    const body = taskBody(counter++);
-    const h = { 'idempotency-key': randomUUID() };
-    const first = await ctx.client.call('POST', path, { token: t!.tenant.token, body, headers: h });
-    const second = await ctx.client.call('POST', path, { token: t!.tenant.token, body, headers: h });
-    const replay = first.status < 300 && second.status === first.status && second.body?.id === first.body?.id ? 'same resource' : `differs (${first.status}/${second.status})`;
-    return runCreate(ctx, this, targets, { idempotentReplay: replay });
-  },
-};
+/** A P3 scenario: skipped (with its target n/a) in a build without task creates; `measure` runs the load. */
+function createScenario(name: CreateName, title: string, measure: (ctx: BenchContext, s: Scenario & { name: CreateName }) => Promise<ScenarioResult>): Scenario {
+  const s: Scenario & { name: CreateName } = {
+    name,
+    title,
+    baseline: 'insert',
+    async run(ctx) {
+      const c = ctx.client;
+      if (!hasRoute(c, 'signup') || !hasRoute(c, 'createProject') || !hasRoute(c, 'createTask')) return skipped(s, 'task create (projects) not available', p3(name));
+      return measure(ctx, s);
+    },
+  };
+  return s;
+}
 
-export const createOneOrg: Scenario & { name: 'create-one-org' } = {
-  name: 'create-one-org',
-  title: 'Create task, all writers in one org across 50 projects (per-tenant ceiling)',
-  baseline: 'insert',
-  async run(ctx) {
-    return noTasks(this, ctx) ?? runCreate(ctx, this, await ensureCreateTargets(ctx, 'oneOrg'));
-  },
-};
+export const create = createScenario('create', 'Create task with Idempotency-Key (write + outbox + audit), spread over 50 projects in 10 orgs', async (ctx, s) => {
+  const targets = await ensureCreateTargets(ctx, 'spread');
+  // Idempotency check: the same key and body twice must give the same resource.
+  const { tenant, projectId } = targets[0]!;
+  const path = `/v1/orgs/${tenant.orgId}/projects/${projectId}/tasks`;
+  const body = taskBody(counter++);
+  const h = { 'idempotency-key': randomUUID() };
+  const first = await ctx.client.call('POST', path, { token: tenant.token, body, headers: h });
+  const second = await ctx.client.call('POST', path, { token: tenant.token, body, headers: h });
+  const replay = first.status < 300 && second.status === first.status && second.body?.id === first.body?.id ? 'same resource' : `differs (${first.status}/${second.status})`;
+  return runCreate(ctx, s, targets, { idempotentReplay: replay });
+});
 
-export const createHot: Scenario & { name: 'create-hot' } = {
-  name: 'create-hot',
-  title: 'Create task, all writers on one project of one org (per-project ceiling)',
-  baseline: 'insert',
-  async run(ctx) {
-    const missing = noTasks(this, ctx);
-    if (missing) return missing;
-    // A project of its own (in the one-org org): its numbers are checked afterwards, from 1.
-    const [org] = await ensureCreateTargets(ctx, 'oneOrg');
-    const hot = { tenant: org!.tenant, projectId: await createProject(ctx.client, org!.tenant, 'Hot', 'HOT') };
-    const result = await runCreate(ctx, this, [hot]);
-    result.metrics = { ...result.metrics, numbersGapFree: await numbersGapFree(ctx, hot) };
-    return result;
-  },
-};
+export const createOneOrg = createScenario('create-one-org', 'Create task, all writers in one org across 50 projects (per-tenant ceiling)', async (ctx, s) =>
+  runCreate(ctx, s, await ensureCreateTargets(ctx, 'oneOrg')),
+);
+
+export const createHot = createScenario('create-hot', 'Create task, all writers on one project of one org (per-project ceiling)', async (ctx, s) => {
+  // A project of its own (in the one-org org): its numbers are checked afterwards, from 1.
+  const [org] = await ensureCreateTargets(ctx, 'oneOrg');
+  const hot = { tenant: org!.tenant, projectId: await createProject(ctx.client, org!.tenant, 'Hot', 'HOT') };
+  const result = await runCreate(ctx, s, [hot]);
+  result.metrics = { ...result.metrics, numbersGapFree: await numbersGapFree(ctx, hot) };
+  return result;
+});

@@ -1,5 +1,5 @@
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
-import { createProject, hasRoute, mapLimit, signup, taskBody, type Tenant } from '../lib/api.ts';
+import { callShed, createProject, hasRoute, mapLimit, signup, taskBody, type Tenant } from '../lib/api.ts';
 import { runLoad, type LoadRequest } from '../lib/load.ts';
 import { sleep } from '../lib/processes.ts';
 import { skipped, target, type BenchContext, type Scenario, type ScenarioResult, type TargetResult } from '../lib/types.ts';
@@ -70,7 +70,7 @@ export async function ensureCreateTargets(ctx: BenchContext, shape: keyof typeof
   ctx.log(`creating ${orgs} org(s) × ${projectsPerOrg} projects for ${shape === 'spread' ? 'create' : 'create-one-org'}`);
   const tenants: Tenant[] =
     shape === 'spread'
-      ? [await ensureTenant(ctx), ...(await mapLimit(Array.from({ length: orgs - 1 }, (_, i) => i), 4, (i) => signup(ctx.client, `spread${i}`)))]
+      ? [await ensureTenant(ctx), ...(await mapLimit(Array.from({ length: orgs - 1 }, (_, i) => i), 2, (i) => signup(ctx.client, `spread${i}`)))]
       : [await signup(ctx.client, 'one-org')];
   const slots = tenants.flatMap((tenant, o) => Array.from({ length: projectsPerOrg }, (_, p) => ({ tenant, key: `W${o}X${p}${shape === 'spread' ? 'S' : 'O'}` })));
   const targets = await mapLimit(slots, 4, async (s) => ({ tenant: s.tenant, projectId: await createProject(ctx.client, s.tenant, 'Write', s.key) }));
@@ -103,7 +103,7 @@ async function numbersGapFree(ctx: BenchContext, t: CreateTarget): Promise<strin
   let cursor: string | undefined;
   do {
     const qs = new URLSearchParams({ limit: '100', sort: 'number', ...(cursor ? { cursor } : {}) });
-    const res = await ctx.client.call('GET', `/v1/orgs/${t.tenant.orgId}/projects/${t.projectId}/tasks?${qs}`, { token: t.tenant.token });
+    const res = await callShed(ctx.client, 'GET', `/v1/orgs/${t.tenant.orgId}/projects/${t.projectId}/tasks?${qs}`, { token: t.tenant.token });
     if (res.status !== 200) return `list answered ${res.status}`;
     for (const row of res.body.data ?? []) numbers.push(row.number);
     cursor = res.body.nextCursor ?? undefined;
@@ -158,8 +158,8 @@ export const create = createScenario('create', 'Create task with Idempotency-Key
   const path = `/v1/orgs/${tenant.orgId}/projects/${projectId}/tasks`;
   const body = taskBody(counter++);
   const h = { 'idempotency-key': randomUUID() };
-  const first = await ctx.client.call('POST', path, { token: tenant.token, body, headers: h });
-  const second = await ctx.client.call('POST', path, { token: tenant.token, body, headers: h });
+  const first = await callShed(ctx.client, 'POST', path, { token: tenant.token, body, headers: h });
+  const second = await callShed(ctx.client, 'POST', path, { token: tenant.token, body, headers: h });
   const replay = first.status < 300 && second.status === first.status && second.body?.id === first.body?.id ? 'same resource' : `differs (${first.status}/${second.status})`;
   return runCreate(ctx, s, targets, { idempotentReplay: replay });
 });

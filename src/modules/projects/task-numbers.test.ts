@@ -39,7 +39,7 @@ describe.skipIf(!usingPostgres)('task numbers on Postgres: late allocation, gap-
   }
   const oneTo = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 
-  it('a create paused before its number holds no lock: another create and a project update on the same project go through', async () => {
+  it('a create paused before its number holds no numbering lock: other creates on the same project go through', async () => {
     const plain = createProjects(deps());
     const project = await plain.createProject(ctx, { key: 'LATE', name: 'Late lock' });
     let release!: () => void;
@@ -51,7 +51,7 @@ describe.skipIf(!usingPostgres)('task numbers on Postgres: late allocation, gap-
     const gated: Audit = {
       ...real,
       async record(trx, event) {
-        if (event.action === 'projects.task.create') {
+        if (event.action === 'projects.task.create' && event.changes?.title && (event.changes.title as { to: string }).to === 'paused') {
           paused();
           await gate;
         }
@@ -61,14 +61,19 @@ describe.skipIf(!usingPostgres)('task numbers on Postgres: late allocation, gap-
     const slow = createProjects(deps({ audit: gated })).createTask(ctx, project.id, { title: 'paused' });
     await reached;
     const within = <T>(p: Promise<T>) => Promise.race([p, new Promise<never>((_, no) => setTimeout(() => no(new Error('blocked by the paused create')), 5_000))]);
-    const fast = await within(plain.createTask(ctx, project.id, { title: 'not blocked' }));
-    const renamed = await within(plain.updateProject(ctx, project.id, { name: 'Renamed meanwhile' }));
+    const fast = await within(Promise.all([1, 2, 3].map((i) => plain.createTask(ctx, project.id, { title: `not blocked ${i}` }))));
+    // The paused create pins its project (FOR KEY SHARE): an update of the project waits for it, as it
+    // would for any create in flight, and goes through once it commits.
+    let updated = false;
+    const rename = plain.updateProject(ctx, project.id, { name: 'Renamed' }).finally(() => (updated = true));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(updated).toBe(false);
     release();
     const late = await slow;
-    expect(fast.number).toBe(1);
-    expect(renamed.version).toBe(2);
-    expect(late).toMatchObject({ number: 2, key: 'LATE-2', title: 'paused' });
-    expect(await numbersIn(project.id)).toEqual({ numbers: [1, 2], counter: 2 });
+    expect((await rename).version).toBe(2);
+    expect(fast.map((x) => x.number).sort()).toEqual([1, 2, 3]);
+    expect(late).toMatchObject({ number: 4, key: 'LATE-4', title: 'paused' });
+    expect(await numbersIn(project.id)).toEqual({ numbers: [1, 2, 3, 4], counter: 4 });
   });
 
   it('60 concurrent creates, every third rolled back after taking its number: the committed ones are 1..N', async () => {
@@ -95,6 +100,18 @@ describe.skipIf(!usingPostgres)('task numbers on Postgres: late allocation, gap-
     expect(await numbersIn(project.id)).toEqual({ numbers: oneTo(40), counter: 40 });
     // and the sequence continues without a gap
     expect((await plain.createTask(ctx, project.id, { title: 'after' })).number).toBe(41);
+  });
+
+  it('creates racing updates of their project never deadlock (lock order: project, then the audit log)', async () => {
+    const plain = createProjects(deps());
+    const project = await plain.createProject(ctx, { key: 'ORDER', name: 'Lock order' });
+    const work = Array.from({ length: 40 }, (_, i) =>
+      i % 4 === 0 ? plain.updateProject(ctx, project.id, { description: `edit ${i}` }) : plain.createTask(ctx, project.id, { title: `task ${i}` }),
+    );
+    const results = await Promise.allSettled(work);
+    const failures = results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason?.message ?? r.reason)] : []));
+    expect(failures).toEqual([]);
+    expect(await numbersIn(project.id)).toEqual({ numbers: oneTo(30), counter: 30 });
   });
 
   it('a process killed (SIGKILL) while holding the number gives it back; the create waiting on it takes it', async () => {

@@ -44,7 +44,9 @@ export async function measureNumberCeiling(opts: { durationSec: number; workers:
   const rows: CeilingRow[] = [];
   try {
     const realAudit = createAudit({ db });
-    const noAudit: Audit = { ...realAudit, record: async () => ({ id: '', seq: 0, hash: '' }) };
+    // Not a literal in place: the record's result type differs between audit designs (chained or sequenced later).
+    const nothing = { id: '', seq: 0, hash: '' };
+    const noAudit: Audit = { ...realAudit, record: async () => nothing };
     const build = (audit: Audit) =>
       createProjects({ db, events: { add: addToOutbox }, audit, cache: noCache, isMember: async () => true, entitlements: allowEverything });
     const orgId = newId();

@@ -1,10 +1,45 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { apiCommand, ensureCompiledBuild } from './lib/build.ts';
 import { parseBenchArgs, SCENARIOS } from './run.ts';
 
 describe('bench arguments', () => {
   it('defaults to every scenario with short durations', () => {
     const o = parseBenchArgs([]);
-    expect(o).toMatchObject({ scenarios: [], durationSec: 5, connections: 50, large: false, baselines: true });
+    expect(o).toMatchObject({ scenarios: [], durationSec: 5, connections: 50, large: false, baselines: true, api: 'dist', build: true });
+  });
+
+  it('runs the compiled API by default; --api tsx runs the sources, --no-build reuses dist/', () => {
+    expect(parseBenchArgs(['--api', 'tsx', '--no-build'])).toMatchObject({ api: 'tsx', build: false });
+    expect(() => parseBenchArgs(['--api', 'ts-node'])).toThrow(/--api must be dist or tsx/);
+    expect(apiCommand('dist')).toEqual({ runtime: 'node', args: ['dist/src/cli.js', 'start'] });
+    expect(apiCommand('tsx')).toEqual({ runtime: 'tsx', args: ['src/cli.ts', 'start'] });
+  });
+
+  it('the three create shapes of P3 and the cold start are scenarios', () => {
+    expect(SCENARIOS.map((s) => s.name)).toEqual(expect.arrayContaining(['create', 'create-hot', 'create-one-org', 'cold-start']));
+  });
+
+  it('--no-build fails clearly when dist/ is missing or older than the sources', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-build-'));
+    try {
+      fs.mkdirSync(path.join(root, 'src'), { recursive: true });
+      fs.mkdirSync(path.join(root, 'migrations'));
+      await expect(ensureCompiledBuild({ build: false, root })).rejects.toThrow(/dist\/src\/cli.js does not exist; run `npm run build`/);
+      fs.mkdirSync(path.join(root, 'dist/src'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'dist/src/cli.js'), '');
+      fs.utimesSync(path.join(root, 'dist/src/cli.js'), new Date(1_000_000), new Date(1_000_000));
+      fs.writeFileSync(path.join(root, 'src/cli.ts'), '');
+      await expect(ensureCompiledBuild({ build: false, root })).rejects.toThrow(/dist\/ is older than the sources/);
+      fs.utimesSync(path.join(root, 'dist/src/cli.js'), new Date(), new Date(Date.now() + 60_000));
+      await expect(ensureCompiledBuild({ build: false, root })).resolves.toEqual({});
+      // a build that fails says so, and that the bench runs the compiled API (no scripts/build.mjs here)
+      await expect(ensureCompiledBuild({ build: true, root })).rejects.toThrow(/npm run build failed — the bench runs the compiled API from dist\//);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it('selects scenarios by name, comma-separated or repeated, and passes API settings through', () => {

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { runBaseline } from './baselines/baselines.ts';
 import { connectApi } from './lib/api.ts';
+import { apiCommand, ensureCompiledBuild } from './lib/build.ts';
 import { createBenchEnv } from './lib/env.ts';
 import { ROOT, sampleRss, startNode } from './lib/processes.ts';
 import { renderHtml, renderTable, type BenchReport } from './lib/report.ts';
@@ -18,10 +19,13 @@ import { target, type BaselineName, type BenchContext, type BenchOptions, type S
 import { exportAtPeak, jobOverlap, outbox } from './scenarios/async.ts';
 import { burst } from './scenarios/burst.ts';
 import { listSearch } from './scenarios/lists.ts';
+import { coldStart } from './scenarios/cold-start.ts';
 import { cachedRead, hotEndpoint, uncachedRead } from './scenarios/reads.ts';
-import { create } from './scenarios/writes.ts';
+import { create, createHot, createOneOrg } from './scenarios/writes.ts';
 
-export const SCENARIOS: Scenario[] = [cachedRead, uncachedRead, create, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak];
+export const SCENARIOS: Scenario[] = [
+  cachedRead, uncachedRead, create, createOneOrg, createHot, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak, coldStart,
+];
 
 const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])
   --scenario NAME[,NAME]  run only these (repeatable); names: ${SCENARIOS.map((s) => s.name).join(', ')}, baselines
@@ -30,12 +34,15 @@ const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])
   --large                 also seed and measure 10^6 tasks for list-search (takes minutes)
   --no-baselines          skip baselines (ratios and P1-P3 become n/a)
   --api-env KEY=VALUE     extra environment for the API process (repeatable), e.g. rate-limit settings
+  --api dist|tsx          run the API compiled from dist/ (default, as in production) or the sources via tsx
+  --no-build              do not run \`npm run build\` first (dist/ must exist and be current)
   --out DIR               where to write results (default bench/results)
   --list                  list scenarios and exit`;
 
 export function parseBenchArgs(argv: string[]): (BenchOptions & { apiEnv: Record<string, string> }) | { help: true; list?: boolean } {
   const opts: BenchOptions & { apiEnv: Record<string, string> } = {
     scenarios: [], durationSec: 5, connections: 50, large: false, baselines: true, outDir: path.join(ROOT, 'bench/results'), apiEnv: {},
+    api: 'dist', build: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -56,6 +63,13 @@ export function parseBenchArgs(argv: string[]): (BenchOptions & { apiEnv: Record
       case '--connections': case '-c': opts.connections = positive(value()); break;
       case '--large': opts.large = true; break;
       case '--no-baselines': opts.baselines = false; break;
+      case '--no-build': opts.build = false; break;
+      case '--api': {
+        const v = value();
+        if (v !== 'dist' && v !== 'tsx') throw new Error(`--api must be dist or tsx (got "${v}")`);
+        opts.api = v;
+        break;
+      }
       case '--out': opts.outDir = path.resolve(value()); break;
       case '--api-env': {
         const kv = value();
@@ -110,6 +124,18 @@ export async function runBench(argv: string[]): Promise<number> {
     for (const s of selected) if (s.baseline) wanted.add(s.baseline);
     if (opts.scenarios.length === 0 || opts.scenarios.includes('baselines')) ['hello', 'select', 'insert', 'pgbench'].forEach((b) => wanted.add(b as BaselineName));
   }
+  const apiScenarios = selected.filter((s) => s.name !== 'baselines');
+  const startsApi = apiScenarios.length > 0 && !(opts.scenarios.length === 1 && opts.scenarios[0] === 'baselines');
+  // The API under test is the production build: compile first (or fail here, before anything is created).
+  if (startsApi && opts.api === 'dist') {
+    try {
+      const { buildSec } = await ensureCompiledBuild({ build: opts.build, log });
+      if (buildSec !== undefined) log(`built dist/ in ${buildSec} s`);
+    } catch (err) {
+      console.error(`bench: ${(err as Error).message}`);
+      return 1;
+    }
+  }
   const startedAt = new Date();
   const mach = machine();
   const baselineRows = 10_000;
@@ -126,27 +152,25 @@ export async function runBench(argv: string[]): Promise<number> {
     const scenarios: ScenarioResult[] = [];
     let rssPeak = 0;
     let rssLast = 0;
-    const apiScenarios = selected.filter((s) => s.name !== 'baselines');
-    if (apiScenarios.length > 0 && !(opts.scenarios.length === 1 && opts.scenarios[0] === 'baselines')) {
-      log('starting the Plinth API (NODE_ENV=production, LOG_LEVEL=warn)');
-      const api = await startNode({
-        name: 'plinth-api',
-        args: ['src/cli.ts', 'start'],
-        env: {
-          NODE_ENV: 'production', LOG_LEVEL: 'warn', DATABASE_URL: env.databaseUrl, REDIS_URL: env.redisUrl,
-          REDIS_PREFIX: env.redisPrefix, SHUTDOWN_GRACE_MS: '5000',
-          WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
-          // One bench principal sends all the traffic: raise the per-principal/org/IP quotas so throughput
-          // runs measure the pipeline (the limiter still runs on every request) instead of the 429 path.
-          RATE_LIMIT_PRINCIPAL: '10000000', RATE_LIMIT_ORG: '10000000', RATE_LIMIT_IP: '10000000',
-          ...opts.apiEnv,
-        },
-        readyPath: '/readyz',
-        readyTimeoutMs: 120_000,
-      });
+    let apiInfo: { runtime: 'dist' | 'tsx'; firstStartMs: number } | undefined;
+    if (startsApi) {
+      const apiEnv: Record<string, string> = {
+        NODE_ENV: 'production', LOG_LEVEL: 'warn', DATABASE_URL: env.databaseUrl, REDIS_URL: env.redisUrl,
+        REDIS_PREFIX: env.redisPrefix, SHUTDOWN_GRACE_MS: '5000',
+        WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
+        // One bench principal sends all the traffic: raise the per-principal/org/IP quotas so throughput
+        // runs measure the pipeline (the limiter still runs on every request) instead of the 429 path.
+        RATE_LIMIT_PRINCIPAL: '10000000', RATE_LIMIT_ORG: '10000000', RATE_LIMIT_IP: '10000000',
+        ...opts.apiEnv,
+      };
+      const cmd = apiCommand(opts.api);
+      log(`starting the Plinth API: ${cmd.runtime === 'node' ? 'node' : 'node --import tsx'} ${cmd.args.join(' ')} (NODE_ENV=production, LOG_LEVEL=warn)`);
+      const api = await startNode({ name: 'plinth-api', ...cmd, env: apiEnv, readyPath: '/readyz', readyTimeoutMs: 120_000 });
+      apiInfo = { runtime: opts.api, firstStartMs: api.readyMs };
+      log(`API ready in ${api.readyMs} ms (first start: includes migrating the empty database)`);
       const rss = sampleRss(api.pid);
       try {
-        const ctx: BenchContext = { opts, env, api, client: await connectApi(api.baseUrl), baselines, fixtures: {}, log };
+        const ctx: BenchContext = { opts, env, api, apiEnv, client: await connectApi(api.baseUrl), baselines, fixtures: {}, log };
         for (const s of apiScenarios) {
           if (s.baseline) await measureBaseline(s.baseline);
           log(`scenario ${s.name}`);
@@ -174,7 +198,7 @@ export async function runBench(argv: string[]): Promise<number> {
       options: { ...opts, outDir: path.relative(ROOT, opts.outDir) || '.' },
       baselines: (['hello', 'select', 'insert', 'pgbench'] as BaselineName[]).flatMap((b) => (baselines[b] ? [baselines[b]!] : [])),
       scenarios,
-      api: { rssPeakMb: rssPeak, rssLastMb: rssLast, helloBaselineRssMb: baselines.hello?.rssMb },
+      api: { rssPeakMb: rssPeak, rssLastMb: rssLast, helloBaselineRssMb: baselines.hello?.rssMb, ...apiInfo },
       targets: targets.sort((a, b) => a.id.localeCompare(b.id)),
     };
     fs.mkdirSync(opts.outDir, { recursive: true });

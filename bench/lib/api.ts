@@ -87,11 +87,24 @@ function expect(res: { status: number; body: any }, want: number[], what: string
   }
 }
 
+/**
+ * A fixture call that the API may shed while the machine is busy (503 overloaded, 429): retried after its
+ * Retry-After (capped at 2 s), up to 30 attempts. Load runs never go through this.
+ */
+export async function callShed<T = any>(api: Api, method: string, path: string, opts: Parameters<Api['call']>[2] = {}): Promise<{ status: number; body: T; headers: Headers }> {
+  for (let attempt = 1; ; attempt++) {
+    const res = await api.call<T>(method, path, opts);
+    if ((res.status !== 503 && res.status !== 429) || attempt >= 30) return res;
+    const after = Number(res.headers.get('retry-after') ?? 1);
+    await new Promise((r) => setTimeout(r, Math.min(2_000, Math.max(100, (Number.isFinite(after) ? after : 1) * 1000))));
+  }
+}
+
 /** Signs up a fresh user with their own organization (the signup contract of the identity module). */
 export async function signup(api: Api, label = 'bench'): Promise<Tenant> {
   const email = `${label}-${randomBytes(5).toString('hex')}@bench.plinth.test`;
   const password = `Bench-${randomBytes(12).toString('hex')}`;
-  const res = await api.call('POST', '/v1/auth/signup', {
+  const res = await callShed(api, 'POST', '/v1/auth/signup', {
     body: { email, password, name: `Bench ${label}`, organizationName: `Bench org ${label}` },
   });
   expect(res, [200, 201], 'signup');
@@ -101,9 +114,9 @@ export async function signup(api: Api, label = 'bench'): Promise<Tenant> {
   return { token, orgId, userId: res.body?.user?.id, email, password };
 }
 
-export async function createProject(api: Api, t: Tenant, name = 'Bench'): Promise<string> {
-  const key = `B${randomBytes(2).toString('hex').toUpperCase().replace(/[0-9]/g, 'X')}`;
-  const res = await api.call('POST', `/v1/orgs/${t.orgId}/projects`, {
+/** `key` must be unique in the org (`^[A-Z][A-Z0-9]{1,9}$`); the default is random (fine for a few projects). */
+export async function createProject(api: Api, t: Tenant, name = 'Bench', key = `B${randomBytes(2).toString('hex').toUpperCase().replace(/[0-9]/g, 'X')}`): Promise<string> {
+  const res = await callShed(api, 'POST', `/v1/orgs/${t.orgId}/projects`, {
     token: t.token,
     body: { name: `${name} ${key}`, key },
     headers: { 'idempotency-key': randomUUID() },
@@ -117,7 +130,7 @@ export function taskBody(i: number) {
 }
 
 export async function createTask(api: Api, t: Tenant, projectId: string, i: number): Promise<string> {
-  const res = await api.call('POST', `/v1/orgs/${t.orgId}/projects/${projectId}/tasks`, {
+  const res = await callShed(api, 'POST', `/v1/orgs/${t.orgId}/projects/${projectId}/tasks`, {
     token: t.token,
     body: taskBody(i),
     headers: { 'idempotency-key': randomUUID() },

@@ -12,6 +12,8 @@ export interface Child {
   port: number;
   baseUrl: string;
   proc: ChildProcess;
+  /** Spawn → first 2xx of the readiness URL, in milliseconds (cold start). */
+  readyMs: number;
   /** Last lines of stderr/stdout, for a useful message when it dies. */
   tail(): string;
   rssMb(): number;
@@ -44,8 +46,8 @@ export function rssMbOf(pid: number): number {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** GET url until it answers 2xx or the deadline passes. */
-export async function waitHttp(url: string, timeoutMs: number, isAlive: () => boolean = () => true): Promise<void> {
+/** GET url until it answers 2xx or the deadline passes (polled every pollMs). */
+export async function waitHttp(url: string, timeoutMs: number, isAlive: () => boolean = () => true, pollMs = 150): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
@@ -57,25 +59,31 @@ export async function waitHttp(url: string, timeoutMs: number, isAlive: () => bo
     } catch (err) {
       last = (err as Error).message;
     }
-    await sleep(150);
+    await sleep(pollMs);
   }
   throw new Error(`${url} not ready after ${timeoutMs} ms (${last})`);
 }
 
 /**
- * Starts a Node/TS entry point as its own process (its own event loop, so the load generator never
- * competes with it inside one process) and waits for its readiness URL.
+ * Starts a Node entry point as its own process (its own event loop, so the load generator never competes
+ * with it inside one process) and waits for its readiness URL. `runtime: 'tsx'` (default) loads TypeScript
+ * sources through tsx; `'node'` runs compiled JavaScript (dist/) with plain node, as production does.
  */
 export async function startNode(opts: {
   name: string;
   args: string[];
   env: Record<string, string>;
+  runtime?: 'tsx' | 'node';
   port?: number;
   readyPath?: string;
   readyTimeoutMs?: number;
+  /** Readiness polling period; small when the start time itself is measured. */
+  pollMs?: number;
 }): Promise<Child> {
   const port = opts.port ?? (await freePort());
-  const proc = spawn(process.execPath, ['--import', 'tsx', ...opts.args], {
+  const loader = (opts.runtime ?? 'tsx') === 'tsx' ? ['--import', 'tsx'] : [];
+  const spawnedAt = performance.now();
+  const proc = spawn(process.execPath, [...loader, ...opts.args], {
     cwd: ROOT,
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -98,6 +106,7 @@ export async function startNode(opts: {
   const child: Child = {
     name: opts.name,
     pid: proc.pid!,
+    readyMs: 0,
     port,
     baseUrl,
     proc,
@@ -113,7 +122,8 @@ export async function startNode(opts: {
     },
   };
   try {
-    await waitHttp(`${baseUrl}${opts.readyPath ?? '/livez'}`, opts.readyTimeoutMs ?? 60_000, () => !exited);
+    await waitHttp(`${baseUrl}${opts.readyPath ?? '/livez'}`, opts.readyTimeoutMs ?? 60_000, () => !exited, opts.pollMs);
+    child.readyMs = Math.round(performance.now() - spawnedAt);
   } catch (err) {
     await child.stop('SIGKILL');
     throw new Error(`${opts.name} did not start: ${(err as Error).message}\n${child.tail()}`);

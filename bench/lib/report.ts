@@ -8,7 +8,8 @@ export interface BenchReport {
   options: Record<string, unknown>;
   baselines: BaselineResult[];
   scenarios: ScenarioResult[];
-  api: { rssPeakMb: number; rssLastMb: number; helloBaselineRssMb?: number };
+  /** runtime: the API ran compiled (dist/) or through tsx; firstStartMs: its spawn → ready, migrations included. */
+  api: { rssPeakMb: number; rssLastMb: number; helloBaselineRssMb?: number; runtime?: 'dist' | 'tsx'; firstStartMs?: number };
   targets: TargetResult[];
 }
 
@@ -39,7 +40,7 @@ export function renderTable(r: BenchReport): string {
   lines.push(row(['target', 'verdict', 'measured', 'threshold', 'description'], [6, 8, 14, 14, 60]));
   for (const t of r.targets) lines.push(row([t.id, verdict(t.pass), t.measured, t.threshold, t.description], [6, 8, 14, 14, 60]));
   lines.push('');
-  lines.push(`API process RSS: peak ${r.api.rssPeakMb} MB, last ${r.api.rssLastMb} MB (hello-world baseline process: ${r.api.helloBaselineRssMb ?? '-'} MB) · ${r.machine.cpus} CPUs · load avg at start ${r.machine.loadAvgAtStart.join(' ')}`);
+  lines.push(`API process (${r.api.runtime === 'tsx' ? 'sources via tsx' : 'compiled dist/'}) RSS: peak ${r.api.rssPeakMb} MB, last ${r.api.rssLastMb} MB (hello-world baseline process: ${r.api.helloBaselineRssMb ?? '-'} MB) · ${r.machine.cpus} CPUs · load avg at start ${r.machine.loadAvgAtStart.join(' ')}`);
   return lines.join('\n');
 }
 
@@ -120,7 +121,7 @@ export function renderHtml(r: BenchReport): string {
 ${rows}</table>
 <h2>Targets</h2><table><tr><th>id</th><th>verdict</th><th>measured</th><th>threshold</th><th>description</th></tr>
 ${targets}</table>
-<p>API process RSS: peak ${r.api.rssPeakMb} MB, last ${r.api.rssLastMb} MB (hello-world baseline process, started the same way: ${r.api.helloBaselineRssMb ?? '-'} MB).</p>
+<p>API process (${r.api.runtime === 'tsx' ? 'sources via tsx' : 'compiled dist/'}) RSS: peak ${r.api.rssPeakMb} MB, last ${r.api.rssLastMb} MB (hello-world baseline process, started the same way: ${r.api.helloBaselineRssMb ?? '-'} MB).</p>
 <h2>Latency and throughput over time</h2>
 ${charts.join('\n')}
 <h2>Options</h2><pre>${esc(JSON.stringify(r.options, null, 1))}</pre>

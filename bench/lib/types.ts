@@ -50,12 +50,18 @@ export interface BenchOptions {
   large: boolean;
   baselines: boolean;
   outDir: string;
+  /** The API under test: the compiled build from dist/ (default, as in production) or the sources through tsx. */
+  api: 'dist' | 'tsx';
+  /** Run `npm run build` before starting the compiled API (default); false only checks dist/ is current. */
+  build: boolean;
 }
 
 export interface BenchContext {
   opts: BenchOptions;
   env: BenchEnv;
   api: Child;
+  /** The environment the API was started with (scenarios that start more instances reuse it). */
+  apiEnv: Record<string, string>;
   client: Api;
   baselines: Partial<Record<BaselineName, BaselineResult>>;
   /** Shared fixtures, created on first use: one tenant, one project and some tasks. */
@@ -65,6 +71,9 @@ export interface BenchContext {
     taskIds?: string[];
     /** Tasks in the fixture project (created + seeded). */
     taskCount?: number;
+    /** Write targets of the create scenarios: projects spread over orgs, many projects in one org. */
+    spread?: Array<{ tenant: Tenant; projectId: string }>;
+    oneOrg?: Array<{ tenant: Tenant; projectId: string }>;
   };
   log(msg: string): void;
 }

@@ -92,17 +92,16 @@ export async function deleteProject(trx: Trx, tenantId: string, id: string): Pro
   await trx.deleteFrom('projects').where('tenant_id', '=', tenantId).where('id', '=', id).execute();
 }
 
-/** Hands out the next task number of a project, or null when the project does not exist (or is archived). */
-export async function nextTaskNumber(trx: Trx, tenantId: string, projectId: string): Promise<{ number: number; key: string } | null> {
-  const r = await trx
-    .updateTable('projects')
-    .set({ task_counter: sql<number>`task_counter + 1` })
-    .where('tenant_id', '=', tenantId)
-    .where('id', '=', projectId)
-    .where('archived', '=', false)
-    .returning(['task_counter', 'key'])
-    .executeTakeFirst();
-  return r ? { number: Number(r.task_counter), key: r.key } : null;
+/**
+ * Pins the project for a task create (FOR KEY SHARE: it cannot be deleted, or locked by an update, until
+ * this transaction ends) and says whether it is archived; null when it does not exist. Creates do not
+ * block each other with it (KEY SHARE is compatible with KEY SHARE and with the counter's UPDATE), so it
+ * does not serialize anything; it puts the project first in a create's lock order, as in every other
+ * project write (project, then the audit log).
+ */
+export async function pinProjectForTask(trx: Trx, tenantId: string, projectId: string): Promise<{ archived: boolean } | null> {
+  const r = await trx.selectFrom('projects').select('archived').where('tenant_id', '=', tenantId).where('id', '=', projectId).forKeyShare().executeTakeFirst();
+  return r ?? null;
 }
 
 export const PROJECT_SORTS = ['-createdAt', 'createdAt', 'name', '-name'] as const;

@@ -73,27 +73,71 @@ function toTask(r: TaskRow): Task {
   };
 }
 
-/** A task as inserted: the stored fields the database does not fill in (key, version, timestamps). */
-export type NewTask = Omit<Task, 'key' | 'version' | 'createdAt' | 'updatedAt'> & { tenantId: string };
+/** A task as created: the fields its creator chooses; the number, key, version and timestamps come from the database. */
+export type NewTask = Omit<Task, 'number' | 'key' | 'version' | 'createdAt' | 'updatedAt'> & { tenantId: string };
 
-export async function insertTask(trx: Trx, t: NewTask): Promise<void> {
-  await trx
-    .insertInto('tasks')
-    .values({
-      tenant_id: t.tenantId,
-      id: t.id,
-      project_id: t.projectId,
-      number: t.number,
-      title: t.title,
-      description: t.description,
-      status: t.status,
-      priority: PRIORITIES.indexOf(t.priority),
-      assignee_id: t.assigneeId,
-      labels: sqlTextArray(t.labels),
-      due_date: t.dueDate,
-      created_by: t.createdBy,
-    })
-    .execute();
+/**
+ * Hands out the project's next task number and inserts the task with it, in one statement: the project row
+ * is locked (`UPDATE … RETURNING`) from here until the transaction ends, so callers run it as late as they
+ * can — after every write that does not need the number (see the README, "Task numbers"). Gap-free: a
+ * rollback returns the number with the row lock; unique: the lock orders the allocations of one project.
+ * Null when the project does not exist or is archived (nothing written).
+ */
+export async function insertNumberedTask(trx: Trx, t: NewTask): Promise<Task | null> {
+  const r = await trx
+    .with('n', (db) =>
+      db
+        .updateTable('projects')
+        .set({ task_counter: sql<number>`task_counter + 1` })
+        .where('tenant_id', '=', t.tenantId)
+        .where('id', '=', t.projectId)
+        .where('archived', '=', false)
+        .returning(['task_counter', 'key']),
+    )
+    .with('ins', (db) =>
+      db
+        .insertInto('tasks')
+        .columns(['tenant_id', 'id', 'project_id', 'number', 'title', 'description', 'status', 'priority', 'assignee_id', 'labels', 'due_date', 'created_by'])
+        .expression((eb) =>
+          eb
+            .selectFrom('n')
+            .select([
+              sql<string>`${t.tenantId}::uuid`.as('tenant_id'),
+              sql<string>`${t.id}::uuid`.as('id'),
+              sql<string>`${t.projectId}::uuid`.as('project_id'),
+              'n.task_counter',
+              sql<string>`${t.title}::text`.as('title'),
+              sql<string>`${t.description}::text`.as('description'),
+              sql<string>`${t.status}::text`.as('status'),
+              sql<number>`${PRIORITIES.indexOf(t.priority)}::smallint`.as('priority'),
+              sql<string | null>`${t.assigneeId}::uuid`.as('assignee_id'),
+              sqlTextArray(t.labels).as('labels'),
+              sql<string | null>`${t.dueDate}::date`.as('due_date'),
+              sql<string>`${t.createdBy}::uuid`.as('created_by'),
+            ]),
+        )
+        .returning([
+          'id',
+          'project_id',
+          'number',
+          'title',
+          'description',
+          'status',
+          'priority',
+          'assignee_id',
+          'labels',
+          sql<string | null>`due_date::text`.as('due_date'),
+          'version',
+          'created_by',
+          'created_at',
+          'updated_at',
+        ]),
+    )
+    .selectFrom(['ins', 'n'])
+    .selectAll('ins')
+    .select('n.key as project_key')
+    .executeTakeFirst();
+  return r ? toTask(r) : null;
 }
 
 /** text[] literal as one bound parameter (both pg and PGlite accept the array literal syntax). */

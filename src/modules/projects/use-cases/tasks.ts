@@ -4,7 +4,7 @@ import { decodeCursor, listFingerprint, toPage } from '../../../platform/http/pa
 import { newId } from '../../../platform/ids.ts';
 import { assigneeNotMember, preconditionFailed, projectArchived, projectNotFound, taskNotFound } from '../projects.errors.ts';
 import { PROJECT_EVENTS, type TaskAssignedPayload, type TaskCreatedPayload, type TaskUpdatedPayload } from '../projects.events.ts';
-import { findProject, nextTaskNumber } from '../projects.repo.ts';
+import { findProject, pinProjectForTask } from '../projects.repo.ts';
 import * as repo from '../tasks.repo.ts';
 import type { Task, TaskChanges, TaskFilters, TaskSort } from '../tasks.repo.ts';
 import { actingUser, auditChanges, changedFields, etagOf, ifMatchHolds, normalizeLabels, reviveDates, type Page, type UseCaseContext } from './context.ts';
@@ -53,19 +53,21 @@ export function taskUseCases(c: UseCaseContext): TaskUseCases {
     async createTask(ctx, projectId, input) {
       const { tenantId } = ctx;
       await assertMember(tenantId, input.assigneeId);
+      const id = newId();
+      const actorId = actingUser(ctx);
       return scope.withTenant(tenantId, async (trx) => {
-        const next = await nextTaskNumber(trx, tenantId, projectId);
-        if (!next) {
-          if (await findProject(trx, tenantId, projectId)) throw projectArchived();
-          throw projectNotFound();
-        }
-        const id = newId();
-        const actorId = actingUser(ctx);
-        await repo.insertTask(trx, {
+        // The project first (a shared pin, not the numbering lock: creates do not wait for each other here),
+        // so the lock order is project → audit log as in every project write; a refused create stops here.
+        const pinned = await pinProjectForTask(trx, tenantId, projectId);
+        if (!pinned) throw projectNotFound();
+        if (pinned.archived) throw projectArchived();
+        // Everything that does not need the number comes next. The project row lock that numbers the task is
+        // taken by the last statement but the events (whose payload carries the key), and held only until commit.
+        await c.record(trx, ctx, 'projects.task.create', { type: 'task', id }, auditChanges({}, input));
+        const task = await repo.insertNumberedTask(trx, {
           tenantId,
           id,
           projectId,
-          number: next.number,
           title: input.title,
           description: input.description ?? '',
           status: input.status ?? 'todo',
@@ -75,8 +77,10 @@ export function taskUseCases(c: UseCaseContext): TaskUseCases {
           dueDate: input.dueDate ?? null,
           createdBy: actorId,
         });
-        const task = (await repo.findTask(trx, tenantId, id))!;
-        await c.record(trx, ctx, 'projects.task.create', { type: 'task', id }, auditChanges({}, input));
+        if (!task) {
+          if (await findProject(trx, tenantId, projectId)) throw projectArchived();
+          throw projectNotFound();
+        }
         const created: TaskCreatedPayload = {
           taskId: id,
           projectId,

@@ -92,18 +92,6 @@ export async function deleteProject(trx: Trx, tenantId: string, id: string): Pro
   await trx.deleteFrom('projects').where('tenant_id', '=', tenantId).where('id', '=', id).execute();
 }
 
-/**
- * Pins the project for a task create (FOR KEY SHARE: it cannot be deleted, or locked by an update, until
- * this transaction ends) and says whether it is archived; null when it does not exist. Creates do not
- * block each other with it (KEY SHARE is compatible with KEY SHARE and with the counter's UPDATE), so it
- * does not serialize anything; it puts the project first in a create's lock order, as in every other
- * project write (project, then the audit log).
- */
-export async function pinProjectForTask(trx: Trx, tenantId: string, projectId: string): Promise<{ archived: boolean } | null> {
-  const r = await trx.selectFrom('projects').select('archived').where('tenant_id', '=', tenantId).where('id', '=', projectId).forKeyShare().executeTakeFirst();
-  return r ?? null;
-}
-
 export const PROJECT_SORTS = ['-createdAt', 'createdAt', 'name', '-name'] as const;
 export type ProjectSort = (typeof PROJECT_SORTS)[number];
 

@@ -4,7 +4,7 @@ import { decodeCursor, listFingerprint, toPage } from '../../../platform/http/pa
 import { newId } from '../../../platform/ids.ts';
 import { assigneeNotMember, preconditionFailed, projectArchived, projectNotFound, taskNotFound } from '../projects.errors.ts';
 import { PROJECT_EVENTS, type TaskAssignedPayload, type TaskCreatedPayload, type TaskUpdatedPayload } from '../projects.events.ts';
-import { findProject, pinProjectForTask } from '../projects.repo.ts';
+import { findProject } from '../projects.repo.ts';
 import * as repo from '../tasks.repo.ts';
 import type { Task, TaskChanges, TaskFilters, TaskSort } from '../tasks.repo.ts';
 import { actingUser, auditChanges, changedFields, etagOf, ifMatchHolds, normalizeLabels, reviveDates, type Page, type UseCaseContext } from './context.ts';
@@ -56,11 +56,6 @@ export function taskUseCases(c: UseCaseContext): TaskUseCases {
       const id = newId();
       const actorId = actingUser(ctx);
       return scope.withTenant(tenantId, async (trx) => {
-        // The project first (a shared pin, not the numbering lock: creates do not wait for each other here),
-        // so the lock order is project → audit log as in every project write; a refused create stops here.
-        const pinned = await pinProjectForTask(trx, tenantId, projectId);
-        if (!pinned) throw projectNotFound();
-        if (pinned.archived) throw projectArchived();
         // Everything that does not need the number comes next. The project row lock that numbers the task is
         // taken by the last statement but the events (whose payload carries the key), and held only until commit.
         await c.record(trx, ctx, 'projects.task.create', { type: 'task', id }, auditChanges({}, input));

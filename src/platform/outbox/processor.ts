@@ -9,15 +9,45 @@ import type { Registry, Subscription } from './registry.ts';
 import type { DeliveryJob, ProcessOutcome, Processor } from './transport.ts';
 
 const MAX_ERROR_CHARS = 1_000;
+const DONE: ProcessOutcome = {};
+/** A consumer this process has no handler for (a newer worker declared it): left for a process that has. */
+const NOT_HERE: ProcessOutcome = { retryAfterMs: 60_000 };
 
 /**
- * Runs one delivery: claims it and records the processed event in the handler's own transaction, so the
- * handler's effects, the claim and the record commit together (a redelivered event has one effect).
- * A failure is recorded with a backoff, or dead-letters the delivery after its last attempt.
+ * Runs deliveries: claims them and records the processed events in the handlers' own transaction, so a
+ * handler's effects, its claim and its record commit together (a redelivered event has one effect).
+ *
+ * A batch runs in one transaction per tenant: one statement claims every delivery and records every
+ * processed event, then the handlers run one after another on that transaction, then one commit. If any
+ * handler fails, the whole transaction rolls back (nothing of the batch happened) and its deliveries are
+ * run again one transaction each, so only the failing one records its failure: retried with a backoff,
+ * or dead-lettered after its last attempt.
  */
 export function createProcessor(db: Database, registry: Registry, log: Logger): Processor {
   function inTransaction<T>(tenantId: string | null, fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
     return tenantId ? db.withTenant(tenantId, fn) : db.app.transaction().execute(fn);
+  }
+
+  function jobLogger(job: DeliveryJob): Logger {
+    const { event } = job;
+    return log.child({
+      eventId: event.id,
+      event: event.name,
+      consumer: job.consumer,
+      deliveryId: job.deliveryId,
+      tenantId: event.tenantId,
+      requestId: event.requestId ?? undefined,
+      traceparent: event.traceparent ?? undefined,
+    });
+  }
+
+  /** One CONSUMER span per attempt, child of the span that added the event, and plinth_job_duration_seconds. */
+  function runHandler(job: DeliveryJob, sub: Subscription, trx: Transaction<DB>, attempt: number, jobLog: Logger): Promise<void> {
+    const { event } = job;
+    const ctx = { requestId: event.requestId ?? undefined, traceparent: event.traceparent ?? undefined };
+    return instrumentJob({ queue: job.consumer, name: event.name, traceparent: event.traceparent }, () =>
+      runInEventContext(ctx, () => sub.handler(event, { trx, logger: jobLog, attempt })),
+    );
   }
 
   async function recordFailure(job: DeliveryJob, sub: Subscription, err: Error, jobLog: Logger): Promise<ProcessOutcome> {
@@ -27,7 +57,7 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
       .select(['attempts', 'max_attempts'])
       .where('id', '=', job.deliveryId)
       .executeTakeFirst();
-    if (!current) return {};
+    if (!current) return DONE;
     const attempt = current.attempts + 1;
     const dead = attempt >= current.max_attempts;
     const delay = dead ? 0 : backoffDelay(attempt, sub.backoffBaseMs, sub.backoffMaxMs);
@@ -44,61 +74,95 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
       .where('status', '=', 'pending')
       .where('attempts', '=', current.attempts)
       .executeTakeFirst();
-    if (Number(updated.numUpdatedRows) === 0) return {}; // settled meanwhile by another run
+    if (Number(updated.numUpdatedRows) === 0) return DONE; // settled meanwhile by another run
     if (dead) {
       jobLog.error({ attempt, error: message }, 'handler failed for the last time; delivery dead-lettered');
-      return {};
+      return DONE;
     }
     jobLog.warn({ attempt, retryInMs: delay, error: message }, 'handler failed; will retry');
     return { retryAfterMs: delay };
   }
 
-  return async function processDelivery(job) {
-    const { event } = job;
-    const jobLog = log.child({
-      eventId: event.id,
-      event: event.name,
-      consumer: job.consumer,
-      deliveryId: job.deliveryId,
-      tenantId: event.tenantId,
-      requestId: event.requestId ?? undefined,
-      traceparent: event.traceparent ?? undefined,
-    });
-    const sub = registry.byConsumer.get(job.consumer);
-    if (!sub) {
-      jobLog.warn('no handler for this consumer in this process; retrying later');
-      return { retryAfterMs: 60_000 };
-    }
-    const ctx = { requestId: event.requestId ?? undefined, traceparent: event.traceparent ?? undefined };
+  /**
+   * One round trip claims the deliveries (row locks taken in id order, so two overlapping batches cannot
+   * deadlock; a concurrent duplicate waits, then finds them settled) and writes the processed-event records.
+   * Returns, per claimed delivery, its attempt number and whether its processed record is new.
+   */
+  async function claim(trx: Transaction<DB>, jobs: DeliveryJob[]): Promise<Map<string, { attempts: number; fresh: boolean }>> {
+    const { rows } = await sql<{ id: string; attempts: number; fresh: boolean }>`
+      with l as (
+        select id from job_deliveries
+        where id = any(${jobs.map((j) => j.deliveryId)}::uuid[]) and status = 'pending'
+        order by id for update),
+      d as (
+        update job_deliveries j set status = 'done', attempts = j.attempts + 1, last_error = null, updated_at = now()
+        from l where j.id = l.id
+        returning j.id, j.event_id, j.consumer, j.tenant_id, j.attempts),
+      p as (
+        insert into processed_events (consumer, event_id, tenant_id)
+        select consumer, event_id, tenant_id from d
+        on conflict do nothing returning consumer, event_id)
+      select d.id, d.attempts, (p.event_id is not null) as fresh
+      from d left join p on p.event_id = d.event_id and p.consumer = d.consumer`.execute(trx);
+    return new Map(rows.map((r) => [r.id, { attempts: r.attempts, fresh: r.fresh }]));
+  }
+
+  /** Its own transaction: the path of a lone delivery and of each delivery of a batch that failed. */
+  async function processOne(job: DeliveryJob, sub: Subscription): Promise<ProcessOutcome> {
+    const jobLog = jobLogger(job);
     try {
-      // One CONSUMER span per attempt, child of the span that added the event (request → outbox → job is
-      // one trace), and plinth_job_duration_seconds{queue=consumer,outcome}.
-      const result = await instrumentJob({ queue: job.consumer, name: event.name, traceparent: event.traceparent }, () => runInEventContext(ctx, () =>
-        inTransaction(event.tenantId, async (trx) => {
-          // One round trip claims the delivery (row lock: a concurrent duplicate waits, then sees it settled)
-          // and writes the processed-event record; a failing handler rolls both back.
-          const { rows } = await sql<{ claimed: number; fresh: number; attempts: number }>`
-            with d as (
-              update job_deliveries set status = 'done', attempts = attempts + 1, last_error = null, updated_at = now()
-              where id = ${job.deliveryId} and status = 'pending' returning attempts),
-            p as (
-              insert into processed_events (consumer, event_id, tenant_id)
-              select ${job.consumer}, ${event.id}::uuid, ${event.tenantId}::uuid from d
-              on conflict do nothing returning event_id)
-            select (select count(*)::int from d) as claimed, (select count(*)::int from p) as fresh,
-                   coalesce((select attempts from d), 0) as attempts`.execute(trx);
-          const { claimed, fresh, attempts } = rows[0]!;
-          if (!claimed) return 'skipped';
-          if (!fresh) return 'duplicate';
-          await sub.handler(event, { trx, logger: jobLog, attempt: attempts });
-          return 'done';
-        }),
-      ));
+      const result = await inTransaction(job.event.tenantId, async (trx) => {
+        const claimed = (await claim(trx, [job])).get(job.deliveryId);
+        if (!claimed) return 'skipped';
+        if (!claimed.fresh) return 'duplicate';
+        await runHandler(job, sub, trx, claimed.attempts, jobLog);
+        return 'done';
+      });
       if (result === 'done') jobLog.debug('event handled');
       else jobLog.debug({ result }, 'delivery already settled; not run again');
-      return {};
+      return DONE;
     } catch (err) {
       return recordFailure(job, sub, err as Error, jobLog);
     }
+  }
+
+  /** All of one tenant's deliveries in one transaction; false if it rolled back (a handler failed). */
+  async function processTogether(group: Array<{ job: DeliveryJob; sub: Subscription }>): Promise<boolean> {
+    try {
+      await inTransaction(group[0]!.job.event.tenantId, async (trx) => {
+        const claimed = await claim(trx, group.map((g) => g.job));
+        for (const { job, sub } of group) {
+          const c = claimed.get(job.deliveryId);
+          if (c?.fresh) await runHandler(job, sub, trx, c.attempts, jobLogger(job));
+        }
+      });
+      return true;
+    } catch (err) {
+      log.debug({ deliveries: group.length, error: (err as Error).message }, 'batch rolled back; running its deliveries one by one');
+      return false;
+    }
+  }
+
+  return async function processBatch(jobs) {
+    const outcomes: ProcessOutcome[] = jobs.map(() => DONE);
+    // One transaction per tenant (the tenant context is the transaction's), in first-seen order.
+    const groups = new Map<string, Array<{ job: DeliveryJob; sub: Subscription; index: number }>>();
+    jobs.forEach((job, index) => {
+      const sub = registry.byConsumer.get(job.consumer);
+      if (!sub) {
+        jobLogger(job).warn('no handler for this consumer in this process; retrying later');
+        outcomes[index] = NOT_HERE;
+        return;
+      }
+      const key = job.event.tenantId ?? '';
+      const group = groups.get(key) ?? [];
+      group.push({ job, sub, index });
+      groups.set(key, group);
+    });
+    for (const group of groups.values()) {
+      if (group.length > 1 && (await processTogether(group))) continue;
+      for (const { job, sub, index } of group) outcomes[index] = await processOne(job, sub);
+    }
+    return outcomes;
   };
 }

@@ -1,0 +1,98 @@
+import { sql } from 'kysely';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countEffects, createEffectsTable } from '../../../test/helpers/jobs.ts';
+import { newId } from '../ids.ts';
+import { createTestDatabase, type TestDatabase } from '../testing/test-db.ts';
+import { createProcessor } from './processor.ts';
+import { addToOutbox, toEnvelope, type OutboxRow } from './publisher.ts';
+import { createRegistry } from './registry.ts';
+import { relayOnce } from './relay.ts';
+import type { DeliveryJob } from './transport.ts';
+
+const logger = pino({ level: 'silent' });
+const TENANT_A = newId();
+const TENANT_B = newId();
+
+/** The batch processor, driven directly: the relay writes real deliveries, the processor runs them. */
+describe('batch processor', () => {
+  let t: TestDatabase;
+  const registry = createRegistry();
+  const runs: Array<{ consumer: string; eventId: string; txid: string; tenant: string }> = [];
+  const failing = new Set<string>();
+
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    await createEffectsTable(t.db.owner);
+    for (const consumer of ['test.batch_one', 'test.batch_two']) {
+      registry.subscribe('test.batched', consumer, async (event, { trx }) => {
+        const { rows } = await sql<{ txid: string; tenant: string }>`
+          select txid_current()::text as txid, current_setting('app.tenant_id', true) as tenant`.execute(trx);
+        runs.push({ consumer, eventId: event.id, ...rows[0]! });
+        await sql`insert into test_effects (tenant_id, event_id, consumer) values (${event.tenantId}, ${event.id}, ${consumer})`.execute(trx);
+        if (failing.has(`${consumer}/${event.id}`)) throw new Error('downstream unavailable');
+      }, { backoffBaseMs: 1_000 });
+    }
+  });
+  afterAll(async () => {
+    await t?.drop();
+  });
+
+  /** Publishes events, relays them, and returns their deliveries as the transport would hand them over. */
+  async function deliveries(tenants: string[]): Promise<DeliveryJob[]> {
+    for (const tenant of tenants) await t.db.withTenant(tenant, (trx) => addToOutbox(trx, { name: 'test.batched', tenantId: tenant, payload: {} }));
+    let jobs: DeliveryJob[] = [];
+    await relayOnce(t.db, registry, async (j) => void (jobs = j), 3_600_000);
+    return jobs;
+  }
+
+  it('runs a batch in one transaction per tenant, with the tenant context set, each effect once', async () => {
+    runs.length = 0;
+    const jobs = await deliveries([TENANT_A, TENANT_B, TENANT_A]);
+    expect(jobs).toHaveLength(6);
+    const outcomes = await createProcessor(t.db, registry, logger)(jobs);
+    expect(outcomes).toEqual(jobs.map(() => ({})));
+    expect(runs).toHaveLength(6);
+    const txOf = (tenant: string) => new Set(runs.filter((r) => r.tenant === tenant).map((r) => r.txid));
+    expect(txOf(TENANT_A).size).toBe(1);
+    expect(txOf(TENANT_B).size).toBe(1);
+    expect([...txOf(TENANT_A)][0]).not.toBe([...txOf(TENANT_B)][0]);
+    const effects = await countEffects(t.db.owner);
+    for (const j of jobs) expect(effects.get(`${j.consumer}/${j.event.id}`)).toBe(1);
+    const status = await t.db.app.selectFrom('job_deliveries').select(['status', 'attempts']).where('id', 'in', jobs.map((j) => j.deliveryId)).execute();
+    expect(status.every((s) => s.status === 'done' && s.attempts === 1)).toBe(true);
+
+    // Handed over again (a redelivery): everything is settled, no handler runs.
+    runs.length = 0;
+    expect(await createProcessor(t.db, registry, logger)(jobs)).toEqual(jobs.map(() => ({})));
+    expect(runs).toHaveLength(0);
+  });
+
+  it('one failing handler: the batch rolls back, the others run once, only the failing delivery is retried', async () => {
+    const jobs = await deliveries([TENANT_A, TENANT_A, TENANT_A]);
+    const victim = jobs[2]!;
+    failing.add(`${victim.consumer}/${victim.event.id}`);
+    const outcomes = await createProcessor(t.db, registry, logger)(jobs);
+    failing.clear();
+    expect(outcomes[2]!.retryAfterMs).toBeGreaterThan(0);
+    expect(outcomes.filter((o) => o.retryAfterMs !== undefined)).toHaveLength(1);
+    const effects = await countEffects(t.db.owner);
+    for (const j of jobs) expect(effects.get(`${j.consumer}/${j.event.id}`) ?? 0).toBe(j === victim ? 0 : 1);
+    const rows = await t.db.app.selectFrom('job_deliveries').select(['id', 'status', 'attempts', 'last_error']).where('id', 'in', jobs.map((j) => j.deliveryId)).execute();
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    expect(byId.get(victim.deliveryId)).toMatchObject({ status: 'pending', attempts: 1, last_error: 'downstream unavailable' });
+    for (const j of jobs.filter((j) => j !== victim)) expect(byId.get(j.deliveryId)).toMatchObject({ status: 'done', attempts: 1 });
+    const processed = await sql<{ n: number }>`select count(*)::int as n from processed_events where event_id = ${victim.event.id} and consumer = ${victim.consumer}`.execute(t.db.app);
+    expect(processed.rows[0]!.n).toBe(0);
+
+    // The retry succeeds and is the victim's only effect.
+    expect(await createProcessor(t.db, registry, logger)([victim])).toEqual([{}]);
+    expect((await countEffects(t.db.owner)).get(`${victim.consumer}/${victim.event.id}`)).toBe(1);
+  });
+
+  it('a consumer without a handler here is left for another process', async () => {
+    const [row] = (await sql<OutboxRow>`select id, tenant_id, name, payload, request_id, traceparent, occurred_at from outbox limit 1`.execute(t.db.app)).rows;
+    const outcomes = await createProcessor(t.db, registry, logger)([{ deliveryId: newId(), consumer: 'test.elsewhere', event: toEnvelope(row!) }]);
+    expect(outcomes).toEqual([{ retryAfterMs: 60_000 }]);
+  });
+});

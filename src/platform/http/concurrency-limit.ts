@@ -1,7 +1,6 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { httpRequestsShed, registerConcurrencyLimitMetrics } from '../observability/metrics.ts';
 import { sendProblem } from './errors.ts';
-import type { App } from './server.ts';
 
 /**
  * Adaptive concurrency limit (a gradient limiter after Netflix's concurrency-limits "Gradient2"): how many
@@ -160,7 +159,8 @@ export interface ConcurrencyLimitSettings {
  * `HTTP.OVERLOADED` problem+json with `Retry-After`. The limit, in-flight count and refusals are metrics.
  */
 export function registerConcurrencyLimit(
-  app: App,
+  // Any Fastify app (server.ts calls this, so its App type cannot be imported here).
+  app: FastifyInstance<any, any, any, any, any>,
   settings: ConcurrencyLimitSettings,
   opts: { now?: () => number } = {},
 ): ConcurrencyLimiter {

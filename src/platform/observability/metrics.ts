@@ -251,29 +251,22 @@ export interface ConcurrencyLimitSource {
 }
 const concurrencyLimits = sourceSet<ConcurrencyLimitSource>();
 
-// Registers itself; its collect() reads the registered sources at scrape time.
-new client.Gauge({
-  name: 'plinth_http_concurrency_limit',
-  help: 'Current adaptive limit on HTTP requests served at once by this process',
-  collect() {
-    if (concurrencyLimits.sources.size === 0) return;
-    let sum = 0;
-    for (const s of concurrencyLimits.sources) sum += s.limit();
-    this.set(sum);
-  },
-});
-
-// Registers itself; its collect() reads the registered sources at scrape time.
-new client.Gauge({
-  name: 'plinth_http_concurrency_limit_in_flight',
-  help: 'HTTP requests currently admitted by the adaptive concurrency limit',
-  collect() {
-    if (concurrencyLimits.sources.size === 0) return;
-    let sum = 0;
-    for (const s of concurrencyLimits.sources) sum += s.inFlight();
-    this.set(sum);
-  },
-});
+// Both register themselves; collect() sums the registered sources at scrape time.
+for (const [name, help, read] of [
+  ['plinth_http_concurrency_limit', 'Current adaptive limit on HTTP requests served at once by this process', (s) => s.limit()],
+  ['plinth_http_concurrency_limit_in_flight', 'HTTP requests currently admitted by the adaptive concurrency limit', (s) => s.inFlight()],
+] as Array<[string, string, (s: ConcurrencyLimitSource) => number]>) {
+  new client.Gauge({
+    name,
+    help,
+    collect() {
+      if (concurrencyLimits.sources.size === 0) return;
+      let sum = 0;
+      for (const s of concurrencyLimits.sources) sum += read(s);
+      this.set(sum);
+    },
+  });
+}
 
 /** Incremented on every request the adaptive concurrency limit refuses (503 HTTP.OVERLOADED). */
 export const httpRequestsShed = new client.Counter({

@@ -68,12 +68,16 @@ describe('batch processor', () => {
     expect(runs).toHaveLength(0);
   });
 
-  it('one failing handler: the batch rolls back, the others run once, only the failing delivery is retried', async () => {
+  it('one failing handler is rolled back alone: the others commit and ran once, only it is retried', async () => {
     const jobs = await deliveries([TENANT_A, TENANT_A, TENANT_A]);
     const victim = jobs[2]!;
     failing.add(`${victim.consumer}/${victim.event.id}`);
+    runs.length = 0;
     const outcomes = await createProcessor(t.db, registry, logger)(jobs);
     failing.clear();
+    // Each handler ran once (an effect outside the database, e.g. a webhook, is not repeated), in one transaction.
+    expect(runs.map((r) => `${r.consumer}/${r.eventId}`).sort()).toEqual(jobs.map((j) => `${j.consumer}/${j.event.id}`).sort());
+    expect(new Set(runs.map((r) => r.txid)).size).toBe(1);
     expect(outcomes[2]!.retryAfterMs).toBeGreaterThan(0);
     expect(outcomes.filter((o) => o.retryAfterMs !== undefined)).toHaveLength(1);
     const effects = await countEffects(t.db.owner);

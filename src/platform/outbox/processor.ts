@@ -9,7 +9,14 @@ import type { Registry, Subscription } from './registry.ts';
 import type { DeliveryJob, ProcessOutcome, Processor } from './transport.ts';
 
 const MAX_ERROR_CHARS = 1_000;
+
+interface Claimed {
+  attempts: number;
+  maxAttempts: number;
+  fresh: boolean;
+}
 const DONE: ProcessOutcome = {};
+const SAVEPOINT = 'plinth_handler';
 /** A consumer this process has no handler for (a newer worker declared it): left for a process that has. */
 const NOT_HERE: ProcessOutcome = { retryAfterMs: 60_000 };
 
@@ -18,10 +25,12 @@ const NOT_HERE: ProcessOutcome = { retryAfterMs: 60_000 };
  * handler's effects, its claim and its record commit together (a redelivered event has one effect).
  *
  * A batch runs in one transaction per tenant: one statement claims every delivery and records every
- * processed event, then the handlers run one after another on that transaction, then one commit. If any
- * handler fails, the whole transaction rolls back (nothing of the batch happened) and its deliveries are
- * run again one transaction each, so only the failing one records its failure: retried with a backoff,
- * or dead-lettered after its last attempt.
+ * processed event, then the handlers run one after another on that transaction, each behind a savepoint,
+ * then one commit. A handler that fails is rolled back to its savepoint alone: its claim and record are
+ * undone and its failure recorded in the same transaction (retried with a backoff, or dead-lettered after
+ * its last attempt), while the others' effects stand — a sibling's failure never runs a handler twice.
+ * If the transaction itself fails (connection lost, a handler that broke it), its deliveries run again one
+ * transaction each.
  */
 export function createProcessor(db: Database, registry: Registry, log: Logger): Processor {
   function inTransaction<T>(tenantId: string | null, fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
@@ -50,8 +59,23 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
     );
   }
 
+  /** What a failed attempt leads to: dead after the last attempt, else a retry after a backoff. */
+  function failure(attempt: number, maxAttempts: number, sub: Subscription, err: Error) {
+    const dead = attempt >= maxAttempts;
+    return { message: String(err?.message ?? err).slice(0, MAX_ERROR_CHARS), dead, delay: dead ? 0 : backoffDelay(attempt, sub.backoffBaseMs, sub.backoffMaxMs) };
+  }
+
+  function logFailure(jobLog: Logger, attempt: number, f: ReturnType<typeof failure>): ProcessOutcome {
+    if (f.dead) {
+      jobLog.error({ attempt, error: f.message }, 'handler failed for the last time; delivery dead-lettered');
+      return DONE;
+    }
+    jobLog.warn({ attempt, retryInMs: f.delay, error: f.message }, 'handler failed; will retry');
+    return { retryAfterMs: f.delay };
+  }
+
+  /** After its own transaction rolled back: one delivery's failure, recorded unless another run settled it. */
   async function recordFailure(job: DeliveryJob, sub: Subscription, err: Error, jobLog: Logger): Promise<ProcessOutcome> {
-    const message = String(err?.message ?? err).slice(0, MAX_ERROR_CHARS);
     const current = await db.app
       .selectFrom('job_deliveries')
       .select(['attempts', 'max_attempts'])
@@ -59,15 +83,14 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
       .executeTakeFirst();
     if (!current) return DONE;
     const attempt = current.attempts + 1;
-    const dead = attempt >= current.max_attempts;
-    const delay = dead ? 0 : backoffDelay(attempt, sub.backoffBaseMs, sub.backoffMaxMs);
+    const f = failure(attempt, current.max_attempts, sub, err);
     const updated = await db.app
       .updateTable('job_deliveries')
       .set({
         attempts: attempt,
-        last_error: message,
-        status: dead ? 'dead' : 'pending',
-        available_at: sql`now() + ${ms(delay)}`,
+        last_error: f.message,
+        status: f.dead ? 'dead' : 'pending',
+        available_at: sql`now() + ${ms(f.delay)}`,
         updated_at: sql`now()`,
       })
       .where('id', '=', job.deliveryId)
@@ -75,12 +98,31 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
       .where('attempts', '=', current.attempts)
       .executeTakeFirst();
     if (Number(updated.numUpdatedRows) === 0) return DONE; // settled meanwhile by another run
-    if (dead) {
-      jobLog.error({ attempt, error: message }, 'handler failed for the last time; delivery dead-lettered');
-      return DONE;
+    return logFailure(jobLog, attempt, f);
+  }
+
+  /**
+   * Inside a batch, after the handler's savepoint was rolled back: its claim (done, attempts + 1) becomes
+   * the failed attempt and its processed record goes, in the batch's transaction (one statement).
+   */
+  async function failInBatch(trx: Transaction<DB>, job: DeliveryJob, sub: Subscription, c: Claimed, err: Error, jobLog: Logger): Promise<ProcessOutcome> {
+    const f = failure(c.attempts, c.maxAttempts, sub, err);
+    await sql`
+      with forget as (delete from processed_events where consumer = ${job.consumer} and event_id = ${job.event.id}::uuid)
+      update job_deliveries set status = ${f.dead ? 'dead' : 'pending'}, last_error = ${f.message},
+        available_at = now() + ${ms(f.delay)}, updated_at = now()
+      where id = ${job.deliveryId}`.execute(trx);
+    return logFailure(jobLog, c.attempts, f);
+  }
+
+  /** Opens the savepoint before a handler, releasing the previous one in the same round trip on Postgres. */
+  async function savepoint(trx: Transaction<DB>, first: boolean): Promise<void> {
+    if (first) await sql.raw(`savepoint ${SAVEPOINT}`).execute(trx);
+    else if (db.kind === 'postgres') await sql.raw(`release savepoint ${SAVEPOINT}; savepoint ${SAVEPOINT}`).execute(trx);
+    else {
+      await sql.raw(`release savepoint ${SAVEPOINT}`).execute(trx);
+      await sql.raw(`savepoint ${SAVEPOINT}`).execute(trx);
     }
-    jobLog.warn({ attempt, retryInMs: delay, error: message }, 'handler failed; will retry');
-    return { retryAfterMs: delay };
   }
 
   /**
@@ -88,8 +130,8 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
    * deadlock; a concurrent duplicate waits, then finds them settled) and writes the processed-event records.
    * Returns, per claimed delivery, its attempt number and whether its processed record is new.
    */
-  async function claim(trx: Transaction<DB>, jobs: DeliveryJob[]): Promise<Map<string, { attempts: number; fresh: boolean }>> {
-    const { rows } = await sql<{ id: string; attempts: number; fresh: boolean }>`
+  async function claim(trx: Transaction<DB>, jobs: DeliveryJob[]): Promise<Map<string, Claimed>> {
+    const { rows } = await sql<{ id: string; attempts: number; max_attempts: number; fresh: boolean }>`
       with l as (
         select id from job_deliveries
         where id = any(${jobs.map((j) => j.deliveryId)}::uuid[]) and status = 'pending'
@@ -97,14 +139,14 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
       d as (
         update job_deliveries j set status = 'done', attempts = j.attempts + 1, last_error = null, updated_at = now()
         from l where j.id = l.id
-        returning j.id, j.event_id, j.consumer, j.tenant_id, j.attempts),
+        returning j.id, j.event_id, j.consumer, j.tenant_id, j.attempts, j.max_attempts),
       p as (
         insert into processed_events (consumer, event_id, tenant_id)
         select consumer, event_id, tenant_id from d
         on conflict do nothing returning consumer, event_id)
-      select d.id, d.attempts, (p.event_id is not null) as fresh
+      select d.id, d.attempts, d.max_attempts, (p.event_id is not null) as fresh
       from d left join p on p.event_id = d.event_id and p.consumer = d.consumer`.execute(trx);
-    return new Map(rows.map((r) => [r.id, { attempts: r.attempts, fresh: r.fresh }]));
+    return new Map(rows.map((r) => [r.id, { attempts: r.attempts, maxAttempts: r.max_attempts, fresh: r.fresh }]));
   }
 
   /** Its own transaction: the path of a lone delivery and of each delivery of a batch that failed. */
@@ -126,20 +168,31 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
     }
   }
 
-  /** All of one tenant's deliveries in one transaction; false if it rolled back (a handler failed). */
-  async function processTogether(group: Array<{ job: DeliveryJob; sub: Subscription }>): Promise<boolean> {
+  /** All of one tenant's deliveries in one transaction; undefined if the transaction itself failed. */
+  async function processTogether(group: Array<{ job: DeliveryJob; sub: Subscription }>): Promise<ProcessOutcome[] | undefined> {
     try {
-      await inTransaction(group[0]!.job.event.tenantId, async (trx) => {
+      return await inTransaction(group[0]!.job.event.tenantId, async (trx) => {
         const claimed = await claim(trx, group.map((g) => g.job));
-        for (const { job, sub } of group) {
+        const outcomes = group.map(() => DONE);
+        let first = true;
+        for (const [i, { job, sub }] of group.entries()) {
           const c = claimed.get(job.deliveryId);
-          if (c?.fresh) await runHandler(job, sub, trx, c.attempts, jobLogger(job));
+          if (!c?.fresh) continue;
+          await savepoint(trx, first);
+          first = false;
+          const jobLog = jobLogger(job);
+          try {
+            await runHandler(job, sub, trx, c.attempts, jobLog);
+          } catch (err) {
+            await sql.raw(`rollback to savepoint ${SAVEPOINT}`).execute(trx);
+            outcomes[i] = await failInBatch(trx, job, sub, c, err as Error, jobLog);
+          }
         }
+        return outcomes;
       });
-      return true;
     } catch (err) {
-      log.debug({ deliveries: group.length, error: (err as Error).message }, 'batch rolled back; running its deliveries one by one');
-      return false;
+      log.warn({ deliveries: group.length, error: (err as Error).message }, 'batch transaction failed; running its deliveries one by one');
+      return undefined;
     }
   }
 
@@ -160,8 +213,9 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
       groups.set(key, group);
     });
     for (const group of groups.values()) {
-      if (group.length > 1 && (await processTogether(group))) continue;
-      for (const { job, sub, index } of group) outcomes[index] = await processOne(job, sub);
+      const together = group.length > 1 ? await processTogether(group) : undefined;
+      if (together) together.forEach((outcome, i) => (outcomes[group[i]!.index] = outcome));
+      else for (const { job, sub, index } of group) outcomes[index] = await processOne(job, sub);
     }
     return outcomes;
   };

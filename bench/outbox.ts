@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { loadConfig } from '../src/platform/config.ts';
+import { openDatabase } from '../src/platform/db/database.ts';
 import { newId } from '../src/platform/ids.ts';
 import { createEventBus } from '../src/platform/outbox/event-bus.ts';
 import { createTestDatabase } from '../src/platform/testing/test-db.ts';
@@ -53,7 +54,10 @@ export async function runOutboxBench(opts: OutboxBenchOptions = {}): Promise<Out
   if (previous === undefined) delete process.env.TEST_DATABASE_URL;
   else process.env.TEST_DATABASE_URL = previous;
 
-  const bus = createEventBus({ config, logger: pino({ level: 'silent' }), db: testDb.db });
+  // As deployed, the producers (the API) and the worker are separate processes with a pool each: on one
+  // shared pool, a 1,000/s stream of producer transactions would queue the relay and the handlers behind it.
+  const workerDb = testDb.url ? await openDatabase({ databaseUrl: testDb.url, poolMax: opts.poolMax ?? 20 }) : testDb.db;
+  const bus = createEventBus({ config, logger: pino({ level: 'silent' }), db: workerDb });
   const tenant = newId();
   let phase: 'throughput' | 'latency' = 'throughput';
   let handled = 0;
@@ -115,6 +119,7 @@ export async function runOutboxBench(opts: OutboxBenchOptions = {}): Promise<Out
     };
   } finally {
     await bus.close();
+    if (workerDb !== testDb.db) await workerDb.close();
     if (opts.redisUrl) {
       const r = new Redis(opts.redisUrl);
       const keys = await r.keys(`${prefix}*`);

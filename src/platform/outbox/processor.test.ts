@@ -46,17 +46,22 @@ describe('batch processor', () => {
     return jobs;
   }
 
-  it('runs a batch in one transaction per tenant, with the tenant context set, each effect once', async () => {
+  it('runs a batch in one transaction per tenant and consumer, with the tenant context set, each effect once', async () => {
     runs.length = 0;
     const jobs = await deliveries([TENANT_A, TENANT_B, TENANT_A]);
     expect(jobs).toHaveLength(6);
     const outcomes = await createProcessor(t.db, registry, logger)(jobs);
     expect(outcomes).toEqual(jobs.map(() => ({})));
     expect(runs).toHaveLength(6);
-    const txOf = (tenant: string) => new Set(runs.filter((r) => r.tenant === tenant).map((r) => r.txid));
-    expect(txOf(TENANT_A).size).toBe(1);
-    expect(txOf(TENANT_B).size).toBe(1);
-    expect([...txOf(TENANT_A)][0]).not.toBe([...txOf(TENANT_B)][0]);
+    const txOf = (tenant: string, consumer: string) => new Set(runs.filter((r) => r.tenant === tenant && r.consumer === consumer).map((r) => r.txid));
+    const txids = [];
+    for (const tenant of [TENANT_A, TENANT_B]) {
+      for (const consumer of ['test.batch_one', 'test.batch_two']) {
+        expect(txOf(tenant, consumer).size).toBe(1);
+        txids.push(...txOf(tenant, consumer));
+      }
+    }
+    expect(new Set(txids).size).toBe(4);
     const effects = await countEffects(t.db.owner);
     for (const j of jobs) expect(effects.get(`${j.consumer}/${j.event.id}`)).toBe(1);
     const status = await t.db.app.selectFrom('job_deliveries').select(['status', 'attempts']).where('id', 'in', jobs.map((j) => j.deliveryId)).execute();
@@ -77,7 +82,7 @@ describe('batch processor', () => {
     failing.clear();
     // Each handler ran once (an effect outside the database, e.g. a webhook, is not repeated), in one transaction.
     expect(runs.map((r) => `${r.consumer}/${r.eventId}`).sort()).toEqual(jobs.map((j) => `${j.consumer}/${j.event.id}`).sort());
-    expect(new Set(runs.map((r) => r.txid)).size).toBe(1);
+    expect(new Set(runs.filter((r) => r.consumer === victim.consumer).map((r) => r.txid)).size).toBe(1);
     expect(outcomes[2]!.retryAfterMs).toBeGreaterThan(0);
     expect(outcomes.filter((o) => o.retryAfterMs !== undefined)).toHaveLength(1);
     const effects = await countEffects(t.db.owner);
@@ -92,6 +97,33 @@ describe('batch processor', () => {
     // The retry succeeds and is the victim's only effect.
     expect(await createProcessor(t.db, registry, logger)([victim])).toEqual([{}]);
     expect((await countEffects(t.db.owner)).get(`${victim.consumer}/${victim.event.id}`)).toBe(1);
+  });
+
+  it('a slow handler gets small transactions that run side by side', async () => {
+    let active = 0;
+    let peak = 0;
+    const txids = new Set<string>();
+    registry.subscribe('test.slow', 'test.slow_one', async (_event, { trx }) => {
+      active++;
+      peak = Math.max(peak, active);
+      txids.add((await sql<{ txid: string }>`select txid_current()::text as txid`.execute(trx)).rows[0]!.txid);
+      await new Promise((r) => setTimeout(r, 40));
+      active--;
+    });
+    const slow = async (n: number) => {
+      for (let i = 0; i < n; i++) await t.db.withTenant(TENANT_A, (trx) => addToOutbox(trx, { name: 'test.slow', tenantId: TENANT_A, payload: {} }));
+      let jobs: DeliveryJob[] = [];
+      await relayOnce(t.db, registry, async (j) => void (jobs = j), 3_600_000);
+      return jobs;
+    };
+    const processor = createProcessor(t.db, registry, logger, { concurrency: 4 });
+    await processor(await slow(1)); // learns the handler takes ~40 ms
+    txids.clear();
+    const outcomes = await processor(await slow(8));
+    expect(outcomes).toEqual(Array.from({ length: 8 }, () => ({})));
+    // ~200 ms of handler time per transaction: at most 5 deliveries each, so not one transaction of 320 ms.
+    expect(txids.size).toBeGreaterThanOrEqual(2);
+    if (t.db.kind === 'postgres') expect(peak).toBeGreaterThan(1); // PGlite has one connection
   });
 
   it('a consumer without a handler here is left for another process', async () => {

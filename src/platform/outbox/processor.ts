@@ -6,7 +6,7 @@ import { backoffDelay } from './cron.ts';
 import { ms } from './deliveries.ts';
 import { runInEventContext } from './event-context.ts';
 import type { Registry, Subscription } from './registry.ts';
-import type { DeliveryJob, ProcessOutcome, Processor } from './transport.ts';
+import { PROCESS_BATCH, type DeliveryJob, type ProcessOutcome, type Processor } from './transport.ts';
 
 const MAX_ERROR_CHARS = 1_000;
 
@@ -17,6 +17,10 @@ interface Claimed {
 }
 const DONE: ProcessOutcome = {};
 const SAVEPOINT = 'plinth_handler';
+/** Handler time one transaction of a batch aims at: longer holds its row locks and connection too long. */
+const TX_BUDGET_MS = 200;
+/** Deliveries per transaction for a consumer whose handler time is not known yet. */
+const FIRST_CHUNK = 10;
 /** A consumer this process has no handler for (a newer worker declared it): left for a process that has. */
 const NOT_HERE: ProcessOutcome = { retryAfterMs: 60_000 };
 
@@ -31,8 +35,21 @@ const NOT_HERE: ProcessOutcome = { retryAfterMs: 60_000 };
  * its last attempt), while the others' effects stand — a sibling's failure never runs a handler twice.
  * If the transaction itself fails (connection lost, a handler that broke it), its deliveries run again one
  * transaction each.
+ *
+ * How many deliveries share a transaction follows the consumer's measured handler time (about
+ * TX_BUDGET_MS of handlers per transaction): fast handlers run up to a whole batch together; slow ones
+ * (an HTTP call) run in small transactions side by side, at most `concurrency` per consumer at once.
  */
-export function createProcessor(db: Database, registry: Registry, log: Logger): Processor {
+export function createProcessor(db: Database, registry: Registry, log: Logger, opts: { concurrency?: number } = {}): Processor {
+  /** Per consumer: a moving average of its handler's duration (ms), and its transactions in progress. */
+  const handlerMs = new Map<string, number>();
+  const slots = new Map<string, <T>(fn: () => Promise<T>) => Promise<T>>();
+  const slotsOf = (consumer: string) => {
+    let s = slots.get(consumer);
+    if (!s) slots.set(consumer, (s = createSlots(opts.concurrency ?? 8)));
+    return s;
+  };
+
   function inTransaction<T>(tenantId: string | null, fn: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
     return tenantId ? db.withTenant(tenantId, fn) : db.app.transaction().execute(fn);
   }
@@ -51,12 +68,19 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
   }
 
   /** One CONSUMER span per attempt, child of the span that added the event, and plinth_job_duration_seconds. */
-  function runHandler(job: DeliveryJob, sub: Subscription, trx: Transaction<DB>, attempt: number, jobLog: Logger): Promise<void> {
+  async function runHandler(job: DeliveryJob, sub: Subscription, trx: Transaction<DB>, attempt: number, jobLog: Logger): Promise<void> {
     const { event } = job;
     const ctx = { requestId: event.requestId ?? undefined, traceparent: event.traceparent ?? undefined };
-    return instrumentJob({ queue: job.consumer, name: event.name, traceparent: event.traceparent }, () =>
-      runInEventContext(ctx, () => sub.handler(event, { trx, logger: jobLog, attempt })),
-    );
+    const started = performance.now();
+    try {
+      await instrumentJob({ queue: job.consumer, name: event.name, traceparent: event.traceparent }, () =>
+        runInEventContext(ctx, () => sub.handler(event, { trx, logger: jobLog, attempt })),
+      );
+    } finally {
+      const took = performance.now() - started;
+      const avg = handlerMs.get(job.consumer);
+      handlerMs.set(job.consumer, avg === undefined ? took : avg + (took - avg) * 0.2);
+    }
   }
 
   /** What a failed attempt leads to: dead after the last attempt, else a retry after a backoff. */
@@ -196,9 +220,21 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
     }
   }
 
+  /** Deliveries one transaction takes: as many as fit in TX_BUDGET_MS at the consumer's usual handler time. */
+  function chunkSize(consumer: string): number {
+    const avg = handlerMs.get(consumer);
+    return avg === undefined ? FIRST_CHUNK : Math.max(1, Math.min(PROCESS_BATCH, Math.floor(TX_BUDGET_MS / Math.max(avg, 0.01))));
+  }
+
+  async function processChunk(chunk: Array<{ job: DeliveryJob; sub: Subscription; index: number }>, outcomes: ProcessOutcome[]): Promise<void> {
+    const together = chunk.length > 1 ? await processTogether(chunk) : undefined;
+    if (together) together.forEach((outcome, i) => (outcomes[chunk[i]!.index] = outcome));
+    else for (const { job, sub, index } of chunk) outcomes[index] = await processOne(job, sub);
+  }
+
   return async function processBatch(jobs) {
     const outcomes: ProcessOutcome[] = jobs.map(() => DONE);
-    // One transaction per tenant (the tenant context is the transaction's), in first-seen order.
+    // One transaction per tenant and consumer (the tenant context is the transaction's), in first-seen order.
     const groups = new Map<string, Array<{ job: DeliveryJob; sub: Subscription; index: number }>>();
     jobs.forEach((job, index) => {
       const sub = registry.byConsumer.get(job.consumer);
@@ -207,16 +243,36 @@ export function createProcessor(db: Database, registry: Registry, log: Logger): 
         outcomes[index] = NOT_HERE;
         return;
       }
-      const key = job.event.tenantId ?? '';
+      const key = `${job.event.tenantId ?? ''}\u0000${job.consumer}`;
       const group = groups.get(key) ?? [];
       group.push({ job, sub, index });
       groups.set(key, group);
     });
+    // Fast handlers share a transaction; slow ones (an HTTP call) get small chunks that run side by side,
+    // at most `concurrency` transactions per consumer at once, as unbatched jobs did.
+    const chunks: Array<Array<{ job: DeliveryJob; sub: Subscription; index: number }>> = [];
     for (const group of groups.values()) {
-      const together = group.length > 1 ? await processTogether(group) : undefined;
-      if (together) together.forEach((outcome, i) => (outcomes[group[i]!.index] = outcome));
-      else for (const { job, sub, index } of group) outcomes[index] = await processOne(job, sub);
+      const size = chunkSize(group[0]!.sub.consumer);
+      for (let i = 0; i < group.length; i += size) chunks.push(group.slice(i, i + size));
     }
+    await Promise.all(chunks.map((chunk) => slotsOf(chunk[0]!.sub.consumer)(() => processChunk(chunk, outcomes))));
     return outcomes;
+  };
+}
+
+/** Runs at most `n` functions at once; the others wait in order. */
+function createSlots(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let free = n;
+  const waiting: Array<() => void> = [];
+  return async (fn) => {
+    if (free > 0) free--;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await fn();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else free++;
+    }
   };
 }

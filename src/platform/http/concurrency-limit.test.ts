@@ -97,10 +97,13 @@ describe('adaptive concurrency limit over HTTP', () => {
     registerHealthRoutes(app, { lifecycle, checks: {} });
     // A resource with 4 slots of 20 ms (a small pool): latency grows with the number of requests waiting.
     let busy = 0;
+    let peakQueued = 0;
     const waiting: Array<() => void> = [];
     app.get('/slow', { config: { public: true } }, async () => {
-      if (busy >= 4) await new Promise<void>((r) => waiting.push(r));
-      else busy++;
+      if (busy >= 4) {
+        peakQueued = Math.max(peakQueued, waiting.length + 1);
+        await new Promise<void>((r) => waiting.push(r));
+      } else busy++;
       await new Promise((r) => setTimeout(r, 20));
       const next = waiting.shift();
       if (next) next();
@@ -128,7 +131,8 @@ describe('adaptive concurrency limit over HTTP', () => {
       // Steady traffic at 4 concurrent sets the baseline.
       for (let i = 0; i < 10; i++) await Promise.all(Array.from({ length: 4 }, () => timed('/slow')));
 
-      // Burst: 200 at once. Unlimited, the last would wait 200 / 4 × 20 ms = 1 s.
+      // Burst: 200 at once. Unlimited, up to 196 would queue for the 4 slots and the last would wait ~1 s.
+      peakQueued = 0;
       const [burst, live] = await Promise.all([Promise.all(Array.from({ length: 200 }, () => timed('/slow'))), timed('/livez')]);
       expect(live.status).toBe(200); // probes are exempt
       const ok = burst.filter((r) => r.status === 200);
@@ -141,11 +145,13 @@ describe('adaptive concurrency limit over HTTP', () => {
         expect(r.type).toMatch(/application\/problem\+json/);
         expect(JSON.parse(r.body).code).toBe('HTTP.OVERLOADED');
       }
-      // Refusals are immediate; admitted requests wait for a few slots' worth, not for the whole burst.
-      // (Bounds are generous for a busy shared machine; without the limit the last admitted waits ~1 s.)
+      // Admitted requests wait behind a few slots' worth, not behind the burst: the queue in front of the
+      // resource stays at the limit's size (which is what bounds their latency)...
+      expect(peakQueued).toBeLessThanOrEqual(30);
+      // ...and refusals are immediate. (Time bounds are loose: this machine may be shared and busy.)
       const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
       expect(median(served[503]!)).toBeLessThan(50);
-      expect(Math.max(...served[200]!.slice(-ok.length))).toBeLessThan(500);
+      expect(median(served[200]!.slice(-ok.length))).toBeLessThan(300);
       const metrics = await scrape();
       expect(metrics).toMatch(/^plinth_http_concurrency_limit \d+/m);
       expect(metrics).toMatch(/^plinth_http_concurrency_limit_in_flight \d+/m);

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { loadConfig } from '../src/platform/config.ts';
+import { openDatabase } from '../src/platform/db/database.ts';
 import { newId } from '../src/platform/ids.ts';
 import { createEventBus } from '../src/platform/outbox/event-bus.ts';
 import { createTestDatabase } from '../src/platform/testing/test-db.ts';
@@ -29,7 +30,7 @@ export interface OutboxBenchResult {
   transport: 'in-process' | 'bullmq';
   database: 'pglite' | 'postgres';
   throughput: { events: number; ms: number; eventsPerSec: number };
-  latency: { rate: number; events: number; p50Ms: number; p95Ms: number; p99Ms: number; maxMs: number };
+  latency: { rate: number; events: number; failedToPublish: number; p50Ms: number; p95Ms: number; p99Ms: number; maxMs: number };
 }
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
@@ -53,7 +54,10 @@ export async function runOutboxBench(opts: OutboxBenchOptions = {}): Promise<Out
   if (previous === undefined) delete process.env.TEST_DATABASE_URL;
   else process.env.TEST_DATABASE_URL = previous;
 
-  const bus = createEventBus({ config, logger: pino({ level: 'silent' }), db: testDb.db });
+  // As deployed, the producers (the API) and the worker are separate processes with a pool each: on one
+  // shared pool, a 1,000/s stream of producer transactions would queue the relay and the handlers behind it.
+  const workerDb = testDb.url ? await openDatabase({ databaseUrl: testDb.url, poolMax: opts.poolMax ?? 20 }) : testDb.db;
+  const bus = createEventBus({ config, logger: pino({ level: 'silent' }), db: workerDb });
   const tenant = newId();
   let phase: 'throughput' | 'latency' = 'throughput';
   let handled = 0;
@@ -97,24 +101,28 @@ export async function runOutboxBench(opts: OutboxBenchOptions = {}): Promise<Out
     const ticks = Math.round(duration / 10);
     const t0 = Date.now();
     const inflight: Promise<unknown>[] = [];
+    let failed = 0;
     for (let t = 0; t < ticks; t++) {
       for (let k = 0; k < perTick; k++) {
-        inflight.push(testDb.db.withTenant(tenant, (trx) => bus.add(trx, { name: 'bench.happened', tenantId: tenant, payload: { t, k } })));
+        // A producer transaction that cannot get a connection in time (an overloaded machine) is counted,
+        // not left as an unhandled rejection that kills the run.
+        inflight.push(testDb.db.withTenant(tenant, (trx) => bus.add(trx, { name: 'bench.happened', tenantId: tenant, payload: { t, k } })).catch(() => void failed++));
       }
       const next = t0 + (t + 1) * 10;
       await sleep(Math.max(0, next - Date.now()));
     }
     await Promise.all(inflight);
-    await waitHandled(base + ticks * perTick, 60_000);
+    await waitHandled(base + ticks * perTick - failed, 60_000);
     const sorted = [...latencies].sort((a, b) => a - b);
     return {
       transport: config.redisUrl ? 'bullmq' : 'in-process',
       database: testDb.kind,
       throughput: { events: total, ms, eventsPerSec: Math.round((total / ms) * 1000) },
-      latency: { rate, events: sorted.length, p50Ms: pct(sorted, 50), p95Ms: pct(sorted, 95), p99Ms: pct(sorted, 99), maxMs: sorted.at(-1) ?? NaN },
+      latency: { rate, events: sorted.length, failedToPublish: failed, p50Ms: pct(sorted, 50), p95Ms: pct(sorted, 95), p99Ms: pct(sorted, 99), maxMs: sorted.at(-1) ?? NaN },
     };
   } finally {
     await bus.close();
+    if (workerDb !== testDb.db) await workerDb.close();
     if (opts.redisUrl) {
       const r = new Redis(opts.redisUrl);
       const keys = await r.keys(`${prefix}*`);

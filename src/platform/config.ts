@@ -113,6 +113,8 @@ export interface EdgeConfig {
   pressureRetryAfterSec: number;
   /** Requests in progress per process before new ones get 503 (0 = no cap). */
   maxInFlight: number;
+  /** Adaptive concurrency limit per process (http/concurrency-limit.ts): on by default in production. */
+  concurrencyLimit: { enabled: boolean; initialLimit: number; minLimit: number; maxLimit: number; retryAfterSec: number };
   /** L1 (in-process) cache entry lifetime: the bound on cross-process staleness if an invalidation is lost. */
   cacheL1TtlMs: number;
 }
@@ -184,6 +186,23 @@ function metricsToken(env: Env): string | undefined {
   return token;
 }
 
+function concurrencyLimit(env: Env, production: boolean): EdgeConfig['concurrencyLimit'] {
+  const minLimit = int(env, 'CONCURRENCY_LIMIT_MIN', 4, 1, 100_000);
+  const maxLimit = int(env, 'CONCURRENCY_LIMIT_MAX', 1000, 1, 100_000);
+  if (maxLimit < minLimit) throw new ConfigError('CONCURRENCY_LIMIT_MAX', `must be at least CONCURRENCY_LIMIT_MIN (${minLimit})`);
+  const initialLimit = int(env, 'CONCURRENCY_LIMIT_INITIAL', Math.min(maxLimit, Math.max(minLimit, 20)), 1, 100_000);
+  if (initialLimit < minLimit || initialLimit > maxLimit) {
+    throw new ConfigError('CONCURRENCY_LIMIT_INITIAL', `must be between CONCURRENCY_LIMIT_MIN (${minLimit}) and CONCURRENCY_LIMIT_MAX (${maxLimit})`);
+  }
+  return {
+    enabled: bool(env, 'CONCURRENCY_LIMIT_ENABLED', production),
+    initialLimit,
+    minLimit,
+    maxLimit,
+    retryAfterSec: int(env, 'CONCURRENCY_LIMIT_RETRY_AFTER_SEC', 1, 1, 3600),
+  };
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = oneOf(env, 'NODE_ENV', ['development', 'production', 'test'] as const, 'development');
   const production = nodeEnv === 'production';
@@ -253,12 +272,13 @@ export function loadConfig(env: Env = process.env): Config {
       rateLimitAuthFailures: int(env, 'RATE_LIMIT_AUTH_FAILURES', 60, 1, 10_000_000),
       idempotencyTtlSec: int(env, 'IDEMPOTENCY_TTL_SEC', 86_400, 60, 604_800),
       idempotencyLeaseSec: int(env, 'IDEMPOTENCY_LEASE_SEC', 5, 2, 600),
-      // Off by default outside production: embedded PGlite runs queries on the event loop, so its delay is not overload.
-      pressureMaxEventLoopDelayMs: int(env, 'PRESSURE_MAX_EVENT_LOOP_DELAY_MS', production ? 1000 : 0, 0, 600_000),
+      // Off by default: the adaptive concurrency limit sheds load (a fixed event-loop threshold queued bursts).
+      pressureMaxEventLoopDelayMs: int(env, 'PRESSURE_MAX_EVENT_LOOP_DELAY_MS', 0, 0, 600_000),
       pressureMaxHeapBytes: int(env, 'PRESSURE_MAX_HEAP_BYTES', 0, 0, 1e12),
       pressureMaxRssBytes: int(env, 'PRESSURE_MAX_RSS_BYTES', 0, 0, 1e12),
       pressureRetryAfterSec: int(env, 'PRESSURE_RETRY_AFTER_SEC', 5, 1, 3600),
       maxInFlight: int(env, 'MAX_IN_FLIGHT', 0, 0, 1_000_000),
+      concurrencyLimit: concurrencyLimit(env, production),
       cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
     },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),

@@ -35,19 +35,32 @@ const PRESSURE_EXEMPT = new Set(['/livez']);
 export async function registerEdgeProtection(app: App, deps: EdgeDeps): Promise<{ rateLimitStore: RateLimitStore }> {
   const { edge } = deps;
   registerInFlightLimit(app, { max: edge.maxInFlight, retryAfterSec: 1 });
-  await app.register(underPressure, {
-    maxEventLoopDelay: edge.pressureMaxEventLoopDelayMs,
-    maxHeapUsedBytes: edge.pressureMaxHeapBytes,
-    maxRssBytes: edge.pressureMaxRssBytes,
-    sampleInterval: 200,
-    // Returning a body makes under-pressure send it (its typings say void; undefined lets the request through).
-    pressureHandler: ((request: FastifyRequest, reply: FastifyReply, type: string, value: number | undefined) => {
-      if (PRESSURE_EXEMPT.has(request.url.split('?')[0] ?? '')) return undefined;
-      request.log.warn({ pressure: type, value }, 'under pressure: shedding request');
-      reply.code(503).header('retry-after', String(edge.pressureRetryAfterSec)).type('application/problem+json; charset=utf-8');
-      return buildProblem(503, 'HTTP.OVERLOADED', 'The server is overloaded; retry after the Retry-After delay', request.id);
-    }) as never,
-  });
+  // Fixed thresholds, opt-in (all 0 by default): the adaptive concurrency limit (concurrency-limit.ts,
+  // registered by the HTTP kernel) is what sheds load in production.
+  if (edge.pressureMaxEventLoopDelayMs > 0 || edge.pressureMaxHeapBytes > 0 || edge.pressureMaxRssBytes > 0) {
+    let delaySampled = false;
+    const probe = setInterval(() => {
+      delaySampled = Number.isFinite(app.memoryUsage().eventLoopDelay);
+      if (delaySampled) clearInterval(probe);
+    }, 100).unref();
+    app.addHook('onClose', async () => clearInterval(probe));
+    await app.register(underPressure, {
+      maxEventLoopDelay: edge.pressureMaxEventLoopDelayMs,
+      maxHeapUsedBytes: edge.pressureMaxHeapBytes,
+      maxRssBytes: edge.pressureMaxRssBytes,
+      sampleInterval: 200,
+      // Returning a body makes under-pressure send it (its typings say void; undefined lets the request through).
+      pressureHandler: ((request: FastifyRequest, reply: FastifyReply, type: string, value: number | undefined) => {
+        if (PRESSURE_EXEMPT.has(request.url.split('?')[0] ?? '')) return undefined;
+        // Before its first real sample the delay reads as Infinity (empty histogram, e.g. right after
+        // start): nothing was measured, so nothing is shed.
+        if (type === 'eventLoopDelay' && !Number.isFinite(value) && !delaySampled) return undefined;
+        request.log.warn({ pressure: type, value }, 'under pressure: shedding request');
+        reply.code(503).header('retry-after', String(edge.pressureRetryAfterSec)).type('application/problem+json; charset=utf-8');
+        return buildProblem(503, 'HTTP.OVERLOADED', 'The server is overloaded; retry after the Retry-After delay', request.id);
+      }) as never,
+    });
+  }
 
   const rateLimitStore = deps.redis
     ? createResilientRateLimitStore({ redis: deps.redis, prefix: deps.redisPrefix, policy: deps.redisPolicy, logger: deps.logger })

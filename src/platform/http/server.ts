@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { LifecycleState } from '../lifecycle.ts';
 import { newId } from '../ids.ts';
+import { registerConcurrencyLimit, shedRequests } from './concurrency-limit.ts';
 import { buildProblem, errorHandler, sendProblem } from './errors.ts';
 import { registerJsonParser, validatorCompilerFactory } from './input.ts';
 import { documentEdgeProtection } from './openapi-edge.ts';
@@ -206,7 +207,8 @@ export async function createHttpServer(opts: {
   });
 
   app.addHook('onResponse', async (request, reply) => {
-    const level = reply.statusCode >= 500 ? 'error' : 'info';
+    // A shed request is the limiter working, not an error (it logs a summary at warn itself).
+    const level = shedRequests.has(request) ? 'debug' : reply.statusCode >= 500 ? 'error' : 'info';
     request.log[level](
       {
         method: request.method,
@@ -247,6 +249,9 @@ export async function createHttpServer(opts: {
     uiConfig: { deepLinking: true },
   });
   app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
+
+  // Load shedding: after the security headers (a 503 carries them too), before everything else.
+  if (config.edge.concurrencyLimit.enabled) registerConcurrencyLimit(app, config.edge.concurrencyLimit);
 
   return app;
 }

@@ -244,6 +244,40 @@ export function registerPoolMetrics(db: PoolSource): () => void {
   return pools.add(db);
 }
 
+/** The adaptive concurrency limit of each HTTP app in this process (src/platform/http/concurrency-limit.ts). */
+export interface ConcurrencyLimitSource {
+  limit(): number;
+  inFlight(): number;
+}
+const concurrencyLimits = sourceSet<ConcurrencyLimitSource>();
+
+// Both register themselves; collect() sums the registered sources at scrape time.
+for (const [name, help, read] of [
+  ['plinth_http_concurrency_limit', 'Current adaptive limit on HTTP requests served at once by this process', (s) => s.limit()],
+  ['plinth_http_concurrency_limit_in_flight', 'HTTP requests currently admitted by the adaptive concurrency limit', (s) => s.inFlight()],
+] as Array<[string, string, (s: ConcurrencyLimitSource) => number]>) {
+  new client.Gauge({
+    name,
+    help,
+    collect() {
+      if (concurrencyLimits.sources.size === 0) return;
+      let sum = 0;
+      for (const s of concurrencyLimits.sources) sum += read(s);
+      this.set(sum);
+    },
+  });
+}
+
+/** Incremented on every request the adaptive concurrency limit refuses (503 HTTP.OVERLOADED). */
+export const httpRequestsShed = new client.Counter({
+  name: 'plinth_http_requests_shed_total',
+  help: 'HTTP requests refused by the adaptive concurrency limit (503 with Retry-After)',
+});
+
+export function registerConcurrencyLimitMetrics(source: ConcurrencyLimitSource): () => void {
+  return concurrencyLimits.add(source);
+}
+
 export interface OutboxStats {
   /** Rows not yet processed (pending relay or in flight). */
   backlog: number;

@@ -31,17 +31,30 @@ describe.runIf(redisUrl)('BullMQ: a job record that lost its queue entry', () =>
     redis.disconnect();
   });
 
+  it('the relay\'s dispatch queues one batch job per consumer, not one job per delivery', async () => {
+    const jobs = Array.from({ length: 20 }, () => job('test.batched'));
+    await transport.dispatch(jobs);
+    const [queue] = transport.queues(['test.batched']);
+    const waiting = await queue!.getWaiting();
+    expect(waiting).toHaveLength(1);
+    expect((waiting[0]!.data as { batch: DeliveryJob[] }).batch.map((d) => d.deliveryId)).toEqual(jobs.map((j) => j.deliveryId));
+  });
+
   it('is repaired by the sweeper\'s redispatch (a plain re-add of the same id is a no-op)', async () => {
     const jobs = Array.from({ length: 20 }, () => job('test.repair'));
-    await transport.dispatch(jobs);
+    // The sweeper's (and a retry's) jobs: one per delivery, jobId = event id.
+    await transport.redispatch(jobs);
     const [queue] = transport.queues(['test.repair']);
+    for (const j of jobs) expect(await queue!.getJobState(j.event.id)).toBe('waiting');
     // The queue entries vanish (eviction, a partial flush); the job hashes survive.
     await redis.del(`${prefix}:test.repair:wait`);
     for (const j of jobs) expect(await queue!.getJobState(j.event.id)).toBe('unknown');
 
-    await transport.dispatch(jobs);
+    // A plain re-add of the same ids does nothing…
+    await queue!.addBulk(jobs.map((j) => ({ name: j.event.name, data: j, opts: { jobId: j.event.id } })));
     for (const j of jobs) expect(await queue!.getJobState(j.event.id)).toBe('unknown');
 
+    // …the redispatch repairs them.
     await transport.redispatch(jobs);
     for (const j of jobs) expect(await queue!.getJobState(j.event.id)).toBe('waiting');
     // Jobs already waiting are left as they are (no duplicates).

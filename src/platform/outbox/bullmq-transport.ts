@@ -1,7 +1,32 @@
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { DeliveryJob, Processor, QueueView, Transport } from './transport.ts';
+import { PROCESS_BATCH, type DeliveryJob, type Processor, type QueueView, type Transport } from './transport.ts';
+
+/** A BullMQ job carrying several deliveries of one consumer. */
+interface BatchData {
+  batch: DeliveryJob[];
+}
+const BATCH_JOB = 'plinth.batch';
+
+function byConsumer(jobs: DeliveryJob[]): Map<string, DeliveryJob[]> {
+  const map = new Map<string, DeliveryJob[]>();
+  for (const job of jobs) {
+    const list = map.get(job.consumer);
+    if (list) list.push(job);
+    else map.set(job.consumer, [job]);
+  }
+  return map;
+}
+
+/**
+ * One delivery as its own job. jobId = event id (one queue per consumer), so re-adding a delivery that is
+ * still queued is a no-op. Completed and failed jobs leave Redis at once: Postgres holds their outcome,
+ * and a re-dispatch (sweeper, redrive) must not be swallowed by a finished job with the same id.
+ */
+function single(job: DeliveryJob) {
+  return { name: job.event.name, data: job, opts: { jobId: job.event.id, removeOnComplete: true, removeOnFail: true } as { jobId: string; removeOnComplete: boolean; removeOnFail: boolean; delay?: number } };
+}
 
 export interface BullTransportOptions {
   redisUrl: string;
@@ -27,7 +52,11 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** BullMQ over its own ioredis connections (maxRetriesPerRequest: null, as BullMQ requires). One queue per consumer, jobId = event id. */
+/**
+ * BullMQ over its own ioredis connections (maxRetriesPerRequest: null, as BullMQ requires). One queue per
+ * consumer; the relay's deliveries travel in batch jobs, re-dispatches and retries as single jobs whose
+ * jobId is the event id. A worker takes both shapes (single jobs queued by an older version included).
+ */
 export function createBullTransport(opts: BullTransportOptions): BullTransport {
   const connect = (name: string) => {
     const r = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, connectionName: name, enableReadyCheck: true });
@@ -76,24 +105,31 @@ export function createBullTransport(opts: BullTransportOptions): BullTransport {
     async redispatch(jobs) {
       if (jobs.length === 0) return;
       await withTimeout(dropOrphans(jobs), opts.dispatchTimeoutMs ?? 3_000, 'queue repair');
-      await transport.dispatch(jobs);
+      // One job per delivery, jobId = event id: a delivery still queued is not queued twice.
+      await withTimeout(
+        Promise.all([...byConsumer(jobs)].map(([consumer, list]) => queueFor(consumer).addBulk(list.map(single)))),
+        opts.dispatchTimeoutMs ?? 3_000,
+        'dispatch to Redis',
+      );
     },
+    /**
+     * What the relay hands over: per consumer, one BullMQ job per PROCESS_BATCH deliveries (one queue
+     * entry, one fetch, one transaction to process them all) instead of one job per delivery.
+     */
     async dispatch(jobs) {
-      const byConsumer = new Map<string, DeliveryJob[]>();
-      for (const job of jobs) byConsumer.set(job.consumer, [...(byConsumer.get(job.consumer) ?? []), job]);
       await withTimeout(
         Promise.all(
-          [...byConsumer].map(([consumer, list]) =>
-            queueFor(consumer).addBulk(
-              list.map((job) => ({
-                name: job.event.name,
-                data: job,
-                // Completed and failed jobs leave Redis at once: Postgres holds their outcome, and a
-                // re-dispatch (sweeper, redrive) must not be swallowed by a finished job with the same id.
-                opts: { jobId: job.event.id, removeOnComplete: true, removeOnFail: true },
-              })),
-            ),
-          ),
+          [...byConsumer(jobs)].map(([consumer, list]) => {
+            const batches: DeliveryJob[][] = [];
+            for (let i = 0; i < list.length; i += PROCESS_BATCH) batches.push(list.slice(i, i + PROCESS_BATCH));
+            return queueFor(consumer).addBulk(
+              batches.map((batch) =>
+                batch.length === 1
+                  ? single(batch[0]!)
+                  : { name: BATCH_JOB, data: { batch } satisfies BatchData, opts: { removeOnComplete: true, removeOnFail: true } },
+              ),
+            );
+          }),
         ),
         opts.dispatchTimeoutMs ?? 3_000,
         'dispatch to Redis',
@@ -105,9 +141,21 @@ export function createBullTransport(opts: BullTransportOptions): BullTransport {
         connections.push(connection);
         const worker = new Worker(
           consumer,
-          async (job: Job<DeliveryJob>, token?: string) => {
-            const outcome = await processor(job.data);
-            if (outcome.retryAfterMs !== undefined) {
+          async (job: Job<DeliveryJob | BatchData>, token?: string) => {
+            const data = job.data;
+            if ('batch' in data) {
+              const outcomes = await processor(data.batch);
+              // A delivery to retry gets its own delayed job (jobId = event id); the batch itself is done.
+              const retries = data.batch.flatMap((d, i) => {
+                const after = outcomes[i]?.retryAfterMs;
+                return after === undefined ? [] : [{ ...single(d), opts: { ...single(d).opts, delay: after } }];
+              });
+              if (retries.length > 0) await queueFor(consumer).addBulk(retries);
+              return;
+            }
+            // One delivery: a sweeper re-dispatch, a retry, or a job queued by a version before batches.
+            const [outcome] = await processor([data]);
+            if (outcome?.retryAfterMs !== undefined) {
               await job.moveToDelayed(Date.now() + outcome.retryAfterMs, token);
               throw new DelayedError();
             }

@@ -61,7 +61,7 @@ export function createEventBus(deps: EventBusDeps): EventBus {
   const log = logger.child({ component: 'jobs' });
   const workerId = `${hostname()}:${process.pid}:${newId().slice(-8)}`;
   const registry = createRegistry();
-  const processDelivery = createProcessor(db, registry, log);
+  const processDelivery = createProcessor(db, registry, log, { concurrency: config.jobsConcurrency });
   let transport: Transport | undefined;
   let running = false;
   let wake: (() => void) | undefined;

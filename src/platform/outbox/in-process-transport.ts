@@ -1,15 +1,18 @@
 import type { Logger } from 'pino';
-import type { DeliveryJob, Processor, Transport } from './transport.ts';
+import { PROCESS_BATCH, type DeliveryJob, type Processor, type Transport } from './transport.ts';
 
 const keyOf = (job: DeliveryJob) => `${job.consumer}\u0000${job.event.id}`;
 
 /**
- * The embedded default: an in-memory queue with bounded concurrency. Queued jobs vanish with the process;
+ * The embedded default: an in-memory queue, processed in batches of up to PROCESS_BATCH jobs, at most
+ * `concurrency` batches at a time. Queued jobs vanish with the process;
  * their deliveries stay 'pending' in Postgres and the worker re-dispatches them when it starts again.
  */
 export function createInProcessTransport(opts: { concurrency: number; logger: Logger }): Transport {
   const queue = new Map<string, DeliveryJob>();
-  const active = new Map<string, Promise<void>>();
+  /** Keys of the jobs being processed, and the batches processing them (at most `concurrency`). */
+  const active = new Set<string>();
+  const runs = new Set<Promise<void>>();
   const delayed = new Map<string, NodeJS.Timeout>();
   let processor: Processor | undefined;
   let consumers = new Set<string>();
@@ -17,32 +20,47 @@ export function createInProcessTransport(opts: { concurrency: number; logger: Lo
 
   function pump(): void {
     if (!processor || stopped) return;
-    for (const [key, job] of queue) {
-      if (active.size >= opts.concurrency) return;
-      if (!consumers.has(job.consumer) || active.has(key)) continue;
-      queue.delete(key);
-      const run = runJob(key, job).finally(() => {
-        active.delete(key);
+    while (runs.size < opts.concurrency) {
+      const batch = takeBatch();
+      if (batch.length === 0) return;
+      const run: Promise<void> = runBatch(batch).finally(() => {
+        for (const [key] of batch) active.delete(key);
+        runs.delete(run);
         setImmediate(pump);
       });
-      active.set(key, run);
+      runs.add(run);
     }
   }
 
-  async function runJob(key: string, job: DeliveryJob): Promise<void> {
+  /** Up to PROCESS_BATCH queued jobs, oldest first, skipping any whose previous run is still active. */
+  function takeBatch(): Array<[string, DeliveryJob]> {
+    const batch: Array<[string, DeliveryJob]> = [];
+    for (const [key, job] of queue) {
+      if (!consumers.has(job.consumer) || active.has(key)) continue;
+      queue.delete(key);
+      active.add(key);
+      batch.push([key, job]);
+      if (batch.length >= PROCESS_BATCH) break;
+    }
+    return batch;
+  }
+
+  async function runBatch(batch: Array<[string, DeliveryJob]>): Promise<void> {
     try {
-      const outcome = await processor!(job);
-      if (outcome.retryAfterMs !== undefined && !stopped) {
+      const outcomes = await processor!(batch.map(([, job]) => job));
+      outcomes.forEach((outcome, i) => {
+        if (outcome.retryAfterMs === undefined || stopped) return;
+        const [key, job] = batch[i]!;
         const timer = setTimeout(() => {
           delayed.delete(key);
           enqueue(job);
         }, outcome.retryAfterMs);
         timer.unref();
         delayed.set(key, timer);
-      }
+      });
     } catch (err) {
       // The processor records failures itself; anything reaching here is left for the sweeper.
-      opts.logger.error({ consumer: job.consumer, eventId: job.event.id, error: (err as Error).message }, 'job processing crashed');
+      opts.logger.error({ jobs: batch.length, error: (err as Error).message }, 'job processing crashed');
     }
   }
 
@@ -76,7 +94,7 @@ export function createInProcessTransport(opts: { concurrency: number; logger: Lo
       for (const timer of delayed.values()) clearTimeout(timer);
       delayed.clear();
       queue.clear();
-      await Promise.allSettled([...active.values()]);
+      await Promise.allSettled([...runs]);
     },
     async close() {},
     async inspect(names) {
@@ -85,7 +103,7 @@ export function createInProcessTransport(opts: { concurrency: number; logger: Lo
         let running = 0;
         let later = 0;
         for (const job of queue.values()) if (job.consumer === consumer) waiting++;
-        for (const key of active.keys()) if (key.startsWith(`${consumer}\u0000`)) running++;
+        for (const key of active) if (key.startsWith(`${consumer}\u0000`)) running++;
         for (const key of delayed.keys()) if (key.startsWith(`${consumer}\u0000`)) later++;
         return { consumer, waiting, active: running, delayed: later };
       });

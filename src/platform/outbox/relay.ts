@@ -8,9 +8,10 @@ import type { Registry } from './registry.ts';
 import type { DeliveryJob } from './transport.ts';
 
 /**
- * Claims a batch of committed, unrelayed events (FOR UPDATE SKIP LOCKED, so several relays never take the
- * same row), records one delivery per consumer in the same transaction, marks the events relayed, then
- * hands the new deliveries to the transport. Returns how many events it relayed.
+ * Claims a batch of committed, unrelayed events and marks them relayed (one statement, FOR UPDATE SKIP
+ * LOCKED, so several relays never take the same row), records one delivery per consumer with one insert in
+ * the same transaction, then hands the new deliveries to the transport (one batch job per consumer).
+ * Returns how many events it relayed.
  *
  * The consumers are those in `job_consumers` (declared by every worker version that ever started, see
  * consumers.ts) plus this process's own: an old worker relaying beside a new one still fans out to the
@@ -23,13 +24,17 @@ export async function relayOnce(
   retireMs: number,
 ): Promise<number> {
   const { events, jobs } = await db.app.transaction().execute(async (trx) => {
+    // Claimed and marked relayed in one statement; the mark commits only with the deliveries below.
     const { rows } = await sql<OutboxRow>`
-      select id, tenant_id, name, payload, request_id, traceparent, occurred_at
-      from outbox where relayed_at is null
-      order by id limit ${BATCH}
-      for update skip locked`.execute(trx);
+      with claimed as (
+        select id from outbox where relayed_at is null
+        order by id limit ${BATCH}
+        for update skip locked)
+      update outbox o set relayed_at = now() from claimed where o.id = claimed.id
+      returning o.id, o.tenant_id, o.name, o.payload, o.request_id, o.traceparent, o.occurred_at`.execute(trx);
     if (rows.length === 0) return { events: [], jobs: [] };
-    const events = rows.map(toEnvelope);
+    // Oldest first (UUIDv7 ids sort by time), as they are dispatched and processed.
+    const events = rows.map(toEnvelope).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const names = [...new Set(events.map((e) => e.name))];
     // Shared with other relays, exclusive against a consumer's registration (see consumers.ts).
     await sql`select pg_advisory_xact_lock_shared(${CONSUMERS_LOCK})`.execute(trx);
@@ -67,7 +72,6 @@ export async function relayOnce(
       const eventsById = new Map(events.map((e) => [e.id, e]));
       jobs = inserted.map((r) => ({ deliveryId: r.id, consumer: r.consumer, event: eventsById.get(r.event_id)! }));
     }
-    await trx.updateTable('outbox').set({ relayed_at: sql`now()` }).where('id', 'in', rows.map((r) => r.id)).execute();
     return { events, jobs };
   });
   await dispatch(jobs);

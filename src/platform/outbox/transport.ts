@@ -12,7 +12,14 @@ export interface ProcessOutcome {
   retryAfterMs?: number;
 }
 
-export type Processor = (job: DeliveryJob) => Promise<ProcessOutcome>;
+/**
+ * Runs a batch of deliveries (in one transaction per tenant when every handler succeeds) and returns one
+ * outcome per job, in the same order.
+ */
+export type Processor = (jobs: DeliveryJob[]) => Promise<ProcessOutcome[]>;
+
+/** Deliveries a transport hands to the processor at once (one BullMQ job, one in-process run). */
+export const PROCESS_BATCH = 100;
 
 export interface QueueView {
   consumer: string;

@@ -67,6 +67,8 @@ describe.skipIf(!enabled)('worker killed -9 mid-job, 20 times, during 2,000 even
       p.once('exit', (code) => reject(new Error(`worker exited (${code}) before it was ready`)));
     });
   const exited = (p: ChildProcess) => new Promise<void>((resolve) => (p.exitCode !== null || p.signalCode !== null ? resolve() : p.once('exit', () => resolve())));
+  const deliveryRows = async () =>
+    (await sql<{ n: number }>`select count(*)::int as n from job_deliveries`.execute(tp.db.owner)).rows[0]!.n;
   const effectRows = async () =>
     (await sql<{ n: number }>`select count(*)::int as n from fault_effects`.execute(tp.db.owner)).rows[0]!.n;
 
@@ -92,10 +94,11 @@ describe.skipIf(!enabled)('worker killed -9 mid-job, 20 times, during 2,000 even
     for (let i = 0; i < POOL; i++) launch();
     for (let kill = 0; kill < KILLS; kill++) {
       await waitFor(async () => readyWorkers.length, (n) => n >= 2, 60_000, 20); // one stays up after the kill
-      const before = await effectRows();
       await publish(kill);
-      await waitFor(effectRows, (n) => n >= before + 10, 30_000, 5);
-      await new Promise((r) => setTimeout(r, Math.random() * 50));
+      // A batch of deliveries commits as one transaction, so committed effects cannot show one in progress:
+      // wait until the round is relayed (its deliveries exist), then kill at a random moment of its processing.
+      await waitFor(deliveryRows, (n) => n >= (kill + 1) * (EVENTS / KILLS), 30_000, 5);
+      await new Promise((r) => setTimeout(r, 100 + Math.random() * 600));
       const victim = readyWorkers.shift()!;
       victim.kill('SIGKILL');
       await exited(victim);

@@ -1,0 +1,134 @@
+import { sql } from 'kysely';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countEffects, createEffectsTable } from '../../../test/helpers/jobs.ts';
+import { newId } from '../ids.ts';
+import { createTestDatabase, type TestDatabase } from '../testing/test-db.ts';
+import { createProcessor } from './processor.ts';
+import { addToOutbox, toEnvelope, type OutboxRow } from './publisher.ts';
+import { createRegistry } from './registry.ts';
+import { relayOnce } from './relay.ts';
+import type { DeliveryJob } from './transport.ts';
+
+const logger = pino({ level: 'silent' });
+const TENANT_A = newId();
+const TENANT_B = newId();
+
+/** The batch processor, driven directly: the relay writes real deliveries, the processor runs them. */
+describe('batch processor', () => {
+  let t: TestDatabase;
+  const registry = createRegistry();
+  const runs: Array<{ consumer: string; eventId: string; txid: string; tenant: string }> = [];
+  const failing = new Set<string>();
+
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    await createEffectsTable(t.db.owner);
+    for (const consumer of ['test.batch_one', 'test.batch_two']) {
+      registry.subscribe('test.batched', consumer, async (event, { trx }) => {
+        const { rows } = await sql<{ txid: string; tenant: string }>`
+          select txid_current()::text as txid, current_setting('app.tenant_id', true) as tenant`.execute(trx);
+        runs.push({ consumer, eventId: event.id, ...rows[0]! });
+        await sql`insert into test_effects (tenant_id, event_id, consumer) values (${event.tenantId}, ${event.id}, ${consumer})`.execute(trx);
+        if (failing.has(`${consumer}/${event.id}`)) throw new Error('downstream unavailable');
+      }, { backoffBaseMs: 1_000 });
+    }
+  });
+  afterAll(async () => {
+    await t?.drop();
+  });
+
+  /** Publishes events, relays them, and returns their deliveries as the transport would hand them over. */
+  async function deliveries(tenants: string[]): Promise<DeliveryJob[]> {
+    for (const tenant of tenants) await t.db.withTenant(tenant, (trx) => addToOutbox(trx, { name: 'test.batched', tenantId: tenant, payload: {} }));
+    let jobs: DeliveryJob[] = [];
+    await relayOnce(t.db, registry, async (j) => void (jobs = j), 3_600_000);
+    return jobs;
+  }
+
+  it('runs a batch in one transaction per tenant and consumer, with the tenant context set, each effect once', async () => {
+    runs.length = 0;
+    const jobs = await deliveries([TENANT_A, TENANT_B, TENANT_A]);
+    expect(jobs).toHaveLength(6);
+    const outcomes = await createProcessor(t.db, registry, logger)(jobs);
+    expect(outcomes).toEqual(jobs.map(() => ({})));
+    expect(runs).toHaveLength(6);
+    const txOf = (tenant: string, consumer: string) => new Set(runs.filter((r) => r.tenant === tenant && r.consumer === consumer).map((r) => r.txid));
+    const txids = [];
+    for (const tenant of [TENANT_A, TENANT_B]) {
+      for (const consumer of ['test.batch_one', 'test.batch_two']) {
+        expect(txOf(tenant, consumer).size).toBe(1);
+        txids.push(...txOf(tenant, consumer));
+      }
+    }
+    expect(new Set(txids).size).toBe(4);
+    const effects = await countEffects(t.db.owner);
+    for (const j of jobs) expect(effects.get(`${j.consumer}/${j.event.id}`)).toBe(1);
+    const status = await t.db.app.selectFrom('job_deliveries').select(['status', 'attempts']).where('id', 'in', jobs.map((j) => j.deliveryId)).execute();
+    expect(status.every((s) => s.status === 'done' && s.attempts === 1)).toBe(true);
+
+    // Handed over again (a redelivery): everything is settled, no handler runs.
+    runs.length = 0;
+    expect(await createProcessor(t.db, registry, logger)(jobs)).toEqual(jobs.map(() => ({})));
+    expect(runs).toHaveLength(0);
+  });
+
+  it('one failing handler is rolled back alone: the others commit and ran once, only it is retried', async () => {
+    const jobs = await deliveries([TENANT_A, TENANT_A, TENANT_A]);
+    const victim = jobs[2]!;
+    failing.add(`${victim.consumer}/${victim.event.id}`);
+    runs.length = 0;
+    const outcomes = await createProcessor(t.db, registry, logger)(jobs);
+    failing.clear();
+    // Each handler ran once (an effect outside the database, e.g. a webhook, is not repeated), in one transaction.
+    expect(runs.map((r) => `${r.consumer}/${r.eventId}`).sort()).toEqual(jobs.map((j) => `${j.consumer}/${j.event.id}`).sort());
+    expect(new Set(runs.filter((r) => r.consumer === victim.consumer).map((r) => r.txid)).size).toBe(1);
+    expect(outcomes[2]!.retryAfterMs).toBeGreaterThan(0);
+    expect(outcomes.filter((o) => o.retryAfterMs !== undefined)).toHaveLength(1);
+    const effects = await countEffects(t.db.owner);
+    for (const j of jobs) expect(effects.get(`${j.consumer}/${j.event.id}`) ?? 0).toBe(j === victim ? 0 : 1);
+    const rows = await t.db.app.selectFrom('job_deliveries').select(['id', 'status', 'attempts', 'last_error']).where('id', 'in', jobs.map((j) => j.deliveryId)).execute();
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    expect(byId.get(victim.deliveryId)).toMatchObject({ status: 'pending', attempts: 1, last_error: 'downstream unavailable' });
+    for (const j of jobs.filter((j) => j !== victim)) expect(byId.get(j.deliveryId)).toMatchObject({ status: 'done', attempts: 1 });
+    const processed = await sql<{ n: number }>`select count(*)::int as n from processed_events where event_id = ${victim.event.id} and consumer = ${victim.consumer}`.execute(t.db.app);
+    expect(processed.rows[0]!.n).toBe(0);
+
+    // The retry succeeds and is the victim's only effect.
+    expect(await createProcessor(t.db, registry, logger)([victim])).toEqual([{}]);
+    expect((await countEffects(t.db.owner)).get(`${victim.consumer}/${victim.event.id}`)).toBe(1);
+  });
+
+  it('a slow handler gets small transactions that run side by side', async () => {
+    let active = 0;
+    let peak = 0;
+    const txids = new Set<string>();
+    registry.subscribe('test.slow', 'test.slow_one', async (_event, { trx }) => {
+      active++;
+      peak = Math.max(peak, active);
+      txids.add((await sql<{ txid: string }>`select txid_current()::text as txid`.execute(trx)).rows[0]!.txid);
+      await new Promise((r) => setTimeout(r, 40));
+      active--;
+    });
+    const slow = async (n: number) => {
+      for (let i = 0; i < n; i++) await t.db.withTenant(TENANT_A, (trx) => addToOutbox(trx, { name: 'test.slow', tenantId: TENANT_A, payload: {} }));
+      let jobs: DeliveryJob[] = [];
+      await relayOnce(t.db, registry, async (j) => void (jobs = j), 3_600_000);
+      return jobs;
+    };
+    const processor = createProcessor(t.db, registry, logger, { concurrency: 4 });
+    await processor(await slow(1)); // learns the handler takes ~40 ms
+    txids.clear();
+    const outcomes = await processor(await slow(8));
+    expect(outcomes).toEqual(Array.from({ length: 8 }, () => ({})));
+    // ~200 ms of handler time per transaction: at most 5 deliveries each, so not one transaction of 320 ms.
+    expect(txids.size).toBeGreaterThanOrEqual(2);
+    if (t.db.kind === 'postgres') expect(peak).toBeGreaterThan(1); // PGlite has one connection
+  });
+
+  it('a consumer without a handler here is left for another process', async () => {
+    const [row] = (await sql<OutboxRow>`select id, tenant_id, name, payload, request_id, traceparent, occurred_at from outbox limit 1`.execute(t.db.app)).rows;
+    const outcomes = await createProcessor(t.db, registry, logger)([{ deliveryId: newId(), consumer: 'test.elsewhere', event: toEnvelope(row!) }]);
+    expect(outcomes).toEqual([{ retryAfterMs: 60_000 }]);
+  });
+});

@@ -54,6 +54,8 @@ export interface Schedule {
   name: string;
   next: (from: Date) => Date;
   run: (ctx: ScheduleContext) => Promise<void>;
+  /** Runs at least once a minute: its runs are logged at debug, not info. */
+  frequent: boolean;
 }
 
 const CONSUMER = /^[a-z0-9_][a-z0-9_.-]{0,99}$/;
@@ -84,7 +86,7 @@ export function createRegistry() {
     schedule(name, spec, run) {
       if (!CONSUMER.test(name)) throw new Error(`invalid schedule name "${name}"`);
       if (schedules.has(name)) throw new Error(`schedule "${name}" already exists`);
-      schedules.set(name, { name, next: nextRunFn(spec), run });
+      schedules.set(name, { name, next: nextRunFn(spec), run, frequent: 'everyMs' in spec && spec.everyMs <= 60_000 });
     },
   };
   return { ...registry, byName, byConsumer, schedules };

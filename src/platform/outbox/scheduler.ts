@@ -37,7 +37,8 @@ export async function runDueSchedules(db: Database, registry: Registry, log: Log
     const sLog = log.child({ schedule: s.name, scheduledAt: due.toISOString() });
     try {
       await s.run({ logger: sLog, db, scheduledAt: due });
-      sLog.info('scheduled job ran');
+      // Schedules that run every few seconds (the audit sequencer: every second) would flood the log at info.
+      sLog[s.frequent ? 'debug' : 'info']('scheduled job ran');
     } catch (err) {
       sLog.error({ error: (err as Error).message }, 'scheduled job failed; it runs again at its next time');
     }

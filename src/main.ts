@@ -22,9 +22,10 @@ import { createOutboundPolicies, type OutboundPolicies } from './platform/resili
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
 import { createAudit, type Audit } from './modules/audit/index.ts';
+import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './modules/billing/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
-import { allowEverything, createProjects, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
+import { createProjects, entitlementsVia, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
 import { createTenancy, type Tenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
@@ -119,6 +120,7 @@ export interface Modules {
   identity: Identity;
   tenancy: Tenancy;
   projects: ProjectsModule;
+  billing: BillingModule;
   notifications: NotificationsModule;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
@@ -142,23 +144,32 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     throttle: config.loginThrottle,
   });
   const tenancy = createTenancy({ db, audit, identity, events });
+  const billing = createBilling({
+    db,
+    audit,
+    events,
+    cache: platform.cache,
+    seats: tenancy.countMembers,
+    config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production' },
+  });
   const projects = createProjects({
     db,
     audit,
     events,
     cache: platform.cache,
     isMember: isMemberVia(tenancy.getMember),
-    entitlements: seams.entitlements ?? allowEverything,
+    entitlements: seams.entitlements ?? entitlementsVia(billing.limitCheck),
   });
   const n = config.notifications;
   const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
-  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications];
+  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications];
   return {
     audit,
     identity,
     tenancy,
     projects,
+    billing,
     notifications,
     routes: all.flatMap((m) => m.routes),
     authenticator: tenancy.authenticator,

@@ -36,6 +36,8 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   projectId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BSECRET', name: 'B project' })).id,
   // POST /v1/admin/jobs/:id/redrive (operator route: any dead-job id; org A's token gets 403 before lookup)
   id: async () => newId(),
+  // /v1/admin/billing/plans/:planId/… (operator routes: org A's token gets 403 before lookup)
+  planId: async () => newId(),
   taskId: async (t, b) => {
     const project = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BTASKS', name: 'B tasks' });
     const task = await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/projects/${project.id}/tasks`, { title: 'B task', assigneeId: b.member.userId });

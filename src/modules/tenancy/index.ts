@@ -47,6 +47,8 @@ export interface Tenancy extends ModuleSurface {
   /** The user's role in the org, or null (not a member / no such org). */
   roleOf(orgId: string, userId: string): Promise<string | null>;
   membershipsOf(userId: string): Promise<Membership[]>;
+  /** How many members the org has (billing's seats). */
+  countMembers(orgId: string): Promise<number>;
   createOrg(userId: string, name: string, ctx: ActorContext): Promise<Organization>;
 }
 
@@ -63,6 +65,7 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
     getMember: useCases.getMember,
     roleOf: useCases.roleOf,
     membershipsOf: useCases.membershipsOf,
+    countMembers: repo.countMembers,
     createOrg: useCases.createOrg,
     routes: [
       { name: 'tenancy', prefix: '/v1', plugin: asPlugin(tenancyRoutes({ tenancy: useCases, identity: deps.identity })) },

@@ -18,12 +18,18 @@ export interface EntitlementSnapshot extends EntitlementSpec {
 /** Subscriptions in these states grant their plan; paused and canceled ones fall back to the default plan. */
 const GRANTING = new Set(['trialing', 'active', 'past_due']);
 const CACHE_TTL_SEC = 300;
+const CATALOG_TTL_MS = 30_000;
 
 export interface EntitlementUseCases {
   /** Cached per org (L1 + Redis, versioned): no database round trip on a hit. */
   entitlements(orgId: string): Promise<EntitlementSnapshot>;
   /** Throws the 402 BILLING.LIMIT_EXCEEDED problem when `current + adding` would exceed the limit. */
   assertWithinLimit(orgId: string, limit: string, current: number, adding?: number): Promise<void>;
+  /**
+   * Resolves (from the caches: no query on a hit) to a pure check of a count, for callers that count under
+   * a lock inside their own transaction: `check(current)` throws the 402 when one more would not fit.
+   */
+  limitCheck(orgId: string, limit: string): Promise<(current: number) => void>;
   hasFeature(orgId: string, feature: string): Promise<boolean>;
   /** Drops the cached snapshot (after commit, and from the `billing.entitlements_changed` handler on every worker). */
   invalidate(orgId: string, version: number): Promise<boolean>;
@@ -59,30 +65,46 @@ export function entitlementUseCases(c: BillingContext): EntitlementUseCases {
     return cache.get(orgId, 'snapshot', () => scope.withTenant(orgId, (trx) => load(trx, orgId)));
   }
 
-  /** The cheapest public plan above the current one whose price (same currency) allows `needed`. */
-  async function planThatLifts(snapshot: EntitlementSnapshot, limit: string, needed: number) {
-    const trx = scope.app;
-    {
-      const plans = (await catalog.listPlans(trx, { publicOnly: true })).filter((p) => p.rank > (snapshot.plan?.rank ?? Number.NEGATIVE_INFINITY) && p.id !== snapshot.plan?.id);
-      const prices = await catalog.listPrices(trx, plans.map((p) => p.id), { currentOnly: true });
-      for (const plan of plans) {
-        const price = prices.find((p) => p.planId === plan.id && p.currency === snapshot.currency) ?? prices.find((p) => p.planId === plan.id);
-        if (!price) continue;
-        const allowed = price.entitlements.limits[limit];
-        if (allowed === undefined || allowed >= needed) return { key: plan.key, name: plan.name, limit: allowed ?? null };
-      }
-      return null;
+  /** Public plans with their current prices, per process for a short while (the catalog changes rarely). */
+  let catalogCache: { at: number; plans: Array<{ plan: catalog.Plan; prices: catalog.Price[] }> } | undefined;
+  async function publicPlans() {
+    if (!catalogCache || Date.now() - catalogCache.at > CATALOG_TTL_MS) {
+      const plans = await catalog.listPlans(scope.app, { publicOnly: true });
+      const prices = await catalog.listPrices(scope.app, plans.map((p) => p.id), { currentOnly: true });
+      catalogCache = { at: Date.now(), plans: plans.map((plan) => ({ plan, prices: prices.filter((p) => p.planId === plan.id) })) };
     }
+    return catalogCache.plans;
+  }
+
+  /** The lowest-ranked public plan above the current one whose price (same currency) allows `needed`. */
+  function planThatLifts(plans: Awaited<ReturnType<typeof publicPlans>>, snapshot: EntitlementSnapshot, limit: string, needed: number) {
+    for (const { plan, prices } of plans) {
+      if (plan.rank <= (snapshot.plan?.rank ?? Number.NEGATIVE_INFINITY) || plan.id === snapshot.plan?.id) continue;
+      const price = prices.find((p) => p.currency === snapshot.currency) ?? prices[0];
+      if (!price) continue;
+      const allowed = price.entitlements.limits[limit];
+      if (allowed === undefined || allowed >= needed) return { key: plan.key, name: plan.name, limit: allowed ?? null };
+    }
+    return null;
+  }
+
+  async function limitCheck(orgId: string, limit: string): Promise<(current: number, adding?: number) => void> {
+    const snapshot = await entitlements(orgId);
+    const allowed = snapshot.limits[limit];
+    if (allowed === undefined) return () => {};
+    const plans = await publicPlans();
+    return (current, adding = 1) => {
+      if (current + adding <= allowed) return;
+      throw limitExceeded({ limit, allowed, usage: current, plan: snapshot.plan?.name ?? null, upgradeTo: planThatLifts(plans, snapshot, limit, current + adding) });
+    };
   }
 
   return {
     entitlements,
     async assertWithinLimit(orgId, limit, current, adding = 1) {
-      const snapshot = await entitlements(orgId);
-      const allowed = snapshot.limits[limit];
-      if (allowed === undefined || current + adding <= allowed) return;
-      throw limitExceeded({ limit, allowed, usage: current, plan: snapshot.plan?.name ?? null, upgradeTo: await planThatLifts(snapshot, limit, current + adding) });
+      (await limitCheck(orgId, limit))(current, adding);
     },
+    limitCheck,
     async hasFeature(orgId, feature) {
       return (await entitlements(orgId)).features.includes(feature);
     },

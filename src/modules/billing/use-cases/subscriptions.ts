@@ -71,8 +71,9 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
     return { plan, price };
   }
 
-  async function quantityFor(orgId: string, price: Price, requested?: number): Promise<number> {
-    return price.perSeat ? Math.max(1, await c.deps.seats(orgId)) : (requested ?? 1);
+  /** Seat-based prices follow the member count, read before the transaction (tenancy's own query). */
+  function quantityFor(seats: number, price: Price, requested?: number): number {
+    return price.perSeat ? Math.max(1, seats) : (requested ?? 1);
   }
 
   /** The charge in advance for one period (metered prices are charged in arrears, by the invoice). */
@@ -110,20 +111,21 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
   }
 
   /** Runs fn on the org's live subscription under the customer lock, with the org's clock. */
-  async function mutate<T>(ctx: TenantActorContext, fn: (trx: Trx, sub: Subscription, now: Date, onTestClock: boolean) => Promise<T>): Promise<T> {
+  async function mutate<T>(ctx: TenantActorContext, fn: (trx: Trx, sub: Subscription, now: Date, onTestClock: boolean, seats: number) => Promise<T>): Promise<T> {
+    const seats = await c.deps.seats(ctx.tenantId);
     return scope.withTenant(ctx.tenantId, async (trx) => {
       await repo.lockCustomer(trx, ctx.tenantId, newId());
       const { now, onTestClock } = await c.clockNow(trx, ctx.tenantId);
       // Anything due first (a renewal that should have happened) happens before the requested change.
-      const advanced = await advanceIn(trx, ctx, now, onTestClock);
+      const advanced = await advanceIn(trx, ctx, now, onTestClock, seats);
       const sub = advanced ?? (await repo.findLiveSubscription(trx, ctx.tenantId));
-      if (!sub) throw noSubscription();
-      return fn(trx, sub, now, onTestClock);
+      if (!sub || sub.status === 'canceled') throw noSubscription();
+      return fn(trx, sub, now, onTestClock, seats);
     });
   }
 
   /** Applies due transitions up to `now`, in the caller's transaction (customer already locked). */
-  async function advanceIn(trx: Trx, ctx: TenantActorContext, now: Date, onTestClock: boolean): Promise<Subscription | null> {
+  async function advanceIn(trx: Trx, ctx: TenantActorContext, now: Date, onTestClock: boolean, seats: number): Promise<Subscription | null> {
     let sub = await repo.findLiveSubscription(trx, ctx.tenantId);
     if (!sub) {
       await repo.setSchedule(trx, ctx.tenantId, null, onTestClock);
@@ -142,7 +144,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
           break;
         }
         const price = (await catalog.findPrice(trx, sub.priceId))!;
-        const quantity = await quantityFor(ctx.tenantId, price, sub.quantity);
+        const quantity = quantityFor(seats, price, sub.quantity);
         const periodEnd = periodBoundary(end, sub.interval, 1);
         sub = await repo.updateSubscription(trx, ctx.tenantId, sub.id, { status: 'active', anchorAt: end, currentPeriodStart: end, currentPeriodEnd: periodEnd, quantity });
         await repo.insertCharges(trx, ctx.tenantId, periodCharge(sub, price, quantity, end, periodEnd));
@@ -164,7 +166,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
       const changing = sub.pendingPriceId !== null;
       const priceId = sub.pendingPriceId ?? sub.priceId;
       const price = (await catalog.findPrice(trx, priceId))!;
-      const quantity = await quantityFor(ctx.tenantId, price, sub.quantity);
+      const quantity = quantityFor(seats, price, sub.quantity);
       const period = periodAt(sub.anchorAt, sub.interval, end);
       sub = await repo.updateSubscription(trx, ctx.tenantId, sub.id, {
         planId: sub.pendingPlanId ?? sub.planId,
@@ -182,14 +184,14 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
     return sub;
   }
 
-  async function preview(trx: Trx, orgId: string, sub: Subscription, now: Date, input: { planId: string; interval?: 'month' | 'year' }): Promise<{ preview: ChangePreview; plan: Plan; price: Price; quantity: number }> {
+  async function preview(trx: Trx, seats: number, sub: Subscription, now: Date, input: { planId: string; interval?: 'month' | 'year' }): Promise<{ preview: ChangePreview; plan: Plan; price: Price; quantity: number }> {
     if (!LIVE_FOR_CHANGES.has(sub.status)) throw invalidTransition(sub.status, 'changed');
     const interval = input.interval ?? sub.interval;
     const { plan, price } = await loadPlanPrice(trx, input.planId, sub.currency, interval);
     if (price.id === sub.priceId && !sub.pendingPriceId) throw samePlan();
     const oldPlan = (await catalog.findPlan(trx, sub.planId))!;
     const oldPrice = (await catalog.findPrice(trx, sub.priceId))!;
-    const quantity = price.perSeat ? await quantityFor(orgId, price) : oldPrice.perSeat ? 1 : sub.quantity;
+    const quantity = price.perSeat ? quantityFor(seats, price) : oldPrice.perSeat ? 1 : sub.quantity;
     const oldAmount = oldPrice.usageType === 'metered' ? 0 : amountFor(oldPrice, sub.quantity);
     const newAmount = price.usageType === 'metered' ? 0 : amountFor(price, quantity);
     const direction = plan.rank > oldPlan.rank || (plan.rank === oldPlan.rank && newAmount >= oldAmount) ? 'upgrade' : 'downgrade';
@@ -223,10 +225,11 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
   }
 
   async function advance(ctx: TenantActorContext): Promise<Subscription | null> {
+    const seats = await c.deps.seats(ctx.tenantId);
     return scope.withTenant(ctx.tenantId, async (trx) => {
       await repo.lockCustomer(trx, ctx.tenantId, newId());
       const { now, onTestClock } = await c.clockNow(trx, ctx.tenantId);
-      return advanceIn(trx, ctx, now, onTestClock);
+      return advanceIn(trx, ctx, now, onTestClock, seats);
     });
   }
 
@@ -249,13 +252,14 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
     },
 
     async subscribe(ctx, input) {
+      const seats = await c.deps.seats(ctx.tenantId);
       return scope.withTenant(ctx.tenantId, async (trx) => {
         const customer = await repo.lockCustomer(trx, ctx.tenantId, newId(), input.currency);
         const { now, onTestClock } = await c.clockNow(trx, ctx.tenantId);
-        await advanceIn(trx, ctx, now, onTestClock);
+        await advanceIn(trx, ctx, now, onTestClock, seats);
         if (await repo.findLiveSubscription(trx, ctx.tenantId)) throw alreadySubscribed();
         const { plan, price } = await loadPlanPrice(trx, input.planId, input.currency ?? customer.currency, input.interval ?? 'month');
-        const quantity = await quantityFor(ctx.tenantId, price, input.quantity);
+        const quantity = quantityFor(seats, price, input.quantity);
         const trialDays = input.trial === false ? 0 : price.trialDays;
         const trialEnd = trialDays > 0 ? addDays(now, trialDays) : null;
         const periodEnd = trialEnd ?? periodBoundary(now, price.interval, 1);
@@ -285,17 +289,18 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
     },
 
     async previewChange(orgId, input) {
+      const seats = await c.deps.seats(orgId);
       return scope.withTenant(orgId, async (trx) => {
         const sub = await repo.findLiveSubscription(trx, orgId);
         if (!sub) throw noSubscription();
         const { now } = await c.clockNow(trx, orgId);
-        return (await preview(trx, orgId, sub, now, input)).preview;
+        return (await preview(trx, seats, sub, now, input)).preview;
       });
     },
 
     async changePlan(ctx, input) {
-      return mutate(ctx, async (trx, sub, now, onTestClock) => {
-        const p = await preview(trx, ctx.tenantId, sub, now, input);
+      return mutate(ctx, async (trx, sub, now, onTestClock, seats) => {
+        const p = await preview(trx, seats, sub, now, input);
         const before = sub.status;
         if (p.price.id === sub.priceId) {
           // Back to the current price: the scheduled change is dropped.
@@ -361,14 +366,15 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
     markPaid: (ctx) => simpleTransition(ctx, ['past_due'], 'marked paid', () => ({ status: 'active', pastDueSince: null }), 'recovered', false),
 
     async syncSeats(ctx) {
+      const seats = await c.deps.seats(ctx.tenantId);
       return scope.withTenant(ctx.tenantId, async (trx) => {
         await repo.lockCustomer(trx, ctx.tenantId, newId());
         const { now, onTestClock } = await c.clockNow(trx, ctx.tenantId);
-        const sub = await advanceIn(trx, ctx, now, onTestClock);
+        const sub = await advanceIn(trx, ctx, now, onTestClock, seats);
         if (!sub || sub.status === 'canceled') return null;
         const price = (await catalog.findPrice(trx, sub.priceId))!;
         if (!price.perSeat) return sub;
-        const quantity = await quantityFor(ctx.tenantId, price);
+        const quantity = quantityFor(seats, price);
         if (quantity === sub.quantity) return sub;
         const updated = await repo.updateSubscription(trx, ctx.tenantId, sub.id, { quantity });
         if (sub.status === 'active' || sub.status === 'past_due') {

@@ -8,6 +8,8 @@ export const keyTaken = (what: string, key: string) => new AppError('BILLING.KEY
 export const invalidPrice = (detail: string) => new AppError('BILLING.INVALID_PRICE', 422, detail);
 export const unknownCurrency = (currency: string) =>
   new AppError('BILLING.UNKNOWN_CURRENCY', 422, `${currency} is not a billable ISO 4217 currency`, { currency });
+export const noCustomer = () =>
+  new AppError('BILLING.NO_CUSTOMER', 404, 'The organization has no billing details yet; set them with PATCH, or subscribe');
 export const noSubscription = () => new AppError('BILLING.NO_SUBSCRIPTION', 404, 'The organization has no subscription');
 export const alreadySubscribed = () =>
   new AppError('BILLING.ALREADY_SUBSCRIBED', 409, 'The organization already has a live subscription; change its plan instead');

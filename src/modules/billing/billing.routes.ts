@@ -61,7 +61,7 @@ export function billingRoutes(service: BillingService): (app: App) => Promise<vo
     }));
 
     // ---------------------------------------------------------------- customer
-    app.get('/orgs/:orgId/billing/customer', { config: { permission: perm.read }, schema: { tags: ['billing'], summary: "The org's billing customer (created on first use)", security, params: OrgParams, response: { 200: CustomerSchema } } }, async (request) =>
+    app.get('/orgs/:orgId/billing/customer', { config: { permission: perm.read }, schema: { tags: ['billing'], summary: "The org's billing details (404 until set or subscribed)", security, params: OrgParams, response: { 200: CustomerSchema } } }, async (request) =>
       service.getCustomer((request.params as { orgId: string }).orgId),
     );
     app.patch('/orgs/:orgId/billing/customer', { config: { permission: perm.manage }, schema: { tags: ['billing'], summary: 'Update billing e-mail, address, currency, tax id', security, params: OrgParams, body: UpdateCustomerBody, response: { 200: CustomerSchema } } }, async (request) =>

@@ -70,6 +70,10 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
 
   it('limits: the default plan caps projects with a 402 naming the limit, the usage and the plan that lifts it; subscribing lifts it at once', async () => {
     const o = await signup(t.app);
+    expect((await req('GET', `/v1/orgs/${o.orgId}/billing/customer`, o.auth)).body.code).toBe('BILLING.NO_CUSTOMER');
+    const customer = await ok('PATCH', `/v1/orgs/${o.orgId}/billing/customer`, o.auth, { email: 'ap@example.com', currency: 'USD', taxId: 'DE123', address: { city: 'Berlin' } });
+    expect(customer).toMatchObject({ id: o.orgId, email: 'ap@example.com', taxId: 'DE123', address: { city: 'Berlin' } });
+    expect((await req('PATCH', `/v1/orgs/${o.orgId}/billing/customer`, o.auth, { email: 'not-an-email' })).status).toBe(400);
     expect((await ok('GET', `/v1/orgs/${o.orgId}/billing/entitlements`, o.auth)).plan.key).toBe('free');
     await ok('POST', `/v1/orgs/${o.orgId}/projects`, o.auth, { key: 'ONE', name: 'One' });
     const denied = await t.app.inject({ method: 'POST', url: `/v1/orgs/${o.orgId}/projects`, headers: o.auth, payload: { key: 'TWO', name: 'Two' } });

@@ -111,10 +111,11 @@ const toCharge = (r: Selectable<DB['billing_charges']>): Charge => ({
  * The org's customer row, created on first use, locked FOR UPDATE: every billing state change of an org
  * takes this lock first, so subscription changes of one org are serialized (and nothing else waits on it).
  */
-export async function lockCustomer(trx: Trx, tenantId: string, id: string, currency = 'USD'): Promise<Customer> {
+export async function lockCustomer(trx: Trx, tenantId: string, currency = 'USD'): Promise<Customer> {
+  // The org is the customer: one row per tenant, its id the org's id.
   await trx
     .insertInto('billing_customers')
-    .values({ tenant_id: tenantId, id, currency })
+    .values({ tenant_id: tenantId, id: tenantId, currency })
     .onConflict((oc) => oc.column('tenant_id').doNothing())
     .execute();
   const r = await trx.selectFrom('billing_customers').selectAll().where('tenant_id', '=', tenantId).forUpdate().executeTakeFirstOrThrow();

@@ -1,7 +1,7 @@
 import type { ActorContext, TenantActorContext } from '../../../platform/http/actor.ts';
 import { newId } from '../../../platform/ids.ts';
 import { addDays, periodAt, periodBoundary } from '../billing.calendar.ts';
-import { alreadySubscribed, invalidTransition, noSubscription, planNotFound, priceNotFound, samePlan } from '../billing.errors.ts';
+import { alreadySubscribed, invalidTransition, noCustomer, noSubscription, planNotFound, priceNotFound, samePlan } from '../billing.errors.ts';
 import { BILLING_EVENTS, type SubscriptionEventPayload } from '../billing.events.ts';
 import { formatMoney, prorate } from '../billing.money.ts';
 import { amountFor } from '../billing.pricing.ts';
@@ -114,7 +114,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
   async function mutate<T>(ctx: TenantActorContext, fn: (trx: Trx, sub: Subscription, now: Date, onTestClock: boolean, seats: number) => Promise<T>): Promise<T> {
     const seats = await c.deps.seats(ctx.tenantId);
     return scope.withTenant(ctx.tenantId, async (trx) => {
-      await repo.lockCustomer(trx, ctx.tenantId, newId());
+      await repo.lockCustomer(trx, ctx.tenantId);
       const { now, onTestClock } = await c.clockNow(trx, ctx.tenantId);
       // Anything due first (a renewal that should have happened) happens before the requested change.
       const advanced = await advanceIn(trx, ctx, now, onTestClock, seats);
@@ -227,7 +227,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
   async function advance(ctx: TenantActorContext): Promise<Subscription | null> {
     const seats = await c.deps.seats(ctx.tenantId);
     return scope.withTenant(ctx.tenantId, async (trx) => {
-      await repo.lockCustomer(trx, ctx.tenantId, newId());
+      await repo.lockCustomer(trx, ctx.tenantId);
       const { now, onTestClock } = await c.clockNow(trx, ctx.tenantId);
       return advanceIn(trx, ctx, now, onTestClock, seats);
     });
@@ -235,11 +235,13 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
 
   return {
     async getCustomer(orgId) {
-      return scope.withTenant(orgId, async (trx) => (await repo.findCustomer(trx, orgId)) ?? repo.lockCustomer(trx, orgId, newId()));
+      const customer = await scope.withTenant(orgId, (trx) => repo.findCustomer(trx, orgId));
+      if (!customer) throw noCustomer();
+      return customer;
     },
     async updateCustomer(ctx, changes) {
       return scope.withTenant(ctx.tenantId, async (trx) => {
-        await repo.lockCustomer(trx, ctx.tenantId, newId());
+        await repo.lockCustomer(trx, ctx.tenantId);
         const customer = await repo.updateCustomer(trx, ctx.tenantId, changes);
         await c.record(trx, ctx, 'billing.customer.update', { type: 'billing_customer', id: customer.id }, { fields: Object.keys(changes) });
         return customer;
@@ -254,7 +256,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
     async subscribe(ctx, input) {
       const seats = await c.deps.seats(ctx.tenantId);
       return scope.withTenant(ctx.tenantId, async (trx) => {
-        const customer = await repo.lockCustomer(trx, ctx.tenantId, newId(), input.currency);
+        const customer = await repo.lockCustomer(trx, ctx.tenantId, input.currency);
         const { now, onTestClock } = await c.clockNow(trx, ctx.tenantId);
         await advanceIn(trx, ctx, now, onTestClock, seats);
         if (await repo.findLiveSubscription(trx, ctx.tenantId)) throw alreadySubscribed();
@@ -368,7 +370,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
     async syncSeats(ctx) {
       const seats = await c.deps.seats(ctx.tenantId);
       return scope.withTenant(ctx.tenantId, async (trx) => {
-        await repo.lockCustomer(trx, ctx.tenantId, newId());
+        await repo.lockCustomer(trx, ctx.tenantId);
         const { now, onTestClock } = await c.clockNow(trx, ctx.tenantId);
         const sub = await advanceIn(trx, ctx, now, onTestClock, seats);
         if (!sub || sub.status === 'canceled') return null;

@@ -35,7 +35,7 @@ export function testClockUseCases(c: BillingContext, advance: (ctx: TenantActorC
     async advanceTestClock(ctx, frozenTime) {
       guard();
       const clock = await scope.withTenant(ctx.tenantId, async (trx) => {
-        await repo.lockCustomer(trx, ctx.tenantId, newId());
+        await repo.lockCustomer(trx, ctx.tenantId);
         const current = await repo.findTestClock(trx, ctx.tenantId);
         const floor = current?.frozenTime ?? new Date();
         if (frozenTime.getTime() < floor.getTime()) throw testClockBackwards();
@@ -48,7 +48,7 @@ export function testClockUseCases(c: BillingContext, advance: (ctx: TenantActorC
     async deleteTestClock(ctx) {
       guard();
       await scope.withTenant(ctx.tenantId, async (trx) => {
-        await repo.lockCustomer(trx, ctx.tenantId, newId());
+        await repo.lockCustomer(trx, ctx.tenantId);
         const clock = await repo.findTestClock(trx, ctx.tenantId);
         if (!clock || !(await repo.deleteTestClock(trx, ctx.tenantId))) throw noTestClock();
         await c.record(trx, ctx, 'billing.test_clock.delete', { type: 'billing_test_clock', id: clock.id }, {});

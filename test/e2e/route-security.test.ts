@@ -113,7 +113,8 @@ describe(`route security: declarations and cross-tenant isolation (${process.env
   let b: OrgB;
 
   beforeAll(async () => {
-    t = await createTestPlatform();
+    // The walk itself is hundreds of refused requests from one address: not what the per-IP auth-failure limit is for.
+    t = await createTestPlatform({ env: { RATE_LIMIT_AUTH_FAILURES: '100000' } });
     a = await signup(t.app, { organizationName: 'Org A' });
     const bOwner = await signup(t.app, { organizationName: 'Org B Secret Name' });
     const bMember = await signup(t.app, { name: 'B Member' });

@@ -20,8 +20,9 @@ import { burst } from './scenarios/burst.ts';
 import { listSearch } from './scenarios/lists.ts';
 import { cachedRead, hotEndpoint, uncachedRead } from './scenarios/reads.ts';
 import { create } from './scenarios/writes.ts';
+import { usageIngest } from './scenarios/usage.ts';
 
-export const SCENARIOS: Scenario[] = [cachedRead, uncachedRead, create, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak];
+export const SCENARIOS: Scenario[] = [cachedRead, uncachedRead, create, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak, usageIngest];
 
 const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])
   --scenario NAME[,NAME]  run only these (repeatable); names: ${SCENARIOS.map((s) => s.name).join(', ')}, baselines

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addMember, signup, type SignedUp } from '../../../test/helpers/auth.ts';
-import { adminAndMember } from '../../../test/helpers/jobs.ts';
+import { adminAndMember, waitFor } from '../../../test/helpers/jobs.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { runWithUnitOfWorkSlot, setUnitOfWork } from '../../platform/db/unit-of-work.ts';
 import { systemActor } from '../../platform/http/actor.ts';
@@ -27,7 +27,8 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
   const sum = (xs: Array<{ amount: number }>) => xs.reduce((a, x) => a + x.amount, 0);
 
   beforeAll(async () => {
-    t = await createTestPlatform();
+    // A long L1 lifetime: a snapshot changes only because an invalidation reached it, never by expiring.
+    t = await createTestPlatform({ env: { CACHE_L1_TTL_MS: '600000' } });
     ({ admin, member: plainUser } = await adminAndMember(t));
     const product = await ok('POST', '/v1/admin/billing/products', admin, { key: 'plinth', name: 'Plinth' });
     const plan = async (key: string, rank: number, extra: object, price: object) => {
@@ -168,6 +169,32 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     expect((await ok('POST', `/v1/orgs/${p.orgId}/billing/subscription/cancel`, p.auth, { atPeriodEnd: false })).status).toBe('canceled');
     expect((await charges(p)).map((c) => c.amount)).toEqual([3000, -1500]);
     expect((await req('POST', `/v1/orgs/${p.orgId}/billing/subscription/pause`, p.auth)).body.code).toBe('BILLING.NO_SUBSCRIPTION');
+  });
+
+  it('a committed billing.entitlements_changed event drops the cached snapshot on every instance (the handler, not the request, lands it)', async () => {
+    const o = await signup(t.app);
+    const url = `/v1/orgs/${o.orgId}/billing/entitlements`;
+    await ok('PATCH', `/v1/orgs/${o.orgId}/billing/customer`, o.auth, { name: 'Cached Ltd' });
+    const cached = await ok('GET', url, o.auth);
+    expect(cached.limits).toEqual({ projects: 1 });
+    // Another instance changes the plan and commits its event, but never invalidates this one's cache itself.
+    const pro = (await ok('GET', '/v1/admin/billing/plans', admin)).data.find((p: any) => p.key === 'pro');
+    const price = pro.prices.find((p: any) => p.currency === 'USD' && p.interval === 'month');
+    await t.db.withTenant(o.orgId, async (trx) => {
+      const now = new Date();
+      await trx.insertInto('billing_subscriptions').values({ tenant_id: o.orgId, id: o.orgId, plan_id: pro.id, price_id: price.id, status: 'active', currency: 'USD', interval: 'month', anchor_at: now, current_period_start: now, current_period_end: new Date(now.getTime() + 86_400_000) }).execute();
+      const { entitlements_version: version } = await trx.updateTable('billing_customers').set({ entitlements_version: sql`entitlements_version + 1` }).where('tenant_id', '=', o.orgId).returning('entitlements_version').executeTakeFirstOrThrow();
+      await t.events.add(trx, { name: 'billing.entitlements_changed', tenantId: o.orgId, payload: { version: Number(version) } });
+    });
+    expect((await ok('GET', url, o.auth)).limits).toEqual({ projects: 1 });
+    // The worker role relays the event and runs billing.entitlements_cache.
+    await t.events.startWorker();
+    try {
+      const fresh = await waitFor(() => ok('GET', url, o.auth), (s) => s.plan?.key === 'pro', 10_000, 50);
+      expect(fresh).toMatchObject({ version: cached.version + 1, limits: { projects: 100 } });
+    } finally {
+      await t.events.stopWorker();
+    }
   });
 
   it('seat-based plans follow the member count', async () => {

@@ -143,15 +143,17 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     audit,
     throttle: config.loginThrottle,
   });
-  const tenancy = createTenancy({ db, audit, identity, events });
+  // Billing and tenancy ask each other (seats ← member count, member limit ← plan): billing is built first
+  // and reads the member count through a function that runs only after both exist.
   const billing = createBilling({
     db,
     audit,
     events,
     cache: platform.cache,
-    seats: tenancy.countMembers,
+    seats: (orgId) => tenancy.countMembers(orgId),
     config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production' },
   });
+  const tenancy = createTenancy({ db, audit, identity, events, memberLimit: (orgId) => billing.limitCheck(orgId, 'members') });
   const projects = createProjects({
     db,
     audit,

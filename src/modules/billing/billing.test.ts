@@ -36,7 +36,7 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
       await ok('POST', `/v1/admin/billing/plans/${p.id}/prices`, admin, { currency: 'USD', interval: 'month', ...price });
       plans[key] = p.id;
     };
-    await plan('free', 0, { isDefault: true }, { model: 'flat', flatAmount: 0, entitlements: { limits: { projects: 1 }, quotas: { 'api.requests': 10 } } });
+    await plan('free', 0, { isDefault: true }, { model: 'flat', flatAmount: 0, entitlements: { limits: { projects: 1, members: 2 }, quotas: { 'api.requests': 10 } } });
     await plan('starter', 10, {}, { model: 'flat', flatAmount: 3000, trialDays: 14, entitlements: { features: ['exports'], limits: { projects: 3 }, quotas: { 'api.requests': 1000 } } });
     await plan('pro', 20, { downgradeTiming: 'period_end' }, { model: 'flat', flatAmount: 9000, entitlements: { features: ['exports', 'sso'], limits: { projects: 100 } } });
     await plan('team', 15, {}, { model: 'per_unit', perSeat: true, unitAmount: 800 });
@@ -176,7 +176,7 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     const url = `/v1/orgs/${o.orgId}/billing/entitlements`;
     await ok('PATCH', `/v1/orgs/${o.orgId}/billing/customer`, o.auth, { name: 'Cached Ltd' });
     const cached = await ok('GET', url, o.auth);
-    expect(cached.limits).toEqual({ projects: 1 });
+    expect(cached.limits).toEqual({ projects: 1, members: 2 });
     // Another instance changes the plan and commits its event, but never invalidates this one's cache itself.
     const pro = (await ok('GET', '/v1/admin/billing/plans', admin)).data.find((p: any) => p.key === 'pro');
     const price = pro.prices.find((p: any) => p.currency === 'USD' && p.interval === 'month');
@@ -186,7 +186,7 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
       const { entitlements_version: version } = await trx.updateTable('billing_customers').set({ entitlements_version: sql`entitlements_version + 1` }).where('tenant_id', '=', o.orgId).returning('entitlements_version').executeTakeFirstOrThrow();
       await t.events.add(trx, { name: 'billing.entitlements_changed', tenantId: o.orgId, payload: { version: Number(version) } });
     });
-    expect((await ok('GET', url, o.auth)).limits).toEqual({ projects: 1 });
+    expect((await ok('GET', url, o.auth)).limits).toEqual({ projects: 1, members: 2 });
     // The worker role relays the event and runs billing.entitlements_cache.
     await t.events.startWorker();
     try {
@@ -195,6 +195,19 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     } finally {
       await t.events.stopWorker();
     }
+  });
+
+  it("tenancy enforces the plan's member limit when an invitation is accepted", async () => {
+    const o = await signup(t.app);
+    await addMember(t.app, o, o.orgId, await signup(t.app), 'member');
+    const third = await signup(t.app);
+    const inv = await ok('POST', `/v1/orgs/${o.orgId}/invitations`, o.auth, { email: third.email, role: 'viewer' });
+    const refused = await req('POST', `/v1/invitations/${inv.token}/accept`, third.auth);
+    expect(refused.status).toBe(402);
+    expect(refused.body).toMatchObject({ code: 'BILLING.LIMIT_EXCEEDED', limit: 'members', allowed: 2, usage: 2, upgradeTo: { key: 'starter', limit: null } });
+    expect((await req('GET', `/v1/orgs/${o.orgId}`, third.auth)).status).toBe(404);
+    await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription`, o.auth, { planId: plans.starter });
+    expect((await req('POST', `/v1/invitations/${inv.token}/accept`, third.auth)).status).toBe(200);
   });
 
   it('seat-based plans follow the member count', async () => {

@@ -15,6 +15,7 @@ import { createTenancyUseCases } from './use-cases/index.ts';
 import { revokeKeysOnDisable } from './use-cases/revoke-keys.ts';
 import type { Member } from './use-cases/manage-members.ts';
 import type { SignupInput } from './use-cases/sign-up.ts';
+import type { MemberLimit } from './use-cases/deps.ts';
 
 export { ALL_PERMISSIONS, PERMISSIONS, permissionsOf, ROLE_PERMISSIONS, ROLES, type Permission, type Role } from './tenancy.roles.ts';
 export { INVITATION_CREATED, type InvitationCreatedPayload } from './tenancy.events.ts';
@@ -23,6 +24,7 @@ export { INVITATION_PREFIX } from './use-cases/invite-members.ts';
 export type { Membership, Organization } from './tenancy.repo.ts';
 export type { Member } from './use-cases/manage-members.ts';
 export type { SignupInput } from './use-cases/sign-up.ts';
+export { noMemberLimit, type MemberLimit } from './use-cases/deps.ts';
 
 export interface TenancyDeps {
   db: Database;
@@ -30,6 +32,8 @@ export interface TenancyDeps {
   identity: Identity;
   /** platform.events: tenancy.invitation_created commits with its invitation. */
   events: EventPublisher;
+  /** billing's member limit (`billing.limitCheck(orgId, 'members')`), or `noMemberLimit`. */
+  memberLimit: MemberLimit;
 }
 
 /** Organizations (the tenants), memberships and roles, invitations, API keys, and the Authenticator. */
@@ -54,7 +58,7 @@ export interface Tenancy extends ModuleSurface {
 
 export function createTenancy(deps: TenancyDeps): Tenancy {
   const repo = createTenancyRepo(deps.db);
-  const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events });
+  const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events, memberLimit: deps.memberLimit });
   // A disabled user's API keys die with the disabling transaction, in every org.
   deps.identity.onDisabled(revokeKeysOnDisable({ repo, audit: deps.audit }));
   return {

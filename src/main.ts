@@ -7,7 +7,7 @@ import { checkAppLogin } from './platform/db/app-role.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
-import type { RateLimitResolver } from './platform/http/rate-limit.ts';
+import { configRateLimits, type RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
 import { createEventBus, type EventBus, type EventBusDeps } from './platform/outbox/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
@@ -175,6 +175,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     notifications,
     routes: all.flatMap((m) => m.routes),
     authenticator: tenancy.authenticator,
+    // Per-org request quota from the plan (limit `api.rate`: requests per window), else configuration.
+    rateLimits: configRateLimits(config.edge, { orgPolicy: (orgId) => billing.rateLimitFor(orgId, config.edge.rateLimitWindowSec) }),
     registerJobs(jobs) {
       for (const m of all) m.registerJobs(jobs);
     },

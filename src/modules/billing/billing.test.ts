@@ -210,6 +210,26 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     expect((await req('POST', `/v1/invitations/${inv.token}/accept`, third.auth)).status).toBe(200);
   });
 
+  it("the edge's per-org rate limit follows the plan (limit api.rate)", async () => {
+    const o = await signup(t.app);
+    const product = (await ok('GET', '/v1/admin/billing/products', admin)).data[0];
+    const tiny = await ok('POST', '/v1/admin/billing/plans', admin, { productId: product.id, key: 'tiny-rate', name: 'Tiny', rank: -5, public: false });
+    await ok('POST', `/v1/admin/billing/plans/${tiny.id}/prices`, admin, { currency: 'USD', interval: 'month', model: 'flat', entitlements: { limits: { 'api.rate': 4 } } });
+    await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription`, o.auth, { planId: tiny.id });
+    const statuses: number[] = [];
+    let policy = '';
+    for (let i = 0; i < 6; i++) {
+      const res = await t.app.inject({ url: `/v1/orgs/${o.orgId}/billing/entitlements`, headers: o.auth });
+      statuses.push(res.statusCode);
+      policy = String(res.headers['ratelimit-policy'] ?? policy);
+    }
+    expect(policy).toMatch(/"org";q=4;/);
+    expect(statuses).toContain(429);
+    // Another org on the default plan keeps the configured quota.
+    const other = await signup(t.app);
+    expect(String((await t.app.inject({ url: `/v1/orgs/${other.orgId}/billing/entitlements`, headers: other.auth })).headers['ratelimit-policy'])).not.toMatch(/"org";q=4;/);
+  });
+
   it('seat-based plans follow the member count', async () => {
     const o = await signup(t.app);
     const sub = await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription`, o.auth, { planId: plans.team, trial: false });

@@ -31,6 +31,8 @@ export interface EntitlementUseCases {
    */
   limitCheck(orgId: string, limit: string): Promise<(current: number) => void>;
   hasFeature(orgId: string, feature: string): Promise<boolean>;
+  /** The plan's request quota per rate-limit window (limit `api.rate`), for the edge's per-org policy; undefined = configuration's. */
+  rateLimitFor(orgId: string, windowSec: number): Promise<{ quota: number; windowSec: number } | undefined>;
   /** Drops the cached snapshot (after commit, and from the `billing.entitlements_changed` handler on every worker). */
   invalidate(orgId: string, version: number): Promise<boolean>;
   /** After a committed change: invalidates at the org's current version (the outbox handler repeats it until it lands). */
@@ -105,6 +107,10 @@ export function entitlementUseCases(c: BillingContext): EntitlementUseCases {
       (await limitCheck(orgId, limit))(current, adding);
     },
     limitCheck,
+    async rateLimitFor(orgId, windowSec) {
+      const quota = (await entitlements(orgId)).limits['api.rate'];
+      return quota === undefined ? undefined : { quota, windowSec };
+    },
     async hasFeature(orgId, feature) {
       return (await entitlements(orgId)).features.includes(feature);
     },

@@ -41,35 +41,25 @@ export const usageIngest: Scenario = {
     const again = await ctx.client.call('POST', `/v1/orgs/${ts[0]!.orgId}/usage-events`, { token: ts[0]!.token, body: { events: probe } });
     const replay = first.body?.accepted === 10 && again.body?.duplicates === 10 ? 'counted once' : `differs (${JSON.stringify(first.body)} / ${JSON.stringify(again.body)})`;
 
+    // path() runs before headers() for each request, so both name the same org.
     let current = pick();
-    const batch = await runLoad({
-      baseUrl: ctx.api.baseUrl,
-      durationSec: ctx.opts.durationSec,
-      connections: ctx.opts.connections,
-      request: {
-        method: 'POST',
-        path: () => {
-          current = pick();
-          return `/v1/orgs/${current.orgId}/usage-events`;
+    const load = (body: () => unknown) =>
+      runLoad({
+        baseUrl: ctx.api.baseUrl,
+        durationSec: ctx.opts.durationSec,
+        connections: ctx.opts.connections,
+        request: {
+          method: 'POST',
+          path: () => {
+            current = pick();
+            return `/v1/orgs/${current.orgId}/usage-events`;
+          },
+          headers: () => ({ authorization: `Bearer ${current.token}` }),
+          body,
         },
-        headers: () => ({ authorization: `Bearer ${current.token}` }),
-        body: () => ({ events: Array.from({ length: BATCH }, event) }),
-      },
-    });
-    const single = await runLoad({
-      baseUrl: ctx.api.baseUrl,
-      durationSec: ctx.opts.durationSec,
-      connections: ctx.opts.connections,
-      request: {
-        method: 'POST',
-        path: () => {
-          current = pick();
-          return `/v1/orgs/${current.orgId}/usage-events`;
-        },
-        headers: () => ({ authorization: `Bearer ${current.token}` }),
-        body: event,
-      },
-    });
+      });
+    const batch = await load(() => ({ events: Array.from({ length: BATCH }, event) }));
+    const single = await load(event);
     const eventsPerSec = Math.round(batch.okPerSec * BATCH);
     const ratio = ratioTo(ctx, 'insert', single.okPerSec);
     return {

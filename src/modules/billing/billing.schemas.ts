@@ -114,18 +114,7 @@ export const CreatePlanBody = Type.Object(
   },
   { additionalProperties: false, examples: [{ productId: '0190a0b0-0000-7000-8000-000000000001', key: 'pro', name: 'Pro', rank: 20, upgradeTiming: 'now', downgradeTiming: 'period_end' }] },
 );
-export const UpdatePlanBody = Type.Object(
-  {
-    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
-    description: Type.Optional(Type.String({ maxLength: 1000 })),
-    rank: Type.Optional(Type.Integer({ minimum: -1000, maximum: 1000 })),
-    upgradeTiming: Type.Optional(Timing),
-    downgradeTiming: Type.Optional(Timing),
-    public: Type.Optional(Type.Boolean()),
-    isDefault: Type.Optional(Type.Boolean()),
-  },
-  { additionalProperties: false, minProperties: 1 },
-);
+export const UpdatePlanBody = Type.Partial(Type.Omit(CreatePlanBody, ['productId', 'key']), { additionalProperties: false, minProperties: 1, examples: [{ rank: 25, downgradeTiming: 'now' }] });
 
 export const MeterSchema = Type.Object(
   {

@@ -59,6 +59,10 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     const versions = (await ok('GET', `/v1/admin/billing/plans/${plans.pro}/prices`, admin)).data;
     expect(versions.filter((p: any) => p.currency === 'JPY').map((p: any) => p.flatAmount)).toEqual([130000, 120000]);
     expect((await req('GET', `/v1/admin/billing/plans/${'0'.repeat(8)}-0000-7000-8000-000000000000/prices`, admin)).status).toBe(404);
+    expect((await ok('PATCH', `/v1/admin/billing/plans/${plans.pro}`, admin, { description: 'For growing teams' })).description).toBe('For growing teams');
+    expect((await req('PATCH', `/v1/admin/billing/plans/${plans.pro}`, admin, {})).status).toBe(400);
+    expect((await req('PATCH', `/v1/admin/billing/plans/${plans.pro}`, admin, { key: 'renamed' })).status).toBe(400);
+    expect((await req('PATCH', `/v1/admin/billing/plans/${'0'.repeat(8)}-0000-7000-8000-000000000000`, admin, { rank: 1 })).body.code).toBe('BILLING.PLAN_NOT_FOUND');
     // Orgs see public plans with the current version only.
     const o = await signup(t.app);
     const catalog = (await ok('GET', `/v1/orgs/${o.orgId}/billing/catalog`, o.auth)).data;
@@ -191,7 +195,8 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     await t.events.startWorker();
     try {
       const fresh = await waitFor(() => ok('GET', url, o.auth), (s) => s.plan?.key === 'pro', 10_000, 50);
-      expect(fresh).toMatchObject({ version: cached.version + 1, limits: { projects: 100 } });
+      expect(fresh.limits).toEqual({ projects: 100 });
+      expect(fresh.version).toBeGreaterThan(cached.version);
     } finally {
       await t.events.stopWorker();
     }

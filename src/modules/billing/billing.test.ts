@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addMember, signup, type SignedUp } from '../../../test/helpers/auth.ts';
@@ -233,6 +235,36 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     // Another org on the default plan keeps the configured quota.
     const other = await signup(t.app);
     expect(String((await t.app.inject({ url: `/v1/orgs/${other.orgId}/billing/entitlements`, headers: other.auth })).headers['ratelimit-policy'])).not.toMatch(/"org";q=4;/);
+  });
+
+  it('billing.* events reach the org\'s webhooks (signed delivery through the outbox)', async () => {
+    const received: Array<{ type: string; data: any }> = [];
+    const server = createServer((rq, rs) => {
+      let body = '';
+      rq.on('data', (c) => (body += c));
+      rq.on('end', () => {
+        received.push(JSON.parse(body));
+        rs.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const o = await signup(t.app);
+      const port = (server.address() as AddressInfo).port;
+      await ok('POST', `/v1/orgs/${o.orgId}/webhooks`, o.auth, { url: `http://127.0.0.1:${port}/hook`, events: ['billing.subscription_created', 'billing.subscription_canceled'] });
+      await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription`, o.auth, { planId: plans.starter });
+      await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription/cancel`, o.auth, { atPeriodEnd: false });
+      await t.events.startWorker();
+      try {
+        await waitFor(async () => received.length, (n) => n >= 2, 15_000, 50);
+      } finally {
+        await t.events.stopWorker();
+      }
+      expect(received.map((e) => e.type).sort()).toEqual(['billing.subscription_canceled', 'billing.subscription_created']);
+      expect(received.find((e) => e.type === 'billing.subscription_created')!.data).toMatchObject({ status: 'trialing', planId: plans.starter, change: 'created' });
+    } finally {
+      server.close();
+    }
   });
 
   it('seat-based plans follow the member count', async () => {

@@ -267,6 +267,20 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     }
   });
 
+  it('changing to a yearly price starts a yearly cycle (credit for the unused month, the year charged)', async () => {
+    await ok('POST', `/v1/admin/billing/plans/${plans.pro}/prices`, admin, { currency: 'USD', interval: 'year', model: 'flat', flatAmount: 90000, entitlements: { features: ['exports', 'sso'], limits: { projects: 100 } } });
+    const o = await signup(t.app);
+    await clock(o, '2032-01-01T00:00:00.000Z');
+    await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription`, o.auth, { planId: plans.starter, trial: false });
+    await clock(o, '2032-01-16T12:00:00.000Z');
+    const { subscription, preview } = await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription/change`, o.auth, { planId: plans.pro, interval: 'year' });
+    expect(preview.lines.map((l: any) => [l.kind, l.amount])).toEqual([['proration_credit', -1500], ['proration_charge', 90000]]);
+    expect(subscription).toMatchObject({ interval: 'year', currentPeriodStart: '2032-01-16T12:00:00.000Z', currentPeriodEnd: '2033-01-16T12:00:00.000Z' });
+    expect(sum(await charges(o))).toBe(3000 - 1500 + 90000);
+    expect((await clock(o, '2033-01-20T00:00:00.000Z')).subscription).toMatchObject({ currentPeriodEnd: '2034-01-16T12:00:00.000Z' });
+    expect(sum(await charges(o))).toBe(3000 - 1500 + 90000 * 2);
+  });
+
   it('seat-based plans follow the member count', async () => {
     const o = await signup(t.app);
     const sub = await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription`, o.auth, { planId: plans.team, trial: false });

@@ -205,7 +205,7 @@ export async function insertSubscription(trx: Trx, tenantId: string, s: Omit<Sub
   return toSubscription(r);
 }
 
-export type SubscriptionChanges = Partial<Omit<Subscription, 'id' | 'version' | 'createdAt' | 'updatedAt' | 'currency' | 'interval'>>;
+export type SubscriptionChanges = Partial<Omit<Subscription, 'id' | 'version' | 'createdAt' | 'updatedAt' | 'currency'>>;
 
 export async function updateSubscription(trx: Trx, tenantId: string, id: string, c: SubscriptionChanges): Promise<Subscription> {
   const r = await trx
@@ -215,6 +215,7 @@ export async function updateSubscription(trx: Trx, tenantId: string, id: string,
       price_id: c.priceId,
       status: c.status,
       quantity: c.quantity,
+      interval: c.interval,
       anchor_at: c.anchorAt,
       current_period_start: c.currentPeriodStart,
       current_period_end: c.currentPeriodEnd,

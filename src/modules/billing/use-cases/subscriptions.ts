@@ -167,12 +167,16 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
       const priceId = sub.pendingPriceId ?? sub.priceId;
       const price = (await catalog.findPrice(trx, priceId))!;
       const quantity = quantityFor(seats, price, sub.quantity);
-      const period = periodAt(sub.anchorAt, sub.interval, end);
+      // A scheduled change to another interval starts a new cycle, anchored at this renewal.
+      const recycle = price.interval !== sub.interval;
+      const anchorAt = recycle ? end : sub.anchorAt;
+      const period = periodAt(anchorAt, price.interval, end);
       sub = await repo.updateSubscription(trx, ctx.tenantId, sub.id, {
         planId: sub.pendingPlanId ?? sub.planId,
         priceId,
         pendingPlanId: null,
         pendingPriceId: null,
+        ...(recycle ? { interval: price.interval, anchorAt } : {}),
         quantity,
         currentPeriodStart: period.start,
         currentPeriodEnd: period.end,
@@ -322,6 +326,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
           quantity: p.quantity,
           pendingPlanId: null,
           pendingPriceId: null,
+          interval: p.price.interval,
           ...(newCycle ? { anchorAt: now, currentPeriodStart: now, currentPeriodEnd: periodBoundary(now, p.price.interval, 1) } : {}),
         });
         await repo.insertCharges(

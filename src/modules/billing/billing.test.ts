@@ -337,6 +337,21 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     expect((await req('POST', url, viewer.auth, { key: 'v1', metric: 'api.requests' })).status).toBe(403);
   });
 
+  it('product usage meters itself from product events: each task created is one tasks.created event, counted once', async () => {
+    const o = await signup(t.app);
+    const project = await ok('POST', `/v1/orgs/${o.orgId}/projects`, o.auth, { key: 'MTR', name: 'Metered' });
+    for (let i = 0; i < 3; i++) await ok('POST', `/v1/orgs/${o.orgId}/projects/${project.id}/tasks`, o.auth, { title: `Task ${i}` });
+    const query = () => t.modules.billing.usage(o.orgId, { metric: 'tasks.created', from: new Date(Date.now() - 7_200_000), to: new Date(Date.now() + 3_600_000), groupBy: 'total', aggregation: 'sum' });
+    await t.events.startWorker();
+    try {
+      await waitFor(query, (u) => u.data[0]?.value === 3, 15_000, 50);
+    } finally {
+      await t.events.stopWorker();
+    }
+    await t.events.sweepOnce(0);
+    expect((await query()).data[0]!.value).toBe(3);
+  });
+
   it('a failed write followed by a retry counts each event exactly once (claim and event commit together)', async () => {
     const o = await signup(t.app);
     const ctx = { ...systemActor('test'), tenantId: o.orgId };

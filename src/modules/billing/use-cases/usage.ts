@@ -1,3 +1,4 @@
+import type { TxHandle } from '../../../platform/db/database.ts';
 import type { TenantActorContext } from '../../../platform/http/actor.ts';
 import { usageBatchTooLarge } from '../billing.errors.ts';
 import { BILLING_EVENTS, type UsageThresholdPayload } from '../billing.events.ts';
@@ -41,6 +42,8 @@ export interface UsageQuery {
 export interface UsageUseCases {
   ingest(ctx: TenantActorContext, events: UsageEventIn[]): Promise<IngestResult>;
   usage(orgId: string, q: UsageQuery): Promise<{ metric: string; aggregation: Aggregation; data: UsagePoint[] }>;
+  /** Usage measured by the product itself (event handlers), in the caller's transaction (tenant context set). */
+  recordProductUsage(trx: TxHandle, orgId: string, events: UsageEventInput[]): Promise<number>;
 }
 
 const hourFloor = (d: Date) => new Date(Math.floor(d.getTime() / 3_600_000) * 3_600_000);
@@ -103,6 +106,13 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
         }
         return result;
       });
+    },
+
+    async recordProductUsage(trx, orgId, events) {
+      // Meters read in this transaction: a handler must not wait for a second connection (one on PGlite).
+      const tx = scope.join(trx);
+      const uniques = (await catalog.listMeters(tx)).filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
+      return (await insertUsage(tx, orgId, events, uniques)).length;
     },
 
     async usage(orgId, q) {

@@ -22,9 +22,10 @@ import { listSearch } from './scenarios/lists.ts';
 import { coldStart } from './scenarios/cold-start.ts';
 import { cachedRead, hotEndpoint, uncachedRead } from './scenarios/reads.ts';
 import { create, createHot, createOneOrg } from './scenarios/writes.ts';
+import { usageIngest } from './scenarios/usage.ts';
 
 export const SCENARIOS: Scenario[] = [
-  cachedRead, uncachedRead, create, createOneOrg, createHot, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak, coldStart,
+  cachedRead, uncachedRead, create, createOneOrg, createHot, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak, usageIngest, coldStart,
 ];
 
 const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])

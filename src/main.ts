@@ -7,7 +7,7 @@ import { checkAppLogin } from './platform/db/app-role.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
-import type { RateLimitResolver } from './platform/http/rate-limit.ts';
+import { configRateLimits, type RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
 import { warmUp } from './platform/http/lazy-compile.ts';
 import { createEventBus, type EventBus, type EventBusDeps } from './platform/outbox/event-bus.ts';
@@ -26,9 +26,10 @@ import { createOutboundPolicies, type OutboundPolicies } from './platform/resili
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
 import { createAudit, type Audit } from './modules/audit/index.ts';
+import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './modules/billing/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
-import { allowEverything, createProjects, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
+import { createProjects, entitlementsVia, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
 import { createTenancy, type Tenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
@@ -138,6 +139,7 @@ export interface Modules {
   identity: Identity;
   tenancy: Tenancy;
   projects: ProjectsModule;
+  billing: BillingModule;
   notifications: NotificationsModule;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
@@ -162,27 +164,48 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     audit,
     throttle: config.loginThrottle,
   });
-  const tenancy = createTenancy({ db, audit, identity, events, invalidations: platform.invalidations, accessCacheMaxAgeMs: config.edge.cacheL1TtlMs });
+  // Billing and tenancy ask each other (seats ← member count, member limit ← plan): billing is built first
+  // and reads the member count through a function that runs only after both exist.
+  const billing = createBilling({
+    db,
+    audit,
+    events,
+    cache: platform.cache,
+    seats: (orgId) => tenancy.countMembers(orgId),
+    config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production' },
+  });
+  const tenancy = createTenancy({
+    db,
+    audit,
+    identity,
+    events,
+    invalidations: platform.invalidations,
+    accessCacheMaxAgeMs: config.edge.cacheL1TtlMs,
+    memberLimit: (orgId) => billing.limitCheck(orgId, 'members'),
+  });
   const projects = createProjects({
     db,
     audit,
     events,
     cache: platform.cache,
     isMember: isMemberVia(tenancy.getMember),
-    entitlements: seams.entitlements ?? allowEverything,
+    entitlements: seams.entitlements ?? entitlementsVia(billing.limitCheck),
   });
   const n = config.notifications;
   const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
-  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications];
+  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications];
   return {
     audit,
     identity,
     tenancy,
     projects,
+    billing,
     notifications,
     routes: all.flatMap((m) => m.routes),
     authenticator: tenancy.authenticator,
+    // Per-org request quota from the plan (limit `api.rate`: requests per window), else configuration.
+    rateLimits: configRateLimits(config.edge, { orgPolicy: (orgId) => billing.rateLimitFor(orgId, config.edge.rateLimitWindowSec) }),
     registerJobs(jobs) {
       for (const m of all) m.registerJobs(jobs);
     },

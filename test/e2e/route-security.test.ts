@@ -36,6 +36,8 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   projectId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BSECRET', name: 'B project' })).id,
   // POST /v1/admin/jobs/:id/redrive (operator route: any dead-job id; org A's token gets 403 before lookup)
   id: async () => newId(),
+  // /v1/admin/billing/plans/:planId/… (operator routes: org A's token gets 403 before lookup)
+  planId: async () => newId(),
   taskId: async (t, b) => {
     const project = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BTASKS', name: 'B tasks' });
     const task = await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/projects/${project.id}/tasks`, { title: 'B task', assigneeId: b.member.userId });
@@ -111,7 +113,8 @@ describe(`route security: declarations and cross-tenant isolation (${process.env
   let b: OrgB;
 
   beforeAll(async () => {
-    t = await createTestPlatform();
+    // The walk itself is hundreds of refused requests from one address: not what the per-IP auth-failure limit is for.
+    t = await createTestPlatform({ env: { RATE_LIMIT_AUTH_FAILURES: '100000' } });
     a = await signup(t.app, { organizationName: 'Org A' });
     const bOwner = await signup(t.app, { organizationName: 'Org B Secret Name' });
     const bMember = await signup(t.app, { name: 'B Member' });

@@ -5,6 +5,11 @@ export const WEBHOOK_EVENT_TYPES = [
   'projects.task_updated',
   'projects.task_assigned',
   'projects.comment_added',
+  'billing.subscription_created',
+  'billing.subscription_updated',
+  'billing.subscription_canceled',
+  'billing.entitlements_changed',
+  'billing.usage_threshold_crossed',
 ] as const;
 
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];

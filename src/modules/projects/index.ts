@@ -10,7 +10,7 @@ export type * from './projects.events.ts';
 export type { Project } from './projects.repo.ts';
 export type { Task, TaskStatus, Priority } from './tasks.repo.ts';
 export type { Comment } from './comments.repo.ts';
-export { allowEverything, isMemberVia } from './projects.service.ts';
+export { allowEverything, entitlementsVia, isMemberVia } from './projects.service.ts';
 export type { Entitlements, IsMember, ProjectsDeps, ProjectsService } from './projects.service.ts';
 export { seedProjects, analyzeProjects, type SeedOptions, type SeedProgress } from './projects.seed.ts';
 

@@ -3,7 +3,7 @@ import { createUseCaseContext, type ProjectsDeps, type UseCaseContext } from './
 import { projectUseCases, type ProjectUseCases } from './use-cases/projects.ts';
 import { taskUseCases, type TaskUseCases } from './use-cases/tasks.ts';
 
-export { allowEverything, isMemberVia, etagOf, ifNoneMatchHits, type Entitlements, type IsMember, type ProjectsDeps } from './use-cases/context.ts';
+export { allowEverything, entitlementsVia, isMemberVia, etagOf, ifNoneMatchHits, type Entitlements, type IsMember, type ProjectsDeps } from './use-cases/context.ts';
 export type { NewProjectInput, ProjectListParams } from './use-cases/projects.ts';
 export type { NewTaskInput, TaskListParams } from './use-cases/tasks.ts';
 

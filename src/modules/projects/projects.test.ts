@@ -21,7 +21,7 @@ type UserName = keyof typeof users;
 beforeAll(async () => {
   t = await createTestPlatform({
     seams: {
-      entitlements: async ({ current }) =>
+      entitlements: async () => (current) =>
         current < projectLimit ? { allowed: true } : { allowed: false, reason: `Your plan allows ${projectLimit} projects` },
     },
   });

@@ -17,6 +17,7 @@ import { createTenancyUseCases } from './use-cases/index.ts';
 import { revokeKeysOnDisable } from './use-cases/revoke-keys.ts';
 import type { Member } from './use-cases/manage-members.ts';
 import type { SignupInput } from './use-cases/sign-up.ts';
+import type { MemberLimit } from './use-cases/deps.ts';
 
 export { ALL_PERMISSIONS, PERMISSIONS, permissionsOf, ROLE_PERMISSIONS, ROLES, type Permission, type Role } from './tenancy.roles.ts';
 export { INVITATION_CREATED, type InvitationCreatedPayload } from './tenancy.events.ts';
@@ -25,6 +26,7 @@ export { INVITATION_PREFIX } from './use-cases/invite-members.ts';
 export type { Membership, Organization } from './tenancy.repo.ts';
 export type { Member } from './use-cases/manage-members.ts';
 export type { SignupInput } from './use-cases/sign-up.ts';
+export { noMemberLimit, type MemberLimit } from './use-cases/deps.ts';
 
 export interface TenancyDeps {
   db: Database;
@@ -36,6 +38,8 @@ export interface TenancyDeps {
   invalidations: InvalidationBus;
   /** Longest a cached role is used (CACHE_L1_TTL_MS): the bound when an invalidation is lost. */
   accessCacheMaxAgeMs: number;
+  /** billing's member limit (`billing.limitCheck(orgId, 'members')`), or `noMemberLimit`. */
+  memberLimit: MemberLimit;
 }
 
 /** Organizations (the tenants), memberships and roles, invitations, API keys, and the Authenticator. */
@@ -53,13 +57,15 @@ export interface Tenancy extends ModuleSurface {
   /** The user's role in the org, or null (not a member / no such org). */
   roleOf(orgId: string, userId: string): Promise<string | null>;
   membershipsOf(userId: string): Promise<Membership[]>;
+  /** How many members the org has (billing's seats). */
+  countMembers(orgId: string): Promise<number>;
   createOrg(userId: string, name: string, ctx: ActorContext): Promise<Organization>;
 }
 
 export function createTenancy(deps: TenancyDeps): Tenancy {
   const repo = createTenancyRepo(deps.db);
   const memberships = createMembershipCache({ invalidations: deps.invalidations, maxAgeMs: deps.accessCacheMaxAgeMs });
-  const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events, memberships });
+  const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events, memberships, memberLimit: deps.memberLimit });
   // A disabled user's API keys die with the disabling transaction, in every org.
   deps.identity.onDisabled(revokeKeysOnDisable({ repo, audit: deps.audit }));
   return {
@@ -70,6 +76,7 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
     getMember: useCases.getMember,
     roleOf: useCases.roleOf,
     membershipsOf: useCases.membershipsOf,
+    countMembers: repo.countMembers,
     createOrg: useCases.createOrg,
     routes: [
       { name: 'tenancy', prefix: '/v1', plugin: asPlugin(tenancyRoutes({ tenancy: useCases, identity: deps.identity })) },

@@ -159,6 +159,19 @@ export function createTenancyRepo(db: Database) {
       await trx.deleteFrom('memberships').where('user_id', '=', userId).execute();
     },
 
+    /** Members of the org, counted under a lock on the org row: joins of one org serialize on it (member limit). */
+    async countMembersLocked(trx: TenancyTx, orgId: string): Promise<number> {
+      await trx.selectFrom('organizations').select('id').where('id', '=', orgId).forUpdate().executeTakeFirst();
+      const row = await trx.selectFrom('memberships').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+
+    /** How many members the org has (billing: seat-based prices and the member limit). */
+    async countMembers(orgId: string): Promise<number> {
+      const row = await scope.withTenant(orgId, (trx) => trx.selectFrom('memberships').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow());
+      return Number(row.n);
+    },
+
     /** Members ordered by id (UUIDv7: join order), after `afterId`; fetches `limit` rows. */
     async listMembers(orgId: string, q: { afterId?: string; role?: string; limit: number }): Promise<MembershipRow[]> {
       const rows = await scope.withTenantRead(orgId, (trx) => {

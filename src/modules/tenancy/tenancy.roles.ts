@@ -13,6 +13,8 @@ export const PERMISSIONS = {
   commentsWrite: 'comments:write',
   billingRead: 'billing:read',
   billingManage: 'billing:manage',
+  /** Send usage events (metering) for the org. */
+  usageWrite: 'usage:write',
   webhooksManage: 'webhooks:manage',
 } as const;
 
@@ -34,6 +36,7 @@ const admin: Permission[] = [
   P.apiKeysManage,
   P.auditRead,
   P.billingRead,
+  P.usageWrite,
   P.webhooksManage,
 ];
 const billing: Permission[] = [P.orgRead, P.membersRead, P.billingRead, P.billingManage];

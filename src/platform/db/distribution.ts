@@ -33,6 +33,19 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   // notifications
   webhook_endpoints: 'distributed',
   webhook_deliveries: 'distributed',
+  // billing: the catalog is global and small (reference); everything an org owns is distributed
+  billing_products: 'reference',
+  billing_plans: 'reference',
+  billing_prices: 'reference',
+  billing_meters: 'reference',
+  billing_customers: 'distributed',
+  billing_subscriptions: 'distributed',
+  billing_charges: 'distributed',
+  billing_test_clocks: 'distributed',
+  billing_schedule: 'distributed',
+  billing_usage_events: 'distributed',
+  billing_usage_rollups: 'distributed',
+  billing_usage_uniques: 'distributed',
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',

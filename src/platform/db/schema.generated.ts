@@ -21,6 +21,8 @@ export type JsonPrimitive = boolean | number | string | null;
 
 export type JsonValue = JsonArray | JsonObject | JsonPrimitive;
 
+export type Numeric = ColumnType<string, number | string, number | string>;
+
 export type Timestamp = ColumnType<Date, Date | string, Date | string>;
 
 export interface ApiDeprecatedUsage {
@@ -69,6 +71,152 @@ export interface AuditEvents {
   target_id: string;
   target_type: string;
   tenant_id: string;
+}
+
+export interface BillingCharges {
+  amount: number;
+  created_at: Generated<Timestamp>;
+  currency: string;
+  description: string;
+  id: string;
+  invoice_id: string | null;
+  kind: string;
+  period_end: Timestamp;
+  period_start: Timestamp;
+  price_id: string;
+  quantity: Generated<number>;
+  subscription_id: string;
+  tenant_id: string;
+}
+
+export interface BillingCustomers {
+  address: Generated<Json>;
+  created_at: Generated<Timestamp>;
+  currency: Generated<string>;
+  email: string | null;
+  entitlements_version: Generated<number>;
+  id: string;
+  name: Generated<string>;
+  tax_id: string | null;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  version: Generated<number>;
+}
+
+export interface BillingMeters {
+  aggregation: string;
+  created_at: Generated<Timestamp>;
+  key: string;
+  name: string;
+  property: string | null;
+}
+
+export interface BillingPlans {
+  created_at: Generated<Timestamp>;
+  description: Generated<string>;
+  downgrade_timing: Generated<string>;
+  id: string;
+  is_default: Generated<boolean>;
+  key: string;
+  name: string;
+  product_id: string;
+  public: Generated<boolean>;
+  rank: Generated<number>;
+  updated_at: Generated<Timestamp>;
+  upgrade_timing: Generated<string>;
+}
+
+export interface BillingPrices {
+  created_at: Generated<Timestamp>;
+  currency: string;
+  entitlements: Generated<Json>;
+  flat_amount: Generated<number>;
+  id: string;
+  interval: string;
+  metric: string | null;
+  model: string;
+  package_size: Generated<number>;
+  per_seat: Generated<boolean>;
+  plan_id: string;
+  tiers: Generated<Json>;
+  trial_days: Generated<number>;
+  unit_amount: Generated<number>;
+  usage_type: Generated<string>;
+  version: number;
+}
+
+export interface BillingProducts {
+  created_at: Generated<Timestamp>;
+  description: Generated<string>;
+  id: string;
+  key: string;
+  name: string;
+}
+
+export interface BillingSchedule {
+  due_at: Timestamp;
+  on_test_clock: Generated<boolean>;
+  tenant_id: string;
+}
+
+export interface BillingSubscriptions {
+  anchor_at: Timestamp;
+  cancel_at_period_end: Generated<boolean>;
+  canceled_at: Timestamp | null;
+  created_at: Generated<Timestamp>;
+  currency: string;
+  current_period_end: Timestamp;
+  current_period_start: Timestamp;
+  id: string;
+  interval: string;
+  past_due_since: Timestamp | null;
+  paused_at: Timestamp | null;
+  pending_plan_id: string | null;
+  pending_price_id: string | null;
+  plan_id: string;
+  price_id: string;
+  quantity: Generated<number>;
+  status: string;
+  tenant_id: string;
+  trial_end: Timestamp | null;
+  updated_at: Generated<Timestamp>;
+  version: Generated<number>;
+}
+
+export interface BillingTestClocks {
+  created_at: Generated<Timestamp>;
+  frozen_time: Timestamp;
+  id: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface BillingUsageEvents {
+  key: string;
+  metric: string;
+  occurred_at: Timestamp;
+  properties: Generated<Json>;
+  received_at: Generated<Timestamp>;
+  tenant_id: string;
+  value: Numeric;
+}
+
+export interface BillingUsageRollups {
+  bucket: Timestamp;
+  count: number;
+  latest_at: Timestamp;
+  latest_value: Numeric;
+  max: Numeric;
+  metric: string;
+  sum: Numeric;
+  tenant_id: string;
+}
+
+export interface BillingUsageUniques {
+  bucket: Timestamp;
+  metric: string;
+  tenant_id: string;
+  value: string;
 }
 
 export interface FeatureFlagChanges {
@@ -325,6 +473,18 @@ export interface DB {
   api_keys: ApiKeys;
   audit_chains: AuditChains;
   audit_events: AuditEvents;
+  billing_charges: BillingCharges;
+  billing_customers: BillingCustomers;
+  billing_meters: BillingMeters;
+  billing_plans: BillingPlans;
+  billing_prices: BillingPrices;
+  billing_products: BillingProducts;
+  billing_schedule: BillingSchedule;
+  billing_subscriptions: BillingSubscriptions;
+  billing_test_clocks: BillingTestClocks;
+  billing_usage_events: BillingUsageEvents;
+  billing_usage_rollups: BillingUsageRollups;
+  billing_usage_uniques: BillingUsageUniques;
   feature_flag_changes: FeatureFlagChanges;
   feature_flag_exposures: FeatureFlagExposures;
   feature_flag_overrides: FeatureFlagOverrides;

@@ -13,15 +13,36 @@ import type { Task } from '../tasks.repo.ts';
 /** The tenancy module's answer to "is this user a member of this org?". */
 export type IsMember = (orgId: string, userId: string) => Promise<boolean>;
 
-/** Plan limits: billing decides whether an org may create one more project. */
+/**
+ * Plan limits: billing decides whether an org may create one more project. Two steps, because the count is
+ * taken under the creating transaction's lock but billing's answer must not need a query inside it: the
+ * seam is asked before the transaction (answered from billing's cache) and returns a pure check of the
+ * count. A denied check carries the error to throw (billing's 402 problem), or a reason.
+ */
 export type Entitlements = (request: {
   orgId: string;
   action: 'projects.create';
-  current: number;
-}) => Promise<{ allowed: true } | { allowed: false; reason: string }>;
+}) => Promise<(current: number) => { allowed: true } | { allowed: false; reason: string; error?: Error }>;
 
-/** Until billing provides plan limits. */
-export const allowEverything: Entitlements = async () => ({ allowed: true });
+/** No plan limits (tests, and compositions without billing). */
+export const allowEverything: Entitlements = async () => () => ({ allowed: true });
+
+/** The limit each action counts against, in billing's entitlements. */
+const LIMIT_OF: Record<Parameters<Entitlements>[0]['action'], string> = { 'projects.create': 'projects' };
+
+/**
+ * Adapts billing's `limitCheck` (whose check throws billing's own 402 problem naming the limit, the usage
+ * and the plan that lifts it) to this seam.
+ */
+export function entitlementsVia(limitCheck: (orgId: string, limit: string) => Promise<(current: number) => void>): Entitlements {
+  return async ({ orgId, action }) => {
+    const check = await limitCheck(orgId, LIMIT_OF[action]);
+    return (current) => {
+      check(current);
+      return { allowed: true };
+    };
+  };
+}
 
 /** Adapts tenancy's `getMember` (which throws a 404 AppError for a non-member) to IsMember. */
 export function isMemberVia(getMember: (orgId: string, userId: string) => Promise<unknown>): IsMember {

@@ -39,11 +39,11 @@ export function projectUseCases(c: UseCaseContext): ProjectUseCases {
 
     async createProject(ctx, input) {
       const { tenantId } = ctx;
+      const withinPlan = await c.deps.entitlements({ orgId: tenantId, action: 'projects.create' });
       return scope.withTenant(tenantId, async (trx) => {
         await repo.lockProjectCreation(trx, tenantId);
-        const current = await repo.countProjects(trx, tenantId);
-        const verdict = await c.deps.entitlements({ orgId: tenantId, action: 'projects.create', current });
-        if (!verdict.allowed) throw planLimitReached(verdict.reason);
+        const verdict = withinPlan(await repo.countProjects(trx, tenantId));
+        if (!verdict.allowed) throw verdict.error ?? planLimitReached(verdict.reason);
         const project = await repo.insertProject(trx, {
           tenantId,
           id: newId(),

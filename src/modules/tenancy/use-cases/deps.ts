@@ -12,4 +12,14 @@ export interface UseCaseDeps {
   events: EventPublisher;
   /** The Authenticator's cache of members' roles: invalidated after a role change or removal commits. */
   memberships: Pick<MembershipCache, 'invalidate'>;
+  /**
+   * Billing's member limit: asked before the joining transaction (answered from billing's cache), the check
+   * runs on the count taken under the org's lock; it throws billing's 402 when one more would not fit.
+   */
+  memberLimit: MemberLimit;
 }
+
+export type MemberLimit = (orgId: string) => Promise<(current: number) => void>;
+
+/** No member limit (compositions without billing). */
+export const noMemberLimit: MemberLimit = async () => () => {};

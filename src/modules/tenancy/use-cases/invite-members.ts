@@ -82,6 +82,7 @@ export function inviteMembers(deps: UseCaseDeps) {
       const orgId = orgOfToken(INVITATION_PREFIX, token);
       if (!orgId) throw invitationNotFound();
       const user = await identity.getUser(userId);
+      const withinPlan = await deps.memberLimit(orgId);
       return repo.withTenant(orgId, async (trx) => {
         const inv = await repo.lockInvitationByTokenHash(trx, sha256Hex(token));
         if (!inv || inv.revokedAt) throw invitationNotFound();
@@ -92,6 +93,7 @@ export function inviteMembers(deps: UseCaseDeps) {
         }
         const alreadyMember = () => new AppError('TENANCY.ALREADY_MEMBER', 409, 'You are already a member of this organization');
         if (await repo.membership(trx, userId)) throw alreadyMember();
+        withinPlan(await repo.countMembersLocked(trx, orgId));
         // Two invitations accepted at once both pass the check above; unique (tenant_id, user_id) decides.
         await repo.insertMembership(trx, { orgId, id: newId(), userId, role: inv.role }).catch((err: unknown) => {
           throw isUniqueViolation(err) ? alreadyMember() : err;

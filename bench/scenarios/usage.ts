@@ -1,0 +1,78 @@
+import { randomBytes } from 'node:crypto';
+import { signup, type Tenant } from '../lib/api.ts';
+import { runLoad } from '../lib/load.ts';
+import { skipped, target, type BenchContext, type Scenario } from '../lib/types.ts';
+import { ratioTo } from './reads.ts';
+
+/** Batches spread over a few orgs and metrics, as many customers' product code would send them. */
+const TENANTS = 8;
+const METRICS = ['api.requests', 'tasks.created', 'storage.gb', 'active.users', 'exports.run'];
+const BATCH = 100;
+
+let seq = 0;
+const run = randomBytes(4).toString('hex');
+const event = () => {
+  const n = seq++;
+  return { key: `${run}-${n}`, metric: METRICS[n % METRICS.length], value: 1 + (n % 7), properties: { userId: `u${n % 50}` } };
+};
+
+async function tenants(ctx: BenchContext): Promise<Tenant[]> {
+  const out: Tenant[] = [];
+  for (let i = 0; i < TENANTS; i++) out.push(await signup(ctx.client, `usage-${i}`));
+  return out;
+}
+
+export const usageIngest: Scenario = {
+  name: 'usage-ingest',
+  title: 'Usage metering: 100-event batches and single events (idempotent by key, rollups in the same transaction)',
+  baseline: 'insert',
+  async run(ctx) {
+    const targets = (eps?: number, p99?: number, ratio?: number) => [
+      target('U1', 'batch ingestion ≥ 20,000 events/s (100-event batches)', eps, 20_000, '/s', '>='),
+      target('U2', 'batch p99 < 100 ms', p99, 100, 'ms', '<'),
+      target('U3', 'single-event ingestion ≥ 0.50× naive insert', ratio, 0.5, '×', '>='),
+    ];
+    if (!ctx.client.has('POST', '/v1/orgs/{orgId}/usage-events')) return skipped(this, 'no usage-events endpoint in this build', targets());
+    const ts = await tenants(ctx);
+    const pick = () => ts[Math.floor(Math.random() * ts.length)]!;
+    // Idempotency check: the same batch twice is accepted once.
+    const probe = Array.from({ length: 10 }, event);
+    const first = await ctx.client.call('POST', `/v1/orgs/${ts[0]!.orgId}/usage-events`, { token: ts[0]!.token, body: { events: probe } });
+    const again = await ctx.client.call('POST', `/v1/orgs/${ts[0]!.orgId}/usage-events`, { token: ts[0]!.token, body: { events: probe } });
+    const replay = first.body?.accepted === 10 && again.body?.duplicates === 10 ? 'counted once' : `differs (${JSON.stringify(first.body)} / ${JSON.stringify(again.body)})`;
+
+    // path() runs before headers() for each request, so both name the same org.
+    let current = pick();
+    const load = (body: () => unknown) =>
+      runLoad({
+        baseUrl: ctx.api.baseUrl,
+        durationSec: ctx.opts.durationSec,
+        connections: ctx.opts.connections,
+        request: {
+          method: 'POST',
+          path: () => {
+            current = pick();
+            return `/v1/orgs/${current.orgId}/usage-events`;
+          },
+          headers: () => ({ authorization: `Bearer ${current.token}` }),
+          body,
+        },
+      });
+    const batch = await load(() => ({ events: Array.from({ length: BATCH }, event) }));
+    const single = await load(event);
+    const eventsPerSec = Math.round(batch.okPerSec * BATCH);
+    const ratio = ratioTo(ctx, 'insert', single.okPerSec);
+    return {
+      name: this.name,
+      title: this.title,
+      status: 'ok',
+      endpoint: 'POST /v1/orgs/{orgId}/usage-events',
+      load: batch,
+      phases: { batch, single },
+      baseline: 'insert',
+      ratio,
+      metrics: { eventsPerSec, batchP99Ms: batch.okLatencyMs.p99, singlePerSec: Math.round(single.okPerSec), idempotentReplay: replay },
+      targets: targets(eventsPerSec, batch.okLatencyMs.p99, ratio),
+    };
+  },
+};

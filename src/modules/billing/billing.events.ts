@@ -1,0 +1,41 @@
+/**
+ * Events billing publishes, each in the transaction of the change (outbox), with the org as tenant:
+ * webhooks (`billing.*`) and e-mails come from these, never from a second write.
+ */
+export const BILLING_EVENTS = {
+  subscriptionCreated: 'billing.subscription_created',
+  subscriptionUpdated: 'billing.subscription_updated',
+  subscriptionCanceled: 'billing.subscription_canceled',
+  /** What the org is entitled to changed: every instance drops its cached snapshot (handler in billing.jobs.ts). */
+  entitlementsChanged: 'billing.entitlements_changed',
+  /** A metered quota reached 80 % or 100 % in the current period. */
+  usageThresholdCrossed: 'billing.usage_threshold_crossed',
+} as const;
+
+export type BillingEventName = (typeof BILLING_EVENTS)[keyof typeof BILLING_EVENTS];
+
+export interface SubscriptionEventPayload {
+  subscriptionId: string;
+  status: string;
+  planId: string;
+  priceId: string;
+  /** What happened: created, trial_started, activated, renewed, plan_changed, change_scheduled, quantity_changed,
+   * past_due, recovered, paused, resumed, cancel_scheduled, cancel_unscheduled, canceled. */
+  change: string;
+  previousStatus: string | null;
+  currentPeriodEnd: string;
+}
+
+export interface EntitlementsChangedPayload {
+  /** The org's entitlements_version now committed: older cached snapshots are refused. */
+  version: number;
+}
+
+export interface UsageThresholdPayload {
+  metric: string;
+  /** 80 or 100 */
+  threshold: number;
+  usage: number;
+  quota: number;
+  periodStart: string;
+}

@@ -1,0 +1,36 @@
+import { systemActor } from '../../platform/http/actor.ts';
+import type { JobRegistry } from '../../platform/outbox/registry.ts';
+import { PROJECT_EVENTS } from '../projects/index.ts';
+import { BILLING_EVENTS, type EntitlementsChangedPayload } from './billing.events.ts';
+import type { BillingService } from './billing.service.ts';
+
+/** Orgs advanced per run of the renewal schedule; the rest are picked up by the next run. */
+const RENEWALS_PER_RUN = 500;
+
+/**
+ * - `billing.entitlements_cache`: every change of an org's entitlements commits a
+ *   `billing.entitlements_changed` event; this handler drops the cached snapshot (Redis + every
+ *   instance's L1 via pub/sub), retried until Redis takes it. The request also invalidates at once.
+ * - `billing.renewals`: trial ends, renewals, scheduled changes and dunning by the wall clock.
+ * - `billing.meter_tasks`: product usage from product events — each `projects.task_created` is one
+ *   `tasks.created` usage event keyed by the event id, in the handler's transaction: nothing on the
+ *   request's path, and a redelivered event is counted once.
+ */
+export function registerBillingJobs(jobs: JobRegistry, service: Pick<BillingService, 'invalidate' | 'advanceDue' | 'recordProductUsage'>): void {
+  jobs.subscribe(PROJECT_EVENTS.taskCreated, 'billing.meter_tasks', async (event, { trx }) => {
+    if (!event.tenantId) return;
+    await service.recordProductUsage(trx, event.tenantId, [{ key: `event:${event.id}`, metric: 'tasks.created', timestamp: new Date(event.occurredAt), value: 1, properties: {} }]);
+  });
+  jobs.subscribe<EntitlementsChangedPayload>(
+    BILLING_EVENTS.entitlementsChanged,
+    'billing.entitlements_cache',
+    async ({ tenantId, payload }) => {
+      if (!tenantId) return;
+      if (!(await service.invalidate(tenantId, payload.version))) throw new Error('Redis unreachable: entitlement invalidation not landed yet');
+    },
+    { maxAttempts: 20, backoffBaseMs: 500, backoffMaxMs: 30_000 },
+  );
+  jobs.schedule('billing.renewals', { everyMs: 60_000 }, async () => {
+    await service.advanceDue(systemActor('billing.renewals'), RENEWALS_PER_RUN);
+  });
+}

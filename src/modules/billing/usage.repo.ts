@@ -1,0 +1,105 @@
+import { sql } from 'kysely';
+import type { Trx } from './billing.repo.ts';
+
+export interface UsageEventInput {
+  key: string;
+  metric: string;
+  timestamp: Date;
+  value: number;
+  properties: Record<string, unknown>;
+}
+
+/**
+ * One statement: insert the events (the primary key (tenant_id, key) is the dedupe record: a duplicate is
+ * skipped by ON CONFLICT DO NOTHING), then fold only the rows actually inserted into the hourly rollups
+ * and the distinct-value sets. Claim, event and rollup commit together or not at all, so a failed write
+ * retried with the same keys counts each event exactly once. Returns the keys that were new.
+ */
+export async function insertUsage(trx: Trx, tenantId: string, events: UsageEventInput[], uniques: Array<{ metric: string; property: string }>): Promise<string[]> {
+  if (events.length === 0) return [];
+  const keys = events.map((e) => e.key);
+  const metrics = events.map((e) => e.metric);
+  const times = events.map((e) => e.timestamp.toISOString());
+  const values = events.map((e) => String(e.value));
+  const props = events.map((e) => JSON.stringify(e.properties));
+  const uMetrics = uniques.map((u) => u.metric);
+  const uProps = uniques.map((u) => u.property);
+  const rows = await sql<{ key: string }>`
+    with input as (
+      select * from unnest(${keys}::text[], ${metrics}::text[], ${times}::timestamptz[], ${values}::numeric[], ${props}::jsonb[])
+        as t(key, metric, occurred_at, value, properties)
+    ), ins as (
+      insert into billing_usage_events (tenant_id, key, metric, occurred_at, value, properties)
+      select ${tenantId}::uuid, key, metric, occurred_at, value, properties from input
+      on conflict (tenant_id, key) do nothing
+      returning key, metric, occurred_at, value, properties
+    ), roll as (
+      insert into billing_usage_rollups as r (tenant_id, metric, bucket, count, sum, max, latest_value, latest_at)
+      select ${tenantId}::uuid, metric, date_trunc('hour', occurred_at, 'UTC'), count(*), sum(value), max(value),
+             (array_agg(value order by occurred_at desc))[1], max(occurred_at)
+      from ins group by metric, date_trunc('hour', occurred_at, 'UTC')
+      on conflict (tenant_id, metric, bucket) do update set
+        count = r.count + excluded.count,
+        sum = r.sum + excluded.sum,
+        max = greatest(r.max, excluded.max),
+        latest_value = case when excluded.latest_at >= r.latest_at then excluded.latest_value else r.latest_value end,
+        latest_at = greatest(r.latest_at, excluded.latest_at)
+    ), uniq as (
+      insert into billing_usage_uniques (tenant_id, metric, bucket, value)
+      select distinct ${tenantId}::uuid, i.metric, date_trunc('hour', i.occurred_at, 'UTC'), i.properties ->> u.property
+      from ins i join unnest(${uMetrics}::text[], ${uProps}::text[]) as u(metric, property) on u.metric = i.metric
+      where i.properties ? u.property
+      on conflict do nothing
+    )
+    select key from ins`.execute(trx);
+  return rows.rows.map((r) => r.key);
+}
+
+export type Aggregation = 'count' | 'sum' | 'max' | 'unique_count' | 'latest';
+export type Granularity = 'hour' | 'day' | 'month' | 'total';
+
+export interface UsagePoint {
+  start: Date;
+  value: number;
+}
+
+/** Aggregates the rollups (never the raw events) of one metric over [from, to), grouped by UTC hour/day/month. */
+export async function queryUsage(trx: Trx, tenantId: string, q: { metric: string; from: Date; to: Date; aggregation: Aggregation; groupBy: Granularity }): Promise<UsagePoint[]> {
+  const group = q.groupBy === 'total' ? sql`${q.from}::timestamptz` : sql`date_trunc(${q.groupBy}, bucket, 'UTC')`;
+  if (q.aggregation === 'unique_count') {
+    const rows = await sql<{ start: Date; value: string }>`
+      select ${group} as start, count(distinct value) as value from billing_usage_uniques
+      where tenant_id = ${tenantId} and metric = ${q.metric} and bucket >= ${q.from} and bucket < ${q.to}
+      group by 1 order by 1`.execute(trx);
+    return rows.rows.map((r) => ({ start: new Date(r.start), value: Number(r.value) }));
+  }
+  const agg =
+    q.aggregation === 'count'
+      ? sql`sum(count)`
+      : q.aggregation === 'sum'
+        ? sql`sum(sum)`
+        : q.aggregation === 'max'
+          ? sql`max(max)`
+          : sql`(array_agg(latest_value order by latest_at desc))[1]`;
+  const rows = await sql<{ start: Date; value: string }>`
+    select ${group} as start, ${agg} as value from billing_usage_rollups
+    where tenant_id = ${tenantId} and metric = ${q.metric} and bucket >= ${q.from} and bucket < ${q.to}
+    group by 1 order by 1`.execute(trx);
+  return rows.rows.map((r) => ({ start: new Date(r.start), value: Number(r.value) }));
+}
+
+/** Sum (or count) of several metrics since `from`, from the rollups: what quota checks compare. */
+export async function usageSince(trx: Trx, tenantId: string, metrics: string[], from: Date): Promise<Map<string, { count: number; sum: number }>> {
+  const out = new Map<string, { count: number; sum: number }>();
+  if (metrics.length === 0) return out;
+  const rows = await trx
+    .selectFrom('billing_usage_rollups')
+    .select(['metric', sql<string>`sum(count)`.as('count'), sql<string>`sum(sum)`.as('sum')])
+    .where('tenant_id', '=', tenantId)
+    .where('metric', 'in', metrics)
+    .where('bucket', '>=', from)
+    .groupBy('metric')
+    .execute();
+  for (const r of rows) out.set(r.metric, { count: Number(r.count), sum: Number(r.sum) });
+  return out;
+}

@@ -69,7 +69,8 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     const o = await signup(t.app);
     const catalog = (await ok('GET', `/v1/orgs/${o.orgId}/billing/catalog`, o.auth)).data;
     expect(catalog.find((p: any) => p.key === 'pro').prices.filter((p: any) => p.currency === 'JPY').map((p: any) => p.version)).toEqual([2]);
-    // Every catalog write is on the platform audit chain.
+    // Every catalog write is on the platform audit chain (once the sequencer has chained it).
+    await t.modules.audit.sequence('00000000-0000-0000-0000-000000000000');
     const audited = await t.modules.audit.verify('00000000-0000-0000-0000-000000000000');
     expect(audited[0]!.ok).toBe(true);
     expect(audited[0]!.events).toBeGreaterThanOrEqual(8);

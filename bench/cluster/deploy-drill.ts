@@ -49,6 +49,10 @@ interface StepResult extends WindowFigures {
   finalFailures: number;
   /** which version answered how many requests in this step */
   byVersion: Record<string, number>;
+  /** failed attempts by `status server` (status 0: no answer) */
+  failedBy: Record<string, number>;
+  /** most (event, consumer) deliveries of the drill's tenant not yet done, sampled every second: the jobs in flight */
+  maxJobBacklog: number;
   detail?: string;
 }
 
@@ -196,6 +200,8 @@ export async function runDrill(argv: string[]): Promise<number> {
     }
   };
   const tagTimer = setInterval(tag, 50);
+  const backlog: { at: number; n: number }[] = [];
+  let backlogTimer: NodeJS.Timeout | undefined;
 
   const step = async (name: string, fn: () => Promise<unknown>) => {
     const t0 = Date.now();
@@ -206,13 +212,18 @@ export async function runDrill(argv: string[]): Promise<number> {
     const t1 = Date.now();
     const inWindow = tagged.filter((s) => s.at >= t0 && s.at < t1);
     const byVersion: Record<string, number> = {};
-    for (const s of inWindow) byVersion[s.version] = (byVersion[s.version] ?? 0) + 1;
+    const failedBy: Record<string, number> = {};
+    for (const s of inWindow) {
+      byVersion[s.version] = (byVersion[s.version] ?? 0) + 1;
+      if (!s.ok) failedBy[`${s.status} ${s.server}`] = (failedBy[`${s.status} ${s.server}`] ?? 0) + 1;
+    }
+    const maxJobBacklog = Math.max(0, ...backlog.filter((b) => b.at >= t0 && b.at < t1).map((b) => b.n));
     const r: StepResult = {
       step: name, durationSec: round1((t1 - t0) / 1000), ...figures(inWindow),
-      finalFailures: load ? load.finalFailures.filter((f) => f.at >= t0 && f.at < t1).length : 0, byVersion, detail,
+      finalFailures: load ? load.finalFailures.filter((f) => f.at >= t0 && f.at < t1).length : 0, byVersion, failedBy, maxJobBacklog, detail,
     };
     steps.push(r);
-    log(`  ${r.requests} requests, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, failed attempts ${r.failedAttempts}, final failures ${r.finalFailures}; ${JSON.stringify(byVersion)}${detail ? `; ${detail}` : ''}`);
+    log(`  ${r.requests} requests, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, failed attempts ${r.failedAttempts}, final failures ${r.finalFailures} ${JSON.stringify(failedBy)}, job backlog ≤ ${maxJobBacklog}; ${JSON.stringify(byVersion)}${detail ? `; ${detail}` : ''}`);
   };
 
   const body = async () => {
@@ -233,9 +244,21 @@ export async function runDrill(argv: string[]): Promise<number> {
     const projectId = await createProject(api, tenant, 'Drill');
     const marker = `dd${Date.now().toString(36)}`;
     for (const s of [...state.apis.map((a) => a.name), CANARY.name]) await haproxy(`set weight apis/${s} ${s === CANARY.name ? CANARY_POLICY.weightCanary : CANARY_POLICY.weightOthers}`);
-    load = startLoad({ lbUrl: state.lbUrl, tenant, projectId, writers: t.writers, readers: t.readers, marker });
     const st = state;
     const db = pool;
+    // Lost jobs: an acknowledged task with no task_created event, or an event of the drill's tenant not
+    // delivered ('done') to every consumer declared for its name (whichever worker version declared it).
+    const undelivered = () => count(db,
+      `select count(*)::int as n from outbox o join job_consumers c on c.event_name = o.name
+         left join job_deliveries d on d.event_id = o.id and d.consumer = c.consumer
+        where (o.tenant_id = $1 or (o.tenant_id is null and o.payload->>'tenantId' = $1::text)) and d.status is distinct from 'done'`, [tenant.orgId]);
+    let sampling = false;
+    backlogTimer = setInterval(() => {
+      if (sampling) return;
+      sampling = true;
+      void undelivered().then((n) => backlog.push({ at: Date.now(), n }), () => undefined).finally(() => (sampling = false));
+    }, 1_000);
+    load = startLoad({ lbUrl: state.lbUrl, tenant, projectId, writers: t.writers, readers: t.readers, marker });
 
     await step('baseline (previous release)', () => sleep(t.baselineMs));
 
@@ -340,14 +363,10 @@ export async function runDrill(argv: string[]): Promise<number> {
     await load.stop();
     tag();
     const v = await verifyWrites(db, marker, load.writes);
-    // Lost jobs: an acknowledged task with no task_created event, or an event of the drill's tenant not
-    // delivered ('done') to every consumer declared for its name (whichever worker version declared it).
-    const undelivered = () => count(db,
-      `select count(*)::int as n from outbox o join job_consumers c on c.event_name = o.name
-         left join job_deliveries d on d.event_id = o.id and d.consumer = c.consumer
-        where (o.tenant_id = $1 or (o.tenant_id is null and o.payload->>'tenantId' = $1::text)) and d.status is distinct from 'done'`, [tenant.orgId]);
+    clearInterval(backlogTimer);
     const drainT0 = Date.now();
     let left = await undelivered();
+    extra.jobBacklogWhenLoadStopped = left;
     while (left > 0 && Date.now() - drainT0 < 60_000) {
       await sleep(500);
       left = await undelivered();
@@ -385,6 +404,7 @@ export async function runDrill(argv: string[]): Promise<number> {
   } finally {
     clearTimeout(timer);
     clearInterval(tagTimer);
+    clearInterval(backlogTimer);
     await load?.stop().catch(() => undefined);
     await pool?.end().catch(() => undefined);
     await teardown();

@@ -17,7 +17,7 @@
  *
  * Reports per step p50/p99 and failed attempts, final client failures (a retried-then-acknowledged request is
  * not one), lost/duplicated writes and lost jobs, to <out>/deploy-drill-<timestamp>.json. Self-stopping: the
- * cluster is torn down at the end, on a deadline (6 min; quick 4 min) and on SIGINT/SIGTERM. Exit 1 when an
+ * cluster is torn down at the end, on a deadline (5.5 min; quick 5 min; teardown after it) and on SIGINT/SIGTERM. Exit 1 when an
  * invariant is not 0 or a canary verdict is not the expected one.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -34,7 +34,7 @@ import {
   down, killStartedProcesses, pidAlive, plinthEnv, PORTS, readState, RUN, spawnPlinth, startApi, stopStartingProcesses, trackProcess, up, writeState,
   type ClusterState,
 } from './cluster.ts';
-import { figures, startLoad, type Load, type Sample, type WindowFigures } from './drill-load.ts';
+import { figures, judgeCanary, startLoad, type Load, type Sample, type WindowFigures } from './drill-load.ts';
 import { count, round1, verifyWrites } from './suite-lib.ts';
 
 type Version = 'previous' | 'current' | 'bad-canary';
@@ -143,7 +143,7 @@ export async function runDrill(argv: string[]): Promise<number> {
   const quick = argv.includes('--quick');
   const outIdx = argv.indexOf('--out');
   const outDir = path.resolve(ROOT, outIdx >= 0 ? argv[outIdx + 1]! : 'bench/results');
-  const budgetMs = quick ? 240_000 : 360_000;
+  const budgetMs = quick ? 300_000 : 330_000;
   const t = {
     baselineMs: quick ? 5_000 : 12_000,
     holdMs: quick ? 4_000 : 10_000,
@@ -298,23 +298,9 @@ export async function runDrill(argv: string[]): Promise<number> {
           const win = tagged.filter((s) => s.at >= w0);
           c = figures(win.filter((s) => s.server === CANARY.name));
           o = figures(win.filter((s) => s.server !== CANARY.name && st.apis.some((a) => a.name === s.server)));
-          const elapsed = Date.now() - w0;
-          const p99Limit = o.p99Ms * CANARY_POLICY.p99Factor + CANARY_POLICY.p99SlackMs;
-          if (c.requests >= t.canaryMinSamples && c.errorRate - o.errorRate > CANARY_POLICY.errorRateMargin) {
-            verdict = 'abort';
-            reason = `error rate ${(c.errorRate * 100).toFixed(1)} % vs ${(o.errorRate * 100).toFixed(1)} % (margin ${CANARY_POLICY.errorRateMargin * 100} pp)`;
-          } else if (elapsed >= t.canaryWindowMs && c.requests >= t.canaryMinSamples) {
-            if (c.p99Ms > p99Limit) {
-              verdict = 'abort';
-              reason = `p99 ${c.p99Ms} ms vs ${o.p99Ms} ms (limit ${p99Limit} ms)`;
-            } else {
-              verdict = 'pass';
-              reason = `error rate ${(c.errorRate * 100).toFixed(1)} % vs ${(o.errorRate * 100).toFixed(1)} %, p99 ${c.p99Ms} ms vs ${o.p99Ms} ms (limit ${p99Limit} ms)`;
-            }
-          } else if (elapsed >= t.canaryMaxWindowMs) {
-            verdict = 'abort';
-            reason = `only ${c.requests} canary requests in ${round1(elapsed / 1000)} s (needs ${t.canaryMinSamples}): no evidence, no promotion`;
-          }
+          const j = judgeCanary(c, o, Date.now() - w0, { ...CANARY_POLICY, windowMs: t.canaryWindowMs, maxWindowMs: t.canaryMaxWindowMs, minSamples: t.canaryMinSamples });
+          verdict = j?.verdict;
+          reason = j?.reason ?? '';
         }
         canaries.push({ canary: kind, verdict, expected: kind === 'bad' ? 'abort' : 'pass', reason, windowSec: round1((Date.now() - w0) / 1000), canaryFigures: c, othersFigures: o });
         return `${verdict === 'abort' ? 'ABORTED' : 'passed'}: ${reason}`;

@@ -154,3 +154,38 @@ export function figures(samples: Sample[]): WindowFigures {
     p99Ms: Math.round(percentile(ms, 99)),
   };
 }
+
+export interface CanaryPolicy {
+  /** abort when the canary's error rate exceeds the others' by more than this (absolute, 0.02 = 2 points) */
+  errorRateMargin: number;
+  /** abort when, at the end of the window, the canary's p99 exceeds the others' × p99Factor + p99SlackMs */
+  p99Factor: number;
+  p99SlackMs: number;
+  /** the window a passing canary must last, and the longest the drill waits for minSamples canary requests */
+  windowMs: number;
+  maxWindowMs: number;
+  minSamples: number;
+}
+
+const pct = (r: number) => `${(r * 100).toFixed(1)} %`;
+
+/**
+ * The canary's verdict from its figures and the other instances' over the same window (elapsedMs so far):
+ * undefined while undecided. An error-rate breach aborts as soon as there are enough samples; a pass needs
+ * the whole window; too few requests to judge by maxWindowMs is an abort (no evidence, no promotion).
+ */
+export function judgeCanary(c: WindowFigures, o: WindowFigures, elapsedMs: number, p: CanaryPolicy): { verdict: 'pass' | 'abort'; reason: string } | undefined {
+  const p99Limit = o.p99Ms * p.p99Factor + p.p99SlackMs;
+  const enough = c.requests >= p.minSamples;
+  if (enough && c.errorRate - o.errorRate > p.errorRateMargin) {
+    return { verdict: 'abort', reason: `error rate ${pct(c.errorRate)} vs ${pct(o.errorRate)} (margin ${Math.round(p.errorRateMargin * 1000) / 10} points)` };
+  }
+  if (enough && elapsedMs >= p.windowMs) {
+    if (c.p99Ms > p99Limit) return { verdict: 'abort', reason: `p99 ${c.p99Ms} ms vs ${o.p99Ms} ms (limit ${p99Limit} ms)` };
+    return { verdict: 'pass', reason: `error rate ${pct(c.errorRate)} vs ${pct(o.errorRate)}, p99 ${c.p99Ms} ms vs ${o.p99Ms} ms (limit ${p99Limit} ms)` };
+  }
+  if (elapsedMs >= p.maxWindowMs) {
+    return { verdict: 'abort', reason: `only ${c.requests} canary requests in ${Math.round(elapsedMs / 100) / 10} s (needs ${p.minSamples}): no evidence, no promotion` };
+  }
+  return undefined;
+}

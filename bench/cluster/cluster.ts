@@ -28,6 +28,8 @@ export interface ClusterState {
   workers: { name: string; pid: number }[];
   /** Processes a fault run started beside the cluster (probe workers, partitioned APIs); `down` stops them too. */
   extras?: { name: string; pid: number }[];
+  /** HAProxy servers declared but disabled (maintenance) at start, e.g. a canary slot the deploy drill enables. */
+  spares?: { name: string; port: number }[];
   haproxyPid?: number;
   databaseUrl: string;
   replicaUrl: string;
@@ -137,8 +139,8 @@ export function redisPid(): number | undefined {
   }
 }
 
-function cliSupports(command: string): boolean {
-  return new RegExp(`case '${command}'`).test(fs.readFileSync(path.join(ROOT, 'src/cli.ts'), 'utf8'));
+function cliSupports(command: string, root = ROOT): boolean {
+  return new RegExp(`case '${command}'`).test(fs.readFileSync(path.join(root, 'src/cli.ts'), 'utf8'));
 }
 
 /** Starts a Plinth process detached from this command (it outlives `up`), logging to run/<name>.log. */
@@ -164,11 +166,12 @@ export function killStartedProcesses(): void {
   for (const pid of started) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
 }
 
-export function spawnPlinth(name: string, args: string[], env: Record<string, string>): number {
+/** `root`: the code to run (default this checkout; the deploy drill passes a rebuilt previous release). */
+export function spawnPlinth(name: string, args: string[], env: Record<string, string>, root = ROOT): number {
   if (refusing) throw new Error('the cluster is being torn down');
   const out = fs.openSync(path.join(RUN, `${name}.log`), 'a');
   const p = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
-    cwd: ROOT,
+    cwd: root,
     detached: true,
     stdio: ['ignore', out, out],
     env: { ...process.env, ...env },
@@ -189,18 +192,20 @@ export function plinthEnv(state: Pick<ClusterState, 'databaseUrl' | 'replicaUrl'
   };
 }
 
-export async function startApi(state: ClusterState, i: number): Promise<{ name: string; port: number; pid: number }> {
+export async function startApi(state: ClusterState, i: number, root = ROOT): Promise<{ name: string; port: number; pid: number }> {
   const port = PORTS.apiBase + i;
   const name = `api-${i + 1}`;
-  const pid = spawnPlinth(name, ['start'], { ...plinthEnv(state), PORT: String(port), PLINTH_ROLE: 'api' });
+  const pid = spawnPlinth(name, ['start'], { ...plinthEnv(state), PORT: String(port), PLINTH_ROLE: 'api' }, root);
   await waitHttp(`http://127.0.0.1:${port}/readyz`, 90_000, () => pidAlive(pid));
   return { name, port, pid };
 }
 
-function haproxyConfig(apis: { name: string; port: number }[]): string {
+function haproxyConfig(apis: { name: string; port: number }[], spares: { name: string; port: number }[] = []): string {
   return `global
   maxconn 4096
   pidfile ${RUN}/haproxy.pid
+  # runtime API (weights, server states): bench/cluster/deploy-drill.ts
+  stats socket ${RUN}/haproxy.sock mode 600 level admin
 defaults
   mode http
   timeout connect 2s
@@ -219,18 +224,23 @@ backend apis
   option httpchk GET /readyz
   http-check expect status 200
   default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions
+  # which instance answered (the deploy drill compares a canary with the others)
+  http-response set-header x-served-by %[srv_name]
 ${apis.map((a) => `  server ${a.name} 127.0.0.1:${a.port} check`).join('\n')}
+${spares.map((a) => `  server ${a.name} 127.0.0.1:${a.port} check disabled`).join('\n')}
 `;
 }
 
 export function reloadHaproxy(state: ClusterState): void {
-  fs.writeFileSync(path.join(RUN, 'haproxy.cfg'), haproxyConfig(state.apis));
+  fs.writeFileSync(path.join(RUN, 'haproxy.cfg'), haproxyConfig(state.apis, state.spares));
   if (pidAlive(state.haproxyPid)) process.kill(state.haproxyPid!, 'SIGTERM');
   execFileSync('haproxy', ['-D', '-f', path.join(RUN, 'haproxy.cfg')]);
   state.haproxyPid = Number(fs.readFileSync(path.join(RUN, 'haproxy.pid'), 'utf8').trim());
 }
 
-export async function up(opts: { apis: number; workers: number }): Promise<ClusterState> {
+/** `root`: the code the instances run and migrate with (default this checkout); `spares`: disabled HAProxy servers. */
+export async function up(opts: { apis: number; workers: number; root?: string; spares?: { name: string; port: number }[] }): Promise<ClusterState> {
+  const root = opts.root ?? ROOT;
   const existing = readState();
   if (existing && pidAlive(existing.haproxyPid)) {
     console.log('cluster already up (run "down" first to restart it)');
@@ -244,7 +254,7 @@ export async function up(opts: { apis: number; workers: number }): Promise<Clust
     }
   }
   const busy: number[] = [];
-  for (const port of [PORTS.lb, PORTS.primary, PORTS.replica, PORTS.redis, ...Array.from({ length: opts.apis }, (_, i) => PORTS.apiBase + i)]) {
+  for (const port of [PORTS.lb, PORTS.primary, PORTS.replica, PORTS.redis, ...Array.from({ length: opts.apis }, (_, i) => PORTS.apiBase + i), ...(opts.spares ?? []).map((sp) => sp.port)]) {
     if (!(await portFree(port))) busy.push(port);
   }
   if (busy.length > 0) throw new Error(`ports already in use on 127.0.0.1: ${busy.join(', ')} (another cluster from a different checkout? run its "down")`);
@@ -258,22 +268,23 @@ export async function up(opts: { apis: number; workers: number }): Promise<Clust
     replicaUrl: `postgres://postgres@127.0.0.1:${PORTS.replica}/plinth`,
     redisUrl: `redis://127.0.0.1:${PORTS.redis}`,
     lbUrl: `http://127.0.0.1:${PORTS.lb}`,
-    workerRole: cliSupports('worker'),
+    workerRole: cliSupports('worker', root),
+    spares: opts.spares,
   };
   asPostgres(`${PG_BIN}/psql`, ['-h', '127.0.0.1', '-p', String(PORTS.primary), '-U', 'postgres', '-c', 'create database plinth'], { allowFail: true });
   writeState(state);
   // Migrate once before the instances start, so they do not race on the migration lock at boot.
   console.log('migrations…');
-  execFileSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'migrate'], { cwd: ROOT, env: { ...process.env, ...plinthEnv(state) }, stdio: 'inherit' });
+  execFileSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'migrate'], { cwd: root, env: { ...process.env, ...plinthEnv(state) }, stdio: 'inherit' });
   console.log(`${opts.apis} API processes…`);
   for (let i = 0; i < opts.apis; i++) {
-    state.apis.push(await startApi(state, i));
+    state.apis.push(await startApi(state, i, root));
     writeState(state);
   }
   if (state.workerRole) {
     for (let i = 0; i < opts.workers; i++) {
       const name = `worker-${i + 1}`;
-      state.workers.push({ name, pid: spawnPlinth(name, ['worker'], plinthEnv(state)) });
+      state.workers.push({ name, pid: spawnPlinth(name, ['worker'], plinthEnv(state), root) });
     }
   } else if (opts.workers > 0) {
     console.log('no `plinth worker` role in this build: API processes only');

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { StorageConfig } from './storage/index.ts';
 
 /**
  * All configuration, read once from the environment and validated before anything starts.
@@ -14,6 +15,8 @@ export interface Config {
   /** Optional separate login for the app role (no owner, no BYPASSRLS); recommended with PgBouncer. */
   databaseAppUrl: string | undefined;
   databaseReplicaUrls: string[];
+  /** A replica further behind than this is taken out of read rotation until it catches up. */
+  databaseReplicaMaxLagMs: number;
   databasePoolMax: number;
   redisUrl: string | undefined;
   /** Prefix for every Redis key Plinth writes, so several deployments (or test runs) can share one Redis. */
@@ -32,6 +35,8 @@ export interface Config {
   metricsPort: number | undefined;
   /** Webhooks and e-mail (src/modules/notifications/README.md). */
   notifications: NotificationsConfig;
+  /** File storage port and exports/reports (src/modules/reporting/README.md). */
+  reporting: ReportingConfig;
   /** Edge protection (issue 5): rate limits, idempotency, backpressure, cache. See README "Edge protection". */
   edge: EdgeConfig;
   /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
@@ -86,6 +91,39 @@ function secretKey(env: Env, production: boolean): Buffer {
   const key = /^[0-9a-f]{64}$/i.test(raw) ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
   if (key.length !== 32) throw new ConfigError('WEBHOOK_SECRET_KEY', 'must be 32 bytes, base64 or hex encoded');
   return key;
+}
+
+export interface ReportingConfig {
+  storage: StorageConfig;
+  /** Exports running at once across all worker processes (each org runs one at a time). */
+  exportGlobalConcurrency: number;
+  exportBatchRows: number;
+  exportStatementTimeoutMs: number;
+  /** How long a finished export's file (and its links) stay available. */
+  exportRetentionHours: number;
+  exportLinkTtlSec: number;
+}
+
+function storageConfig(env: Env, production: boolean, dataDir: string): StorageConfig {
+  const driver = oneOf(env, 'STORAGE_DRIVER', ['fs', 's3'] as const, 'fs');
+  const raw = str(env, 'STORAGE_SIGNING_KEY');
+  if (raw !== undefined && raw.length < 32) throw new ConfigError('STORAGE_SIGNING_KEY', 'must be at least 32 characters');
+  if (raw === undefined && production && driver === 'fs') {
+    throw new ConfigError('STORAGE_SIGNING_KEY', 'must be set (≥ 32 random characters) when NODE_ENV=production and STORAGE_DRIVER=fs');
+  }
+  const bucket = str(env, 'STORAGE_S3_BUCKET');
+  if (driver === 's3' && !bucket) throw new ConfigError('STORAGE_S3_BUCKET', 'is required with STORAGE_DRIVER=s3');
+  return {
+    driver,
+    dir: path.resolve(str(env, 'STORAGE_DIR') ?? path.join(dataDir, 'files')),
+    signingKey: Buffer.from(raw ?? 'dev-only-storage-link-key-plinth-0000', 'utf8'),
+    s3: {
+      bucket,
+      region: str(env, 'STORAGE_S3_REGION') ?? 'us-east-1',
+      endpoint: url(env, 'STORAGE_S3_ENDPOINT', ['http:', 'https:']),
+      forcePathStyle: bool(env, 'STORAGE_S3_FORCE_PATH_STYLE', false),
+    },
+  };
 }
 
 export interface EdgeConfig {
@@ -206,15 +244,17 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('REDIS_PREFIX', 'must be 1-64 characters of letters, digits, ":", "_", "." or "-"');
   }
 
+  const dataDir = path.resolve(str(env, 'PLINTH_DATA_DIR') ?? './.plinth');
   return {
     nodeEnv,
     role: oneOf(env, 'PLINTH_ROLE', ['all', 'api', 'worker'] as const, 'all'),
     port: int(env, 'PORT', 3000, 0, 65535),
     host: str(env, 'HOST') ?? (production ? '0.0.0.0' : '127.0.0.1'),
-    dataDir: path.resolve(str(env, 'PLINTH_DATA_DIR') ?? './.plinth'),
+    dataDir,
     databaseUrl,
     databaseAppUrl: url(env, 'DATABASE_APP_URL', PG),
     databaseReplicaUrls: replicas,
+    databaseReplicaMaxLagMs: int(env, 'DATABASE_REPLICA_MAX_LAG_MS', 5_000, 0, 3_600_000),
     databasePoolMax: int(env, 'DATABASE_POOL_MAX', 10, 1, 1000),
     redisUrl,
     redisPrefix,
@@ -259,6 +299,14 @@ export function loadConfig(env: Env = process.env): Config {
       cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
     },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
+    reporting: {
+      storage: storageConfig(env, production, dataDir),
+      exportGlobalConcurrency: int(env, 'EXPORT_GLOBAL_CONCURRENCY', 4, 1, 1000),
+      exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 5_000, 10, 100_000),
+      exportStatementTimeoutMs: int(env, 'EXPORT_STATEMENT_TIMEOUT_MS', 30_000, 100, 3_600_000),
+      exportRetentionHours: int(env, 'EXPORT_RETENTION_HOURS', 72, 1, 24 * 365),
+      exportLinkTtlSec: int(env, 'EXPORT_LINK_TTL_SEC', 3_600, 10, 7 * 86_400),
+    },
     notifications: {
       webhookSecretKey: secretKey(env, production),
       webhookStrictUrls: production || bool(env, 'WEBHOOK_STRICT_URLS', false),

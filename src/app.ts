@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
 import type { Flags } from './platform/flags/flags.ts';
+import { runWithReadSession } from './platform/db/read-session.ts';
 import { runWithUnitOfWorkSlot } from './platform/db/unit-of-work.ts';
 import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerAuthorization, type Authenticator } from './platform/http/auth.ts';
@@ -61,7 +62,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   // Events added while handling a request carry its id and trace context into their handlers.
   app.addHook('onRequest', (request, _reply, done) => {
     // …and get a slot for the request's unit of work (the idempotency layer opens one: one transaction).
-    runWithUnitOfWorkSlot(() => runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done));
+    // …and a read session: reads after this principal's writes wait for a replica that replayed them.
+    const principal = () => (request.principal ? (request.principal.apiKeyId ? `k:${request.principal.apiKeyId}` : `u:${request.principal.userId}`) : undefined);
+    const mutating = request.method !== 'GET' && request.method !== 'HEAD';
+    runWithReadSession(principal, mutating, () =>
+      runWithUnitOfWorkSlot(() => runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done)),
+    );
   });
   if (deps.events) {
     await app.register(jobsAdminRoutes(deps.events), { prefix: '/v1/admin/jobs' });

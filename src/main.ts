@@ -5,6 +5,8 @@ import type { ModuleRoutes } from './platform/http/module-routes.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { checkAppLogin } from './platform/db/app-role.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
+import { createMemoryLsnStore, createRedisLsnStore } from './platform/db/read-session.ts';
+import { createStorage, type ObjectStorage } from './platform/storage/index.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import type { RateLimitResolver } from './platform/http/rate-limit.ts';
@@ -15,6 +17,7 @@ import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
 import { createLogger } from './platform/observability/logger.ts';
 import { registerEventMetrics } from './platform/observability/event-metrics.ts';
 import { createQueryObserver } from './platform/observability/query-observer.ts';
+import { replicaRoutingMetrics } from './platform/observability/metrics.ts';
 import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
@@ -41,13 +44,21 @@ export interface Platform {
   policies: OutboundPolicies;
   /** Tenant-scoped cache-aside (L1 + Redis); see src/platform/cache/README.md. */
   cache: CacheProvider;
+  /** File storage (exports): the filesystem under the data dir, or S3; and the routes it serves (fs downloads). */
+  storage: ObjectStorage;
+  storageRoutes: ModuleRoutes[];
 }
 
-/** The edge pieces every process shares: outbound policies and the cache over them. */
-export function createEdgePlatform(config: Config, logger: Logger, redis: Redis | undefined): Pick<Platform, 'policies' | 'cache'> {
+/** The edge pieces every process shares: outbound policies, the cache over them, file storage. */
+export function createEdgePlatform(
+  config: Config,
+  logger: Logger,
+  redis: Redis | undefined,
+): Pick<Platform, 'policies' | 'cache' | 'storage' | 'storageRoutes'> {
   const policies = createOutboundPolicies(logger);
   const cache = createCache({ redis, policy: policies.redis, prefix: config.redisPrefix, l1TtlMs: config.edge.cacheL1TtlMs, logger });
-  return { policies, cache };
+  const { storage, routes: storageRoutes } = createStorage(config.reporting.storage, config.notifications.publicUrl);
+  return { policies, cache, storage, storageRoutes };
 }
 
 export interface PlatformOptions {
@@ -69,13 +80,13 @@ export async function openPlatform(opts: PlatformOptions = {}): Promise<Platform
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
   // Registered first so it closes last: spans from the rest of the shutdown are still exported.
   lifecycle.onShutdown({ name: 'tracing', close: shutdownTracing });
-  const db = opts.db ?? (await openConfiguredDatabase(config, logger, lifecycle, opts.migrate));
   let redis: Redis | undefined;
   if (config.redisUrl) {
     const client = createRedis(config.redisUrl);
     redis = client;
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
+  const db = opts.db ?? (await openConfiguredDatabase(config, logger, lifecycle, opts.migrate, redis));
   const flags = await createFlags({ db });
   const edge = createEdgePlatform(config, logger, redis);
   lifecycle.onShutdown({ name: 'cache', close: () => edge.cache.close() });
@@ -87,11 +98,15 @@ export async function openPlatform(opts: PlatformOptions = {}): Promise<Platform
   return { config, logger, db, redis, flags, lifecycle, events, ...edge };
 }
 
-async function openConfiguredDatabase(config: Config, logger: Logger, lifecycle: Lifecycle, migrateNow?: boolean): Promise<Database> {
+async function openConfiguredDatabase(config: Config, logger: Logger, lifecycle: Lifecycle, migrateNow?: boolean, redis?: Redis): Promise<Database> {
   const db = await openDatabase({
     databaseUrl: config.databaseUrl,
     databaseAppUrl: config.databaseAppUrl,
     replicaUrls: config.databaseReplicaUrls,
+    replicaMaxLagMs: config.databaseReplicaMaxLagMs,
+    // Read-your-writes across instances needs the positions in Redis; one process keeps them itself.
+    lsnStore: redis ? createRedisLsnStore(redis, config.redisPrefix) : createMemoryLsnStore(),
+    replicaMetrics: replicaRoutingMetrics,
     poolMax: config.databasePoolMax,
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
     onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
  * Never the shared 6379/5432 instances.
  */
 const run = promisify(execFile);
-const PG_BIN = '/usr/lib/postgresql/15/bin';
+export const PG_BIN = '/usr/lib/postgresql/15/bin';
 
 export const haveRedisServer = spawnSync('redis-server', ['--version']).status === 0;
 
@@ -79,7 +79,7 @@ export interface OwnPostgres {
 }
 
 // initdb/postgres refuse to run as root: run them as the postgres user when we are root.
-function asPostgres(cmd: string, args: string[]): [string, string[]] {
+export function asPostgres(cmd: string, args: string[]): [string, string[]] {
   return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
 }
 

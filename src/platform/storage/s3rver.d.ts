@@ -1,0 +1,15 @@
+// s3rver (a test-only local S3-compatible server) ships no types; the part the storage tests use.
+declare module 's3rver' {
+  interface S3rverOptions {
+    port?: number;
+    address?: string;
+    silent?: boolean;
+    directory?: string;
+    configureBuckets?: Array<{ name: string; configs: unknown[] }>;
+  }
+  export default class S3rver {
+    constructor(opts: S3rverOptions);
+    run(): Promise<{ port: number; address: string }>;
+    close(): Promise<void>;
+  }
+}

@@ -28,6 +28,7 @@ import { createAudit, type Audit } from './modules/audit/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
 import { allowEverything, createProjects, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
+import { createReporting, type Reporting } from './modules/reporting/index.ts';
 import { createTenancy, type Tenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
@@ -135,6 +136,7 @@ export interface Modules {
   tenancy: Tenancy;
   projects: ProjectsModule;
   notifications: NotificationsModule;
+  reporting: Reporting;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
   /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
@@ -168,14 +170,28 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const n = config.notifications;
   const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
-  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications];
+  const reporting = createReporting({
+    db,
+    events,
+    audit,
+    logger,
+    storage: platform.storage,
+    config: config.reporting,
+    mailer,
+    getProject: (tenantId, projectId) => projects.getProject(tenantId, projectId),
+    getUserEmail: async (userId) => (await identity.getUser(userId).catch(() => null))?.email ?? null,
+  });
+  // Running exports stop at shutdown and go back to the queue (another worker resumes them).
+  platform.lifecycle.onShutdown({ name: 'reporting-exports', close: () => reporting.close() });
+  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications, reporting];
   return {
     audit,
     identity,
     tenancy,
     projects,
     notifications,
-    routes: all.flatMap((m) => m.routes),
+    reporting,
+    routes: [...all.flatMap((m) => m.routes), ...platform.storageRoutes],
     authenticator: tenancy.authenticator,
     registerJobs(jobs) {
       for (const m of all) m.registerJobs(jobs);

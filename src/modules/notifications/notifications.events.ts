@@ -5,6 +5,7 @@ export const WEBHOOK_EVENT_TYPES = [
   'projects.task_updated',
   'projects.task_assigned',
   'projects.comment_added',
+  'reporting.export_ready',
 ] as const;
 
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];

@@ -14,6 +14,8 @@ export const PERMISSIONS = {
   billingRead: 'billing:read',
   billingManage: 'billing:manage',
   webhooksManage: 'webhooks:manage',
+  reportsRead: 'reports:read',
+  exportsManage: 'exports:manage',
 } as const;
 
 export type Permission = (typeof PERMISSIONS)[keyof typeof PERMISSIONS];
@@ -23,7 +25,7 @@ export const ROLES = ['owner', 'admin', 'member', 'viewer', 'billing'] as const;
 export type Role = (typeof ROLES)[number];
 
 const P = PERMISSIONS;
-const viewer: Permission[] = [P.orgRead, P.membersRead, P.projectsRead];
+const viewer: Permission[] = [P.orgRead, P.membersRead, P.projectsRead, P.reportsRead];
 const member: Permission[] = [...viewer, P.tasksWrite, P.commentsWrite];
 const admin: Permission[] = [
   ...member,
@@ -35,6 +37,7 @@ const admin: Permission[] = [
   P.auditRead,
   P.billingRead,
   P.webhooksManage,
+  P.exportsManage,
 ];
 const billing: Permission[] = [P.orgRead, P.membersRead, P.billingRead, P.billingManage];
 

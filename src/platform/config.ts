@@ -302,7 +302,7 @@ export function loadConfig(env: Env = process.env): Config {
     reporting: {
       storage: storageConfig(env, production, dataDir),
       exportGlobalConcurrency: int(env, 'EXPORT_GLOBAL_CONCURRENCY', 4, 1, 1000),
-      exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 5_000, 10, 100_000),
+      exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 5_000, 1, 100_000),
       exportStatementTimeoutMs: int(env, 'EXPORT_STATEMENT_TIMEOUT_MS', 30_000, 100, 3_600_000),
       exportRetentionHours: int(env, 'EXPORT_RETENTION_HOURS', 72, 1, 24 * 365),
       exportLinkTtlSec: int(env, 'EXPORT_LINK_TTL_SEC', 3_600, 10, 7 * 86_400),

@@ -47,7 +47,8 @@ export function createReportsService(deps: ReportsServiceDeps) {
   const now = deps.now ?? (() => new Date());
 
   function range(q: ReportQuery): { from: Date; to: Date } {
-    const to = q.to ? new Date(q.to) : new Date(now().getTime() + DAY);
+    // Default: up to the end of today (UTC), so repeated reads of the same day answer the same range.
+    const to = q.to ? new Date(q.to) : new Date(Math.floor(now().getTime() / DAY) * DAY + DAY);
     const from = q.from ? new Date(q.from) : new Date(to.getTime() - 12 * 7 * DAY);
     if (!(from < to)) throw invalidRange('from must be before to');
     if (to.getTime() - from.getTime() > MAX_RANGE_DAYS * DAY) throw invalidRange(`The range may span at most ${MAX_RANGE_DAYS} days`);

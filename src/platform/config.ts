@@ -1,5 +1,4 @@
 import path from 'node:path';
-import type { StorageConfig } from './storage/index.ts';
 
 /**
  * All configuration, read once from the environment and validated before anything starts.
@@ -91,6 +90,16 @@ function secretKey(env: Env, production: boolean): Buffer {
   const key = /^[0-9a-f]{64}$/i.test(raw) ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
   if (key.length !== 32) throw new ConfigError('WEBHOOK_SECRET_KEY', 'must be 32 bytes, base64 or hex encoded');
   return key;
+}
+
+/** The file storage port (src/platform/storage). */
+export interface StorageConfig {
+  driver: 'fs' | 's3';
+  /** fs: root directory (default `<PLINTH_DATA_DIR>/files`). */
+  dir: string;
+  /** fs: HMAC key of download links. */
+  signingKey: Buffer;
+  s3: { bucket: string | undefined; region: string; endpoint: string | undefined; forcePathStyle: boolean };
 }
 
 export interface ReportingConfig {

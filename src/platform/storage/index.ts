@@ -2,6 +2,7 @@ import path from 'node:path';
 import { createFsStorage, type FsStorage } from './fs-storage.ts';
 import { createS3Storage } from './s3-storage.ts';
 import type { ObjectStorage } from './storage.ts';
+import type { StorageConfig } from '../config.ts';
 import type { ModuleRoutes } from '../http/module-routes.ts';
 import { storageRoutes } from './storage.routes.ts';
 
@@ -9,14 +10,7 @@ export * from './storage.ts';
 export { createFsStorage, type FsStorage } from './fs-storage.ts';
 export { createS3Storage, type S3StorageOptions } from './s3-storage.ts';
 
-export interface StorageConfig {
-  driver: 'fs' | 's3';
-  /** fs: root directory (default `<PLINTH_DATA_DIR>/files`). */
-  dir: string;
-  /** fs: HMAC key of download links. */
-  signingKey: Buffer;
-  s3: { bucket: string | undefined; region: string; endpoint: string | undefined; forcePathStyle: boolean };
-}
+export type { StorageConfig } from '../config.ts';
 
 /** The configured adapter, and the routes it needs (the filesystem adapter's download route). */
 export function createStorage(config: StorageConfig, publicUrl: string): { storage: ObjectStorage; routes: ModuleRoutes[] } {

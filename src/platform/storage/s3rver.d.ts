@@ -7,6 +7,7 @@ declare module 's3rver' {
     directory?: string;
     configureBuckets?: Array<{ name: string; configs: unknown[] }>;
   }
+  // eslint-disable-next-line no-restricted-syntax -- describes the package's own default export
   export default class S3rver {
     constructor(opts: S3rverOptions);
     run(): Promise<{ port: number; address: string }>;

@@ -85,20 +85,23 @@ export function createExportRunner(deps: ExportRunnerDeps) {
     const key = storageKeyOf(tenantId, id, format);
     const serializer = createSerializer(format, source.columns);
     const upload = deps.storage.put(key, serializer, { contentType: CONTENT_TYPES[format], signal: abort.signal });
-    // Surfaces a storage failure while the loop waits on backpressure.
-    const uploadFailed = upload.then(
-      () => new Promise<never>(() => {}),
-      (err: unknown) => Promise.reject(err),
-    );
-    uploadFailed.catch(() => undefined);
+    // A storage failure ends a wait on backpressure. (Not Promise.race with a pending promise: every race
+    // would stay attached to it, holding its batch, and the export would retain every row it wrote.)
+    let uploadError: unknown;
+    const uploadDone = new AbortController();
+    upload.catch((err: unknown) => {
+      uploadError = err;
+      uploadDone.abort(err);
+    });
     let rows = 0;
     try {
       let after: string | null = null;
       for (;;) {
         if (abort.signal.aborted) throw new Cancelled();
-        const batch: Row[] = await Promise.race([readBatch(tenantId, current.resource, filters, after), uploadFailed]);
+        const batch: Row[] = await readBatch(tenantId, current.resource, filters, after);
+        if (uploadError) throw uploadError;
         for (const row of batch) {
-          if (!serializer.write(row)) await Promise.race([once(serializer, 'drain'), uploadFailed]);
+          if (!serializer.write(row)) await once(serializer, 'drain', { signal: uploadDone.signal });
         }
         rows += batch.length;
         if (batch.length > 0) after = String(batch[batch.length - 1]!.id);

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import path from 'node:path';
 
 /**
@@ -113,19 +114,17 @@ export interface ReportingConfig {
   exportLinkTtlSec: number;
 }
 
-function storageConfig(env: Env, production: boolean, dataDir: string): StorageConfig {
+function storageConfig(env: Env, dataDir: string, webhookSecretKey: Buffer): StorageConfig {
   const driver = oneOf(env, 'STORAGE_DRIVER', ['fs', 's3'] as const, 'fs');
   const raw = str(env, 'STORAGE_SIGNING_KEY');
   if (raw !== undefined && raw.length < 32) throw new ConfigError('STORAGE_SIGNING_KEY', 'must be at least 32 characters');
-  if (raw === undefined && production && driver === 'fs') {
-    throw new ConfigError('STORAGE_SIGNING_KEY', 'must be set (≥ 32 random characters) when NODE_ENV=production and STORAGE_DRIVER=fs');
-  }
   const bucket = str(env, 'STORAGE_S3_BUCKET');
   if (driver === 's3' && !bucket) throw new ConfigError('STORAGE_S3_BUCKET', 'is required with STORAGE_DRIVER=s3');
   return {
     driver,
     dir: path.resolve(str(env, 'STORAGE_DIR') ?? path.join(dataDir, 'files')),
-    signingKey: Buffer.from(raw ?? 'dev-only-storage-link-key-plinth-0000', 'utf8'),
+    // Unset: derived from WEBHOOK_SECRET_KEY (required in production), so links are never signed with a public key.
+    signingKey: raw !== undefined ? Buffer.from(raw, 'utf8') : createHmac('sha256', webhookSecretKey).update('plinth storage links').digest(),
     s3: {
       bucket,
       region: str(env, 'STORAGE_S3_REGION') ?? 'us-east-1',
@@ -309,7 +308,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
     reporting: {
-      storage: storageConfig(env, production, dataDir),
+      storage: storageConfig(env, dataDir, secretKey(env, production)),
       exportGlobalConcurrency: int(env, 'EXPORT_GLOBAL_CONCURRENCY', 4, 1, 1000),
       exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 5_000, 1, 100_000),
       exportStatementTimeoutMs: int(env, 'EXPORT_STATEMENT_TIMEOUT_MS', 30_000, 100, 3_600_000),

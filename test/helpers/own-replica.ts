@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { asPostgres, freePort, PG_BIN, startOwnPostgres, type OwnPostgres } from './own-services.ts';
+import { asPostgres, freePort, PG_BIN, postgresHandle, startOwnPostgres, type OwnPostgres } from './own-services.ts';
 
 const run = promisify(execFile);
 
@@ -29,21 +29,7 @@ export async function startOwnReplicaPair(): Promise<OwnReplicaPair> {
     await primary.destroy();
     throw err;
   }
-  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50 -c hot_standby=on`;
-  const replica: OwnPostgres = {
-    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
-    port,
-    async start() {
-      await run(...asPostgres(`${PG_BIN}/pg_ctl`, ['-D', data, '-o', opts, '-l', path.join(dir, 'log'), '-w', '-t', '30', 'start']));
-    },
-    async stop(mode = 'immediate') {
-      await run(...asPostgres(`${PG_BIN}/pg_ctl`, ['-D', data, '-m', mode, '-w', 'stop'])).catch(() => undefined);
-    },
-    async destroy() {
-      await replica.stop('immediate');
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  const replica = postgresHandle(dir, data, port, '-c hot_standby=on');
   await replica.start();
   return {
     primary,

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
 import type { Exposures, Flags } from './platform/flags/flags.ts';
+import { runWithReadSession } from './platform/db/read-session.ts';
 import { runWithUnitOfWorkSlot } from './platform/db/unit-of-work.ts';
 import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerDeprecations } from './platform/http/deprecation.ts';
@@ -71,9 +72,14 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     const exposed: Exposures = {};
     exposures.set(request, exposed);
     // …and get a slot for the request's unit of work (the idempotency layer opens one: one transaction).
-    runWithUnitOfWorkSlot(() =>
-      deps.flags.trackExposures(exposed, () =>
-        runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done),
+    // …and a read session: reads after this principal's writes wait for a replica that replayed them.
+    const principal = () => (request.principal ? (request.principal.apiKeyId ? `k:${request.principal.apiKeyId}` : `u:${request.principal.userId}`) : undefined);
+    const mutating = request.method !== 'GET' && request.method !== 'HEAD';
+    runWithReadSession(principal, mutating, () =>
+      runWithUnitOfWorkSlot(() =>
+        deps.flags.trackExposures(exposed, () =>
+          runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done),
+        ),
       ),
     );
   });

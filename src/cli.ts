@@ -31,6 +31,7 @@ const USAGE = `usage: plinth <command>
   admin grant|revoke <email>   make a user a platform administrator (or stop)
   audit verify [orgId]         recompute the audit hash chains (sequenced part), report the backlog; exit 1 if tampered
   audit sequence [orgId]       sequence pending audit events now (the worker does it every second)
+  reports rebuild [--org ID]   recompute the report read models from the source tables; prints the drift found
   jobs dead                    list dead-lettered jobs (JSON lines)
   jobs redrive <id>            send a dead job back for processing
   seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar
@@ -107,6 +108,7 @@ async function run(argv: string[]): Promise<number> {
       return platform.lifecycle.shutdown('seed done');
     }
     case 'admin':
+    case 'reports':
     case 'audit': {
       const { compose } = await loadMain();
       const { platform, modules } = await compose();
@@ -114,6 +116,10 @@ async function run(argv: string[]): Promise<number> {
         if (command === 'admin') {
           const { runAdminCommand } = await import('./modules/identity/index.ts');
           return await runAdminCommand(modules.identity, argv.slice(1));
+        }
+        if (command === 'reports') {
+          const { runReportsCommand } = await import('./modules/reporting/index.ts');
+          return await runReportsCommand(modules.reporting, argv.slice(1));
         }
         const { runAuditCommand } = await import('./modules/audit/index.ts');
         return await runAuditCommand(modules.audit, argv.slice(1));

@@ -5,6 +5,8 @@ import type { ModuleRoutes } from './platform/http/module-routes.ts';
 import { loadConfig, type Config } from './platform/config.ts';
 import { checkAppLogin } from './platform/db/app-role.ts';
 import { openDatabase, type Database } from './platform/db/database.ts';
+import { createMemoryLsnStore, createRedisLsnStore } from './platform/db/read-session.ts';
+import { createStorage, type ObjectStorage } from './platform/storage/index.ts';
 import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import { configRateLimits, type RateLimitResolver } from './platform/http/rate-limit.ts';
@@ -18,6 +20,7 @@ import { registerEventMetrics } from './platform/observability/event-metrics.ts'
 import { registerAuditMetrics } from './platform/observability/metrics.ts';
 import { createQueryObserver } from './platform/observability/query-observer.ts';
 import { createTenantCosts, type TenantCosts } from './platform/observability/tenant-costs.ts';
+import { replicaRoutingMetrics } from './platform/observability/metrics.ts';
 import { shutdownTracing } from './platform/observability/tracing.ts';
 import { createRedis, type Redis } from './platform/redis.ts';
 import { createCache, type CacheProvider } from './platform/cache/cache.ts';
@@ -30,6 +33,7 @@ import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './mod
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
 import { createProjects, entitlementsVia, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
+import { createReporting, type Reporting } from './modules/reporting/index.ts';
 import { createTenancy, type Tenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
@@ -50,17 +54,25 @@ export interface Platform {
   tenantCosts: TenantCosts;
   /** Cross-process invalidation of process-local caches (Redis pub/sub; in-process when embedded). */
   invalidations: InvalidationBus;
+  /** File storage (exports): the filesystem under the data dir, or S3; and the routes it serves (fs downloads). */
+  storage: ObjectStorage;
+  storageRoutes: ModuleRoutes[];
 }
 
-/** The edge pieces every process shares: outbound policies and the cache over them. */
-export function createEdgePlatform(config: Config, logger: Logger, redis: Redis | undefined): Pick<Platform, 'policies' | 'cache' | 'invalidations'> {
+/** The edge pieces every process shares: outbound policies, the cache over them, invalidations, file storage. */
+export function createEdgePlatform(
+  config: Config,
+  logger: Logger,
+  redis: Redis | undefined,
+): Pick<Platform, 'policies' | 'cache' | 'invalidations' | 'storage' | 'storageRoutes'> {
   const policies = createOutboundPolicies(logger);
   const l1TtlMs = config.edge.cacheL1TtlMs;
   const invalidations = redis
     ? createRedisInvalidationBus({ redis, prefix: config.redisPrefix, logger, retryForMs: l1TtlMs })
     : createMemoryInvalidationBus();
   const cache = createCache({ redis, policy: policies.redis, prefix: config.redisPrefix, l1TtlMs, logger, bus: invalidations });
-  return { policies, cache, invalidations };
+  const { storage, routes: storageRoutes } = createStorage(config.reporting.storage, config.notifications.publicUrl);
+  return { policies, cache, invalidations, storage, storageRoutes };
 }
 
 export interface PlatformOptions {
@@ -82,13 +94,13 @@ export async function openPlatform(opts: PlatformOptions = {}): Promise<Platform
   const lifecycle = createLifecycle({ logger, graceMs: config.shutdownGraceMs, delayMs: config.shutdownDelayMs });
   // Registered first so it closes last: spans from the rest of the shutdown are still exported.
   lifecycle.onShutdown({ name: 'tracing', close: shutdownTracing });
-  const db = opts.db ?? (await openConfiguredDatabase(config, logger, lifecycle, opts.migrate));
   let redis: Redis | undefined;
   if (config.redisUrl) {
     const client = createRedis(config.redisUrl);
     redis = client;
     lifecycle.onShutdown({ name: 'redis', close: async () => void (await client.quit().catch(() => client.disconnect())) });
   }
+  const db = opts.db ?? (await openConfiguredDatabase(config, logger, lifecycle, opts.migrate, redis));
   const flags = await createFlags({ db });
   lifecycle.onShutdown({ name: 'flags', close: () => flags.close() });
   const edge = createEdgePlatform(config, logger, redis);
@@ -107,11 +119,15 @@ export async function openPlatform(opts: PlatformOptions = {}): Promise<Platform
   return { config, logger, db, redis, flags, lifecycle, events, tenantCosts, ...edge };
 }
 
-async function openConfiguredDatabase(config: Config, logger: Logger, lifecycle: Lifecycle, migrateNow?: boolean): Promise<Database> {
+async function openConfiguredDatabase(config: Config, logger: Logger, lifecycle: Lifecycle, migrateNow?: boolean, redis?: Redis): Promise<Database> {
   const db = await openDatabase({
     databaseUrl: config.databaseUrl,
     databaseAppUrl: config.databaseAppUrl,
     replicaUrls: config.databaseReplicaUrls,
+    replicaMaxLagMs: config.databaseReplicaMaxLagMs,
+    // Read-your-writes across instances needs the positions in Redis; one process keeps them itself.
+    lsnStore: redis ? createRedisLsnStore(redis, config.redisPrefix) : createMemoryLsnStore(),
+    replicaMetrics: replicaRoutingMetrics,
     poolMax: config.databasePoolMax,
     dataDir: config.databaseUrl ? undefined : path.join(config.dataDir, 'pgdata'),
     onQuery: createQueryObserver({ logger, slowQueryMs: config.slowQueryMs }),
@@ -141,6 +157,7 @@ export interface Modules {
   projects: ProjectsModule;
   billing: BillingModule;
   notifications: NotificationsModule;
+  reporting: Reporting;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
   /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
@@ -194,7 +211,20 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const n = config.notifications;
   const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
-  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications];
+  const reporting = createReporting({
+    db,
+    events,
+    audit,
+    logger,
+    storage: platform.storage,
+    config: config.reporting,
+    mailer,
+    getProject: (tenantId, projectId) => projects.getProject(tenantId, projectId),
+    getUserEmail: async (userId) => (await identity.getUser(userId).catch(() => null))?.email ?? null,
+  });
+  // Running exports stop at shutdown and go back to the queue (another worker resumes them).
+  platform.lifecycle.onShutdown({ name: 'reporting-exports', close: () => reporting.close() });
+  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting];
   return {
     audit,
     identity,
@@ -202,7 +232,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     projects,
     billing,
     notifications,
-    routes: all.flatMap((m) => m.routes),
+    reporting,
+    routes: [...all.flatMap((m) => m.routes), ...platform.storageRoutes],
     authenticator: tenancy.authenticator,
     // Per-org request quota from the plan (limit `api.rate`: requests per window), else configuration.
     rateLimits: configRateLimits(config.edge, { orgPolicy: (orgId) => billing.rateLimitFor(orgId, config.edge.rateLimitWindowSec) }),

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import path from 'node:path';
 
 /**
@@ -14,6 +15,8 @@ export interface Config {
   /** Optional separate login for the app role (no owner, no BYPASSRLS); recommended with PgBouncer. */
   databaseAppUrl: string | undefined;
   databaseReplicaUrls: string[];
+  /** A replica further behind than this is taken out of read rotation until it catches up. */
+  databaseReplicaMaxLagMs: number;
   databasePoolMax: number;
   /** How long a migration waits for a table lock before it fails (and the job retries). */
   migrationLockTimeoutMs: number;
@@ -34,6 +37,8 @@ export interface Config {
   metricsPort: number | undefined;
   /** Webhooks and e-mail (src/modules/notifications/README.md). */
   notifications: NotificationsConfig;
+  /** File storage port and exports/reports (src/modules/reporting/README.md). */
+  reporting: ReportingConfig;
   /** Edge protection (issue 5): rate limits, idempotency, backpressure, cache. See README "Edge protection". */
   edge: EdgeConfig;
   /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
@@ -88,6 +93,47 @@ function secretKey(env: Env, production: boolean): Buffer {
   const key = /^[0-9a-f]{64}$/i.test(raw) ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
   if (key.length !== 32) throw new ConfigError('WEBHOOK_SECRET_KEY', 'must be 32 bytes, base64 or hex encoded');
   return key;
+}
+
+/** The file storage port (src/platform/storage). */
+export interface StorageConfig {
+  driver: 'fs' | 's3';
+  /** fs: root directory (default `<PLINTH_DATA_DIR>/files`). */
+  dir: string;
+  /** fs: HMAC key of download links. */
+  signingKey: Buffer;
+  s3: { bucket: string | undefined; region: string; endpoint: string | undefined; forcePathStyle: boolean };
+}
+
+export interface ReportingConfig {
+  storage: StorageConfig;
+  /** Exports running at once across all worker processes (each org runs one at a time). */
+  exportGlobalConcurrency: number;
+  exportBatchRows: number;
+  exportStatementTimeoutMs: number;
+  /** How long a finished export's file (and its links) stay available. */
+  exportRetentionHours: number;
+  exportLinkTtlSec: number;
+}
+
+function storageConfig(env: Env, dataDir: string, webhookSecretKey: Buffer): StorageConfig {
+  const driver = oneOf(env, 'STORAGE_DRIVER', ['fs', 's3'] as const, 'fs');
+  const raw = str(env, 'STORAGE_SIGNING_KEY');
+  if (raw !== undefined && raw.length < 32) throw new ConfigError('STORAGE_SIGNING_KEY', 'must be at least 32 characters');
+  const bucket = str(env, 'STORAGE_S3_BUCKET');
+  if (driver === 's3' && !bucket) throw new ConfigError('STORAGE_S3_BUCKET', 'is required with STORAGE_DRIVER=s3');
+  return {
+    driver,
+    dir: path.resolve(str(env, 'STORAGE_DIR') ?? path.join(dataDir, 'files')),
+    // Unset: derived from WEBHOOK_SECRET_KEY (required in production), so links are never signed with a public key.
+    signingKey: raw !== undefined ? Buffer.from(raw, 'utf8') : createHmac('sha256', webhookSecretKey).update('plinth storage links').digest(),
+    s3: {
+      bucket,
+      region: str(env, 'STORAGE_S3_REGION') ?? 'us-east-1',
+      endpoint: url(env, 'STORAGE_S3_ENDPOINT', ['http:', 'https:']),
+      forcePathStyle: bool(env, 'STORAGE_S3_FORCE_PATH_STYLE', false),
+    },
+  };
 }
 
 export interface EdgeConfig {
@@ -227,15 +273,17 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('REDIS_PREFIX', 'must be 1-64 characters of letters, digits, ":", "_", "." or "-"');
   }
 
+  const dataDir = path.resolve(str(env, 'PLINTH_DATA_DIR') ?? './.plinth');
   return {
     nodeEnv,
     role: oneOf(env, 'PLINTH_ROLE', ['all', 'api', 'worker'] as const, 'all'),
     port: int(env, 'PORT', 3000, 0, 65535),
     host: str(env, 'HOST') ?? (production ? '0.0.0.0' : '127.0.0.1'),
-    dataDir: path.resolve(str(env, 'PLINTH_DATA_DIR') ?? './.plinth'),
+    dataDir,
     databaseUrl,
     databaseAppUrl: url(env, 'DATABASE_APP_URL', PG),
     databaseReplicaUrls: replicas,
+    databaseReplicaMaxLagMs: int(env, 'DATABASE_REPLICA_MAX_LAG_MS', 5_000, 0, 3_600_000),
     databasePoolMax: int(env, 'DATABASE_POOL_MAX', 10, 1, 1000),
     migrationLockTimeoutMs: int(env, 'MIGRATION_LOCK_TIMEOUT_MS', 5_000, 100, 600_000),
     redisUrl,
@@ -282,6 +330,14 @@ export function loadConfig(env: Env = process.env): Config {
       cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
     },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
+    reporting: {
+      storage: storageConfig(env, dataDir, secretKey(env, production)),
+      exportGlobalConcurrency: int(env, 'EXPORT_GLOBAL_CONCURRENCY', 4, 1, 1000),
+      exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 5_000, 1, 100_000),
+      exportStatementTimeoutMs: int(env, 'EXPORT_STATEMENT_TIMEOUT_MS', 30_000, 100, 3_600_000),
+      exportRetentionHours: int(env, 'EXPORT_RETENTION_HOURS', 72, 1, 24 * 365),
+      exportLinkTtlSec: int(env, 'EXPORT_LINK_TTL_SEC', 3_600, 10, 7 * 86_400),
+    },
     notifications: {
       webhookSecretKey: secretKey(env, production),
       webhookStrictUrls: production || bool(env, 'WEBHOOK_STRICT_URLS', false),

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
  * Never the shared 6379/5432 instances.
  */
 const run = promisify(execFile);
-const PG_BIN = '/usr/lib/postgresql/15/bin';
+export const PG_BIN = '/usr/lib/postgresql/15/bin';
 
 export const haveRedisServer = spawnSync('redis-server', ['--version']).status === 0;
 
@@ -79,7 +79,7 @@ export interface OwnPostgres {
 }
 
 // initdb/postgres refuse to run as root: run them as the postgres user when we are root.
-function asPostgres(cmd: string, args: string[]): [string, string[]] {
+export function asPostgres(cmd: string, args: string[]): [string, string[]] {
   return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
 }
 
@@ -89,7 +89,14 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
   const data = path.join(dir, 'data');
   if (process.getuid?.() === 0) await run('chown', ['-R', 'postgres', dir]);
   await run(...asPostgres(`${PG_BIN}/initdb`, ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']));
-  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50`;
+  const self = postgresHandle(dir, data, port);
+  await self.start();
+  return self;
+}
+
+/** Start/stop/destroy of a data directory in dir served on port (pg_ctl, as the postgres user when root). */
+export function postgresHandle(dir: string, data: string, port: number, extraOpts = ''): OwnPostgres {
+  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50 ${extraOpts}`.trim();
   const self: OwnPostgres = {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     port,
@@ -104,6 +111,5 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
-  await self.start();
   return self;
 }

@@ -10,6 +10,7 @@ export const WEBHOOK_EVENT_TYPES = [
   'billing.subscription_canceled',
   'billing.entitlements_changed',
   'billing.usage_threshold_crossed',
+  'reporting.export_ready',
 ] as const;
 
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];

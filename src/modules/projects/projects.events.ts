@@ -25,6 +25,8 @@ export interface TaskCreatedPayload {
   title: string;
   status: string;
   assigneeId: string | null;
+  /** YYYY-MM-DD (reporting's overdue count). */
+  dueDate?: string | null;
   actorId: string;
 }
 export interface TaskUpdatedPayload {

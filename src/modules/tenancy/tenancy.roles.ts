@@ -16,6 +16,8 @@ export const PERMISSIONS = {
   /** Send usage events (metering) for the org. */
   usageWrite: 'usage:write',
   webhooksManage: 'webhooks:manage',
+  reportsRead: 'reports:read',
+  exportsManage: 'exports:manage',
 } as const;
 
 export type Permission = (typeof PERMISSIONS)[keyof typeof PERMISSIONS];
@@ -25,7 +27,7 @@ export const ROLES = ['owner', 'admin', 'member', 'viewer', 'billing'] as const;
 export type Role = (typeof ROLES)[number];
 
 const P = PERMISSIONS;
-const viewer: Permission[] = [P.orgRead, P.membersRead, P.projectsRead];
+const viewer: Permission[] = [P.orgRead, P.membersRead, P.projectsRead, P.reportsRead];
 const member: Permission[] = [...viewer, P.tasksWrite, P.commentsWrite];
 const admin: Permission[] = [
   ...member,
@@ -38,6 +40,7 @@ const admin: Permission[] = [
   P.billingRead,
   P.usageWrite,
   P.webhooksManage,
+  P.exportsManage,
 ];
 const billing: Permission[] = [P.orgRead, P.membersRead, P.billingRead, P.billingManage];
 

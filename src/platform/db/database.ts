@@ -3,11 +3,23 @@ import { Kysely, PostgresDialect, sql, type LogEvent, type QueryExecutorProvider
 import pg from 'pg';
 import { isUuid } from '../ids.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
+import { currentReadSession, type LsnStore } from './read-session.ts';
+import { createReplicaRouter, ReplicaBehindError, type ReplicaMetrics, type ReplicaState } from './replica-router.ts';
+import { isDatabaseUnavailable } from './unavailable.ts';
 import type { DB } from './schema.generated.ts';
 import { createCostMeter, meteredTenantRunner, type CostMeter } from '../observability/tenant-cost-meter.ts';
 import { createUnitOfWork, currentUnitOfWork, type UnitOfWork } from './unit-of-work.ts';
 
 export type { DB } from './schema.generated.ts';
+export type { ReplicaState } from './replica-router.ts';
+
+/** Options of a read transaction. */
+export interface ReadOptions {
+  /** READ ONLY transaction (reporting, exports): a stray write fails instead of reaching the primary. */
+  readOnly?: boolean;
+  /** This transaction's statement_timeout instead of the default. */
+  statementTimeoutMs?: number;
+}
 
 /** The role the application runs as: not the owner of any table, no BYPASSRLS. Created by migration 0001. */
 export const APP_ROLE = 'plinth_app';
@@ -37,8 +49,11 @@ export interface DbScope<T> {
   readonly app: Kysely<T>;
   /** Runs fn in one transaction whose tenant context is tenantId; RLS limits every query to that tenant. */
   withTenant<R>(tenantId: string, fn: (trx: Transaction<T>) => Promise<R>): Promise<R>;
-  /** Like withTenant, on a read replica when configured (eventually consistent reads). */
-  withTenantRead<R>(tenantId: string, fn: (trx: Transaction<T>) => Promise<R>): Promise<R>;
+  /**
+   * Like withTenant, on a read replica when one is in rotation (lag under DATABASE_REPLICA_MAX_LAG_MS) and,
+   * within a request, has replayed the principal's last write (read-your-writes); otherwise the primary.
+   */
+  withTenantRead<R>(tenantId: string, fn: (trx: Transaction<T>) => Promise<R>, opts?: ReadOptions): Promise<R>;
   /** The caller's transaction, typed with this scope's tables (for writes that must commit together). */
   join(trx: TxHandle): Transaction<T>;
   /** Owner role: migrations and operator tools only (audit verification, seeding, flag definitions). Bypasses
@@ -62,6 +77,9 @@ export interface Database extends DbScope<DB> {
   readonly costs: CostMeter;
   ping(): Promise<void>;
   poolStats(): PoolStats;
+  /** Replica routing state (empty without replicas); `checkReplicas` measures now instead of at the next tick. */
+  replicas(): ReplicaState[];
+  checkReplicas(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -80,6 +98,15 @@ export interface DatabaseOptions {
   /** Per statement in tenant transactions (SET LOCAL, so it survives PgBouncer transaction pooling). */
   statementTimeoutMs?: number;
   onQuery?: QueryObserver;
+  /** Replicas lagging beyond this leave read rotation (default 5000). */
+  replicaMaxLagMs?: number;
+  /** Replica lag check cadence (default 1000). */
+  replicaCheckEveryMs?: number;
+  /** Read-your-writes: each principal's last write position (Redis when present). Without it, a request's
+   * own writes still send its later reads to the primary, but the next request may read a lagging replica. */
+  lsnStore?: LsnStore;
+  /** Replica lag, reads per target, fallbacks (observability/metrics.ts `replicaRoutingMetrics`). */
+  replicaMetrics?: ReplicaMetrics;
 }
 
 const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
@@ -130,16 +157,32 @@ function tenantRunner(db: Kysely<DB>): TenantRunner {
  * (checked here; anything else is refused before reaching SQL). Nested transactions are not supported
  * inside fn (none are used).
  */
-function pgTenantRunner(db: Kysely<DB>, statementTimeoutMs: number): TenantRunner {
+interface RunOptions extends ReadOptions {
+  /** Replica reads for read-your-writes: fail with ReplicaBehindError unless replayed past this position. */
+  requireLsn?: bigint;
+  /** Runs on the same connection right after COMMIT (recording the write's WAL position). */
+  afterCommit?: (conn: Kysely<DB>) => Promise<void>;
+  /** Never join the request's unit of work (replica reads are not part of the primary's transaction). */
+  standalone?: boolean;
+}
+
+type PgRunner = <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>, o?: RunOptions) => Promise<R>;
+
+function pgTenantRunner(db: Kysely<DB>, statementTimeoutMs: number): PgRunner {
   const limits = transactionLimits(statementTimeoutMs);
-  return <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>): Promise<R> => {
+  return <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>, o: RunOptions = {}): Promise<R> => {
     if (!isUuid(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
-    const uow = currentUnitOfWork();
+    const uow = o.standalone ? undefined : currentUnitOfWork();
     if (uow) return uow.run(tenantId, fn);
+    const lim = o.statementTimeoutMs === undefined ? limits : transactionLimits(o.statementTimeoutMs);
     return db.connection().execute(async (conn) => {
-      await sql.raw(`begin; select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true), ${limits}`).execute(conn);
+      await sql.raw(`begin${o.readOnly ? ' read only' : ''}; select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true), ${lim}`).execute(conn);
       let result: R;
       try {
+        if (o.requireLsn !== undefined) {
+          const { rows } = await sql<{ ok: boolean | null }>`select (pg_last_wal_replay_lsn() - '0/0'::pg_lsn) >= ${o.requireLsn.toString()}::numeric as ok`.execute(conn);
+          if (!rows[0]?.ok) throw new ReplicaBehindError('replica has not replayed the principal\'s last write');
+        }
         // The connection runs inside the BEGIN above; Kysely types it as a plain connection.
         result = await fn(conn as unknown as Transaction<DB>);
       } catch (err) {
@@ -147,6 +190,7 @@ function pgTenantRunner(db: Kysely<DB>, statementTimeoutMs: number): TenantRunne
         throw err;
       }
       await sql.raw('commit').execute(conn);
+      if (o.afterCommit) await o.afterCommit(conn).catch(() => undefined);
       return result;
     });
   };
@@ -156,13 +200,27 @@ function pgTenantRunner(db: Kysely<DB>, statementTimeoutMs: number): TenantRunne
  * Adds the typed views. A scope is the same object narrowed in type only: the tables a module may touch
  * are a compile-time promise (a wrong table or column fails `npm run typecheck`), RLS is the runtime one.
  */
-function withScopes(base: Omit<Database, 'scope' | 'join' | 'openUnitOfWork'>, beginLimits?: string): Database {
+function withScopes(
+  base: Omit<Database, 'scope' | 'join' | 'openUnitOfWork'>,
+  beginLimits?: string,
+  afterUnitOfWork?: () => Promise<void>,
+): Database {
   const db: Database = {
     ...base,
     join: (trx) => trx as Transaction<DB>,
     // On pg the same transaction-local limits as every other transaction, sent with BEGIN.
-    openUnitOfWork: (onBegin) =>
-      createUnitOfWork(base.app, onBegin, beginLimits ? { begin: `begin; select ${beginLimits}`, multiStatement: true } : {}),
+    openUnitOfWork: (onBegin) => {
+      const uow = createUnitOfWork(base.app, onBegin, beginLimits ? { begin: `begin; select ${beginLimits}`, multiStatement: true } : {});
+      if (!afterUnitOfWork) return uow;
+      // Read-your-writes: a committed unit of work moves the principal's position like any other write.
+      return Object.assign(Object.create(uow) as UnitOfWork, {
+        async commit(fn?: (trx: Transaction<DB>) => Promise<void>) {
+          const opened = uow.opened;
+          await uow.commit(fn);
+          if (opened) await afterUnitOfWork().catch(() => undefined);
+        },
+      });
+    },
     scope: <K extends keyof DB>() => db as unknown as DbScope<Pick<DB, K>>,
   };
   return db;
@@ -194,7 +252,17 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
     owner,
     costs,
     withTenant,
-    withTenantRead: withTenant,
+    withTenantRead(tenantId, fn, ro) {
+      if (!ro?.readOnly && ro?.statementTimeoutMs === undefined) return withTenant(tenantId, fn);
+      return app.transaction().execute(async (trx) => {
+        if (ro.readOnly) await sql`set transaction read only`.execute(trx);
+        await setTenant(trx, tenantId);
+        if (ro.statementTimeoutMs !== undefined) await sql`select set_config('statement_timeout', ${String(Math.trunc(ro.statementTimeoutMs))}, true)`.execute(trx);
+        return fn(trx);
+      });
+    },
+    replicas: () => [],
+    checkReplicas: async () => undefined,
     async ping() {
       if (closed) throw new Error('database closed');
       await sql`select 1`.execute(app);
@@ -258,9 +326,37 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
   const timeout = opts.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
   const limits = transactionLimits(timeout);
   const costs = createCostMeter();
-  const withTenant = meteredTenantRunner(pgTenantRunner(app, timeout), costs);
+  const primaryRun = pgTenantRunner(app, timeout);
   const replicaRunners = replicas.map((r) => pgTenantRunner(r, timeout));
-  let next = 0;
+  const router = createReplicaRouter({
+    primary: app,
+    replicas,
+    maxLagMs: opts.replicaMaxLagMs ?? 5_000,
+    checkEveryMs: opts.replicaCheckEveryMs,
+    lsnStore: opts.lsnStore,
+    metrics: opts.replicaMetrics,
+  });
+  if (replicas.length > 0) {
+    await router.check();
+    router.start();
+  }
+  const lsnStore = opts.lsnStore;
+
+  /** After a principal's write commits: where the primary's WAL is now, for that principal's next reads. */
+  const recordPosition = async (conn: Kysely<DB>, principal: string) => {
+    const { rows } = await sql<{ lsn: string }>`select (pg_current_wal_lsn() - '0/0'::pg_lsn)::text as lsn`.execute(conn);
+    await lsnStore!.advance(principal, BigInt(rows[0]!.lsn.split('.')[0]!));
+  };
+  const trackedPrincipal = () => {
+    const session = currentReadSession();
+    if (!session?.mutating) return undefined;
+    session.wrote = true;
+    return replicas.length > 0 && lsnStore ? session.principal() : undefined;
+  };
+  const withTenant: TenantRunner = meteredTenantRunner((tenantId, fn) => {
+    const principal = trackedPrincipal();
+    return primaryRun(tenantId, fn, principal ? { afterCommit: (conn) => recordPosition(conn, principal) } : {});
+  }, costs);
 
   // LISTEN needs a session of its own: the owner's direct URL (migrations need one too, for their advisory
   // lock), never PgBouncer's transaction pooling.
@@ -271,20 +367,64 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     owner,
     costs,
     withTenant,
-    withTenantRead(tenantId, fn) {
-      if (replicaRunners.length === 0) return withTenant(tenantId, fn);
-      const runner = replicaRunners[next++ % replicaRunners.length]!;
-      return runner(tenantId, fn);
+    async withTenantRead(tenantId, fn, ro = {}) {
+      if (replicaRunners.length === 0) return primaryRun(tenantId, fn, ro);
+      // Inside a unit of work (an idempotent POST) reads join its transaction, as before.
+      if (currentUnitOfWork()) return primaryRun(tenantId, fn, ro);
+      const session = currentReadSession();
+      if (session?.wrote) {
+        router.countFallback('own_write');
+        return primaryRun(tenantId, fn, ro);
+      }
+      const principal = session?.principal();
+      let required: bigint | undefined;
+      if (principal && lsnStore) {
+        try {
+          required = await lsnStore.get(principal);
+        } catch {
+          // Where this principal last wrote is unknown (Redis down): only the primary is surely fresh.
+          router.countFallback('lsn_unknown');
+          return primaryRun(tenantId, fn, ro);
+        }
+      }
+      const choice = router.pick(required);
+      if (!choice) {
+        router.countFallback(required !== undefined && router.states().some((s) => s.inRotation) ? 'replica_behind' : 'no_replica');
+        return primaryRun(tenantId, fn, ro);
+      }
+      try {
+        const result = await replicaRunners[choice.index]!(tenantId, fn, { ...ro, standalone: true, requireLsn: choice.verify ? required : undefined });
+        router.countRead('replica');
+        return result;
+      } catch (err) {
+        if (err instanceof ReplicaBehindError) {
+          router.countFallback('replica_behind');
+          return primaryRun(tenantId, fn, ro);
+        }
+        if (isDatabaseUnavailable(err)) {
+          // Replica down: out of rotation until the next successful check; this read is served by the primary.
+          router.markDown(choice.index, err);
+          router.countFallback('replica_down');
+          return primaryRun(tenantId, fn, ro);
+        }
+        throw err;
+      }
     },
+    replicas: () => router.states(),
+    checkReplicas: () => router.check(),
     async ping() {
       await sql`select 1`.execute(app);
     },
     poolStats: () => ({ total: appPool.totalCount, idle: appPool.idleCount, waiting: appPool.waitingCount }),
     listen: (channel, onNotify) => listenWithReconnect(listenUrl, channel, onNotify),
     async close() {
+      router.stop();
       await Promise.all([app.destroy(), owner.destroy(), ...replicas.map((r) => r.destroy())]);
     },
-  }, limits);
+  }, limits, async () => {
+    const principal = trackedPrincipal();
+    if (principal) await recordPosition(app, principal);
+  });
 }
 
 /**

@@ -46,6 +46,12 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   billing_usage_events: 'distributed',
   billing_usage_rollups: 'distributed',
   billing_usage_uniques: 'distributed',
+  // reporting: exports and read models belong to the org; the job queue is platform machinery
+  reporting_exports: 'distributed',
+  reporting_project_weeks: 'distributed',
+  reporting_member_days: 'distributed',
+  reporting_task_facts: 'distributed',
+  reporting_export_jobs: 'local',
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',

@@ -373,6 +373,63 @@ export interface Projects {
   version: Generated<number>;
 }
 
+export interface ReportingExportJobs {
+  attempts: Generated<number>;
+  expires_at: Timestamp | null;
+  export_id: string;
+  lease_until: Timestamp | null;
+  queued_at: Generated<Timestamp>;
+  state: string;
+  storage_key: string | null;
+  tenant_id: string;
+}
+
+export interface ReportingExports {
+  attempts: Generated<number>;
+  bytes: number | null;
+  created_at: Generated<Timestamp>;
+  error_code: string | null;
+  error_detail: string | null;
+  expires_at: Timestamp | null;
+  filters: Generated<Json>;
+  finished_at: Timestamp | null;
+  format: string;
+  id: string;
+  requested_by: string;
+  resource: string;
+  rows_done: Generated<number>;
+  rows_total: number | null;
+  started_at: Timestamp | null;
+  status: string;
+  storage_key: string | null;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface ReportingMemberDays {
+  day: Timestamp;
+  tenant_id: string;
+  user_id: string;
+}
+
+export interface ReportingProjectWeeks {
+  completed: Generated<number>;
+  created: Generated<number>;
+  project_id: string;
+  tenant_id: string;
+  week: Timestamp;
+}
+
+export interface ReportingTaskFacts {
+  completed_at: Timestamp | null;
+  created_at: Timestamp;
+  due_date: Timestamp | null;
+  project_id: string;
+  status: string;
+  task_id: string;
+  tenant_id: string;
+}
+
 export interface Sessions {
   created_at: Generated<Timestamp>;
   expires_at: Timestamp;
@@ -500,6 +557,11 @@ export interface DB {
   outbox: Outbox;
   processed_events: ProcessedEvents;
   projects: Projects;
+  reporting_export_jobs: ReportingExportJobs;
+  reporting_exports: ReportingExports;
+  reporting_member_days: ReportingMemberDays;
+  reporting_project_weeks: ReportingProjectWeeks;
+  reporting_task_facts: ReportingTaskFacts;
   sessions: Sessions;
   task_comments: TaskComments;
   tasks: Tasks;

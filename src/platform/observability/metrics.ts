@@ -438,3 +438,26 @@ export const deprecatedRequests = new client.Counter({
   help: 'Requests to deprecated operations, by method and route template',
   labelNames: ['method', 'route'] as const,
 });
+/** Replica routing (platform/db/replica-router.ts): lag per replica (label = replica index r0, r1, …). */
+export const dbReplicaLag = new client.Gauge({
+  name: 'plinth_db_replica_lag_seconds',
+  help: 'Replication lag of each read replica as last measured (-1 when unreachable)',
+  labelNames: ['replica'],
+});
+export const dbReplicaInRotation = new client.Gauge({
+  name: 'plinth_db_replica_in_rotation',
+  help: '1 when the replica serves reads, 0 when taken out (down or lagging beyond DATABASE_REPLICA_MAX_LAG_MS)',
+  labelNames: ['replica'],
+});
+export const dbReads = new client.Counter({
+  name: 'plinth_db_reads_total',
+  help: 'Read transactions (withTenantRead and read-only exports) by target',
+  labelNames: ['target'],
+});
+export const dbReadFallbacks = new client.Counter({
+  name: 'plinth_db_read_fallbacks_total',
+  help: 'Reads sent to the primary although replicas are configured, by reason',
+  labelNames: ['reason'],
+});
+/** The replica router's view of the four above (passed to openDatabase by the composition). */
+export const replicaRoutingMetrics = { lag: dbReplicaLag, inRotation: dbReplicaInRotation, reads: dbReads, fallbacks: dbReadFallbacks };

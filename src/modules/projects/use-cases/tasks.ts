@@ -84,6 +84,7 @@ export function taskUseCases(c: UseCaseContext): TaskUseCases {
           title: task.title,
           status: task.status,
           assigneeId: task.assigneeId,
+          dueDate: task.dueDate,
           actorId,
         };
         await c.publish(trx, ctx, PROJECT_EVENTS.taskCreated, created);

@@ -1,0 +1,96 @@
+import { runLoad } from '../lib/load.ts';
+import { sampleRss } from '../lib/processes.ts';
+import { round } from '../lib/stats.ts';
+import { skipped, target, type BenchContext, type Scenario } from '../lib/types.ts';
+import { ensureProject, ensureTenant, pickCachedRead, seedInto } from './fixtures.ts';
+import { pickCreate } from './writes.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Queues an export of the fixture project's tasks and waits for it; rows/s from the export's own timestamps. */
+async function exportTasks(ctx: BenchContext, orgId: string, token: string, projectId: string) {
+  const created = await ctx.client.call('POST', `/v1/orgs/${orgId}/exports`, { token, body: { resource: 'tasks', format: 'csv', filters: { projectId } } });
+  if (created.status !== 202) throw new Error(`POST exports: ${created.status} ${JSON.stringify(created.body).slice(0, 200)}`);
+  const url = `/v1/orgs/${orgId}/exports/${created.body.id}`;
+  const deadline = Date.now() + 15 * 60_000;
+  for (;;) {
+    const res = await ctx.client.call('GET', url, { token });
+    const e = res.body;
+    if (e?.status === 'succeeded') {
+      const seconds = (Date.parse(e.finishedAt) - Date.parse(e.startedAt)) / 1000;
+      return { rows: Number(e.rowsDone), bytes: Number(e.bytes), seconds, rowsPerSec: Number(e.rowsDone) / Math.max(0.001, seconds) };
+    }
+    if (e?.status === 'failed' || e?.status === 'cancelled') throw new Error(`export ${e.status}: ${JSON.stringify(e.error)}`);
+    if (Date.now() > deadline) throw new Error(`export not done after 15 min (${e?.rowsDone} rows)`);
+    await sleep(250);
+  }
+}
+
+/**
+ * Export the fixture project's tasks (10^6 with --large, else 10^5) while the cached-read and create loads
+ * run at fixed rates, against the same loads without the export in the same run. The export runs on the
+ * worker side of the API process (embedded roles) or a worker; its reads are keyset batches in READ ONLY
+ * transactions (a replica when DATABASE_REPLICA_URLS is set).
+ */
+export const exportAtPeak: Scenario = {
+  name: 'export-at-peak',
+  title: 'Export at peak (reporting): 10^5 (--large: 10^6) tasks exported during cached reads and creates',
+  async run(ctx) {
+    const targets = (rowsPerSec?: number, readRatio?: number, writeRatio?: number, rss?: number) => [
+      target('R1', 'export ≥ 50,000 rows/s', rowsPerSec, 50_000, '/s', '>='),
+      target('R2a', 'cached-read p99 during export ≤ 1.2× without', readRatio, 1.2, '×', '<='),
+      target('R2b', 'create p99 during export ≤ 1.2× without', writeRatio, 1.2, '×', '<='),
+      target('R3', 'API RSS during export < 200 MB', rss, 200, 'MB', '<'),
+    ];
+    if (!ctx.client.has('POST', '/v1/orgs/{orgId}/exports')) return skipped(this, 'reporting exports not available', targets());
+    const t = await ensureTenant(ctx);
+    const projectId = await ensureProject(ctx);
+    const want = ctx.opts.large ? 1_000_000 : 100_000;
+    const have = ctx.fixtures.taskCount ?? 0;
+    if (have < want) {
+      await seedInto(ctx, want - have);
+      ctx.fixtures.taskCount = want;
+    }
+    const read = await pickCachedRead(ctx);
+    const write = await pickCreate(ctx);
+    if (!read || !write) return skipped(this, 'no cached-read or create endpoint available', targets());
+
+    // Fixed rates (not saturation), so "during" compares like with like: 40 % of what each reaches alone.
+    const probeRead = await runLoad({ baseUrl: ctx.api.baseUrl, request: read.request, durationSec: 2, connections: ctx.opts.connections });
+    const probeWrite = await runLoad({ baseUrl: ctx.api.baseUrl, request: write.request, durationSec: 2, connections: 8 });
+    const readShape = { baseUrl: ctx.api.baseUrl, request: read.request, durationSec: ctx.opts.durationSec, connections: 20, rate: Math.max(20, Math.round(probeRead.okPerSec * 0.4)) };
+    const writeShape = { baseUrl: ctx.api.baseUrl, request: write.request, durationSec: ctx.opts.durationSec, connections: 8, rate: Math.max(5, Math.round(probeWrite.okPerSec * 0.4)) };
+    const [readAlone, writeAlone] = await Promise.all([runLoad(readShape), runLoad(writeShape)]);
+
+    ctx.log(`export-at-peak: exporting ${want} tasks during ${readShape.rate} reads/s + ${writeShape.rate} creates/s`);
+    const rss = sampleRss(ctx.api.pid, 200);
+    const exporting = exportTasks(ctx, t.orgId, t.token, projectId);
+    const [readDuring, writeDuring] = await Promise.all([runLoad(readShape), runLoad(writeShape)]);
+    const exported = await exporting;
+    const mem = rss.stop();
+
+    const readRatio = readDuring.latencyMs.p99 / Math.max(0.01, readAlone.latencyMs.p99);
+    const writeRatio = writeDuring.latencyMs.p99 / Math.max(0.01, writeAlone.latencyMs.p99);
+    return {
+      name: this.name,
+      title: this.title,
+      status: 'ok',
+      endpoint: `POST /v1/orgs/{orgId}/exports (tasks, csv) during ${read.endpoint} + ${write.endpoint}`,
+      load: readDuring,
+      phases: { readAlone, readDuring, writeAlone, writeDuring },
+      metrics: {
+        rows: exported.rows,
+        mib: round(exported.bytes / 2 ** 20, 1),
+        exportSeconds: round(exported.seconds, 2),
+        rowsPerSec: Math.round(exported.rowsPerSec),
+        readP99Alone: readAlone.latencyMs.p99,
+        readP99During: readDuring.latencyMs.p99,
+        writeP99Alone: writeAlone.latencyMs.p99,
+        writeP99During: writeDuring.latencyMs.p99,
+        apiRssPeakMb: mem.peakMb,
+        note: 'the export overlaps the "during" loads only while it runs; with 10^5 rows it may end first (use --large)',
+      },
+      targets: targets(exported.rowsPerSec, round(readRatio), round(writeRatio), mem.peakMb),
+    };
+  },
+};

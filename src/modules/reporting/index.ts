@@ -1,0 +1,105 @@
+import type { Logger } from 'pino';
+import type { ReportingConfig } from '../../platform/config.ts';
+import type { Database } from '../../platform/db/database.ts';
+import { asPlugin } from '../../platform/http/module-routes.ts';
+import type { ModuleSurface } from '../../platform/module.ts';
+import type { EventPublisher } from '../../platform/outbox/publisher.ts';
+import type { ObjectStorage } from '../../platform/storage/index.ts';
+import type { Audit } from '../audit/index.ts';
+import type { Mailer } from '../notifications/index.ts';
+import { createExportRunner, type ExportRunner } from './exports.runner.ts';
+import { createExportsRepo } from './exports.repo.ts';
+import { createExportsService, type ExportsService } from './exports.service.ts';
+import { allOrgIds, createReportsRepo, rebuildOrg } from './reports.repo.ts';
+import { createReportsService, type ReportsService } from './reports.service.ts';
+import type { RebuildReport } from './reporting.cli.ts';
+import { deleteExpiredExports, registerReportingJobs } from './reporting.jobs.ts';
+import { reportingRoutes } from './reporting.routes.ts';
+
+export { REPORTING_EVENTS, type ExportReadyPayload } from './reporting.events.ts';
+export { EXPORTS_MANAGE, REPORTS_READ } from './reporting.routes.ts';
+export { EXPORT_SOURCES, type ExportSource } from './export-sources.repo.ts';
+export { neutralizeCell } from './export-format.ts';
+export { runReportsCommand, type RebuildReport } from './reporting.cli.ts';
+export type { ExportView, CreateExportInput, ExportsService } from './exports.service.ts';
+export type { Report, ReportsService } from './reports.service.ts';
+
+export interface ReportingDeps {
+  db: Database;
+  events: EventPublisher;
+  audit: Audit;
+  logger: Logger;
+  storage: ObjectStorage;
+  /** config.reporting */
+  config: ReportingConfig;
+  mailer: Mailer;
+  /** projects' facade: a report of an unknown project is a 404. */
+  getProject(tenantId: string, projectId: string): Promise<unknown>;
+  /** identity's facade: the requester's e-mail address. */
+  getUserEmail(userId: string): Promise<string | null>;
+  /** Test-only tuning of the runner (batch retries, lease) and schedules. */
+  tuning?: { batchAttempts?: number; leaseMs?: number; pollEveryMs?: number; retentionEveryMs?: number };
+}
+
+/** Exports (streamed files with signed links) and reports from event-maintained read models. */
+export interface Reporting extends ModuleSurface {
+  exports: ExportsService;
+  reports: ReportsService;
+  /** The worker-side export runner (kick: claim now; drain: wait until idle; close: stop, hand jobs back). */
+  runner: ExportRunner;
+  /** Recomputes read models from the source tables (one org, or all) and reports drift. */
+  rebuild(orgId?: string): Promise<RebuildReport[]>;
+  /** Retention now (the schedule runs it every 10 minutes). */
+  deleteExpired(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export function createReporting(deps: ReportingDeps): Reporting {
+  const exportsRepo = createExportsRepo(deps.db.scope('reporting_exports', 'reporting_export_jobs'));
+  const reportsScope = deps.db.scope('reporting_task_facts', 'reporting_project_weeks', 'reporting_member_days');
+  const reportsRepo = createReportsRepo(reportsScope);
+  const sources = deps.db.scope('tasks', 'projects', 'memberships', 'users', 'audit_events');
+  const rebuildScope = deps.db.scope('reporting_task_facts', 'reporting_project_weeks', 'reporting_member_days', 'tasks', 'audit_events', 'audit_chains');
+  const exportsService = createExportsService({ repo: exportsRepo, storage: deps.storage, events: deps.events, audit: deps.audit, config: deps.config });
+  const reports = createReportsService({ repo: reportsRepo, getProject: deps.getProject });
+  const runner = createExportRunner({
+    repo: exportsRepo,
+    sources,
+    storage: deps.storage,
+    events: deps.events,
+    logger: deps.logger,
+    config: deps.config,
+    getUserEmail: deps.getUserEmail,
+    batchAttempts: deps.tuning?.batchAttempts,
+    leaseMs: deps.tuning?.leaseMs,
+  });
+  return {
+    name: 'reporting',
+    exports: exportsService,
+    reports,
+    runner,
+    async rebuild(orgId) {
+      const orgs = orgId ? [orgId] : await allOrgIds(rebuildScope.app);
+      const out: RebuildReport[] = [];
+      for (const id of orgs) out.push({ orgId: id, drift: await rebuildScope.withTenant(id, (trx) => rebuildOrg(trx, id)) });
+      return out;
+    },
+    deleteExpired: () => deleteExpiredExports({ exportsRepo, storage: deps.storage }),
+    close: () => runner.close(),
+    routes: [{ name: 'reporting', prefix: '/v1', plugin: asPlugin(reportingRoutes({ exports: exportsService, reports })) }],
+    registerJobs(jobs) {
+      registerReportingJobs(jobs, {
+        runner,
+        exportsRepo,
+        reports: reportsRepo,
+        scope: reportsScope,
+        storage: deps.storage,
+        mailer: deps.mailer,
+        linkTtlSec: deps.config.exportLinkTtlSec,
+        logger: deps.logger,
+        pollEveryMs: deps.tuning?.pollEveryMs,
+        retentionEveryMs: deps.tuning?.retentionEveryMs,
+      });
+    },
+  };
+}

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
+import { waitFor } from '../../../test/helpers/jobs.ts';
 
 /** Cost attribution through the real modules: requests and tenant-transaction time land on the org that caused them. */
 describe('per-tenant cost attribution', () => {
@@ -25,6 +26,13 @@ describe('per-tenant cost attribution', () => {
       expect(r.statusCode).toBe(201);
     }
     await p.app.inject({ url: `/v1/orgs/${quiet.orgId}/projects`, headers: quiet.auth });
+    // The worker handles the org's task events (webhooks, billing's meter, reports): job time lands on the org.
+    await p.events.startWorker();
+    try {
+      await waitFor(async () => (await p.tenantCosts.flush(), await p.tenantCosts.top({ days: 1, by: 'jobs', limit: 5 })).find((r) => r.orgId === busy.orgId)?.jobs ?? 0, (n) => n >= 15);
+    } finally {
+      await p.events.stopWorker();
+    }
     expect(await p.tenantCosts.measureStorage()).toBeGreaterThanOrEqual(2);
 
     const res = await p.app.inject({ url: '/v1/admin/tenant-costs?by=requests&days=1', headers: admin.auth });

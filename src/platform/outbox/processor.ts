@@ -78,6 +78,8 @@ export function createProcessor(db: Database, registry: Registry, log: Logger, o
       );
     } finally {
       const took = performance.now() - started;
+      // What the org's events cost the workers (tenant_costs: jobs, job_ms).
+      if (event.tenantId) db.costs.job(event.tenantId, took);
       const avg = handlerMs.get(job.consumer);
       handlerMs.set(job.consumer, avg === undefined ? took : avg + (took - avg) * 0.2);
     }

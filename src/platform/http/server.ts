@@ -169,7 +169,7 @@ export async function createHttpServer(opts: {
       route.schema.response = response;
       // Every non-public /v1 route authenticates with a bearer token; say so in OpenAPI once, here (and
       // that a public one needs nothing, rather than leaving it undeclared).
-      if (route.url.startsWith('/v1')) {
+      if (route.url.startsWith('/v1') || route.config?.public) {
         (route.schema as { security?: unknown }).security ??= route.config?.public ? [] : [{ bearer: [] }];
       }
       const documented = methods.filter((m) => m !== 'HEAD' && m !== 'OPTIONS');

@@ -28,6 +28,8 @@ export function storageRoutes(storage: FsStorage): ModuleRoutes {
       {
         config: { public: true },
         schema: {
+          // A link the API hands out (export status), not an operation a client composes: kept out of OpenAPI.
+          hide: true,
           tags: ['storage'],
           summary: 'Download a file through a signed, expiring link',
           querystring: Query,

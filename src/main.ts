@@ -11,7 +11,6 @@ import { createFlags, type Flags } from './platform/flags/flags.ts';
 import type { Authenticator } from './platform/http/auth.ts';
 import { configRateLimits, type RateLimitResolver } from './platform/http/rate-limit.ts';
 import type { App } from './platform/http/server.ts';
-import { warmUp } from './platform/http/lazy-compile.ts';
 import { createEventBus, type EventBus, type EventBusDeps } from './platform/outbox/event-bus.ts';
 import { createLifecycle, type Lifecycle } from './platform/lifecycle.ts';
 import { checkMigrations, migrate } from './platform/migrate/migrator.ts';
@@ -278,6 +277,6 @@ export async function startApi(platform: Platform, modules: Modules): Promise<Ap
   platform.lifecycle.onShutdown({ name: 'http', close: () => app.close() });
   await app.listen({ port: platform.config.port, host: platform.config.host });
   // Route schemas compile on first use; compile the rest now, in the background, between requests.
-  void warmUp().then((n) => platform.logger.debug({ schemas: n }, 'route schemas compiled'), (err) => platform.logger.error({ err }, 'a route schema does not compile'));
+  void app.warmUpSchemas().then((n) => platform.logger.debug({ schemas: n }, 'route schemas compiled'), (err) => platform.logger.error({ err }, 'a route schema does not compile'));
   return app;
 }

@@ -1,7 +1,7 @@
 import { AjvCompiler } from '@fastify/ajv-compiler';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from './errors.ts';
-import { lazily } from './lazy-compile.ts';
+import type { LazyCompilers } from './lazy-compile.ts';
 
 /**
  * Input rules every route gets, whatever its schema says, so that nothing a validator accepts can
@@ -134,13 +134,13 @@ const AJV_OPTIONS = { removeAdditional: false, useDefaults: true, allErrors: fal
  * "123"), query strings, params and headers are (they are text on the wire). Both get the strict
  * date formats, and every validator the global string/number rules.
  */
-export function validatorCompilerFactory() {
+export function validatorCompilerFactory(compilers: LazyCompilers) {
   const pool = AjvCompiler();
   return (externalSchemas: unknown, _serverOptions: unknown) => {
     const body = pool(externalSchemas as never, { customOptions: { ...AJV_OPTIONS, coerceTypes: false }, onCreate: strictFormats } as never);
     const other = pool(externalSchemas as never, { customOptions: { ...AJV_OPTIONS, coerceTypes: 'array' }, onCreate: strictFormats } as never);
     return (route: { schema: unknown; httpPart?: string; method: string; url: string }) => {
-      const { call, compiled } = lazily(() => (route.httpPart === 'body' ? body : other)(route as never) as Validate);
+      const { call, compiled } = compilers.lazily(() => (route.httpPart === 'body' ? body : other)(route as never) as Validate);
       // Compiled on first use (lazy-compile.ts); the errors of the last call are the compiled validator's.
       const validate = ((data: unknown, ctx?: never) => {
         const ok = call(data, ctx as never);

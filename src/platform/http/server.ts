@@ -14,7 +14,7 @@ import { buildProblem, errorHandler, sendProblem } from './errors.ts';
 import { registerJsonParser, validatorCompilerFactory } from './input.ts';
 import { documentEdgeProtection } from './openapi-edge.ts';
 import { createOperationIds } from './openapi-ids.ts';
-import { lazily } from './lazy-compile.ts';
+import { createLazyCompilers, type LazyCompilers } from './lazy-compile.ts';
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
 import { ProblemSchema } from './schemas.ts';
 import { HELMET_OPTIONS, securityHeaders } from './security-headers.ts';
@@ -44,6 +44,8 @@ export interface RegisteredRoute {
 declare module 'fastify' {
   interface FastifyInstance {
     registeredRoutes: RegisteredRoute[];
+    /** Compiles the route schemas not used yet (they compile on first use; see lazy-compile.ts). */
+    warmUpSchemas(): Promise<number>;
   }
 }
 
@@ -100,6 +102,7 @@ export async function createHttpServer(opts: {
   lifecycle: LifecycleState;
 }): Promise<App> {
   const { config, logger, lifecycle } = opts;
+  const compilers = createLazyCompilers();
   const app = Fastify({
     loggerInstance: logger,
     // One 'request completed' line per request (onResponse below) instead of Fastify's two.
@@ -120,7 +123,7 @@ export async function createHttpServer(opts: {
     },
     // Bodies validated without type coercion, query/params with it; global string/number/date rules (input.ts).
     // Both compiled on first use, then warmed in the background (lazy-compile.ts): a faster cold start.
-    schemaController: { compilersFactory: { buildValidator: validatorCompilerFactory() as never, buildSerializer: lazySerializerFactory() as never } },
+    schemaController: { compilersFactory: { buildValidator: validatorCompilerFactory(compilers) as never, buildSerializer: lazySerializerFactory(compilers) as never } },
     // Errors the router raises before any hook (bad percent-encoding, over-long parameter) and the ones
     // Node's parser raises before Fastify (oversized headers): problem+json with a request id too.
     frameworkErrors: (error, request, reply) => {
@@ -144,6 +147,7 @@ export async function createHttpServer(opts: {
   app.setErrorHandler(errorHandler);
 
   // Which methods exist for a path, so an unknown method on a known path is 405 with Allow, not 404.
+  app.decorate('warmUpSchemas', () => compilers.warmUp());
   const methodRouter = FindMyWay();
   const claimOperationId = createOperationIds();
   app.decorate('registeredRoutes', [] as RegisteredRoute[]);
@@ -257,10 +261,10 @@ export async function createHttpServer(opts: {
 }
 
 /** Fastify's fast-json-stringify serializer compiler, each serializer built on its first response. */
-function lazySerializerFactory() {
+function lazySerializerFactory(compilers: LazyCompilers) {
   const selector = SerializerSelector();
   return (externalSchemas: unknown, options: unknown) => {
     const build = selector(externalSchemas as never, options as never);
-    return (route: unknown) => lazily(() => build(route as never) as (data: unknown) => string).call;
+    return (route: unknown) => compilers.lazily(() => build(route as never) as (data: unknown) => string).call;
   };
 }

@@ -24,6 +24,7 @@ import type { JobRegistry } from './platform/outbox/registry.ts';
 import { createAudit, type Audit } from './modules/audit/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
+import { createSso, type Sso, type SsoSettings, type TxtResolver } from './modules/sso/index.ts';
 import { allowEverything, createProjects, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
 import { createTenancy, type Tenancy } from './modules/tenancy/index.ts';
 
@@ -111,6 +112,10 @@ export interface ModuleSeams {
   entitlements?: Entitlements;
   /** Replaces the SMTP_URL-selected mailer (tests read what was sent). */
   mailer?: Mailer;
+  /** Replaces DNS for domain verification (tests: no network). */
+  resolveTxt?: TxtResolver;
+  /** Overrides SSO settings (tests: clock offset, skew allowance). */
+  sso?: Partial<SsoSettings>;
 }
 
 /** The modules, wired to the platform and to each other's facades, and what the app and the worker take from them. */
@@ -120,6 +125,7 @@ export interface Modules {
   tenancy: Tenancy;
   projects: ProjectsModule;
   notifications: NotificationsModule;
+  sso: Sso;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
   /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
@@ -153,13 +159,23 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const n = config.notifications;
   const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
-  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications];
+  const sso = createSso({
+    db,
+    audit,
+    identity,
+    tenancy,
+    secretKey: n.webhookSecretKey,
+    resolveTxt: seams.resolveTxt,
+    settings: { publicUrl: n.publicUrl, clockSkewSec: 60, loginStateTtlSec: 600, allowInsecureIssuers: config.nodeEnv !== 'production', ...seams.sso },
+  });
+  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications, sso];
   return {
     audit,
     identity,
     tenancy,
     projects,
     notifications,
+    sso,
     routes: all.flatMap((m) => m.routes),
     authenticator: tenancy.authenticator,
     registerJobs(jobs) {

@@ -33,6 +33,12 @@ export interface RequestMeta {
   requestId: string;
 }
 
+/** Checked before a password is used to sign in or to open a session (sso: enforced domains); throws to refuse. */
+export type PasswordGuard = (email: string) => Promise<void>;
+
+/** Stored for accounts created by SSO: not an argon2 hash, so no password ever verifies against it. */
+const NO_PASSWORD = '!external';
+
 /** Called inside the disabling transaction (platform tenant context), before it commits. */
 export type DisableHook = (trx: TxHandle, userId: string, ctx: ActorContext) => Promise<void>;
 
@@ -42,6 +48,10 @@ export function createIdentityService(deps: IdentityServiceDeps) {
   const throttle = createLoginLockout(repo, deps.throttle);
   // Other modules' credentials of a disabled user (tenancy's API keys), revoked in the same transaction.
   const disableHooks: DisableHook[] = [];
+  const passwordGuards: PasswordGuard[] = [];
+  const checkPasswordUse = async (email: string) => {
+    for (const guard of passwordGuards) await guard(normalizeEmail(email));
+  };
   // Started now so the first unknown-email login costs the same as the others.
   void dummyPasswordHash();
 
@@ -92,6 +102,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
 
     /** Policy check + argon2id, outside any transaction (it takes tens of milliseconds). */
     async preparePassword(password: string, context: { email?: string; name?: string }): Promise<string> {
+      if (context.email) await checkPasswordUse(context.email);
       checkPasswordPolicy(password, context);
       return hashPassword(password);
     },
@@ -99,6 +110,11 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     /** Creates a user in the caller's transaction (signup runs it together with the first org). */
     async createUser(trx: TxHandle, input: { email: string; name: string; passwordHash: string }): Promise<User> {
       return repo.insertUser(trx, { id: newId(), email: normalizeEmail(input.email), name: input.name.trim(), passwordHash: input.passwordHash });
+    },
+
+    /** A user who signs in only through an IdP (SSO just-in-time provisioning), in the caller's transaction. */
+    async createExternalUser(trx: TxHandle, input: { email: string; name: string }): Promise<User> {
+      return repo.insertUser(trx, { id: newId(), email: normalizeEmail(input.email), name: input.name.trim(), passwordHash: NO_PASSWORD });
     },
 
     /** Opens a session for the user in the caller's transaction (signup's first session). */
@@ -111,6 +127,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
 
     async login(email: string, password: string, meta: RequestMeta): Promise<NewSession & { user: User }> {
       const accountKey = normalizeEmail(email);
+      await checkPasswordUse(accountKey);
       const reserved = await throttle.begin(accountKey, meta.ip);
       const found = await repo.credentialsByEmail(accountKey);
       // Same work whether or not the account exists: one argon2id verification.
@@ -147,6 +164,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     async changePassword(principal: Principal, current: string, next: string, meta: SessionMeta, ctx: ActorContext): Promise<NewSession> {
       const row = await repo.credentialsById(principal.userId);
       if (!row) throw userNotFound();
+      await checkPasswordUse(row.email);
       // Guessing the current password (e.g. with a stolen session) is throttled like a login.
       const reserved = await throttle.begin(normalizeEmail(row.email), meta.ip ?? 'unknown');
       if (!(await verifyPassword(row.passwordHash, current))) throw reserved.refusal ?? wrongPassword();
@@ -194,6 +212,11 @@ export function createIdentityService(deps: IdentityServiceDeps) {
      */
     onDisabled(hook: DisableHook): void {
       disableHooks.push(hook);
+    },
+
+    /** Registers a check run before any password sign-in or password session (sso's enforced domains). */
+    onPasswordUse(guard: PasswordGuard): void {
+      passwordGuards.push(guard);
     },
 
     /** `plinth admin grant|revoke <email>`. */

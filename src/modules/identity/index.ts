@@ -6,12 +6,12 @@ import type { ModuleSurface } from '../../platform/module.ts';
 import { registerIdentityJobs } from './identity.jobs.ts';
 import { createIdentityRepo, type SessionInfo, type User } from './identity.repo.ts';
 import { identityRoutes } from './identity.routes.ts';
-import { createIdentityService, type DisableHook, type IdentityServiceDeps, type RequestMeta } from './identity.service.ts';
+import { createIdentityService, type DisableHook, type IdentityServiceDeps, type PasswordGuard, type RequestMeta } from './identity.service.ts';
 import type { NewSession, SessionMeta } from './identity.sessions.ts';
 
 export { Email, Password, PersonName, UserSchema } from './identity.schemas.ts';
 export { requestMeta, userPrincipal } from './identity.routes.ts';
-export { normalizeEmail, type DisableHook, type RequestMeta } from './identity.service.ts';
+export { normalizeEmail, type DisableHook, type PasswordGuard, type RequestMeta } from './identity.service.ts';
 export type { SessionInfo, User } from './identity.repo.ts';
 export { SESSION_PREFIX, type NewSession, type SessionMeta } from './identity.sessions.ts';
 export { sha256Hex, newSecret } from './identity.tokens.ts';
@@ -36,7 +36,9 @@ export interface Identity extends ModuleSurface {
    * org and its owner membership commit or roll back together. 409 IDENTITY.EMAIL_TAKEN.
    */
   createUser(trx: TxHandle, input: { email: string; name: string; passwordHash: string }): Promise<User>;
-  /** Opens a session for the user in the caller's transaction (signup's first session). */
+  /** A user without a password (signs in through an IdP: SSO just-in-time provisioning), in the caller's transaction. */
+  createExternalUser(trx: TxHandle, input: { email: string; name: string }): Promise<User>;
+  /** Opens a session for the user in the caller's transaction (signup's first session, SSO logins). */
   startSession(trx: TxHandle, userId: string, meta: SessionMeta): Promise<NewSession>;
   /** A `pls_…` bearer token → the user's principal, or null (unknown, expired, revoked, user disabled). */
   authenticateSession(token: string): Promise<Principal | null>;
@@ -50,6 +52,8 @@ export interface Identity extends ModuleSurface {
   setDisabled(userId: string, disabled: boolean, ctx: ActorContext): Promise<User>;
   /** Work another module does in the disabling transaction (tenancy: revoke the user's API keys). */
   onDisabled(hook: DisableHook): void;
+  /** A check before any password sign-in, signup or password change (sso: 403 AUTH.SSO_REQUIRED for enforced domains). */
+  onPasswordUse(guard: PasswordGuard): void;
   /** `plinth admin grant|revoke <email>`. */
   setPlatformAdmin(email: string, value: boolean): Promise<User>;
 }

@@ -1,4 +1,4 @@
-import type { Database } from '../../platform/db/database.ts';
+import type { Database, TxHandle } from '../../platform/db/database.ts';
 import type { ActorContext } from '../../platform/http/actor.ts';
 import type { Authenticator } from '../../platform/http/auth.ts';
 import { asPlugin } from '../../platform/http/module-routes.ts';
@@ -48,6 +48,11 @@ export interface Tenancy extends ModuleSurface {
   roleOf(orgId: string, userId: string): Promise<string | null>;
   membershipsOf(userId: string): Promise<Membership[]>;
   createOrg(userId: string, name: string, ctx: ActorContext): Promise<Organization>;
+  /**
+   * SSO just-in-time membership in the caller's transaction (org tenant context): adds the user with
+   * `role`, or with `syncRole` moves an existing non-owner member to it. Audited.
+   */
+  provisionMember(trx: TxHandle, orgId: string, userId: string, role: string, opts: { syncRole: boolean }, ctx: ActorContext): Promise<{ role: string; created: boolean }>;
 }
 
 export function createTenancy(deps: TenancyDeps): Tenancy {
@@ -64,6 +69,7 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
     roleOf: useCases.roleOf,
     membershipsOf: useCases.membershipsOf,
     createOrg: useCases.createOrg,
+    provisionMember: useCases.provisionMember,
     routes: [
       { name: 'tenancy', prefix: '/v1', plugin: asPlugin(tenancyRoutes({ tenancy: useCases, identity: deps.identity })) },
       { name: 'tenancy-access', prefix: '/v1', plugin: asPlugin(accessRoutes(useCases)) },

@@ -14,6 +14,8 @@ export const PERMISSIONS = {
   billingRead: 'billing:read',
   billingManage: 'billing:manage',
   webhooksManage: 'webhooks:manage',
+  /** SSO connections, verified domains and enforcement, security policies: owner only (not in admin). */
+  ssoManage: 'sso:manage',
 } as const;
 
 export type Permission = (typeof PERMISSIONS)[keyof typeof PERMISSIONS];

@@ -153,6 +153,18 @@ export interface Memberships {
   user_id: string;
 }
 
+export interface MfaChallenges {
+  attempts: Generated<number>;
+  consumed_at: Timestamp | null;
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  id: string;
+  ip: string | null;
+  token_hash: string;
+  user_agent: string | null;
+  user_id: string;
+}
+
 export interface Organizations {
   created_at: Generated<Timestamp>;
   created_by: string;
@@ -160,6 +172,18 @@ export interface Organizations {
   name: string;
   tenant_id: string;
   updated_at: Generated<Timestamp>;
+}
+
+export interface OrgDomains {
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  domain: string;
+  id: string;
+  sso_enforced: Generated<boolean>;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  verification_token: string;
+  verified_at: Timestamp | null;
 }
 
 export interface Outbox {
@@ -200,10 +224,53 @@ export interface Sessions {
   id: string;
   ip: string | null;
   last_used_at: Generated<Timestamp>;
+  mfa_at: Timestamp | null;
   revoked_at: Timestamp | null;
   token_hash: string;
   user_agent: string | null;
   user_id: string;
+}
+
+export interface SsoConnections {
+  config: Json;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  default_role: string;
+  enabled: Generated<boolean>;
+  groups_attribute: string | null;
+  id: string;
+  name: string;
+  protocol: string;
+  role_mapping: Generated<Json>;
+  secret_ciphertext: string | null;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface SsoEnforcedDomains {
+  created_at: Generated<Timestamp>;
+  domain: string;
+  tenant_id: string;
+}
+
+export interface SsoLoginStates {
+  code_verifier: string | null;
+  connection_id: string;
+  consumed_at: Timestamp | null;
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  id: string;
+  nonce: string | null;
+  request_id: string | null;
+  state_hash: string;
+  tenant_id: string;
+}
+
+export interface SsoReplayGuard {
+  connection_id: string;
+  expires_at: Timestamp;
+  message_id: string;
+  tenant_id: string;
 }
 
 export interface TaskComments {
@@ -232,6 +299,21 @@ export interface Tasks {
   title: string;
   updated_at: Generated<Timestamp>;
   version: Generated<number>;
+}
+
+export interface UserMfa {
+  created_at: Generated<Timestamp>;
+  enabled_at: Timestamp | null;
+  last_step: number | null;
+  secret_ciphertext: string;
+  updated_at: Generated<Timestamp>;
+  user_id: string;
+}
+
+export interface UserRecoveryCodes {
+  code_hash: string;
+  used_at: Timestamp | null;
+  user_id: string;
 }
 
 export interface Users {
@@ -291,13 +373,21 @@ export interface DB {
   job_schedules: JobSchedules;
   login_attempts: LoginAttempts;
   memberships: Memberships;
+  mfa_challenges: MfaChallenges;
+  org_domains: OrgDomains;
   organizations: Organizations;
   outbox: Outbox;
   processed_events: ProcessedEvents;
   projects: Projects;
   sessions: Sessions;
+  sso_connections: SsoConnections;
+  sso_enforced_domains: SsoEnforcedDomains;
+  sso_login_states: SsoLoginStates;
+  sso_replay_guard: SsoReplayGuard;
   task_comments: TaskComments;
   tasks: Tasks;
+  user_mfa: UserMfa;
+  user_recovery_codes: UserRecoveryCodes;
   users: Users;
   webhook_deliveries: WebhookDeliveries;
   webhook_endpoints: WebhookEndpoints;

@@ -1,0 +1,104 @@
+import { Type } from '@sinclair/typebox';
+import { DateTime, Uuid } from '../../platform/http/schemas.ts';
+import { UserSchema } from '../identity/index.ts';
+
+/** Roles an IdP may hand out: never owner (owners are made by people, in the app). */
+export const SsoRole = Type.Union([Type.Literal('admin'), Type.Literal('member'), Type.Literal('viewer'), Type.Literal('billing')]);
+const Url = Type.String({ format: 'uri', maxLength: 2048, pattern: '^https?://' });
+const RoleMapping = Type.Record(Type.String({ minLength: 1, maxLength: 256 }), SsoRole, { maxProperties: 100, description: 'IdP group → role' });
+const GroupsAttribute = Type.Union([Type.String({ minLength: 1, maxLength: 200 }), Type.Null()], { description: "Claim/attribute carrying the user's groups (default 'groups')" });
+
+export const OidcInput = Type.Object(
+  {
+    issuer: Url,
+    clientId: Type.String({ minLength: 1, maxLength: 255 }),
+    clientSecret: Type.Optional(Type.String({ minLength: 1, maxLength: 1000, description: 'Stored encrypted; never returned' })),
+  },
+  { additionalProperties: false },
+);
+
+export const SamlInput = Type.Object(
+  {
+    idpEntityId: Type.String({ minLength: 1, maxLength: 1024 }),
+    idpSsoUrl: Url,
+    idpCert: Type.String({ minLength: 100, maxLength: 20_000, description: "The IdP's signing certificate (PEM)" }),
+    allowIdpInitiated: Type.Boolean({ default: false }),
+  },
+  { additionalProperties: false },
+);
+
+export const ConnectionCreate = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    defaultRole: SsoRole,
+    groupsAttribute: Type.Optional(GroupsAttribute),
+    roleMapping: Type.Optional(RoleMapping),
+    oidc: Type.Optional(OidcInput),
+    saml: Type.Optional(SamlInput),
+  },
+  { additionalProperties: false },
+);
+
+export const ConnectionPatchSchema = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    enabled: Type.Optional(Type.Boolean()),
+    defaultRole: Type.Optional(SsoRole),
+    groupsAttribute: Type.Optional(GroupsAttribute),
+    roleMapping: Type.Optional(RoleMapping),
+  },
+  { additionalProperties: false, minProperties: 1 },
+);
+
+export const ConnectionSchema = Type.Object(
+  {
+    id: Uuid(),
+    protocol: Type.Union([Type.Literal('oidc'), Type.Literal('saml')]),
+    name: Type.String(),
+    enabled: Type.Boolean(),
+    defaultRole: Type.String(),
+    groupsAttribute: Type.Union([Type.String(), Type.Null()]),
+    roleMapping: Type.Record(Type.String(), Type.String()),
+    oidc: Type.Optional(Type.Object({ issuer: Type.String(), clientId: Type.String(), hasClientSecret: Type.Boolean(), redirectUri: Type.String() }, { additionalProperties: false })),
+    saml: Type.Optional(
+      Type.Object(
+        { idpEntityId: Type.String(), idpSsoUrl: Type.String(), idpCert: Type.String(), allowIdpInitiated: Type.Boolean(), spEntityId: Type.String(), acsUrl: Type.String() },
+        { additionalProperties: false },
+      ),
+    ),
+    createdAt: DateTime(),
+    updatedAt: DateTime(),
+  },
+  { additionalProperties: false },
+);
+
+export const DomainSchema = Type.Object(
+  {
+    id: Uuid(),
+    domain: Type.String(),
+    status: Type.Union([Type.Literal('pending'), Type.Literal('verified')]),
+    ssoEnforced: Type.Boolean(),
+    txtRecord: Type.Object({ name: Type.String(), value: Type.String() }, { additionalProperties: false }),
+    verifiedAt: Type.Union([DateTime(), Type.Null()]),
+    createdAt: DateTime(),
+  },
+  { additionalProperties: false },
+);
+
+export const DomainName = Type.String({
+  minLength: 3,
+  maxLength: 253,
+  pattern: '^(?=.{3,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\\.)+[a-zA-Z]{2,63}\\.?$',
+});
+
+export const SsoLoginSchema = Type.Object(
+  {
+    token: Type.String(),
+    expiresAt: DateTime(),
+    user: UserSchema,
+    orgId: Uuid(),
+    role: Type.String(),
+    provisioned: Type.Boolean(),
+  },
+  { additionalProperties: false },
+);

@@ -142,14 +142,22 @@ export function ssoRoutes(sso: SsoService): (app: App) => Promise<void> {
       '/sso/:orgId/:connectionId/start',
       {
         config: { public: true },
-        schema: { tags: ['sso'], summary: "Start an SP-initiated login: redirects to the connection's IdP", params: ConnectionParams, response: { 302: Type.Null() } },
+        schema: {
+          tags: ['sso'],
+          summary: "Start an SP-initiated login: redirects to the connection's IdP (or returns the URL with ?mode=json)",
+          params: ConnectionParams,
+          querystring: Type.Object({ mode: Type.Optional(Type.Union([Type.Literal('redirect'), Type.Literal('json')])) }, { additionalProperties: false }),
+          response: { 200: Type.Object({ redirectUrl: Type.String() }, { additionalProperties: false }), 302: Type.Null() },
+        },
       },
       async (request, reply) => {
         const { orgId, connectionId } = params(request);
         const conn = await sso.connections.get(orgId, connectionId).catch(() => null);
         const flow = conn?.protocol === 'saml' ? sso.saml : sso.oidc;
         const { redirectUrl } = await flow.start(orgId, connectionId);
-        return reply.header('cache-control', 'no-store').redirect(redirectUrl, 302);
+        reply.header('cache-control', 'no-store');
+        if ((request.query as { mode?: string }).mode === 'json') return { redirectUrl };
+        return reply.redirect(redirectUrl, 302);
       },
     );
 

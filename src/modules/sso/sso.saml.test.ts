@@ -100,6 +100,8 @@ describe(`SAML SSO, verified domains and enforcement (${mode})`, () => {
     expect(start.statusCode).toBe(302);
     expect(start.headers.location).toMatch(/^https:\/\/idp\.example\.test\/sso\?SAMLRequest=/);
     const req = readAuthnRequest(start.headers.location as string);
+    const asJson = await t.app.inject({ url: `/v1/sso/${owner.orgId}/${conn.id}/start?mode=json` });
+    expect(asJson.json().redirectUrl).toMatch(/^https:\/\/idp\.example\.test\/sso\?SAMLRequest=/);
     expect(req.xml).toContain(conn.saml.acsUrl);
     const SAMLResponse = assertion({ email: `sp@${DOMAIN}`, inResponseTo: req.id });
     // tampered RelayState

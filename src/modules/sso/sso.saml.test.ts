@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assertionXml, createSamlIdp, otherKey, readAuthnRequest, samlId, signAssertion, wrapResponse, type SamlIdp } from '../../../test/helpers/saml-idp.ts';
+import { assertionXml, createSamlIdp, otherKey, readAuthnRequest, signAssertion, wrapResponse, type SamlIdp } from '../../../test/helpers/saml-idp.ts';
 import { bearer, signup, STRONG_PASSWORD, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 

@@ -36,7 +36,7 @@ const toDomain = (d: DomainRow): Domain => ({
 export function verifyDomains(deps: SsoUseCaseDeps) {
   const { repo, audit, resolveTxt } = deps;
 
-  async function mustGet(orgId: string, id: string, trx: Parameters<Parameters<typeof repo.withTenant>[1]>[0]) {
+  async function mustGet(id: string, trx: Parameters<Parameters<typeof repo.withTenant>[1]>[0]) {
     const d = await repo.domain(trx, id);
     if (!d) throw domainNotFound();
     return d;
@@ -63,7 +63,7 @@ export function verifyDomains(deps: SsoUseCaseDeps) {
 
     /** Looks the TXT record up (outside any transaction), then marks the domain verified. */
     async verify(orgId: string, id: string, ctx: TenantActorContext): Promise<Domain> {
-      const d = await repo.withTenantRead(orgId, (trx) => mustGet(orgId, id, trx));
+      const d = await repo.withTenantRead(orgId, (trx) => mustGet(id, trx));
       if (d.verifiedAt) return toDomain(d);
       const view = toDomain(d);
       const records = await resolveTxt(view.txtRecord.name).catch(() => [] as string[][]);
@@ -82,7 +82,7 @@ export function verifyDomains(deps: SsoUseCaseDeps) {
 
     async setEnforced(orgId: string, id: string, enforced: boolean, ctx: TenantActorContext): Promise<Domain> {
       const row = await repo.withTenant(orgId, async (trx) => {
-        const d = await mustGet(orgId, id, trx);
+        const d = await mustGet(id, trx);
         if (!d.verifiedAt) throw domainNotVerified();
         const row = await repo.setEnforced(trx, orgId, d, enforced);
         if (d.ssoEnforced !== enforced) {
@@ -95,7 +95,7 @@ export function verifyDomains(deps: SsoUseCaseDeps) {
 
     async remove(orgId: string, id: string, ctx: TenantActorContext): Promise<void> {
       await repo.withTenant(orgId, async (trx) => {
-        const d = await mustGet(orgId, id, trx);
+        const d = await mustGet(id, trx);
         await repo.deleteDomain(trx, orgId, d);
         await audit.record(trx, { orgId, action: 'sso.domain_removed', target: { type: 'domain', id }, changes: { domain: d.domain }, context: ctx });
       });

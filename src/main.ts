@@ -146,6 +146,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     logger,
     audit,
     throttle: config.loginThrottle,
+    cache: platform.cache,
+    secretKey: config.notifications.webhookSecretKey,
   });
   const tenancy = createTenancy({ db, audit, identity, events });
   const projects = createProjects({

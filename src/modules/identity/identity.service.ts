@@ -11,6 +11,10 @@ import { checkPasswordPolicy, dummyPasswordHash, hashPassword, verifyPassword } 
 import type { IdentityRepo, IdentityTx, SessionInfo, User } from './identity.repo.ts';
 import { createSessionStore, type NewSession, type SessionMeta } from './identity.sessions.ts';
 import { createLoginLockout, type LockoutLimits } from './identity.lockout.ts';
+import { createMfa } from './identity.mfa.ts';
+import type { MfaRepo } from './mfa.repo.ts';
+import type { CacheProvider } from '../../platform/cache/cache.ts';
+import type { SecretBox } from '../../platform/crypto/secret-box.ts';
 
 export interface IdentityServiceDeps {
   repo: IdentityRepo;
@@ -22,7 +26,14 @@ export interface IdentityServiceDeps {
   redisPrefix: string;
   logger: Logger;
   throttle: LockoutLimits;
+  /** MFA: its tables, the box TOTP secrets are sealed in, and the cache of "has MFA" (read per org request). */
+  mfaRepo: MfaRepo;
+  secrets: SecretBox;
+  cache: CacheProvider;
 }
+
+/** A password sign-in either opens a session, or (second factor enrolled) hands out a challenge for it. */
+export type LoginResult = (NewSession & { user: User; mfaRequired?: false }) | { mfaRequired: true; mfaToken: string; expiresAt: Date };
 
 export const normalizeEmail = (email: string) => email.trim().toLowerCase();
 
@@ -57,6 +68,16 @@ export function createIdentityService(deps: IdentityServiceDeps) {
 
   /** Identity-level events (no org) are chained in the platform audit chain. */
   const inPlatformTx = <T>(fn: (trx: IdentityTx) => Promise<T>) => repo.inTenant(PLATFORM_AUDIT_TENANT, fn);
+  const mfa = createMfa({
+    repo: deps.mfaRepo,
+    audit,
+    sessions,
+    throttle,
+    secrets: deps.secrets,
+    cache: deps.cache,
+    inPlatformTx,
+    emailOf: async (userId) => normalizeEmail((await getUser(userId)).email),
+  });
 
   async function getUser(id: string): Promise<User> {
     const user = await repo.userById(id);
@@ -125,7 +146,9 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     /** A `pls_…` bearer token → the user's principal, or null (unknown, expired, revoked, disabled). */
     authenticateSession: sessions.authenticate,
 
-    async login(email: string, password: string, meta: RequestMeta): Promise<NewSession & { user: User }> {
+    mfa,
+
+    async login(email: string, password: string, meta: RequestMeta): Promise<LoginResult> {
       const accountKey = normalizeEmail(email);
       await checkPasswordUse(accountKey);
       const reserved = await throttle.begin(accountKey, meta.ip);
@@ -135,6 +158,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       if (!found || !ok || found.disabled) throw reserved.refusal ?? invalidCredentials();
       await throttle.succeeded(reserved);
       const { user } = found;
+      if (await mfa.isEnabled(user.id)) return { mfaRequired: true, ...(await mfa.challenge(user.id, meta)) };
       const session = await inPlatformTx(async (trx) => {
         const s = await sessions.create(trx, user.id, meta);
         await audit.record(trx, {

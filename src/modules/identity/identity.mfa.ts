@@ -8,11 +8,17 @@ import { AppError } from '../../platform/http/errors.ts';
 import { newId } from '../../platform/ids.ts';
 import { PLATFORM_AUDIT_TENANT, type Audit } from '../audit/index.ts';
 import type { createLoginLockout } from './identity.lockout.ts';
-import type { RequestMeta } from './identity.service.ts';
 import type { NewSession, SessionStore } from './identity.sessions.ts';
 import { newSecret, sha256Hex } from './identity.tokens.ts';
 import type { MfaRepo } from './mfa.repo.ts';
 import type { IdentityTx } from './identity.repo.ts';
+
+/** Where the sign-in comes from (identity's RequestMeta). */
+interface RequestMeta {
+  ip: string;
+  userAgent: string | null;
+  requestId: string;
+}
 
 export const MFA_CHALLENGE_PREFIX = 'plm_';
 const CHALLENGE_TTL_MS = 5 * 60_000;

@@ -168,7 +168,12 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     tenancy,
     secretKey: n.webhookSecretKey,
     resolveTxt: seams.resolveTxt,
-    settings: { publicUrl: n.publicUrl, clockSkewSec: 60, loginStateTtlSec: 600, allowInsecureIssuers: config.nodeEnv !== 'production', ...seams.sso },
+    settings: { publicUrl: n.publicUrl, clockSkewSec: 60, loginStateTtlSec: 600, stepUpMaxAgeSec: 900, allowInsecureIssuers: config.nodeEnv !== 'production', ...seams.sso },
+    cache: platform.cache,
+    redis,
+    redisPolicy: platform.policies.redis,
+    redisPrefix: config.redisPrefix,
+    logger,
   });
   const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications, sso];
   return {
@@ -179,7 +184,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     notifications,
     sso,
     routes: all.flatMap((m) => m.routes),
-    authenticator: tenancy.authenticator,
+    // tenancy's, with each org's security policy (sso) applied on top
+    authenticator: sso.authenticator,
     registerJobs(jobs) {
       for (const m of all) m.registerJobs(jobs);
     },

@@ -16,6 +16,8 @@ import { createTestPlatform, type TestPlatform } from '../helpers/test-platform.
 const PUBLIC_ROUTES = new Set([
   'POST /v1/auth/signup',
   'POST /v1/auth/login',
+  // The second step of a sign-in with MFA: the challenge token from /auth/login is its credential.
+  'POST /v1/auth/login/mfa',
   // SSO: the browser arrives without a credential; each checks its own proof (state, signed assertion).
   // Their cross-tenant behaviour is tested in src/modules/sso/sso.saml.test.ts ("another org's ids").
   'GET /v1/sso/:orgId/:connectionId/start',

@@ -1,6 +1,13 @@
 import { resolveTxt as dnsResolveTxt } from 'node:dns/promises';
 import { createSecretBox } from '../../platform/crypto/secret-box.ts';
+import type { Logger } from 'pino';
+import type { CacheProvider } from '../../platform/cache/cache.ts';
 import type { Database } from '../../platform/db/database.ts';
+import type { Authenticator } from '../../platform/http/auth.ts';
+import type { Redis } from '../../platform/redis.ts';
+import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
+import { createPolicyAuthenticator } from './sso.policy.ts';
+import type { CachedPolicy } from './use-cases/manage-policy.ts';
 import { asPlugin } from '../../platform/http/module-routes.ts';
 import type { ModuleSurface } from '../../platform/module.ts';
 import type { Audit } from '../audit/index.ts';
@@ -25,16 +32,26 @@ export interface SsoDeps {
   settings: SsoSettings;
   /** DNS TXT lookups for domain verification (default: node:dns). */
   resolveTxt?: TxtResolver;
+  /** Org policies are read per request through the cache; idle tracking uses Redis when there is one. */
+  cache: CacheProvider;
+  redis: Redis | undefined;
+  redisPolicy: ResiliencePolicy;
+  redisPrefix: string;
+  logger: Logger;
 }
 
 /** Per-org SSO (OIDC and SAML), verified domains and SSO enforcement. */
 export interface Sso extends ModuleSurface {
+  /** Tenancy's Authenticator with each org's security policy applied (IP allow-list, MFA required, session lifetime, idle timeout). */
+  readonly authenticator: Authenticator;
   /** 403 AUTH.SSO_REQUIRED when the e-mail's domain is verified and enforced by an org. */
   assertPasswordAllowed(email: string): Promise<void>;
 }
 
 export function createSso(deps: SsoDeps): Sso {
+  const policyCache = deps.cache.namespace<CachedPolicy>('org-security-policy', { ttlSec: 300 });
   const service = createSsoService({
+    policyCache,
     repo: createSsoRepo(deps.db),
     audit: deps.audit,
     identity: deps.identity,
@@ -47,6 +64,15 @@ export function createSso(deps: SsoDeps): Sso {
   deps.identity.onPasswordUse(service.domains.assertPasswordAllowed);
   return {
     name: 'sso',
+    authenticator: createPolicyAuthenticator({
+      base: deps.tenancy.authenticator,
+      policies: service.policy,
+      mfaEnabled: deps.identity.mfaEnabled,
+      redis: deps.redis,
+      redisPolicy: deps.redisPolicy,
+      redisPrefix: deps.redisPrefix,
+      logger: deps.logger,
+    }),
     assertPasswordAllowed: service.domains.assertPasswordAllowed,
     routes: [{ name: 'sso', prefix: '/v1', plugin: asPlugin(ssoRoutes(service)) }],
     registerJobs: registerSsoJobs,

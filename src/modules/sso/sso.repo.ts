@@ -2,7 +2,7 @@ import { sql, type Selectable, type Transaction } from 'kysely';
 import type { Database, DB, DbScope } from '../../platform/db/database.ts';
 
 /** The tables sso owns: four tenant tables (RLS) and the global enforced-domain list. */
-export type SsoTables = Pick<DB, 'sso_connections' | 'sso_login_states' | 'sso_replay_guard' | 'org_domains' | 'sso_enforced_domains'>;
+export type SsoTables = Pick<DB, 'sso_connections' | 'sso_login_states' | 'sso_replay_guard' | 'org_domains' | 'sso_enforced_domains' | 'org_security_policies'>;
 export type SsoTx = Transaction<SsoTables>;
 
 export interface OidcConfig {
@@ -41,6 +41,18 @@ export interface LoginStateRow {
   consumedAt: Date | null;
 }
 
+export interface SecurityPolicy {
+  mfaRequired: boolean;
+  sessionMaxAgeSec: number | null;
+  idleTimeoutSec: number | null;
+  /** When the idle timeout was (re)set: sessions are not idle "since before" the policy existed. */
+  idleSince: Date | null;
+  ipAllowList: string[];
+  updatedAt: Date | null;
+}
+
+export const NO_POLICY: SecurityPolicy = { mfaRequired: false, sessionMaxAgeSec: null, idleTimeoutSec: null, idleSince: null, ipAllowList: [], updatedAt: null };
+
 export interface DomainRow {
   id: string;
   domain: string;
@@ -78,7 +90,7 @@ const toDomain = (r: Selectable<SsoTables['org_domains']>): DomainRow => ({
 
 /** All SQL of the sso module. */
 export function createSsoRepo(db: Database) {
-  const scope: DbScope<SsoTables> = db.scope('sso_connections', 'sso_login_states', 'sso_replay_guard', 'org_domains', 'sso_enforced_domains');
+  const scope: DbScope<SsoTables> = db.scope('sso_connections', 'sso_login_states', 'sso_replay_guard', 'org_domains', 'sso_enforced_domains', 'org_security_policies');
 
   return {
     withTenant: <R>(orgId: string, fn: (trx: SsoTx) => Promise<R>) => scope.withTenant(orgId, fn),
@@ -193,6 +205,37 @@ export function createSsoRepo(db: Database) {
         .returning('message_id')
         .executeTakeFirst();
       return inserted !== undefined;
+    },
+
+    // ── security policy ──
+    async policy(trx: SsoTx): Promise<SecurityPolicy> {
+      const r = await trx.selectFrom('org_security_policies').selectAll().executeTakeFirst();
+      if (!r) return NO_POLICY;
+      return {
+        mfaRequired: r.mfa_required,
+        sessionMaxAgeSec: r.session_max_age_sec,
+        idleTimeoutSec: r.idle_timeout_sec,
+        idleSince: r.idle_since ? new Date(r.idle_since) : null,
+        ipAllowList: json<string[]>(r.ip_allow_list),
+        updatedAt: new Date(r.updated_at),
+      };
+    },
+
+    async upsertPolicy(trx: SsoTx, orgId: string, p: Omit<SecurityPolicy, 'updatedAt'>, updatedBy: string): Promise<void> {
+      const values = {
+        mfa_required: p.mfaRequired,
+        session_max_age_sec: p.sessionMaxAgeSec,
+        idle_timeout_sec: p.idleTimeoutSec,
+        idle_since: p.idleSince,
+        ip_allow_list: JSON.stringify(p.ipAllowList),
+        updated_by: updatedBy,
+        updated_at: new Date(),
+      };
+      await trx
+        .insertInto('org_security_policies')
+        .values({ tenant_id: orgId, id: orgId, ...values })
+        .onConflict((oc) => oc.columns(['tenant_id', 'id']).doUpdateSet(values))
+        .execute();
     },
 
     // ── domains ──

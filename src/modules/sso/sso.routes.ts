@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import { tenantActorOf } from '../../platform/http/actor.ts';
+import { principalOf } from '../../platform/http/auth.ts';
 import { Page, Uuid } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
 import { requestMeta } from '../identity/index.ts';
@@ -11,8 +12,11 @@ import {
   ConnectionSchema,
   DomainName,
   DomainSchema,
+  SecurityPolicyInput,
+  SecurityPolicySchema,
   SsoLoginSchema,
 } from './sso.schemas.ts';
+import type { PolicyInput } from './use-cases/manage-policy.ts';
 import type { SsoService } from './sso.service.ts';
 import type { ConnectionInput, ConnectionPatch } from './use-cases/manage-connections.ts';
 
@@ -41,6 +45,14 @@ export function ssoRoutes(sso: SsoService): (app: App) => Promise<void> {
     // IdPs POST the SAML response as a form; parsed only inside this plugin.
     app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: FORM_LIMIT }, (_req, body, done) => {
       done(null, Object.fromEntries(new URLSearchParams(typeof body === 'string' ? body : body.toString('utf8'))));
+    });
+
+    // Changing SSO, domains or the security policy is a sensitive action: a session whose user has MFA
+    // must have proved it recently (step-up, POST /v1/me/mfa/step-up).
+    app.addHook('preHandler', async (request) => {
+      if (request.method === 'GET' || request.routeOptions.config.permission !== SSO_MANAGE) return;
+      const p = principalOf(request);
+      if (p.kind === 'user') await sso.identity.assertRecentMfa(p, sso.settings.stepUpMaxAgeSec);
     });
 
     // ── connections (org admins) ──
@@ -134,6 +146,32 @@ export function ssoRoutes(sso: SsoService): (app: App) => Promise<void> {
       async (request, reply) => {
         await sso.domains.remove(params(request).orgId, params(request).domainId, tenantActorOf(request));
         return reply.code(204).send(null);
+      },
+    );
+
+    // ── security policy ──
+    app.get(
+      '/orgs/:orgId/security-policy',
+      { config: { permission: SSO_MANAGE }, schema: { tags: ['sso'], summary: "The org's security policy", security: bearer, params: OrgParams, response: { 200: SecurityPolicySchema } } },
+      async (request) => sso.policy.get(params(request).orgId),
+    );
+
+    app.put(
+      '/orgs/:orgId/security-policy',
+      {
+        config: { permission: SSO_MANAGE },
+        schema: {
+          tags: ['sso'],
+          summary: 'Set the security policy: MFA required, session lifetime, idle timeout, IP allow-list (applies on the next request)',
+          security: bearer,
+          params: OrgParams,
+          body: SecurityPolicyInput,
+          response: { 200: SecurityPolicySchema },
+        },
+      },
+      async (request) => {
+        const p = principalOf(request);
+        return sso.policy.set(params(request).orgId, request.body as PolicyInput, { userId: p.kind === 'user' ? p.userId : null, ip: request.ip }, tenantActorOf(request));
       },
     );
 

@@ -102,3 +102,26 @@ export const SsoLoginSchema = Type.Object(
   },
   { additionalProperties: false },
 );
+
+const Cidr = Type.String({ minLength: 2, maxLength: 43, pattern: '^[0-9a-fA-F:.]+(/[0-9]{1,3})?$', description: 'IPv4/IPv6 address or CIDR range' });
+
+export const SecurityPolicyInput = Type.Object(
+  {
+    mfaRequired: Type.Boolean({ description: 'Members must have two-factor authentication to use the org (sessions)' }),
+    sessionMaxAgeSec: Type.Union([Type.Integer({ minimum: 300, maximum: 2_592_000 }), Type.Null()], { description: 'Sessions older than this must sign in again' }),
+    idleTimeoutSec: Type.Union([Type.Integer({ minimum: 60, maximum: 2_592_000 }), Type.Null()], { description: 'Sessions unused in this org for this long must sign in again' }),
+    ipAllowList: Type.Array(Cidr, { maxItems: 100, description: 'Empty: any address. Applies to sessions and API keys' }),
+  },
+  { additionalProperties: false },
+);
+
+export const SecurityPolicySchema = Type.Object(
+  {
+    mfaRequired: Type.Boolean(),
+    sessionMaxAgeSec: Type.Union([Type.Integer(), Type.Null()]),
+    idleTimeoutSec: Type.Union([Type.Integer(), Type.Null()]),
+    ipAllowList: Type.Array(Type.String()),
+    updatedAt: Type.Union([DateTime(), Type.Null()]),
+  },
+  { additionalProperties: false },
+);

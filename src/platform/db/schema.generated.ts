@@ -186,6 +186,18 @@ export interface OrgDomains {
   verified_at: Timestamp | null;
 }
 
+export interface OrgSecurityPolicies {
+  id: string;
+  idle_since: Timestamp | null;
+  idle_timeout_sec: number | null;
+  ip_allow_list: Generated<Json>;
+  mfa_required: Generated<boolean>;
+  session_max_age_sec: number | null;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  updated_by: string;
+}
+
 export interface Outbox {
   id: string;
   name: string;
@@ -375,6 +387,7 @@ export interface DB {
   memberships: Memberships;
   mfa_challenges: MfaChallenges;
   org_domains: OrgDomains;
+  org_security_policies: OrgSecurityPolicies;
   organizations: Organizations;
   outbox: Outbox;
   processed_events: ProcessedEvents;

@@ -16,6 +16,8 @@ export interface SsoSettings {
   loginStateTtlSec: number;
   /** http:// OIDC issuers (development and tests only; production requires https). */
   allowInsecureIssuers: boolean;
+  /** Sensitive SSO/policy changes want a second-factor check this recent (users with MFA). */
+  stepUpMaxAgeSec: number;
   /** Test seam: how far this server's clock is off (seconds), to present skew to the protocol libraries. */
   clockOffsetSec?: number;
 }
@@ -23,7 +25,7 @@ export interface SsoSettings {
 export interface SsoUseCaseDeps {
   repo: SsoRepo;
   audit: Audit;
-  identity: Pick<Identity, 'findUserByEmail' | 'createExternalUser' | 'startSession'>;
+  identity: Pick<Identity, 'findUserByEmail' | 'createExternalUser' | 'startSession' | 'mfaEnabled' | 'assertRecentMfa'>;
   tenancy: Pick<Tenancy, 'provisionMember'>;
   secrets: SecretBox;
   resolveTxt: TxtResolver;

@@ -16,7 +16,6 @@ describe(`org security policy: IP allow-list, MFA required, session lifetime, id
   const put = (body: object, who = owner, remoteAddress?: string) =>
     t.app.inject({ method: 'PUT', url: `/v1/orgs/${owner.orgId}/security-policy`, headers: who.auth, payload: { ...NO_POLICY, ...body }, ...(remoteAddress ? { remoteAddress } : {}) });
   const org = (token: string, remoteAddress?: string) => t.app.inject({ url: `/v1/orgs/${owner.orgId}`, headers: bearer(token), ...(remoteAddress ? { remoteAddress } : {}) });
-  const freshSession = async (who: SignedUp) => (await t.app.inject({ method: 'POST', url: '/v1/auth/login', payload: { email: who.email, password: STRONG_PASSWORD } })).json().token as string;
   const enroll = async (who: SignedUp) => {
     const { secret } = (await t.app.inject({ method: 'POST', url: '/v1/me/mfa/totp', headers: who.auth })).json();
     const res = await t.app.inject({ method: 'POST', url: '/v1/me/mfa/totp/confirm', headers: who.auth, payload: { code: await generate({ secret }) } });

@@ -68,6 +68,8 @@ export function createSso(deps: SsoDeps): Sso {
       base: deps.tenancy.authenticator,
       policies: service.policy,
       mfaEnabled: deps.identity.mfaEnabled,
+      assertRecentMfa: deps.identity.assertRecentMfa,
+      stepUpMaxAgeSec: deps.settings.stepUpMaxAgeSec,
       redis: deps.redis,
       redisPolicy: deps.redisPolicy,
       redisPrefix: deps.redisPrefix,

@@ -70,7 +70,7 @@ describe(`org security policy: IP allow-list, MFA required, session lifetime, id
     expect((await org(owner.token)).statusCode).toBe(200);
   });
 
-  it('step-up: policy and SSO changes want a second-factor check within 15 minutes', async () => {
+  it('step-up: policy/SSO changes, API key creation and role changes want a second-factor check within 15 minutes', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     vi.setSystemTime(Date.now() + 20 * 60_000);
     const stale = await put({ mfaRequired: true, sessionMaxAgeSec: 3600 });
@@ -78,9 +78,16 @@ describe(`org security policy: IP allow-list, MFA required, session lifetime, id
     expect(stale.json().code).toBe('AUTH.STEP_UP_REQUIRED');
     const domain = await t.app.inject({ method: 'POST', url: `/v1/orgs/${owner.orgId}/domains`, headers: owner.auth, payload: { domain: 'stepup.test' } });
     expect(domain.statusCode).toBe(403);
+    const key = await t.app.inject({ method: 'POST', url: `/v1/orgs/${owner.orgId}/api-keys`, headers: owner.auth, payload: { name: 'k', scopes: ['org:read'] } });
+    expect(key.statusCode).toBe(403);
+    expect(key.json().code).toBe('AUTH.STEP_UP_REQUIRED');
+    const role = await t.app.inject({ method: 'PATCH', url: `/v1/orgs/${owner.orgId}/members/${member.userId}`, headers: owner.auth, payload: { role: 'viewer' } });
+    expect(role.json().code).toBe('AUTH.STEP_UP_REQUIRED');
     const up = await t.app.inject({ method: 'POST', url: '/v1/me/mfa/step-up', headers: owner.auth, payload: { code: await generate({ secret: ownerSecret }) } });
     expect(up.statusCode, up.body).toBe(204);
     expect((await put({ mfaRequired: true })).statusCode).toBe(200);
+    const after = await t.app.inject({ method: 'POST', url: `/v1/orgs/${owner.orgId}/api-keys`, headers: owner.auth, payload: { name: 'k', scopes: ['org:read'] } });
+    expect(after.statusCode, after.body).toBe(201);
     // reads need no step-up
     expect((await t.app.inject({ url: `/v1/orgs/${owner.orgId}/security-policy`, headers: owner.auth })).statusCode).toBe(200);
   });

@@ -1,6 +1,7 @@
 import type { BlockList } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import type { FastifyRequest } from 'fastify';
 import type { Authenticator, Principal } from '../../platform/http/auth.ts';
 import { AppError } from '../../platform/http/errors.ts';
 import type { Redis } from '../../platform/redis.ts';
@@ -12,6 +13,22 @@ const mfaRequired = () =>
   new AppError('AUTH.MFA_REQUIRED', 403, 'This organization requires two-factor authentication: enroll at POST /v1/me/mfa/totp, then sign in again');
 const reauthenticate = (why: string) => new AppError('AUTH.REAUTHENTICATION_REQUIRED', 401, `Sign in again: ${why}`, {}, { 'www-authenticate': 'Bearer' });
 
+/**
+ * Sensitive actions: a session whose user has MFA must have proved it within `stepUpMaxAgeSec`
+ * (403 AUTH.STEP_UP_REQUIRED; POST /v1/me/mfa/step-up). Every write that needs `sso:manage` (SSO
+ * connections, domains, the security policy) is one too.
+ */
+export const STEP_UP_ROUTES: ReadonlySet<string> = new Set([
+  'POST /v1/orgs/:orgId/api-keys',
+  'PATCH /v1/orgs/:orgId/members/:userId',
+]);
+const SSO_MANAGE = 'sso:manage';
+
+function isSensitive(request: FastifyRequest): boolean {
+  const route = `${request.method} ${request.routeOptions.url ?? ''}`;
+  return STEP_UP_ROUTES.has(route) || (request.method !== 'GET' && request.routeOptions.config?.permission === SSO_MANAGE);
+}
+
 /** A UUIDv7's first 48 bits are its creation time in ms: a session's age, without reading the session. */
 export function uuidv7Time(id: string): number {
   return parseInt(id.replaceAll('-', '').slice(0, 12), 16);
@@ -21,6 +38,8 @@ export interface PolicyAuthenticatorDeps {
   base: Authenticator;
   policies: Pick<ManagePolicy, 'cached'>;
   mfaEnabled: (userId: string) => Promise<boolean>;
+  assertRecentMfa: (principal: Principal, maxAgeSec: number) => Promise<void>;
+  stepUpMaxAgeSec: number;
   redis: Redis | undefined;
   redisPolicy: ResiliencePolicy;
   redisPrefix: string;
@@ -34,10 +53,12 @@ export interface PolicyAuthenticatorDeps {
  *  - IP allow-list (sessions and API keys): 403 AUTH.IP_NOT_ALLOWED.
  *  - MFA required (sessions): 403 AUTH.MFA_REQUIRED until the user enrolls.
  *  - Session max lifetime and idle timeout (sessions): 401 AUTH.REAUTHENTICATION_REQUIRED.
+ *  - Step-up for sensitive actions (STEP_UP_ROUTES, sso:manage writes): 403 AUTH.STEP_UP_REQUIRED.
  */
 export function createPolicyAuthenticator(deps: PolicyAuthenticatorDeps): Authenticator {
   const { base, redis } = deps;
-  const ipOf = new WeakMap<Principal, string>();
+  // What resolveAccess needs from the request (the Authenticator interface passes only the principal).
+  const requestOf = new WeakMap<Principal, { ip: string; sensitive: boolean }>();
   const compiled = new LRUCache<string, BlockList>({ max: 1000 });
   const localActivity = new LRUCache<string, number>({ max: 100_000, ttl: 30 * 86_400_000 });
 
@@ -75,7 +96,7 @@ export function createPolicyAuthenticator(deps: PolicyAuthenticatorDeps): Authen
   return {
     async authenticate(request) {
       const principal = await base.authenticate(request);
-      if (principal) ipOf.set(principal, request.ip);
+      if (principal) requestOf.set(principal, { ip: request.ip, sensitive: isSensitive(request) });
       return principal;
     },
 
@@ -83,8 +104,10 @@ export function createPolicyAuthenticator(deps: PolicyAuthenticatorDeps): Authen
       const access = await base.resolveAccess(principal, orgId);
       if (!access) return null;
       const policy = await deps.policies.cached(orgId);
-      if (policy.ipAllowList.length > 0 && !ipAllowed(allowList(policy.ipAllowList), ipOf.get(principal))) throw ipNotAllowed();
+      const req = requestOf.get(principal);
+      if (policy.ipAllowList.length > 0 && !ipAllowed(allowList(policy.ipAllowList), req?.ip)) throw ipNotAllowed();
       if (principal.kind !== 'user' || !principal.sessionId) return access;
+      if (req?.sensitive) await deps.assertRecentMfa(principal, deps.stepUpMaxAgeSec);
       if (policy.mfaRequired && !(await deps.mfaEnabled(principal.userId))) throw mfaRequired();
       const createdAt = uuidv7Time(principal.sessionId);
       if (policy.sessionMaxAgeSec && Date.now() - createdAt > policy.sessionMaxAgeSec * 1000) throw reauthenticate('this session is older than the organization allows');

@@ -47,14 +47,6 @@ export function ssoRoutes(sso: SsoService): (app: App) => Promise<void> {
       done(null, Object.fromEntries(new URLSearchParams(typeof body === 'string' ? body : body.toString('utf8'))));
     });
 
-    // Changing SSO, domains or the security policy is a sensitive action: a session whose user has MFA
-    // must have proved it recently (step-up, POST /v1/me/mfa/step-up).
-    app.addHook('preHandler', async (request) => {
-      if (request.method === 'GET' || request.routeOptions.config.permission !== SSO_MANAGE) return;
-      const p = principalOf(request);
-      if (p.kind === 'user') await sso.identity.assertRecentMfa(p, sso.settings.stepUpMaxAgeSec);
-    });
-
     // ── connections (org admins) ──
     app.post(
       '/orgs/:orgId/sso/connections',

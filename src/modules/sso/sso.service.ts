@@ -11,8 +11,6 @@ import { verifyDomains } from './use-cases/verify-domains.ts';
 export function createSsoService(deps: SsoUseCaseDeps & { policyCache: TenantCache<CachedPolicy> }) {
   const complete = completeLogin(deps);
   return {
-    identity: deps.identity,
-    settings: deps.settings,
     policy: managePolicy({ ...deps, mfaEnabled: deps.identity.mfaEnabled }),
     connections: manageConnections(deps),
     oidc: oidcLogin(deps, complete),

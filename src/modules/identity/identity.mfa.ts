@@ -107,6 +107,19 @@ export function createMfa(deps: MfaDeps) {
     return result;
   }
 
+  /** A change that needs a current code: checked (throttled) and applied in one platform transaction. */
+  async function withProvedFactor(userId: string, f: SecondFactor, ctx: ActorContext, apply: (trx: IdentityTx, via: 'totp' | 'recovery_code') => Promise<void>): Promise<void> {
+    if (!(await repo.factor(userId))?.enabledAt) throw mfaNotEnabled();
+    await throttled(userId, ctx.ip ?? 'unknown', () =>
+      inPlatformTx(async (trx) => {
+        const via = await checkFactor(trx, userId, f);
+        if (!via) return null;
+        await apply(trx, via);
+        return via;
+      }),
+    );
+  }
+
   return {
     async isEnabled(userId: string): Promise<boolean> {
       return enabledCache.get(PLATFORM_AUDIT_TENANT, userId, async () => Boolean((await repo.factor(userId))?.enabledAt));
@@ -155,46 +168,28 @@ export function createMfa(deps: MfaDeps) {
 
     /** Turning MFA off needs a current code (a stolen session alone cannot). */
     async disable(userId: string, f: SecondFactor, ctx: ActorContext & { ip: string | null }): Promise<void> {
-      if (!(await repo.factor(userId))?.enabledAt) throw mfaNotEnabled();
-      await throttled(userId, ctx.ip ?? 'unknown', () =>
-        inPlatformTx(async (trx) => {
-          const via = await checkFactor(trx, userId, f);
-          if (!via) return null;
-          await repo.remove(trx, userId);
-          await record(trx, userId, 'mfa.disabled', ctx, { via });
-          return via;
-        }),
-      );
+      await withProvedFactor(userId, f, ctx, async (trx, via) => {
+        await repo.remove(trx, userId);
+        await record(trx, userId, 'mfa.disabled', ctx, { via });
+      });
       await forget(userId);
     },
 
     async regenerateRecoveryCodes(userId: string, f: SecondFactor, ctx: ActorContext & { ip: string | null }): Promise<{ recoveryCodes: string[] }> {
-      if (!(await repo.factor(userId))?.enabledAt) throw mfaNotEnabled();
       const codes = newRecoveryCodes();
-      await throttled(userId, ctx.ip ?? 'unknown', () =>
-        inPlatformTx(async (trx) => {
-          const via = await checkFactor(trx, userId, f);
-          if (!via) return null;
-          await repo.replaceRecoveryCodes(trx, userId, codes.map((c) => sha256Hex(normalizeRecovery(c))));
-          await record(trx, userId, 'mfa.recovery_codes_regenerated', ctx, { via, recoveryCodes: codes.length });
-          return via;
-        }),
-      );
+      await withProvedFactor(userId, f, ctx, async (trx, via) => {
+        await repo.replaceRecoveryCodes(trx, userId, codes.map((c) => sha256Hex(normalizeRecovery(c))));
+        await record(trx, userId, 'mfa.recovery_codes_regenerated', ctx, { via, recoveryCodes: codes.length });
+      });
       return { recoveryCodes: codes };
     },
 
     /** Proves the second factor again for this session (step-up before a sensitive action). */
     async stepUp(userId: string, sessionId: string, f: SecondFactor, ctx: ActorContext & { ip: string | null }): Promise<void> {
-      if (!(await repo.factor(userId))?.enabledAt) throw mfaNotEnabled();
-      await throttled(userId, ctx.ip ?? 'unknown', () =>
-        inPlatformTx(async (trx) => {
-          const via = await checkFactor(trx, userId, f);
-          if (!via) return null;
-          await repo.markSessionMfa(trx, sessionId);
-          await record(trx, userId, 'mfa.step_up', ctx, { via, sessionId });
-          return via;
-        }),
-      );
+      await withProvedFactor(userId, f, ctx, async (trx, via) => {
+        await repo.markSessionMfa(trx, sessionId);
+        await record(trx, userId, 'mfa.step_up', ctx, { via, sessionId });
+      });
     },
 
     /**

@@ -18,6 +18,14 @@ export interface ChallengeRow {
   consumedAt: Date | null;
 }
 
+type FactorRecord = { secret_ciphertext: string; enabled_at: Date | null; last_step: string | number | bigint | null };
+const toFactor = (r: FactorRecord): MfaRow => ({
+  secretCiphertext: r.secret_ciphertext,
+  enabledAt: r.enabled_at ? new Date(r.enabled_at) : null,
+  lastStep: r.last_step === null ? null : Number(r.last_step),
+});
+const FACTOR_COLUMNS = ['secret_ciphertext', 'enabled_at', 'last_step'] as const;
+
 /** All SQL of identity's second factor (TOTP factor, recovery codes, login challenges). */
 export function createMfaRepo(db: Database) {
   const scope: DbScope<MfaTables> = db.scope('user_mfa', 'user_recovery_codes', 'mfa_challenges', 'sessions');
@@ -25,17 +33,15 @@ export function createMfaRepo(db: Database) {
   const tx = (h: TxHandle) => scope.join(h);
 
   return {
-    inTransaction: <R>(fn: (trx: TxHandle) => Promise<R>) => app.transaction().execute((trx) => fn(trx as unknown as TxHandle)),
-
     async factor(userId: string): Promise<MfaRow | null> {
-      const r = await app.selectFrom('user_mfa').select(['secret_ciphertext', 'enabled_at', 'last_step']).where('user_id', '=', userId).executeTakeFirst();
-      return r ? { secretCiphertext: r.secret_ciphertext, enabledAt: r.enabled_at ? new Date(r.enabled_at) : null, lastStep: r.last_step === null ? null : Number(r.last_step) } : null;
+      const r = await app.selectFrom('user_mfa').select(FACTOR_COLUMNS).where('user_id', '=', userId).executeTakeFirst();
+      return r ? toFactor(r) : null;
     },
 
     /** The factor, locked for the rest of the transaction (one code verification at a time per user). */
     async lockFactor(h: TxHandle, userId: string): Promise<MfaRow | null> {
-      const r = await tx(h).selectFrom('user_mfa').select(['secret_ciphertext', 'enabled_at', 'last_step']).where('user_id', '=', userId).forUpdate().executeTakeFirst();
-      return r ? { secretCiphertext: r.secret_ciphertext, enabledAt: r.enabled_at ? new Date(r.enabled_at) : null, lastStep: r.last_step === null ? null : Number(r.last_step) } : null;
+      const r = await tx(h).selectFrom('user_mfa').select(FACTOR_COLUMNS).where('user_id', '=', userId).forUpdate().executeTakeFirst();
+      return r ? toFactor(r) : null;
     },
 
     /** A new pending (not yet enabled) factor, replacing a pending one. */

@@ -19,6 +19,11 @@ const RecoveryCodes = Type.Object({ recoveryCodes: Type.Array(Type.String()) }, 
 export function mfaRoutes(identity: IdentityService): (app: App) => Promise<void> {
   const { mfa } = identity;
   return async (app: App) => {
+    // The sign-in answer is a new session token: never stored for Idempotency-Key replay.
+    app.addHook('onRequest', async (request) => {
+      if (request.routeOptions.config?.public) delete request.headers['idempotency-key'];
+    });
+
     app.post(
       '/auth/login/mfa',
       {

@@ -47,6 +47,12 @@ export function ssoRoutes(sso: SsoService): (app: App) => Promise<void> {
       done(null, Object.fromEntries(new URLSearchParams(typeof body === 'string' ? body : body.toString('utf8'))));
     });
 
+    // A login answer carries a new session token: it must never be replayed from the Idempotency-Key
+    // store (a captured SAMLResponse + key would otherwise bypass the one-time assertion check).
+    app.addHook('onRequest', async (request) => {
+      if (request.routeOptions.config?.public) delete request.headers['idempotency-key'];
+    });
+
     // ── connections (org admins) ──
     app.post(
       '/orgs/:orgId/sso/connections',

@@ -68,15 +68,25 @@ describe(`SAML SSO, verified domains and enforcement (${mode})`, () => {
 
   it('IdP-initiated: a signed assertion signs in, provisions the user just in time with the mapped role, once', async () => {
     const SAMLResponse = assertion({ email: `Grace@${DOMAIN}`, name: 'Grace Hopper', groups: ['engineers', 'eng-admins'] });
-    const res = await post(acs(), { SAMLResponse });
+    const res = await t.app.inject({
+      method: 'POST',
+      url: acs(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'idempotency-key': 'k-1' },
+      payload: new URLSearchParams({ SAMLResponse }).toString(),
+    });
     expect(res.statusCode, res.body).toBe(200);
     const body = res.json();
     expect(body).toMatchObject({ orgId: owner.orgId, role: 'admin', provisioned: true, user: { email: `grace@${DOMAIN}`, name: 'Grace Hopper' } });
     const me = await t.app.inject({ url: `/v1/orgs/${owner.orgId}/members/${body.user.id}`, headers: bearer(body.token) });
     expect(me.statusCode).toBe(200);
     expect(me.json().role).toBe('admin');
-    // replay: the very same response again
-    const replay = await post(acs(), { SAMLResponse });
+    // replay: the very same response again (an Idempotency-Key does not make it a stored replay either)
+    const replay = await t.app.inject({
+      method: 'POST',
+      url: acs(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'idempotency-key': 'k-1' },
+      payload: new URLSearchParams({ SAMLResponse }).toString(),
+    });
     expect(replay.statusCode).toBe(401);
     expect(replay.json().code).toBe('SSO.LOGIN_REFUSED');
     // The SSO-only account has no password.

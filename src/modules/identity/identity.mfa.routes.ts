@@ -71,7 +71,7 @@ export function mfaRoutes(identity: IdentityService): (app: App) => Promise<void
     app.post(
       '/me/mfa/totp/confirm',
       {
-        config: { permission: AUTHENTICATED },
+        config: { permission: AUTHENTICATED, sensitive: true },
         schema: {
           tags: ['me'],
           summary: 'Confirm enrollment with a code: enables MFA, signs out my other sessions, returns recovery codes (shown once)',
@@ -89,7 +89,7 @@ export function mfaRoutes(identity: IdentityService): (app: App) => Promise<void
     app.post(
       '/me/mfa/recovery-codes',
       {
-        config: { permission: AUTHENTICATED },
+        config: { permission: AUTHENTICATED, sensitive: true },
         schema: { tags: ['me'], summary: 'Replace my recovery codes (needs a current code)', security: bearer, body: SecondFactorBody, response: { 200: RecoveryCodes } },
       },
       async (request) => mfa.regenerateRecoveryCodes(userPrincipal(request).userId, request.body as SecondFactor, actorOf(request)),

@@ -36,6 +36,8 @@ describe(`MFA: TOTP + recovery codes (${mode})`, () => {
     const ok = await t.app.inject({ method: 'POST', url: '/v1/me/mfa/totp/confirm', headers: user.auth, payload: { code: await totp(secret) } });
     expect(ok.statusCode, ok.body).toBe(200);
     recoveryCodes = ok.json().recoveryCodes;
+    expect(ok.headers['cache-control']).toBe('no-store');
+    expect(start.headers['cache-control']).toBe('no-store');
     expect(recoveryCodes).toHaveLength(10);
     expect(new Set(recoveryCodes).size).toBe(10);
     expect((await t.app.inject({ url: '/v1/me', headers: bearer(otherDevice) })).statusCode).toBe(401);
@@ -54,6 +56,7 @@ describe(`MFA: TOTP + recovery codes (${mode})`, () => {
     const first = await login();
     expect(first.statusCode).toBe(200);
     expect(first.json()).toMatchObject({ mfaRequired: true });
+    expect(first.headers['cache-control']).toBe('no-store');
     expect(first.json().token).toBeUndefined();
     const { mfaToken } = first.json();
     expect((await second(mfaToken, { code: '12345' })).statusCode).toBe(400);

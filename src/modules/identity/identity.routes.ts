@@ -28,7 +28,8 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
     app.post(
       '/auth/login',
       {
-        config: { public: true },
+        // sensitive: the union response (session or MFA challenge) hides `token` from the automatic check
+        config: { public: true, sensitive: true },
         schema: {
           tags: ['auth'],
           summary: 'Sign in with email and password; returns a new session token',

@@ -27,6 +27,7 @@ const RECOVERY_CODES = 10;
 /** One 30 s step either side: a phone clock a little off still works. */
 const TOTP_TOLERANCE_SEC = 30;
 const ISSUER = 'Plinth';
+const SIX_DIGITS = /^[0-9]{6}$/;
 
 export const mfaInvalidCode = () => new AppError('MFA.INVALID_CODE', 401, 'The verification code is incorrect or was already used');
 export const mfaNotEnabled = () => new AppError('MFA.NOT_ENABLED', 409, 'Two-factor authentication is not enabled');
@@ -86,6 +87,7 @@ export function createMfa(deps: MfaDeps) {
     const factor = await repo.lockFactor(trx, userId);
     if (!factor?.enabledAt) return null;
     if (f.code) {
+      if (!SIX_DIGITS.test(f.code)) return null;
       const r = await verify({ secret: secrets.open(factor.secretCiphertext), token: f.code, epochTolerance: TOTP_TOLERANCE_SEC, afterTimeStep: factor.lastStep ?? undefined });
       if (!r.valid) return null;
       await repo.useStep(trx, userId, stepOf(r));
@@ -150,6 +152,7 @@ export function createMfa(deps: MfaDeps) {
           const factor = await repo.lockFactor(trx, userId);
           if (!factor) throw noPendingEnrollment();
           if (factor.enabledAt) throw alreadyEnabled();
+          if (!SIX_DIGITS.test(code)) return null;
           const r = await verify({ secret: secrets.open(factor.secretCiphertext), token: code, epochTolerance: TOTP_TOLERANCE_SEC });
           if (!r.valid) return null;
           await repo.enable(trx, userId, stepOf(r));

@@ -13,3 +13,4 @@ export const emailNotInVerifiedDomain = () =>
 export const ssoRequired = (orgId: string) =>
   new AppError('AUTH.SSO_REQUIRED', 403, 'This e-mail domain signs in with single sign-on only', { orgId });
 export const badConnectionConfig = (detail: string) => new AppError('SSO.INVALID_CONFIG', 422, detail);
+export const invalidDomain = () => new AppError('SSO.INVALID_DOMAIN', 422, 'Not a domain name (e.g. example.com)');

@@ -199,6 +199,9 @@ describe(`SAML SSO, verified domains and enforcement (${mode})`, () => {
 
   describe('verified domains and SSO enforcement', () => {
     it('verification needs the TXT record; a domain is verified by one org only', async () => {
+      const bad = await t.app.inject({ method: 'POST', url: `/v1/orgs/${other.orgId}/domains`, headers: other.auth, payload: { domain: 'not a domain' } });
+      expect(bad.statusCode).toBe(422);
+      expect(bad.json().code).toBe('SSO.INVALID_DOMAIN');
       const add = await t.app.inject({ method: 'POST', url: `/v1/orgs/${other.orgId}/domains`, headers: other.auth, payload: { domain: 'unproven.test' } });
       expect(add.statusCode).toBe(201);
       const d = add.json();

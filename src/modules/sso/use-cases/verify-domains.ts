@@ -1,12 +1,13 @@
 import { isUniqueViolation } from '../../../platform/db/constraint-errors.ts';
 import type { TenantActorContext } from '../../../platform/http/actor.ts';
 import { newId } from '../../../platform/ids.ts';
-import { domainNotFound, domainNotVerified, domainTaken, ssoRequired, verificationFailed } from '../sso.errors.ts';
+import { domainNotFound, domainNotVerified, domainTaken, invalidDomain, ssoRequired, verificationFailed } from '../sso.errors.ts';
 import type { DomainRow } from '../sso.repo.ts';
 import { randomToken } from '../sso.state.ts';
 import type { SsoUseCaseDeps } from './deps.ts';
 
 export const TXT_PREFIX = '_plinth-verification';
+const DOMAIN = /^(?=.{3,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 
 export interface Domain {
   id: string;
@@ -45,6 +46,7 @@ export function verifyDomains(deps: SsoUseCaseDeps) {
   return {
     async add(orgId: string, domain: string, ctx: TenantActorContext): Promise<Domain> {
       const name = domain.trim().toLowerCase().replace(/\.$/, '');
+      if (!DOMAIN.test(name)) throw invalidDomain();
       const row = await repo
         .withTenant(orgId, async (trx) => {
           const row = await repo.insertDomain(trx, { orgId, id: newId(), domain: name, verificationToken: randomToken(), createdBy: ctx.actor.userId ?? ctx.actor.id });

@@ -33,6 +33,7 @@ import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
 import { createProjects, entitlementsVia, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
 import { createReporting, type Reporting } from './modules/reporting/index.ts';
+import { createSso, type Sso, type SsoSettings, type TxtResolver } from './modules/sso/index.ts';
 import { createTenancy, type Tenancy } from './modules/tenancy/index.ts';
 
 /** Everything a module may be given: the platform kernel, opened once per process. */
@@ -146,6 +147,10 @@ export interface ModuleSeams {
   entitlements?: Entitlements;
   /** Replaces the SMTP_URL-selected mailer (tests read what was sent). */
   mailer?: Mailer;
+  /** Replaces DNS for domain verification (tests: no network). */
+  resolveTxt?: TxtResolver;
+  /** Overrides SSO settings (tests: clock offset, skew allowance). */
+  sso?: Partial<SsoSettings>;
 }
 
 /** The modules, wired to the platform and to each other's facades, and what the app and the worker take from them. */
@@ -157,6 +162,7 @@ export interface Modules {
   billing: BillingModule;
   notifications: NotificationsModule;
   reporting: Reporting;
+  sso: Sso;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
   /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
@@ -167,7 +173,7 @@ export interface Modules {
 
 /** Builds the modules in dependency order, explicitly: no container, nothing registered as a side effect. */
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
-  const { db, logger, config, events } = platform;
+  const { db, logger, config, events, redis } = platform;
   const audit = createAudit({ db });
   // The audit sequencer's backlog (pending events, oldest age), read at scrape time.
   const stopAuditMetrics = registerAuditMetrics(() => audit.backlog());
@@ -179,6 +185,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     logger,
     audit,
     throttle: config.loginThrottle,
+    cache: platform.cache,
+    secretKey: config.notifications.webhookSecretKey,
   });
   // Billing and tenancy ask each other (seats ← member count, member limit ← plan): billing is built first
   // and reads the member count through a function that runs only after both exist.
@@ -223,7 +231,21 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   });
   // Running exports stop at shutdown and go back to the queue (another worker resumes them).
   platform.lifecycle.onShutdown({ name: 'reporting-exports', close: () => reporting.close() });
-  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting];
+  const sso = createSso({
+    db,
+    audit,
+    identity,
+    tenancy,
+    secretKey: n.webhookSecretKey,
+    resolveTxt: seams.resolveTxt,
+    settings: { publicUrl: n.publicUrl, clockSkewSec: 60, loginStateTtlSec: 600, stepUpMaxAgeSec: 900, allowInsecureIssuers: config.nodeEnv !== 'production', ...seams.sso },
+    cache: platform.cache,
+    redis,
+    redisPolicy: platform.policies.redis,
+    redisPrefix: config.redisPrefix,
+    logger,
+  });
+  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting, sso];
   return {
     audit,
     identity,
@@ -232,8 +254,10 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     billing,
     notifications,
     reporting,
+    sso,
     routes: [...all.flatMap((m) => m.routes), ...platform.storageRoutes],
-    authenticator: tenancy.authenticator,
+    // tenancy's, with each org's security policy (sso) applied on top
+    authenticator: sso.authenticator,
     // Per-org request quota from the plan (limit `api.rate`: requests per window), else configuration.
     rateLimits: configRateLimits(config.edge, { orgPolicy: (orgId) => billing.rateLimitFor(orgId, config.edge.rateLimitWindowSec) }),
     registerJobs(jobs) {

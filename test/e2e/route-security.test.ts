@@ -13,7 +13,18 @@ import { createTestPlatform, type TestPlatform } from '../helpers/test-platform.
  */
 
 /** Reachable without a credential. Anything else under /v1 must declare a permission. */
-const PUBLIC_ROUTES = new Set(['POST /v1/auth/signup', 'POST /v1/auth/login']);
+const PUBLIC_ROUTES = new Set([
+  'POST /v1/auth/signup',
+  'POST /v1/auth/login',
+  // The second step of a sign-in with MFA: the challenge token from /auth/login is its credential.
+  'POST /v1/auth/login/mfa',
+  // SSO: the browser arrives without a credential; each checks its own proof (state, signed assertion).
+  // Their cross-tenant behaviour is tested in src/modules/sso/sso.saml.test.ts ("another org's ids").
+  'GET /v1/sso/:orgId/:connectionId/start',
+  'GET /v1/sso/oidc/callback',
+  'GET /v1/sso/saml/:orgId/:connectionId/metadata',
+  'POST /v1/sso/saml/:orgId/:connectionId/acs',
+]);
 
 interface OrgB {
   owner: SignedUp;
@@ -34,6 +45,9 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   sessionId: async (t, b) => (await t.app.inject({ url: '/v1/me/sessions', headers: b.member.auth })).json().data[0].id,
   key: async () => 'isolation-flag',
   projectId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BSECRET', name: 'B project' })).id,
+  connectionId: async (t, b) =>
+    (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/sso/connections`, { name: 'B IdP', defaultRole: 'member', oidc: { issuer: 'https://idp.b.example', clientId: 'b-client', clientSecret: 'b-secret' } })).id,
+  domainId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/domains`, { domain: 'b-secret.example' })).id,
   // POST /v1/admin/jobs/:id/redrive (operator route: any dead-job id; org A's token gets 403 before lookup)
   id: async () => newId(),
   // /v1/admin/billing/plans/:planId/… (operator routes: org A's token gets 403 before lookup)

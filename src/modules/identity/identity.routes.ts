@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import { actorOf } from '../../platform/http/actor.ts';
 import { AUTHENTICATED, PLATFORM_ADMIN, principalOf, type Principal } from '../../platform/http/auth.ts';
-import { Page, Uuid } from '../../platform/http/schemas.ts';
+import { DateTime, Page, Uuid } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
 import { sessionRequired } from './identity.errors.ts';
 import { Email, Password, SessionSchema, SessionTokenSchema, UserSchema } from './identity.schemas.ts';
@@ -28,17 +28,27 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
     app.post(
       '/auth/login',
       {
-        config: { public: true },
+        // sensitive: the union response (session or MFA challenge) hides `token` from the automatic check
+        config: { public: true, sensitive: true },
         schema: {
           tags: ['auth'],
           summary: 'Sign in with email and password; returns a new session token',
           body: Type.Object({ email: Email, password: Password }, { additionalProperties: false }),
-          response: { 200: Type.Object({ ...SessionTokenSchema.properties, user: UserSchema }, { additionalProperties: false }) },
+          response: {
+            200: Type.Union([
+              Type.Object({ ...SessionTokenSchema.properties, user: UserSchema }, { additionalProperties: false }),
+              Type.Object(
+                { mfaRequired: Type.Literal(true), mfaToken: Type.String({ description: 'Send it with a code to /v1/auth/login/mfa' }), expiresAt: DateTime() },
+                { additionalProperties: false, description: 'The account has a second factor: no session yet' },
+              ),
+            ]),
+          },
         },
       },
       async (request) => {
         const { email, password } = request.body as { email: string; password: string };
         const result = await identity.login(email, password, requestMeta(request));
+        if (result.mfaRequired) return { mfaRequired: true as const, mfaToken: result.mfaToken, expiresAt: result.expiresAt };
         return { token: result.token, expiresAt: result.expiresAt, user: result.user };
       },
     );

@@ -10,6 +10,10 @@ import { checkPasswordPolicy, dummyPasswordHash, hashPassword, verifyPassword } 
 import type { IdentityRepo, IdentityTx, SessionInfo, User } from './identity.repo.ts';
 import { createSessionStore, type NewSession, type SessionMeta } from './identity.sessions.ts';
 import { createLoginLockout, type LockoutLimits } from './identity.lockout.ts';
+import { createMfa } from './identity.mfa.ts';
+import type { MfaRepo } from './mfa.repo.ts';
+import type { CacheProvider } from '../../platform/cache/cache.ts';
+import type { SecretBox } from '../../platform/crypto/secret-box.ts';
 
 export interface IdentityServiceDeps {
   repo: IdentityRepo;
@@ -20,7 +24,14 @@ export interface IdentityServiceDeps {
   sessionCacheMaxAgeMs: number;
   logger: Logger;
   throttle: LockoutLimits;
+  /** MFA: its tables, the box TOTP secrets are sealed in, and the cache of "has MFA" (read per org request). */
+  mfaRepo: MfaRepo;
+  secrets: SecretBox;
+  cache: CacheProvider;
 }
+
+/** A password sign-in either opens a session, or (second factor enrolled) hands out a challenge for it. */
+export type LoginResult = (NewSession & { user: User; mfaRequired?: false }) | { mfaRequired: true; mfaToken: string; expiresAt: Date };
 
 export const normalizeEmail = (email: string) => email.trim().toLowerCase();
 
@@ -31,6 +42,12 @@ export interface RequestMeta {
   requestId: string;
 }
 
+/** Checked before a password is used to sign in or to open a session (sso: enforced domains); throws to refuse. */
+export type PasswordGuard = (email: string) => Promise<void>;
+
+/** Stored for accounts created by SSO: not an argon2 hash, so no password ever verifies against it. */
+const NO_PASSWORD = '!external';
+
 /** Called inside the disabling transaction (platform tenant context), before it commits. */
 export type DisableHook = (trx: TxHandle, userId: string, ctx: ActorContext) => Promise<void>;
 
@@ -40,11 +57,25 @@ export function createIdentityService(deps: IdentityServiceDeps) {
   const throttle = createLoginLockout(repo, deps.throttle);
   // Other modules' credentials of a disabled user (tenancy's API keys), revoked in the same transaction.
   const disableHooks: DisableHook[] = [];
+  const passwordGuards: PasswordGuard[] = [];
+  const checkPasswordUse = async (email: string) => {
+    for (const guard of passwordGuards) await guard(normalizeEmail(email));
+  };
   // Started now so the first unknown-email login costs the same as the others.
   void dummyPasswordHash();
 
   /** Identity-level events (no org) are chained in the platform audit chain. */
   const inPlatformTx = <T>(fn: (trx: IdentityTx) => Promise<T>) => repo.inTenant(PLATFORM_AUDIT_TENANT, fn);
+  const mfa = createMfa({
+    repo: deps.mfaRepo,
+    audit,
+    sessions,
+    throttle,
+    secrets: deps.secrets,
+    cache: deps.cache,
+    inPlatformTx,
+    emailOf: async (userId) => normalizeEmail((await getUser(userId)).email),
+  });
 
   async function getUser(id: string): Promise<User> {
     const user = await repo.userById(id);
@@ -90,6 +121,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
 
     /** Policy check + argon2id, outside any transaction (it takes tens of milliseconds). */
     async preparePassword(password: string, context: { email?: string; name?: string }): Promise<string> {
+      if (context.email) await checkPasswordUse(context.email);
       checkPasswordPolicy(password, context);
       return hashPassword(password);
     },
@@ -97,6 +129,11 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     /** Creates a user in the caller's transaction (signup runs it together with the first org). */
     async createUser(trx: TxHandle, input: { email: string; name: string; passwordHash: string }): Promise<User> {
       return repo.insertUser(trx, { id: newId(), email: normalizeEmail(input.email), name: input.name.trim(), passwordHash: input.passwordHash });
+    },
+
+    /** A user who signs in only through an IdP (SSO just-in-time provisioning), in the caller's transaction. */
+    async createExternalUser(trx: TxHandle, input: { email: string; name: string }): Promise<User> {
+      return repo.insertUser(trx, { id: newId(), email: normalizeEmail(input.email), name: input.name.trim(), passwordHash: NO_PASSWORD });
     },
 
     /** Opens a session for the user in the caller's transaction (signup's first session). */
@@ -107,8 +144,11 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     /** A `pls_…` bearer token → the user's principal, or null (unknown, expired, revoked, disabled). */
     authenticateSession: sessions.authenticate,
 
-    async login(email: string, password: string, meta: RequestMeta): Promise<NewSession & { user: User }> {
+    mfa,
+
+    async login(email: string, password: string, meta: RequestMeta): Promise<LoginResult> {
       const accountKey = normalizeEmail(email);
+      await checkPasswordUse(accountKey);
       const reserved = await throttle.begin(accountKey, meta.ip);
       const found = await repo.credentialsByEmail(accountKey);
       // Same work whether or not the account exists: one argon2id verification.
@@ -116,6 +156,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       if (!found || !ok || found.disabled) throw reserved.refusal ?? invalidCredentials();
       await throttle.succeeded(reserved);
       const { user } = found;
+      if (await mfa.isEnabled(user.id)) return { mfaRequired: true, ...(await mfa.challenge(user.id, meta)) };
       const session = await inPlatformTx(async (trx) => {
         const s = await sessions.create(trx, user.id, meta);
         await audit.record(trx, {
@@ -145,6 +186,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     async changePassword(principal: Principal, current: string, next: string, meta: SessionMeta, ctx: ActorContext): Promise<NewSession> {
       const row = await repo.credentialsById(principal.userId);
       if (!row) throw userNotFound();
+      await checkPasswordUse(row.email);
       // Guessing the current password (e.g. with a stolen session) is throttled like a login.
       const reserved = await throttle.begin(normalizeEmail(row.email), meta.ip ?? 'unknown');
       if (!(await verifyPassword(row.passwordHash, current))) throw reserved.refusal ?? wrongPassword();
@@ -192,6 +234,11 @@ export function createIdentityService(deps: IdentityServiceDeps) {
      */
     onDisabled(hook: DisableHook): void {
       disableHooks.push(hook);
+    },
+
+    /** Registers a check run before any password sign-in or password session (sso's enforced domains). */
+    onPasswordUse(guard: PasswordGuard): void {
+      passwordGuards.push(guard);
     },
 
     /** `plinth admin grant|revoke <email>`. */

@@ -6,20 +6,23 @@ import type { ModuleSurface } from '../../platform/module.ts';
 import { registerIdentityJobs } from './identity.jobs.ts';
 import { createIdentityRepo, type SessionInfo, type User } from './identity.repo.ts';
 import { identityRoutes } from './identity.routes.ts';
-import { createIdentityService, type DisableHook, type IdentityServiceDeps, type RequestMeta } from './identity.service.ts';
+import { createIdentityService, type DisableHook, type IdentityServiceDeps, type LoginResult, type PasswordGuard, type RequestMeta } from './identity.service.ts';
+import { mfaRoutes } from './identity.mfa.routes.ts';
+import { createMfaRepo } from './mfa.repo.ts';
+import { createSecretBox } from '../../platform/crypto/secret-box.ts';
 import type { NewSession, SessionLookupOptions, SessionMeta } from './identity.sessions.ts';
 
 export { Email, Password, PersonName, UserSchema } from './identity.schemas.ts';
 export { requestMeta, userPrincipal } from './identity.routes.ts';
-export { normalizeEmail, type DisableHook, type RequestMeta } from './identity.service.ts';
+export { normalizeEmail, type DisableHook, type LoginResult, type PasswordGuard, type RequestMeta } from './identity.service.ts';
 export type { SessionInfo, User } from './identity.repo.ts';
 export { SESSION_PREFIX, type NewSession, type SessionLookupOptions, type SessionMeta } from './identity.sessions.ts';
 export { sha256Hex, newSecret } from './identity.tokens.ts';
 export type { LockoutLimits } from './identity.lockout.ts';
 export { runAdminCommand } from './identity.cli.ts';
 
-/** The service's dependencies, with the database instead of the repo built over it. */
-export type IdentityDeps = Omit<IdentityServiceDeps, 'repo'> & { db: Database };
+/** The service's dependencies, with the database (and master key) instead of what is built over them. */
+export type IdentityDeps = Omit<IdentityServiceDeps, 'repo' | 'mfaRepo' | 'secrets'> & { db: Database; secretKey: Buffer };
 
 /** Accounts, passwords, sessions and login throttling. Orgs, RBAC and the Authenticator live in tenancy. */
 export interface Identity extends ModuleSurface {
@@ -36,7 +39,9 @@ export interface Identity extends ModuleSurface {
    * org and its owner membership commit or roll back together. 409 IDENTITY.EMAIL_TAKEN.
    */
   createUser(trx: TxHandle, input: { email: string; name: string; passwordHash: string }): Promise<User>;
-  /** Opens a session for the user in the caller's transaction (signup's first session). */
+  /** A user without a password (signs in through an IdP: SSO just-in-time provisioning), in the caller's transaction. */
+  createExternalUser(trx: TxHandle, input: { email: string; name: string }): Promise<User>;
+  /** Opens a session for the user in the caller's transaction (signup's first session, SSO logins). */
   startSession(trx: TxHandle, userId: string, meta: SessionMeta): Promise<NewSession>;
   /**
    * A `pls_…` bearer token → the user's principal, or null (unknown, expired, revoked, user disabled).
@@ -44,7 +49,12 @@ export interface Identity extends ModuleSurface {
    */
   authenticateSession(token: string, opts?: SessionLookupOptions): Promise<Principal | null>;
 
-  login(email: string, password: string, meta: RequestMeta): Promise<NewSession & { user: User }>;
+  /** A session, or `{ mfaRequired, mfaToken }` when the account has a second factor (then POST /v1/auth/login/mfa). */
+  login(email: string, password: string, meta: RequestMeta): Promise<LoginResult>;
+  /** Whether the user has a second factor enabled (cached; read per org request when an org requires MFA). */
+  mfaEnabled(userId: string): Promise<boolean>;
+  /** 403 AUTH.STEP_UP_REQUIRED unless this session proved its second factor within maxAgeSec (users without MFA pass). */
+  assertRecentMfa(principal: Principal, maxAgeSec: number): Promise<void>;
   logout(principal: Principal & { sessionId: string }, ctx: ActorContext): Promise<number>;
   revokeSession(principal: Principal, sessionId: string, ctx: ActorContext): Promise<number>;
   revokeOtherSessions(principal: Principal & { sessionId: string }, ctx: ActorContext): Promise<number>;
@@ -53,17 +63,24 @@ export interface Identity extends ModuleSurface {
   setDisabled(userId: string, disabled: boolean, ctx: ActorContext): Promise<User>;
   /** Work another module does in the disabling transaction (tenancy: revoke the user's API keys). */
   onDisabled(hook: DisableHook): void;
+  /** A check before any password sign-in, signup or password change (sso: 403 AUTH.SSO_REQUIRED for enforced domains). */
+  onPasswordUse(guard: PasswordGuard): void;
   /** `plinth admin grant|revoke <email>`. */
   setPlatformAdmin(email: string, value: boolean): Promise<User>;
 }
 
 export function createIdentity(deps: IdentityDeps): Identity {
-  const { db, ...rest } = deps;
-  const service = createIdentityService({ ...rest, repo: createIdentityRepo(db) });
+  const { db, secretKey, ...rest } = deps;
+  const service = createIdentityService({ ...rest, repo: createIdentityRepo(db), mfaRepo: createMfaRepo(db), secrets: createSecretBox(secretKey, 'totp-secret') });
   return {
     ...service,
     name: 'identity',
-    routes: [{ name: 'identity', prefix: '/v1', plugin: asPlugin(identityRoutes(service)) }],
+    mfaEnabled: service.mfa.isEnabled,
+    assertRecentMfa: (p, maxAgeSec) => service.mfa.assertRecentMfa(p.userId, p.sessionId, maxAgeSec),
+    routes: [
+      { name: 'identity', prefix: '/v1', plugin: asPlugin(identityRoutes(service)) },
+      { name: 'identity-mfa', prefix: '/v1', plugin: asPlugin(mfaRoutes(service)) },
+    ],
     registerJobs: registerIdentityJobs,
   };
 }

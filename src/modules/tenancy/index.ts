@@ -1,5 +1,5 @@
 import type { InvalidationBus } from '../../platform/cache/invalidation-bus.ts';
-import type { Database } from '../../platform/db/database.ts';
+import type { Database, TxHandle } from '../../platform/db/database.ts';
 import type { ActorContext } from '../../platform/http/actor.ts';
 import type { Authenticator } from '../../platform/http/auth.ts';
 import { asPlugin } from '../../platform/http/module-routes.ts';
@@ -60,6 +60,11 @@ export interface Tenancy extends ModuleSurface {
   /** How many members the org has (billing's seats). */
   countMembers(orgId: string): Promise<number>;
   createOrg(userId: string, name: string, ctx: ActorContext): Promise<Organization>;
+  /**
+   * SSO just-in-time membership in the caller's transaction (org tenant context): adds the user with
+   * `role`, or with `syncRole` moves an existing non-owner member to it. Audited.
+   */
+  provisionMember(trx: TxHandle, orgId: string, userId: string, role: string, opts: { syncRole: boolean }, ctx: ActorContext): Promise<{ role: string; created: boolean }>;
 }
 
 export function createTenancy(deps: TenancyDeps): Tenancy {
@@ -78,6 +83,7 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
     membershipsOf: useCases.membershipsOf,
     countMembers: repo.countMembers,
     createOrg: useCases.createOrg,
+    provisionMember: useCases.provisionMember,
     routes: [
       { name: 'tenancy', prefix: '/v1', plugin: asPlugin(tenancyRoutes({ tenancy: useCases, identity: deps.identity })) },
       { name: 'tenancy-access', prefix: '/v1', plugin: asPlugin(accessRoutes(useCases)) },

@@ -18,6 +18,8 @@ export const PERMISSIONS = {
   webhooksManage: 'webhooks:manage',
   reportsRead: 'reports:read',
   exportsManage: 'exports:manage',
+  /** SSO connections, verified domains and enforcement, security policies: owner only (not in admin). */
+  ssoManage: 'sso:manage',
 } as const;
 
 export type Permission = (typeof PERMISSIONS)[keyof typeof PERMISSIONS];

@@ -52,6 +52,17 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   reporting_member_days: 'distributed',
   reporting_task_facts: 'distributed',
   reporting_export_jobs: 'local',
+  // sso and MFA: an org's connections, domains and policy are distributed; what login needs before it knows
+  // the org (a domain's enforcement, a user's second factor) is keyed globally, beside users
+  sso_connections: 'distributed',
+  sso_login_states: 'distributed',
+  sso_replay_guard: 'distributed',
+  org_domains: 'distributed',
+  org_security_policies: 'distributed',
+  sso_enforced_domains: 'local',
+  user_mfa: 'local',
+  user_recovery_codes: 'local',
+  mfa_challenges: 'local',
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',

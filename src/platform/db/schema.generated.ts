@@ -332,6 +332,18 @@ export interface Memberships {
   user_id: string;
 }
 
+export interface MfaChallenges {
+  attempts: Generated<number>;
+  consumed_at: Timestamp | null;
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  id: string;
+  ip: string | null;
+  token_hash: string;
+  user_agent: string | null;
+  user_id: string;
+}
+
 export interface Organizations {
   created_at: Generated<Timestamp>;
   created_by: string;
@@ -339,6 +351,30 @@ export interface Organizations {
   name: string;
   tenant_id: string;
   updated_at: Generated<Timestamp>;
+}
+
+export interface OrgDomains {
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  domain: string;
+  id: string;
+  sso_enforced: Generated<boolean>;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  verification_token: string;
+  verified_at: Timestamp | null;
+}
+
+export interface OrgSecurityPolicies {
+  id: string;
+  idle_since: Timestamp | null;
+  idle_timeout_sec: number | null;
+  ip_allow_list: Generated<Json>;
+  mfa_required: Generated<boolean>;
+  session_max_age_sec: number | null;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  updated_by: string;
 }
 
 export interface Outbox {
@@ -436,10 +472,53 @@ export interface Sessions {
   id: string;
   ip: string | null;
   last_used_at: Generated<Timestamp>;
+  mfa_at: Timestamp | null;
   revoked_at: Timestamp | null;
   token_hash: string;
   user_agent: string | null;
   user_id: string;
+}
+
+export interface SsoConnections {
+  config: Json;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  default_role: string;
+  enabled: Generated<boolean>;
+  groups_attribute: string | null;
+  id: string;
+  name: string;
+  protocol: string;
+  role_mapping: Generated<Json>;
+  secret_ciphertext: string | null;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface SsoEnforcedDomains {
+  created_at: Generated<Timestamp>;
+  domain: string;
+  tenant_id: string;
+}
+
+export interface SsoLoginStates {
+  code_verifier: string | null;
+  connection_id: string;
+  consumed_at: Timestamp | null;
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  id: string;
+  nonce: string | null;
+  request_id: string | null;
+  state_hash: string;
+  tenant_id: string;
+}
+
+export interface SsoReplayGuard {
+  connection_id: string;
+  expires_at: Timestamp;
+  message_id: string;
+  tenant_id: string;
 }
 
 export interface TaskComments {
@@ -479,6 +558,21 @@ export interface TenantCosts {
   request_ms: Generated<number>;
   requests: Generated<number>;
   storage_bytes: number | null;
+}
+
+export interface UserMfa {
+  created_at: Generated<Timestamp>;
+  enabled_at: Timestamp | null;
+  last_step: number | null;
+  secret_ciphertext: string;
+  updated_at: Generated<Timestamp>;
+  user_id: string;
+}
+
+export interface UserRecoveryCodes {
+  code_hash: string;
+  used_at: Timestamp | null;
+  user_id: string;
 }
 
 export interface Users {
@@ -553,6 +647,9 @@ export interface DB {
   job_schedules: JobSchedules;
   login_attempts: LoginAttempts;
   memberships: Memberships;
+  mfa_challenges: MfaChallenges;
+  org_domains: OrgDomains;
+  org_security_policies: OrgSecurityPolicies;
   organizations: Organizations;
   outbox: Outbox;
   processed_events: ProcessedEvents;
@@ -563,9 +660,15 @@ export interface DB {
   reporting_project_weeks: ReportingProjectWeeks;
   reporting_task_facts: ReportingTaskFacts;
   sessions: Sessions;
+  sso_connections: SsoConnections;
+  sso_enforced_domains: SsoEnforcedDomains;
+  sso_login_states: SsoLoginStates;
+  sso_replay_guard: SsoReplayGuard;
   task_comments: TaskComments;
   tasks: Tasks;
   tenant_costs: TenantCosts;
+  user_mfa: UserMfa;
+  user_recovery_codes: UserRecoveryCodes;
   users: Users;
   webhook_deliveries: WebhookDeliveries;
   webhook_endpoints: WebhookEndpoints;

@@ -1,0 +1,2 @@
+/** The sso module publishes no domain events yet: every change is recorded in the audit log. */
+export {};

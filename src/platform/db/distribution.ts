@@ -57,7 +57,8 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   sso_connections: 'distributed',
   sso_login_states: 'distributed',
   sso_replay_guard: 'distributed',
-  org_domains: 'distributed',
+  // A domain is verified by one org only (a unique index across tenants): kept on the coordinator.
+  org_domains: 'local',
   org_security_policies: 'distributed',
   sso_enforced_domains: 'local',
   user_mfa: 'local',

@@ -1,5 +1,5 @@
 import type { InvalidationBus } from '../../platform/cache/invalidation-bus.ts';
-import type { Database } from '../../platform/db/database.ts';
+import type { Database, TxHandle } from '../../platform/db/database.ts';
 import type { ActorContext } from '../../platform/http/actor.ts';
 import type { Authenticator } from '../../platform/http/auth.ts';
 import { asPlugin } from '../../platform/http/module-routes.ts';
@@ -14,6 +14,7 @@ import { registerTenancyJobs } from './tenancy.jobs.ts';
 import { createTenancyRepo, type Membership, type Organization } from './tenancy.repo.ts';
 import { tenancyRoutes } from './tenancy.routes.ts';
 import { createTenancyUseCases } from './use-cases/index.ts';
+import { provisionMembers } from './use-cases/provision-members.ts';
 import { revokeKeysOnDisable } from './use-cases/revoke-keys.ts';
 import type { Member } from './use-cases/manage-members.ts';
 import type { SignupInput } from './use-cases/sign-up.ts';
@@ -54,6 +55,12 @@ export interface Tenancy extends ModuleSurface {
   roleOf(orgId: string, userId: string): Promise<string | null>;
   membershipsOf(userId: string): Promise<Membership[]>;
   createOrg(userId: string, name: string, ctx: ActorContext): Promise<Organization>;
+  /** Directory sync: adds the user with the role or changes their role (never an owner's), in the caller's org transaction. */
+  provisionMember(trx: TxHandle, orgId: string, userId: string, role: string, ctx: ActorContext): Promise<'added' | 'changed' | 'unchanged'>;
+  /** Directory sync: removes the member and revokes their API keys in the org, in the caller's transaction (409 for the last owner). */
+  deprovisionMember(trx: TxHandle, orgId: string, userId: string, ctx: ActorContext): Promise<boolean>;
+  /** After the provisioning transaction commits: drops the cached role on every instance. */
+  invalidateMember(orgId: string, userId: string): Promise<void>;
 }
 
 export function createTenancy(deps: TenancyDeps): Tenancy {
@@ -62,8 +69,10 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
   const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events, memberships });
   // A disabled user's API keys die with the disabling transaction, in every org.
   deps.identity.onDisabled(revokeKeysOnDisable({ repo, audit: deps.audit }));
+  const provisioning = provisionMembers({ repo, audit: deps.audit, memberships });
   return {
     name: 'tenancy',
+    ...provisioning,
     authenticator: createAuthenticator({ identity: deps.identity, roleOf: useCases.roleOf, memberships, apiKeys: useCases.apiKeys }),
     signup: useCases.signup,
     getOrg: useCases.getOrg,

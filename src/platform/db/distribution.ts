@@ -33,6 +33,12 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   // notifications
   webhook_endpoints: 'distributed',
   webhook_deliveries: 'distributed',
+  // directory (SCIM)
+  scim_tokens: 'distributed',
+  scim_users: 'distributed',
+  scim_groups: 'distributed',
+  scim_group_members: 'distributed',
+  scim_group_roles: 'distributed',
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',

@@ -225,6 +225,56 @@ export interface Projects {
   version: Generated<number>;
 }
 
+export interface ScimGroupMembers {
+  group_id: string;
+  scim_user_id: string;
+  tenant_id: string;
+}
+
+export interface ScimGroupRoles {
+  group_name: string;
+  role: string;
+  tenant_id: string;
+}
+
+export interface ScimGroups {
+  created_at: Generated<Timestamp>;
+  display_name: string;
+  external_id: string | null;
+  id: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  version: Generated<number>;
+}
+
+export interface ScimTokens {
+  created_at: Generated<Timestamp>;
+  created_by: string | null;
+  id: string;
+  last_used_at: Timestamp | null;
+  name: string;
+  revoked_at: Timestamp | null;
+  tenant_id: string;
+  token_hash: string;
+}
+
+export interface ScimUsers {
+  active: Generated<boolean>;
+  created_at: Generated<Timestamp>;
+  display_name: string | null;
+  email: string;
+  external_id: string | null;
+  family_name: string | null;
+  given_name: string | null;
+  id: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  user_id: string;
+  user_name: string;
+  user_name_key: string;
+  version: Generated<number>;
+}
+
 export interface Sessions {
   created_at: Generated<Timestamp>;
   expires_at: Timestamp;
@@ -340,6 +390,11 @@ export interface DB {
   outbox: Outbox;
   processed_events: ProcessedEvents;
   projects: Projects;
+  scim_group_members: ScimGroupMembers;
+  scim_group_roles: ScimGroupRoles;
+  scim_groups: ScimGroups;
+  scim_tokens: ScimTokens;
+  scim_users: ScimUsers;
   sessions: Sessions;
   task_comments: TaskComments;
   tasks: Tasks;

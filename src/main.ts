@@ -26,6 +26,7 @@ import { createOutboundPolicies, type OutboundPolicies } from './platform/resili
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
 import { createAudit, type Audit } from './modules/audit/index.ts';
+import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
 import { allowEverything, createProjects, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
@@ -139,6 +140,7 @@ export interface Modules {
   tenancy: Tenancy;
   projects: ProjectsModule;
   notifications: NotificationsModule;
+  directory: DirectoryModule;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
   /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
@@ -174,13 +176,15 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const n = config.notifications;
   const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
-  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications];
+  const directory = createDirectory({ db, audit, identity, tenancy });
+  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications, directory];
   return {
     audit,
     identity,
     tenancy,
     projects,
     notifications,
+    directory,
     routes: all.flatMap((m) => m.routes),
     authenticator: tenancy.authenticator,
     registerJobs(jobs) {

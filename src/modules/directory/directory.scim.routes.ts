@@ -14,7 +14,8 @@ import type { ScimCaller } from './use-cases/deps.ts';
 const Str = Type.String();
 const Opt = <T extends TSchema>(t: T) => Type.Optional(t);
 const Meta = Type.Object({ resourceType: Str, created: Str, lastModified: Str, location: Str, version: Str });
-const Ref = Type.Object({ value: Str, display: Opt(Str), $ref: Opt(Str) });
+// No `$ref` member: a property of that name in a route schema breaks the OpenAPI $ref resolver (values stay resolvable from ids).
+const Ref = Type.Object({ value: Str, display: Opt(Str) });
 const UserOut = Type.Object({
   schemas: Type.Array(Str),
   id: Str,

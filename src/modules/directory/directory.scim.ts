@@ -245,7 +245,7 @@ export function renderUser(u: ScimUserRow, base: string) {
     ...(u.displayName !== null ? { displayName: u.displayName } : {}),
     emails: [{ value: u.email, type: 'work', primary: true }],
     active: u.active,
-    groups: u.groups.map((g) => ({ value: g.id, display: g.displayName, $ref: `${base}/Groups/${g.id}` })),
+    groups: u.groups.map((g) => ({ value: g.id, display: g.displayName})),
     meta: { resourceType: 'User', created: u.createdAt.toISOString(), lastModified: u.updatedAt.toISOString(), location: `${base}/Users/${u.id}`, version: version(u.version) },
   };
 }
@@ -256,7 +256,7 @@ export function renderGroup(g: ScimGroupRow, base: string) {
     id: g.id,
     ...(g.externalId !== null ? { externalId: g.externalId } : {}),
     displayName: g.displayName,
-    members: g.members.map((m) => ({ value: m.id, display: m.userName, $ref: `${base}/Users/${m.id}` })),
+    members: g.members.map((m) => ({ value: m.id, display: m.userName})),
     meta: { resourceType: 'Group', created: g.createdAt.toISOString(), lastModified: g.updatedAt.toISOString(), location: `${base}/Groups/${g.id}`, version: version(g.version) },
   };
 }

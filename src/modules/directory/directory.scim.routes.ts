@@ -32,7 +32,8 @@ const GroupOut = Type.Object({ schemas: Type.Array(Str), id: Str, externalId: Op
 const ListOut = <T extends TSchema>(t: T) =>
   Type.Object({ schemas: Type.Array(Str), totalResults: Type.Integer(), startIndex: Type.Integer(), itemsPerPage: Type.Integer(), Resources: Type.Array(t) });
 const ErrorOut = Type.Object({ schemas: Type.Array(Str), status: Str, scimType: Opt(Str), detail: Str });
-const errors = { 400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut };
+// 4xx/5xx too: otherwise the kernel's problem+json schema would serialize a 413 or 415 here.
+const errors = { 400: ErrorOut, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut, '4XX': ErrorOut, '5XX': ErrorOut };
 
 const Params = Type.Object({ orgId: Type.String({ maxLength: 64 }) });
 const IdParams = Type.Object({ orgId: Type.String({ maxLength: 64 }), id: Type.String({ maxLength: 64 }) });

@@ -59,36 +59,27 @@ const toToken = (r: Selectable<DirectoryTables['scim_tokens']>): ScimTokenRow =>
 export function createDirectoryRepo(db: Database) {
   const scope: DbScope<DirectoryTables> = db.scope('scim_tokens', 'scim_users', 'scim_groups', 'scim_group_members', 'scim_group_roles');
 
-  async function groupsOf(trx: DirectoryTx, scimUserIds: string[]): Promise<Map<string, Array<{ id: string; displayName: string }>>> {
-    const out = new Map<string, Array<{ id: string; displayName: string }>>();
-    if (scimUserIds.length === 0) return out;
+  /** Group ↔ user pairs for a set of users (their groups) or of groups (their members), one query. */
+  async function pairs(trx: DirectoryTx, by: 'user' | 'group', ids: string[]): Promise<Map<string, Array<{ id: string; label: string }>>> {
+    const out = new Map<string, Array<{ id: string; label: string }>>();
+    if (ids.length === 0) return out;
     const rows = await trx
       .selectFrom('scim_group_members as m')
       .innerJoin('scim_groups as g', (j) => j.onRef('g.tenant_id', '=', 'm.tenant_id').onRef('g.id', '=', 'm.group_id'))
-      .select(['m.scim_user_id', 'g.id', 'g.display_name'])
-      .where('m.scim_user_id', 'in', scimUserIds)
-      .orderBy('g.display_name')
-      .execute();
-    for (const r of rows) out.set(r.scim_user_id, [...(out.get(r.scim_user_id) ?? []), { id: r.id, displayName: r.display_name }]);
-    return out;
-  }
-
-  async function membersOf(trx: DirectoryTx, groupIds: string[]): Promise<Map<string, Array<{ id: string; userName: string }>>> {
-    const out = new Map<string, Array<{ id: string; userName: string }>>();
-    if (groupIds.length === 0) return out;
-    const rows = await trx
-      .selectFrom('scim_group_members as m')
       .innerJoin('scim_users as u', (j) => j.onRef('u.tenant_id', '=', 'm.tenant_id').onRef('u.id', '=', 'm.scim_user_id'))
-      .select(['m.group_id', 'u.id', 'u.user_name'])
-      .where('m.group_id', 'in', groupIds)
-      .orderBy('u.id')
+      .select(['m.scim_user_id', 'm.group_id', 'g.display_name', 'u.user_name'])
+      .where(by === 'user' ? 'm.scim_user_id' : 'm.group_id', 'in', ids)
+      .orderBy(by === 'user' ? 'g.display_name' : 'u.id')
       .execute();
-    for (const r of rows) out.set(r.group_id, [...(out.get(r.group_id) ?? []), { id: r.id, userName: r.user_name }]);
+    for (const r of rows) {
+      const [key, item] = by === 'user' ? [r.scim_user_id, { id: r.group_id, label: r.display_name }] : [r.group_id, { id: r.scim_user_id, label: r.user_name }];
+      out.set(key, [...(out.get(key) ?? []), item]);
+    }
     return out;
   }
 
   async function usersWithGroups(trx: DirectoryTx, rows: Selectable<DirectoryTables['scim_users']>[]): Promise<ScimUserRow[]> {
-    const groups = await groupsOf(trx, rows.map((r) => r.id));
+    const groups = await pairs(trx, 'user', rows.map((r) => r.id));
     return rows.map((r) => ({
       id: r.id,
       userId: r.user_id,
@@ -102,12 +93,12 @@ export function createDirectoryRepo(db: Database) {
       version: r.version,
       createdAt: new Date(r.created_at),
       updatedAt: new Date(r.updated_at),
-      groups: groups.get(r.id) ?? [],
+      groups: (groups.get(r.id) ?? []).map((g) => ({ id: g.id, displayName: g.label })),
     }));
   }
 
   async function groupsWithMembers(trx: DirectoryTx, rows: Selectable<DirectoryTables['scim_groups']>[]): Promise<ScimGroupRow[]> {
-    const members = await membersOf(trx, rows.map((r) => r.id));
+    const members = await pairs(trx, 'group', rows.map((r) => r.id));
     return rows.map((r) => ({
       id: r.id,
       displayName: r.display_name,
@@ -115,7 +106,7 @@ export function createDirectoryRepo(db: Database) {
       version: r.version,
       createdAt: new Date(r.created_at),
       updatedAt: new Date(r.updated_at),
-      members: members.get(r.id) ?? [],
+      members: (members.get(r.id) ?? []).map((m) => ({ id: m.id, userName: m.label })),
     }));
   }
 

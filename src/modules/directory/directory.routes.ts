@@ -5,6 +5,7 @@ import { DateTime, Uuid } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
 import { PERMISSIONS } from '../tenancy/index.ts';
 import type { DirectoryService } from './directory.service.ts';
+import type { OrgDeletionUseCases } from './use-cases/org-deletion.ts';
 
 /** owner and admin (tenancy's role map). */
 export const DIRECTORY_MANAGE = PERMISSIONS.directoryManage;
@@ -25,7 +26,12 @@ const MappingsSchema = Type.Object({ mappings: Type.Array(Mapping, { maxItems: 1
 const OrgParams = Type.Object({ orgId: Uuid() });
 
 /** Org admins manage the org's SCIM tokens and its group → role mapping here; the IdP uses /scim/v2. */
-export function directoryRoutes(service: DirectoryService): (app: App) => Promise<void> {
+const DeletionSchema = Type.Object(
+  { orgId: Uuid(), requestedBy: Type.Union([Uuid(), Type.Null()]), requestedAt: DateTime(), purgeAfter: DateTime() },
+  { additionalProperties: false },
+);
+
+export function directoryRoutes(service: DirectoryService, deletion: OrgDeletionUseCases): (app: App) => Promise<void> {
   return async (app: App) => {
     const tags = ['directory'];
     const security = [{ bearer: [] }];
@@ -64,6 +70,30 @@ export function directoryRoutes(service: DirectoryService): (app: App) => Promis
       async (request, reply) => {
         const { orgId, tokenId } = request.params as { orgId: string; tokenId: string };
         await service.revokeToken(orgId, tokenId, actor(request));
+        return reply.code(204).send(null);
+      },
+    );
+
+    // ── org deletion (data rights): owner only, with a grace period ──
+    const ownerOnly = { permission: PERMISSIONS.orgDelete };
+    app.delete(
+      '/orgs/:orgId',
+      { config: ownerOnly, schema: { tags: ['organizations'], security, summary: "Schedule the org's deletion: every row of it is hard-deleted after 30 days unless cancelled", params: OrgParams, response: { 202: DeletionSchema } } },
+      async (request, reply) => {
+        reply.code(202);
+        return deletion.schedule((request.params as { orgId: string }).orgId, actor(request));
+      },
+    );
+    app.get(
+      '/orgs/:orgId/deletion',
+      { config: { permission: PERMISSIONS.orgRead }, schema: { tags: ['organizations'], security, summary: "The org's scheduled deletion (404 when none)", params: OrgParams, response: { 200: DeletionSchema } } },
+      async (request) => deletion.get((request.params as { orgId: string }).orgId),
+    );
+    app.delete(
+      '/orgs/:orgId/deletion',
+      { config: ownerOnly, schema: { tags: ['organizations'], security, summary: 'Cancel the scheduled deletion', params: OrgParams, response: { 204: Type.Null() } } },
+      async (request, reply) => {
+        await deletion.cancel((request.params as { orgId: string }).orgId, actor(request));
         return reply.code(204).send(null);
       },
     );

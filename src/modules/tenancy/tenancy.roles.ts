@@ -15,6 +15,8 @@ export const PERMISSIONS = {
   billingManage: 'billing:manage',
   webhooksManage: 'webhooks:manage',
   directoryManage: 'directory:manage',
+  /** owner only: schedule the org's deletion (hard delete after the grace period). */
+  orgDelete: 'org:delete',
 } as const;
 
 export type Permission = (typeof PERMISSIONS)[keyof typeof PERMISSIONS];

@@ -39,6 +39,8 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   scim_groups: 'distributed',
   scim_group_members: 'distributed',
   scim_group_roles: 'distributed',
+  // a tombstone per deleted org, kept after the purge (no tenant data)
+  org_deletions: 'local',
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',

@@ -193,6 +193,16 @@ export interface Organizations {
   updated_at: Generated<Timestamp>;
 }
 
+export interface OrgDeletions {
+  cancelled_at: Timestamp | null;
+  org_id: string;
+  purge_after: Timestamp;
+  purged_at: Timestamp | null;
+  requested_at: Generated<Timestamp>;
+  requested_by: string | null;
+  rows_deleted: number | null;
+}
+
 export interface Outbox {
   id: string;
   name: string;
@@ -386,6 +396,7 @@ export interface DB {
   job_schedules: JobSchedules;
   login_attempts: LoginAttempts;
   memberships: Memberships;
+  org_deletions: OrgDeletions;
   organizations: Organizations;
   outbox: Outbox;
   processed_events: ProcessedEvents;

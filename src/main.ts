@@ -29,6 +29,7 @@ import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
 import { createAudit, type Audit } from './modules/audit/index.ts';
 import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './modules/billing/index.ts';
+import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
 import { createProjects, entitlementsVia, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
@@ -163,6 +164,7 @@ export interface Modules {
   notifications: NotificationsModule;
   reporting: Reporting;
   sso: Sso;
+  directory: DirectoryModule;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
   /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
@@ -245,7 +247,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     redisPrefix: config.redisPrefix,
     logger,
   });
-  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting, sso];
+  const directory = createDirectory({ db, audit, identity, tenancy });
+  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting, sso, directory];
   return {
     audit,
     identity,
@@ -255,6 +258,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     notifications,
     reporting,
     sso,
+    directory,
     routes: [...all.flatMap((m) => m.routes), ...platform.storageRoutes],
     // tenancy's, with each org's security policy (sso) applied on top
     authenticator: sso.authenticator,

@@ -108,6 +108,9 @@ const creds = {
   },
 };
 await creds.renew('apiKey');
+/** SCIM operations (/scim/v2) authenticate with org A's directory token and answer errors in the SCIM error schema. */
+const scimToken = (await call(a.owner, 'POST', `/v1/orgs/${a.owner.orgId}/scim-tokens`, { name: 'fuzz' })).token as string;
+const isScim = (op: { path: string }) => op.path.startsWith('/scim/');
 
 interface Operation {
   method: string;
@@ -238,7 +241,7 @@ function toInject(op: Operation, r: Req) {
   }
   if (r.rawQuery) qs.push(r.rawQuery);
   if (qs.length > 0) url += `?${qs.join('&')}`;
-  const headers: Record<string, string> = { ...r.headers, authorization: `Bearer ${r.auth === 'session' ? creds.session : creds.apiKey}` };
+  const headers: Record<string, string> = { ...r.headers, authorization: `Bearer ${isScim(op) ? scimToken : r.auth === 'session' ? creds.session : creds.apiKey}` };
   let payload: string | undefined;
   if (r.rawBody !== undefined) {
     payload = r.rawBody;
@@ -257,7 +260,12 @@ async function send(op: Operation, r: Req) {
   expect(res.statusCode, where).toBeLessThan(500);
   const requestId = res.headers['x-request-id'];
   expect(requestId, where).toBeTruthy();
-  if (res.statusCode >= 400) {
+  // A URL the kernel refuses before routing (bad percent-encoding, an over-long parameter) is problem+json.
+  const beforeRouting = String(res.headers['content-type']).startsWith('application/problem+json') && ['HTTP.BAD_URL', 'HTTP.PARAM_TOO_LONG'].includes(res.json().code);
+  if (res.statusCode >= 400 && isScim(op) && !beforeRouting) {
+    expect(res.headers['content-type'], where).toMatch(/^application\/scim\+json/);
+    expect(res.json(), where).toMatchObject({ schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'], status: String(res.statusCode), detail: expect.any(String) });
+  } else if (res.statusCode >= 400) {
     expect(res.headers['content-type'], where).toMatch(/^application\/problem\+json/);
     const problem = res.json();
     // A replayed Idempotency-Key response is the stored one, with the first request's id in its body.

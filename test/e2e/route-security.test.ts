@@ -61,6 +61,7 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   exportId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/exports`, { resource: 'tasks', format: 'csv' })).id,
   // A report name is not an object of org B: it names the same report in every org (see NOT_OBJECT_IDS).
   name: async () => 'active-members',
+  tokenId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/scim-tokens`, { name: 'B IdP' })).id,
   webhookId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b', events: ['projects.task_created'] })).id,
   // A delivery row of org B (written as the worker's fan-out does, under B's tenant context).
   deliveryId: async (t, b) => {
@@ -218,6 +219,48 @@ describe(`route security: declarations and cross-tenant isolation (${process.env
     // B's credentials still work.
     expect((await t.app.inject({ url: '/v1/me', headers: b.member.auth })).statusCode).toBe(200);
     expect((await t.app.inject({ url: `/v1/orgs/${b.owner.orgId}`, headers: b.owner.auth })).statusCode).toBe(200);
+  });
+
+  it("SCIM: org A's directory token × org B's path → 401, × B's ids on A's path → 404; never data, nothing changed", async () => {
+    const scimRoutes = t.app.registeredRoutes.filter((r: RegisteredRoute) => r.url.startsWith('/scim/v2/'));
+    expect(scimRoutes.length).toBeGreaterThanOrEqual(11);
+    const tokenOf = async (who: SignedUp) => (await inject(t, who, 'POST', `/v1/orgs/${who.orgId}/scim-tokens`, { name: 'IdP' })).token as string;
+    const aToken = await tokenOf(a);
+    const bToken = await tokenOf(b.owner);
+    const scim = (tok: string, method: string, url: string, payload?: object) =>
+      t.app.inject({ method: method as any, url, headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/scim+json' }, ...(payload ? { payload: JSON.stringify(payload) } : {}) });
+    const bUser = (await scim(bToken, 'POST', `/scim/v2/${b.owner.orgId}/Users`, { userName: 'scim-b-secret@example.com' })).json();
+    const bGroup = (await scim(bToken, 'POST', `/scim/v2/${b.owner.orgId}/Groups`, { displayName: 'B Secret Group', members: [{ value: bUser.id }] })).json();
+    const bState = async () => [
+      (await scim(bToken, 'GET', `/scim/v2/${b.owner.orgId}/Users`)).json(),
+      (await scim(bToken, 'GET', `/scim/v2/${b.owner.orgId}/Groups`)).json(),
+    ];
+    const before = await bState();
+    const secrets = [bUser.id, bGroup.id, 'scim-b-secret', 'B Secret Group', b.owner.orgId];
+    const failures: string[] = [];
+    for (const r of scimRoutes) {
+      const id = r.url.includes('/Groups') ? bGroup.id : bUser.id;
+      const payload = ['POST', 'PUT'].includes(r.method)
+        ? { userName: 'x@example.com', displayName: 'x', active: false }
+        : r.method === 'PATCH'
+          ? { schemas: ['urn:ietf:params:scim:api:messages:2.0:PatchOp'], Operations: [{ op: 'replace', path: 'active', value: false }] }
+          : undefined;
+      const variants = [
+        { label: "A token, B's org", url: fill(r.url, { orgId: b.owner.orgId, id }), token: aToken, expected: [401] },
+        { label: "B token, A's org", url: fill(r.url, { orgId: a.orgId, id }), token: bToken, expected: [401] },
+        { label: 'session token', url: fill(r.url, { orgId: b.owner.orgId, id }), token: b.owner.token, expected: [401] },
+      ];
+      if (r.url.includes(':id')) variants.push({ label: "A token, A's org, B's id", url: fill(r.url, { orgId: a.orgId, id }), token: aToken, expected: [404] });
+      for (const v of variants) {
+        const res = await scim(v.token, r.method, v.url, payload);
+        if (!v.expected.includes(res.statusCode)) failures.push(`${r.method} ${r.url} [${v.label}] → ${res.statusCode} ${res.body.slice(0, 200)}`);
+        if (res.statusCode >= 400 && !String(res.headers['content-type']).startsWith('application/scim+json')) failures.push(`${r.method} ${r.url} [${v.label}] answered ${res.headers['content-type']}`);
+        const leaked = secrets.filter((s) => res.body.includes(s));
+        if (leaked.length > 0) failures.push(`${r.method} ${r.url} [${v.label}] leaked ${leaked.join(', ')}`);
+      }
+    }
+    expect(failures).toEqual([]);
+    expect(await bState()).toEqual(before);
   });
 
   /** Everything B's owner can read through every GET route with B's ids: B's data, before and after. */

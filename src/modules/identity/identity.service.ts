@@ -179,6 +179,9 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     revokeOtherSessions: (p: Principal & { sessionId: string }, ctx: ActorContext) =>
       revokeSessions(p.userId, { exceptSessionId: p.sessionId }, ctx, 'session.revoked_others'),
 
+    /** Deprovisioning (directory sync): every session of the user ends, on every instance. */
+    revokeAllSessions: (userId: string, ctx: ActorContext) => revokeSessions(userId, {}, ctx, 'session.revoked_all'),
+
     /** The user's active sessions, newest first (at most 100). */
     listSessions: (userId: string): Promise<SessionInfo[]> => sessions.list(userId),
 

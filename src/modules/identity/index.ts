@@ -60,6 +60,8 @@ export interface Identity extends ModuleSurface {
   revokeOtherSessions(principal: Principal & { sessionId: string }, ctx: ActorContext): Promise<number>;
   listSessions(userId: string): Promise<SessionInfo[]>;
   changePassword(principal: Principal, current: string, next: string, meta: SessionMeta, ctx: ActorContext): Promise<NewSession>;
+  /** Revokes every session of the user (audited in the platform chain) and invalidates them on every instance. */
+  revokeAllSessions(userId: string, ctx: ActorContext): Promise<number>;
   setDisabled(userId: string, disabled: boolean, ctx: ActorContext): Promise<User>;
   /** Work another module does in the disabling transaction (tenancy: revoke the user's API keys). */
   onDisabled(hook: DisableHook): void;

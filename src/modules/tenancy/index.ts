@@ -14,6 +14,7 @@ import { registerTenancyJobs } from './tenancy.jobs.ts';
 import { createTenancyRepo, type Membership, type Organization } from './tenancy.repo.ts';
 import { tenancyRoutes } from './tenancy.routes.ts';
 import { createTenancyUseCases } from './use-cases/index.ts';
+import { provisionMembers } from './use-cases/provision-members.ts';
 import { revokeKeysOnDisable } from './use-cases/revoke-keys.ts';
 import type { Member } from './use-cases/manage-members.ts';
 import type { SignupInput } from './use-cases/sign-up.ts';
@@ -61,10 +62,14 @@ export interface Tenancy extends ModuleSurface {
   countMembers(orgId: string): Promise<number>;
   createOrg(userId: string, name: string, ctx: ActorContext): Promise<Organization>;
   /**
-   * SSO just-in-time membership in the caller's transaction (org tenant context): adds the user with
-   * `role`, or with `syncRole` moves an existing non-owner member to it. Audited.
+   * Membership set by an IdP (SSO just-in-time) or a directory (SCIM), in the caller's org transaction: adds
+   * the user with `role`, or with `syncRole` moves an existing non-owner member to it. Audited.
    */
-  provisionMember(trx: TxHandle, orgId: string, userId: string, role: string, opts: { syncRole: boolean }, ctx: ActorContext): Promise<{ role: string; created: boolean }>;
+  provisionMember(trx: TxHandle, orgId: string, userId: string, role: string, opts: { syncRole: boolean; via: 'sso' | 'directory' }, ctx: ActorContext): Promise<{ role: string; outcome: 'added' | 'changed' | 'unchanged' }>;
+  /** Directory sync: removes the member and revokes their API keys in the org, in the caller's transaction (409 for the last owner). */
+  deprovisionMember(trx: TxHandle, orgId: string, userId: string, ctx: ActorContext): Promise<boolean>;
+  /** After the provisioning transaction commits: drops the cached role on every instance. */
+  invalidateMember(orgId: string, userId: string): Promise<void>;
 }
 
 export function createTenancy(deps: TenancyDeps): Tenancy {
@@ -73,8 +78,10 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
   const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events, memberships, memberLimit: deps.memberLimit });
   // A disabled user's API keys die with the disabling transaction, in every org.
   deps.identity.onDisabled(revokeKeysOnDisable({ repo, audit: deps.audit }));
+  const provisioning = provisionMembers({ repo, audit: deps.audit, memberships });
   return {
     name: 'tenancy',
+    ...provisioning,
     authenticator: createAuthenticator({ identity: deps.identity, roleOf: useCases.roleOf, memberships, apiKeys: useCases.apiKeys }),
     signup: useCases.signup,
     getOrg: useCases.getOrg,
@@ -83,7 +90,6 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
     membershipsOf: useCases.membershipsOf,
     countMembers: repo.countMembers,
     createOrg: useCases.createOrg,
-    provisionMember: useCases.provisionMember,
     routes: [
       { name: 'tenancy', prefix: '/v1', plugin: asPlugin(tenancyRoutes({ tenancy: useCases, identity: deps.identity })) },
       { name: 'tenancy-access', prefix: '/v1', plugin: asPlugin(accessRoutes(useCases)) },

@@ -20,6 +20,9 @@ export const PERMISSIONS = {
   exportsManage: 'exports:manage',
   /** SSO connections, verified domains and enforcement, security policies: owner only (not in admin). */
   ssoManage: 'sso:manage',
+  directoryManage: 'directory:manage',
+  /** owner only: schedule the org's deletion (hard delete after the grace period). */
+  orgDelete: 'org:delete',
 } as const;
 
 export type Permission = (typeof PERMISSIONS)[keyof typeof PERMISSIONS];
@@ -43,6 +46,7 @@ const admin: Permission[] = [
   P.usageWrite,
   P.webhooksManage,
   P.exportsManage,
+  P.directoryManage,
 ];
 const billing: Permission[] = [P.orgRead, P.membersRead, P.billingRead, P.billingManage];
 

@@ -64,6 +64,14 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   user_mfa: 'local',
   user_recovery_codes: 'local',
   mfa_challenges: 'local',
+  // directory (SCIM)
+  scim_tokens: 'distributed',
+  scim_users: 'distributed',
+  scim_groups: 'distributed',
+  scim_group_members: 'distributed',
+  scim_group_roles: 'distributed',
+  // a tombstone per deleted org, kept after the purge (no tenant data)
+  org_deletions: 'local',
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',

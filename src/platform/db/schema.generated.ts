@@ -353,6 +353,16 @@ export interface Organizations {
   updated_at: Generated<Timestamp>;
 }
 
+export interface OrgDeletions {
+  cancelled_at: Timestamp | null;
+  org_id: string;
+  purge_after: Timestamp;
+  purged_at: Timestamp | null;
+  requested_at: Generated<Timestamp>;
+  requested_by: string | null;
+  rows_deleted: number | null;
+}
+
 export interface OrgDomains {
   created_at: Generated<Timestamp>;
   created_by: string;
@@ -464,6 +474,56 @@ export interface ReportingTaskFacts {
   status: string;
   task_id: string;
   tenant_id: string;
+}
+
+export interface ScimGroupMembers {
+  group_id: string;
+  scim_user_id: string;
+  tenant_id: string;
+}
+
+export interface ScimGroupRoles {
+  group_name: string;
+  role: string;
+  tenant_id: string;
+}
+
+export interface ScimGroups {
+  created_at: Generated<Timestamp>;
+  display_name: string;
+  external_id: string | null;
+  id: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  version: Generated<number>;
+}
+
+export interface ScimTokens {
+  created_at: Generated<Timestamp>;
+  created_by: string | null;
+  id: string;
+  last_used_at: Timestamp | null;
+  name: string;
+  revoked_at: Timestamp | null;
+  tenant_id: string;
+  token_hash: string;
+}
+
+export interface ScimUsers {
+  active: Generated<boolean>;
+  created_at: Generated<Timestamp>;
+  display_name: string | null;
+  email: string;
+  external_id: string | null;
+  family_name: string | null;
+  given_name: string | null;
+  id: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  user_id: string;
+  user_name: string;
+  user_name_key: string;
+  version: Generated<number>;
 }
 
 export interface Sessions {
@@ -648,6 +708,7 @@ export interface DB {
   login_attempts: LoginAttempts;
   memberships: Memberships;
   mfa_challenges: MfaChallenges;
+  org_deletions: OrgDeletions;
   org_domains: OrgDomains;
   org_security_policies: OrgSecurityPolicies;
   organizations: Organizations;
@@ -659,6 +720,11 @@ export interface DB {
   reporting_member_days: ReportingMemberDays;
   reporting_project_weeks: ReportingProjectWeeks;
   reporting_task_facts: ReportingTaskFacts;
+  scim_group_members: ScimGroupMembers;
+  scim_group_roles: ScimGroupRoles;
+  scim_groups: ScimGroups;
+  scim_tokens: ScimTokens;
+  scim_users: ScimUsers;
   sessions: Sessions;
   sso_connections: SsoConnections;
   sso_enforced_domains: SsoEnforcedDomains;

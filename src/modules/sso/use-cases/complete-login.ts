@@ -62,7 +62,7 @@ export function completeLogin(deps: SsoUseCaseDeps) {
       if (!(await repo.verifiedDomainNames(trx)).includes(domain)) throw emailNotInVerifiedDomain();
       const user = existing ?? (await identity.createExternalUser(trx, { email, name: (who.name ?? email.slice(0, at)).slice(0, 100) || email.slice(0, at) }));
       const ctx: ActorContext = { actor: { type: 'user', id: user.id, userId: user.id }, requestId: meta.requestId, ip: meta.ip };
-      const member = await tenancy.provisionMember(trx, orgId, user.id, role, { syncRole: mapped }, ctx);
+      const member = await tenancy.provisionMember(trx, orgId, user.id, role, { syncRole: mapped, via: 'sso' }, ctx);
       const session = await identity.startSession(trx, user.id, meta);
       await audit.record(trx, {
         orgId,
@@ -74,11 +74,16 @@ export function completeLogin(deps: SsoUseCaseDeps) {
           subject: who.subject.slice(0, 256),
           sessionId: session.sessionId,
           ...(existing ? {} : { userProvisioned: true }),
-          ...(member.created ? { memberProvisioned: { role: member.role } } : {}),
+          ...(member.outcome === 'added' ? { memberProvisioned: { role: member.role } } : {}),
         },
         context: ctx,
       });
-      return { ...session, user, orgId, role: member.role, provisioned: !existing || member.created };
+      return { ...session, user, orgId, role: member.role, provisioned: !existing || member.outcome === 'added', roleChanged: member.outcome === 'changed' };
+    }).then(async (login) => {
+      // A role the IdP's groups moved: every instance drops its cached role once the change has committed.
+      if (login.roleChanged) await tenancy.invalidateMember(orgId, login.user.id);
+      const { roleChanged: _changed, ...rest } = login;
+      return rest;
     });
   };
 }

@@ -26,7 +26,7 @@ export interface SsoUseCaseDeps {
   repo: SsoRepo;
   audit: Audit;
   identity: Pick<Identity, 'findUserByEmail' | 'createExternalUser' | 'startSession' | 'mfaEnabled' | 'assertRecentMfa'>;
-  tenancy: Pick<Tenancy, 'provisionMember'>;
+  tenancy: Pick<Tenancy, 'provisionMember' | 'invalidateMember'>;
   secrets: SecretBox;
   resolveTxt: TxtResolver;
   settings: SsoSettings;

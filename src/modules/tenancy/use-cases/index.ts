@@ -3,7 +3,6 @@ import { inviteMembers } from './invite-members.ts';
 import { issueApiKeys } from './issue-api-keys.ts';
 import { assertMayGrant, manageMembers } from './manage-members.ts';
 import { manageOrganizations } from './manage-organizations.ts';
-import { provisionMember } from './provision-member.ts';
 import { signUp } from './sign-up.ts';
 
 /** Tenancy's use cases, one file each (the module passed ~300 lines of service code). */
@@ -15,7 +14,6 @@ export function createTenancyUseCases(deps: UseCaseDeps) {
     assertMayGrant,
     invitations: inviteMembers(deps),
     apiKeys: issueApiKeys(deps),
-    provisionMember: provisionMember(deps),
   };
 }
 

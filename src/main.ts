@@ -25,6 +25,7 @@ import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
 import { createAudit, type Audit } from './modules/audit/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
+import { createIntegrations, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
 import { allowEverything, createProjects, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
 import { createTenancy, type Tenancy } from './modules/tenancy/index.ts';
@@ -122,6 +123,8 @@ export interface ModuleSeams {
   entitlements?: Entitlements;
   /** Replaces the SMTP_URL-selected mailer (tests read what was sent). */
   mailer?: Mailer;
+  /** Test-only: extra connectors, faster retries. */
+  integrations?: Pick<IntegrationsDeps, 'connectors' | 'delivery'>;
 }
 
 /** The modules, wired to the platform and to each other's facades, and what the app and the worker take from them. */
@@ -131,6 +134,7 @@ export interface Modules {
   tenancy: Tenancy;
   projects: ProjectsModule;
   notifications: NotificationsModule;
+  integrations: IntegrationsModule;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
   /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
@@ -167,13 +171,25 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   const n = config.notifications;
   const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
-  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications];
+  const integrations = createIntegrations({
+    db,
+    audit,
+    events,
+    logger,
+    // The at-rest key of webhook secrets also seals connection credentials (one key to rotate).
+    secretKey: n.webhookSecretKey,
+    strictUrls: n.webhookStrictUrls,
+    backfillSource: projectsBackfill((tenantId, q) => projects.listProjects(tenantId, q)),
+    ...seams.integrations,
+  });
+  const all: ModuleSurface[] = [audit, identity, tenancy, projects, notifications, integrations];
   return {
     audit,
     identity,
     tenancy,
     projects,
     notifications,
+    integrations,
     routes: all.flatMap((m) => m.routes),
     authenticator: tenancy.authenticator,
     registerJobs(jobs) {

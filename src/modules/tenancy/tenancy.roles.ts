@@ -14,6 +14,7 @@ export const PERMISSIONS = {
   billingRead: 'billing:read',
   billingManage: 'billing:manage',
   webhooksManage: 'webhooks:manage',
+  integrationsManage: 'integrations:manage',
 } as const;
 
 export type Permission = (typeof PERMISSIONS)[keyof typeof PERMISSIONS];
@@ -35,6 +36,7 @@ const admin: Permission[] = [
   P.auditRead,
   P.billingRead,
   P.webhooksManage,
+  P.integrationsManage,
 ];
 const billing: Permission[] = [P.orgRead, P.membersRead, P.billingRead, P.billingManage];
 

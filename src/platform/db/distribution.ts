@@ -33,6 +33,9 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   // notifications
   webhook_endpoints: 'distributed',
   webhook_deliveries: 'distributed',
+  // integrations
+  integration_connections: 'distributed',
+  integration_deliveries: 'distributed',
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',

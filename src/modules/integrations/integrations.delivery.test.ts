@@ -38,7 +38,7 @@ beforeAll(async () => {
       captured.push({ at: Date.now(), path, headers: req.headers, body });
       const key = body?.api_key ?? path;
       const n = captured.filter((c) => (c.body?.api_key ?? c.path) === key).length;
-      const answer = (behaviours.get(key) ?? (() => ({ status: 200 })))(n);
+      const answer = (behaviours.get(key) ?? ((): Answer => ({ status: 200 })))(n);
       res.writeHead(answer.status, { 'content-type': 'application/json', ...answer.headers }).end('{"status":1}');
     });
   });
@@ -213,6 +213,34 @@ describe('PostHog through posthog-node', () => {
   }, 30_000);
 });
 
+describe('Segment through @segment/analytics-node', () => {
+  it('sends group + track calls in one /v1/batch request with the exact payload; a 500 is retried', async () => {
+    const org = await signup(t.app);
+    behaviours.set('/v1/batch', (n) => ({ status: n === 1 ? 500 : 200 }));
+    const c = await connect(org, { connector: 'segment', name: 'Segment', config: { host: base }, credentials: { writeKey: 'wk_test' }, events: ['billing.subscription_changed'] });
+    // Billing's subscription events, consumed by name (published here by the test: billing is not merged yet).
+    const payload = { subscriptionId: 'sub_9', plan: 'team', status: 'active', amountMinor: 9900, currency: 'EUR', actorId: org.userId };
+    const event = await t.db.withTenant(org.orgId, (trx) => t.events.add(trx, { name: 'billing.subscription_changed', tenantId: org.orgId, payload }));
+    await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 1);
+    const requests = captured.filter((r) => r.path === '/v1/batch');
+    expect(requests).toHaveLength(2); // the 500, then the retry
+    expect(Object.keys(requests[1]!.body).sort()).toEqual(["batch", "sentAt", "writeKey"]);
+    expect(requests[1]!.headers.authorization).toBe(`Basic ${Buffer.from('wk_test:').toString('base64')}`);
+    const [group, track] = requests[1]!.body.batch;
+    expect(group).toMatchObject({ type: 'group', userId: org.userId, groupId: org.orgId });
+    expect(track).toMatchObject({
+      type: 'track',
+      event: 'billing.subscription_changed',
+      userId: org.userId,
+      messageId: event.id,
+      timestamp: event.occurredAt,
+      properties: { ...payload, source: 'plinth' },
+      context: { groupId: org.orgId },
+    });
+    expect((await deliveries(org, c.id))[0]).toMatchObject({ status: 'succeeded', attempts: 2 });
+  });
+});
+
 describe('generic HTTP connector', () => {
   it('POSTs each event shaped by the mapping template, with the credential headers and an idempotency key', async () => {
     const org = await signup(t.app);
@@ -230,7 +258,6 @@ describe('generic HTTP connector', () => {
     expect(got[0]!.headers.authorization).toBe('Bearer zap-secret');
     expect(got[0]!.headers['idempotency-key']).toMatch(/^[0-9a-f-]{36}$/);
 
-    // Billing's subscription events, consumed by name (published here by the test: billing is not merged yet).
     await t.db.withTenant(org.orgId, (trx) =>
       t.events.add(trx, { name: 'billing.subscription_created', tenantId: org.orgId, payload: { subscriptionId: 'sub_1', plan: 'pro', status: 'active', amountMinor: 4900, currency: 'EUR' } }),
     );

@@ -43,6 +43,8 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
     return task.id;
   },
   webhookId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b', events: ['projects.task_created'] })).id,
+  connectionId: async (t, b) =>
+    (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/integrations`, { connector: 'http', name: 'B sync', config: { url: 'http://127.0.0.1:9/b' }, credentials: {}, events: ['projects.task_created'] })).id,
   // A delivery row of org B (written as the worker's fan-out does, under B's tenant context).
   deliveryId: async (t, b) => {
     const hook = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b2', events: ['projects.task_created'] });

@@ -26,6 +26,35 @@ const captured: Captured[] = [];
 /** Per PostHog project key (or HTTP path): how the fake answers the n-th request. */
 const behaviours = new Map<string, (n: number) => Answer>();
 
+/** A local HubSpot: batch upserts keyed by the idProperty, default associations; the first deal upsert answers 429. */
+const crm = { companies: new Map<string, { id: string; properties: Record<string, string> }>(), deals: new Map<string, { id: string; properties: Record<string, string> }>(), associations: [] as string[], dealUpserts: 0, tokens: [] as string[] };
+let crmSeq = 1000;
+function hubspotFake(method: string, path: string, headers: IncomingHttpHeaders, body: any, res: import('node:http').ServerResponse) {
+  crm.tokens.push(String(headers.authorization));
+  const json = (status: number, value: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value));
+  const upsert = /^\/crm\/v3\/objects\/(companies|deals)\/batch\/upsert$/.exec(path);
+  if (method === 'POST' && upsert) {
+    const kind = upsert[1] as 'companies' | 'deals';
+    if (kind === 'deals' && ++crm.dealUpserts === 1) return json(429, { status: 'error', message: 'You have reached your secondly limit.', category: 'RATE_LIMITS' });
+    const now = new Date().toISOString();
+    const results = body.inputs.map((input: any) => {
+      const existing = crm[kind].get(input.id);
+      const record = { id: existing?.id ?? String(++crmSeq), properties: { ...existing?.properties, ...input.properties } };
+      crm[kind].set(input.id, record);
+      return { id: record.id, properties: record.properties, createdAt: now, updatedAt: now, archived: false, new: !existing };
+    });
+    return json(200, { status: 'COMPLETE', results, startedAt: now, completedAt: now });
+  }
+  const assoc = /^\/crm\/v4\/objects\/deals\/(\d+)\/associations\/default\/companies\/(\d+)$/.exec(path);
+  if (method === 'PUT' && assoc) {
+    const key = `${assoc[1]}->${assoc[2]}`;
+    if (!crm.associations.includes(key)) crm.associations.push(key);
+    const now = new Date().toISOString();
+    return json(200, { status: 'COMPLETE', results: [{ from: { id: assoc[1] }, to: { id: assoc[2] }, associationSpec: { associationCategory: 'HUBSPOT_DEFINED', associationTypeId: 341 } }], startedAt: now, completedAt: now });
+  }
+  return json(404, { status: 'error', message: `fake has no ${method} ${path}` });
+}
+
 beforeAll(async () => {
   server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -36,6 +65,7 @@ beforeAll(async () => {
       const body = JSON.parse(raw.toString('utf8') || 'null');
       const path = req.url ?? '';
       captured.push({ at: Date.now(), path, headers: req.headers, body });
+      if (path.startsWith('/crm/')) return hubspotFake(req.method ?? '', path, req.headers, body, res);
       const key = body?.api_key ?? path;
       const n = captured.filter((c) => (c.body?.api_key ?? c.path) === key).length;
       const answer = (behaviours.get(key) ?? ((): Answer => ({ status: 200 })))(n);
@@ -238,6 +268,46 @@ describe('Segment through @segment/analytics-node', () => {
       context: { groupId: org.orgId },
     });
     expect((await deliveries(org, c.id))[0]).toMatchObject({ status: 'succeeded', attempts: 2 });
+  });
+});
+
+describe('HubSpot through @hubspot/api-client', () => {
+  it('upserts the org as a company and subscriptions as deals keyed by Plinth ids, associated; a 429 is retried; replays are idempotent', async () => {
+    const org = await signup(t.app);
+    const c = await connect(org, {
+      connector: 'hubspot',
+      name: 'CRM',
+      config: { basePath: base },
+      credentials: { accessToken: 'pat-test-token' },
+      events: ['billing.subscription_created', 'billing.subscription_changed', 'billing.subscription_canceled'],
+    });
+    // Billing's subscription events, consumed by name (published here by the test: billing is not merged yet).
+    const publish = (name: string, payload: object) => t.db.withTenant(org.orgId, (trx) => t.events.add(trx, { name, tenantId: org.orgId, payload }));
+    await publish('billing.subscription_created', { subscriptionId: 'sub_A', plan: 'team', status: 'trialing', amountMinor: 2900, currency: 'EUR' });
+    await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 1);
+    expect(crm.dealUpserts).toBe(2); // the 429, then the retry
+    const company = crm.companies.get(org.orgId)!;
+    expect(company.properties).toEqual({ plinth_org_id: org.orgId });
+    expect(crm.deals.get('sub_A')!.properties).toEqual({
+      plinth_subscription_id: 'sub_A',
+      dealname: 'Plinth team',
+      amount: '29.00',
+      deal_currency_code: 'EUR',
+      dealstage: 'qualifiedtobuy',
+      pipeline: 'default',
+    });
+    const dealId = crm.deals.get('sub_A')!.id;
+    expect(crm.associations).toContain(`${dealId}->${company.id}`);
+    expect(crm.tokens.every((a) => a === 'Bearer pat-test-token')).toBe(true);
+
+    await publish('billing.subscription_changed', { subscriptionId: 'sub_A', plan: 'business', status: 'active', amountMinor: 9900, currency: 'EUR' });
+    await publish('billing.subscription_canceled', { subscriptionId: 'sub_A', plan: 'business', status: 'canceled', amountMinor: 9900, currency: 'EUR' });
+    await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 3);
+    // The same records, updated: one company, one deal, one association.
+    expect(crm.companies.size).toBeGreaterThanOrEqual(1);
+    expect([...crm.companies.values()].filter((x) => x.properties.plinth_org_id === org.orgId)).toHaveLength(1);
+    expect(crm.deals.get('sub_A')).toMatchObject({ id: dealId, properties: { dealname: 'Plinth business', amount: '99.00', dealstage: 'closedlost' } });
+    expect(crm.associations.filter((a) => a.startsWith(`${dealId}->`))).toEqual([`${dealId}->${company.id}`]);
   });
 });
 

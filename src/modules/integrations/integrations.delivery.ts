@@ -21,7 +21,7 @@ import type { UrlRules } from './integrations.url-rules.ts';
 export const CONNECTOR_LIMITS = {
   timeoutMs: 10_000,
   breaker: { threshold: 5, halfOpenAfterMs: 30_000 },
-  perConnection: { limit: 4, queue: 20 },
+  perConnection: { limit: 1, queue: 4 }, // one batch in flight per connection (its row lock; see lockConnection)
   perTenantLimit: 4,
   global: { limit: 32, queue: 256 },
   maxDestinations: 10_000,
@@ -42,7 +42,7 @@ export type AttemptOutcome = { retry: false; error?: string } | { retry: true; e
 export interface IntegrationDelivery {
   /** In the event handler's transaction: one delivery row + request per subscribed active connection. */
   fanOut(trx: Trx, event: Pick<EventEnvelope, 'id' | 'name' | 'tenantId' | 'occurredAt' | 'payload'>, only?: string): Promise<string[]>;
-  /** One attempt, sending the delivery and up to maxBatch-1 other pending ones of its connection. */
+  /** One attempt: the connection's oldest pending deliveries (up to maxBatch, normally including this one) in one vendor call. */
   attempt(trx: Trx, tenantId: string, req: DeliveryRequestedPayload, attempt: { number: number; max: number }): Promise<AttemptOutcome>;
   /** The connection's breaker: closed, open, half-open. */
   breakerState(connector: string, connectionId: string): string;
@@ -133,7 +133,7 @@ export function createIntegrationDelivery(deps: DeliveryDeps): IntegrationDelive
         return { retry: false, error };
       }
       const attemptLog = { tenantId, connector: conn.connector, connectionId: conn.id, deliveryId: d.id, attempt: attempt.number };
-      /** deferred: the vendor's Retry-After has not elapsed; no call was made, so it never dead-letters. */
+      /** deferred: no call was made (Retry-After not elapsed, or another batch in flight), so it never dead-letters. */
       const fail = async (error: string, statusCode: number | null, deferred = false): Promise<AttemptOutcome> => {
         const exhausted = attempt.number >= attempt.max;
         const last = exhausted && !deferred;
@@ -157,9 +157,10 @@ export function createIntegrationDelivery(deps: DeliveryDeps): IntegrationDelive
       const until = pausedUntil.get(conn.id);
       if (until !== undefined && until > Date.now()) return fail(`vendor asked to wait (Retry-After) until ${new Date(until).toISOString()}`, 429, true);
 
-      const batch = await repo.claimBatch(trx, tenantId, conn.id, d.id, connector.maxBatch);
-      // Locked by another sender's batch: try again later (that batch may fail, and then this one must go).
-      if (batch.length === 0) return { retry: true, error: 'being sent in another batch' };
+      // One batch in flight per connection (ordered delivery); this request comes back for its delivery later.
+      if (!(await repo.lockConnection(trx, tenantId, conn.id))) return fail('another batch of this connection is in flight', null, true);
+      const batch = await repo.claimBatch(trx, tenantId, conn.id, connector.maxBatch);
+      if (batch.length === 0) return { retry: false };
       const ids = batch.map((b) => b.id);
       const ciphertext = (await repo.credentialsOf(trx, tenantId, conn.id))!;
       const credentials = JSON.parse(openSecret(ciphertext, deps.secretKey)) as Record<string, unknown>;
@@ -186,6 +187,8 @@ export function createIntegrationDelivery(deps: DeliveryDeps): IntegrationDelive
       }
       pausedUntil.delete(conn.id);
       await repo.settle(trx, tenantId, ids, { status: 'succeeded', statusCode: null, error: null });
+      // Older deliveries filled the batch: this one still needs a request of its own.
+      if (!ids.includes(d.id)) await requestDelivery(deps.events, trx, tenantId, req);
       await repo.recordHealth(trx, tenantId, conn.id, null);
       integrationCalls.inc({ connector: conn.connector, result: 'ok' });
       integrationDeliveries.inc({ connector: conn.connector, outcome: 'succeeded' }, ids.length);

@@ -221,35 +221,34 @@ export async function findDelivery(trx: Trx, tenantId: string, id: string): Prom
 }
 
 /**
- * The delivery `firstId` plus up to `limit - 1` other pending deliveries of its connection, oldest first,
- * locked (SKIP LOCKED: a concurrent sender takes the others). Their own jobs then find them settled.
+ * One sender per connection at a time (so a connection's events go out in order): the connection's row
+ * lock for the handler's transaction, or false when another sender holds it (SKIP LOCKED: nobody waits).
  */
-export async function claimBatch(trx: Trx, tenantId: string, connectionId: string, firstId: string, limit: number): Promise<Array<{ id: string; event: unknown }>> {
-  const first = await trx
-    .selectFrom('integration_deliveries')
-    .select(['id', 'event'])
+export async function lockConnection(trx: Trx, tenantId: string, id: string): Promise<boolean> {
+  const r = await trx
+    .selectFrom('integration_connections')
+    .select('id')
     .where('tenant_id', '=', tenantId)
-    .where('id', '=', firstId)
-    .where('status', '=', 'pending')
+    .where('id', '=', id)
     .forUpdate()
     .skipLocked()
     .executeTakeFirst();
-  if (!first) return [];
-  const more = limit <= 1
-    ? []
-    : await trx
-        .selectFrom('integration_deliveries')
-        .select(['id', 'event'])
-        .where('tenant_id', '=', tenantId)
-        .where('connection_id', '=', connectionId)
-        .where('status', '=', 'pending')
-        .where('id', '!=', firstId)
-        .orderBy('id')
-        .limit(limit - 1)
-        .forUpdate()
-        .skipLocked()
-        .execute();
-  return [first, ...more];
+  return r !== undefined;
+}
+
+/** The connection's oldest pending deliveries (by event id, a UUIDv7: publish order), at most `limit`, locked. */
+export async function claimBatch(trx: Trx, tenantId: string, connectionId: string, limit: number): Promise<Array<{ id: string; event: unknown }>> {
+  return trx
+    .selectFrom('integration_deliveries')
+    .select(['id', 'event'])
+    .where('tenant_id', '=', tenantId)
+    .where('connection_id', '=', connectionId)
+    .where('status', '=', 'pending')
+    .orderBy('event_id')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
 }
 
 export async function settle(

@@ -304,6 +304,8 @@ describe('HubSpot through @hubspot/api-client', () => {
     expect(crm.tokens.every((a) => a === 'Bearer pat-test-token')).toBe(true);
 
     await publish('billing.subscription_changed', { subscriptionId: 'sub_A', plan: 'business', status: 'active', amountMinor: 9900, currency: 'EUR' });
+    await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 2);
+    expect(crm.deals.get('sub_A')!.properties.dealstage).toBe('closedwon');
     await publish('billing.subscription_canceled', { subscriptionId: 'sub_A', plan: 'business', status: 'canceled', amountMinor: 9900, currency: 'EUR' });
     await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 3);
     // The same records, updated: one company, one deal, one association.

@@ -3,7 +3,10 @@ import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addMember, signup, type SignedUp } from '../../../test/helpers/auth.ts';
+import { waitFor as waitUntil } from '../../../test/helpers/jobs.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
+
+const waitFor = <T>(probe: () => Promise<T> | T, done: (v: T) => boolean, timeoutMs?: number) => waitUntil(async () => probe(), done, timeoutMs);
 import { scrape } from '../../platform/observability/metrics.ts';
 import { applyTemplate } from './connectors/http.ts';
 import { parseRetryAfter } from './integrations.connector.ts';
@@ -92,16 +95,6 @@ afterAll(async () => {
   await new Promise((r) => server.close(r));
   await t?.close();
 });
-
-async function waitFor<T>(probe: () => Promise<T> | T, done: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms: ${JSON.stringify(v).slice(0, 800)}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function call(who: SignedUp, method: string, url: string, payload?: unknown) {
   return t.app.inject({ method: method as any, url, headers: who.auth, ...(payload !== undefined ? { payload: payload as any } : {}) });

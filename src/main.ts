@@ -179,6 +179,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     // The at-rest key of webhook secrets also seals connection credentials (one key to rotate).
     secretKey: n.webhookSecretKey,
     strictUrls: n.webhookStrictUrls,
+    publicUrl: n.publicUrl,
     backfillSource: projectsBackfill((tenantId, q) => projects.listProjects(tenantId, q)),
     ...seams.integrations,
   });

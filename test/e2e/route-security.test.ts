@@ -13,7 +13,12 @@ import { createTestPlatform, type TestPlatform } from '../helpers/test-platform.
  */
 
 /** Reachable without a credential. Anything else under /v1 must declare a permission. */
-const PUBLIC_ROUTES = new Set(['POST /v1/auth/signup', 'POST /v1/auth/login']);
+const PUBLIC_ROUTES = new Set([
+  'POST /v1/auth/signup',
+  'POST /v1/auth/login',
+  // Vendor webhooks: the vendor's signature (verified before anything is stored) is the authentication.
+  'POST /v1/hooks/integrations/:orgId/:connectionId',
+]);
 
 interface OrgB {
   owner: SignedUp;

@@ -7,13 +7,16 @@ import type { Audit } from '../audit/index.ts';
 import { SHIPPED_CONNECTORS } from './connectors/index.ts';
 import type { AnyConnector } from './integrations.connector.ts';
 import { createIntegrationDelivery, type CONNECTOR_LIMITS } from './integrations.delivery.ts';
+import { createInbound } from './integrations.inbound.ts';
+import { inboundRoutes } from './integrations.inbound.routes.ts';
 import { registerIntegrationsJobs, type BackfillSource } from './integrations.jobs.ts';
 import { integrationsScope } from './integrations.repo.ts';
 import { integrationsRoutes } from './integrations.routes.ts';
 import { createIntegrationsService, type IntegrationsService } from './integrations.service.ts';
 
 export { ConnectorError, defineConnector, parseRetryAfter, type AnyConnector, type Connector, type ConnectorEvent, type DeliverContext } from './integrations.connector.ts';
-export { BILLING_SUBSCRIPTION_EVENTS, PRODUCT_EVENTS } from './integrations.events.ts';
+export { BILLING_SUBSCRIPTION_EVENTS, INBOUND_EVENT, PRODUCT_EVENTS, type InboundEventPayload } from './integrations.events.ts';
+export { hubspotSignatureV3 } from './connectors/hubspot.ts';
 export { INTEGRATIONS_MANAGE } from './integrations.routes.ts';
 export { SHIPPED_CONNECTORS } from './connectors/index.ts';
 export type { BackfillSource } from './integrations.jobs.ts';
@@ -26,6 +29,8 @@ export interface IntegrationsDeps {
   logger: Logger;
   /** 32-byte key encrypting connection credentials at rest. */
   secretKey: Buffer;
+  /** The public base URL vendors call (inbound webhook signatures cover the full URL). */
+  publicUrl: string;
   /** Production: https and public addresses only (the webhook rules). */
   strictUrls: boolean;
   /** History for the backfill action (from the source modules' facades). */
@@ -45,16 +50,21 @@ export function createIntegrations(deps: IntegrationsDeps): IntegrationsModule {
   const connectors = new Map((deps.connectors ?? SHIPPED_CONNECTORS).map((c) => [c.name, c]));
   const urlRules = { strict: deps.strictUrls };
   const delivery = createIntegrationDelivery({ scope, events: deps.events, logger: deps.logger, connectors, secretKey: deps.secretKey, urlRules, limits: deps.delivery?.limits });
+  const inbound = createInbound({ scope, events: deps.events, connectors, secretKey: deps.secretKey });
   const integrations = createIntegrationsService({ scope, events: deps.events, audit: deps.audit, connectors, delivery, secretKey: deps.secretKey, urlRules });
   return {
     name: 'integrations',
     integrations,
-    routes: [{ name: 'integrations', prefix: '/v1', plugin: asPlugin((app) => integrationsRoutes(app, { service: integrations })) }],
+    routes: [
+      { name: 'integrations', prefix: '/v1', plugin: asPlugin((app) => integrationsRoutes(app, { service: integrations })) },
+      { name: 'integrations-inbound', prefix: '/v1', plugin: asPlugin((app) => inboundRoutes(app, { inbound, publicUrl: deps.publicUrl })) },
+    ],
     registerJobs(jobs) {
       registerIntegrationsJobs(jobs, {
         scope,
         events: deps.events,
         delivery,
+        inbound,
         connectors,
         backfillSource: deps.backfillSource,
         logger: deps.logger,

@@ -41,6 +41,23 @@ export interface Connector<C extends TObject = TObject, S extends TObject = TObj
    * with `status` / `retryAfterMs`, as vendor SDKs do) on failure: the framework classifies it.
    */
   deliver(batch: ConnectorEvent[], config: Static<C>, credentials: Static<S>, ctx: DeliverContext): Promise<void>;
+  /** Vendor webhooks into Plinth (optional): the vendor's signature scheme and how a body splits into events. */
+  inbound?: {
+    /** Checked before anything is stored; false → 401. */
+    verify(credentials: Static<S>, req: InboundRequest): boolean;
+    /** One entry per vendor event; `key` (the vendor's event id) deduplicates per connection. */
+    split(body: unknown): Array<{ key: string; type: string; payload: Record<string, unknown> }>;
+  };
+}
+
+/** An inbound webhook request as the vendor sent it (the raw body, for signatures). */
+export interface InboundRequest {
+  method: string;
+  /** The full URL the vendor called (PUBLIC_URL + path and query). */
+  url: string;
+  rawBody: string;
+  headers: Record<string, string | string[] | undefined>;
+  now?: number;
 }
 
 /** A vendor call failed: `status` (HTTP) decides permanent (4xx) or transient (408/429/5xx/network). */

@@ -32,3 +32,21 @@ export const PRODUCT_EVENTS = [
   'projects.comment_added',
   ...BILLING_SUBSCRIPTION_EVENTS,
 ] as const;
+
+/** An inbound vendor webhook stored in the inbox; its processor runs asynchronously. */
+export const INBOUND_RECEIVED = 'integrations.inbound_received';
+export interface InboundReceivedPayload {
+  inboxId: string;
+}
+
+/**
+ * Published for every processed inbound vendor event (e.g. a deal's stage changed in HubSpot): the way a
+ * module learns about changes made in an outside system. Consumers subscribe by name.
+ */
+export const INBOUND_EVENT = 'integrations.inbound_event';
+export interface InboundEventPayload {
+  connector: string;
+  connectionId: string;
+  type: string;
+  payload: Record<string, unknown>;
+}

@@ -4,7 +4,8 @@ import type { EventPublisher } from '../../platform/outbox/publisher.ts';
 import type { JobRegistry } from '../../platform/outbox/registry.ts';
 import type { AnyConnector } from './integrations.connector.ts';
 import { IntegrationAttemptError, type IntegrationDelivery } from './integrations.delivery.ts';
-import { BACKFILL_REQUESTED, DELIVERY_REQUESTED, type BackfillRequestedPayload, type DeliveryRequestedPayload } from './integrations.events.ts';
+import { BACKFILL_REQUESTED, DELIVERY_REQUESTED, INBOUND_RECEIVED, type BackfillRequestedPayload, type DeliveryRequestedPayload, type InboundReceivedPayload } from './integrations.events.ts';
+import type { Inbound } from './integrations.inbound.ts';
 import * as repo from './integrations.repo.ts';
 import type { IntegrationsTables } from './integrations.repo.ts';
 
@@ -19,6 +20,7 @@ export interface IntegrationsJobsDeps {
   scope: DbScope<IntegrationsTables>;
   events: EventPublisher;
   delivery: IntegrationDelivery;
+  inbound: Inbound;
   connectors: ReadonlyMap<string, AnyConnector>;
   backfillSource: BackfillSource;
   logger: Logger;
@@ -72,6 +74,11 @@ export function registerIntegrationsJobs(jobs: JobRegistry, deps: IntegrationsJo
     },
     { maxAttempts: deps.maxAttempts, backoffBaseMs: deps.backoffBaseMs, backoffMaxMs: deps.backoffMaxMs },
   );
+
+  // Inbound vendor events, stored by the webhook route: processed here, once each.
+  jobs.subscribe<InboundReceivedPayload>(INBOUND_RECEIVED, 'integrations.inbound_processor', async (event, { trx }) => {
+    if (event.tenantId) await deps.inbound.process(deps.scope.join(trx), event.tenantId, event.payload.inboxId);
+  });
 
   jobs.subscribe<BackfillRequestedPayload>(BACKFILL_REQUESTED, 'integrations.backfill', async (event) => {
     const tenantId = event.tenantId;

@@ -2,12 +2,12 @@ import { sql, type Selectable, type Transaction, type UpdateObject } from 'kysel
 import type { Database, DB, DbScope } from '../../platform/db/database.ts';
 
 /** The tables the integrations module owns; its repo sees only these. */
-export type IntegrationsTables = Pick<DB, 'integration_connections' | 'integration_deliveries'>;
+export type IntegrationsTables = Pick<DB, 'integration_connections' | 'integration_deliveries' | 'integration_inbox'>;
 /** Always inside a tenant transaction (RLS). */
 export type Trx = Transaction<IntegrationsTables>;
 
 export function integrationsScope(db: Database): DbScope<IntegrationsTables> {
-  return db.scope('integration_connections', 'integration_deliveries');
+  return db.scope('integration_connections', 'integration_deliveries', 'integration_inbox');
 }
 
 export type BackfillStatus = 'idle' | 'running' | 'done';
@@ -343,4 +343,34 @@ export async function setBackfill(trx: Trx, tenantId: string, id: string, b: { s
     .where('tenant_id', '=', tenantId)
     .where('id', '=', id)
     .execute();
+}
+
+/** Stores inbound vendor events; one already stored (same connection + key) is skipped. Returns the new ids. */
+export async function insertInbox(
+  trx: Trx,
+  tenantId: string,
+  connectionId: string,
+  rows: Array<{ id: string; key: string; type: string; payload: Record<string, unknown> }>,
+): Promise<string[]> {
+  if (rows.length === 0) return [];
+  const inserted = await trx
+    .insertInto('integration_inbox')
+    .values(rows.map((r) => ({ tenant_id: tenantId, id: r.id, connection_id: connectionId, dedupe_key: r.key, event_type: r.type, payload: JSON.stringify(r.payload) })))
+    .onConflict((oc) => oc.columns(['tenant_id', 'connection_id', 'dedupe_key']).doNothing())
+    .returning('id')
+    .execute();
+  return inserted.map((r) => r.id);
+}
+
+/** Claims a received inbox row (marks it processed); undefined when it is gone or was processed already. */
+export async function claimInbox(trx: Trx, tenantId: string, id: string): Promise<{ connectionId: string; type: string; payload: Record<string, unknown> } | undefined> {
+  const r = await trx
+    .updateTable('integration_inbox')
+    .set({ status: 'processed', processed_at: sql<Date>`now()` })
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .where('status', '=', 'received')
+    .returning(['connection_id', 'event_type', 'payload'])
+    .executeTakeFirst();
+  return r && { connectionId: r.connection_id, type: r.event_type, payload: r.payload as Record<string, unknown> };
 }

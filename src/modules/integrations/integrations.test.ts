@@ -11,6 +11,7 @@ import { scrape } from '../../platform/observability/metrics.ts';
 import { applyTemplate } from './connectors/http.ts';
 import { parseRetryAfter } from './integrations.connector.ts';
 import { urlRuleProblem } from './integrations.url-rules.ts';
+import { hubspotSignatureV3 } from './index.ts';
 
 /**
  * The integrations module on the real composition. Connections over HTTP (at the end), and connectors end to end on the real composition and event bus: outbox events → fan-out → batched vendor
@@ -306,6 +307,45 @@ describe('HubSpot through @hubspot/api-client', () => {
     expect([...crm.companies.values()].filter((x) => x.properties.plinth_org_id === org.orgId)).toHaveLength(1);
     expect(crm.deals.get('sub_A')).toMatchObject({ id: dealId, properties: { dealname: 'Plinth business', amount: '99.00', dealstage: 'closedlost' } });
     expect(crm.associations.filter((a) => a.startsWith(`${dealId}->`))).toEqual([`${dealId}->${company.id}`]);
+  });
+});
+
+describe('inbound HubSpot webhooks (v3 signature, inbox)', () => {
+  it('verifies the signature, stores first, deduplicates, and processes asynchronously into integrations.inbound_event', async () => {
+    const org = await signup(t.app);
+    const c = await connect(org, { connector: 'hubspot', name: 'CRM in', config: { basePath: base }, credentials: { accessToken: 'pat-x', clientSecret: 'hs-client-secret' }, events: ['billing.subscription_changed'] });
+    const path = `/v1/hooks/integrations/${org.orgId}/${c.id}`;
+    const body = JSON.stringify([
+      { eventId: 9001, subscriptionType: 'deal.propertyChange', objectId: 1234, propertyName: 'dealstage', propertyValue: 'closedwon', occurredAt: Date.now(), portalId: 42 },
+    ]);
+    const send = (opts: { secret?: string; timestamp?: number; payload?: string; url?: string } = {}) => {
+      const timestamp = String(opts.timestamp ?? Date.now());
+      const payload = opts.payload ?? body;
+      const signature = hubspotSignatureV3(opts.secret ?? 'hs-client-secret', 'POST', `${t.config.notifications.publicUrl}${opts.url ?? path}`, payload, timestamp);
+      return t.app.inject({ method: 'POST', url: opts.url ?? path, payload, headers: { 'content-type': 'application/json', 'x-hubspot-request-timestamp': timestamp, 'x-hubspot-signature-v3': signature } });
+    };
+    const first = await send();
+    expect(first.statusCode, first.body).toBe(200);
+    expect(first.json()).toEqual({ received: 1, duplicates: 0 });
+    expect((await send()).json()).toEqual({ received: 0, duplicates: 1 });
+
+    for (const bad of [await send({ secret: 'wrong' }), await send({ timestamp: Date.now() - 10 * 60_000 }), await t.app.inject({ method: 'POST', url: path, payload: body, headers: { 'content-type': 'application/json' } })]) {
+      expect(bad.statusCode, bad.body).toBe(401);
+      expect(bad.json().code).toBe('INTEGRATIONS.BAD_SIGNATURE');
+    }
+    // Signed for another org's path, or a connection without inbound webhooks: 404, nothing stored.
+    const other = await signup(t.app);
+    expect((await send({ url: `/v1/hooks/integrations/${other.orgId}/${c.id}` })).statusCode).toBe(404);
+    const http = await connect(org, { connector: 'http', name: 'no inbound', config: { url: `${base}/x` }, credentials: {}, events: ['projects.task_created'] });
+    expect((await send({ url: `/v1/hooks/integrations/${org.orgId}/${http.id}` })).statusCode).toBe(404);
+
+    const inbox = () => t.db.owner.selectFrom('integration_inbox').select(['status', 'event_type', 'dedupe_key']).where('connection_id', '=', c.id).execute();
+    expect(await waitFor(inbox, (rows) => rows.every((r) => r.status === 'processed'))).toEqual([{ status: 'processed', event_type: 'deal.propertyChange', dedupe_key: '9001' }]);
+    const published = await waitFor(
+      () => t.db.owner.selectFrom('outbox').select(['payload']).where('name', '=', 'integrations.inbound_event').where('tenant_id', '=', org.orgId).execute(),
+      (rows) => rows.length === 1,
+    );
+    expect(published[0]!.payload).toMatchObject({ connector: 'hubspot', connectionId: c.id, type: 'deal.propertyChange', payload: { objectId: 1234, propertyName: 'dealstage', propertyValue: 'closedwon' } });
   });
 });
 

@@ -36,6 +36,7 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   // integrations
   integration_connections: 'distributed',
   integration_deliveries: 'distributed',
+  integration_inbox: 'distributed',
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',

@@ -160,6 +160,18 @@ export interface IntegrationDeliveries {
   updated_at: Generated<Timestamp>;
 }
 
+export interface IntegrationInbox {
+  connection_id: string;
+  dedupe_key: string;
+  event_type: string;
+  id: string;
+  payload: Json;
+  processed_at: Timestamp | null;
+  received_at: Generated<Timestamp>;
+  status: Generated<string>;
+  tenant_id: string;
+}
+
 export interface Invitations {
   accepted_at: Timestamp | null;
   accepted_by: string | null;
@@ -369,6 +381,7 @@ export interface DB {
   idempotency_keys: IdempotencyKeys;
   integration_connections: IntegrationConnections;
   integration_deliveries: IntegrationDeliveries;
+  integration_inbox: IntegrationInbox;
   invitations: Invitations;
   job_consumers: JobConsumers;
   job_deliveries: JobDeliveries;

@@ -1,6 +1,7 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Client } from '@hubspot/api-client';
 import { Type } from '@sinclair/typebox';
-import { ConnectorError, defineConnector, parseRetryAfter, type ConnectorEvent } from '../integrations.connector.ts';
+import { ConnectorError, defineConnector, parseRetryAfter, type ConnectorEvent, type InboundRequest } from '../integrations.connector.ts';
 import { BILLING_SUBSCRIPTION_EVENTS } from '../integrations.events.ts';
 import { urlRuleProblem } from '../integrations.url-rules.ts';
 
@@ -46,6 +47,25 @@ export function dealInputs(batch: ConnectorEvent[]) {
   });
 }
 
+/** HubSpot's v3 request signature: base64 HMAC-SHA256(client secret, method + URL + body + timestamp), at most 5 minutes old. */
+export function hubspotSignatureV3(secret: string, method: string, url: string, body: string, timestamp: string): string {
+  return createHmac('sha256', secret).update(`${method}${url}${body}${timestamp}`).digest('base64');
+}
+
+export function verifyHubspotV3(secret: string, req: InboundRequest): boolean {
+  const header = (name: string) => {
+    const v = req.headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  };
+  const timestamp = header('x-hubspot-request-timestamp');
+  const signature = header('x-hubspot-signature-v3');
+  if (!timestamp || !signature || !/^\d{10,16}$/.test(timestamp)) return false;
+  if (Math.abs((req.now ?? Date.now()) - Number(timestamp)) > 5 * 60_000) return false;
+  const expected = Buffer.from(hubspotSignatureV3(secret, req.method, req.url, req.rawBody, timestamp));
+  const got = Buffer.from(signature);
+  return got.length === expected.length && timingSafeEqual(got, expected);
+}
+
 /** The SDK's ApiException carries `code` and the response headers: the framework reads status + Retry-After. */
 function vendorError(err: unknown): unknown {
   const e = err as { code?: unknown; headers?: Record<string, string> };
@@ -62,10 +82,26 @@ export const hubspotConnector = defineConnector({
   name: 'hubspot',
   description: 'CRM: organization → company, subscriptions → deals (amount, stage) associated with it',
   config: Type.Object({ basePath: Type.Optional(Type.String({ maxLength: 500, description: 'default https://api.hubapi.com' })) }, { additionalProperties: false }),
-  credentials: Type.Object({ accessToken: Type.String({ minLength: 1, maxLength: 500, description: 'private app token' }) }, { additionalProperties: false }),
+  credentials: Type.Object(
+    {
+      accessToken: Type.String({ minLength: 1, maxLength: 500, description: 'private app token' }),
+      clientSecret: Type.Optional(Type.String({ minLength: 1, maxLength: 500, description: 'app client secret: verifies inbound webhooks (v3)' })),
+    },
+    { additionalProperties: false },
+  ),
   events: BILLING_SUBSCRIPTION_EVENTS,
   maxBatch: 50,
   validate: async (config, rules) => (config.basePath ? urlRuleProblem(config.basePath, rules).then((p) => p && `basePath ${p}`) : null),
+  inbound: {
+    verify: (credentials, req) => (credentials.clientSecret ? verifyHubspotV3(credentials.clientSecret, req) : false),
+    // HubSpot posts an array of events: { eventId, subscriptionType: 'deal.propertyChange', objectId, propertyName, propertyValue, occurredAt, portalId, … }
+    split: (body) =>
+      (Array.isArray(body) ? body : []).map((e: Record<string, unknown>) => ({
+        key: String(e.eventId ?? `${String(e.subscriptionType)}:${String(e.objectId)}:${String(e.occurredAt)}`),
+        type: String(e.subscriptionType ?? 'unknown'),
+        payload: e,
+      })),
+  },
   async deliver(batch, config, credentials, ctx) {
     const basePath = config.basePath ?? 'https://api.hubapi.com';
     const problem = await urlRuleProblem(basePath, ctx.urlRules);

@@ -3,6 +3,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPlinthClient } from '../../clients/typescript/src/index.ts';
+import { breakingChanges } from '../../clients/typescript/contract.ts';
 import { SCHEMA_FILE, SPEC_FILE, schemaText, specText } from '../../clients/typescript/generate.ts';
 import { verifySignature } from '../../src/modules/notifications/index.ts';
 import { STRONG_PASSWORD } from '../helpers/auth.ts';
@@ -89,5 +90,30 @@ describe('contract', () => {
     const spec = res.json();
     expect(fs.readFileSync(SPEC_FILE, 'utf8'), 'openapi.json is stale: run npm run client:generate').toBe(specText(spec));
     expect(fs.readFileSync(SCHEMA_FILE, 'utf8'), 'schema.d.ts is stale: run npm run client:generate').toBe(await schemaText(spec));
+  });
+
+  it('flags breaking changes against a previous version, unless the operation was deprecated', () => {
+    const spec = JSON.parse(fs.readFileSync(SPEC_FILE, 'utf8'));
+    expect(breakingChanges(spec, spec)).toEqual([]);
+    const next = structuredClone(spec);
+    delete next.paths['/v1/orgs/{orgId}/projects'].get;
+    next.paths['/v1/orgs/{orgId}/projects'].post.requestBody.content['application/json'].schema.required.push('description');
+    const taskGet = next.paths['/v1/orgs/{orgId}/projects/{projectId}/tasks/{taskId}'] ?? next.paths['/v1/orgs/{orgId}/tasks/{taskId}'];
+    const schema = taskGet.get.responses['200'].content['application/json'].schema;
+    delete (schema.$ref ? next.components.schemas[schema.$ref.split('/').pop()] : schema).properties.title;
+    const problems = breakingChanges(spec, next);
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'GET /v1/orgs/{orgId}/projects: removed without a deprecation',
+        'POST /v1/orgs/{orgId}/projects: body property description is now required',
+        expect.stringMatching(/^GET \/v1\/orgs\/\{orgId\}\/(projects\/\{projectId\}\/)?tasks\/\{taskId\}: response 200 no longer has .*title/),
+      ]),
+    );
+    // Deprecated first: removing it later is allowed.
+    const deprecated = structuredClone(spec);
+    deprecated.paths['/v1/orgs/{orgId}/projects'].get.deprecated = true;
+    const removed = structuredClone(deprecated);
+    delete removed.paths['/v1/orgs/{orgId}/projects'].get;
+    expect(breakingChanges(deprecated, removed)).toEqual([]);
   });
 });

@@ -125,6 +125,8 @@ const fannedOut = (orgId: string, n: number) =>
     () => t.db.owner.selectFrom('processed_events').select((eb) => eb.fn.countAll<number>().as('n')).where('consumer', '=', 'integrations.fanout.projects.project_created').where('tenant_id', '=', orgId).executeTakeFirstOrThrow(),
     (r) => Number(r.n) === n,
   );
+/** The captured events of a project key, without the per-batch $groupidentify. */
+const capturesFor = (key: string) => batchesFor(key).flatMap((r) => r.body.batch).filter((e: any) => e.event !== '$groupidentify');
 const batchesFor = (key: string) => captured.filter((c) => c.body?.api_key === key);
 
 describe('PostHog through posthog-node', () => {
@@ -141,7 +143,9 @@ describe('PostHog through posthog-node', () => {
     expect(done).toMatchObject({ backfillCount: 3, backfillCursor: null, consecutiveFailures: 0, lastError: null, health: { backlog: 0, deadLetters: 0, breaker: 'closed' } });
 
     const requests = batchesFor(key);
-    const events = requests.flatMap((r) => r.body.batch);
+    const events = capturesFor(key);
+    const group = requests[0]!.body.batch.find((e: any) => e.event === '$groupidentify');
+    expect(group).toMatchObject({ properties: { $group_type: 'organization', $group_key: org.orgId, $group_set: { plinth_org_id: org.orgId } } });
     expect(events.map((e: any) => e.uuid).sort()).toEqual(projects.map((p) => p.id).sort());
     // Batched: the three backfilled events share requests (one, unless a concurrent sender split them on pg).
     expect(requests.length).toBeLessThan(3);
@@ -173,8 +177,8 @@ describe('PostHog through posthog-node', () => {
 
     // A live event goes through the same path, keyed by its outbox event id.
     const live = await project(org);
-    await waitFor(() => batchesFor(key).flatMap((r) => r.body.batch), (b) => b.some((e: any) => e.properties.projectId === live.id));
-    expect(batchesFor(key).flatMap((r) => r.body.batch)).toHaveLength(4);
+    await waitFor(() => capturesFor(key), (b) => b.some((e: any) => e.properties.projectId === live.id));
+    expect(capturesFor(key)).toHaveLength(4);
     expect(await deliveries(org, c.id, 'succeeded')).toHaveLength(4);
   });
 

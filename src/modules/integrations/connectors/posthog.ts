@@ -11,7 +11,7 @@ export function distinctIdOf(payload: Record<string, unknown>, tenantId: string)
 }
 
 /**
- * PostHog (posthog-node): product events as `capture` calls grouped by organization, one `/batch/` request
+ * PostHog (posthog-node): the org as a group (`groupIdentify`) and product events as `capture` calls in it, one `/batch/` request
  * per delivery batch. The SDK's own retries are off: the framework retries durably (and honours 429 +
  * Retry-After, which the SDK's error carries as `retryAfterMs`).
  */
@@ -28,7 +28,7 @@ export const posthogConnector = defineConnector({
     if (problem) throw Object.assign(new Error(`host ${problem}`), { status: 400 });
     const client = new PostHog(credentials.projectApiKey, {
       host: config.host,
-      flushAt: batch.length + 1, // flushed below, as one request
+      flushAt: batch.length + 2, // flushed below, as one request
       flushInterval: 0,
       fetchRetryCount: 0,
       requestTimeout: 10_000,
@@ -36,6 +36,8 @@ export const posthogConnector = defineConnector({
       fetch: (url, options) => fetch(url, { ...options, signal: ctx.signal } as RequestInit) as never,
     });
     try {
+      // Identity: the organization as a PostHog group (one $groupidentify per batch, in the same request).
+      client.groupIdentify({ groupType: 'organization', groupKey: ctx.tenantId, properties: { plinth_org_id: ctx.tenantId } });
       for (const e of batch) {
         client.capture({
           distinctId: distinctIdOf(e.payload, e.tenantId),

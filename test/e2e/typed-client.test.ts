@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPlinthClient } from '../../clients/typescript/src/index.ts';
 import { breakingChanges } from '../../clients/typescript/contract.ts';
@@ -115,5 +117,33 @@ describe('contract', () => {
     const removed = structuredClone(deprecated);
     delete removed.paths['/v1/orgs/{orgId}/projects'].get;
     expect(breakingChanges(deprecated, removed)).toEqual([]);
+  });
+
+  it("every example in the spec (schema examples, request and response examples) is valid against its own schema", () => {
+    const spec = JSON.parse(fs.readFileSync(SPEC_FILE, 'utf8'));
+    const ajv = new Ajv2020({ strict: false, allErrors: true });
+    (addFormats as unknown as (a: Ajv2020) => void)(ajv);
+    ajv.addSchema(spec, 'spec');
+    const checks: Array<{ at: string; schemaAt: string; value: unknown }> = [];
+    const esc = (k: string) => k.replace(/~/g, '~0').replace(/\//g, '~1');
+    const walk = (node: unknown, at: string) => {
+      if (!node || typeof node !== 'object') return;
+      const n = node as Record<string, any>;
+      // A media type object: its `example` / `examples.{name}.value` against its `schema`.
+      if (n.schema && typeof n.schema === 'object' && (n.example !== undefined || n.examples)) {
+        if (n.example !== undefined) checks.push({ at: `${at}/example`, schemaAt: `${at}/schema`, value: n.example });
+        for (const [name, ex] of Object.entries<any>(n.examples ?? {})) if (ex?.value !== undefined) checks.push({ at: `${at}/examples/${name}`, schemaAt: `${at}/schema`, value: ex.value });
+      } else if (Array.isArray(n.examples) && (n.type || n.anyOf || n.oneOf || n.$ref || n.properties)) {
+        n.examples.forEach((value: unknown, i: number) => checks.push({ at: `${at}/examples/${i}`, schemaAt: at, value }));
+      }
+      for (const [k, v] of Object.entries(n)) if (k !== 'examples' && k !== 'example') walk(v, `${at}/${esc(k)}`);
+    };
+    walk(spec.paths, '#/paths');
+    walk(spec.components, '#/components');
+    expect(checks.length).toBeGreaterThan(0);
+    // The check can fail: a value of the wrong shape is refused at the same schema.
+    expect(ajv.validate({ $ref: `spec${checks[0]!.schemaAt}` }, { not: 'an example' })).toBe(false);
+    const invalid = checks.filter((c) => !ajv.validate({ $ref: `spec${c.schemaAt}` }, c.value)).map((c) => `${c.at}: ${ajv.errorsText()}`);
+    expect(invalid).toEqual([]);
   });
 });

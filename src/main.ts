@@ -31,6 +31,7 @@ import { createAudit, type Audit } from './modules/audit/index.ts';
 import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './modules/billing/index.ts';
 import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
+import { createIntegrations, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
 import { createProjects, entitlementsVia, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
 import { createReporting, type Reporting } from './modules/reporting/index.ts';
@@ -152,6 +153,8 @@ export interface ModuleSeams {
   resolveTxt?: TxtResolver;
   /** Overrides SSO settings (tests: clock offset, skew allowance). */
   sso?: Partial<SsoSettings>;
+  /** Test-only: extra connectors, faster retries. */
+  integrations?: Pick<IntegrationsDeps, 'connectors' | 'delivery'>;
 }
 
 /** The modules, wired to the platform and to each other's facades, and what the app and the worker take from them. */
@@ -165,6 +168,7 @@ export interface Modules {
   reporting: Reporting;
   sso: Sso;
   directory: DirectoryModule;
+  integrations: IntegrationsModule;
   routes: ModuleRoutes[];
   authenticator: Authenticator;
   /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
@@ -248,7 +252,19 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     logger,
   });
   const directory = createDirectory({ db, audit, identity, tenancy });
-  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting, sso, directory];
+  const integrations = createIntegrations({
+    db,
+    audit,
+    events,
+    logger,
+    // The at-rest key of webhook secrets also seals connection credentials (one key to rotate).
+    secretKey: n.webhookSecretKey,
+    strictUrls: n.webhookStrictUrls,
+    publicUrl: n.publicUrl,
+    backfillSource: projectsBackfill((tenantId, q) => projects.listProjects(tenantId, q)),
+    ...seams.integrations,
+  });
+  const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting, sso, directory, integrations];
   return {
     audit,
     identity,
@@ -259,6 +275,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     reporting,
     sso,
     directory,
+    integrations,
     routes: [...all.flatMap((m) => m.routes), ...platform.storageRoutes],
     // tenancy's, with each org's security policy (sso) applied on top
     authenticator: sso.authenticator,

@@ -24,6 +24,8 @@ const PUBLIC_ROUTES = new Set([
   'GET /v1/sso/oidc/callback',
   'GET /v1/sso/saml/:orgId/:connectionId/metadata',
   'POST /v1/sso/saml/:orgId/:connectionId/acs',
+  // Vendor webhooks: the vendor's signature (verified before anything is stored) is the authentication.
+  'POST /v1/hooks/integrations/:orgId/:integrationId',
 ]);
 
 interface OrgB {
@@ -63,6 +65,8 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   name: async () => 'active-members',
   tokenId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/scim-tokens`, { name: 'B IdP' })).id,
   webhookId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b', events: ['projects.task_created'] })).id,
+  integrationId: async (t, b) =>
+    (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/integrations`, { connector: 'http', name: 'B sync', config: { url: 'http://127.0.0.1:9/b' }, credentials: {}, events: ['projects.task_created'] })).id,
   // A delivery row of org B (written as the worker's fan-out does, under B's tenant context).
   deliveryId: async (t, b) => {
     const hook = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b2', events: ['projects.task_created'] });

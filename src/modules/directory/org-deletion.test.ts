@@ -19,6 +19,7 @@ const NOT_FILLED = [
   'billing_usage_events', 'billing_usage_rollups', 'billing_usage_uniques',
   'reporting_exports', 'reporting_project_weeks', 'reporting_member_days', 'reporting_task_facts',
   'sso_connections', 'sso_login_states', 'sso_replay_guard', 'org_security_policies',
+  'integration_connections', 'integration_deliveries', 'integration_inbox',
 ];
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;

@@ -23,6 +23,7 @@ export const PERMISSIONS = {
   directoryManage: 'directory:manage',
   /** owner only: schedule the org's deletion (hard delete after the grace period). */
   orgDelete: 'org:delete',
+  integrationsManage: 'integrations:manage',
 } as const;
 
 export type Permission = (typeof PERMISSIONS)[keyof typeof PERMISSIONS];
@@ -47,6 +48,7 @@ const admin: Permission[] = [
   P.webhooksManage,
   P.exportsManage,
   P.directoryManage,
+  P.integrationsManage,
 ];
 const billing: Permission[] = [P.orgRead, P.membersRead, P.billingRead, P.billingManage];
 

@@ -72,6 +72,10 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   scim_group_roles: 'distributed',
   // a tombstone per deleted org, kept after the purge (no tenant data)
   org_deletions: 'local',
+  // integrations
+  integration_connections: 'distributed',
+  integration_deliveries: 'distributed',
+  integration_inbox: 'distributed',
   // platform
   feature_flags: 'reference',
   feature_flag_overrides: 'distributed',

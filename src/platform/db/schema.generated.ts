@@ -271,6 +271,55 @@ export interface IdempotencyKeys {
   tenant_id: string | null;
 }
 
+export interface IntegrationConnections {
+  active: Generated<boolean>;
+  backfill_count: Generated<number>;
+  backfill_cursor: string | null;
+  backfill_status: Generated<string>;
+  config: Generated<Json>;
+  connector: string;
+  consecutive_failures: Generated<number>;
+  created_at: Generated<Timestamp>;
+  created_by: string | null;
+  credentials_ciphertext: string;
+  events: string[];
+  id: string;
+  last_error: string | null;
+  last_error_at: Timestamp | null;
+  last_success_at: Timestamp | null;
+  name: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface IntegrationDeliveries {
+  attempts: Generated<number>;
+  connection_id: string;
+  created_at: Generated<Timestamp>;
+  delivered_at: Timestamp | null;
+  event: Json;
+  event_id: string;
+  event_name: string;
+  id: string;
+  last_error: string | null;
+  last_status_code: number | null;
+  status: Generated<string>;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface IntegrationInbox {
+  connection_id: string;
+  dedupe_key: string;
+  event_type: string;
+  id: string;
+  payload: Json;
+  processed_at: Timestamp | null;
+  received_at: Generated<Timestamp>;
+  status: Generated<string>;
+  tenant_id: string;
+}
+
 export interface Invitations {
   accepted_at: Timestamp | null;
   accepted_by: string | null;
@@ -701,6 +750,9 @@ export interface DB {
   feature_flag_overrides: FeatureFlagOverrides;
   feature_flags: FeatureFlags;
   idempotency_keys: IdempotencyKeys;
+  integration_connections: IntegrationConnections;
+  integration_deliveries: IntegrationDeliveries;
+  integration_inbox: IntegrationInbox;
   invitations: Invitations;
   job_consumers: JobConsumers;
   job_deliveries: JobDeliveries;

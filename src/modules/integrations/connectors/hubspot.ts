@@ -1,0 +1,123 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { Client } from '@hubspot/api-client';
+import { Type } from '@sinclair/typebox';
+import { ConnectorError, defineConnector, parseRetryAfter, type ConnectorEvent, type InboundRequest } from '../integrations.connector.ts';
+import { BILLING_SUBSCRIPTION_EVENTS } from '../integrations.events.ts';
+import { urlRuleProblem } from '../integrations.url-rules.ts';
+
+/** Custom properties the HubSpot portal needs (unique-value properties): the Plinth ids records are keyed by. */
+export const HUBSPOT_ID_PROPERTIES = { company: 'plinth_org_id', deal: 'plinth_subscription_id' } as const;
+
+/** Billing's subscription as the deal sees it (ASSUMED payload; see BILLING_SUBSCRIPTION_EVENTS). */
+interface SubscriptionPayload {
+  subscriptionId?: unknown;
+  plan?: unknown;
+  status?: unknown;
+  amountMinor?: unknown;
+  currency?: unknown;
+}
+
+export function dealStage(eventName: string, status: unknown): string {
+  if (eventName === 'billing.subscription_canceled' || status === 'canceled') return 'closedlost';
+  return status === 'active' ? 'closedwon' : 'qualifiedtobuy';
+}
+
+/** The newest state of each subscription in the batch (events arrive oldest first): one upsert input each. */
+export function dealInputs(batch: ConnectorEvent[]) {
+  const latest = new Map<string, ConnectorEvent>();
+  for (const e of batch) {
+    const id = (e.payload as SubscriptionPayload).subscriptionId;
+    if (typeof id === 'string') latest.set(id, e);
+  }
+  return [...latest.entries()].map(([id, e]) => {
+    const p = e.payload as SubscriptionPayload;
+    const amount = typeof p.amountMinor === 'number' ? (p.amountMinor / 100).toFixed(2) : '0';
+    return {
+      idProperty: HUBSPOT_ID_PROPERTIES.deal,
+      id,
+      properties: {
+        [HUBSPOT_ID_PROPERTIES.deal]: id,
+        dealname: `Plinth ${typeof p.plan === 'string' ? p.plan : 'subscription'}`,
+        amount,
+        deal_currency_code: typeof p.currency === 'string' ? p.currency : 'USD',
+        dealstage: dealStage(e.name, p.status),
+        pipeline: 'default',
+      },
+    };
+  });
+}
+
+/** HubSpot's v3 request signature: base64 HMAC-SHA256(client secret, method + URL + body + timestamp), at most 5 minutes old. */
+export function hubspotSignatureV3(secret: string, method: string, url: string, body: string, timestamp: string): string {
+  return createHmac('sha256', secret).update(`${method}${url}${body}${timestamp}`).digest('base64');
+}
+
+export function verifyHubspotV3(secret: string, req: InboundRequest): boolean {
+  const header = (name: string) => {
+    const v = req.headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  };
+  const timestamp = header('x-hubspot-request-timestamp');
+  const signature = header('x-hubspot-signature-v3');
+  if (!timestamp || !signature || !/^\d{10,16}$/.test(timestamp)) return false;
+  if (Math.abs((req.now ?? Date.now()) - Number(timestamp)) > 5 * 60_000) return false;
+  const expected = Buffer.from(hubspotSignatureV3(secret, req.method, req.url, req.rawBody, timestamp));
+  const got = Buffer.from(signature);
+  return got.length === expected.length && timingSafeEqual(got, expected);
+}
+
+/** The SDK's ApiException carries `code` and the response headers: the framework reads status + Retry-After. */
+function vendorError(err: unknown): unknown {
+  const e = err as { code?: unknown; headers?: Record<string, string> };
+  if (typeof e?.code !== 'number') return err;
+  return new ConnectorError(`HubSpot answered ${e.code}`, e.code, parseRetryAfter(e.headers?.['retry-after']));
+}
+
+/**
+ * HubSpot CRM (@hubspot/api-client): the organization as a company and billing's subscriptions as deals
+ * (amount, stage), associated with the company. Idempotent: batch upserts keyed by Plinth ids stored in
+ * unique custom properties, so a retried or replayed batch updates the same records.
+ */
+export const hubspotConnector = defineConnector({
+  name: 'hubspot',
+  description: 'CRM: organization → company, subscriptions → deals (amount, stage) associated with it',
+  config: Type.Object({ basePath: Type.Optional(Type.String({ maxLength: 500, description: 'default https://api.hubapi.com' })) }, { additionalProperties: false }),
+  credentials: Type.Object(
+    {
+      accessToken: Type.String({ minLength: 1, maxLength: 500, description: 'private app token' }),
+      clientSecret: Type.Optional(Type.String({ minLength: 1, maxLength: 500, description: 'app client secret: verifies inbound webhooks (v3)' })),
+    },
+    { additionalProperties: false },
+  ),
+  events: BILLING_SUBSCRIPTION_EVENTS,
+  maxBatch: 50,
+  validate: async (config, rules) => (config.basePath ? urlRuleProblem(config.basePath, rules).then((p) => p && `basePath ${p}`) : null),
+  inbound: {
+    verify: (credentials, req) => (credentials.clientSecret ? verifyHubspotV3(credentials.clientSecret, req) : false),
+    // HubSpot posts an array of events: { eventId, subscriptionType: 'deal.propertyChange', objectId, propertyName, propertyValue, occurredAt, portalId, … }
+    split: (body) =>
+      (Array.isArray(body) ? body : []).map((e: Record<string, unknown>) => ({
+        key: String(e.eventId ?? `${String(e.subscriptionType)}:${String(e.objectId)}:${String(e.occurredAt)}`),
+        type: String(e.subscriptionType ?? 'unknown'),
+        payload: e,
+      })),
+  },
+  async deliver(batch, config, credentials, ctx) {
+    const basePath = config.basePath ?? 'https://api.hubapi.com';
+    const problem = await urlRuleProblem(basePath, ctx.urlRules);
+    if (problem) throw new ConnectorError(`basePath ${problem}`, 400);
+    const hubspot = new Client({ accessToken: credentials.accessToken, basePath, numberOfApiCallRetries: 0 });
+    try {
+      const company = await hubspot.crm.companies.batchApi.upsert({
+        inputs: [{ idProperty: HUBSPOT_ID_PROPERTIES.company, id: ctx.tenantId, properties: { [HUBSPOT_ID_PROPERTIES.company]: ctx.tenantId } }],
+      });
+      const companyId = company.results[0]!.id;
+      const inputs = dealInputs(batch);
+      if (inputs.length === 0) return;
+      const deals = await hubspot.crm.deals.batchApi.upsert({ inputs });
+      for (const deal of deals.results) await hubspot.crm.associations.v4.basicApi.createDefault('deals', deal.id, 'companies', companyId);
+    } catch (err) {
+      throw vendorError(err);
+    }
+  },
+});

@@ -1,0 +1,58 @@
+import { Type } from '@sinclair/typebox';
+import { PostHog } from 'posthog-node';
+import { defineConnector } from '../integrations.connector.ts';
+import { PRODUCT_EVENTS } from '../integrations.events.ts';
+import { urlRuleProblem } from '../integrations.url-rules.ts';
+
+/** Who did it, for analytics: the acting user when the event names one, else the org itself. */
+export function distinctIdOf(payload: Record<string, unknown>, tenantId: string): string {
+  const actor = payload.actorId ?? payload.authorId;
+  return typeof actor === 'string' ? actor : `org:${tenantId}`;
+}
+
+/**
+ * PostHog (posthog-node): the org as a group (`groupIdentify`) and product events as `capture` calls in it, one `/batch/` request
+ * per delivery batch. The SDK's own retries are off: the framework retries durably (and honours 429 +
+ * Retry-After, which the SDK's error carries as `retryAfterMs`).
+ */
+export const posthogConnector = defineConnector({
+  name: 'posthog',
+  description: 'Product analytics events to PostHog (capture, grouped by organization)',
+  config: Type.Object({ host: Type.String({ maxLength: 500, description: 'e.g. https://eu.i.posthog.com' }) }, { additionalProperties: false }),
+  credentials: Type.Object({ projectApiKey: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
+  events: PRODUCT_EVENTS,
+  maxBatch: 50,
+  validate: (config, rules) => urlRuleProblem(config.host, rules).then((p) => p && `host ${p}`),
+  async deliver(batch, config, credentials, ctx) {
+    const problem = await urlRuleProblem(config.host, ctx.urlRules);
+    if (problem) throw Object.assign(new Error(`host ${problem}`), { status: 400 });
+    const client = new PostHog(credentials.projectApiKey, {
+      host: config.host,
+      flushAt: batch.length + 2, // flushed below, as one request
+      flushInterval: 0,
+      fetchRetryCount: 0,
+      requestTimeout: 10_000,
+      disableGeoip: true,
+      fetch: (url, options) => fetch(url, { ...options, signal: ctx.signal } as RequestInit) as never,
+    });
+    try {
+      // Identity: the organization as a PostHog group (one $groupidentify per batch, in the same request).
+      client.groupIdentify({ groupType: 'organization', groupKey: ctx.tenantId, properties: { plinth_org_id: ctx.tenantId } });
+      for (const e of batch) {
+        client.capture({
+          distinctId: distinctIdOf(e.payload, e.tenantId),
+          event: e.name,
+          uuid: e.id, // PostHog deduplicates on it: a retried batch counts once
+          timestamp: new Date(e.occurredAt),
+          properties: { ...e.payload, source: 'plinth' },
+          groups: { organization: e.tenantId },
+        });
+      }
+      // capture() prepares each message asynchronously; this flush waits for them, then sends one batch and
+      // rejects with the HTTP error (public flush() could run before the messages are queued).
+      await (client as unknown as { flushWithPendingPromises(): Promise<void> }).flushWithPendingPromises();
+    } finally {
+      await client.shutdown(1_000).catch(() => undefined);
+    }
+  },
+});

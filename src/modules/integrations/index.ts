@@ -1,0 +1,93 @@
+import type { Logger } from 'pino';
+import type { Database } from '../../platform/db/database.ts';
+import { asPlugin } from '../../platform/http/module-routes.ts';
+import type { ModuleSurface } from '../../platform/module.ts';
+import type { EventPublisher } from '../../platform/outbox/publisher.ts';
+import type { Audit } from '../audit/index.ts';
+import { SHIPPED_CONNECTORS } from './connectors/index.ts';
+import type { AnyConnector } from './integrations.connector.ts';
+import { createIntegrationDelivery, type CONNECTOR_LIMITS } from './integrations.delivery.ts';
+import { createInbound } from './integrations.inbound.ts';
+import { inboundRoutes } from './integrations.inbound.routes.ts';
+import { registerIntegrationsJobs, type BackfillSource } from './integrations.jobs.ts';
+import { integrationsScope } from './integrations.repo.ts';
+import { integrationsRoutes } from './integrations.routes.ts';
+import { createIntegrationsService, type IntegrationsService } from './integrations.service.ts';
+
+export { ConnectorError, defineConnector, parseRetryAfter, type AnyConnector, type Connector, type ConnectorEvent, type DeliverContext } from './integrations.connector.ts';
+export { BILLING_SUBSCRIPTION_EVENTS, INBOUND_EVENT, PRODUCT_EVENTS, type InboundEventPayload } from './integrations.events.ts';
+export { hubspotSignatureV3 } from './connectors/hubspot.ts';
+export { INTEGRATIONS_MANAGE } from './integrations.routes.ts';
+export { SHIPPED_CONNECTORS } from './connectors/index.ts';
+export type { BackfillSource } from './integrations.jobs.ts';
+export type { IntegrationsService, ConnectionView } from './integrations.service.ts';
+
+export interface IntegrationsDeps {
+  db: Database;
+  events: EventPublisher;
+  audit: Audit;
+  logger: Logger;
+  /** 32-byte key encrypting connection credentials at rest. */
+  secretKey: Buffer;
+  /** The public base URL vendors call (inbound webhook signatures cover the full URL). */
+  publicUrl: string;
+  /** Production: https and public addresses only (the webhook rules). */
+  strictUrls: boolean;
+  /** History for the backfill action (from the source modules' facades). */
+  backfillSource: BackfillSource;
+  /** Default SHIPPED_CONNECTORS; tests add fakes. */
+  connectors?: readonly AnyConnector[];
+  delivery?: { maxAttempts?: number; backoffBaseMs?: number; backoffMaxMs?: number; limits?: Partial<typeof CONNECTOR_LIMITS> };
+}
+
+export interface IntegrationsModule extends ModuleSurface {
+  integrations: IntegrationsService;
+}
+
+/** Connectors fed by the outbox: connections per org, batched deliveries, breakers, dead letters, backfill. */
+export function createIntegrations(deps: IntegrationsDeps): IntegrationsModule {
+  const scope = integrationsScope(deps.db);
+  const connectors = new Map((deps.connectors ?? SHIPPED_CONNECTORS).map((c) => [c.name, c]));
+  const urlRules = { strict: deps.strictUrls };
+  const delivery = createIntegrationDelivery({ scope, events: deps.events, logger: deps.logger, connectors, secretKey: deps.secretKey, urlRules, limits: deps.delivery?.limits });
+  const inbound = createInbound({ scope, events: deps.events, connectors, secretKey: deps.secretKey });
+  const integrations = createIntegrationsService({ scope, events: deps.events, audit: deps.audit, connectors, delivery, secretKey: deps.secretKey, urlRules });
+  return {
+    name: 'integrations',
+    integrations,
+    routes: [
+      { name: 'integrations', prefix: '/v1', plugin: asPlugin((app) => integrationsRoutes(app, { service: integrations })) },
+      { name: 'integrations-inbound', prefix: '/v1', plugin: asPlugin((app) => inboundRoutes(app, { inbound, publicUrl: deps.publicUrl })) },
+    ],
+    registerJobs(jobs) {
+      registerIntegrationsJobs(jobs, {
+        scope,
+        events: deps.events,
+        delivery,
+        inbound,
+        connectors,
+        backfillSource: deps.backfillSource,
+        logger: deps.logger,
+        maxAttempts: deps.delivery?.maxAttempts ?? 8,
+        backoffBaseMs: deps.delivery?.backoffBaseMs ?? 5_000,
+        backoffMaxMs: deps.delivery?.backoffMaxMs ?? 3_600_000,
+      });
+    },
+  };
+}
+
+/** Backfill from the projects module's facade: every project of the org as `projects.project_created`. */
+export function projectsBackfill(listProjects: (tenantId: string, q: { limit: number; cursor?: string }) => Promise<{ data: Array<{ id: string; key: string; name: string; createdBy: string; createdAt: Date }>; nextCursor: string | null }>): BackfillSource {
+  return async (tenantId, cursor, limit) => {
+    const page = await listProjects(tenantId, { limit, cursor: cursor ?? undefined });
+    return {
+      events: page.data.map((p) => ({
+        id: p.id, // one delivery per project per connection, however often the backfill runs
+        name: 'projects.project_created',
+        occurredAt: p.createdAt.toISOString(),
+        payload: { projectId: p.id, key: p.key, name: p.name, actorId: p.createdBy, backfill: true },
+      })),
+      nextCursor: page.nextCursor,
+    };
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * Internal events of the integrations module (nothing outside it consumes them). The events it
+ * CONSUMES are declared by each connector (`Connector.events`); see CONSUMABLE_EVENTS in connectors/.
+ */
+
+/** One per (connection, event) delivery and per replayed dead letter; consumed by the sender. */
+export const DELIVERY_REQUESTED = 'integrations.delivery_requested';
+export interface DeliveryRequestedPayload {
+  deliveryId: string;
+  connectionId: string;
+}
+
+/** One page of a backfill; the handler publishes the next page's request until the source is exhausted. */
+export const BACKFILL_REQUESTED = 'integrations.backfill_requested';
+export interface BackfillRequestedPayload {
+  connectionId: string;
+}
+
+/**
+ * Billing's subscription events, consumed by name. ASSUMPTION (billing is being built in parallel):
+ * billing publishes `billing.subscription_created|changed|canceled` with at least
+ * `{ subscriptionId, plan, status, amountMinor, currency }`. Until billing lands, only tests publish them.
+ */
+export const BILLING_SUBSCRIPTION_EVENTS = ['billing.subscription_created', 'billing.subscription_changed', 'billing.subscription_canceled'] as const;
+
+/** Product activity the analytics connectors forward (projects' events; billing's above). */
+export const PRODUCT_EVENTS = [
+  'projects.project_created',
+  'projects.task_created',
+  'projects.task_updated',
+  'projects.task_assigned',
+  'projects.comment_added',
+  ...BILLING_SUBSCRIPTION_EVENTS,
+] as const;
+
+/** An inbound vendor webhook stored in the inbox; its processor runs asynchronously. */
+export const INBOUND_RECEIVED = 'integrations.inbound_received';
+export interface InboundReceivedPayload {
+  inboxId: string;
+}
+
+/**
+ * Published for every processed inbound vendor event (e.g. a deal's stage changed in HubSpot): the way a
+ * module learns about changes made in an outside system. Consumers subscribe by name.
+ */
+export const INBOUND_EVENT = 'integrations.inbound_event';
+export interface InboundEventPayload {
+  connector: string;
+  connectionId: string;
+  type: string;
+  payload: Record<string, unknown>;
+}

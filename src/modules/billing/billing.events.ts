@@ -18,7 +18,15 @@ export interface SubscriptionEventPayload {
   subscriptionId: string;
   status: string;
   planId: string;
+  /** The plan's key (e.g. "pro"), null if the plan was removed from the catalog. */
+  planKey: string | null;
   priceId: string;
+  interval: string | null;
+  quantity: number;
+  /** The recurring amount per interval in minor units (null for a metered price); 10^currencyExponent minor units make one unit. */
+  amountMinor: number | null;
+  currency: string;
+  currencyExponent: number;
   /** What happened: created, trial_started, activated, renewed, plan_changed, change_scheduled, quantity_changed,
    * past_due, recovered, paused, resumed, cancel_scheduled, cancel_unscheduled, canceled. */
   change: string;

@@ -17,11 +17,10 @@ export interface BackfillRequestedPayload {
 }
 
 /**
- * Billing's subscription events, consumed by name. ASSUMPTION (billing is being built in parallel):
- * billing publishes `billing.subscription_created|changed|canceled` with at least
- * `{ subscriptionId, plan, status, amountMinor, currency }`. Until billing lands, only tests publish them.
+ * Billing's subscription events (billing.events.ts), consumed by name. The payload carries what a CRM deal
+ * needs: `{ subscriptionId, status, planKey, amountMinor, currency, currencyExponent, change, … }`.
  */
-export const BILLING_SUBSCRIPTION_EVENTS = ['billing.subscription_created', 'billing.subscription_changed', 'billing.subscription_canceled'] as const;
+export const BILLING_SUBSCRIPTION_EVENTS = ['billing.subscription_created', 'billing.subscription_updated', 'billing.subscription_canceled'] as const;
 
 /** Product activity the analytics connectors forward (projects' events; billing's above). */
 export const PRODUCT_EVENTS = [

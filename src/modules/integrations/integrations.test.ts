@@ -248,10 +248,10 @@ describe('Segment through @segment/analytics-node', () => {
   it('sends group + track calls in one /v1/batch request with the exact payload; a 500 is retried', async () => {
     const org = await signup(t.app);
     behaviours.set('/v1/batch', (n) => ({ status: n === 1 ? 500 : 200 }));
-    const c = await connect(org, { connector: 'segment', name: 'Segment', config: { host: base }, credentials: { writeKey: 'wk_test' }, events: ['billing.subscription_changed'] });
+    const c = await connect(org, { connector: 'segment', name: 'Segment', config: { host: base }, credentials: { writeKey: 'wk_test' }, events: ['billing.subscription_updated'] });
     // Billing's subscription events, consumed by name (published here by the test: billing is not merged yet).
-    const payload = { subscriptionId: 'sub_9', plan: 'team', status: 'active', amountMinor: 9900, currency: 'EUR', actorId: org.userId };
-    const event = await t.db.withTenant(org.orgId, (trx) => t.events.add(trx, { name: 'billing.subscription_changed', tenantId: org.orgId, payload }));
+    const payload = { subscriptionId: 'sub_9', planKey: 'team', status: 'active', amountMinor: 9900, currency: 'EUR', actorId: org.userId };
+    const event = await t.db.withTenant(org.orgId, (trx) => t.events.add(trx, { name: 'billing.subscription_updated', tenantId: org.orgId, payload }));
     await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 1);
     const requests = captured.filter((r) => r.path === '/v1/batch');
     expect(requests).toHaveLength(2); // the 500, then the retry
@@ -261,7 +261,7 @@ describe('Segment through @segment/analytics-node', () => {
     expect(group).toMatchObject({ type: 'group', userId: org.userId, groupId: org.orgId });
     expect(track).toMatchObject({
       type: 'track',
-      event: 'billing.subscription_changed',
+      event: 'billing.subscription_updated',
       userId: org.userId,
       messageId: event.id,
       timestamp: event.occurredAt,
@@ -280,11 +280,11 @@ describe('HubSpot through @hubspot/api-client', () => {
       name: 'CRM',
       config: { basePath: base },
       credentials: { accessToken: 'pat-test-token' },
-      events: ['billing.subscription_created', 'billing.subscription_changed', 'billing.subscription_canceled'],
+      events: ['billing.subscription_created', 'billing.subscription_updated', 'billing.subscription_canceled'],
     });
     // Billing's subscription events, consumed by name (published here by the test: billing is not merged yet).
     const publish = (name: string, payload: object) => t.db.withTenant(org.orgId, (trx) => t.events.add(trx, { name, tenantId: org.orgId, payload }));
-    await publish('billing.subscription_created', { subscriptionId: 'sub_A', plan: 'team', status: 'trialing', amountMinor: 2900, currency: 'EUR' });
+    await publish('billing.subscription_created', { subscriptionId: 'sub_A', planKey: 'team', status: 'trialing', amountMinor: 2900, currency: 'EUR' });
     await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 1);
     expect(crm.dealUpserts).toBe(2); // the 429, then the retry
     const company = crm.companies.get(org.orgId)!;
@@ -301,10 +301,10 @@ describe('HubSpot through @hubspot/api-client', () => {
     expect(crm.associations).toContain(`${dealId}->${company.id}`);
     expect(crm.tokens.every((a) => a === 'Bearer pat-test-token')).toBe(true);
 
-    await publish('billing.subscription_changed', { subscriptionId: 'sub_A', plan: 'business', status: 'active', amountMinor: 9900, currency: 'EUR' });
+    await publish('billing.subscription_updated', { subscriptionId: 'sub_A', planKey: 'business', status: 'active', amountMinor: 9900, currency: 'EUR' });
     await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 2);
     expect(crm.deals.get('sub_A')!.properties.dealstage).toBe('closedwon');
-    await publish('billing.subscription_canceled', { subscriptionId: 'sub_A', plan: 'business', status: 'canceled', amountMinor: 9900, currency: 'EUR' });
+    await publish('billing.subscription_canceled', { subscriptionId: 'sub_A', planKey: 'business', status: 'canceled', amountMinor: 9900, currency: 'EUR' });
     await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 3);
     // The same records, updated: one company, one deal, one association.
     expect(crm.companies.size).toBeGreaterThanOrEqual(1);
@@ -317,7 +317,7 @@ describe('HubSpot through @hubspot/api-client', () => {
 describe('inbound HubSpot webhooks (v3 signature, inbox)', () => {
   it('verifies the signature, stores first, deduplicates, and processes asynchronously into integrations.inbound_event', async () => {
     const org = await signup(t.app);
-    const c = await connect(org, { connector: 'hubspot', name: 'CRM in', config: { basePath: base }, credentials: { accessToken: 'pat-x', clientSecret: 'hs-client-secret' }, events: ['billing.subscription_changed'] });
+    const c = await connect(org, { connector: 'hubspot', name: 'CRM in', config: { basePath: base }, credentials: { accessToken: 'pat-x', clientSecret: 'hs-client-secret' }, events: ['billing.subscription_updated'] });
     const path = `/v1/hooks/integrations/${org.orgId}/${c.id}`;
     const body = JSON.stringify([
       { eventId: 9001, subscriptionType: 'deal.propertyChange', objectId: 1234, propertyName: 'dealstage', propertyValue: 'closedwon', occurredAt: Date.now(), portalId: 42 },
@@ -371,7 +371,7 @@ describe('generic HTTP connector', () => {
     expect(got[0]!.headers['idempotency-key']).toMatch(/^[0-9a-f-]{36}$/);
 
     await t.db.withTenant(org.orgId, (trx) =>
-      t.events.add(trx, { name: 'billing.subscription_created', tenantId: org.orgId, payload: { subscriptionId: 'sub_1', plan: 'pro', status: 'active', amountMinor: 4900, currency: 'EUR' } }),
+      t.events.add(trx, { name: 'billing.subscription_created', tenantId: org.orgId, payload: { subscriptionId: 'sub_1', planKey: 'pro', status: 'active', amountMinor: 4900, currency: 'EUR' } }),
     );
     const both = await waitFor(() => captured.filter((r) => r.path === '/zap'), (r) => r.length === 2);
     expect(both[1]!.body).toMatchObject({ kind: 'billing.subscription_created', org: org.orgId, task: { id: null, title: 'Task: ' } });

@@ -5,6 +5,7 @@ import { alreadySubscribed, invalidTransition, noCustomer, noSubscription, planN
 import { BILLING_EVENTS, type SubscriptionEventPayload } from '../billing.events.ts';
 import { formatMoney, prorate } from '../billing.money.ts';
 import { amountFor } from '../billing.pricing.ts';
+import { currencyExponent } from '../billing.money.ts';
 import * as catalog from '../billing.repo.ts';
 import type { Plan, Price, Trx } from '../billing.repo.ts';
 import * as repo from '../subscriptions.repo.ts';
@@ -94,11 +95,19 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
   }
 
   async function emit(trx: Trx, ctx: TenantActorContext, sub: Subscription, change: string, previousStatus: string | null, opts: { entitlements?: boolean; onTestClock: boolean }) {
+    // What a subscriber outside billing needs without calling back (the CRM's deal: plan, amount, currency).
+    const [plan, price] = await Promise.all([catalog.findPlan(trx, sub.planId), catalog.findPrice(trx, sub.priceId)]);
     const payload: SubscriptionEventPayload = {
       subscriptionId: sub.id,
       status: sub.status,
       planId: sub.planId,
+      planKey: plan?.key ?? null,
       priceId: sub.priceId,
+      interval: price?.interval ?? null,
+      quantity: sub.quantity,
+      amountMinor: price && price.usageType !== 'metered' ? amountFor(price, sub.quantity) : null,
+      currency: sub.currency,
+      currencyExponent: currencyExponent(sub.currency) ?? 2,
       change,
       previousStatus,
       currentPeriodEnd: sub.currentPeriodEnd.toISOString(),

@@ -8,13 +8,14 @@ import { urlRuleProblem } from '../integrations.url-rules.ts';
 /** Custom properties the HubSpot portal needs (unique-value properties): the Plinth ids records are keyed by. */
 export const HUBSPOT_ID_PROPERTIES = { company: 'plinth_org_id', deal: 'plinth_subscription_id' } as const;
 
-/** Billing's subscription as the deal sees it (ASSUMED payload; see BILLING_SUBSCRIPTION_EVENTS). */
+/** Billing's subscription event payload as the deal sees it (see BILLING_SUBSCRIPTION_EVENTS). */
 interface SubscriptionPayload {
   subscriptionId?: unknown;
-  plan?: unknown;
+  planKey?: unknown;
   status?: unknown;
   amountMinor?: unknown;
   currency?: unknown;
+  currencyExponent?: unknown;
 }
 
 export function dealStage(eventName: string, status: unknown): string {
@@ -31,13 +32,14 @@ export function dealInputs(batch: ConnectorEvent[]) {
   }
   return [...latest.entries()].map(([id, e]) => {
     const p = e.payload as SubscriptionPayload;
-    const amount = typeof p.amountMinor === 'number' ? (p.amountMinor / 100).toFixed(2) : '0';
+    const exponent = typeof p.currencyExponent === 'number' ? p.currencyExponent : 2;
+    const amount = typeof p.amountMinor === 'number' ? (p.amountMinor / 10 ** exponent).toFixed(exponent) : '0';
     return {
       idProperty: HUBSPOT_ID_PROPERTIES.deal,
       id,
       properties: {
         [HUBSPOT_ID_PROPERTIES.deal]: id,
-        dealname: `Plinth ${typeof p.plan === 'string' ? p.plan : 'subscription'}`,
+        dealname: `Plinth ${typeof p.planKey === 'string' ? p.planKey : 'subscription'}`,
         amount,
         deal_currency_code: typeof p.currency === 'string' ? p.currency : 'USD',
         dealstage: dealStage(e.name, p.status),

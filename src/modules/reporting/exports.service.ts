@@ -1,3 +1,4 @@
+import { registerValueFormats } from '../../platform/http/schemas.ts';
 import { Value } from '@sinclair/typebox/value';
 import type { ReportingConfig } from '../../platform/config.ts';
 import type { TenantActorContext } from '../../platform/http/actor.ts';
@@ -92,6 +93,7 @@ export function createExportsService(deps: ExportsServiceDeps) {
       if (!source) throw invalidFilters(`Unknown resource "${input.resource}"`);
       if (!permissions.has(source.permission)) throw resourceForbidden(input.resource, source.permission);
       const filters = input.filters ?? {};
+      registerValueFormats();
       if (!Value.Check(source.filters, filters)) {
         const first = [...Value.Errors(source.filters, filters)][0];
         throw invalidFilters(`filters${first?.path ?? ''}: ${first?.message ?? 'invalid'}`);

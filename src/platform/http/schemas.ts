@@ -1,4 +1,6 @@
-import { Type, type TSchema } from '@sinclair/typebox';
+import { FormatRegistry, Type, type TSchema } from '@sinclair/typebox';
+import { isUuid } from '../ids.ts';
+import { isStrictDate, isStrictDateTime } from './input.ts';
 
 /** RFC 9457 problem details, the body of every error response. */
 export const ProblemSchema = Type.Object(
@@ -30,3 +32,16 @@ export const DateTime = () => Type.Unsafe<Date>({ type: 'string', format: 'date-
 /** A list page: `{ data, nextCursor }`; nextCursor is null on the last page. */
 export const Page = <T extends TSchema>(item: T) =>
   Type.Object({ data: Type.Array(item), nextCursor: Type.Union([Type.String(), Type.Null()]) });
+
+/**
+ * TypeBox's own checker (`Value.Check`, used where a schema is checked outside a route: export filters,
+ * connector configs) knows no string formats until they are registered: the same strict rules the route
+ * validators apply (input.ts), registered once for the process.
+ */
+export function registerValueFormats(): void {
+  if (!FormatRegistry.Has('uuid')) FormatRegistry.Set('uuid', isUuid);
+  if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', isStrictDateTime);
+  if (!FormatRegistry.Has('date')) FormatRegistry.Set('date', isStrictDate);
+}
+// On import: every module that declares schemas imports this file, so no checker runs before it.
+registerValueFormats();

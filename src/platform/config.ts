@@ -241,7 +241,9 @@ function concurrencyLimit(env: Env, production: boolean): EdgeConfig['concurrenc
     throw new ConfigError('CONCURRENCY_LIMIT_INITIAL', `must be between CONCURRENCY_LIMIT_MIN (${minLimit}) and CONCURRENCY_LIMIT_MAX (${maxLimit})`);
   }
   return {
-    enabled: bool(env, 'CONCURRENCY_LIMIT_ENABLED', production),
+    // Off by default: on the 2-core bench it made the burst worse (admitted p99 688 ms on, 179 ms off, 2026-12-01),
+    // rejecting cost the CPU the admitted requests needed. Opt in where rejections are cheap relative to work.
+    enabled: bool(env, 'CONCURRENCY_LIMIT_ENABLED', false),
     initialLimit,
     minLimit,
     maxLimit,

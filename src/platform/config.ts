@@ -232,7 +232,7 @@ function metricsToken(env: Env): string | undefined {
   return token;
 }
 
-function concurrencyLimit(env: Env, production: boolean): EdgeConfig['concurrencyLimit'] {
+function concurrencyLimit(env: Env): EdgeConfig['concurrencyLimit'] {
   const minLimit = int(env, 'CONCURRENCY_LIMIT_MIN', 4, 1, 100_000);
   const maxLimit = int(env, 'CONCURRENCY_LIMIT_MAX', 1000, 1, 100_000);
   if (maxLimit < minLimit) throw new ConfigError('CONCURRENCY_LIMIT_MAX', `must be at least CONCURRENCY_LIMIT_MIN (${minLimit})`);
@@ -328,7 +328,7 @@ export function loadConfig(env: Env = process.env): Config {
       pressureMaxRssBytes: int(env, 'PRESSURE_MAX_RSS_BYTES', 0, 0, 1e12),
       pressureRetryAfterSec: int(env, 'PRESSURE_RETRY_AFTER_SEC', 5, 1, 3600),
       maxInFlight: int(env, 'MAX_IN_FLIGHT', 0, 0, 1_000_000),
-      concurrencyLimit: concurrencyLimit(env, production),
+      concurrencyLimit: concurrencyLimit(env),
       cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
     },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),

@@ -79,7 +79,7 @@ export function createReporting(deps: ReportingDeps): Reporting {
     reports,
     runner,
     async rebuild(orgId) {
-      const orgs = orgId ? [orgId] : await allOrgIds(rebuildScope.app);
+      const orgs = orgId ? [orgId] : await allOrgIds(rebuildScope.owner);
       const out: RebuildReport[] = [];
       for (const id of orgs) out.push({ orgId: id, drift: await rebuildScope.withTenant(id, (trx) => rebuildOrg(trx, id)) });
       return out;

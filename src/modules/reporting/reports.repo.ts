@@ -178,7 +178,11 @@ export async function rebuildOrg(trx: Transaction<RebuildTables>, tenantId: stri
 }
 
 /** Every org with an audit chain (each org's creation is audited), for a rebuild of all orgs. */
-export async function allOrgIds(db: Kysely<RebuildTables>): Promise<string[]> {
-  const rows = await db.selectFrom('audit_chains').select('tenant_id').orderBy('tenant_id').execute();
+/**
+ * Every org with activity: each org's first audit event is written at its creation (chain heads appear
+ * only once the sequencer has run, so they would miss a new org). Read as the owner: across tenants.
+ */
+export async function allOrgIds(owner: Kysely<RebuildTables>): Promise<string[]> {
+  const rows = await owner.selectFrom('audit_events').select('tenant_id').distinct().orderBy('tenant_id').execute();
   return rows.map((r) => r.tenant_id).filter((id) => id !== PLATFORM_AUDIT_TENANT);
 }

@@ -1,5 +1,5 @@
 import type { Static, TObject } from '@sinclair/typebox';
-import type { UrlRules } from './integrations.url-rules.ts';
+import type { UrlPolicy } from '../../platform/net/url-policy.ts';
 
 /** One outbox event as a connector sees it (the envelope, minus transport details). */
 export interface ConnectorEvent {
@@ -15,7 +15,7 @@ export interface DeliverContext {
   connectionId: string;
   /** Fires when the policy's timeout elapses: pass it to the vendor call. */
   signal: AbortSignal;
-  urlRules: UrlRules;
+  urlRules: UrlPolicy;
 }
 
 /**
@@ -35,7 +35,7 @@ export interface Connector<C extends TObject = TObject, S extends TObject = TObj
   /** Most events per vendor call (the framework claims up to this many pending deliveries at once). */
   maxBatch: number;
   /** Checks beyond the schema (e.g. a host against the URL rules); a sentence for the 400, or null. */
-  validate?(config: Static<C>, rules: UrlRules): Promise<string | null>;
+  validate?(config: Static<C>, rules: UrlPolicy): Promise<string | null>;
   /**
    * Sends the batch; resolves when the vendor accepted all of it. Throw `ConnectorError` (or any error
    * with `status` / `retryAfterMs`, as vendor SDKs do) on failure: the framework classifies it.

@@ -16,7 +16,7 @@ import { DELIVERY_REQUESTED, type DeliveryRequestedPayload } from './integration
 import { integrationCalls, integrationDeliveries, integrationLastSuccess } from './integrations.metrics.ts';
 import * as repo from './integrations.repo.ts';
 import type { IntegrationsTables, Trx } from './integrations.repo.ts';
-import type { UrlRules } from './integrations.url-rules.ts';
+import type { UrlPolicy } from '../../platform/net/url-policy.ts';
 
 /** Per connector: breaker per connection (= per tenant), concurrency capped per tenant and per process. */
 export const CONNECTOR_LIMITS = {
@@ -34,7 +34,7 @@ export interface DeliveryDeps {
   logger: Logger;
   connectors: ReadonlyMap<string, AnyConnector>;
   secretKey: Buffer;
-  urlRules: UrlRules;
+  urlRules: UrlPolicy;
   limits?: Partial<typeof CONNECTOR_LIMITS>;
 }
 

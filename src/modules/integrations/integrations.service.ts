@@ -14,7 +14,7 @@ import { connectionNotFound, invalidConfig, nameTaken, unknownConnector } from '
 import { BACKFILL_REQUESTED } from './integrations.events.ts';
 import * as repo from './integrations.repo.ts';
 import type { Connection, Delivery, DeliveryStatus, IntegrationsTables, Trx } from './integrations.repo.ts';
-import type { UrlRules } from './integrations.url-rules.ts';
+import type { UrlPolicy } from '../../platform/net/url-policy.ts';
 
 export interface IntegrationsServiceDeps {
   scope: DbScope<IntegrationsTables>;
@@ -23,7 +23,7 @@ export interface IntegrationsServiceDeps {
   connectors: ReadonlyMap<string, AnyConnector>;
   delivery: IntegrationDelivery;
   secretKey: Buffer;
-  urlRules: UrlRules;
+  urlRules: UrlPolicy;
 }
 
 export interface CreateConnectionInput {

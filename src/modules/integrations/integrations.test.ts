@@ -10,7 +10,7 @@ const waitFor = <T>(probe: () => Promise<T> | T, done: (v: T) => boolean, timeou
 import { scrape } from '../../platform/observability/metrics.ts';
 import { applyTemplate } from './connectors/http.ts';
 import { parseRetryAfter } from './integrations.connector.ts';
-import { urlRuleProblem } from './integrations.url-rules.ts';
+import { outboundUrlProblem } from '../../platform/net/url-policy.ts';
 import { hubspotSignatureV3 } from './index.ts';
 
 /**
@@ -504,14 +504,14 @@ describe('connection management', () => {
     });
 
     it('applies the webhook SSRF rules: strict mode refuses http and private or loopback addresses', async () => {
-      expect(await urlRuleProblem('http://127.0.0.1:8080/x', { strict: false })).toBeNull();
-      expect(await urlRuleProblem('http://example.com/x', { strict: false })).toMatch(/https/);
-      expect(await urlRuleProblem('http://127.0.0.1/x', { strict: true })).toMatch(/https/);
-      expect(await urlRuleProblem('https://10.1.2.3/x', { strict: true })).toMatch(/private/);
-      expect(await urlRuleProblem('https://[::1]/x', { strict: true })).toMatch(/private/);
-      expect(await urlRuleProblem('https://169.254.169.254/latest', { strict: true })).toMatch(/private/);
-      expect(await urlRuleProblem('https://user:pw@93.184.216.34/', { strict: true })).toMatch(/credentials/);
-      expect(await urlRuleProblem('https://93.184.216.34/x', { strict: true })).toBeNull();
+      expect(await outboundUrlProblem('http://127.0.0.1:8080/x', { strict: false })).toBeNull();
+      expect(await outboundUrlProblem('http://example.com/x', { strict: false })).toMatch(/https/);
+      expect(await outboundUrlProblem('http://127.0.0.1/x', { strict: true })).toMatch(/https/);
+      expect(await outboundUrlProblem('https://10.1.2.3/x', { strict: true })).toMatch(/private/);
+      expect(await outboundUrlProblem('https://[::1]/x', { strict: true })).toMatch(/private/);
+      expect(await outboundUrlProblem('https://169.254.169.254/latest', { strict: true })).toMatch(/private/);
+      expect(await outboundUrlProblem('https://user:pw@93.184.216.34/', { strict: true })).toMatch(/credentials/);
+      expect(await outboundUrlProblem('https://93.184.216.34/x', { strict: true })).toBeNull();
     });
   });
 });

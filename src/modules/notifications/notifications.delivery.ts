@@ -10,7 +10,7 @@ import { DELIVERY_REQUESTED, type DeliveryRequestedPayload } from './notificatio
 import * as repo from './notifications.repo.ts';
 import type { NotificationsTables, Trx } from './notifications.repo.ts';
 import { sendWebhook, type SendResult } from './notifications.send.ts';
-import type { UrlPolicy } from './notifications.url-policy.ts';
+import type { UrlPolicy } from '../../platform/net/url-policy.ts';
 
 export interface DeliveryDeps {
   scope: DbScope<NotificationsTables>;

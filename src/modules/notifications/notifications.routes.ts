@@ -6,7 +6,7 @@ import { Page, Uuid, DateTime } from '../../platform/http/schemas.ts';
 import type { App } from '../../platform/http/server.ts';
 import { PERMISSIONS } from '../tenancy/index.ts';
 import { WEBHOOK_EVENT_TYPES } from './notifications.events.ts';
-import { MAX_URL_LENGTH } from './notifications.url-policy.ts';
+import { MAX_URL_LENGTH } from '../../platform/net/url-policy.ts';
 import type { WebhooksService } from './notifications.service.ts';
 
 /** A `Date` in the service, an ISO 8601 string on the wire (the serializer calls toISOString). */

@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import { bareHost, ForbiddenAddressError, isForbiddenAddress } from '../../platform/net/ssrf.ts';
 import { BrokenCircuitError, BulkheadRejectedError, type DestinationPolicy } from '../../platform/resilience/policy.ts';
 import { signPayload } from './notifications.crypto.ts';
-import { guardedLookup, type UrlPolicy } from './notifications.url-policy.ts';
+import { guardedLookup, type UrlPolicy } from '../../platform/net/url-policy.ts';
 
 export type ErrorKind =
   | 'http_4xx'

@@ -9,7 +9,7 @@ import { requestDelivery } from './notifications.delivery.ts';
 import { deliveryInFlight, deliveryNotFound, invalidUrl, webhookNotFound } from './notifications.errors.ts';
 import * as repo from './notifications.repo.ts';
 import type { Delivery, NotificationsTables, Trx, Webhook, WebhookChanges } from './notifications.repo.ts';
-import { resolveProblem, urlProblem, type UrlPolicy } from './notifications.url-policy.ts';
+import { resolveProblem, urlProblem, type UrlPolicy } from '../../platform/net/url-policy.ts';
 
 export interface WebhooksDeps {
   scope: DbScope<NotificationsTables>;

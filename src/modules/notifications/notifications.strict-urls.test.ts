@@ -6,7 +6,7 @@ import { loadConfig } from '../../platform/config.ts';
 import { createDestinationPolicy } from '../../platform/resilience/policy.ts';
 import { decryptSecret, encryptSecret, newSigningSecret, signPayload, verifySignature } from './notifications.crypto.ts';
 import { sendWebhook } from './notifications.send.ts';
-import { isForbiddenAddress, resolveProblem, urlProblem } from './notifications.url-policy.ts';
+import { isForbiddenAddress, resolveProblem, urlProblem } from '../../platform/net/url-policy.ts';
 
 /**
  * The production URL policy (WEBHOOK_STRICT_URLS, always on with NODE_ENV=production): https only, no

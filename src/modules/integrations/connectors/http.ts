@@ -3,7 +3,7 @@ import https from 'node:https';
 import { Type } from '@sinclair/typebox';
 import { ConnectorError, defineConnector, parseRetryAfter, type ConnectorEvent } from '../integrations.connector.ts';
 import { PRODUCT_EVENTS } from '../integrations.events.ts';
-import { connectLookup, urlRuleProblem, type UrlRules } from '../integrations.url-rules.ts';
+import { guardedLookup, outboundUrlProblem, type UrlPolicy } from '../../../platform/net/url-policy.ts';
 
 /**
  * Fills a JSON mapping template: a string that is exactly `{{path}}` becomes the value at that path of
@@ -26,13 +26,13 @@ export function applyTemplate(template: unknown, e: ConnectorEvent): unknown {
   return walk(template);
 }
 
-function post(url: string, body: string, headers: Record<string, string>, rules: UrlRules, signal: AbortSignal): Promise<void> {
+function post(url: string, body: string, headers: Record<string, string>, rules: UrlPolicy, signal: AbortSignal): Promise<void> {
   const u = new URL(url);
   const client = u.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
     const req = client.request(
       u,
-      { method: 'POST', lookup: connectLookup(rules), signal, headers: { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'user-agent': 'Plinth-Integrations/1' } },
+      { method: 'POST', lookup: guardedLookup(rules), signal, headers: { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'user-agent': 'Plinth-Integrations/1' } },
       (res) => {
         res.resume();
         const status = res.statusCode ?? 0;
@@ -63,9 +63,9 @@ export const httpConnector = defineConnector({
   ),
   events: PRODUCT_EVENTS,
   maxBatch: 1,
-  validate: (config, rules) => urlRuleProblem(config.url, rules).then((p) => p && `url ${p}`),
+  validate: (config, rules) => outboundUrlProblem(config.url, rules).then((p) => p && `url ${p}`),
   async deliver(batch, config, credentials, ctx) {
-    const problem = await urlRuleProblem(config.url, ctx.urlRules);
+    const problem = await outboundUrlProblem(config.url, ctx.urlRules);
     if (problem) throw new ConnectorError(`url ${problem}`, 400);
     for (const e of batch) {
       const body = JSON.stringify(config.template === undefined ? e : applyTemplate(config.template, e));

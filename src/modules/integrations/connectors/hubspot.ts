@@ -3,7 +3,7 @@ import { Client } from '@hubspot/api-client';
 import { Type } from '@sinclair/typebox';
 import { ConnectorError, defineConnector, parseRetryAfter, type ConnectorEvent, type InboundRequest } from '../integrations.connector.ts';
 import { BILLING_SUBSCRIPTION_EVENTS } from '../integrations.events.ts';
-import { urlRuleProblem } from '../integrations.url-rules.ts';
+import { outboundUrlProblem } from '../../../platform/net/url-policy.ts';
 
 /** Custom properties the HubSpot portal needs (unique-value properties): the Plinth ids records are keyed by. */
 export const HUBSPOT_ID_PROPERTIES = { company: 'plinth_org_id', deal: 'plinth_subscription_id' } as const;
@@ -93,7 +93,7 @@ export const hubspotConnector = defineConnector({
   ),
   events: BILLING_SUBSCRIPTION_EVENTS,
   maxBatch: 50,
-  validate: async (config, rules) => (config.basePath ? urlRuleProblem(config.basePath, rules).then((p) => p && `basePath ${p}`) : null),
+  validate: async (config, rules) => (config.basePath ? outboundUrlProblem(config.basePath, rules).then((p) => p && `basePath ${p}`) : null),
   inbound: {
     verify: (credentials, req) => (credentials.clientSecret ? verifyHubspotV3(credentials.clientSecret, req) : false),
     // HubSpot posts an array of events: { eventId, subscriptionType: 'deal.propertyChange', objectId, propertyName, propertyValue, occurredAt, portalId, … }
@@ -106,7 +106,7 @@ export const hubspotConnector = defineConnector({
   },
   async deliver(batch, config, credentials, ctx) {
     const basePath = config.basePath ?? 'https://api.hubapi.com';
-    const problem = await urlRuleProblem(basePath, ctx.urlRules);
+    const problem = await outboundUrlProblem(basePath, ctx.urlRules);
     if (problem) throw new ConnectorError(`basePath ${problem}`, 400);
     const hubspot = new Client({ accessToken: credentials.accessToken, basePath, numberOfApiCallRetries: 0 });
     try {

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { PostHog } from 'posthog-node';
 import { defineConnector } from '../integrations.connector.ts';
 import { PRODUCT_EVENTS } from '../integrations.events.ts';
-import { urlRuleProblem } from '../integrations.url-rules.ts';
+import { outboundUrlProblem } from '../../../platform/net/url-policy.ts';
 
 /** Who did it, for analytics: the acting user when the event names one, else the org itself. */
 export function distinctIdOf(payload: Record<string, unknown>, tenantId: string): string {
@@ -22,9 +22,9 @@ export const posthogConnector = defineConnector({
   credentials: Type.Object({ projectApiKey: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
   events: PRODUCT_EVENTS,
   maxBatch: 50,
-  validate: (config, rules) => urlRuleProblem(config.host, rules).then((p) => p && `host ${p}`),
+  validate: (config, rules) => outboundUrlProblem(config.host, rules).then((p) => p && `host ${p}`),
   async deliver(batch, config, credentials, ctx) {
-    const problem = await urlRuleProblem(config.host, ctx.urlRules);
+    const problem = await outboundUrlProblem(config.host, ctx.urlRules);
     if (problem) throw Object.assign(new Error(`host ${problem}`), { status: 400 });
     const client = new PostHog(credentials.projectApiKey, {
       host: config.host,

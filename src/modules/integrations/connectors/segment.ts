@@ -2,7 +2,7 @@ import { Analytics, type HTTPClient } from '@segment/analytics-node';
 import { Type } from '@sinclair/typebox';
 import { ConnectorError, defineConnector, parseRetryAfter } from '../integrations.connector.ts';
 import { PRODUCT_EVENTS } from '../integrations.events.ts';
-import { urlRuleProblem } from '../integrations.url-rules.ts';
+import { outboundUrlProblem } from '../../../platform/net/url-policy.ts';
 import { distinctIdOf } from './posthog.ts';
 
 /**
@@ -17,9 +17,9 @@ export const segmentConnector = defineConnector({
   credentials: Type.Object({ writeKey: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
   events: PRODUCT_EVENTS,
   maxBatch: 50,
-  validate: (config, rules) => urlRuleProblem(config.host, rules).then((p) => p && `host ${p}`),
+  validate: (config, rules) => outboundUrlProblem(config.host, rules).then((p) => p && `host ${p}`),
   async deliver(batch, config, credentials, ctx) {
-    const problem = await urlRuleProblem(config.host, ctx.urlRules);
+    const problem = await outboundUrlProblem(config.host, ctx.urlRules);
     if (problem) throw new ConnectorError(`host ${problem}`, 400);
     const httpClient: HTTPClient = {
       async makeRequest(req) {

@@ -1,10 +1,13 @@
 import { isIP, type LookupFunction } from 'node:net';
-import { destinationProblem, guardedLookup as platformGuardedLookup, isForbiddenAddress, type Resolver } from '../../platform/net/ssrf.ts';
+import { bareHost, destinationProblem, guardedLookup as platformGuardedLookup, isForbiddenAddress, type Resolver } from './ssrf.ts';
 
+/**
+ * Where an outbound call on a tenant's behalf may go (webhooks, integration connectors): one set of rules.
+ * Strict (production): https only, public addresses only, checked when the URL is configured and again at
+ * connect time. Otherwise http is allowed to loopback only (tests and development point at local fakes).
+ */
 export const MAX_URL_LENGTH = 2048;
 
-// Classification (ipaddr.js, default deny) and the connect-time check live in the platform: every
-// outbound call on a tenant's behalf uses the same rules.
 export { isForbiddenAddress };
 
 const isLoopback = (address: string) => address === '::1' || address.startsWith('127.') || address === '::ffff:127.0.0.1';
@@ -27,13 +30,18 @@ export function urlProblem(raw: string, policy: UrlPolicy): string | null {
   }
   if (u.username || u.password) return 'must not contain credentials';
   if (u.hash) return 'must not contain a fragment';
-  const host = u.hostname.replace(/^\[|\]$/g, '');
+  const host = bareHost(u.hostname);
   if (u.protocol === 'https:') {
     if (policy.strict && isIP(host) && isForbiddenAddress(host)) return 'must not point to a private, loopback or link-local address';
     return null;
   }
   if (u.protocol === 'http:' && !policy.strict && (host === 'localhost' || (isIP(host) && isLoopback(host)))) return null;
   return policy.strict ? 'must use https' : 'must use https (http is allowed only to a loopback address outside production)';
+}
+
+/** Both checks: the URL itself, then (strict mode) where its host resolves. */
+export async function outboundUrlProblem(raw: string, policy: UrlPolicy): Promise<string | null> {
+  return urlProblem(raw, policy) ?? (await resolveProblem(raw, policy));
 }
 
 /** Resolves the host and refuses forbidden addresses (strict mode); used at registration and on every connect. */

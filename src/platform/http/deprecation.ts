@@ -71,13 +71,19 @@ export function registerDeprecations(app: App, deps: { db: Database; flushMs?: n
       const [route, org] = key.split('\t') as [string, string];
       return { route, org_id: org, day: sql<Date>`current_date`, requests };
     });
-    await db.app
-      .insertInto('api_deprecated_usage')
-      .values(rows)
-      .onConflict((oc) =>
-        oc.columns(['route', 'org_id', 'day']).doUpdateSet({ requests: sql`api_deprecated_usage.requests + excluded.requests`, last_seen_at: sql`now()` }),
-      )
-      .execute();
+    try {
+      await db.app
+        .insertInto('api_deprecated_usage')
+        .values(rows)
+        .onConflict((oc) =>
+          oc.columns(['route', 'org_id', 'day']).doUpdateSet({ requests: sql`api_deprecated_usage.requests + excluded.requests`, last_seen_at: sql`now()` }),
+        )
+        .execute();
+    } catch (err) {
+      // Kept for the next flush, as the flag exposures and tenant costs do: a caller is never lost to an outage.
+      for (const [key, n] of batch) counts.set(key, (counts.get(key) ?? 0) + n);
+      throw err;
+    }
   }
 
   const timer = setInterval(() => void flush().catch(() => {}), deps.flushMs ?? 30_000);

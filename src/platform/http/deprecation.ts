@@ -33,7 +33,7 @@ interface Declared extends Deprecation {
   route: string;
 }
 
-export function registerDeprecations(app: App, deps: { db: Database; flushMs?: number }): { flush(): Promise<void>; close(): Promise<void> } {
+export function registerDeprecations(app: App, deps: { db: Database; flushMs?: number }): void {
   const db = deps.db.scope('api_deprecated_usage');
   const declared: Declared[] = [];
   let counts = new Map<string, number>();
@@ -136,5 +136,4 @@ export function registerDeprecations(app: App, deps: { db: Database; flushMs?: n
     };
   });
 
-  return { flush, close: async () => clearInterval(timer) };
 }

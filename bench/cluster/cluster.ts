@@ -1,7 +1,7 @@
 /**
  * A production-shaped Plinth on loopback, started and stopped by one command:
- *   HAProxy :58080 → N API processes (:58081…) + M worker processes
- *   Postgres primary :55432 with a streaming replica :55433, Redis :56379
+ *   HAProxy :28080 → N API processes (:28081…) + M worker processes
+ *   Postgres primary :25432 with a streaming replica :25433, Redis :26379
  * Every data dir, log and pid file lives under bench/cluster/run/ (gitignored). The shared Postgres
  * (5432) and Redis (6379) are never touched.
  *
@@ -20,7 +20,7 @@ import { ROOT, sleep, waitHttp } from '../lib/processes.ts';
 
 export const RUN = path.join(ROOT, 'bench/cluster/run');
 const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
-export const PORTS = { lb: 58080, apiBase: 58081, primary: 55432, replica: 55433, redis: 56379 };
+export const PORTS = { lb: 28080, apiBase: 28081, primary: 25432, replica: 25433, redis: 26379 };
 const STATE = path.join(RUN, 'state.json');
 
 export interface ClusterState {

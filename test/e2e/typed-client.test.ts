@@ -107,16 +107,17 @@ describe('contract', () => {
     expect(problems).toEqual(
       expect.arrayContaining([
         'GET /v1/orgs/{orgId}/projects: removed without a deprecation',
-        'POST /v1/orgs/{orgId}/projects: body property description is now required',
-        expect.stringMatching(/^GET \/v1\/orgs\/\{orgId\}\/(projects\/\{projectId\}\/)?tasks\/\{taskId\}: response 200 no longer has .*title/),
+        'POST /v1/orgs/{orgId}/projects: body: property description is now required',
+        expect.stringMatching(/^GET \/v1\/orgs\/\{orgId\}\/(projects\/\{projectId\}\/)?tasks\/\{taskId\}: response 200: property title removed$/),
       ]),
     );
-    // Deprecated first: removing it later is allowed.
+    // Deprecated first: removing it is allowed once its sunset has passed (test/contract has every class).
     const deprecated = structuredClone(spec);
-    deprecated.paths['/v1/orgs/{orgId}/projects'].get.deprecated = true;
+    Object.assign(deprecated.paths['/v1/orgs/{orgId}/projects'].get, { deprecated: true, 'x-sunset': '2027-06-01' });
     const removed = structuredClone(deprecated);
     delete removed.paths['/v1/orgs/{orgId}/projects'].get;
-    expect(breakingChanges(deprecated, removed)).toEqual([]);
+    expect(breakingChanges(deprecated, removed, { now: new Date('2027-05-31') })).toEqual(['GET /v1/orgs/{orgId}/projects: removed before its sunset (2027-06-01)']);
+    expect(breakingChanges(deprecated, removed, { now: new Date('2027-06-01') })).toEqual([]);
   });
 
   it("every example in the spec (schema examples, request and response examples) is valid against its own schema", () => {

@@ -55,6 +55,7 @@ describe('deprecated operations (RFC 9745 Deprecation, RFC 8594 Sunset)', () => 
     const op = doc.paths['/v1/orgs/{orgId}/old-things'].get;
     expect(op.deprecated).toBe(true);
     expect(op.description).toContain('removed on 2027-06-01');
+    expect(op['x-sunset']).toBe('2027-06-01');
     expect(op.description).toContain('https://docs.example.com/migrate/things');
     expect(doc.paths['/v1/orgs/{orgId}/new-things'].get.deprecated).toBeUndefined();
   });

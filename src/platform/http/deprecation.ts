@@ -46,6 +46,8 @@ export function registerDeprecations(app: App, deps: { db: Database; flushMs?: n
     route.schema = {
       ...route.schema,
       deprecated: true,
+      // Machine-readable for the contract check (clients/typescript/contract.ts): past it, removal is allowed.
+      'x-sunset': d.sunset,
       description: `${route.schema?.description ?? ''}\n\n**Deprecated** since ${d.since}; removed on ${d.sunset}. Migration: ${d.link}`.trim(),
     };
   });

@@ -49,7 +49,7 @@ export function registerDeprecations(app: App, deps: { db: Database; flushMs?: n
       // Machine-readable for the contract check (clients/typescript/contract.ts): past it, removal is allowed.
       'x-sunset': d.sunset,
       description: `${route.schema?.description ?? ''}\n\n**Deprecated** since ${d.since}; removed on ${d.sunset}. Migration: ${d.link}`.trim(),
-    };
+    } as typeof route.schema; // @fastify/swagger copies `x-` keys of a route schema into its operation
   });
 
   app.addHook('onSend', async (request, reply, payload) => {

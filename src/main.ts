@@ -31,7 +31,7 @@ import { createAudit, type Audit } from './modules/audit/index.ts';
 import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './modules/billing/index.ts';
 import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
-import { createIntegrations, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
+import { chainBackfill, createIntegrations, membersBackfill, orgBackfill, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
 import { createProjects, entitlementsVia, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
 import { createReporting, type Reporting } from './modules/reporting/index.ts';
@@ -261,7 +261,11 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     secretKey: n.webhookSecretKey,
     strictUrls: n.webhookStrictUrls,
     publicUrl: n.publicUrl,
-    backfillSource: projectsBackfill((tenantId, q) => projects.listProjects(tenantId, q)),
+    backfillSource: chainBackfill({
+      org: orgBackfill((tenantId) => tenancy.getOrg(tenantId)),
+      members: membersBackfill((tenantId, q) => tenancy.listMembers(tenantId, q)),
+      projects: projectsBackfill((tenantId, q) => projects.listProjects(tenantId, q)),
+    }),
     ...seams.integrations,
   });
   const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting, sso, directory, integrations];

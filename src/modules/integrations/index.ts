@@ -91,3 +91,47 @@ export function projectsBackfill(listProjects: (tenantId: string, q: { limit: nu
     };
   };
 }
+
+/** Backfill of the org itself, as one `tenancy.org_created` (its id is the event id: sent once per connection). */
+export function orgBackfill(getOrg: (tenantId: string) => Promise<{ id: string; name: string; createdAt: Date }>): BackfillSource {
+  return async (tenantId) => {
+    const org = await getOrg(tenantId);
+    return { events: [{ id: org.id, name: 'tenancy.org_created', occurredAt: org.createdAt.toISOString(), payload: { orgId: org.id, name: org.name, createdBy: null, signup: false, backfill: true } }], nextCursor: null };
+  };
+}
+
+/** Backfill of the org's members as `tenancy.member_joined` (ids and role only: no address leaves the facade here). */
+export function membersBackfill(listMembers: (tenantId: string, q: { limit: number; cursor?: string }) => Promise<{ data: Array<{ userId: string; role: string; joinedAt: Date }>; nextCursor: string | null }>): BackfillSource {
+  return async (tenantId, cursor, limit) => {
+    const page = await listMembers(tenantId, { limit, cursor: cursor ?? undefined });
+    return {
+      events: page.data.map((m) => ({
+        id: m.userId, // one delivery per member per connection, however often the backfill runs
+        name: 'tenancy.member_joined',
+        occurredAt: m.joinedAt.toISOString(),
+        payload: { userId: m.userId, role: m.role, via: 'backfill', actorId: null, backfill: true },
+      })),
+      nextCursor: page.nextCursor,
+    };
+  };
+}
+
+/**
+ * Several backfill sources one after the other (the org, then its members, then its projects); the cursor
+ * names the source it is in (`<source>|<its cursor>`), so a resumed backfill continues in the right one.
+ */
+export function chainBackfill(sources: Record<string, BackfillSource>): BackfillSource {
+  const names = Object.keys(sources);
+  return async (tenantId, cursor, limit) => {
+    const sep = cursor?.indexOf('|') ?? -1;
+    let i = cursor && sep > 0 ? Math.max(0, names.indexOf(cursor.slice(0, sep))) : 0;
+    let inner: string | null = cursor && sep > 0 ? cursor.slice(sep + 1) || null : null;
+    for (; i < names.length; i++, inner = null) {
+      const page = await sources[names[i]!]!(tenantId, inner, limit);
+      const next = page.nextCursor ? `${names[i]}|${page.nextCursor}` : i + 1 < names.length ? `${names[i + 1]}|` : null;
+      if (page.events.length > 0 || !next) return { events: page.events, nextCursor: next };
+    }
+    return { events: [], nextCursor: null };
+  };
+}
+

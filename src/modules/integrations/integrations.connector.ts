@@ -81,6 +81,14 @@ export function parseRetryAfter(value: string | null | undefined, now = Date.now
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
+/**
+ * Top-level payload keys that never reach a connector nor the deliveries table (fan-out drops them): an
+ * invitation's e-mail and accept token, for instance. A connector that needs a person's address resolves it
+ * at delivery time (see the HubSpot contacts).
+ */
+export const PRIVATE_KEYS: ReadonlySet<string> = new Set(['email', 'token', 'secret', 'password']);
+export const redactPayload = (payload: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(Object.entries(payload).filter(([k]) => !PRIVATE_KEYS.has(k)));
+
 /** A connector with its schema types erased, as the framework's registry holds it. */
 export type AnyConnector = Connector<TObject, TObject>;
 

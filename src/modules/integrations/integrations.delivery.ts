@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { createSecretBox } from '../../platform/crypto/secret-box.ts';
-import { CREDENTIALS_PURPOSE } from './integrations.connector.ts';
+import { CREDENTIALS_PURPOSE, redactPayload } from './integrations.connector.ts';
 import type { DbScope } from '../../platform/db/database.ts';
 import { newId } from '../../platform/ids.ts';
 import type { EventEnvelope, EventPublisher } from '../../platform/outbox/publisher.ts';
@@ -113,7 +113,7 @@ export function createIntegrationDelivery(deps: DeliveryDeps): IntegrationDelive
       if (!tenantId) return [];
       const subscribed = await repo.subscribedConnections(trx, tenantId, event.name);
       const targets = only ? subscribed.filter((id) => id === only) : subscribed;
-      const envelope: ConnectorEvent = { id: event.id, name: event.name, tenantId, occurredAt: event.occurredAt, payload: (event.payload ?? {}) as Record<string, unknown> };
+      const envelope: ConnectorEvent = { id: event.id, name: event.name, tenantId, occurredAt: event.occurredAt, payload: redactPayload((event.payload ?? {}) as Record<string, unknown>) };
       const rows = targets.map((connectionId) => ({ tenantId, id: newId(), connectionId, eventId: event.id, eventName: event.name, event: envelope }));
       const ids = await repo.insertDeliveries(trx, rows);
       for (const id of ids) {

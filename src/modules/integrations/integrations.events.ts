@@ -32,6 +32,12 @@ export const PRODUCT_EVENTS = [
   ...BILLING_SUBSCRIPTION_EVENTS,
 ] as const;
 
+/** Tenancy's membership facts (tenancy.events.ts), consumed by name; ids only, no e-mail addresses. */
+export const TENANCY_MEMBER_EVENTS = ['tenancy.member_joined', 'tenancy.member_role_changed', 'tenancy.member_removed'] as const;
+
+/** What the analytics connectors forward: signup, org created, invitations and joins, product activity, subscriptions. */
+export const ANALYTICS_EVENTS = ['tenancy.user_signed_up', 'tenancy.org_created', 'tenancy.invitation_created', 'tenancy.member_joined', ...PRODUCT_EVENTS] as const;
+
 /** An inbound vendor webhook stored in the inbox; its processor runs asynchronously. */
 export const INBOUND_RECEIVED = 'integrations.inbound_received';
 export interface InboundReceivedPayload {

@@ -34,15 +34,29 @@ const captured: Captured[] = [];
 const behaviours = new Map<string, (n: number) => Answer>();
 
 /** A local HubSpot: batch upserts keyed by the idProperty, default associations; the first deal upsert answers 429. */
-const crm = { companies: new Map<string, { id: string; properties: Record<string, string> }>(), deals: new Map<string, { id: string; properties: Record<string, string> }>(), associations: [] as string[], dealUpserts: 0, tokens: [] as string[] };
+const crm = {
+  companies: new Map<string, { id: string; properties: Record<string, string> }>(),
+  deals: new Map<string, { id: string; properties: Record<string, string> }>(),
+  /** Keyed by e-mail (HubSpot's unique contact key, the upsert's idProperty). */
+  contacts: new Map<string, { id: string; properties: Record<string, string> }>(),
+  associations: [] as string[],
+  contactCompany: new Set<string>(),
+  dealUpserts: 0,
+  contactUpserts: 0,
+  tokens: [] as string[],
+};
 let crmSeq = 1000;
 function hubspotFake(method: string, path: string, headers: IncomingHttpHeaders, body: any, res: import('node:http').ServerResponse) {
   crm.tokens.push(String(headers.authorization));
   const json = (status: number, value: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value));
-  const upsert = /^\/crm\/v3\/objects\/(companies|deals)\/batch\/upsert$/.exec(path);
+  const upsert = /^\/crm\/v3\/objects\/(companies|deals|contacts)\/batch\/upsert$/.exec(path);
   if (method === 'POST' && upsert) {
-    const kind = upsert[1] as 'companies' | 'deals';
+    const kind = upsert[1] as 'companies' | 'deals' | 'contacts';
     if (kind === 'deals' && ++crm.dealUpserts === 1) return json(429, { status: 'error', message: 'You have reached your secondly limit.', category: 'RATE_LIMITS' });
+    if (kind === 'contacts') {
+      if (++crm.contactUpserts === 1) return res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '0' }).end(JSON.stringify({ status: 'error', message: 'You have reached your secondly limit.', category: 'RATE_LIMITS' }));
+      if (body.inputs.some((i: any) => i.idProperty !== 'email' || !/^[^@\s]+@[^@\s]+$/.test(i.id))) return json(400, { status: 'error', message: 'Property values were not valid', category: 'VALIDATION_ERROR' });
+    }
     const now = new Date().toISOString();
     const results = body.inputs.map((input: any) => {
       const existing = crm[kind].get(input.id);
@@ -51,6 +65,17 @@ function hubspotFake(method: string, path: string, headers: IncomingHttpHeaders,
       return { id: record.id, properties: record.properties, createdAt: now, updatedAt: now, archived: false, new: !existing };
     });
     return json(200, { status: 'COMPLETE', results, startedAt: now, completedAt: now });
+  }
+  const contactAssoc = /^\/crm\/v4\/objects\/contacts\/(\d+)\/associations\/(default\/)?companies\/(\d+)$/.exec(path);
+  if (contactAssoc && (method === 'PUT' || method === 'DELETE')) {
+    const key = `${contactAssoc[1]}->${contactAssoc[3]}`;
+    if (method === 'DELETE') {
+      crm.contactCompany.delete(key);
+      return res.writeHead(204).end();
+    }
+    crm.contactCompany.add(key);
+    const now = new Date().toISOString();
+    return json(200, { status: 'COMPLETE', results: [{ from: { id: contactAssoc[1] }, to: { id: contactAssoc[3] }, associationSpec: { associationCategory: 'HUBSPOT_DEFINED', associationTypeId: 279 } }], startedAt: now, completedAt: now });
   }
   const assoc = /^\/crm\/v4\/objects\/deals\/(\d+)\/associations\/default\/companies\/(\d+)$/.exec(path);
   if (method === 'PUT' && assoc) {
@@ -124,6 +149,12 @@ const fannedOut = (orgId: string, n: number) =>
   waitFor(
     () => t.db.owner.selectFrom('processed_events').select((eb) => eb.fn.countAll<number>().as('n')).where('consumer', '=', 'integrations.fanout.projects.project_created').where('tenant_id', '=', orgId).executeTakeFirstOrThrow(),
     (r) => Number(r.n) === n,
+  );
+/** The fan-out has seen the org's signup events, so a connection made now gets them only through a backfill. */
+const signupFannedOut = (orgId: string) =>
+  waitFor(
+    () => t.db.owner.selectFrom('processed_events').select('consumer').where('tenant_id', '=', orgId).where('consumer', 'in', ['integrations.fanout.tenancy.user_signed_up', 'integrations.fanout.tenancy.org_created', 'integrations.fanout.tenancy.member_joined']).execute(),
+    (rows) => rows.length === 3,
   );
 /** The captured events of a project key, without the per-batch $groupidentify. */
 const capturesFor = (key: string) => batchesFor(key).flatMap((r) => r.body.batch).filter((e: any) => e.event !== '$groupidentify');
@@ -269,6 +300,100 @@ describe('Segment through @segment/analytics-node', () => {
       context: { groupId: org.orgId },
     });
     expect((await deliveries(org, c.id))[0]).toMatchObject({ status: 'succeeded', attempts: 2 });
+  });
+});
+
+describe('analytics events: signup, org created, invitations, joins, subscriptions', () => {
+  const outboxOf = (orgId: string) => t.db.owner.selectFrom('outbox').select(['id', 'name', 'payload']).where('tenant_id', '=', orgId).orderBy('id').execute();
+
+  it('tenancy publishes signup, org, join, role-change and removal facts with ids only (no e-mail, no name)', async () => {
+    const org = await signup(t.app);
+    const invitee = await signup(t.app);
+    await addMember(t.app, org, org.orgId, invitee, 'member');
+    expect((await call(org, 'PATCH', `/v1/orgs/${org.orgId}/members/${invitee.userId}`, { role: 'admin' })).statusCode).toBe(200);
+    expect((await call(org, 'DELETE', `/v1/orgs/${org.orgId}/members/${invitee.userId}`)).statusCode).toBe(204);
+    const rows = (await outboxOf(org.orgId)).filter((r) => r.name.startsWith('tenancy.'));
+    const by = (name: string) => rows.filter((r) => r.name === name).map((r) => r.payload);
+    expect(by('tenancy.user_signed_up')).toEqual([{ userId: org.userId }]);
+    expect(by('tenancy.org_created')).toEqual([{ orgId: org.orgId, name: expect.any(String), createdBy: org.userId, signup: true }]);
+    expect(by('tenancy.member_joined')).toEqual([
+      { userId: org.userId, role: 'owner', via: 'signup', actorId: org.userId },
+      { userId: invitee.userId, role: 'member', via: 'invitation', actorId: invitee.userId },
+    ]);
+    expect(by('tenancy.member_role_changed')).toEqual([{ userId: invitee.userId, from: 'member', to: 'admin', via: 'member', actorId: org.userId }]);
+    expect(by('tenancy.member_removed')).toEqual([{ userId: invitee.userId, role: 'admin', via: 'removed', actorId: org.userId }]);
+    const membership = rows.filter((r) => r.name !== 'tenancy.invitation_created');
+    expect(JSON.stringify(membership)).not.toContain(invitee.email);
+    expect(JSON.stringify(membership)).not.toContain(org.email);
+  });
+
+  it('Segment: identify, group (with the org traits) and track calls, shaped for the SDK; an invitation never carries its e-mail or token', async () => {
+    const org = await signup(t.app);
+    await signupFannedOut(org.orgId);
+    const writeKey = 'wk_analytics';
+    const c = await connect(org, {
+      connector: 'segment',
+      name: 'Segment analytics',
+      config: { host: base },
+      credentials: { writeKey },
+      events: ['tenancy.user_signed_up', 'tenancy.org_created', 'tenancy.invitation_created', 'tenancy.member_joined', 'billing.subscription_created', 'billing.subscription_updated'],
+    });
+    // The org and its owner from history (they predate the connection), then live facts.
+    expect((await call(org, 'POST', `${conns(org)}/${c.id}/backfill`, {})).statusCode).toBe(202);
+    await waitFor(() => connection(org, c.id), (v) => v.backfillStatus === 'done' && v.health.backlog === 0);
+    const invitee = await signup(t.app);
+    const inv = await call(org, 'POST', `/v1/orgs/${org.orgId}/invitations`, { email: invitee.email, role: 'member' });
+    expect(inv.statusCode, inv.body).toBe(201);
+    const token = inv.json().token as string;
+    expect((await t.app.inject({ method: 'POST', url: `/v1/invitations/${token}/accept`, headers: invitee.auth })).statusCode).toBe(200);
+    const sub = { subscriptionId: 'sub_an', status: 'trialing', planId: 'p1', planKey: 'team', priceId: 'pr1', interval: 'month', quantity: 1, amountMinor: 2900, currency: 'EUR', currencyExponent: 2, change: 'trial_started', previousStatus: null, currentPeriodEnd: '2027-01-01T00:00:00.000Z' };
+    await t.db.withTenant(org.orgId, (trx) => t.events.add(trx, { name: 'billing.subscription_created', tenantId: org.orgId, payload: sub }));
+    await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 5); // org, owner, invitation, join, subscription
+
+    const requests = captured.filter((r) => r.path === '/v1/batch' && r.body?.writeKey === writeKey);
+    const messages = requests.flatMap((r) => r.body.batch);
+    expect(JSON.stringify(requests)).not.toContain(invitee.email);
+    expect(JSON.stringify(requests)).not.toContain(token);
+    const tracks = messages.filter((m: any) => m.type === 'track');
+    expect(tracks.map((m: any) => m.event).sort()).toEqual(['billing.subscription_created', 'tenancy.invitation_created', 'tenancy.member_joined', 'tenancy.member_joined', 'tenancy.org_created']);
+    const identifies = messages.filter((m: any) => m.type === 'identify');
+    expect(identifies.map((m: any) => m.userId).sort()).toEqual([org.userId, invitee.userId].sort());
+    expect(identifies.find((m: any) => m.userId === invitee.userId)).toMatchObject({ type: 'identify', userId: invitee.userId, traits: { plinth_user_id: invitee.userId }, messageId: expect.stringMatching(/^identify-/) });
+    const groups = messages.filter((m: any) => m.type === 'group');
+    for (const g of groups) expect(g).toMatchObject({ type: 'group', groupId: org.orgId, traits: { plinth_org_id: org.orgId } });
+    expect(groups.some((g: any) => typeof g.traits.name === 'string' && g.traits.name.length > 0)).toBe(true); // org_created's batch names the org
+    expect(groups.some((g: any) => g.traits.plan === 'team' && g.traits.subscription_status === 'trialing')).toBe(true);
+    const invited = tracks.find((m: any) => m.event === 'tenancy.invitation_created');
+    expect(invited).toMatchObject({ userId: org.userId, context: { groupId: org.orgId } });
+    expect(Object.keys(invited.properties).sort()).toEqual(['expiresAt', 'invitationId', 'role', 'source']);
+    expect(tracks.find((m: any) => m.event === 'tenancy.member_joined' && m.userId === invitee.userId)).toMatchObject({ properties: { role: 'member', via: 'invitation', source: 'plinth' } });
+    expect(tracks.find((m: any) => m.event === 'billing.subscription_created')).toMatchObject({ userId: `org:${org.orgId}`, properties: { subscriptionId: 'sub_an', planKey: 'team', change: 'trial_started' } });
+    // The stored delivery of the invitation has neither (fan-out drops them before they are written).
+    const stored = await t.db.owner.selectFrom('integration_deliveries').select('event').where('tenant_id', '=', org.orgId).where('event_name', '=', 'tenancy.invitation_created').executeTakeFirstOrThrow();
+    expect(JSON.stringify(stored.event)).not.toMatch(new RegExp(`${token}|${invitee.email}`));
+  });
+
+  it('PostHog: $identify for a new user, $groupidentify with the org traits, capture in the organization group', async () => {
+    const org = await signup(t.app);
+    await signupFannedOut(org.orgId);
+    const key = 'phc_identity';
+    const c = await posthog(org, key, ['tenancy.user_signed_up', 'tenancy.org_created', 'tenancy.member_joined']);
+    // Signup's own event (its payload as tenancy wrote it to the outbox), delivered through the connection.
+    const signedUp = (await outboxOf(org.orgId)).find((r) => r.name === 'tenancy.user_signed_up')!;
+    await t.db.withTenant(org.orgId, (trx) => t.events.add(trx, { name: 'tenancy.user_signed_up', tenantId: org.orgId, payload: signedUp.payload as object }));
+    await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 1);
+    expect((await call(org, 'POST', `${conns(org)}/${c.id}/backfill`, {})).statusCode).toBe(202);
+    await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 3);
+    const all = batchesFor(key).flatMap((r) => r.body.batch);
+    const identify = all.filter((e: any) => e.event === '$identify');
+    expect(identify.length).toBeGreaterThanOrEqual(1);
+    expect(identify[0]).toMatchObject({ distinct_id: org.userId, properties: { $set: { plinth_user_id: org.userId } } });
+    const groups = all.filter((e: any) => e.event === '$groupidentify');
+    expect(groups.every((g: any) => g.properties.$group_type === 'organization' && g.properties.$group_key === org.orgId)).toBe(true);
+    expect(groups.some((g: any) => typeof g.properties.$group_set.name === 'string' && g.properties.$group_set.plinth_org_id === org.orgId)).toBe(true);
+    expect(all.find((e: any) => e.event === 'tenancy.user_signed_up')).toMatchObject({ distinct_id: org.userId, properties: { source: 'plinth', $groups: { organization: org.orgId } } });
+    expect(all.find((e: any) => e.event === 'tenancy.member_joined')).toMatchObject({ distinct_id: org.userId, properties: { role: 'owner', via: 'backfill', $groups: { organization: org.orgId } } });
+    expect(JSON.stringify(all)).not.toContain(org.email);
   });
 });
 

@@ -21,7 +21,22 @@ import type { SignupInput } from './use-cases/sign-up.ts';
 import type { MemberLimit } from './use-cases/deps.ts';
 
 export { ALL_PERMISSIONS, PERMISSIONS, permissionsOf, ROLE_PERMISSIONS, ROLES, type Permission, type Role } from './tenancy.roles.ts';
-export { INVITATION_CREATED, type InvitationCreatedPayload } from './tenancy.events.ts';
+export {
+  INVITATION_CREATED,
+  MEMBER_JOINED,
+  MEMBER_REMOVED,
+  MEMBER_ROLE_CHANGED,
+  MEMBERSHIP_EVENTS,
+  ORG_CREATED,
+  USER_SIGNED_UP,
+  type InvitationCreatedPayload,
+  type MemberJoinedPayload,
+  type MemberRemovedPayload,
+  type MemberRoleChangedPayload,
+  type MembershipVia,
+  type OrgCreatedPayload,
+  type UserSignedUpPayload,
+} from './tenancy.events.ts';
 export { API_KEY_PREFIX } from './use-cases/issue-api-keys.ts';
 export { INVITATION_PREFIX } from './use-cases/invite-members.ts';
 export type { Membership, Organization } from './tenancy.repo.ts';
@@ -55,6 +70,8 @@ export interface Tenancy extends ModuleSurface {
   getOrg(orgId: string): Promise<Organization>;
   /** 404 TENANCY.MEMBER_NOT_FOUND when the user is not a member of the org. */
   getMember(orgId: string, userId: string): Promise<Member>;
+  /** One page of the org's members (oldest first), e.g. for an integration's backfill. */
+  listMembers(orgId: string, q: { cursor?: string; limit: number }): Promise<{ data: Member[]; nextCursor: string | null }>;
   /** The user's role in the org, or null (not a member / no such org). */
   roleOf(orgId: string, userId: string): Promise<string | null>;
   membershipsOf(userId: string): Promise<Membership[]>;
@@ -78,7 +95,7 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
   const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events, memberships, memberLimit: deps.memberLimit });
   // A disabled user's API keys die with the disabling transaction, in every org.
   deps.identity.onDisabled(revokeKeysOnDisable({ repo, audit: deps.audit }));
-  const provisioning = provisionMembers({ repo, audit: deps.audit, memberships });
+  const provisioning = provisionMembers({ repo, audit: deps.audit, memberships, events: deps.events });
   return {
     name: 'tenancy',
     ...provisioning,
@@ -86,6 +103,7 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
     signup: useCases.signup,
     getOrg: useCases.getOrg,
     getMember: useCases.getMember,
+    listMembers: useCases.listMembers,
     roleOf: useCases.roleOf,
     membershipsOf: useCases.membershipsOf,
     countMembers: repo.countMembers,

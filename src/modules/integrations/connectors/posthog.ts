@@ -1,14 +1,10 @@
 import { Type } from '@sinclair/typebox';
 import { PostHog } from 'posthog-node';
 import { defineConnector } from '../integrations.connector.ts';
-import { PRODUCT_EVENTS } from '../integrations.events.ts';
+import { ANALYTICS_EVENTS } from '../integrations.events.ts';
+import { analyticsCall, groupTraitsOf } from './analytics.ts';
 import { outboundUrlProblem } from '../../../platform/net/url-policy.ts';
 
-/** Who did it, for analytics: the acting user when the event names one, else the org itself. */
-export function distinctIdOf(payload: Record<string, unknown>, tenantId: string): string {
-  const actor = payload.actorId ?? payload.authorId;
-  return typeof actor === 'string' ? actor : `org:${tenantId}`;
-}
 
 /**
  * PostHog (posthog-node): the org as a group (`groupIdentify`) and product events as `capture` calls in it, one `/batch/` request
@@ -17,10 +13,10 @@ export function distinctIdOf(payload: Record<string, unknown>, tenantId: string)
  */
 export const posthogConnector = defineConnector({
   name: 'posthog',
-  description: 'Product analytics events to PostHog (capture, grouped by organization)',
+  description: 'Product analytics events to PostHog (capture, identify, grouped by organization)',
   config: Type.Object({ host: Type.String({ maxLength: 500, description: 'e.g. https://eu.i.posthog.com' }) }, { additionalProperties: false }),
   credentials: Type.Object({ projectApiKey: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
-  events: PRODUCT_EVENTS,
+  events: ANALYTICS_EVENTS,
   maxBatch: 50,
   validate: (config, rules) => outboundUrlProblem(config.host, rules).then((p) => p && `host ${p}`),
   async deliver(batch, config, credentials, ctx) {
@@ -36,15 +32,18 @@ export const posthogConnector = defineConnector({
       fetch: (url, options) => fetch(url, { ...options, signal: ctx.signal } as RequestInit) as never,
     });
     try {
-      // Identity: the organization as a PostHog group (one $groupidentify per batch, in the same request).
-      client.groupIdentify({ groupType: 'organization', groupKey: ctx.tenantId, properties: { plinth_org_id: ctx.tenantId } });
-      for (const e of batch) {
+      const calls = batch.map((e) => ({ e, call: analyticsCall(e) }));
+      // Identity: the organization as a PostHog group (one $groupidentify per batch, in the same request),
+      // and a person's $identify when the event introduces them (signup, joining).
+      client.groupIdentify({ groupType: 'organization', groupKey: ctx.tenantId, properties: groupTraitsOf(calls.map((c) => c.call), ctx.tenantId) });
+      for (const { e, call } of calls) {
+        if (call.identify) client.identify({ distinctId: call.userId, properties: call.identify });
         client.capture({
-          distinctId: distinctIdOf(e.payload, e.tenantId),
-          event: e.name,
+          distinctId: call.userId,
+          event: call.event,
           uuid: e.id, // PostHog deduplicates on it: a retried batch counts once
           timestamp: new Date(e.occurredAt),
-          properties: { ...e.payload, source: 'plinth' },
+          properties: { ...call.properties, source: 'plinth' },
           groups: { organization: e.tenantId },
         });
       }

@@ -1,21 +1,21 @@
 import { Analytics, type HTTPClient } from '@segment/analytics-node';
 import { Type } from '@sinclair/typebox';
 import { ConnectorError, defineConnector, parseRetryAfter } from '../integrations.connector.ts';
-import { PRODUCT_EVENTS } from '../integrations.events.ts';
+import { ANALYTICS_EVENTS } from '../integrations.events.ts';
 import { outboundUrlProblem } from '../../../platform/net/url-policy.ts';
-import { distinctIdOf } from './posthog.ts';
+import { analyticsCall, groupTraitsOf } from './analytics.ts';
 
 /**
- * Segment (@segment/analytics-node): per batch, one `group` call per acting user (user ↔ organization
- * identity) and one `track` per event, sent as one `/v1/batch` request. The SDK's retries are off
+ * Segment (@segment/analytics-node): per batch, an `identify` per user an event introduces (signup, joining),
+ * one `group` call per acting user (user ↔ organization, with the org's traits) and one `track` per event, sent as one `/v1/batch` request. The SDK's retries are off
  * (maxRetries 0) and its HTTP client reports the vendor's status and Retry-After to the framework.
  */
 export const segmentConnector = defineConnector({
   name: 'segment',
-  description: 'Product analytics events to Segment (track + group by organization)',
+  description: 'Product analytics events to Segment (identify, group by organization, track)',
   config: Type.Object({ host: Type.String({ maxLength: 500, description: 'e.g. https://api.segment.io' }) }, { additionalProperties: false }),
   credentials: Type.Object({ writeKey: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
-  events: PRODUCT_EVENTS,
+  events: ANALYTICS_EVENTS,
   maxBatch: 50,
   validate: (config, rules) => outboundUrlProblem(config.host, rules).then((p) => p && `host ${p}`),
   async deliver(batch, config, credentials, ctx) {
@@ -28,19 +28,22 @@ export const segmentConnector = defineConnector({
         return { status: res.status, statusText: res.statusText, headers: res.headers };
       },
     };
-    const users = [...new Set(batch.map((e) => distinctIdOf(e.payload, e.tenantId)))];
-    const analytics = new Analytics({ writeKey: credentials.writeKey, host: config.host, path: '/v1/batch', maxRetries: 0, flushAt: batch.length + users.length, flushInterval: 10_000, httpClient });
+    const calls = batch.map((e) => ({ e, call: analyticsCall(e) }));
+    const users = [...new Set(calls.map((c) => c.call.userId))];
+    const traits = groupTraitsOf(calls.map((c) => c.call), ctx.tenantId);
+    const analytics = new Analytics({ writeKey: credentials.writeKey, host: config.host, path: '/v1/batch', maxRetries: 0, flushAt: batch.length * 2 + users.length, flushInterval: 10_000, httpClient });
     const failures: unknown[] = [];
     const onDone = (err?: unknown) => void (err && failures.push(err));
-    for (const userId of users) analytics.group({ userId, groupId: batch[0]!.tenantId, messageId: `group-${batch[0]!.id}-${userId}` }, onDone);
-    for (const e of batch) {
+    for (const { e, call } of calls) if (call.identify) analytics.identify({ userId: call.userId, traits: call.identify, messageId: `identify-${e.id}`, timestamp: new Date(e.occurredAt) }, onDone);
+    for (const userId of users) analytics.group({ userId, groupId: ctx.tenantId, traits, messageId: `group-${batch[0]!.id}-${userId}` }, onDone);
+    for (const { e, call } of calls) {
       analytics.track(
         {
-          userId: distinctIdOf(e.payload, e.tenantId),
-          event: e.name,
+          userId: call.userId,
+          event: call.event,
           messageId: e.id, // Segment deduplicates on it: a retried batch counts once
           timestamp: new Date(e.occurredAt),
-          properties: { ...e.payload, source: 'plinth' },
+          properties: { ...call.properties, source: 'plinth' },
           context: { groupId: e.tenantId },
         },
         onDone,

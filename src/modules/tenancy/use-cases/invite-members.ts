@@ -5,7 +5,7 @@ import { decodeCursor, listFingerprint, toPage } from '../../../platform/http/pa
 import { isUuid, newId } from '../../../platform/ids.ts';
 import { normalizeEmail, sha256Hex } from '../../identity/index.ts';
 import { invitationNotFound } from '../tenancy.errors.ts';
-import { INVITATION_CREATED, type InvitationCreatedPayload } from '../tenancy.events.ts';
+import { INVITATION_CREATED, MEMBER_JOINED, type InvitationCreatedPayload, type MemberJoinedPayload } from '../tenancy.events.ts';
 import type { InvitationRow, Membership } from '../tenancy.repo.ts';
 import type { Role } from '../tenancy.roles.ts';
 import { newOrgToken, orgOfToken } from '../tenancy.tokens.ts';
@@ -55,7 +55,7 @@ export function inviteMembers(deps: UseCaseDeps) {
         await events.add<InvitationCreatedPayload>(trx, {
           name: INVITATION_CREATED,
           tenantId: orgId,
-          payload: { invitationId: id, email: row.email, role: input.role, token, expiresAt: row.expiresAt.toISOString() },
+          payload: { invitationId: id, email: row.email, role: input.role, token, expiresAt: row.expiresAt.toISOString(), invitedBy },
         });
         return row;
       });
@@ -101,6 +101,7 @@ export function inviteMembers(deps: UseCaseDeps) {
         await repo.markInvitationAccepted(trx, inv.id, userId);
         await audit.record(trx, { orgId, action: 'invitation.accepted', target: { type: 'invitation', id: inv.id }, context: ctx });
         await audit.record(trx, { orgId, action: 'member.added', target: { type: 'user', id: userId }, changes: { role: { to: inv.role } }, context: ctx });
+        await events.add<MemberJoinedPayload>(trx, { name: MEMBER_JOINED, tenantId: orgId, payload: { userId, role: inv.role, via: 'invitation', actorId: userId } });
         const org = await repo.orgById(trx, orgId);
         if (!org) throw new Error(`organization ${orgId} has an invitation but no row`);
         return { orgId, orgName: org.name, role: inv.role, joinedAt: new Date() };

@@ -4,6 +4,7 @@ import { decodeCursor, listFingerprint, toPage } from '../../../platform/http/pa
 import { isUuid } from '../../../platform/ids.ts';
 import type { User } from '../../identity/index.ts';
 import { lastOwner, memberNotFound, roleNotAllowed } from '../tenancy.errors.ts';
+import { MEMBER_REMOVED, MEMBER_ROLE_CHANGED, type MemberRemovedPayload, type MemberRoleChangedPayload } from '../tenancy.events.ts';
 import type { MembershipRow, TenancyTx } from '../tenancy.repo.ts';
 import { isSubset, permissionsOf, type Role } from '../tenancy.roles.ts';
 import type { UseCaseDeps } from './deps.ts';
@@ -30,7 +31,7 @@ export function assertMayGrant(role: string, held: ReadonlySet<string>): void {
 }
 
 export function manageMembers(deps: UseCaseDeps) {
-  const { repo, audit, identity, memberships } = deps;
+  const { repo, audit, identity, memberships, events } = deps;
 
   /** Locks the org's owner rows so two concurrent demotions cannot both pass the last-owner check. */
   async function assertNotLastOwner(trx: TenancyTx, orgId: string, userId: string): Promise<void> {
@@ -72,6 +73,7 @@ export function manageMembers(deps: UseCaseDeps) {
         if (current === 'owner') await assertNotLastOwner(trx, orgId, userId);
         await repo.setRole(trx, userId, role);
         await audit.record(trx, { orgId, action: 'member.role_changed', target: { type: 'user', id: userId }, changes: { role: { from: current, to: role } }, context: ctx });
+        await events.add<MemberRoleChangedPayload>(trx, { name: MEMBER_ROLE_CHANGED, tenantId: orgId, payload: { userId, from: current, to: role, via: 'member', actorId: ctx.actor.userId ?? null } });
       });
       // After commit, on every instance (an invalidation published before commit could be undone by a reload).
       await memberships.invalidate(orgId, userId);
@@ -93,6 +95,7 @@ export function manageMembers(deps: UseCaseDeps) {
         // API keys act for their creator: a member who leaves takes their keys with them, for good.
         const apiKeysRevoked = await repo.revokeKeysCreatedBy(trx, userId);
         await audit.record(trx, { orgId, action: self ? 'member.left' : 'member.removed', target: { type: 'user', id: userId }, changes: { role: { from: current }, ...(apiKeysRevoked > 0 ? { apiKeysRevoked } : {}) }, context: ctx });
+        await events.add<MemberRemovedPayload>(trx, { name: MEMBER_REMOVED, tenantId: orgId, payload: { userId, role: current, via: self ? 'left' : 'removed', actorId: ctx.actor.userId ?? null } });
       });
       await memberships.invalidate(orgId, userId);
     },

@@ -1,23 +1,27 @@
 import type { ActorContext } from '../../../platform/http/actor.ts';
 import { AppError } from '../../../platform/http/errors.ts';
 import { newId } from '../../../platform/ids.ts';
+import { MEMBER_JOINED, ORG_CREATED, type MemberJoinedPayload, type OrgCreatedPayload } from '../tenancy.events.ts';
 import type { Membership, Organization, TenancyTx } from '../tenancy.repo.ts';
 import type { UseCaseDeps } from './deps.ts';
 
 /** Creates an org with `ownerId` as its owner, and audits both, in the caller's transaction (orgId's context). */
 export async function insertOrgWithOwner(
-  deps: Pick<UseCaseDeps, 'repo' | 'audit'>,
+  deps: Pick<UseCaseDeps, 'repo' | 'audit' | 'events'>,
   trx: TenancyTx,
   orgId: string,
   name: string,
   ownerId: string,
   ctx: ActorContext,
+  signup = false,
 ): Promise<Organization> {
-  const { repo, audit } = deps;
+  const { repo, audit, events } = deps;
   const org = await repo.insertOrg(trx, { id: orgId, name: name.trim(), createdBy: ownerId });
   await repo.insertMembership(trx, { orgId, id: newId(), userId: ownerId, role: 'owner' });
   await audit.record(trx, { orgId, action: 'org.created', target: { type: 'organization', id: orgId }, changes: { name: { to: org.name } }, context: ctx });
   await audit.record(trx, { orgId, action: 'member.added', target: { type: 'user', id: ownerId }, changes: { role: { to: 'owner' } }, context: ctx });
+  await events.add<OrgCreatedPayload>(trx, { name: ORG_CREATED, tenantId: orgId, payload: { orgId, name: org.name, createdBy: ownerId, signup } });
+  await events.add<MemberJoinedPayload>(trx, { name: MEMBER_JOINED, tenantId: orgId, payload: { userId: ownerId, role: 'owner', via: signup ? 'signup' : 'org_created', actorId: ownerId } });
   return org;
 }
 

@@ -2,6 +2,7 @@ import type { TxHandle } from '../../../platform/db/database.ts';
 import type { ActorContext } from '../../../platform/http/actor.ts';
 import { newId } from '../../../platform/ids.ts';
 import { lastOwner } from '../tenancy.errors.ts';
+import { MEMBER_JOINED, MEMBER_REMOVED, MEMBER_ROLE_CHANGED, type MemberJoinedPayload, type MemberRemovedPayload, type MemberRoleChangedPayload } from '../tenancy.events.ts';
 import type { UseCaseDeps } from './deps.ts';
 
 /**
@@ -10,7 +11,7 @@ import type { UseCaseDeps } from './deps.ts';
  * both audit events commit together. The caller runs `invalidateMember` after commit.
  * Owners are managed in Plinth only: a directory never changes an owner's role, and never removes the last owner.
  */
-export function provisionMembers({ repo, audit, memberships }: Pick<UseCaseDeps, 'repo' | 'audit' | 'memberships'>) {
+export function provisionMembers({ repo, audit, memberships, events }: Pick<UseCaseDeps, 'repo' | 'audit' | 'memberships' | 'events'>) {
   return {
     /**
      * Adds the user with `role` when they are not a member. With `syncRole` (a directory, or an IdP's group
@@ -30,11 +31,13 @@ export function provisionMembers({ repo, audit, memberships }: Pick<UseCaseDeps,
       if (current === null) {
         await repo.insertMembership(trx, { orgId, id: newId(), userId, role });
         await audit.record(trx, { orgId, action: 'member.provisioned', target: { type: 'user', id: userId }, changes: { role: { to: role }, via: opts.via }, context: ctx });
+        await events.add<MemberJoinedPayload>(trx, { name: MEMBER_JOINED, tenantId: orgId, payload: { userId, role, via: opts.via, actorId: ctx.actor.userId ?? null } });
         return { role, outcome: 'added' };
       }
       if (!opts.syncRole || current === role || current === 'owner') return { role: current, outcome: 'unchanged' };
       await repo.setRole(trx, userId, role);
       await audit.record(trx, { orgId, action: 'member.role_changed', target: { type: 'user', id: userId }, changes: { role: { from: current, to: role }, via: opts.via }, context: ctx });
+      await events.add<MemberRoleChangedPayload>(trx, { name: MEMBER_ROLE_CHANGED, tenantId: orgId, payload: { userId, from: current, to: role, via: opts.via, actorId: ctx.actor.userId ?? null } });
       return { role, outcome: 'changed' };
     },
 
@@ -50,6 +53,7 @@ export function provisionMembers({ repo, audit, memberships }: Pick<UseCaseDeps,
       await repo.deleteMembership(trx, userId);
       const apiKeysRevoked = await repo.revokeKeysCreatedBy(trx, userId);
       await audit.record(trx, { orgId, action: 'member.deprovisioned', target: { type: 'user', id: userId }, changes: { role: { from: current }, apiKeysRevoked }, context: ctx });
+      await events.add<MemberRemovedPayload>(trx, { name: MEMBER_REMOVED, tenantId: orgId, payload: { userId, role: current, via: 'directory', actorId: ctx.actor.userId ?? null } });
       return true;
     },
 

@@ -1,6 +1,7 @@
 import type { ActorContext } from '../../../platform/http/actor.ts';
 import { newId } from '../../../platform/ids.ts';
 import type { NewSession, RequestMeta, User } from '../../identity/index.ts';
+import { USER_SIGNED_UP, type UserSignedUpPayload } from '../tenancy.events.ts';
 import type { Organization } from '../tenancy.repo.ts';
 import type { UseCaseDeps } from './deps.ts';
 import { insertOrgWithOwner } from './manage-organizations.ts';
@@ -19,7 +20,7 @@ export interface SignupInput {
  * audit events, commits or rolls back together.
  */
 export function signUp(deps: UseCaseDeps) {
-  const { repo, audit, identity } = deps;
+  const { repo, audit, identity, events } = deps;
   return async (input: SignupInput, meta: RequestMeta): Promise<{ user: User; organization: Organization; session: NewSession }> => {
     const passwordHash = await identity.preparePassword(input.password, { email: input.email, name: input.name });
     const orgId = newId();
@@ -27,7 +28,8 @@ export function signUp(deps: UseCaseDeps) {
       const user = await identity.createUser(trx, { email: input.email, name: input.name, passwordHash });
       const ctx: ActorContext = { actor: { type: 'user', id: user.id, userId: user.id }, requestId: meta.requestId, ip: meta.ip };
       await audit.record(trx, { orgId, action: 'user.signed_up', target: { type: 'user', id: user.id }, changes: { email: { to: user.email } }, context: ctx });
-      const organization = await insertOrgWithOwner(deps, trx, orgId, input.organizationName, user.id, ctx);
+      await events.add<UserSignedUpPayload>(trx, { name: USER_SIGNED_UP, tenantId: orgId, payload: { userId: user.id } });
+      const organization = await insertOrgWithOwner(deps, trx, orgId, input.organizationName, user.id, ctx, true);
       const session = await identity.startSession(trx, user.id, meta);
       return { user, organization, session };
     });

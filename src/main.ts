@@ -31,7 +31,7 @@ import { createAudit, type Audit } from './modules/audit/index.ts';
 import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './modules/billing/index.ts';
 import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
-import { chainBackfill, createIntegrations, membersBackfill, orgBackfill, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
+import { chainBackfill, createIntegrations, membersBackfill, orgBackfill, peopleFrom, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
 import { createMailer, createNotifications, type Mailer, type NotificationsModule } from './modules/notifications/index.ts';
 import { createProjects, entitlementsVia, isMemberVia, type Entitlements, type ProjectsModule } from './modules/projects/index.ts';
 import { createReporting, type Reporting } from './modules/reporting/index.ts';
@@ -266,6 +266,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
       members: membersBackfill((tenantId, q) => tenancy.listMembers(tenantId, q)),
       projects: projectsBackfill((tenantId, q) => projects.listProjects(tenantId, q)),
     }),
+    people: peopleFrom({ getUsers: (ids, trx) => identity.getUsers(ids, trx), rolesIn: (trx, orgId, ids) => tenancy.rolesIn(trx, orgId, ids) }),
     ...seams.integrations,
   });
   const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting, sso, directory, integrations];

@@ -71,9 +71,10 @@ export function createIdentityRepo(db: Database) {
       return row ? toUser(row) : null;
     },
 
-    async usersByIds(ids: string[]): Promise<User[]> {
+    /** With `handle`, in the caller's transaction (a job's: the embedded database has one connection). */
+    async usersByIds(ids: string[], handle?: TxHandle): Promise<User[]> {
       if (ids.length === 0) return [];
-      const rows = await app.selectFrom('users').select(USER_COLUMNS).where('id', 'in', ids).execute();
+      const rows = await (handle ? scope.join(handle) : app).selectFrom('users').select(USER_COLUMNS).where('id', 'in', ids).execute();
       return rows.map(toUser);
     },
 

@@ -105,8 +105,8 @@ export function createIdentityService(deps: IdentityServiceDeps) {
   return {
     getUser,
 
-    async getUsers(ids: string[]): Promise<Map<string, User>> {
-      return new Map((await repo.usersByIds(ids)).map((u) => [u.id, u]));
+    async getUsers(ids: string[], trx?: TxHandle): Promise<Map<string, User>> {
+      return new Map((await repo.usersByIds(ids, trx)).map((u) => [u.id, u]));
     },
 
     async findUserByEmail(email: string): Promise<User | null> {

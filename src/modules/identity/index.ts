@@ -27,7 +27,8 @@ export type IdentityDeps = Omit<IdentityServiceDeps, 'repo' | 'mfaRepo' | 'secre
 /** Accounts, passwords, sessions and login throttling. Orgs, RBAC and the Authenticator live in tenancy. */
 export interface Identity extends ModuleSurface {
   getUser(id: string): Promise<User>;
-  getUsers(ids: string[]): Promise<Map<string, User>>;
+  /** With `trx`, read in the caller's transaction (e.g. a job's, which the embedded database's one connection holds). */
+  getUsers(ids: string[], trx?: TxHandle): Promise<Map<string, User>>;
   findUserByEmail(email: string): Promise<User | null>;
   /** false for a disabled or unknown user (an API key stops working when its creator is disabled). */
   isActive(userId: string): Promise<boolean>;

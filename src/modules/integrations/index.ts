@@ -5,7 +5,8 @@ import type { ModuleSurface } from '../../platform/module.ts';
 import type { EventPublisher } from '../../platform/outbox/publisher.ts';
 import type { Audit } from '../audit/index.ts';
 import { SHIPPED_CONNECTORS } from './connectors/index.ts';
-import type { AnyConnector } from './integrations.connector.ts';
+import type { AnyConnector, PeopleLookup, Person } from './integrations.connector.ts';
+import type { TxHandle } from '../../platform/db/database.ts';
 import { createIntegrationDelivery, type CONNECTOR_LIMITS } from './integrations.delivery.ts';
 import { createInbound } from './integrations.inbound.ts';
 import { inboundRoutes } from './integrations.inbound.routes.ts';
@@ -14,7 +15,7 @@ import { integrationsScope } from './integrations.repo.ts';
 import { integrationsRoutes } from './integrations.routes.ts';
 import { createIntegrationsService, type IntegrationsService } from './integrations.service.ts';
 
-export { ConnectorError, defineConnector, parseRetryAfter, type AnyConnector, type Connector, type ConnectorEvent, type DeliverContext } from './integrations.connector.ts';
+export { ConnectorError, defineConnector, parseRetryAfter, type AnyConnector, type Connector, type ConnectorEvent, type DeliverContext, type PeopleLookup, type Person } from './integrations.connector.ts';
 export { BILLING_SUBSCRIPTION_EVENTS, INBOUND_EVENT, PRODUCT_EVENTS, type InboundEventPayload } from './integrations.events.ts';
 export { hubspotSignatureV3 } from './connectors/hubspot.ts';
 export { INTEGRATIONS_MANAGE } from './integrations.routes.ts';
@@ -35,6 +36,8 @@ export interface IntegrationsDeps {
   strictUrls: boolean;
   /** History for the backfill action (from the source modules' facades). */
   backfillSource: BackfillSource;
+  /** Members' addresses at delivery time (the HubSpot contacts), from the identity/tenancy facades: `peopleFrom`. */
+  people: PeopleLookup;
   /** Default SHIPPED_CONNECTORS; tests add fakes. */
   connectors?: readonly AnyConnector[];
   delivery?: { maxAttempts?: number; backoffBaseMs?: number; backoffMaxMs?: number; limits?: Partial<typeof CONNECTOR_LIMITS> };
@@ -49,7 +52,7 @@ export function createIntegrations(deps: IntegrationsDeps): IntegrationsModule {
   const scope = integrationsScope(deps.db);
   const connectors = new Map((deps.connectors ?? SHIPPED_CONNECTORS).map((c) => [c.name, c]));
   const urlRules = { strict: deps.strictUrls };
-  const delivery = createIntegrationDelivery({ scope, events: deps.events, logger: deps.logger, connectors, secretKey: deps.secretKey, urlRules, limits: deps.delivery?.limits });
+  const delivery = createIntegrationDelivery({ scope, events: deps.events, logger: deps.logger, connectors, secretKey: deps.secretKey, urlRules, people: deps.people, limits: deps.delivery?.limits });
   const inbound = createInbound({ scope, events: deps.events, connectors, secretKey: deps.secretKey });
   const integrations = createIntegrationsService({ scope, events: deps.events, audit: deps.audit, connectors, delivery, secretKey: deps.secretKey, urlRules });
   return {
@@ -135,3 +138,22 @@ export function chainBackfill(sources: Record<string, BackfillSource>): Backfill
   };
 }
 
+/**
+ * People for connectors, from the identity and tenancy facades, in the sender's transaction (inside the
+ * tenant): a user identity no longer returns (deleted, erased) is left out, so nothing about them is sent.
+ */
+export function peopleFrom(facades: {
+  getUsers: (ids: string[], trx: TxHandle) => Promise<Map<string, { email: string; name: string }>>;
+  rolesIn: (trx: TxHandle, orgId: string, userIds: string[]) => Promise<Map<string, string>>;
+}): PeopleLookup {
+  return async (trx, tenantId, userIds) => {
+    const ids = [...new Set(userIds)];
+    const [users, roles] = await Promise.all([facades.getUsers(ids, trx), facades.rolesIn(trx, tenantId, ids)]);
+    const out = new Map<string, Person>();
+    for (const id of ids) {
+      const u = users.get(id);
+      if (u) out.set(id, { email: u.email, name: u.name, role: roles.get(id) ?? null });
+    }
+    return out;
+  };
+}

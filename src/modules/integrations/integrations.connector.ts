@@ -1,4 +1,5 @@
 import type { Static, TObject } from '@sinclair/typebox';
+import type { TxHandle } from '../../platform/db/database.ts';
 import type { UrlPolicy } from '../../platform/net/url-policy.ts';
 
 /** One outbox event as a connector sees it (the envelope, minus transport details). */
@@ -16,7 +17,23 @@ export interface DeliverContext {
   /** Fires when the policy's timeout elapses: pass it to the vendor call. */
   signal: AbortSignal;
   urlRules: UrlPolicy;
+  /**
+   * Who these users are now, in this tenant: their address and name, and their role in the org (null when
+   * no longer a member). A user the platform no longer knows (deleted, erased) is absent: send nothing about them.
+   * Events carry ids only; this is the one place a connector gets personal data, at delivery time.
+   */
+  people(userIds: string[]): Promise<ReadonlyMap<string, Person>>;
 }
+
+export interface Person {
+  email: string;
+  name: string;
+  /** The role in the connection's org, or null when not (or no longer) a member. */
+  role: string | null;
+}
+
+/** Resolves people in the sender's transaction (the tenant's context; the embedded database has one connection). */
+export type PeopleLookup = (trx: TxHandle, tenantId: string, userIds: string[]) => Promise<ReadonlyMap<string, Person>>;
 
 /**
  * An integration: a small adapter the framework drives. It declares what an org configures (a TypeBox

@@ -11,7 +11,7 @@ import {
   isTransientError,
   type DestinationPolicy,
 } from '../../platform/resilience/policy.ts';
-import type { AnyConnector, ConnectorEvent } from './integrations.connector.ts';
+import type { AnyConnector, ConnectorEvent, PeopleLookup } from './integrations.connector.ts';
 import { DELIVERY_REQUESTED, type DeliveryRequestedPayload } from './integrations.events.ts';
 import { integrationCalls, integrationDeliveries, integrationLastSuccess } from './integrations.metrics.ts';
 import * as repo from './integrations.repo.ts';
@@ -35,6 +35,7 @@ export interface DeliveryDeps {
   connectors: ReadonlyMap<string, AnyConnector>;
   secretKey: Buffer;
   urlRules: UrlPolicy;
+  people: PeopleLookup;
   limits?: Partial<typeof CONNECTOR_LIMITS>;
 }
 
@@ -172,6 +173,7 @@ export function createIntegrationDelivery(deps: DeliveryDeps): IntegrationDelive
             connectionId: conn.id,
             signal,
             urlRules: deps.urlRules,
+            people: (userIds) => deps.people(trx, tenantId, userIds),
           }),
         );
       } catch (err) {

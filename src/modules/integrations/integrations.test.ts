@@ -439,6 +439,63 @@ describe('HubSpot through @hubspot/api-client', () => {
   });
 });
 
+describe('HubSpot contacts: members, resolved at delivery time', () => {
+  it('members → contacts upserted by e-mail and associated with the company; role changes and removal converge; a 429 is retried; unknown users send nothing; events carry no address', async () => {
+    const owner = await signup(t.app, { name: 'Ada Lovelace' });
+    await signupFannedOut(owner.orgId);
+    const c = await connect(owner, {
+      connector: 'hubspot',
+      name: 'CRM contacts',
+      config: { basePath: base },
+      credentials: { accessToken: 'pat-test-token' },
+      events: ['tenancy.member_joined', 'tenancy.member_role_changed', 'tenancy.member_removed'],
+    });
+    const succeeded = (n: number) => waitFor(() => deliveries(owner, c.id, 'succeeded'), (d) => d.length === n);
+    // History first: the owner (the members backfill), through the same path.
+    expect((await call(owner, 'POST', `${conns(owner)}/${c.id}/backfill`, {})).statusCode).toBe(202);
+    await succeeded(1);
+    expect(crm.contactUpserts).toBeGreaterThanOrEqual(2); // the 429, then the retry
+    const company = crm.companies.get(owner.orgId)!;
+    const ada = crm.contacts.get(owner.email)!;
+    expect(ada.properties).toEqual({ email: owner.email, firstname: 'Ada', lastname: 'Lovelace', plinth_user_id: owner.userId, plinth_role: 'owner' });
+    expect(crm.contactCompany.has(`${ada.id}->${company.id}`)).toBe(true);
+
+    // Live: an invited member joins, is promoted, then removed.
+    const member = await signup(t.app, { name: 'Grace' });
+    await addMember(t.app, owner, owner.orgId, member, 'member');
+    await succeeded(2);
+    const grace = crm.contacts.get(member.email)!;
+    expect(grace.properties).toMatchObject({ email: member.email, firstname: 'Grace', lastname: '', plinth_user_id: member.userId, plinth_role: 'member' });
+    expect(crm.contactCompany.has(`${grace.id}->${company.id}`)).toBe(true);
+    expect((await call(owner, 'PATCH', `/v1/orgs/${owner.orgId}/members/${member.userId}`, { role: 'admin' })).statusCode).toBe(200);
+    await succeeded(3);
+    expect(crm.contacts.get(member.email)).toMatchObject({ id: grace.id, properties: { plinth_role: 'admin' } }); // the same record
+    expect((await call(owner, 'DELETE', `/v1/orgs/${owner.orgId}/members/${member.userId}`)).statusCode).toBe(204);
+    await succeeded(4);
+    expect(crm.contacts.get(member.email)).toMatchObject({ id: grace.id, properties: { plinth_role: '' } });
+    expect(crm.contactCompany.has(`${grace.id}->${company.id}`)).toBe(false);
+
+    // A user the facades do not know (deleted or erased): delivered, and nothing about them is sent.
+    const before = crm.contactUpserts;
+    const ghost = '0190aaaa-0000-7000-8000-000000000001';
+    await t.db.withTenant(owner.orgId, (trx) => t.events.add(trx, { name: 'tenancy.member_joined', tenantId: owner.orgId, payload: { userId: ghost, role: 'member', via: 'invitation', actorId: ghost } }));
+    await succeeded(5);
+    expect(crm.contactUpserts).toBe(before);
+    // Replayed history adds nothing; a repeated fact updates the same contact.
+    await t.db.withTenant(owner.orgId, (trx) => t.events.add(trx, { name: 'tenancy.member_joined', tenantId: owner.orgId, payload: { userId: owner.userId, role: 'owner', via: 'signup', actorId: owner.userId } }));
+    await succeeded(6);
+    expect([...crm.contacts.values()].filter((x) => x.properties.plinth_user_id === owner.userId)).toHaveLength(1);
+
+    // Addresses went only to HubSpot: not into the outbox nor the stored deliveries.
+    const stored = await t.db.owner.selectFrom('integration_deliveries').select('event').where('tenant_id', '=', owner.orgId).execute();
+    const outbox = await t.db.owner.selectFrom('outbox').select('payload').where('tenant_id', '=', owner.orgId).where('name', 'like', 'tenancy.member_%').execute();
+    for (const text of [JSON.stringify(stored), JSON.stringify(outbox)]) {
+      expect(text).not.toContain(owner.email);
+      expect(text).not.toContain(member.email);
+    }
+  });
+});
+
 describe('inbound HubSpot webhooks (v3 signature, inbox)', () => {
   it('verifies the signature, stores first, deduplicates, and processes asynchronously into integrations.inbound_event', async () => {
     const org = await signup(t.app);

@@ -72,6 +72,11 @@ export interface Tenancy extends ModuleSurface {
   getMember(orgId: string, userId: string): Promise<Member>;
   /** One page of the org's members (oldest first), e.g. for an integration's backfill. */
   listMembers(orgId: string, q: { cursor?: string; limit: number }): Promise<{ data: Member[]; nextCursor: string | null }>;
+  /**
+   * The roles of those users who are members, read in the caller's transaction, which must be in the org's
+   * tenant context (a job's: the embedded database's one connection is held by it).
+   */
+  rolesIn(trx: TxHandle, orgId: string, userIds: string[]): Promise<Map<string, string>>;
   /** The user's role in the org, or null (not a member / no such org). */
   roleOf(orgId: string, userId: string): Promise<string | null>;
   membershipsOf(userId: string): Promise<Membership[]>;
@@ -105,6 +110,7 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
     getMember: useCases.getMember,
     listMembers: useCases.listMembers,
     roleOf: useCases.roleOf,
+    rolesIn: (trx, _orgId, userIds) => repo.rolesOf(repo.join(trx), userIds),
     membershipsOf: useCases.membershipsOf,
     countMembers: repo.countMembers,
     createOrg: useCases.createOrg,

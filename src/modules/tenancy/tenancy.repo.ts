@@ -134,6 +134,12 @@ export function createTenancyRepo(db: Database) {
       await trx.insertInto('memberships').values({ tenant_id: m.orgId, id: m.id, user_id: m.userId, role: m.role }).execute();
     },
 
+    async rolesOf(trx: TenancyTx, userIds: string[]): Promise<Map<string, string>> {
+      if (userIds.length === 0) return new Map();
+      const rows = await trx.selectFrom('memberships').select(['user_id', 'role']).where('user_id', 'in', userIds).execute();
+      return new Map(rows.map((r) => [r.user_id, r.role]));
+    },
+
     async membership(trx: TenancyTx, userId: string): Promise<MembershipRow | null> {
       const row = await trx.selectFrom('memberships').select(MEMBER_COLUMNS).where('user_id', '=', userId).executeTakeFirst();
       return row ? toMember(row) : null;

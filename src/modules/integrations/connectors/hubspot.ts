@@ -1,12 +1,36 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Client } from '@hubspot/api-client';
 import { Type } from '@sinclair/typebox';
-import { ConnectorError, defineConnector, parseRetryAfter, type ConnectorEvent, type InboundRequest } from '../integrations.connector.ts';
-import { BILLING_SUBSCRIPTION_EVENTS } from '../integrations.events.ts';
+import { ConnectorError, defineConnector, parseRetryAfter, type ConnectorEvent, type InboundRequest, type Person } from '../integrations.connector.ts';
+import { BILLING_SUBSCRIPTION_EVENTS, TENANCY_MEMBER_EVENTS } from '../integrations.events.ts';
 import { outboundUrlProblem } from '../../../platform/net/url-policy.ts';
 
 /** Custom properties the HubSpot portal needs (unique-value properties): the Plinth ids records are keyed by. */
 export const HUBSPOT_ID_PROPERTIES = { company: 'plinth_org_id', deal: 'plinth_subscription_id' } as const;
+/** Contact properties the portal needs (plain text; contacts are keyed by HubSpot's own unique `email`). */
+export const HUBSPOT_CONTACT_PROPERTIES = { userId: 'plinth_user_id', role: 'plinth_role' } as const;
+
+/** The members a batch is about (tenancy's member events carry the user id only), each once. */
+export function memberIds(batch: ConnectorEvent[]): string[] {
+  const ids = batch.filter((e) => e.name.startsWith('tenancy.member_')).map((e) => e.payload.userId);
+  return [...new Set(ids.filter((id): id is string => typeof id === 'string'))];
+}
+
+/** One contact upsert input, keyed by e-mail: the person as they are now (role '' once they left the org). */
+export function contactInput(userId: string, person: Person) {
+  const [first, ...rest] = person.name.trim().split(/\s+/);
+  return {
+    idProperty: 'email',
+    id: person.email,
+    properties: {
+      email: person.email,
+      firstname: first ?? '',
+      lastname: rest.join(' '),
+      [HUBSPOT_CONTACT_PROPERTIES.userId]: userId,
+      [HUBSPOT_CONTACT_PROPERTIES.role]: person.role ?? '',
+    },
+  };
+}
 
 /** Billing's subscription event payload as the deal sees it (see BILLING_SUBSCRIPTION_EVENTS). */
 interface SubscriptionPayload {
@@ -76,13 +100,20 @@ function vendorError(err: unknown): unknown {
 }
 
 /**
- * HubSpot CRM (@hubspot/api-client): the organization as a company and billing's subscriptions as deals
- * (amount, stage), associated with the company. Idempotent: batch upserts keyed by Plinth ids stored in
- * unique custom properties, so a retried or replayed batch updates the same records.
+ * HubSpot CRM (@hubspot/api-client): the organization as a company, billing's subscriptions as deals
+ * (amount, stage) and members as contacts, each associated with the company. Idempotent: batch upserts
+ * keyed by Plinth ids stored in unique custom properties (contacts by their e-mail, HubSpot's own key), so
+ * a retried or replayed batch updates the same records.
+ *
+ * Contacts are synchronised to the member's state at delivery time, not to the event: member events carry
+ * the user id only, and the address, name and current role come from `ctx.people` (the identity/tenancy
+ * facades, inside the tenant). A member → contact with `plinth_role` and a contact→company association; a
+ * former member → `plinth_role` '' and the association removed; a user the platform no longer knows (deleted,
+ * erased) → nothing is sent. Out-of-order or replayed events therefore converge on the current state.
  */
 export const hubspotConnector = defineConnector({
   name: 'hubspot',
-  description: 'CRM: organization → company, subscriptions → deals (amount, stage) associated with it',
+  description: 'CRM: organization → company, subscriptions → deals (amount, stage), members → contacts, associated with it',
   config: Type.Object({ basePath: Type.Optional(Type.String({ maxLength: 500, description: 'default https://api.hubapi.com' })) }, { additionalProperties: false }),
   credentials: Type.Object(
     {
@@ -91,7 +122,7 @@ export const hubspotConnector = defineConnector({
     },
     { additionalProperties: false },
   ),
-  events: BILLING_SUBSCRIPTION_EVENTS,
+  events: [...BILLING_SUBSCRIPTION_EVENTS, ...TENANCY_MEMBER_EVENTS],
   maxBatch: 50,
   validate: async (config, rules) => (config.basePath ? outboundUrlProblem(config.basePath, rules).then((p) => p && `basePath ${p}`) : null),
   inbound: {
@@ -115,9 +146,23 @@ export const hubspotConnector = defineConnector({
       });
       const companyId = company.results[0]!.id;
       const inputs = dealInputs(batch);
-      if (inputs.length === 0) return;
-      const deals = await hubspot.crm.deals.batchApi.upsert({ inputs });
-      for (const deal of deals.results) await hubspot.crm.associations.v4.basicApi.createDefault('deals', deal.id, 'companies', companyId);
+      if (inputs.length > 0) {
+        const deals = await hubspot.crm.deals.batchApi.upsert({ inputs });
+        for (const deal of deals.results) await hubspot.crm.associations.v4.basicApi.createDefault('deals', deal.id, 'companies', companyId);
+      }
+      const members = memberIds(batch);
+      if (members.length === 0) return;
+      const people = await ctx.people(members);
+      const known = members.filter((id) => people.has(id));
+      if (known.length === 0) return;
+      const contacts = await hubspot.crm.contacts.batchApi.upsert({ inputs: known.map((id) => contactInput(id, people.get(id)!)) });
+      for (const contact of contacts.results) {
+        const userId = contact.properties[HUBSPOT_CONTACT_PROPERTIES.userId] ?? known.find((id) => people.get(id)!.email === contact.properties.email);
+        const person = userId ? people.get(userId) : undefined;
+        if (!person) continue;
+        if (person.role) await hubspot.crm.associations.v4.basicApi.createDefault('contacts', contact.id, 'companies', companyId);
+        else await hubspot.crm.associations.v4.basicApi.archive('contacts', contact.id, 'companies', companyId);
+      }
     } catch (err) {
       throw vendorError(err);
     }

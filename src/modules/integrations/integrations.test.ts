@@ -557,7 +557,8 @@ describe('generic HTTP connector', () => {
     );
     const both = await waitFor(() => captured.filter((r) => r.path === '/zap'), (r) => r.length === 2);
     expect(both[1]!.body).toMatchObject({ kind: 'billing.subscription_created', org: org.orgId, task: { id: null, title: 'Task: ' } });
-    expect(await deliveries(org, c.id, 'succeeded')).toHaveLength(2);
+    // The endpoint has the request before the sender's transaction settles the delivery (seen on Postgres).
+    await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length === 2);
   });
 });
 

@@ -104,7 +104,7 @@ const sendStripe = (event: object | string, opts: { secret?: string; timestamp?:
 };
 
 const inboxRow = (eventId: string) => t.db.owner.selectFrom('billing_payment_events').select(['status', 'org_id', 'object_id', 'outcome', 'event_type']).where('event_id', '=', eventId).executeTakeFirst();
-const settled = (eventId: string) => waitFor(() => inboxRow(eventId), (r) => r !== undefined && r.status !== 'received');
+const settled = async (eventId: string) => (await waitFor(() => inboxRow(eventId), (r) => r !== undefined && r.status !== 'received'))!;
 
 describe('incoming payment webhooks: verified with the gateway library, inbox first, processed asynchronously', () => {
   it('stores a signed Stripe event once, answers 200 at once, and applies it in the org named by the signed metadata', async () => {

@@ -95,7 +95,7 @@ describe('stripe adapter against the fake Stripe API (official SDK, host/port/pr
       expect(err, kind).toBeInstanceOf(GatewayUnavailableError);
     }
     const slow = createStripeGateway({ secretKey: 'sk_test_plinth', apiBase: fake.url, timeoutMs: 100 });
-    fake.fail(1, 'delay', { delayMs: 400 });
+    fake.fail(1, 'delay', { delayMs: 250 });
     await expect(slow.retrievePayment('pi_x')).rejects.toBeInstanceOf(GatewayUnavailableError);
   });
 });
@@ -120,7 +120,7 @@ describe('guardedGateway: the payment DestinationPolicy around the adapter', () 
     const c = await customerWith(stripe, 'pm_card_visa');
     // reset_after_work twice: the SDK's own one retry of a closed connection meets the second reset, so the
     // policy's retry is the one that finds the stored result.
-    for (const fault of [{ kind: 'reset_after_work' as const, times: 2 }, { kind: 'delay' as const, times: 1, delayMs: 400 }, { kind: 'http500' as const, times: 1 }]) {
+    for (const fault of [{ kind: 'reset_after_work' as const, times: 2 }, { kind: 'delay' as const, times: 1, delayMs: 250 }, { kind: 'http500' as const, times: 1 }]) {
       fake.fail(fault.times, fault.kind, { path: '/v1/payment_intents', delayMs: 'delayMs' in fault ? fault.delayMs : undefined });
       const k = key();
       const paid = await guarded.charge(chargeInput(c), k);

@@ -256,6 +256,13 @@ describe('payment reconciliation against the fake Stripe server', () => {
     // The secret key never reaches a log line.
     expect(JSON.stringify(logs.lines)).not.toContain('sk_test_plinth');
 
+    // The module's gateway is the production wiring: guarded by the platform's shared `payment` policy.
+    expect(t.policies.payment.breakerState('gateway:stripe')).toBe('closed');
+    expect(t.policies.payment.size()).toBeGreaterThanOrEqual(1);
+    // The schedule that runs this hourly is declared (one runner per occurrence across workers).
+    const schedule = await t.db.owner.selectFrom('job_schedules').select(['name', 'next_run_at']).where('name', '=', 'billing.payments_reconcile').executeTakeFirst();
+    expect(schedule?.name).toBe('billing.payments_reconcile');
+
     // A second run finds the repaired attempt in sync.
     const again = await t.modules.billing.reconcilePayments!();
     expect(again.repaired.filter((d) => d.orgId === orgId)).toEqual([]);

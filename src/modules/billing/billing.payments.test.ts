@@ -124,6 +124,14 @@ describe('incoming payment webhooks: verified with the gateway library, inbox fi
     expect(rec.attempts.get(`${orgId}|pi_webhook_ok`)!.status).toBe('succeeded');
     const rows = await t.db.owner.selectFrom('billing_payment_events').select('id').where('event_id', '=', event.id).execute();
     expect(rows).toHaveLength(1);
+
+    // Two deliveries of one event at the same moment (a gateway retry racing the first): one is stored.
+    const racing = intentEvent('payment_intent.processing', { id: 'pi_webhook_race', status: 'processing', orgId });
+    const both = await Promise.all([sendStripe(racing), sendStripe(racing)]);
+    expect(both.map((r) => r.statusCode)).toEqual([200, 200]);
+    expect(both.map((r) => r.json().duplicate).sort()).toEqual([false, true]);
+    await settled(racing.id);
+    expect(rec.calls.filter((c) => c.update.gatewayPaymentId === 'pi_webhook_race')).toHaveLength(1);
   });
 
   it('maps failures (decline codes, 3-D Secure) and refunds', async () => {

@@ -28,7 +28,7 @@ import { createOutboundPolicies, type OutboundPolicies } from './platform/resili
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
 import { createAudit, type Audit } from './modules/audit/index.ts';
-import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './modules/billing/index.ts';
+import { createBilling, createStripeGateway, DEFAULT_BILLING_CONFIG, guardedGateway, type BillingModule, type GatewayName, type PaymentGateway, type PaymentUpdates } from './modules/billing/index.ts';
 import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { chainBackfill, createIntegrations, membersBackfill, orgBackfill, peopleFrom, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
@@ -155,6 +155,8 @@ export interface ModuleSeams {
   sso?: Partial<SsoSettings>;
   /** Test-only: extra connectors, faster retries. */
   integrations?: Pick<IntegrationsDeps, 'connectors' | 'delivery'>;
+  /** Test-only: the payment attempts webhooks and reconciliation update (a recorder), and gateways to use. */
+  payments?: { updates?: PaymentUpdates; gateways?: Partial<Record<GatewayName, PaymentGateway>> };
 }
 
 /** The modules, wired to the platform and to each other's facades, and what the app and the worker take from them. */
@@ -175,6 +177,26 @@ export interface Modules {
   rateLimits?: RateLimitResolver;
   /** Subscribes every module's handlers and schedules; called once per process by the worker role. */
   registerJobs(jobs: JobRegistry): void;
+}
+
+/**
+ * Payment gateways, each behind the shared `payment` policy (one breaker and bulkhead per gateway, a cap per
+ * org): Stripe when STRIPE_SECRET_KEY is set. The sandbox adapter joins here when it exists.
+ */
+function billingPayments(platform: Platform, seams: ModuleSeams): Parameters<typeof createBilling>[1] {
+  const g = platform.config.paymentGateways;
+  const gateways: Partial<Record<GatewayName, PaymentGateway>> = { ...seams.payments?.gateways };
+  if (g.stripeSecretKey && !gateways.stripe) {
+    gateways.stripe = guardedGateway(createStripeGateway({ secretKey: g.stripeSecretKey, apiBase: g.stripeApiBase, timeoutMs: g.stripeTimeoutMs }), platform.policies.payment);
+  }
+  return {
+    logger: platform.logger.child({ module: 'billing' }),
+    gateways,
+    defaultGateway: gateways.stripe ? 'stripe' : 'sandbox',
+    webhookSecrets: { stripe: g.stripeWebhookSecret, sandbox: g.sandboxWebhookSecret },
+    webhookToleranceSec: g.webhookToleranceSec,
+    updates: seams.payments?.updates,
+  };
 }
 
 /** Builds the modules in dependency order, explicitly: no container, nothing registered as a side effect. */
@@ -203,7 +225,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     cache: platform.cache,
     seats: (orgId) => tenancy.countMembers(orgId),
     config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production' },
-  });
+  }, billingPayments(platform, seams));
   const tenancy = createTenancy({
     db,
     audit,

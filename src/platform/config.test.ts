@@ -9,6 +9,13 @@ describe('config', () => {
     expect(c.loginThrottle).toEqual({ perAccountPerHour: 100, perIpPerHour: 1000, perAccountIpPerHour: 10, delayAfter: 5, maxDelaySec: 300 });
   });
 
+  it('reads the payment gateway settings; the sandbox webhook secret is derived when unset', () => {
+    const c = loadConfig({ STRIPE_SECRET_KEY: 'sk_test_x', STRIPE_WEBHOOK_SECRET: 'whsec_x', STRIPE_API_BASE: 'http://127.0.0.1:12111' });
+    expect(c.paymentGateways).toMatchObject({ stripeSecretKey: 'sk_test_x', stripeWebhookSecret: 'whsec_x', stripeApiBase: 'http://127.0.0.1:12111', webhookToleranceSec: 300 });
+    expect(c.paymentGateways.sandboxWebhookSecret).toMatch(/^[0-9a-f]{64}$/);
+    expect(loadConfig({}).paymentGateways.stripeSecretKey).toBeUndefined();
+  });
+
   it('reads the login throttling limits', () => {
     const c = loadConfig({ LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR: '20', LOGIN_MAX_FAILURES_PER_IP_PER_HOUR: '500' });
     expect(c.loginThrottle).toMatchObject({ perAccountPerHour: 20, perIpPerHour: 500 });
@@ -21,6 +28,8 @@ describe('config', () => {
     [{ DATABASE_URL: 'not a url' }, /DATABASE_URL must be a URL/],
     [{ REDIS_URL: 'http://x' }, /REDIS_URL must use redis:/],
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of/],
+    [{ STRIPE_API_BASE: 'ftp://127.0.0.1:12111' }, /STRIPE_API_BASE must use http: or https:/],
+    [{ PAYMENT_WEBHOOK_TOLERANCE_SEC: '5' }, /PAYMENT_WEBHOOK_TOLERANCE_SEC must be an integer between 10/],
     [{ SHUTDOWN_GRACE_MS: '-1' }, /SHUTDOWN_GRACE_MS/],
     [{ DATABASE_REPLICA_URLS: 'postgres://r1/db' }, /DATABASE_REPLICA_URLS needs DATABASE_URL/],
     [{ LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR: '0' }, /LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR must be an integer between 1 and/],

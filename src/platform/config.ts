@@ -57,6 +57,8 @@ export interface Config {
   jobsConsumerBackfillMs: number;
   /** A consumer no running worker has declared for this long gets no new deliveries (it was removed from the code). */
   jobsConsumerRetireMs: number;
+  /** Payment gateways (src/modules/billing/README.md, "Payment gateways"): keys, webhook secrets, timeouts. */
+  paymentGateways: PaymentGatewaysConfig;
   /** Login throttling: processed failed logins per sliding hour before 429 (identity). */
   loginThrottle: { perAccountPerHour: number; perIpPerHour: number; perAccountIpPerHour: number; delayAfter: number; maxDelaySec: number };
 }
@@ -79,6 +81,25 @@ export interface NotificationsConfig {
   mailFrom: string;
   /** Base of links in e-mails (e.g. the invitation accept link). */
   publicUrl: string;
+}
+
+/**
+ * The payment gateways' credentials. Secrets live only here and in the adapters: never logged (the logger
+ * redacts `secret`/`key`-named fields too) and never echoed by an error.
+ */
+export interface PaymentGatewaysConfig {
+  /** `sk_…`/`rk_…`; unset = the stripe adapter is not available (the sandbox is). */
+  stripeSecretKey: string | undefined;
+  /** `whsec_…` of the Stripe webhook endpoint; unset = Stripe webhooks answer 404. */
+  stripeWebhookSecret: string | undefined;
+  /** Base URL of the Stripe API for tests and local emulators (http(s)://host:port); unset = api.stripe.com. */
+  stripeApiBase: string | undefined;
+  /** Per-request socket timeout of the Stripe SDK (the payment policy's timeout is the outer bound). */
+  stripeTimeoutMs: number;
+  /** HMAC key of the sandbox gateway's webhooks (same `t=…,v1=…` header as Stripe's); derived from WEBHOOK_SECRET_KEY when unset. */
+  sandboxWebhookSecret: string;
+  /** A signed webhook older (or newer) than this many seconds is refused (replay window). */
+  webhookToleranceSec: number;
 }
 
 /** Only for development and tests: production refuses it (see loadConfig). */
@@ -339,6 +360,15 @@ export function loadConfig(env: Env = process.env): Config {
       exportStatementTimeoutMs: int(env, 'EXPORT_STATEMENT_TIMEOUT_MS', 30_000, 100, 3_600_000),
       exportRetentionHours: int(env, 'EXPORT_RETENTION_HOURS', 72, 1, 24 * 365),
       exportLinkTtlSec: int(env, 'EXPORT_LINK_TTL_SEC', 3_600, 10, 7 * 86_400),
+    },
+    paymentGateways: {
+      stripeSecretKey: str(env, 'STRIPE_SECRET_KEY'),
+      stripeWebhookSecret: str(env, 'STRIPE_WEBHOOK_SECRET'),
+      // Production talks to Stripe over TLS only; plain http is for local emulators and tests.
+      stripeApiBase: url(env, 'STRIPE_API_BASE', production ? ['https:'] : ['http:', 'https:']),
+      stripeTimeoutMs: int(env, 'STRIPE_TIMEOUT_MS', 10_000, 100, 120_000),
+      sandboxWebhookSecret: str(env, 'SANDBOX_WEBHOOK_SECRET') ?? createHmac('sha256', secretKey(env, production)).update('plinth sandbox payment webhooks').digest('hex'),
+      webhookToleranceSec: int(env, 'PAYMENT_WEBHOOK_TOLERANCE_SEC', 300, 10, 3_600),
     },
     notifications: {
       webhookSecretKey: secretKey(env, production),

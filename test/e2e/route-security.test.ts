@@ -26,6 +26,9 @@ const PUBLIC_ROUTES = new Set([
   'POST /v1/sso/saml/:orgId/:connectionId/acs',
   // Vendor webhooks: the vendor's signature (verified before anything is stored) is the authentication.
   'POST /v1/hooks/integrations/:orgId/:integrationId',
+  // Payment-gateway webhooks: the gateway's signature over the raw body (Stripe-Signature / Sandbox-Signature)
+  // is the authentication; the org comes from the signed payload. See the payment-webhooks test below.
+  'POST /v1/webhooks/payments/:gateway',
 ]);
 
 interface OrgB {
@@ -223,6 +226,23 @@ describe(`route security: declarations and cross-tenant isolation (${process.env
     // B's credentials still work.
     expect((await t.app.inject({ url: '/v1/me', headers: b.member.auth })).statusCode).toBe(200);
     expect((await t.app.inject({ url: `/v1/orgs/${b.owner.orgId}`, headers: b.owner.auth })).statusCode).toBe(200);
+  });
+
+  it('payment webhooks: public, yet a credential is no substitute for the signature — 400 problem+json, nothing stored; an unconfigured gateway is 404', async () => {
+    const event = { id: 'evt_isolation', object: 'event', type: 'payment_intent.succeeded', created: Math.floor(Date.now() / 1000), data: { object: { id: 'pi_isolation', object: 'payment_intent', amount: 1, currency: 'eur', status: 'succeeded', metadata: { orgId: b.owner.orgId } } } };
+    const failures: string[] = [];
+    for (const [label, headers, gateway, expected] of [
+      ["org A's bearer token, no signature", a.auth, 'sandbox', 400],
+      ["org B's owner token, no signature", b.owner.auth, 'sandbox', 400],
+      ['a forged signature', { 'sandbox-signature': 't=1,v1=00' }, 'sandbox', 400],
+      ['Stripe without a configured secret', { 'stripe-signature': 't=1,v1=00' }, 'stripe', 404],
+    ] as const) {
+      const res = await t.app.inject({ method: 'POST', url: `/v1/webhooks/payments/${gateway}`, payload: JSON.stringify(event), headers: { 'content-type': 'application/json', ...headers } });
+      if (res.statusCode !== expected || !String(res.headers['content-type']).includes('application/problem+json')) failures.push(`${label} → ${res.statusCode} ${res.body.slice(0, 200)}`);
+      if (res.body.includes(b.owner.orgId)) failures.push(`${label} echoed the org id`);
+    }
+    expect(failures).toEqual([]);
+    expect(await t.db.owner.selectFrom('billing_payment_events').select('id').where('event_id', '=', 'evt_isolation').execute()).toEqual([]);
   });
 
   it("SCIM: org A's directory token × org B's path → 401, × B's ids on A's path → 404; never data, nothing changed", async () => {

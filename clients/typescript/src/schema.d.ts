@@ -1038,6 +1038,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhooks/payments/{gateway}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Incoming payment-gateway webhook (Stripe-Signature / Sandbox-Signature): verified, stored, deduplicated, processed asynchronously */
+        post: operations["createWebhooksPaymentsByGateway"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orgs/{orgId}/projects": {
         parameters: {
             query?: never;
@@ -8706,6 +8723,105 @@ export interface operations {
                         aggregation: "count" | "sum" | "max" | "unique_count" | "latest";
                         /** @description unique_count: the property whose distinct values count */
                         property: string | null;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createWebhooksPaymentsByGateway: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                gateway: "stripe" | "sandbox";
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    id: string;
+                    type: string;
+                    created: number;
+                    data: {
+                        object: {
+                            [key: string]: unknown;
+                        };
+                    } & {
+                        [key: string]: unknown;
+                    };
+                } & {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        received: boolean;
+                        duplicate: boolean;
                     };
                 };
             };

@@ -34,3 +34,8 @@ export function limitExceeded(input: { limit: string; allowed: number; usage: nu
     { limit: input.limit, allowed: input.allowed, usage: input.usage, plan: input.plan, upgradeTo: input.upgradeTo },
   );
 }
+
+/** Payment webhooks (issue #14): the gateway's signature is the authentication; nothing is stored without it. */
+export const webhookBadSignature = (detail: string) => new AppError('BILLING.WEBHOOK_BAD_SIGNATURE', 400, `The webhook could not be verified: ${detail}`);
+export const gatewayNotConfigured = (gateway: string) =>
+  new AppError('BILLING.GATEWAY_NOT_CONFIGURED', 404, `No webhook secret is configured for the ${gateway} gateway`, { gateway });

@@ -10,6 +10,8 @@ export const BILLING_EVENTS = {
   entitlementsChanged: 'billing.entitlements_changed',
   /** A metered quota reached 80 % or 100 % in the current period. */
   usageThresholdCrossed: 'billing.usage_threshold_crossed',
+  /** Internal (not a webhook type): a verified payment-gateway webhook was stored in the inbox; the handler applies it. */
+  paymentEventReceived: 'billing.payment_event_received',
 } as const;
 
 export type BillingEventName = (typeof BILLING_EVENTS)[keyof typeof BILLING_EVENTS];
@@ -46,4 +48,10 @@ export interface UsageThresholdPayload {
   usage: number;
   quota: number;
   periodStart: string;
+}
+
+export interface PaymentEventReceivedPayload {
+  /** The inbox row (billing_payment_events.id), not the gateway's event id. */
+  paymentEventId: string;
+  gateway: string;
 }

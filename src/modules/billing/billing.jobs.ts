@@ -1,8 +1,10 @@
 import { systemActor } from '../../platform/http/actor.ts';
 import type { JobRegistry } from '../../platform/outbox/registry.ts';
 import { PROJECT_EVENTS } from '../projects/index.ts';
-import { BILLING_EVENTS, type EntitlementsChangedPayload } from './billing.events.ts';
+import { BILLING_EVENTS, type EntitlementsChangedPayload, type PaymentEventReceivedPayload } from './billing.events.ts';
 import type { BillingService } from './billing.service.ts';
+import type { PaymentWebhooks } from './use-cases/payment-webhooks.ts';
+import type { PaymentReconciliation } from './use-cases/reconciliation.ts';
 
 /** Orgs advanced per run of the renewal schedule; the rest are picked up by the next run. */
 const RENEWALS_PER_RUN = 500;
@@ -16,7 +18,18 @@ const RENEWALS_PER_RUN = 500;
  *   `tasks.created` usage event keyed by the event id, in the handler's transaction: nothing on the
  *   request's path, and a redelivered event is counted once.
  */
-export function registerBillingJobs(jobs: JobRegistry, service: Pick<BillingService, 'invalidate' | 'advanceDue' | 'recordProductUsage'>): void {
+export interface BillingPaymentJobs {
+  webhooks: PaymentWebhooks;
+  reconciliation: PaymentReconciliation;
+  /** Default hourly. */
+  reconcileEveryMs?: number;
+}
+
+/** Settled inbox events are kept this long (the gateway's own retry window is 3 days), then pruned. */
+const PAYMENT_EVENT_RETENTION_MS = 30 * 86_400_000;
+
+export function registerBillingJobs(jobs: JobRegistry, service: Pick<BillingService, 'invalidate' | 'advanceDue' | 'recordProductUsage'>, payments?: BillingPaymentJobs): void {
+  if (payments) registerPaymentJobs(jobs, payments);
   jobs.subscribe(PROJECT_EVENTS.taskCreated, 'billing.meter_tasks', async (event, { trx }) => {
     if (!event.tenantId) return;
     await service.recordProductUsage(trx, event.tenantId, [{ key: `event:${event.id}`, metric: 'tasks.created', timestamp: new Date(event.occurredAt), value: 1, properties: {} }]);
@@ -32,5 +45,24 @@ export function registerBillingJobs(jobs: JobRegistry, service: Pick<BillingServ
   );
   jobs.schedule('billing.renewals', { everyMs: 60_000 }, async () => {
     await service.advanceDue(systemActor('billing.renewals'), RENEWALS_PER_RUN);
+  });
+}
+
+/**
+ * - `billing.payment_events`: applies each stored payment webhook (inbox row) in the org's tenant
+ *   transaction; redelivery and out-of-order delivery are absorbed (claim + "newer already applied" check).
+ * - `billing.payments_reconcile`: hourly, one runner across workers (a schedule): compares local attempts
+ *   with the gateway, repairs status drift, reports the rest; prunes settled inbox rows past retention.
+ */
+function registerPaymentJobs(jobs: JobRegistry, p: BillingPaymentJobs): void {
+  jobs.subscribe<PaymentEventReceivedPayload>(
+    BILLING_EVENTS.paymentEventReceived,
+    'billing.payment_events',
+    async (event, { trx, logger }) => p.webhooks.process(trx, event.payload.paymentEventId, logger),
+    { maxAttempts: 10, backoffBaseMs: 2_000, backoffMaxMs: 600_000 },
+  );
+  jobs.schedule('billing.payments_reconcile', { everyMs: p.reconcileEveryMs ?? 3_600_000 }, async ({ scheduledAt }) => {
+    await p.reconciliation.run(scheduledAt);
+    await p.webhooks.prune(new Date(scheduledAt.getTime() - PAYMENT_EVENT_RETENTION_MS));
   });
 }

@@ -111,6 +111,21 @@ export interface BillingMeters {
   property: string | null;
 }
 
+export interface BillingPaymentEvents {
+  event_created_at: Timestamp;
+  event_id: string;
+  event_type: string;
+  gateway: string;
+  id: string;
+  object_id: string | null;
+  org_id: string | null;
+  outcome: string | null;
+  payload: Json;
+  processed_at: Timestamp | null;
+  received_at: Generated<Timestamp>;
+  status: Generated<string>;
+}
+
 export interface BillingPlans {
   created_at: Generated<Timestamp>;
   description: Generated<string>;
@@ -736,6 +751,7 @@ export interface DB {
   billing_charges: BillingCharges;
   billing_customers: BillingCustomers;
   billing_meters: BillingMeters;
+  billing_payment_events: BillingPaymentEvents;
   billing_plans: BillingPlans;
   billing_prices: BillingPrices;
   billing_products: BillingProducts;

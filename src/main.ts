@@ -193,6 +193,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     throttle: config.loginThrottle,
     cache: platform.cache,
     secretKey: config.notifications.webhookSecretKey,
+    events,
+    storage: platform.storage,
   });
   // Billing and tenancy ask each other (seats ← member count, member limit ← plan): billing is built first
   // and reads the member count through a function that runs only after both exist.

@@ -26,7 +26,7 @@ export function signUp(deps: UseCaseDeps) {
     return repo.withTenant(orgId, async (trx) => {
       const user = await identity.createUser(trx, { email: input.email, name: input.name, passwordHash });
       const ctx: ActorContext = { actor: { type: 'user', id: user.id, userId: user.id }, requestId: meta.requestId, ip: meta.ip };
-      await audit.record(trx, { orgId, action: 'user.signed_up', target: { type: 'user', id: user.id }, changes: { email: { to: user.email } }, context: ctx });
+      await audit.record(trx, { orgId, action: 'user.signed_up', target: { type: 'user', id: user.id }, personal: [{ subject: { userId: user.id }, data: { email: { to: user.email } } }], context: ctx });
       const organization = await insertOrgWithOwner(deps, trx, orgId, input.organizationName, user.id, ctx);
       const session = await identity.startSession(trx, user.id, meta);
       return { user, organization, session };

@@ -27,7 +27,7 @@ import { createMemoryInvalidationBus, createRedisInvalidationBus, type Invalidat
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
-import { createAudit, type Audit } from './modules/audit/index.ts';
+import { AUDIT_EVENT_RECORDED, createAudit, type Audit } from './modules/audit/index.ts';
 import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './modules/billing/index.ts';
 import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
@@ -180,7 +180,8 @@ export interface Modules {
 /** Builds the modules in dependency order, explicitly: no container, nothing registered as a side effect. */
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
   const { db, logger, config, events, redis } = platform;
-  const audit = createAudit({ db });
+  // Streaming asks notifications (built later) whether an org has a webhook subscribed to its audit events.
+  const audit = createAudit({ db, streaming: { events, enabled: (orgId) => notifications.hasSubscribers(orgId, AUDIT_EVENT_RECORDED) } });
   // The audit sequencer's backlog (pending events, oldest age), read at scrape time.
   const stopAuditMetrics = registerAuditMetrics(() => audit.backlog());
   platform.lifecycle.onShutdown({ name: 'audit-metrics', close: async () => stopAuditMetrics() });

@@ -266,6 +266,7 @@ export function createAuditRepo(db: Database) {
       tenantId: string,
       max: number,
       chain: (head: { lastSeq: number; lastHash: string }, pending: AuditEventRow[]) => SequencedRow[],
+      onSequenced?: (trx: TxHandle, sequenced: SequencedRow[]) => Promise<void>,
     ): Promise<number> {
       return owner.transaction().execute(async (trx) => {
         await setTenant(trx, tenantId);
@@ -299,6 +300,7 @@ export function createAuditRepo(db: Database) {
           .set({ last_seq: last.seq, last_hash: last.hash, updated_at: sql<Date>`now()` })
           .where('tenant_id', '=', tenantId)
           .execute();
+        if (onSequenced) await onSequenced(trx, sequenced);
         return sequenced.length;
       });
     },

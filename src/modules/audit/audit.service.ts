@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { TxHandle } from '../../platform/db/database.ts';
+import type { EventPublisher } from '../../platform/outbox/publisher.ts';
 import type { Actor, ActorContext } from '../../platform/http/actor.ts';
 import { decodeCursor, listFingerprint, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
@@ -159,7 +160,47 @@ function link(head: { lastSeq: number; lastHash: string }, pending: AuditEventRo
 /** A keyset position is [null, seq] after a sequenced event (the format before pending events existed) or ['p', pos]. */
 const validPosition = ([kind, n]: [unknown, unknown]) => (kind === null || kind === 'p') && typeof n === 'number' && Number.isSafeInteger(n) && n > 0;
 
-export function createAuditService(repo: AuditRepo) {
+/** The event a SIEM receives per chained event: exactly the hashed fields, so it can verify the chain itself. */
+export const AUDIT_EVENT_RECORDED = 'audit.event_recorded';
+
+export interface AuditEventRecordedPayload {
+  seq: number;
+  id: string;
+  occurredAt: string;
+  actor: { type: string; id: string; userId: string | null };
+  action: string;
+  target: { type: string; id: string };
+  requestId: string | null;
+  /** As stored and hashed: null for events since migration 0075 (the IP is personal data, kept by reference). */
+  ip: string | null;
+  changes: Record<string, unknown>;
+  pdRef: string | null;
+  prevHash: string;
+  hash: string;
+}
+
+export interface AuditStreaming {
+  events: EventPublisher;
+  /** Whether the org streams its audit log (an active webhook subscribed to audit.event_recorded); asked once per chain per sequencer pass. */
+  enabled(orgId: string): Promise<boolean>;
+}
+
+const recorded = (r: SequencedRow): AuditEventRecordedPayload => ({
+  seq: r.seq,
+  id: r.id,
+  occurredAt: r.occurredAt.toISOString(),
+  actor: { type: r.actorType, id: r.actorId, userId: r.actorUserId },
+  action: r.action,
+  target: { type: r.targetType, id: r.targetId },
+  requestId: r.requestId,
+  ip: r.ip,
+  changes: r.changes,
+  pdRef: r.pdRef,
+  prevHash: r.prevHash,
+  hash: r.hash,
+});
+
+export function createAuditService(repo: AuditRepo, streaming?: AuditStreaming) {
   /**
    * Recomputes one chain's sequenced part as the owner (operator tool): every link, every hash, seq
    * contiguity, and the head, so an edited, inserted, reordered or deleted row (including the newest) is
@@ -200,8 +241,16 @@ export function createAuditService(repo: AuditRepo) {
   /** Sequences one chain until its visible backlog is empty (or maxRounds batches were taken). */
   async function sequenceChain(orgId: string, maxRounds = 20): Promise<number> {
     let total = 0;
+    // Streaming: the events go into the outbox in the sequencing transaction, in seq order, so an event is
+    // streamed if and only if it was chained (asked before the transaction: one connection when embedded).
+    const stream = streaming && orgId !== PLATFORM_AUDIT_TENANT && (await streaming.enabled(orgId)) ? streaming.events : null;
+    const publish = stream
+      ? async (trx: TxHandle, rows: SequencedRow[]) => {
+          for (const r of rows) await stream.add(trx, { name: AUDIT_EVENT_RECORDED, tenantId: orgId, payload: recorded(r) });
+        }
+      : undefined;
     for (let round = 0; round < maxRounds; round++) {
-      const n = await repo.sequenceChain(orgId, SEQUENCE_BATCH, link);
+      const n = await repo.sequenceChain(orgId, SEQUENCE_BATCH, link, publish);
       total += n;
       if (n < SEQUENCE_BATCH) break;
     }

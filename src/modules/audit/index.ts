@@ -4,16 +4,19 @@ import type { ModuleSurface } from '../../platform/module.ts';
 import { registerAuditJobs } from './audit.jobs.ts';
 import { createAuditRepo, type Backlog } from './audit.repo.ts';
 import { auditRoutes } from './audit.routes.ts';
-import { createAuditService, type AuditEvent, type AuditEventInput, type AuditFilter, type ChainReport, type DataSubject, type SubjectAuditExport } from './audit.service.ts';
+import { createAuditService, type AuditEvent, type AuditEventInput, type AuditFilter, type ChainReport, type AuditStreaming, type DataSubject, type SubjectAuditExport } from './audit.service.ts';
 
 export { AUDIT_READ } from './audit.routes.ts';
-export { PLATFORM_AUDIT_TENANT, subjectKey } from './audit.service.ts';
+export { AUDIT_EVENT_RECORDED, PLATFORM_AUDIT_TENANT, subjectKey } from './audit.service.ts';
+export type { AuditEventRecordedPayload, AuditStreaming } from './audit.service.ts';
 export type { AuditEvent, AuditEventInput, AuditFilter, ChainReport, DataSubject, SubjectAuditExport } from './audit.service.ts';
 export type { Backlog } from './audit.repo.ts';
 export { runAuditCommand } from './audit.cli.ts';
 
 export interface AuditDeps {
   db: Database;
+  /** Audit streaming (audit.event_recorded through the outbox); without it nothing is streamed. */
+  streaming?: AuditStreaming;
 }
 
 /**
@@ -41,7 +44,7 @@ export interface Audit extends ModuleSurface {
 }
 
 export function createAudit(deps: AuditDeps): Audit {
-  const service = createAuditService(createAuditRepo(deps.db));
+  const service = createAuditService(createAuditRepo(deps.db), deps.streaming);
   return {
     name: 'audit',
     record: service.record,

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { waitFor } from '../../../test/helpers/jobs.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
-import { verifySignature } from '../notifications/notifications.crypto.ts';
+import { verifySignature } from '../notifications/index.ts';
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;
 

@@ -27,7 +27,7 @@ import { createMemoryInvalidationBus, createRedisInvalidationBus, type Invalidat
 import { createOutboundPolicies, type OutboundPolicies } from './platform/resilience/policy.ts';
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
-import { createAudit, type Audit } from './modules/audit/index.ts';
+import { AUDIT_EVENT_RECORDED, createAudit, type Audit } from './modules/audit/index.ts';
 import { createBilling, createStripeGateway, DEFAULT_BILLING_CONFIG, guardedGateway, type BillingModule, type GatewayName, type PaymentGateway, type PaymentUpdates } from './modules/billing/index.ts';
 import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
@@ -202,7 +202,8 @@ function billingPayments(platform: Platform, seams: ModuleSeams): Parameters<typ
 /** Builds the modules in dependency order, explicitly: no container, nothing registered as a side effect. */
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
   const { db, logger, config, events, redis } = platform;
-  const audit = createAudit({ db });
+  // Streaming asks notifications (built later) whether an org has a webhook subscribed to its audit events.
+  const audit = createAudit({ db, streaming: { events, enabled: (orgId) => notifications.hasSubscribers(orgId, AUDIT_EVENT_RECORDED) } });
   // The audit sequencer's backlog (pending events, oldest age), read at scrape time.
   const stopAuditMetrics = registerAuditMetrics(() => audit.backlog());
   platform.lifecycle.onShutdown({ name: 'audit-metrics', close: async () => stopAuditMetrics() });
@@ -215,6 +216,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     throttle: config.loginThrottle,
     cache: platform.cache,
     secretKey: config.notifications.webhookSecretKey,
+    events,
+    storage: platform.storage,
   });
   // Billing and tenancy ask each other (seats ← member count, member limit ← plan): billing is built first
   // and reads the member count through a function that runs only after both exist.

@@ -17,6 +17,12 @@ export interface ChainedFields {
   requestId: string | null;
   ip: string | null;
   changes: unknown;
+  /**
+   * Reference to the event's personal data (audit_personal_data rows), or null (events before migration
+   * 0075, and events without personal data). The hash covers the reference, never the data itself, so
+   * erasing the data leaves the chain intact.
+   */
+  pdRef: string | null;
 }
 
 /** JSON with object keys sorted at every level, so jsonb's key reordering does not change the hash. */
@@ -45,6 +51,8 @@ export function eventHash(prevHash: string, e: ChainedFields): string {
     requestId: e.requestId,
     ip: e.ip,
     changes: e.changes,
+    // Absent (not null) when there is none: events hashed before the reference existed keep their hash.
+    pdRef: e.pdRef ?? undefined,
   });
   return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
 }

@@ -1,13 +1,30 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Database, DB, DbScope, TxHandle } from '../../platform/db/database.ts';
 import { setTenant } from '../../platform/db/database.ts';
+import { newId } from '../../platform/ids.ts';
 import { GENESIS_HASH, type ChainedFields } from './audit.chain.ts';
 
 /** The tables audit owns: `audit_events` (tenant-owned, RLS) and `audit_chains` (one head per chain). */
-export type AuditTables = Pick<DB, 'audit_events' | 'audit_chains'>;
+export type AuditTables = Pick<DB, 'audit_events' | 'audit_chains' | 'audit_personal_data'>;
 
 /** What a write appends: the event's content, without its place in the chain (the sequencer's job). */
 export type PendingFields = Omit<ChainedFields, 'seq'>;
+
+/** One data subject's personal values of one event (kept out of the hash, erasable). */
+export interface PersonalRecord {
+  /** `user:<uuid>`, `email:<sha256>`, or null (nobody identifiable). */
+  subject: string | null;
+  data: Record<string, unknown>;
+}
+
+/** A stored personal-data row, as read back: `data` is `{}` and `erasedAt` set once its subject was erased. */
+export interface PersonalRow {
+  tenantId: string;
+  ref: string;
+  subject: string | null;
+  data: Record<string, unknown>;
+  erasedAt: Date | null;
+}
 
 /**
  * One stored event, as the repo reads it back (dates as Date, `changes` parsed). `seq`, `prevHash` and
@@ -44,6 +61,12 @@ export interface Backlog {
   oldestAgeSeconds: number;
 }
 
+const parseJson = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : (v ?? {})) as Record<string, unknown>;
+
+function toPersonal(r: Selectable<AuditTables['audit_personal_data']>): PersonalRow {
+  return { tenantId: r.tenant_id, ref: r.ref, subject: r.subject, data: parseJson(r.data), erasedAt: r.erased_at === null ? null : new Date(r.erased_at) };
+}
+
 function toRow(r: Selectable<AuditTables['audit_events']>): AuditEventRow {
   return {
     tenantId: r.tenant_id,
@@ -59,10 +82,17 @@ function toRow(r: Selectable<AuditTables['audit_events']>): AuditEventRow {
     targetId: r.target_id,
     requestId: r.request_id ?? null,
     ip: r.ip ?? null,
-    changes: (typeof r.changes === 'string' ? JSON.parse(r.changes) : (r.changes ?? {})) as Record<string, unknown>,
+    changes: parseJson(r.changes),
+    pdRef: r.pd_ref ?? null,
     prevHash: r.prev_hash,
     hash: r.hash,
   };
+}
+
+/** Names the data subjects whose personal data this transaction may read and erase in every org (migration 0075). */
+async function nameSubjects(trx: Kysely<AuditTables>, subjects: string[]): Promise<void> {
+  if (subjects.some((k) => k.includes(','))) throw new Error('audit: invalid data subject key');
+  await sql`select set_config('app.data_subjects', ${subjects.join(',')}, true)`.execute(trx);
 }
 
 /** Rows the verifier reads per round trip (the whole chain is never held in memory at once). */
@@ -70,7 +100,7 @@ const VERIFY_PAGE = 5_000;
 
 /** All SQL of the audit module. */
 export function createAuditRepo(db: Database) {
-  const scope: DbScope<AuditTables> = db.scope('audit_events', 'audit_chains');
+  const scope: DbScope<AuditTables> = db.scope('audit_events', 'audit_chains', 'audit_personal_data');
   const { owner } = scope;
 
   async function backlogOf(trx: Kysely<AuditTables>, tenantId?: string): Promise<Backlog> {
@@ -94,9 +124,16 @@ export function createAuditRepo(db: Database) {
      * Appends a pending event in the caller's transaction: one INSERT, no lock on any shared row (the
      * chain head is the sequencer's alone), so concurrent writes of one org never wait for each other.
      */
-    async appendPending(handle: TxHandle, e: PendingFields): Promise<void> {
-      await scope
-        .join(handle)
+    async appendPending(handle: TxHandle, e: PendingFields, personal: PersonalRecord[] = []): Promise<void> {
+      const trx = scope.join(handle);
+      if (personal.length > 0) {
+        if (!e.pdRef) throw new Error('audit: personal data needs a reference');
+        await trx
+          .insertInto('audit_personal_data')
+          .values(personal.map((p) => ({ tenant_id: e.tenantId, id: newId(), ref: e.pdRef!, subject: p.subject, data: JSON.stringify(p.data) })))
+          .execute();
+      }
+      await trx
         .insertInto('audit_events')
         .values({
           tenant_id: e.tenantId,
@@ -111,8 +148,79 @@ export function createAuditRepo(db: Database) {
           request_id: e.requestId,
           ip: e.ip,
           changes: JSON.stringify(e.changes),
+          pd_ref: e.pdRef,
         })
         .execute();
+    },
+
+    /** The personal-data rows of some events of one org (in the caller's tenant transaction or a read one). */
+    async personalOf(tenantId: string, refs: string[]): Promise<PersonalRow[]> {
+      if (refs.length === 0) return [];
+      const rows = await scope.withTenantRead(tenantId, (trx) =>
+        trx.selectFrom('audit_personal_data').selectAll().where('tenant_id', '=', tenantId).where('ref', 'in', refs).execute(),
+      );
+      return rows.map(toPersonal);
+    },
+
+    /**
+     * Erasure, in the caller's transaction (any tenant context): blanks the data of every row about one of
+     * the subjects, in every org (policy audit_personal_data_subject_erase), and forgets the subject. The
+     * events and their references stay.
+     */
+    async eraseSubjects(handle: TxHandle, subjects: string[]): Promise<number> {
+      if (subjects.length === 0) return 0;
+      const trx = scope.join(handle);
+      await nameSubjects(trx, subjects);
+      const r = await trx
+        .updateTable('audit_personal_data')
+        .set({ data: JSON.stringify({}), subject: null, erased_at: sql<Date>`now()` })
+        .where('subject', 'in', subjects)
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows);
+    },
+
+    /**
+     * A data subject's audit trail, in one app-role transaction: the orgs holding personal data about the
+     * subjects (policy audit_personal_data_subject_read) besides `tenantIds`, then per org (its tenant
+     * context) the events the user did or that are about them, and the subjects' personal data; oldest
+     * first, at most `limit` events in all (`truncated` when there were more).
+     */
+    async subjectEvents(tenantIds: string[], userId: string, subjects: string[], limit: number) {
+      return scope.app.transaction().execute(async (trx) => {
+        await nameSubjects(trx, subjects);
+        const found = await trx.selectFrom('audit_personal_data').select('tenant_id').distinct().where('subject', 'in', subjects).execute();
+        const tenants = [...new Set([...tenantIds, ...found.map((r) => r.tenant_id)])];
+        const events: AuditEventRow[] = [];
+        const personal: PersonalRow[] = [];
+        let truncated = false;
+        for (const tenantId of tenants) {
+          const left = limit - events.length;
+          if (left <= 0) {
+            truncated = true;
+            break;
+          }
+          await setTenant(trx, tenantId);
+          const refs = trx.selectFrom('audit_personal_data').select('ref').where('tenant_id', '=', tenantId).where('subject', 'in', subjects);
+          const rows = await trx
+            .selectFrom('audit_events')
+            .selectAll()
+            .where('tenant_id', '=', tenantId)
+            .where((w) => w.or([w('actor_user_id', '=', userId), w.and([w('target_type', '=', 'user'), w('target_id', '=', userId)]), w('pd_ref', 'in', refs)]))
+            .orderBy('occurred_at')
+            .orderBy('id')
+            .limit(left + 1)
+            .execute();
+          if (rows.length > left) truncated = true;
+          const kept = rows.slice(0, left);
+          events.push(...kept.map(toRow));
+          const pdRefs = [...new Set(kept.map((e) => e.pd_ref).filter((r): r is string => r !== null))];
+          if (pdRefs.length > 0) {
+            const pd = await trx.selectFrom('audit_personal_data').selectAll().where('tenant_id', '=', tenantId).where('ref', 'in', pdRefs).where('subject', 'in', subjects).execute();
+            personal.push(...pd.map(toPersonal));
+          }
+        }
+        return { events, personal, truncated };
+      });
     },
 
     /**
@@ -158,6 +266,7 @@ export function createAuditRepo(db: Database) {
       tenantId: string,
       max: number,
       chain: (head: { lastSeq: number; lastHash: string }, pending: AuditEventRow[]) => SequencedRow[],
+      onSequenced?: (trx: TxHandle, sequenced: SequencedRow[]) => Promise<void>,
     ): Promise<number> {
       return owner.transaction().execute(async (trx) => {
         await setTenant(trx, tenantId);
@@ -191,6 +300,7 @@ export function createAuditRepo(db: Database) {
           .set({ last_seq: last.seq, last_hash: last.hash, updated_at: sql<Date>`now()` })
           .where('tenant_id', '=', tenantId)
           .execute();
+        if (onSequenced) await onSequenced(trx, sequenced);
         return sequenced.length;
       });
     },

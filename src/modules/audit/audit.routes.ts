@@ -21,6 +21,7 @@ const AuditEventSchema = Type.Object(
     requestId: Type.Union([Type.String(), Type.Null()]),
     ip: Type.Union([Type.String(), Type.Null()]),
     changes: Type.Record(Type.String(), Type.Unknown()),
+    pdRef: Type.Union([Uuid(), Type.Null()], { description: 'Reference to the personal data (IP, e-mail addresses) kept outside the hashed record; the hash covers this reference. The values are merged into ip/changes while not erased.' }),
     prevHash: Type.Union([Type.String(), Type.Null()]),
     hash: Type.Union([Type.String(), Type.Null()]),
   },

@@ -1,9 +1,11 @@
+import { createHash } from 'node:crypto';
 import type { TxHandle } from '../../platform/db/database.ts';
+import type { EventPublisher } from '../../platform/outbox/publisher.ts';
 import type { Actor, ActorContext } from '../../platform/http/actor.ts';
 import { decodeCursor, listFingerprint, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import { eventHash, GENESIS_HASH, type ChainedFields } from './audit.chain.ts';
-import type { AuditEventRow, AuditListFilter, AuditRepo, Backlog, SequencedRow } from './audit.repo.ts';
+import type { AuditEventRow, AuditListFilter, AuditRepo, Backlog, PersonalRow, SequencedRow } from './audit.repo.ts';
 
 /**
  * Events that belong to no org (signup of a user, login, password change, platform-admin actions) go to
@@ -20,6 +22,26 @@ export interface AuditEventInput {
   changes?: Record<string, unknown>;
   /** Who did it and from where: `actorOf(request)` / `tenantActorOf(request)` / `systemActor(id)` (platform/http/actor.ts). */
   context: ActorContext;
+  /**
+   * Personal values (an e-mail address, a name), per data subject: kept out of the hashed record (listed
+   * merged into `changes`) and erased with their subject. The request IP is filed this way by itself.
+   */
+  personal?: Array<{ subject: DataSubject; data: Record<string, unknown> }>;
+}
+
+/** Whom personal data is about: an account, or an e-mail address without one (an invitation). */
+export type DataSubject = { userId: string } | { email: string };
+
+/** The stable, pseudonymous key of a subject: `user:<id>`, or `email:<sha256 of the lower-cased address>`. */
+export function subjectKey(s: DataSubject): string {
+  return 'userId' in s ? `user:${s.userId}` : `email:${createHash('sha256').update(s.email.trim().toLowerCase()).digest('hex')}`;
+}
+
+/** A data subject's audit trail across chains: events they did or that are about them, with their personal data. */
+export interface SubjectAuditExport {
+  events: Array<AuditEvent & { orgId: string }>;
+  /** True when more than the export's limit of events exist (the newest were left out). */
+  truncated: boolean;
 }
 
 export interface AuditEvent {
@@ -33,6 +55,8 @@ export interface AuditEvent {
   requestId: string | null;
   ip: string | null;
   changes: Record<string, unknown>;
+  /** Reference to the event's personal data (covered by the hash; the data is not); null when none. */
+  pdRef: string | null;
   /** null while pending. */
   prevHash: string | null;
   /** null while pending. */
@@ -54,12 +78,41 @@ export interface ChainReport {
   problems: string[];
   /** Committed events not yet sequenced (not covered by the check), and the oldest one's age. */
   backlog: Backlog;
+  /**
+   * Events whose personal-data reference the hash does not cover: chained by a sequencer of the release
+   * before migration 0075 during a rolling deploy (their content is covered; the reference is not).
+   */
+  unboundRefs: number;
+}
+
+/** At most this many audit events go into one data-subject export. */
+export const SUBJECT_EXPORT_LIMIT = 10_000;
+
+function groupByRef(rows: PersonalRow[]): Map<string, PersonalRow[]> {
+  const out = new Map<string, PersonalRow[]>();
+  for (const p of rows) out.set(p.ref, [...(out.get(p.ref) ?? []), p]);
+  return out;
 }
 
 /** Pending events one sequencer round takes per chain (one transaction). */
 export const SEQUENCE_BATCH = 500;
 
-const toEvent = (r: AuditEventRow): AuditEvent => ({
+/**
+ * The event as listed: its personal data (when not erased) merged back — the IP, and the personal values
+ * into `changes`. Erased data lists as nothing; the event itself is unchanged.
+ */
+const toEvent = (r: AuditEventRow, personal: PersonalRow[] = []): AuditEvent => {
+  let ip = r.ip;
+  let changes = r.changes;
+  for (const p of personal) {
+    const { ip: pIp, ...rest } = p.data;
+    if (typeof pIp === 'string') ip ??= pIp;
+    if (Object.keys(rest).length > 0) changes = { ...changes, ...rest };
+  }
+  return { ...toStoredEvent(r), ip, changes };
+};
+
+const toStoredEvent = (r: AuditEventRow): AuditEvent => ({
   id: r.id,
   seq: r.seq,
   occurredAt: r.occurredAt,
@@ -70,6 +123,7 @@ const toEvent = (r: AuditEventRow): AuditEvent => ({
   requestId: r.requestId,
   ip: r.ip,
   changes: r.changes,
+  pdRef: r.pdRef,
   prevHash: r.prevHash,
   hash: r.hash,
 });
@@ -88,6 +142,7 @@ const chained = (r: AuditEventRow, seq: number): ChainedFields => ({
   requestId: r.requestId,
   ip: r.ip,
   changes: r.changes,
+  pdRef: r.pdRef,
 });
 
 /** Links pending events onto a head, in the order given: seq = last + 1, …, each hash over the previous. */
@@ -105,7 +160,47 @@ function link(head: { lastSeq: number; lastHash: string }, pending: AuditEventRo
 /** A keyset position is [null, seq] after a sequenced event (the format before pending events existed) or ['p', pos]. */
 const validPosition = ([kind, n]: [unknown, unknown]) => (kind === null || kind === 'p') && typeof n === 'number' && Number.isSafeInteger(n) && n > 0;
 
-export function createAuditService(repo: AuditRepo) {
+/** The event a SIEM receives per chained event: exactly the hashed fields, so it can verify the chain itself. */
+export const AUDIT_EVENT_RECORDED = 'audit.event_recorded';
+
+export interface AuditEventRecordedPayload {
+  seq: number;
+  id: string;
+  occurredAt: string;
+  actor: { type: string; id: string; userId: string | null };
+  action: string;
+  target: { type: string; id: string };
+  requestId: string | null;
+  /** As stored and hashed: null for events since migration 0075 (the IP is personal data, kept by reference). */
+  ip: string | null;
+  changes: Record<string, unknown>;
+  pdRef: string | null;
+  prevHash: string;
+  hash: string;
+}
+
+export interface AuditStreaming {
+  events: EventPublisher;
+  /** Whether the org streams its audit log (an active webhook subscribed to audit.event_recorded); asked once per chain per sequencer pass. */
+  enabled(orgId: string): Promise<boolean>;
+}
+
+const recorded = (r: SequencedRow): AuditEventRecordedPayload => ({
+  seq: r.seq,
+  id: r.id,
+  occurredAt: r.occurredAt.toISOString(),
+  actor: { type: r.actorType, id: r.actorId, userId: r.actorUserId },
+  action: r.action,
+  target: { type: r.targetType, id: r.targetId },
+  requestId: r.requestId,
+  ip: r.ip,
+  changes: r.changes,
+  pdRef: r.pdRef,
+  prevHash: r.prevHash,
+  hash: r.hash,
+});
+
+export function createAuditService(repo: AuditRepo, streaming?: AuditStreaming) {
   /**
    * Recomputes one chain's sequenced part as the owner (operator tool): every link, every hash, seq
    * contiguity, and the head, so an edited, inserted, reordered or deleted row (including the newest) is
@@ -116,12 +211,17 @@ export function createAuditService(repo: AuditRepo) {
     let prevHash = GENESIS_HASH;
     let expectedSeq = 1;
     let count = 0;
+    let unboundRefs = 0;
     const { head, backlog } = await repo.readChainAsOwner(orgId, (page) => {
       for (const r of page) {
         const seq = r.seq;
         if (seq !== expectedSeq) problems.push(`seq ${seq}: expected seq ${expectedSeq} (a row is missing or was inserted)`);
         if (r.prevHash !== prevHash) problems.push(`seq ${seq}: prev_hash does not match the previous event's hash`);
-        if (eventHash(r.prevHash, { ...chained(r, seq), tenantId: orgId }) !== r.hash) problems.push(`seq ${seq}: content does not match its hash (edited)`);
+        const fields = { ...chained(r, seq), tenantId: orgId };
+        if (eventHash(r.prevHash, fields) !== r.hash) {
+          if (r.pdRef !== null && eventHash(r.prevHash, { ...fields, pdRef: null }) === r.hash) unboundRefs++;
+          else problems.push(`seq ${seq}: content does not match its hash (edited)`);
+        }
         prevHash = r.hash;
         expectedSeq = seq + 1;
         count++;
@@ -135,14 +235,22 @@ export function createAuditService(repo: AuditRepo) {
     } else if (head.lastHash !== prevHash) {
       problems.push('head hash does not match the last event');
     }
-    return { orgId, ok: problems.length === 0, events: count, problems, backlog };
+    return { orgId, ok: problems.length === 0, events: count, problems, backlog, unboundRefs };
   }
 
   /** Sequences one chain until its visible backlog is empty (or maxRounds batches were taken). */
   async function sequenceChain(orgId: string, maxRounds = 20): Promise<number> {
     let total = 0;
+    // Streaming: the events go into the outbox in the sequencing transaction, in seq order, so an event is
+    // streamed if and only if it was chained (asked before the transaction: one connection when embedded).
+    const stream = streaming && orgId !== PLATFORM_AUDIT_TENANT && (await streaming.enabled(orgId)) ? streaming.events : null;
+    const publish = stream
+      ? async (trx: TxHandle, rows: SequencedRow[]) => {
+          for (const r of rows) await stream.add(trx, { name: AUDIT_EVENT_RECORDED, tenantId: orgId, payload: recorded(r) });
+        }
+      : undefined;
     for (let round = 0; round < maxRounds; round++) {
-      const n = await repo.sequenceChain(orgId, SEQUENCE_BATCH, link);
+      const n = await repo.sequenceChain(orgId, SEQUENCE_BATCH, link, publish);
       total += n;
       if (n < SEQUENCE_BATCH) break;
     }
@@ -157,6 +265,15 @@ export function createAuditService(repo: AuditRepo) {
     async record(trx: TxHandle, input: AuditEventInput): Promise<{ id: string }> {
       const { actor, requestId, ip } = input.context;
       const id = newId();
+      // One personal record per subject; the IP is about the actor (or, before sign-in, the target user).
+      const bySubject = new Map<string | null, Record<string, unknown>>();
+      const add = (subject: string | null, data: Record<string, unknown>) => bySubject.set(subject, { ...bySubject.get(subject), ...data });
+      if (ip) {
+        const who = actor.userId ?? (input.target.type === 'user' ? input.target.id : null);
+        add(who ? subjectKey({ userId: who }) : null, { ip });
+      }
+      for (const p of input.personal ?? []) add(subjectKey(p.subject), p.data);
+      const personal = [...bySubject].map(([subject, data]) => ({ subject, data }));
       await repo.appendPending(trx, {
         tenantId: input.orgId,
         id,
@@ -168,9 +285,10 @@ export function createAuditService(repo: AuditRepo) {
         targetType: input.target.type,
         targetId: input.target.id,
         requestId: requestId ?? null,
-        ip: ip ?? null,
+        ip: null,
         changes: input.changes ?? {},
-      });
+        pdRef: personal.length > 0 ? newId() : null,
+      }, personal);
       return { id };
     },
 
@@ -197,7 +315,8 @@ export function createAuditService(repo: AuditRepo) {
       }
       const rows = await repo.list(orgId, { ...f, pending, after }, f.limit + 1);
       const page = toPage(rows, f.limit, fingerprint, (r) => (r.seq === null ? ['p', r.pos!] : [null, r.seq]));
-      return { data: page.data.map(toEvent), nextCursor: page.nextCursor };
+      const personal = groupByRef(await repo.personalOf(orgId, page.data.flatMap((r) => (r.pdRef ? [r.pdRef] : []))));
+      return { data: page.data.map((r) => toEvent(r, personal.get(r.pdRef ?? '') ?? [])), nextCursor: page.nextCursor };
     },
 
     verifyChain,
@@ -219,6 +338,24 @@ export function createAuditService(repo: AuditRepo) {
       let sequenced = 0;
       for (const id of ids) sequenced += await sequenceChain(id);
       return { chains: ids.length, sequenced };
+    },
+
+    /**
+     * Erases the personal data recorded about the subjects in every chain (GDPR art. 17), in the caller's
+     * transaction. The events, their hashes and references stay: the chain still verifies. Idempotent.
+     */
+    eraseSubjects: (trx: TxHandle, subjects: DataSubject[]): Promise<number> => repo.eraseSubjects(trx, subjects.map(subjectKey)),
+
+    /**
+     * A user's audit trail (GDPR art. 15) across the chains that hold something about them: the platform
+     * chain, `orgIds` (their orgs), and every chain with personal data about one of the subjects. Personal
+     * data about other people in those events is left out.
+     */
+    async exportSubject(userId: string, subjects: DataSubject[], orgIds: string[], limit = SUBJECT_EXPORT_LIMIT): Promise<SubjectAuditExport> {
+      const keys = [...new Set([{ userId } as DataSubject, ...subjects].map(subjectKey))];
+      const { events, personal, truncated } = await repo.subjectEvents([PLATFORM_AUDIT_TENANT, ...orgIds], userId, keys, limit);
+      const byRef = groupByRef(personal);
+      return { events: events.map((r) => ({ ...toEvent(r, byRef.get(r.pdRef ?? '') ?? []), orgId: r.tenantId })), truncated };
     },
 
     /** Every chain's pending events together (metrics). */

@@ -4,16 +4,19 @@ import type { ModuleSurface } from '../../platform/module.ts';
 import { registerAuditJobs } from './audit.jobs.ts';
 import { createAuditRepo, type Backlog } from './audit.repo.ts';
 import { auditRoutes } from './audit.routes.ts';
-import { createAuditService, type AuditEvent, type AuditEventInput, type AuditFilter, type ChainReport } from './audit.service.ts';
+import { createAuditService, type AuditEvent, type AuditEventInput, type AuditFilter, type ChainReport, type AuditStreaming, type DataSubject, type SubjectAuditExport } from './audit.service.ts';
 
 export { AUDIT_READ } from './audit.routes.ts';
-export { PLATFORM_AUDIT_TENANT } from './audit.service.ts';
-export type { AuditEvent, AuditEventInput, AuditFilter, ChainReport } from './audit.service.ts';
+export { AUDIT_EVENT_RECORDED, PLATFORM_AUDIT_TENANT, subjectKey } from './audit.service.ts';
+export type { AuditEventRecordedPayload, AuditStreaming } from './audit.service.ts';
+export type { AuditEvent, AuditEventInput, AuditFilter, ChainReport, DataSubject, SubjectAuditExport } from './audit.service.ts';
 export type { Backlog } from './audit.repo.ts';
 export { runAuditCommand } from './audit.cli.ts';
 
 export interface AuditDeps {
   db: Database;
+  /** Audit streaming (audit.event_recorded through the outbox); without it nothing is streamed. */
+  streaming?: AuditStreaming;
 }
 
 /**
@@ -31,16 +34,25 @@ export interface Audit extends ModuleSurface {
   sequence(orgId?: string): Promise<{ chains: number; sequenced: number }>;
   /** Pending events of all chains together and the oldest one's age (metrics). */
   backlog(): Promise<Backlog>;
+  /**
+   * Data rights: blanks the personal data recorded about the subjects in every chain, in the caller's
+   * transaction (the chain still verifies: the hash covers references, not the data). Returns rows erased.
+   */
+  eraseSubjects(trx: TxHandle, subjects: DataSubject[]): Promise<number>;
+  /** Data rights: the user's audit trail across chains (platform chain, `orgIds`, and wherever data about the subjects is). */
+  exportSubject(userId: string, subjects: DataSubject[], orgIds: string[]): Promise<SubjectAuditExport>;
 }
 
 export function createAudit(deps: AuditDeps): Audit {
-  const service = createAuditService(createAuditRepo(deps.db));
+  const service = createAuditService(createAuditRepo(deps.db), deps.streaming);
   return {
     name: 'audit',
     record: service.record,
     list: service.list,
     sequence: service.sequence,
     backlog: service.backlog,
+    eraseSubjects: service.eraseSubjects,
+    exportSubject: (userId, subjects, orgIds) => service.exportSubject(userId, subjects, orgIds),
     async verify(orgId) {
       return orgId ? [await service.verifyChain(orgId)] : service.verifyAllChains();
     },

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addMember, signup, type SignedUp } from '../../../test/helpers/auth.ts';
+import { adminAndMember } from '../../../test/helpers/jobs.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { setTenant } from '../../platform/db/database.ts';
 import { TABLE_PLACEMENT } from '../../platform/db/distribution.ts';
@@ -10,16 +11,12 @@ import { ORG_DELETION_GRACE_MS } from './index.ts';
 
 /**
  * Tenant tables this fixture does not fill (yet): their purge runs through the same generic statement
- * (every distributed table of the placement map), but no row of them is seen to go. Billing, reporting and
- * SSO state needs flows of their own (test clock, a running export, an IdP); extend fill() to shrink this.
+ * (every distributed table of the placement map), but no row of them is seen to go. Extend fill() for a
+ * new table, or list it here with the reason.
  */
-const NOT_FILLED = [
+const NOT_FILLED: string[] = [
+  // platform flags: an override is a platform-admin action on a global flag (no org-level route)
   'feature_flag_overrides',
-  'billing_customers', 'billing_subscriptions', 'billing_charges', 'billing_test_clocks', 'billing_schedule',
-  'billing_usage_events', 'billing_usage_rollups', 'billing_usage_uniques',
-  'reporting_exports', 'reporting_project_weeks', 'reporting_member_days', 'reporting_task_facts',
-  'sso_connections', 'sso_login_states', 'sso_replay_guard', 'org_security_policies',
-  'integration_connections', 'integration_deliveries', 'integration_inbox',
 ];
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;
@@ -66,11 +63,57 @@ describe(`org deletion with a grace period (${mode})`, () => {
     const user = await post(`/scim/v2/${who.orgId}/Users`, { userName: `scim-${newId()}@example.com` }, scim);
     await post(`/scim/v2/${who.orgId}/Groups`, { displayName: 'G', members: [{ value: user.id }] }, scim);
     await t.app.inject({ method: 'PUT', url: `${org}/scim-group-roles`, headers: who.auth, payload: { mappings: [{ group: 'G', role: 'viewer' }] } });
+
+    // billing: the org's test clock, a paid subscription without trial (customer, subscription, its first
+    // period charge and scheduled renewal), and usage of a unique-count metric (events, rollups, uniques)
+    await post(`${org}/billing/test-clock`, { frozenTime: new Date(Date.now() + 60_000).toISOString() });
+    await post(`${org}/billing/subscription`, { planId: paidPlanId, trial: false });
+    await post(`${org}/usage-events`, { events: [{ key: `u-${newId()}`, metric: 'active.users', timestamp: new Date().toISOString(), properties: { userId: 'a' } }] });
+
+    // reporting: an export (queued) and the read models, rebuilt from the org's tasks and audit log
+    await post(`${org}/exports`, { resource: 'tasks', format: 'csv' });
+
+    // SSO: a connection, the org's security policy, a login in flight and a consumed assertion id (the
+    // last two as the login flows write them: they need a live IdP otherwise)
+    const conn = await post(`${org}/sso/connections`, { name: 'IdP', defaultRole: 'member', oidc: { issuer: 'https://idp.example', clientId: 'c', clientSecret: 's' } });
+    const policy = await t.app.inject({ method: 'PUT', url: `${org}/security-policy`, headers: who.auth, payload: { mfaRequired: false, sessionMaxAgeSec: 86_400, idleTimeoutSec: 3_600, ipAllowList: [] } });
+    expect(policy.statusCode, policy.body).toBe(200);
+    const inAnHour = new Date(Date.now() + 3_600_000);
+    await t.db.withTenant(who.orgId, async (trx) => {
+      await trx.insertInto('sso_login_states').values({ tenant_id: who.orgId, id: newId(), connection_id: conn.id, state_hash: newId(), expires_at: inAnHour }).execute();
+      await trx.insertInto('sso_replay_guard').values({ tenant_id: who.orgId, connection_id: conn.id, message_id: newId(), expires_at: inAnHour }).execute();
+    });
+
+    // integrations: a connection, one outbound delivery and one inbound vendor event (as the worker and the
+    // vendor webhook route write them)
+    const integration = await post(`${org}/integrations`, { connector: 'http', name: 'sync', config: { url: 'http://127.0.0.1:9/sync' }, credentials: {}, events: ['projects.task_created'] });
+    await t.db.withTenant(who.orgId, async (trx) => {
+      await trx.insertInto('integration_deliveries').values({ tenant_id: who.orgId, id: newId(), connection_id: integration.id, event_id: newId(), event_name: 'projects.task_created', event: JSON.stringify({}) }).execute();
+      await trx.insertInto('integration_inbox').values({ tenant_id: who.orgId, id: newId(), connection_id: integration.id, dedupe_key: newId(), event_type: 'x', payload: JSON.stringify({}) }).execute();
+    });
+
     await t.modules.audit.sequence(who.orgId);
+    await t.modules.reporting.rebuild(who.orgId);
   }
+
+  let paidPlanId: string;
 
   beforeAll(async () => {
     t = await createTestPlatform();
+    // a catalog to subscribe to (platform admin), with the unique-count meter the usage fill reports
+    const { admin: operator } = await adminAndMember(t);
+    const op = async (url: string, payload: object) => {
+      const res = await t.app.inject({ method: 'POST', url, headers: operator, payload });
+      expect(res.statusCode, `${url} ${res.body}`).toBeLessThan(300);
+      return res.json();
+    };
+    const product = await op('/v1/admin/billing/products', { key: 'plinth', name: 'Plinth' });
+    await op('/v1/admin/billing/plans/' + (await op('/v1/admin/billing/plans', { productId: product.id, key: 'free', name: 'Free', rank: 0, isDefault: true })).id + '/prices', {
+      currency: 'USD', interval: 'month', model: 'flat', flatAmount: 0,
+    });
+    paidPlanId = (await op('/v1/admin/billing/plans', { productId: product.id, key: 'pro', name: 'Pro', rank: 20 })).id;
+    await op(`/v1/admin/billing/plans/${paidPlanId}/prices`, { currency: 'USD', interval: 'month', model: 'flat', flatAmount: 9000, entitlements: { features: ['exports', 'sso'], limits: { projects: 100 } } });
+    await op('/v1/admin/billing/meters', { key: 'active.users', name: 'Active users', aggregation: 'unique_count', property: 'userId' });
     doomed = await signup(t.app, { organizationName: 'Doomed' });
     admin = await signup(t.app);
     survivor = await signup(t.app, { organizationName: 'Survivor' });

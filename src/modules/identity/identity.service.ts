@@ -14,6 +14,10 @@ import { createMfa } from './identity.mfa.ts';
 import type { MfaRepo } from './mfa.repo.ts';
 import type { CacheProvider } from '../../platform/cache/cache.ts';
 import type { SecretBox } from '../../platform/crypto/secret-box.ts';
+import type { EventPublisher } from '../../platform/outbox/publisher.ts';
+import type { ObjectStorage } from '../../platform/storage/index.ts';
+import type { DataRightsRepo } from './data-rights.repo.ts';
+import { createDataRights } from './identity.data-rights.ts';
 
 export interface IdentityServiceDeps {
   repo: IdentityRepo;
@@ -28,6 +32,10 @@ export interface IdentityServiceDeps {
   mfaRepo: MfaRepo;
   secrets: SecretBox;
   cache: CacheProvider;
+  /** Data rights: the outbox (identity.user_erased), file storage for exports, identity's personal-data SQL. */
+  events: EventPublisher;
+  storage: ObjectStorage;
+  dataRightsRepo: DataRightsRepo;
 }
 
 /** A password sign-in either opens a session, or (second factor enrolled) hands out a challenge for it. */
@@ -77,6 +85,19 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     emailOf: async (userId) => normalizeEmail((await getUser(userId)).email),
   });
 
+  const dataRights = createDataRights({
+    repo: deps.dataRightsRepo,
+    audit,
+    events: deps.events,
+    storage: deps.storage,
+    cache: deps.cache,
+    inPlatformTx,
+    invalidateSessions: (hashes) => sessions.invalidate(hashes),
+    unusablePassword: NO_PASSWORD,
+    // An erased user is disabled too: what disabling revokes elsewhere (tenancy's API keys) goes as well.
+    erasureHooks: disableHooks,
+  });
+
   async function getUser(id: string): Promise<User> {
     const user = await repo.userById(id);
     if (!user) throw userNotFound();
@@ -104,6 +125,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
 
   return {
     getUser,
+    dataRights,
 
     async getUsers(ids: string[], trx?: TxHandle): Promise<Map<string, User>> {
       return new Map((await repo.usersByIds(ids, trx)).map((u) => [u.id, u]));

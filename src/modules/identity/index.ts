@@ -9,6 +9,9 @@ import { identityRoutes } from './identity.routes.ts';
 import { createIdentityService, type DisableHook, type IdentityServiceDeps, type LoginResult, type PasswordGuard, type RequestMeta } from './identity.service.ts';
 import { mfaRoutes } from './identity.mfa.routes.ts';
 import { createMfaRepo } from './mfa.repo.ts';
+import { createDataRightsRepo } from './data-rights.repo.ts';
+import { dataRightsRoutes } from './identity.data-rights.routes.ts';
+import type { DataExportLink, DataExportSection, ErasureGuard } from './identity.data-rights.ts';
 import { createSecretBox } from '../../platform/crypto/secret-box.ts';
 import type { NewSession, SessionLookupOptions, SessionMeta } from './identity.sessions.ts';
 
@@ -20,9 +23,11 @@ export { SESSION_PREFIX, type NewSession, type SessionLookupOptions, type Sessio
 export { sha256Hex, newSecret } from './identity.tokens.ts';
 export type { LockoutLimits } from './identity.lockout.ts';
 export { runAdminCommand } from './identity.cli.ts';
+export { IDENTITY_EVENTS, USER_ERASED, type UserErasedPayload } from './identity.events.ts';
+export type { DataExportLink, DataExportSection, ErasureGuard } from './identity.data-rights.ts';
 
 /** The service's dependencies, with the database (and master key) instead of what is built over them. */
-export type IdentityDeps = Omit<IdentityServiceDeps, 'repo' | 'mfaRepo' | 'secrets'> & { db: Database; secretKey: Buffer };
+export type IdentityDeps = Omit<IdentityServiceDeps, 'repo' | 'mfaRepo' | 'secrets' | 'dataRightsRepo'> & { db: Database; secretKey: Buffer };
 
 /** Accounts, passwords, sessions and login throttling. Orgs, RBAC and the Authenticator live in tenancy. */
 export interface Identity extends ModuleSurface {
@@ -70,19 +75,39 @@ export interface Identity extends ModuleSurface {
   onPasswordUse(guard: PasswordGuard): void;
   /** `plinth admin grant|revoke <email>`. */
   setPlatformAdmin(email: string, value: boolean): Promise<User>;
+
+  /** Data rights: adds a module's section to every user data export (GDPR art. 15). */
+  onDataExport(name: string, section: DataExportSection): void;
+  /** Data rights: a check before a user is erased (tenancy: not an org's last owner); throws to refuse. */
+  onErasure(guard: ErasureGuard): void;
+  /** Writes everything Plinth holds about the user to file storage; returns an expiring download link. */
+  exportUserData(userId: string, ctx: ActorContext): Promise<DataExportLink>;
+  /** Erases the user (GDPR art. 17); other modules follow through `identity.user_erased`. */
+  eraseUser(userId: string, ctx: ActorContext): Promise<{ userId: string; erasedAt: Date; auditRecordsErased: number }>;
 }
 
 export function createIdentity(deps: IdentityDeps): Identity {
   const { db, secretKey, ...rest } = deps;
-  const service = createIdentityService({ ...rest, repo: createIdentityRepo(db), mfaRepo: createMfaRepo(db), secrets: createSecretBox(secretKey, 'totp-secret') });
+  const service = createIdentityService({
+    ...rest,
+    repo: createIdentityRepo(db),
+    mfaRepo: createMfaRepo(db),
+    dataRightsRepo: createDataRightsRepo(db),
+    secrets: createSecretBox(secretKey, 'totp-secret'),
+  });
   return {
     ...service,
+    onDataExport: service.dataRights.onDataExport,
+    onErasure: service.dataRights.onErasure,
+    exportUserData: service.dataRights.exportUser,
+    eraseUser: service.dataRights.eraseUser,
     name: 'identity',
     mfaEnabled: service.mfa.isEnabled,
     assertRecentMfa: (p, maxAgeSec) => service.mfa.assertRecentMfa(p.userId, p.sessionId, maxAgeSec),
     routes: [
       { name: 'identity', prefix: '/v1', plugin: asPlugin(identityRoutes(service)) },
       { name: 'identity-mfa', prefix: '/v1', plugin: asPlugin(mfaRoutes(service)) },
+      { name: 'identity-data-rights', prefix: '/v1', plugin: asPlugin(dataRightsRoutes(service)) },
     ],
     registerJobs: registerIdentityJobs,
   };

@@ -9,7 +9,7 @@ import type { Audit } from '../audit/index.ts';
 import { createWebhookDelivery } from './notifications.delivery.ts';
 import { registerNotificationsJobs } from './notifications.jobs.ts';
 import type { Mailer } from './notifications.mailer.ts';
-import { notificationsScope } from './notifications.repo.ts';
+import { notificationsScope, subscribedEndpoints } from './notifications.repo.ts';
 import { notificationsRoutes } from './notifications.routes.ts';
 import { createWebhooksService, type WebhooksService } from './notifications.service.ts';
 
@@ -38,6 +38,8 @@ export interface NotificationsDeps {
 /** The notifications facade: webhook endpoint management; deliveries and e-mail run in its job handlers. */
 export interface NotificationsModule extends ModuleSurface {
   webhooks: WebhooksService;
+  /** Whether the org has an active endpoint subscribed to the event type (audit asks before streaming a chain). */
+  hasSubscribers(orgId: string, eventType: string): Promise<boolean>;
 }
 
 /** Webhook endpoints per org with signed, durable, retried deliveries; e-mail notifications (invitations). */
@@ -60,6 +62,7 @@ export function createNotifications(deps: NotificationsDeps): NotificationsModul
   return {
     name: 'notifications',
     webhooks,
+    hasSubscribers: async (orgId, eventType) => (await scope.withTenant(orgId, (trx) => subscribedEndpoints(trx, orgId, eventType))).length > 0,
     routes: [{ name: 'notifications', prefix: '/v1', plugin: asPlugin((app) => notificationsRoutes(app, { service: webhooks })) }],
     registerJobs(jobs) {
       registerNotificationsJobs(jobs, {

@@ -11,6 +11,8 @@ export const WEBHOOK_EVENT_TYPES = [
   'billing.entitlements_changed',
   'billing.usage_threshold_crossed',
   'reporting.export_ready',
+  // Audit streaming to a SIEM: one per chained audit event of the org, in seq order (audit's sequencer).
+  'audit.event_recorded',
 ] as const;
 
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];

@@ -15,6 +15,7 @@ import { createTenancyRepo, type Membership, type Organization } from './tenancy
 import { tenancyRoutes } from './tenancy.routes.ts';
 import { createTenancyUseCases } from './use-cases/index.ts';
 import { provisionMembers } from './use-cases/provision-members.ts';
+import { registerTenancyDataRights } from './use-cases/data-rights.ts';
 import { revokeKeysOnDisable } from './use-cases/revoke-keys.ts';
 import type { Member } from './use-cases/manage-members.ts';
 import type { SignupInput } from './use-cases/sign-up.ts';
@@ -100,6 +101,8 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
   const useCases = createTenancyUseCases({ repo, audit: deps.audit, identity: deps.identity, events: deps.events, memberships, memberLimit: deps.memberLimit });
   // A disabled user's API keys die with the disabling transaction, in every org.
   deps.identity.onDisabled(revokeKeysOnDisable({ repo, audit: deps.audit }));
+  // Data rights: the export section, the erasure guard, and the memberships' erasure (identity.user_erased).
+  const registerDataRightsJobs = registerTenancyDataRights({ repo, audit: deps.audit, identity: deps.identity });
   const provisioning = provisionMembers({ repo, audit: deps.audit, memberships, events: deps.events });
   return {
     name: 'tenancy',
@@ -118,6 +121,9 @@ export function createTenancy(deps: TenancyDeps): Tenancy {
       { name: 'tenancy', prefix: '/v1', plugin: asPlugin(tenancyRoutes({ tenancy: useCases, identity: deps.identity })) },
       { name: 'tenancy-access', prefix: '/v1', plugin: asPlugin(accessRoutes(useCases)) },
     ],
-    registerJobs: registerTenancyJobs,
+    registerJobs: (jobs) => {
+      registerTenancyJobs(jobs);
+      registerDataRightsJobs(jobs);
+    },
   };
 }

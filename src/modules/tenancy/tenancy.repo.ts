@@ -1,6 +1,6 @@
 // Over 300 lines: the one file with all SQL of tenancy's four tables (orgs, memberships, invitations, API keys).
 import { sql, type Selectable, type Transaction } from 'kysely';
-import type { Database, DB, DbScope, TxHandle } from '../../platform/db/database.ts';
+import { setTenant, type Database, type DB, type DbScope, type TxHandle } from '../../platform/db/database.ts';
 
 /** The tables tenancy owns, all tenant-owned (RLS ENABLE + FORCE). */
 export type TenancyTables = Pick<DB, 'organizations' | 'memberships' | 'invitations' | 'api_keys'>;
@@ -319,6 +319,48 @@ export function createTenancyRepo(db: Database) {
       await sql`select set_config('app.user_id', ${userId}, true)`.execute(trx);
       const rows = await trx.selectFrom('memberships').select('tenant_id').where('user_id', '=', userId).execute();
       return rows.map((r) => r.tenant_id);
+    },
+
+    /**
+     * Data rights (export): per org the user belongs to, the API keys they created (no secrets). One app
+     * transaction; orgs found through the member_self_read policy, then each in its tenant context.
+     */
+    async apiKeysCreatedByAcrossOrgs(userId: string) {
+      return scope.app.transaction().execute(async (trx) => {
+        await sql`select set_config('app.user_id', ${userId}, true)`.execute(trx);
+        const orgs = await trx.selectFrom('memberships').select('tenant_id').where('user_id', '=', userId).execute();
+        const out: Array<{ orgId: string; id: string; name: string; scopes: unknown; createdAt: Date; expiresAt: Date | null; revokedAt: Date | null; lastUsedAt: Date | null }> = [];
+        for (const { tenant_id: orgId } of orgs) {
+          await setTenant(trx, orgId);
+          const keys = await trx
+            .selectFrom('api_keys')
+            .select(['id', 'name', 'scopes', 'created_at', 'expires_at', 'revoked_at', 'last_used_at'])
+            .where('created_by', '=', userId)
+            .orderBy('created_at')
+            .execute();
+          for (const k of keys) out.push({ orgId, id: k.id, name: k.name, scopes: k.scopes, createdAt: k.created_at, expiresAt: k.expires_at, revokedAt: k.revoked_at, lastUsedAt: k.last_used_at });
+        }
+        return out;
+      });
+    },
+
+    /** The orgs where the user is the only owner while others are members (an erasure would orphan them). */
+    async orgsUserSolelyOwnsWithOthers(userId: string): Promise<string[]> {
+      return scope.app.transaction().execute(async (trx) => {
+        await sql`select set_config('app.user_id', ${userId}, true)`.execute(trx);
+        const owned = await trx.selectFrom('memberships').select('tenant_id').where('user_id', '=', userId).where('role', '=', 'owner').execute();
+        const out: string[] = [];
+        for (const { tenant_id: orgId } of owned) {
+          await setTenant(trx, orgId);
+          const r = await trx
+            .selectFrom('memberships')
+            .select([sql<number>`count(*) filter (where role = 'owner')::int`.as('owners'), sql<number>`count(*)::int`.as('members')])
+            .where('tenant_id', '=', orgId)
+            .executeTakeFirstOrThrow();
+          if (r.owners === 1 && r.members > 1) out.push(orgId);
+        }
+        return out;
+      });
     },
 
     /** The tenant context of the transaction (another module's, e.g. identity's disable), to restore it. */

@@ -26,6 +26,7 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   // audit
   audit_chains: 'distributed',
   audit_events: 'distributed',
+  audit_personal_data: 'distributed',
   // projects
   projects: 'distributed',
   tasks: 'distributed',

@@ -64,12 +64,23 @@ export interface AuditEvents {
   id: string;
   ip: string | null;
   occurred_at: Timestamp;
+  pd_ref: string | null;
   pos: Generated<number | null>;
   prev_hash: string | null;
   request_id: string | null;
   seq: number | null;
   target_id: string;
   target_type: string;
+  tenant_id: string;
+}
+
+export interface AuditPersonalData {
+  created_at: Generated<Timestamp>;
+  data: Json;
+  erased_at: Timestamp | null;
+  id: string;
+  ref: string;
+  subject: string | null;
   tenant_id: string;
 }
 
@@ -703,6 +714,7 @@ export interface Users {
   created_at: Generated<Timestamp>;
   disabled_at: Timestamp | null;
   email: string;
+  erased_at: Timestamp | null;
   id: string;
   is_platform_admin: Generated<boolean>;
   name: string;
@@ -748,6 +760,7 @@ export interface DB {
   api_keys: ApiKeys;
   audit_chains: AuditChains;
   audit_events: AuditEvents;
+  audit_personal_data: AuditPersonalData;
   billing_charges: BillingCharges;
   billing_customers: BillingCustomers;
   billing_meters: BillingMeters;

@@ -51,7 +51,7 @@ export function inviteMembers(deps: UseCaseDeps) {
           invitedBy,
           expiresAt: new Date(Date.now() + input.expiresInHours * 3_600_000),
         });
-        await audit.record(trx, { orgId, action: 'invitation.created', target: { type: 'invitation', id }, changes: { email: { to: row.email }, role: { to: input.role } }, context: ctx });
+        await audit.record(trx, { orgId, action: 'invitation.created', target: { type: 'invitation', id }, changes: { role: { to: input.role } }, personal: [{ subject: { email: row.email }, data: { email: { to: row.email } } }], context: ctx });
         await events.add<InvitationCreatedPayload>(trx, {
           name: INVITATION_CREATED,
           tenantId: orgId,

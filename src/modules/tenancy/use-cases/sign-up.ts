@@ -27,7 +27,7 @@ export function signUp(deps: UseCaseDeps) {
     return repo.withTenant(orgId, async (trx) => {
       const user = await identity.createUser(trx, { email: input.email, name: input.name, passwordHash });
       const ctx: ActorContext = { actor: { type: 'user', id: user.id, userId: user.id }, requestId: meta.requestId, ip: meta.ip };
-      await audit.record(trx, { orgId, action: 'user.signed_up', target: { type: 'user', id: user.id }, changes: { email: { to: user.email } }, context: ctx });
+      await audit.record(trx, { orgId, action: 'user.signed_up', target: { type: 'user', id: user.id }, personal: [{ subject: { userId: user.id }, data: { email: { to: user.email } } }], context: ctx });
       await events.add<UserSignedUpPayload>(trx, { name: USER_SIGNED_UP, tenantId: orgId, payload: { userId: user.id } });
       const organization = await insertOrgWithOwner(deps, trx, orgId, input.organizationName, user.id, ctx, true);
       const session = await identity.startSession(trx, user.id, meta);

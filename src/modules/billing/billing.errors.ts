@@ -34,3 +34,13 @@ export function limitExceeded(input: { limit: string; allowed: number; usage: nu
     { limit: input.limit, allowed: input.allowed, usage: input.usage, plan: input.plan, upgradeTo: input.upgradeTo },
   );
 }
+
+/** The 402 a guarded action answers once a hard quota is used up for the period. */
+export function quotaExceeded(input: { metric: string; quota: number; usage: number; plan: string | null; periodEnd: string | null }) {
+  return new AppError(
+    'BILLING.QUOTA_EXCEEDED',
+    402,
+    `The ${input.plan ?? 'current'} plan includes ${input.quota} ${input.metric} per period; ${input.usage} used${input.periodEnd ? ` (the period ends ${input.periodEnd})` : ''}.`,
+    { metric: input.metric, quota: input.quota, usage: input.usage, plan: input.plan, periodEnd: input.periodEnd },
+  );
+}

@@ -72,6 +72,8 @@ export interface EntitlementSpec {
   features: string[];
   limits: Record<string, number>;
   quotas: Record<string, number>;
+  /** Per quota metric: 'hard' refuses the guarded action at 100 % (402), 'soft' (default) only notifies. */
+  enforcement?: Record<string, 'soft' | 'hard'>;
 }
 
 export interface Price extends Pricing {
@@ -129,7 +131,7 @@ const toPrice = (r: Selectable<DB['billing_prices']>): Price => {
     packageSize: r.package_size,
     metric: r.metric ?? null,
     trialDays: r.trial_days,
-    entitlements: { features: ent.features ?? [], limits: ent.limits ?? {}, quotas: ent.quotas ?? {} },
+    entitlements: { features: ent.features ?? [], limits: ent.limits ?? {}, quotas: ent.quotas ?? {}, ...(ent.enforcement ? { enforcement: ent.enforcement } : {}) },
     createdAt: r.created_at,
   };
 };

@@ -19,6 +19,12 @@ const EntitlementSpecSchema = Type.Object(
     features: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 100, description: 'Boolean features, e.g. "sso"' }),
     limits: Type.Record(Type.String({ maxLength: 64 }), Type.Integer({ minimum: 0 }), { description: 'Numeric limits, e.g. { "projects": 10, "members": 5 }; absent = unlimited' }),
     quotas: Type.Record(Type.String({ maxLength: 64 }), Type.Number({ minimum: 0 }), { description: 'Metered quotas per billing period by metric, e.g. { "api.requests": 100000 }' }),
+
+    enforcement: Type.Optional(
+      Type.Record(Type.String({ maxLength: 64 }), Type.Union([Type.Literal('soft'), Type.Literal('hard')]), {
+        description: 'Per quota metric: `hard` refuses the guarded action with 402 BILLING.QUOTA_EXCEEDED once the period\'s quota is used up; `soft` (default) only notifies (80 %/100 % events, e-mail)',
+      }),
+    ),
   },
   { additionalProperties: false },
 );

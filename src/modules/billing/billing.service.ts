@@ -4,12 +4,13 @@ import { createBillingContext, type BillingContext, type BillingDeps } from './u
 import { entitlementUseCases, type EntitlementUseCases } from './use-cases/entitlements.ts';
 import { subscriptionUseCases, type SubscriptionUseCases } from './use-cases/subscriptions.ts';
 import { testClockUseCases, type TestClockUseCases } from './use-cases/test-clock.ts';
+import { quotaUseCases, type QuotaUseCases } from './use-cases/quotas.ts';
 import { usageUseCases, type UsageUseCases } from './use-cases/usage.ts';
 
 export type { BillingConfig, BillingDeps } from './use-cases/context.ts';
 
 /** The use cases of the billing module, one file per aggregate under use-cases/. */
-export interface BillingService extends CatalogUseCases, SubscriptionUseCases, EntitlementUseCases, UsageUseCases, TestClockUseCases {}
+export interface BillingService extends CatalogUseCases, SubscriptionUseCases, EntitlementUseCases, UsageUseCases, TestClockUseCases, QuotaUseCases {}
 
 export function createBillingService(deps: BillingDeps): { service: BillingService; context: BillingContext } {
   const context = createBillingContext(deps);
@@ -25,6 +26,7 @@ export function createBillingService(deps: BillingDeps): { service: BillingServi
       return result;
     };
   const s = subscriptions;
+  const usage = usageUseCases(context, entitlements);
   return {
     service: {
       ...catalogUseCases(context),
@@ -37,7 +39,8 @@ export function createBillingService(deps: BillingDeps): { service: BillingServi
       syncSeats: refreshing(s.syncSeats),
       advance: refreshing(s.advance),
       ...entitlements,
-      ...usageUseCases(context, entitlements),
+      ...usage,
+      ...quotaUseCases(context, entitlements, usage),
       ...testClockUseCases(context, refreshing(s.advance)),
     },
     context,

@@ -14,6 +14,10 @@ export interface BillingConfig {
   pastDueGraceDays: number;
   /** Usage events older than this (by their timestamp) are rejected. */
   usageLateWindowMs: number;
+  /** A hard quota's cached period usage is re-read from the rollups at most this often (default 5 s). */
+  quotaRefreshMs?: number;
+  /** The API-request meter writes its counts this often (default 10 s): the most a crash loses. 0: only on demand and at close. */
+  apiMeterFlushMs?: number;
 }
 
 export const DEFAULT_BILLING_CONFIG: BillingConfig = { production: false, pastDueGraceDays: 14, usageLateWindowMs: 72 * 3_600_000 };

@@ -204,6 +204,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     events,
     cache: platform.cache,
     seats: (orgId) => tenancy.countMembers(orgId),
+    // The notifications mailer (built below): billing's e-mails go out through it.
+    mailer: { send: (mail) => mailer.send(mail) },
     // Tests flush the API-request meter themselves (a timer would add to the usage figures they assert).
     config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production', apiMeterFlushMs: config.nodeEnv === 'test' ? 0 : 10_000 },
   });

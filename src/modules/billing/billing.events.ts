@@ -10,6 +10,12 @@ export const BILLING_EVENTS = {
   entitlementsChanged: 'billing.entitlements_changed',
   /** A metered quota reached 80 % or 100 % in the current period. */
   usageThresholdCrossed: 'billing.usage_threshold_crossed',
+  /** A trial ends in `trialReminderDays` (once per subscription): the trial-ending e-mail comes from it. */
+  trialWillEnd: 'billing.trial_will_end',
+  /** A numeric limit refused an action (402), once per limit and period: the limit-reached e-mail. */
+  limitReached: 'billing.limit_reached',
+  /** An add-on was added to, changed on or removed from the subscription. */
+  addonChanged: 'billing.addon_changed',
 } as const;
 
 export type BillingEventName = (typeof BILLING_EVENTS)[keyof typeof BILLING_EVENTS];
@@ -46,4 +52,32 @@ export interface UsageThresholdPayload {
   usage: number;
   quota: number;
   periodStart: string;
+}
+
+export interface TrialWillEndPayload {
+  /** The claim in billing_notices: also the e-mail's Message-ID. */
+  noticeId: string;
+  subscriptionId: string;
+  planKey: string | null;
+  planName: string | null;
+  trialEnd: string;
+  daysLeft: number;
+}
+
+export interface LimitReachedPayload {
+  limit: string;
+  allowed: number;
+  usage: number;
+  /** The period it was reached in (its start, ISO 8601): one e-mail per limit and period. */
+  periodKey: string;
+}
+
+export interface AddonChangedPayload {
+  subscriptionId: string;
+  addonId: string;
+  addonKey: string;
+  /** What happened: added, quantity_changed, removed. */
+  change: string;
+  quantity: number;
+  previousQuantity: number;
 }

@@ -1,7 +1,10 @@
 import { systemActor } from '../../platform/http/actor.ts';
 import type { JobRegistry } from '../../platform/outbox/registry.ts';
 import { PROJECT_EVENTS } from '../projects/index.ts';
-import { BILLING_EVENTS, type EntitlementsChangedPayload } from './billing.events.ts';
+import type { DbScope } from '../../platform/db/database.ts';
+import { BILLING_EVENTS, type EntitlementsChangedPayload, type LimitReachedPayload, type TrialWillEndPayload, type UsageThresholdPayload } from './billing.events.ts';
+import type { BillingTables } from './billing.repo.ts';
+import type { BillingMail } from './use-cases/billing-mail.ts';
 import type { BillingService } from './billing.service.ts';
 
 /** Orgs advanced per run of the renewal schedule; the rest are picked up by the next run. */
@@ -33,4 +36,22 @@ export function registerBillingJobs(jobs: JobRegistry, service: Pick<BillingServ
   jobs.schedule('billing.renewals', { everyMs: 60_000 }, async () => {
     await service.advanceDue(systemActor('billing.renewals'), RENEWALS_PER_RUN);
   });
+}
+
+/**
+ * Billing's e-mails (use-cases/billing-mail.ts), from its own events: each handler runs in the outbox's
+ * transaction, where the notice claim commits; a failed send is retried with backoff.
+ */
+export function registerBillingMailJobs(jobs: JobRegistry, mail: BillingMail, scope: DbScope<BillingTables>): void {
+  const retry = { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 };
+  jobs.subscribe<TrialWillEndPayload>(BILLING_EVENTS.trialWillEnd, 'billing.mail_trial_ending', async (event, { trx }) => {
+    if (event.tenantId) await mail.trialWillEnd(scope.join(trx), event.tenantId, event.payload);
+  }, retry);
+  jobs.subscribe<UsageThresholdPayload>(BILLING_EVENTS.usageThresholdCrossed, 'billing.mail_quota_reached', async (event, { trx }) => {
+    if (event.tenantId) await mail.thresholdCrossed(scope.join(trx), event.tenantId, event.payload);
+  }, retry);
+  jobs.subscribe<LimitReachedPayload>(BILLING_EVENTS.limitReached, 'billing.mail_limit_reached', async (event, { trx }) => {
+    const p = event.payload;
+    if (event.tenantId) await mail.limitReached(scope.join(trx), event.tenantId, { limit: p.limit, periodKey: p.periodKey, allowed: p.allowed, usage: p.usage, kind: 'limit' });
+  }, retry);
 }

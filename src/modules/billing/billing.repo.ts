@@ -18,6 +18,9 @@ export type BillingTables = Pick<
   | 'billing_usage_events'
   | 'billing_usage_rollups'
   | 'billing_usage_uniques'
+  | 'billing_addons'
+  | 'billing_subscription_addons'
+  | 'billing_notices'
 >;
 export type Trx = Transaction<BillingTables>;
 /** Catalog reads also run outside a transaction (global tables, no tenant context needed). */
@@ -37,6 +40,9 @@ export function billingScope(db: Database): DbScope<BillingTables> {
     'billing_usage_events',
     'billing_usage_rollups',
     'billing_usage_uniques',
+    'billing_addons',
+    'billing_subscription_addons',
+    'billing_notices',
   );
 }
 
@@ -93,7 +99,7 @@ export interface Price extends Pricing {
 export interface Meter {
   key: string;
   name: string;
-  aggregation: 'count' | 'sum' | 'max' | 'unique_count' | 'latest';
+  aggregation: 'count' | 'sum' | 'max' | 'unique_count' | 'latest' | 'time_weighted_sum';
   property: string | null;
 }
 

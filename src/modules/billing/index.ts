@@ -1,6 +1,6 @@
 import { asPlugin } from '../../platform/http/module-routes.ts';
 import type { ModuleSurface } from '../../platform/module.ts';
-import { registerBillingJobs } from './billing.jobs.ts';
+import { registerBillingJobs, registerBillingMailJobs } from './billing.jobs.ts';
 import { billingRoutes } from './billing.routes.ts';
 import { createBillingService, type BillingDeps, type BillingService } from './billing.service.ts';
 
@@ -19,11 +19,14 @@ export interface BillingModule extends ModuleSurface, BillingService {
 }
 
 export function createBilling(deps: BillingDeps): BillingModule {
-  const { service } = createBillingService(deps);
+  const { service, context, mail } = createBillingService(deps);
   return {
     ...service,
     name: 'billing',
     routes: [{ name: 'billing', prefix: '/v1', plugin: asPlugin(billingRoutes(service)) }],
-    registerJobs: (jobs) => registerBillingJobs(jobs, service),
+    registerJobs: (jobs) => {
+      registerBillingJobs(jobs, service);
+      registerBillingMailJobs(jobs, mail, context.scope);
+    },
   };
 }

@@ -46,6 +46,9 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   billing_usage_events: 'distributed',
   billing_usage_rollups: 'distributed',
   billing_usage_uniques: 'distributed',
+  billing_addons: 'reference',
+  billing_subscription_addons: 'distributed',
+  billing_notices: 'distributed',
   // reporting: exports and read models belong to the org; the job queue is platform machinery
   reporting_exports: 'distributed',
   reporting_project_weeks: 'distributed',

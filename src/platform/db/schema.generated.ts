@@ -73,6 +73,18 @@ export interface AuditEvents {
   tenant_id: string;
 }
 
+export interface BillingAddons {
+  amount: number;
+  created_at: Generated<Timestamp>;
+  currency: string;
+  entitlements: Generated<Json>;
+  id: string;
+  interval: string;
+  key: string;
+  name: string;
+  public: Generated<boolean>;
+}
+
 export interface BillingCharges {
   amount: number;
   created_at: Generated<Timestamp>;
@@ -109,6 +121,15 @@ export interface BillingMeters {
   key: string;
   name: string;
   property: string | null;
+}
+
+export interface BillingNotices {
+  created_at: Generated<Timestamp>;
+  dedupe_key: string;
+  event_id: string | null;
+  id: string;
+  kind: string;
+  tenant_id: string;
 }
 
 export interface BillingPlans {
@@ -157,6 +178,19 @@ export interface BillingSchedule {
   due_at: Timestamp;
   on_test_clock: Generated<boolean>;
   tenant_id: string;
+}
+
+export interface BillingSubscriptionAddons {
+  added_at: Timestamp;
+  addon_id: string;
+  created_at: Generated<Timestamp>;
+  id: string;
+  quantity: number;
+  removed_at: Timestamp | null;
+  subscription_id: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  version: Generated<number>;
 }
 
 export interface BillingSubscriptions {
@@ -733,13 +767,16 @@ export interface DB {
   api_keys: ApiKeys;
   audit_chains: AuditChains;
   audit_events: AuditEvents;
+  billing_addons: BillingAddons;
   billing_charges: BillingCharges;
   billing_customers: BillingCustomers;
   billing_meters: BillingMeters;
+  billing_notices: BillingNotices;
   billing_plans: BillingPlans;
   billing_prices: BillingPrices;
   billing_products: BillingProducts;
   billing_schedule: BillingSchedule;
+  billing_subscription_addons: BillingSubscriptionAddons;
   billing_subscriptions: BillingSubscriptions;
   billing_test_clocks: BillingTestClocks;
   billing_usage_events: BillingUsageEvents;

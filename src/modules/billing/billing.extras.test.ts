@@ -152,4 +152,39 @@ describe(`billing: quotas, e-mails, add-ons, time-weighted sums (${process.env.T
     expect(hourly.reduce((a, p) => a + p.value, 0)).toBeCloseTo(34, 9);
     expect((await q(h(-5), h(-1))).data).toEqual([]);
   });
+  it('add-ons: a quantity on the subscription, prorated exactly on add and remove, granting entitlements at once, charged at renewal', async () => {
+    const pack = await ok('POST', '/v1/admin/billing/addons', admin, { key: 'requests-pack', name: 'Requests pack', currency: 'USD', interval: 'month', amount: 1000, entitlements: { features: ['priority-support'], quotas: { 'api.requests': 10 } } });
+    expect((await req('POST', '/v1/admin/billing/addons', admin, { key: 'requests-pack', name: 'Again', currency: 'USD', interval: 'month', amount: 1 })).body.code).toBe('BILLING.KEY_TAKEN');
+    const o = await signup(t.app);
+    expect((await req('POST', '/v1/admin/billing/addons', o.auth, { key: 'mine', name: 'Mine', currency: 'USD', interval: 'month', amount: 1 })).status).toBe(403);
+    await ok('POST', `/v1/orgs/${o.orgId}/billing/test-clock`, o.auth, { frozenTime: '2031-04-01T00:00:00.000Z' });
+    await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription`, o.auth, { planId: plans.capped });
+    await ok('POST', `/v1/orgs/${o.orgId}/billing/test-clock`, o.auth, { frozenTime: '2031-04-16T00:00:00.000Z' });
+    const set = (quantity: number, id = pack.id) => req('PUT', `/v1/orgs/${o.orgId}/billing/subscription/addons/${id}`, o.auth, { quantity });
+    const added = await set(2);
+    expect(added.status).toBe(200);
+    // Half of April left: half of 2 × 1000.
+    expect(added.body.charges.map((c: any) => [c.kind, c.amount])).toEqual([['proration_charge', 1000]]);
+    const snap = await ok('GET', `/v1/orgs/${o.orgId}/billing/entitlements`, o.auth);
+    expect(snap.quotas['api.requests']).toBe(25);
+    expect(snap.features).toContain('priority-support');
+    expect((await ok('GET', `/v1/orgs/${o.orgId}/billing/addons`, o.auth)).data.map((a: any) => [a.addon.key, a.quantity])).toEqual([['requests-pack', 2]]);
+    await ok('POST', `/v1/orgs/${o.orgId}/billing/test-clock`, o.auth, { frozenTime: '2031-04-21T00:00:00.000Z' });
+    const down = await set(1);
+    // 10 days left of 30: 2000 → 1000 credits 667 − 333 (largest remainder keeps every cent).
+    expect(down.body.charges.reduce((a: number, c: any) => a + c.amount, 0)).toBe(-(Math.round((2000 * 10) / 30) - Math.round((1000 * 10) / 30)));
+    expect((await ok('GET', `/v1/orgs/${o.orgId}/billing/entitlements`, o.auth)).quotas['api.requests']).toBe(15);
+    // Renewal on May 1st charges the plan and the add-on for May.
+    await ok('POST', `/v1/orgs/${o.orgId}/billing/test-clock`, o.auth, { frozenTime: '2031-05-01T01:00:00.000Z' });
+    const charges = (await ok('GET', `/v1/orgs/${o.orgId}/billing/charges?limit=100`, o.auth)).data as Array<{ kind: string; amount: number; periodStart: string; priceId: string }>;
+    expect(charges.filter((c) => c.periodStart === '2031-05-01T00:00:00.000Z').map((c) => c.amount).sort()).toEqual([1000, 1000]);
+    const removed = await set(0);
+    expect(removed.body.addon).toBeNull();
+    expect((await ok('GET', `/v1/orgs/${o.orgId}/billing/entitlements`, o.auth)).quotas['api.requests']).toBe(5);
+    // Bad input and unknown add-ons.
+    expect((await set(-1)).status).toBe(400);
+    expect((await set(1, '0190a4c2-0000-7000-8000-000000000000')).body.code).toBe('BILLING.ADDON_NOT_FOUND');
+    const events = await sql<{ payload: any }>`select payload from outbox where tenant_id = ${o.orgId} and name = 'billing.addon_changed' order by id`.execute(t.db.owner);
+    expect(events.rows.map((r) => r.payload.change)).toEqual(['added', 'quantity_changed', 'removed']);
+  });
 });

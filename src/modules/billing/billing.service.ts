@@ -6,6 +6,7 @@ import { subscriptionUseCases, type SubscriptionUseCases } from './use-cases/sub
 import { testClockUseCases, type TestClockUseCases } from './use-cases/test-clock.ts';
 import { runWithUnitOfWorkSlot } from '../../platform/db/unit-of-work.ts';
 import { AppError } from '../../platform/http/errors.ts';
+import { addonUseCases, type AddonUseCases } from './use-cases/add-ons.ts';
 import { billingMail, type BillingMail } from './use-cases/billing-mail.ts';
 import { quotaUseCases, type QuotaUseCases } from './use-cases/quotas.ts';
 import { usageUseCases, type UsageUseCases } from './use-cases/usage.ts';
@@ -13,7 +14,7 @@ import { usageUseCases, type UsageUseCases } from './use-cases/usage.ts';
 export type { BillingConfig, BillingDeps } from './use-cases/context.ts';
 
 /** The use cases of the billing module, one file per aggregate under use-cases/. */
-export interface BillingService extends CatalogUseCases, SubscriptionUseCases, EntitlementUseCases, UsageUseCases, TestClockUseCases, QuotaUseCases {}
+export interface BillingService extends CatalogUseCases, SubscriptionUseCases, EntitlementUseCases, UsageUseCases, TestClockUseCases, QuotaUseCases, AddonUseCases {}
 
 export function createBillingService(deps: BillingDeps): { service: BillingService; context: BillingContext; mail: BillingMail } {
   const context = createBillingContext(deps);
@@ -31,6 +32,7 @@ export function createBillingService(deps: BillingDeps): { service: BillingServi
   const s = subscriptions;
   const usage = usageUseCases(context, entitlements);
   const mail = billingMail(context, deps.mailer);
+  const addons = addonUseCases(context);
   // A refused limit is noted once per limit and period (the limit-reached e-mail), after the refusal and
   // outside the request's unit of work (which rolls back with the 402).
   const limitCheck: EntitlementUseCases['limitCheck'] = async (orgId, limit) => {
@@ -60,6 +62,8 @@ export function createBillingService(deps: BillingDeps): { service: BillingServi
       advance: refreshing(s.advance),
       ...entitlements,
       limitCheck,
+      ...addons,
+      setAddon: refreshing(addons.setAddon),
       ...usage,
       ...quotaUseCases(context, entitlements, usage),
       ...testClockUseCases(context, refreshing(s.advance)),

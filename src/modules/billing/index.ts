@@ -1,6 +1,7 @@
 import { asPlugin } from '../../platform/http/module-routes.ts';
 import type { ModuleSurface } from '../../platform/module.ts';
 import { registerBillingJobs, registerBillingMailJobs } from './billing.jobs.ts';
+import { addonRoutes } from './addons.routes.ts';
 import { billingRoutes } from './billing.routes.ts';
 import { createBillingService, type BillingDeps, type BillingService } from './billing.service.ts';
 
@@ -23,7 +24,10 @@ export function createBilling(deps: BillingDeps): BillingModule {
   return {
     ...service,
     name: 'billing',
-    routes: [{ name: 'billing', prefix: '/v1', plugin: asPlugin(billingRoutes(service)) }],
+    routes: [
+      { name: 'billing', prefix: '/v1', plugin: asPlugin(billingRoutes(service)) },
+      { name: 'billing-addons', prefix: '/v1', plugin: asPlugin(addonRoutes(service)) },
+    ],
     registerJobs: (jobs) => {
       registerBillingJobs(jobs, service);
       registerBillingMailJobs(jobs, mail, context.scope);

@@ -10,6 +10,7 @@ import * as catalog from '../billing.repo.ts';
 import type { Plan, Price, Trx } from '../billing.repo.ts';
 import * as repo from '../subscriptions.repo.ts';
 import type { Charge, Customer, CustomerChanges, Subscription, SubscriptionChanges } from '../subscriptions.repo.ts';
+import { addonPeriodCharges } from './add-ons.ts';
 import { remindTrialEnding, trialReminderAt } from './billing-mail.ts';
 import { tenantCtx, type BillingContext } from './context.ts';
 
@@ -162,6 +163,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
         const periodEnd = periodBoundary(end, sub.interval, 1);
         sub = await repo.updateSubscription(trx, ctx.tenantId, sub.id, { status: 'active', anchorAt: end, currentPeriodStart: end, currentPeriodEnd: periodEnd, quantity });
         await repo.insertCharges(trx, ctx.tenantId, periodCharge(sub, price, quantity, end, periodEnd));
+        await addonPeriodCharges(trx, ctx.tenantId, sub, end, periodEnd);
         await emit(trx, ctx, sub, 'activated', before, { onTestClock });
         continue;
       }
@@ -196,6 +198,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
         currentPeriodEnd: period.end,
       });
       if (sub.status !== 'paused') await repo.insertCharges(trx, ctx.tenantId, periodCharge(sub, price, quantity, period.start, period.end));
+      if (sub.status !== 'paused') await addonPeriodCharges(trx, ctx.tenantId, sub, period.start, period.end);
       await emit(trx, ctx, sub, changing ? 'plan_changed' : 'renewed', before, { entitlements: changing, onTestClock });
     }
     await repo.setSchedule(trx, ctx.tenantId, dueAt(sub, now), onTestClock);

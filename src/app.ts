@@ -38,6 +38,8 @@ export interface AppDeps {
   redisPolicy: ResiliencePolicy;
   rateLimits?: RateLimitResolver;
   tenantCosts?: TenantCosts;
+  /** Billing's API-request meter: counts each authorized org request, refuses those over a hard quota (402). */
+  apiMeter?: { admit(orgId: string): Promise<void>; start(): void; stop(): Promise<void> };
 }
 
 /** Platform plugins first, then each module's routes. No business logic lives here. */
@@ -64,6 +66,15 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     logger: deps.logger,
     rateLimits: deps.rateLimits,
   });
+  const apiMeter = deps.apiMeter;
+  if (apiMeter) {
+    // After authorization and the rate limit; billing's own routes stay open so an org can lift its quota.
+    app.addHook('preHandler', async (request) => {
+      if (request.access && !request.routeOptions.url?.includes('/billing/')) await apiMeter.admit(request.access.orgId);
+    });
+    apiMeter.start();
+    app.addHook('onClose', () => apiMeter.stop());
+  }
   registerFlagRoutes(app, deps.flags);
   // Events added while handling a request carry its id and trace context into their handlers.
   // Flags rolled out to a request are counted with its outcome: a ramp's error-rate guard reads that.

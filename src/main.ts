@@ -175,6 +175,8 @@ export interface Modules {
   authenticator: Authenticator;
   /** Per-org rate limits from the org's plan (billing, later); configuration when absent. */
   rateLimits?: RateLimitResolver;
+  /** Billing's API-request meter (usage `api.requests`, hard quotas), run by the API role's app. */
+  apiMeter?: BillingModule['apiMeter'];
   /** Subscribes every module's handlers and schedules; called once per process by the worker role. */
   registerJobs(jobs: JobRegistry): void;
 }
@@ -227,7 +229,10 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     events,
     cache: platform.cache,
     seats: (orgId) => tenancy.countMembers(orgId),
-    config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production' },
+    // The notifications mailer (built below): billing's e-mails go out through it.
+    mailer: { send: (mail) => mailer.send(mail) },
+    // Tests flush the API-request meter themselves (a timer would add to the usage figures they assert).
+    config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production', apiMeterFlushMs: config.nodeEnv === 'test' ? 0 : 10_000 },
   }, billingPayments(platform, seams));
   const tenancy = createTenancy({
     db,
@@ -311,6 +316,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     authenticator: sso.authenticator,
     // Per-org request quota from the plan (limit `api.rate`: requests per window), else configuration.
     rateLimits: configRateLimits(config.edge, { orgPolicy: (orgId) => billing.rateLimitFor(orgId, config.edge.rateLimitWindowSec) }),
+    apiMeter: billing.apiMeter,
     registerJobs(jobs) {
       for (const m of all) m.registerJobs(jobs);
     },
@@ -328,7 +334,7 @@ export async function compose(opts: ComposeOptions = {}): Promise<{ platform: Pl
 }
 
 /** Builds the HTTP app for a platform (used by `plinth start` and by tests through app.inject). */
-export async function createApiApp(platform: Platform, modules: Pick<Modules, 'routes' | 'authenticator' | 'rateLimits'>): Promise<App> {
+export async function createApiApp(platform: Platform, modules: Pick<Modules, 'routes' | 'authenticator' | 'rateLimits' | 'apiMeter'>): Promise<App> {
   const { config, logger, db, redis, flags, lifecycle, events } = platform;
   return buildApp({
     config,
@@ -342,6 +348,7 @@ export async function createApiApp(platform: Platform, modules: Pick<Modules, 'r
     events,
     redisPolicy: platform.policies.redis,
     rateLimits: modules.rateLimits,
+    apiMeter: modules.apiMeter,
     tenantCosts: platform.tenantCosts,
   });
 }

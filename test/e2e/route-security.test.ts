@@ -57,6 +57,8 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   id: async () => newId(),
   // /v1/admin/billing/plans/:planId/… (operator routes: org A's token gets 403 before lookup)
   planId: async () => newId(),
+  // PUT …/billing/subscription/addons/:addonId: add-ons are catalog items (global); org B has none on a subscription
+  addonId: async () => newId(),
   taskId: async (t, b) => {
     const project = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BTASKS', name: 'B tasks' });
     const task = await inject(t, b.member, 'POST', `/v1/orgs/${b.owner.orgId}/projects/${project.id}/tasks`, { title: 'B task', assigneeId: b.member.userId });

@@ -39,3 +39,13 @@ export function limitExceeded(input: { limit: string; allowed: number; usage: nu
 export const webhookBadSignature = (detail: string) => new AppError('BILLING.WEBHOOK_BAD_SIGNATURE', 400, `The webhook could not be verified: ${detail}`);
 export const gatewayNotConfigured = (gateway: string) =>
   new AppError('BILLING.GATEWAY_NOT_CONFIGURED', 404, `No webhook secret is configured for the ${gateway} gateway`, { gateway });
+
+/** The 402 a guarded action answers once a hard quota is used up for the period. */
+export function quotaExceeded(input: { metric: string; quota: number; usage: number; plan: string | null; periodEnd: string | null }) {
+  return new AppError(
+    'BILLING.QUOTA_EXCEEDED',
+    402,
+    `The ${input.plan ?? 'current'} plan includes ${input.quota} ${input.metric} per period; ${input.usage} used${input.periodEnd ? ` (the period ends ${input.periodEnd})` : ''}.`,
+    { metric: input.metric, quota: input.quota, usage: input.usage, plan: input.plan, periodEnd: input.periodEnd },
+  );
+}

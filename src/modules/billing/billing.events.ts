@@ -12,6 +12,12 @@ export const BILLING_EVENTS = {
   usageThresholdCrossed: 'billing.usage_threshold_crossed',
   /** Internal (not a webhook type): a verified payment-gateway webhook was stored in the inbox; the handler applies it. */
   paymentEventReceived: 'billing.payment_event_received',
+  /** A trial ends in `trialReminderDays` (once per subscription): the trial-ending e-mail comes from it. */
+  trialWillEnd: 'billing.trial_will_end',
+  /** A numeric limit refused an action (402), once per limit and period: the limit-reached e-mail. */
+  limitReached: 'billing.limit_reached',
+  /** An add-on was added to, changed on or removed from the subscription. */
+  addonChanged: 'billing.addon_changed',
 } as const;
 
 export type BillingEventName = (typeof BILLING_EVENTS)[keyof typeof BILLING_EVENTS];
@@ -54,4 +60,32 @@ export interface PaymentEventReceivedPayload {
   /** The inbox row (billing_payment_events.id), not the gateway's event id. */
   paymentEventId: string;
   gateway: string;
+}
+
+export interface TrialWillEndPayload {
+  /** The claim in billing_notices: also the e-mail's Message-ID. */
+  noticeId: string;
+  subscriptionId: string;
+  planKey: string | null;
+  planName: string | null;
+  trialEnd: string;
+  daysLeft: number;
+}
+
+export interface LimitReachedPayload {
+  limit: string;
+  allowed: number;
+  usage: number;
+  /** The period it was reached in (its start, ISO 8601): one e-mail per limit and period. */
+  periodKey: string;
+}
+
+export interface AddonChangedPayload {
+  subscriptionId: string;
+  addonId: string;
+  addonKey: string;
+  /** What happened: added, quantity_changed, removed. */
+  change: string;
+  quantity: number;
+  previousQuantity: number;
 }

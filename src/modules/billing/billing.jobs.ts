@@ -1,7 +1,10 @@
 import { systemActor } from '../../platform/http/actor.ts';
 import type { JobRegistry } from '../../platform/outbox/registry.ts';
 import { PROJECT_EVENTS } from '../projects/index.ts';
-import { BILLING_EVENTS, type EntitlementsChangedPayload, type PaymentEventReceivedPayload } from './billing.events.ts';
+import type { DbScope } from '../../platform/db/database.ts';
+import { BILLING_EVENTS, type EntitlementsChangedPayload, type LimitReachedPayload, type PaymentEventReceivedPayload, type TrialWillEndPayload, type UsageThresholdPayload } from './billing.events.ts';
+import type { BillingTables } from './billing.repo.ts';
+import type { BillingMail } from './use-cases/billing-mail.ts';
 import type { BillingService } from './billing.service.ts';
 import type { PaymentWebhooks } from './use-cases/payment-webhooks.ts';
 import type { PaymentReconciliation } from './use-cases/reconciliation.ts';
@@ -65,4 +68,22 @@ function registerPaymentJobs(jobs: JobRegistry, p: BillingPaymentJobs): void {
     await p.reconciliation.run(scheduledAt);
     await p.webhooks.prune(new Date(scheduledAt.getTime() - PAYMENT_EVENT_RETENTION_MS));
   });
+}
+
+/**
+ * Billing's e-mails (use-cases/billing-mail.ts), from its own events: each handler runs in the outbox's
+ * transaction, where the notice claim commits; a failed send is retried with backoff.
+ */
+export function registerBillingMailJobs(jobs: JobRegistry, mail: BillingMail, scope: DbScope<BillingTables>): void {
+  const retry = { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 };
+  jobs.subscribe<TrialWillEndPayload>(BILLING_EVENTS.trialWillEnd, 'billing.mail_trial_ending', async (event, { trx }) => {
+    if (event.tenantId) await mail.trialWillEnd(scope.join(trx), event.tenantId, event.payload);
+  }, retry);
+  jobs.subscribe<UsageThresholdPayload>(BILLING_EVENTS.usageThresholdCrossed, 'billing.mail_quota_reached', async (event, { trx }) => {
+    if (event.tenantId) await mail.thresholdCrossed(scope.join(trx), event.tenantId, event.payload);
+  }, retry);
+  jobs.subscribe<LimitReachedPayload>(BILLING_EVENTS.limitReached, 'billing.mail_limit_reached', async (event, { trx }) => {
+    const p = event.payload;
+    if (event.tenantId) await mail.limitReached(scope.join(trx), event.tenantId, { limit: p.limit, periodKey: p.periodKey, allowed: p.allowed, usage: p.usage, kind: 'limit' });
+  }, retry);
 }

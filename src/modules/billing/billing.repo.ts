@@ -18,6 +18,9 @@ export type BillingTables = Pick<
   | 'billing_usage_events'
   | 'billing_usage_rollups'
   | 'billing_usage_uniques'
+  | 'billing_addons'
+  | 'billing_subscription_addons'
+  | 'billing_notices'
 >;
 export type Trx = Transaction<BillingTables>;
 /** Catalog reads also run outside a transaction (global tables, no tenant context needed). */
@@ -37,6 +40,9 @@ export function billingScope(db: Database): DbScope<BillingTables> {
     'billing_usage_events',
     'billing_usage_rollups',
     'billing_usage_uniques',
+    'billing_addons',
+    'billing_subscription_addons',
+    'billing_notices',
   );
 }
 
@@ -72,6 +78,8 @@ export interface EntitlementSpec {
   features: string[];
   limits: Record<string, number>;
   quotas: Record<string, number>;
+  /** Per quota metric: 'hard' refuses the guarded action at 100 % (402), 'soft' (default) only notifies. */
+  enforcement?: Record<string, 'soft' | 'hard'>;
 }
 
 export interface Price extends Pricing {
@@ -91,7 +99,7 @@ export interface Price extends Pricing {
 export interface Meter {
   key: string;
   name: string;
-  aggregation: 'count' | 'sum' | 'max' | 'unique_count' | 'latest';
+  aggregation: 'count' | 'sum' | 'max' | 'unique_count' | 'latest' | 'time_weighted_sum';
   property: string | null;
 }
 
@@ -129,7 +137,7 @@ const toPrice = (r: Selectable<DB['billing_prices']>): Price => {
     packageSize: r.package_size,
     metric: r.metric ?? null,
     trialDays: r.trial_days,
-    entitlements: { features: ent.features ?? [], limits: ent.limits ?? {}, quotas: ent.quotas ?? {} },
+    entitlements: { features: ent.features ?? [], limits: ent.limits ?? {}, quotas: ent.quotas ?? {}, ...(ent.enforcement ? { enforcement: ent.enforcement } : {}) },
     createdAt: r.created_at,
   };
 };

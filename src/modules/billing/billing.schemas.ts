@@ -19,6 +19,12 @@ const EntitlementSpecSchema = Type.Object(
     features: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 100, description: 'Boolean features, e.g. "sso"' }),
     limits: Type.Record(Type.String({ maxLength: 64 }), Type.Integer({ minimum: 0 }), { description: 'Numeric limits, e.g. { "projects": 10, "members": 5 }; absent = unlimited' }),
     quotas: Type.Record(Type.String({ maxLength: 64 }), Type.Number({ minimum: 0 }), { description: 'Metered quotas per billing period by metric, e.g. { "api.requests": 100000 }' }),
+
+    enforcement: Type.Optional(
+      Type.Record(Type.String({ maxLength: 64 }), Type.Union([Type.Literal('soft'), Type.Literal('hard')]), {
+        description: 'Per quota metric: `hard` refuses the guarded action with 402 BILLING.QUOTA_EXCEEDED once the period\'s quota is used up; `soft` (default) only notifies (80 %/100 % events, e-mail)',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -120,7 +126,7 @@ export const MeterSchema = Type.Object(
   {
     key: MetricKey,
     name: Type.String({ minLength: 1, maxLength: 100 }),
-    aggregation: StringEnum(['count', 'sum', 'max', 'unique_count', 'latest'] as const),
+    aggregation: StringEnum(['count', 'sum', 'max', 'unique_count', 'latest', 'time_weighted_sum'] as const, 'time_weighted_sum: each event sets a level (seats, GB) held until the next; usage is the level integrated over time, in value-hours'),
     property: Type.Union([Type.String({ minLength: 1, maxLength: 100 }), Type.Null()], { description: 'unique_count: the property whose distinct values count' }),
   },
   { additionalProperties: false, examples: [{ key: 'active.users', name: 'Active users', aggregation: 'unique_count', property: 'userId' }] },
@@ -282,7 +288,7 @@ export const UsageQuery = Type.Object(
     from: Type.Optional(Type.String({ format: 'date-time', description: 'Inclusive, rounded down to the hour; default: start of the current UTC month' })),
     to: Type.Optional(Type.String({ format: 'date-time', description: 'Exclusive; default: one month after from' })),
     groupBy: Type.Optional(StringEnum(['hour', 'day', 'month', 'total'] as const)),
-    aggregation: Type.Optional(StringEnum(['count', 'sum', 'max', 'unique_count', 'latest'] as const, "Default: the meter's, else sum")),
+    aggregation: Type.Optional(StringEnum(['count', 'sum', 'max', 'unique_count', 'latest', 'time_weighted_sum'] as const, "Default: the meter's, else sum")),
   },
   { additionalProperties: false },
 );

@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import { asPlugin } from '../../platform/http/module-routes.ts';
 import type { ModuleSurface } from '../../platform/module.ts';
 import type { GatewayName, PaymentGateway } from './billing.gateway.ts';
-import { registerBillingJobs, type BillingPaymentJobs } from './billing.jobs.ts';
+import { registerBillingJobs, registerBillingMailJobs, type BillingPaymentJobs } from './billing.jobs.ts';
+import { addonRoutes } from './addons.routes.ts';
 import { billingRoutes } from './billing.routes.ts';
 import { createBillingService, type BillingDeps, type BillingService } from './billing.service.ts';
 import { paymentWebhookRoutes } from './billing.webhooks.routes.ts';
@@ -71,16 +72,20 @@ function createPayments(deps: BillingDeps, p: BillingPaymentsDeps, service: obje
 }
 
 export function createBilling(deps: BillingDeps, payments?: BillingPaymentsDeps): BillingModule {
-  const { service } = createBillingService(deps);
+  const { service, context, mail } = createBillingService(deps);
   const pay = payments ? createPayments(deps, payments, service) : undefined;
   return {
     ...service,
     name: 'billing',
     routes: [
       { name: 'billing', prefix: '/v1', plugin: asPlugin(billingRoutes(service)) },
+      { name: 'billing-addons', prefix: '/v1', plugin: asPlugin(addonRoutes(service)) },
       ...(pay ? [{ name: 'billing-payment-webhooks', prefix: '/v1', plugin: asPlugin((app) => paymentWebhookRoutes(app, { webhooks: pay.webhooks })) }] : []),
     ],
-    registerJobs: (jobs) => registerBillingJobs(jobs, service, pay?.jobs),
+    registerJobs: (jobs) => {
+      registerBillingJobs(jobs, service, pay?.jobs);
+      registerBillingMailJobs(jobs, mail, context.scope);
+    },
     ...(pay ? { reconcilePayments: (now?: Date) => pay.reconciliation.run(now) } : {}),
   };
 }

@@ -55,7 +55,7 @@ export async function insertUsage(trx: Trx, tenantId: string, events: UsageEvent
   return rows.rows.map((r) => r.key);
 }
 
-export type Aggregation = 'count' | 'sum' | 'max' | 'unique_count' | 'latest';
+export type Aggregation = 'count' | 'sum' | 'max' | 'unique_count' | 'latest' | 'time_weighted_sum';
 export type Granularity = 'hour' | 'day' | 'month' | 'total';
 
 export interface UsagePoint {
@@ -66,6 +66,7 @@ export interface UsagePoint {
 /** Aggregates the rollups (never the raw events) of one metric over [from, to), grouped by UTC hour/day/month. */
 export async function queryUsage(trx: Trx, tenantId: string, q: { metric: string; from: Date; to: Date; aggregation: Aggregation; groupBy: Granularity }): Promise<UsagePoint[]> {
   const group = q.groupBy === 'total' ? sql`${q.from}::timestamptz` : sql`date_trunc(${q.groupBy}, bucket, 'UTC')`;
+  if (q.aggregation === 'time_weighted_sum') return timeWeighted(trx, tenantId, q);
   if (q.aggregation === 'unique_count') {
     const rows = await sql<{ start: Date; value: string }>`
       select ${group} as start, count(distinct value) as value from billing_usage_uniques
@@ -102,4 +103,31 @@ export async function usageSince(trx: Trx, tenantId: string, metrics: string[], 
     .execute();
   for (const r of rows) out.set(r.metric, { count: Number(r.count), sum: Number(r.sum) });
   return out;
+}
+
+/**
+ * Time-weighted sum (e.g. seat-hours, GB-hours): each event sets the metric's level from its timestamp
+ * until the next event's; the level is integrated over [from, to) and per group, in value × hours.
+ * Computed exactly (numeric arithmetic) from the raw ledger rather than the rollups: the level in force
+ * at `from` is the last event before it, and the order is the events' timestamps (then keys, for ties),
+ * so events that arrived out of order count where they belong.
+ */
+async function timeWeighted(trx: Trx, tenantId: string, q: { metric: string; from: Date; to: Date; groupBy: Granularity }): Promise<UsagePoint[]> {
+  const unit = q.groupBy === 'total' ? null : q.groupBy;
+  const groups = unit
+    ? sql`select g as gs, g + ${`1 ${unit}`}::interval as ge from generate_series(date_trunc(${unit}, ${q.from}::timestamptz, 'UTC'), ${q.to}::timestamptz, ${`1 ${unit}`}::interval) g where g < ${q.to}::timestamptz`
+    : sql`select ${q.from}::timestamptz as gs, ${q.to}::timestamptz as ge`;
+  const rows = await sql<{ start: Date; value: string }>`
+    with ev as (
+      select occurred_at as t, key, value from billing_usage_events
+      where tenant_id = ${tenantId} and metric = ${q.metric} and occurred_at < ${q.to}::timestamptz
+        and occurred_at >= coalesce((select max(occurred_at) from billing_usage_events
+                                     where tenant_id = ${tenantId} and metric = ${q.metric} and occurred_at <= ${q.from}::timestamptz), ${q.from}::timestamptz)
+    ), seg as (
+      select greatest(t, ${q.from}::timestamptz) as s, least(coalesce(lead(t) over (order by t, key), ${q.to}::timestamptz), ${q.to}::timestamptz) as e, value from ev
+    ), grp as (${groups})
+    select grp.gs as start, sum(seg.value * extract(epoch from (least(seg.e, grp.ge) - greatest(seg.s, grp.gs)))) / 3600 as value
+    from seg join grp on seg.s < grp.ge and seg.e > grp.gs and seg.e > seg.s
+    group by grp.gs order by grp.gs`.execute(trx);
+  return rows.rows.map((r) => ({ start: new Date(r.start), value: Number(r.value) }));
 }

@@ -50,6 +50,9 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   // The payment-webhook inbox is keyed globally by the gateway's event id (the org is read from the signed
   // payload, and some events name none): platform machinery beside the outbox.
   billing_payment_events: 'local',
+  billing_addons: 'reference',
+  billing_subscription_addons: 'distributed',
+  billing_notices: 'distributed',
   // reporting: exports and read models belong to the org; the job queue is platform machinery
   reporting_exports: 'distributed',
   reporting_project_weeks: 'distributed',

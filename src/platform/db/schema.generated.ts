@@ -84,6 +84,18 @@ export interface AuditPersonalData {
   tenant_id: string;
 }
 
+export interface BillingAddons {
+  amount: number;
+  created_at: Generated<Timestamp>;
+  currency: string;
+  entitlements: Generated<Json>;
+  id: string;
+  interval: string;
+  key: string;
+  name: string;
+  public: Generated<boolean>;
+}
+
 export interface BillingCharges {
   amount: number;
   created_at: Generated<Timestamp>;
@@ -120,6 +132,15 @@ export interface BillingMeters {
   key: string;
   name: string;
   property: string | null;
+}
+
+export interface BillingNotices {
+  created_at: Generated<Timestamp>;
+  dedupe_key: string;
+  event_id: string | null;
+  id: string;
+  kind: string;
+  tenant_id: string;
 }
 
 export interface BillingPaymentEvents {
@@ -183,6 +204,19 @@ export interface BillingSchedule {
   due_at: Timestamp;
   on_test_clock: Generated<boolean>;
   tenant_id: string;
+}
+
+export interface BillingSubscriptionAddons {
+  added_at: Timestamp;
+  addon_id: string;
+  created_at: Generated<Timestamp>;
+  id: string;
+  quantity: number;
+  removed_at: Timestamp | null;
+  subscription_id: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+  version: Generated<number>;
 }
 
 export interface BillingSubscriptions {
@@ -761,14 +795,17 @@ export interface DB {
   audit_chains: AuditChains;
   audit_events: AuditEvents;
   audit_personal_data: AuditPersonalData;
+  billing_addons: BillingAddons;
   billing_charges: BillingCharges;
   billing_customers: BillingCustomers;
   billing_meters: BillingMeters;
+  billing_notices: BillingNotices;
   billing_payment_events: BillingPaymentEvents;
   billing_plans: BillingPlans;
   billing_prices: BillingPrices;
   billing_products: BillingProducts;
   billing_schedule: BillingSchedule;
+  billing_subscription_addons: BillingSubscriptionAddons;
   billing_subscriptions: BillingSubscriptions;
   billing_test_clocks: BillingTestClocks;
   billing_usage_events: BillingUsageEvents;

@@ -13,6 +13,7 @@ import {
 import { LRUCache } from 'lru-cache';
 import type { Database } from '../db/database.ts';
 import { isUuid } from '../ids.ts';
+import { createIntervalCounter } from '../observability/interval-counter.ts';
 import * as repo from './flags.repo.ts';
 import { inRollout, matchRule, rampTick, startRamp, type BucketBy, type Ramp, type Rollout, type Rule } from './flags.rollout.ts';
 
@@ -121,7 +122,12 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number; flu
   const definitions = new LRUCache<string, { def: FlagDefinition | null }>({ max: 1_000, ttl });
   const overrides = new LRUCache<string, { value: JsonValue | null }>({ max: 10_000, ttl });
   const exposed = new AsyncLocalStorage<Exposures>();
-  let counts = new Map<string, { requests: number; errors: number }>();
+  // Per flag since the last flush; a batch the database did not take is written again next time (the guard
+  // would otherwise miss the failing minute).
+  const counts = createIntervalCounter({
+    fields: ['requests', 'errors'] as const,
+    write: (batch) => repo.addExposures(db, [...batch.counts].map(([key, c]) => ({ key, ...c }))),
+  });
 
   async function definition(key: string): Promise<FlagDefinition | null> {
     const hit = definitions.get(key);
@@ -309,39 +315,20 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number; flu
     },
     recordOutcome(exposures, failed) {
       if (!exposures.keys) return;
-      for (const key of exposures.keys) {
-        const c = counts.get(key) ?? { requests: 0, errors: 0 };
-        c.requests += 1;
-        if (failed) c.errors += 1;
-        counts.set(key, c);
-      }
+      for (const key of exposures.keys) counts.add(key, { requests: 1, errors: failed ? 1 : 0 });
     },
     async pruneExposures(days) {
       await repo.deleteExposuresBefore(db, new Date(Date.now() - days * 86_400_000));
     },
     async flushExposures() {
-      if (counts.size === 0) return;
-      const batch = counts;
-      counts = new Map();
-      try {
-        await repo.addExposures(db, [...batch].map(([key, c]) => ({ key, ...c })));
-      } catch (err) {
-        // Kept for the next flush rather than lost: the guard would otherwise miss the failing minute.
-        for (const [key, c] of batch) {
-          const cur = counts.get(key) ?? { requests: 0, errors: 0 };
-          counts.set(key, { requests: cur.requests + c.requests, errors: cur.errors + c.errors });
-        }
-        throw err;
-      }
+      await counts.flush();
     },
     async close() {
-      clearInterval(timer);
-      await flags.flushExposures().catch(() => {});
+      await counts.stop();
       definitions.clear();
       overrides.clear();
     },
   };
-  const timer = setInterval(() => void flags.flushExposures().catch(() => {}), opts.flushMs ?? 10_000);
-  timer.unref();
+  counts.start(opts.flushMs ?? 10_000);
   return flags;
 }

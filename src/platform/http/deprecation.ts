@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
+import { createIntervalCounter } from '../observability/interval-counter.ts';
 import { deprecatedRequests } from '../observability/metrics.ts';
 import { PLATFORM_ADMIN } from './auth.ts';
 import { DateTime } from './schemas.ts';
@@ -36,7 +37,23 @@ interface Declared extends Deprecation {
 export function registerDeprecations(app: App, deps: { db: Database; flushMs?: number }): void {
   const db = deps.db.scope('api_deprecated_usage');
   const declared: Declared[] = [];
-  let counts = new Map<string, number>();
+  // Per (route, org) since the last flush; a batch the database did not take is written again next time.
+  const counts = createIntervalCounter({
+    fields: ['requests'] as const,
+    write: async (batch) => {
+      const rows = [...batch.counts].map(([key, c]) => {
+        const [route, org] = key.split('\t') as [string, string];
+        return { route, org_id: org, day: sql<Date>`current_date`, requests: c.requests };
+      });
+      await db.app
+        .insertInto('api_deprecated_usage')
+        .values(rows)
+        .onConflict((oc) =>
+          oc.columns(['route', 'org_id', 'day']).doUpdateSet({ requests: sql`api_deprecated_usage.requests + excluded.requests`, last_seen_at: sql`now()` }),
+        )
+        .execute();
+    },
+  });
 
   app.addHook('onRoute', (route) => {
     const d = route.config?.deprecated;
@@ -61,39 +78,12 @@ export function registerDeprecations(app: App, deps: { db: Database; flushMs?: n
     const route = request.routeOptions.url ?? 'unmatched';
     deprecatedRequests.inc({ method: request.method, route });
     const key = `${request.method} ${route}\t${request.access?.orgId ?? ''}`;
-    counts.set(key, (counts.get(key) ?? 0) + 1);
+    counts.add(key, { requests: 1 });
     return payload;
   });
 
-  async function flush(): Promise<void> {
-    if (counts.size === 0) return;
-    const batch = counts;
-    counts = new Map();
-    const rows = [...batch].map(([key, requests]) => {
-      const [route, org] = key.split('\t') as [string, string];
-      return { route, org_id: org, day: sql<Date>`current_date`, requests };
-    });
-    try {
-      await db.app
-        .insertInto('api_deprecated_usage')
-        .values(rows)
-        .onConflict((oc) =>
-          oc.columns(['route', 'org_id', 'day']).doUpdateSet({ requests: sql`api_deprecated_usage.requests + excluded.requests`, last_seen_at: sql`now()` }),
-        )
-        .execute();
-    } catch (err) {
-      // Kept for the next flush, as the flag exposures and tenant costs do: a caller is never lost to an outage.
-      for (const [key, n] of batch) counts.set(key, (counts.get(key) ?? 0) + n);
-      throw err;
-    }
-  }
-
-  const timer = setInterval(() => void flush().catch(() => {}), deps.flushMs ?? 30_000);
-  timer.unref();
-  app.addHook('onClose', async () => {
-    clearInterval(timer);
-    await flush().catch(() => {});
-  });
+  counts.start(deps.flushMs ?? 30_000);
+  app.addHook('onClose', () => counts.stop());
 
   app.get('/v1/admin/deprecations', {
     config: { permission: PLATFORM_ADMIN },
@@ -119,7 +109,7 @@ export function registerDeprecations(app: App, deps: { db: Database; flushMs?: n
       },
     },
   }, async (req) => {
-    await flush();
+    await counts.flush();
     const rows = await db.app
       .selectFrom('api_deprecated_usage')
       .select(['route', 'org_id', sql<string>`sum(requests)`.as('requests'), sql<Date>`max(last_seen_at)`.as('last_seen_at')])

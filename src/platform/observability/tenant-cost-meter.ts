@@ -1,4 +1,5 @@
 import { isUuid } from '../ids.ts';
+import { createIntervalCounter } from './interval-counter.ts';
 
 /**
  * The in-memory half of cost attribution (tenant-costs.ts flushes it): sums per organization since the
@@ -17,51 +18,35 @@ export interface CostMeter {
   request(orgId: string, ms: number): void;
   db(orgId: string, ms: number): void;
   job(orgId: string, ms: number): void;
-  /** The sums since the last call, and a fresh start. */
-  take(): Map<string, Sums>;
-  /** Adds back sums a failed flush could not write. */
-  addBack(batch: Map<string, Sums>): void;
+  /** Writes the sums since the last flush with `write` (tenant-costs.ts); a failed batch is kept and written again next time. */
+  flush(write: (sums: Map<string, Sums>) => Promise<void>): Promise<number>;
 }
 
+const FIELDS = ['requests', 'requestMs', 'dbMs', 'jobs', 'jobMs'] as const;
+
 export function createCostMeter(): CostMeter {
-  let sums = new Map<string, Sums>();
-  const of = (orgId: string): Sums | undefined => {
-    if (!isUuid(orgId)) return undefined;
-    let s = sums.get(orgId);
-    if (!s) sums.set(orgId, (s = { requests: 0, requestMs: 0, dbMs: 0, jobs: 0, jobMs: 0 }));
-    return s;
-  };
+  // The writer is the flush's argument (the database layer builds the meter before tenant-costs exists).
+  let writer: ((sums: Map<string, Sums>) => Promise<void>) | undefined;
+  const counter = createIntervalCounter<keyof Sums>({
+    fields: FIELDS,
+    write: async (batch) => {
+      if (!writer) throw new Error('cost meter flushed without a writer');
+      await writer(batch.counts);
+    },
+  });
   return {
     request(orgId, ms) {
-      const s = of(orgId);
-      if (!s) return;
-      s.requests += 1;
-      s.requestMs += ms;
+      if (isUuid(orgId)) counter.add(orgId, { requests: 1, requestMs: ms });
     },
     db(orgId, ms) {
-      const s = of(orgId);
-      if (s) s.dbMs += ms;
+      if (isUuid(orgId)) counter.add(orgId, { dbMs: ms });
     },
     job(orgId, ms) {
-      const s = of(orgId);
-      if (!s) return;
-      s.jobs += 1;
-      s.jobMs += ms;
+      if (isUuid(orgId)) counter.add(orgId, { jobs: 1, jobMs: ms });
     },
-    take() {
-      const taken = sums;
-      sums = new Map();
-      return taken;
-    },
-    addBack(batch) {
-      for (const [org, b] of batch) {
-        const s = of(org)!;
-        s.requests += b.requests;
-        s.requestMs += b.requestMs;
-        s.dbMs += b.dbMs;
-        s.jobs += b.jobs;
-        s.jobMs += b.jobMs;
-      }
+    async flush(write) {
+      writer = write;
+      return counter.flush();
     },
   };
 }

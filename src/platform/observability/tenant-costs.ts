@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import { TABLE_PLACEMENT } from '../db/distribution.ts';
 import { registry } from './metrics.ts';
+import type { Sums } from './tenant-cost-meter.ts';
 
 /**
  * Cost attribution per organization. Per-org Prometheus labels would explode cardinality, so each process
@@ -34,9 +35,7 @@ export const COST_ORDER = { requests: 'requests', requestMs: 'request_ms', dbMs:
 export function createTenantCosts(deps: { db: Database; flushMs?: number }) {
   const db = deps.db.scope('tenant_costs');
 
-  async function flush(): Promise<void> {
-    const batch = deps.db.costs.take();
-    if (batch.size === 0) return;
+  async function write(batch: Map<string, Sums>): Promise<void> {
     const rows = [...batch].map(([org, s]) => ({
       org_id: org,
       day: sql<Date>`current_date`,
@@ -46,25 +45,24 @@ export function createTenantCosts(deps: { db: Database; flushMs?: number }) {
       jobs: s.jobs,
       job_ms: s.jobMs,
     }));
-    try {
-      await db.app
-        .insertInto('tenant_costs')
-        .values(rows)
-        .onConflict((oc) =>
-          oc.columns(['org_id', 'day']).doUpdateSet({
-            requests: sql`tenant_costs.requests + excluded.requests`,
-            request_ms: sql`tenant_costs.request_ms + excluded.request_ms`,
-            db_ms: sql`tenant_costs.db_ms + excluded.db_ms`,
-            jobs: sql`tenant_costs.jobs + excluded.jobs`,
-            job_ms: sql`tenant_costs.job_ms + excluded.job_ms`,
-          }),
-        )
-        .execute();
-    } catch (err) {
-      deps.db.costs.addBack(batch); // for the next flush, rather than lost
-      throw err;
-    }
-    await refreshTop();
+    await db.app
+      .insertInto('tenant_costs')
+      .values(rows)
+      .onConflict((oc) =>
+        oc.columns(['org_id', 'day']).doUpdateSet({
+          requests: sql`tenant_costs.requests + excluded.requests`,
+          request_ms: sql`tenant_costs.request_ms + excluded.request_ms`,
+          db_ms: sql`tenant_costs.db_ms + excluded.db_ms`,
+          jobs: sql`tenant_costs.jobs + excluded.jobs`,
+          job_ms: sql`tenant_costs.job_ms + excluded.job_ms`,
+        }),
+      )
+      .execute();
+  }
+
+  // The shared interval counter keeps a batch a failed write could not take, for the next flush.
+  async function flush(): Promise<void> {
+    if ((await deps.db.costs.flush(write)) > 0) await refreshTop();
   }
 
   async function top(opts: { days: number; by: keyof typeof COST_ORDER; limit: number }): Promise<TenantCostRow[]> {

@@ -117,7 +117,7 @@ export function catalogUseCases(c: BillingContext): CatalogUseCases {
         packageSize: input.packageSize ?? 1,
         metric: input.metric ?? null,
         trialDays: input.trialDays ?? 0,
-        entitlements: { features: input.entitlements?.features ?? [], limits: input.entitlements?.limits ?? {}, quotas: input.entitlements?.quotas ?? {} },
+        entitlements: { features: input.entitlements?.features ?? [], limits: input.entitlements?.limits ?? {}, quotas: input.entitlements?.quotas ?? {}, ...(input.entitlements?.enforcement ? { enforcement: input.entitlements.enforcement } : {}) },
       };
       const problem = validatePricing(price);
       if (problem) throw invalidPrice(problem);

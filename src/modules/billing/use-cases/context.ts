@@ -3,6 +3,7 @@ import type { Database, DbScope } from '../../../platform/db/database.ts';
 import type { ActorContext, TenantActorContext } from '../../../platform/http/actor.ts';
 import type { EventPublisher } from '../../../platform/outbox/publisher.ts';
 import type { Audit } from '../../audit/index.ts';
+import type { Mailer } from '../../notifications/index.ts';
 import { BILLING_EVENTS, type EntitlementsChangedPayload } from '../billing.events.ts';
 import { billingScope, type BillingTables, type Trx } from '../billing.repo.ts';
 import { bumpEntitlements, findTestClock } from '../subscriptions.repo.ts';
@@ -14,6 +15,12 @@ export interface BillingConfig {
   pastDueGraceDays: number;
   /** Usage events older than this (by their timestamp) are rejected. */
   usageLateWindowMs: number;
+  /** A hard quota's cached period usage is re-read from the rollups at most this often (default 5 s). */
+  quotaRefreshMs?: number;
+  /** The API-request meter writes its counts this often (default 10 s): the most a crash loses. 0: only on demand and at close. */
+  apiMeterFlushMs?: number;
+  /** The trial-ending e-mail goes this many days before the trial ends (default 3; 0: none). */
+  trialReminderDays?: number;
 }
 
 export const DEFAULT_BILLING_CONFIG: BillingConfig = { production: false, pastDueGraceDays: 14, usageLateWindowMs: 72 * 3_600_000 };
@@ -27,6 +34,8 @@ export interface BillingDeps {
   /** Tenancy's member count: seat-based prices follow it. */
   seats: (orgId: string) => Promise<number>;
   config: BillingConfig;
+  /** Where billing's e-mails go (the notifications module's mailer); none: no billing e-mail. */
+  mailer?: Pick<Mailer, 'send'>;
 }
 
 /** What the use cases share: the scope, the ports, the org's clock, and how a change is recorded. */

@@ -3,6 +3,7 @@ import { limitExceeded } from '../billing.errors.ts';
 import * as catalog from '../billing.repo.ts';
 import type { EntitlementSpec, Trx } from '../billing.repo.ts';
 import * as repo from '../subscriptions.repo.ts';
+import { withAddons } from './add-ons.ts';
 import type { BillingContext } from './context.ts';
 
 /** What an org may do now: from its live subscription's price version, else the default plan's. */
@@ -50,7 +51,7 @@ export function entitlementUseCases(c: BillingContext): EntitlementUseCases {
     const sub = await repo.findLiveSubscription(trx, orgId);
     if (sub && GRANTING.has(sub.status)) {
       const [plan, price] = await Promise.all([catalog.findPlan(trx, sub.planId), catalog.findPrice(trx, sub.priceId)]);
-      if (plan && price) return { version, plan: { id: plan.id, key: plan.key, name: plan.name, rank: plan.rank }, status: sub.status, currency: sub.currency, ...price.entitlements };
+      if (plan && price) return { version, plan: { id: plan.id, key: plan.key, name: plan.name, rank: plan.rank }, status: sub.status, currency: sub.currency, ...(await withAddons(trx, orgId, sub, price.entitlements)) };
     }
     const fallback = await catalog.findDefaultPlan(trx);
     if (fallback) {

@@ -10,6 +10,8 @@ import * as catalog from '../billing.repo.ts';
 import type { Plan, Price, Trx } from '../billing.repo.ts';
 import * as repo from '../subscriptions.repo.ts';
 import type { Charge, Customer, CustomerChanges, Subscription, SubscriptionChanges } from '../subscriptions.repo.ts';
+import { addonPeriodCharges } from './add-ons.ts';
+import { remindTrialEnding, trialReminderAt } from './billing-mail.ts';
 import { tenantCtx, type BillingContext } from './context.ts';
 
 export interface SubscribeInput {
@@ -84,8 +86,11 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
     return [{ id: newId(), subscriptionId: sub.id, kind: 'subscription', amount, currency: sub.currency, quantity, priceId: price.id, description: `Subscription ${start.toISOString().slice(0, 10)} – ${end.toISOString().slice(0, 10)} (${formatMoney({ amount, currency: sub.currency })})`, periodStart: start, periodEnd: end }];
   }
 
-  function dueAt(sub: Subscription): Date | null {
+  function dueAt(sub: Subscription, now?: Date): Date | null {
     if (sub.status === 'canceled') return null;
+    // The trial-ending e-mail is due first (without `now`, a reminder already sent costs one no-op advance).
+    const remind = trialReminderAt(sub, c.deps.config.trialReminderDays ?? 3);
+    if (remind && (!now || now < remind)) return remind;
     if (sub.status === 'trialing' && sub.trialEnd) return sub.trialEnd;
     if (sub.status === 'past_due' && sub.pastDueSince) {
       const giveUp = addDays(sub.pastDueSince, c.deps.config.pastDueGraceDays);
@@ -140,9 +145,10 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
       await repo.setSchedule(trx, ctx.tenantId, null, onTestClock);
       return null;
     }
+    await remindTrialEnding(c, trx, ctx, sub, now);
     // Bounded: a clock moved years ahead renews period by period, at most this many in one go.
     for (let step = 0; step < 240; step++) {
-      const due = dueAt(sub);
+      const due = dueAt(sub, now);
       if (!due || due > now) break;
       const before = sub.status;
       if (sub.status === 'trialing') {
@@ -157,6 +163,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
         const periodEnd = periodBoundary(end, sub.interval, 1);
         sub = await repo.updateSubscription(trx, ctx.tenantId, sub.id, { status: 'active', anchorAt: end, currentPeriodStart: end, currentPeriodEnd: periodEnd, quantity });
         await repo.insertCharges(trx, ctx.tenantId, periodCharge(sub, price, quantity, end, periodEnd));
+        await addonPeriodCharges(trx, ctx.tenantId, sub, end, periodEnd);
         await emit(trx, ctx, sub, 'activated', before, { onTestClock });
         continue;
       }
@@ -191,9 +198,10 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
         currentPeriodEnd: period.end,
       });
       if (sub.status !== 'paused') await repo.insertCharges(trx, ctx.tenantId, periodCharge(sub, price, quantity, period.start, period.end));
+      if (sub.status !== 'paused') await addonPeriodCharges(trx, ctx.tenantId, sub, period.start, period.end);
       await emit(trx, ctx, sub, changing ? 'plan_changed' : 'renewed', before, { entitlements: changing, onTestClock });
     }
-    await repo.setSchedule(trx, ctx.tenantId, dueAt(sub), onTestClock);
+    await repo.setSchedule(trx, ctx.tenantId, dueAt(sub, now), onTestClock);
     return sub;
   }
 

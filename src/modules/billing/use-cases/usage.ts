@@ -3,11 +3,11 @@ import type { TenantActorContext } from '../../../platform/http/actor.ts';
 import { usageBatchTooLarge } from '../billing.errors.ts';
 import { BILLING_EVENTS, type UsageThresholdPayload } from '../billing.events.ts';
 import * as catalog from '../billing.repo.ts';
-import type { Meter } from '../billing.repo.ts';
+import type { Meter, Trx } from '../billing.repo.ts';
 import * as subs from '../subscriptions.repo.ts';
 import { insertUsage, queryUsage, usageSince, type Aggregation, type Granularity, type UsageEventInput, type UsagePoint } from '../usage.repo.ts';
 import type { BillingContext } from './context.ts';
-import type { EntitlementUseCases } from './entitlements.ts';
+import type { EntitlementSnapshot, EntitlementUseCases } from './entitlements.ts';
 
 export const MAX_USAGE_BATCH = 1000;
 /** Events stamped further ahead than this (clock skew) are rejected. */
@@ -44,12 +44,41 @@ export interface UsageUseCases {
   usage(orgId: string, q: UsageQuery): Promise<{ metric: string; aggregation: Aggregation; data: UsagePoint[] }>;
   /** Usage measured by the product itself (event handlers), in the caller's transaction (tenant context set). */
   recordProductUsage(trx: TxHandle, orgId: string, events: UsageEventInput[]): Promise<number>;
+  /**
+   * One aggregated usage event measured by the platform (the API-request meter's flush), stamped at the
+   * org's clock, idempotent by `key`, with the quota thresholds it crosses. Returns whether it was new.
+   */
+  recordMeteredUsage(ctx: TenantActorContext, event: { key: string; metric: string; value: number }): Promise<boolean>;
 }
 
 const hourFloor = (d: Date) => new Date(Math.floor(d.getTime() / 3_600_000) * 3_600_000);
 
 export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases, 'entitlements'>): UsageUseCases {
   const { scope } = c;
+
+  /** Quotas: a crossing of 80 % / 100 % in this period commits with the events that crossed it. */
+  async function publishThresholds(trx: Trx, ctx: TenantActorContext, snapshot: EntitlementSnapshot, valid: UsageEventInput[], inserted: string[], now: Date): Promise<void> {
+    const quotaMetrics = [...new Set(valid.map((e) => e.metric))].filter((m) => snapshot.quotas[m] !== undefined);
+    if (inserted.length === 0 || quotaMetrics.length === 0) return;
+    const sub = await subs.findLiveSubscription(trx, ctx.tenantId);
+    const periodStart = hourFloor(sub?.currentPeriodStart ?? new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)));
+    const totals = await usageSince(trx, ctx.tenantId, quotaMetrics, periodStart);
+    const added = new Map<string, number>();
+    const insertedKeys = new Set(inserted);
+    for (const e of valid) if (insertedKeys.has(e.key) && e.timestamp >= periodStart) added.set(e.metric, (added.get(e.metric) ?? 0) + e.value);
+    for (const metric of quotaMetrics) {
+      const quota = snapshot.quotas[metric]!;
+      const after = totals.get(metric)?.sum ?? 0;
+      const before = after - (added.get(metric) ?? 0);
+      for (const threshold of THRESHOLDS) {
+        const mark = (quota * threshold) / 100;
+        if (before < mark && after >= mark) {
+          const payload: UsageThresholdPayload = { metric, threshold, usage: after, quota, periodStart: periodStart.toISOString() };
+          await c.publish(trx, ctx, BILLING_EVENTS.usageThresholdCrossed, payload);
+        }
+      }
+    }
+  }
   let meters: { at: number; list: Meter[] } | undefined;
   async function meterList(): Promise<Meter[]> {
     if (!meters || Date.now() - meters.at > METERS_TTL_MS) meters = { at: Date.now(), list: await catalog.listMeters(scope.app) };
@@ -82,28 +111,7 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
         const inserted = await insertUsage(trx, ctx.tenantId, valid, uniques);
         result.accepted = inserted.length;
         result.duplicates += valid.length - inserted.length;
-        // Quotas: a crossing of 80 % / 100 % in this period commits with the events that crossed it.
-        const quotaMetrics = [...new Set(valid.map((e) => e.metric))].filter((m) => snapshot.quotas[m] !== undefined);
-        if (inserted.length > 0 && quotaMetrics.length > 0) {
-          const sub = await subs.findLiveSubscription(trx, ctx.tenantId);
-          const periodStart = hourFloor(sub?.currentPeriodStart ?? new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)));
-          const totals = await usageSince(trx, ctx.tenantId, quotaMetrics, periodStart);
-          const added = new Map<string, number>();
-          const insertedKeys = new Set(inserted);
-          for (const e of valid) if (insertedKeys.has(e.key) && e.timestamp >= periodStart) added.set(e.metric, (added.get(e.metric) ?? 0) + e.value);
-          for (const metric of quotaMetrics) {
-            const quota = snapshot.quotas[metric]!;
-            const after = totals.get(metric)?.sum ?? 0;
-            const before = after - (added.get(metric) ?? 0);
-            for (const threshold of THRESHOLDS) {
-              const mark = (quota * threshold) / 100;
-              if (before < mark && after >= mark) {
-                const payload: UsageThresholdPayload = { metric, threshold, usage: after, quota, periodStart: periodStart.toISOString() };
-                await c.publish(trx, ctx, BILLING_EVENTS.usageThresholdCrossed, payload);
-              }
-            }
-          }
-        }
+        await publishThresholds(trx, ctx, snapshot, valid, inserted, now);
         return result;
       });
     },
@@ -113,6 +121,17 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
       const tx = scope.join(trx);
       const uniques = (await catalog.listMeters(tx)).filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
       return (await insertUsage(tx, orgId, events, uniques)).length;
+    },
+
+    async recordMeteredUsage(ctx, event) {
+      const snapshot = await ents.entitlements(ctx.tenantId);
+      return scope.withTenant(ctx.tenantId, async (trx) => {
+        const { now } = await c.clockNow(trx, ctx.tenantId);
+        const valid: UsageEventInput[] = [{ ...event, timestamp: now, properties: {} }];
+        const inserted = await insertUsage(trx, ctx.tenantId, valid, []);
+        await publishThresholds(trx, ctx, snapshot, valid, inserted, now);
+        return inserted.length > 0;
+      });
     },
 
     async usage(orgId, q) {

@@ -1,0 +1,131 @@
+import { LRUCache } from 'lru-cache';
+import { systemActor } from '../../../platform/http/actor.ts';
+import { createIntervalCounter, type CounterBatch } from '../../../platform/observability/interval-counter.ts';
+import { quotaExceeded } from '../billing.errors.ts';
+import * as subs from '../subscriptions.repo.ts';
+import { usageSince } from '../usage.repo.ts';
+import { tenantCtx, type BillingContext } from './context.ts';
+import type { EntitlementUseCases } from './entitlements.ts';
+import type { UsageUseCases } from './usage.ts';
+
+/** The metric the API-request meter records: one unit per authorized org request. */
+export const API_REQUESTS = 'api.requests';
+
+/**
+ * Billing's API-request meter: every authorized org request is counted in memory (the app's hook calls
+ * `admit`) and flushed per interval as ONE usage event per org, keyed by the flush batch
+ * (`api.requests:<instance>:<sequence>`): the ledger's (org, key) dedupe makes a retried flush count once,
+ * even when its first attempt committed and only the reply was lost.
+ * Lost on a crash: the requests of the last interval (`apiMeterFlushMs`, default 10 s) not yet flushed.
+ */
+export interface ApiMeter {
+  /** Before the handler: refuses the request (402 BILLING.QUOTA_EXCEEDED) over a hard `api.requests` quota, else counts it. */
+  admit(orgId: string): Promise<void>;
+  flush(): Promise<number>;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+export interface QuotaUseCases {
+  /**
+   * Throws 402 BILLING.QUOTA_EXCEEDED when the org's plan has a **hard** quota on `metric` and `adding` more
+   * would exceed it in the current period. Cheap: the entitlement snapshot and the period's usage are
+   * cached per org (usage re-read from the rollups at most every `quotaRefreshMs`, plus this process's
+   * unflushed API requests), so the common case costs no database round trip.
+   */
+  assertQuota(orgId: string, metric: string, adding?: number): Promise<void>;
+  apiMeter: ApiMeter;
+}
+
+interface UsageState {
+  used: number;
+  periodEnd: Date | null;
+  at: number;
+}
+
+export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases, 'entitlements'>, usage: Pick<UsageUseCases, 'recordMeteredUsage'>): QuotaUseCases {
+  const { scope } = c;
+  const refreshMs = c.deps.config.quotaRefreshMs ?? 5_000;
+  const states = new LRUCache<string, UsageState>({ max: 50_000 });
+  const loading = new Map<string, Promise<UsageState>>();
+
+  const counter = createIntervalCounter({
+    fields: ['requests'] as const,
+    write: async (batch: CounterBatch<'requests'>) => {
+      let failure: unknown;
+      for (const [orgId, { requests }] of batch.counts) {
+        try {
+          await usage.recordMeteredUsage(tenantCtx(systemActor('billing.api_meter'), orgId), { key: `${API_REQUESTS}:${batch.id}`, metric: API_REQUESTS, value: requests });
+          states.delete(`${orgId}\t${API_REQUESTS}`);
+        } catch (err) {
+          failure ??= err;
+        }
+      }
+      // The whole batch is written again next time: the orgs already written are deduplicated by the key.
+      if (failure) throw failure;
+    },
+  });
+
+  async function load(orgId: string, metric: string): Promise<UsageState> {
+    return scope.withTenant(orgId, async (trx) => {
+      const sub = await subs.findLiveSubscription(trx, orgId);
+      let start: Date;
+      let end: Date | null = null;
+      if (sub) {
+        start = sub.currentPeriodStart;
+        end = sub.currentPeriodEnd;
+      } else {
+        const { now } = await c.clockNow(trx, orgId);
+        start = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+        end = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1));
+      }
+      // Rollups are hourly: the period counts from the hour it starts in (as the threshold events do).
+      const from = new Date(Math.floor(start.getTime() / 3_600_000) * 3_600_000);
+      const totals = await usageSince(trx, orgId, [metric], from);
+      return { used: totals.get(metric)?.sum ?? 0, periodEnd: end, at: Date.now() };
+    });
+  }
+
+  async function used(orgId: string, metric: string): Promise<UsageState> {
+    const key = `${orgId}\t${metric}`;
+    const hit = states.get(key);
+    if (hit && Date.now() - hit.at < refreshMs) return hit;
+    // One load per org and metric at a time, however many requests ask at once.
+    let p = loading.get(key);
+    if (!p) {
+      p = load(orgId, metric).finally(() => loading.delete(key));
+      loading.set(key, p);
+    }
+    const state = await p;
+    states.set(key, state);
+    return state;
+  }
+
+  async function assertQuota(orgId: string, metric: string, adding = 1): Promise<void> {
+    const snapshot = await ents.entitlements(orgId);
+    const quota = snapshot.quotas[metric];
+    if (quota === undefined || snapshot.enforcement?.[metric] !== 'hard') return;
+    const state = await used(orgId, metric);
+    const local = metric === API_REQUESTS ? (counter.pending(orgId)?.requests ?? 0) : 0;
+    const current = state.used + local;
+    if (current + adding > quota) {
+      throw quotaExceeded({ metric, quota, usage: current, plan: snapshot.plan?.name ?? null, periodEnd: state.periodEnd?.toISOString() ?? null });
+    }
+  }
+
+  return {
+    assertQuota,
+    apiMeter: {
+      async admit(orgId) {
+        await assertQuota(orgId, API_REQUESTS);
+        counter.add(orgId, { requests: 1 });
+      },
+      flush: () => counter.flush(),
+      start() {
+        const ms = c.deps.config.apiMeterFlushMs ?? 10_000;
+        if (ms > 0) counter.start(ms);
+      },
+      stop: () => counter.stop(),
+    },
+  };
+}

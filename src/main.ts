@@ -28,7 +28,7 @@ import { createOutboundPolicies, type OutboundPolicies } from './platform/resili
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
 import { createAudit, type Audit } from './modules/audit/index.ts';
-import { createBilling, DEFAULT_BILLING_CONFIG, type BillingModule } from './modules/billing/index.ts';
+import { createBilling, createGateway, DEFAULT_BILLING_CONFIG, type BillingModule, type PaymentGateway } from './modules/billing/index.ts';
 import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { createIntegrations, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
@@ -153,6 +153,8 @@ export interface ModuleSeams {
   resolveTxt?: TxtResolver;
   /** Overrides SSO settings (tests: clock offset, skew allowance). */
   sso?: Partial<SsoSettings>;
+  /** Replaces the PAYMENT_GATEWAY-selected gateway (tests: a shared sandbox, a fault-injecting wrapper). */
+  gateway?: PaymentGateway;
   /** Test-only: extra connectors, faster retries. */
   integrations?: Pick<IntegrationsDeps, 'connectors' | 'delivery'>;
 }
@@ -196,6 +198,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   });
   // Billing and tenancy ask each other (seats ← member count, member limit ← plan): billing is built first
   // and reads the member count through a function that runs only after both exist.
+  const n = config.notifications;
+  const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const billing = createBilling({
     db,
     audit,
@@ -203,6 +207,12 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     cache: platform.cache,
     seats: (orgId) => tenancy.countMembers(orgId),
     config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production' },
+    // Invoices and payments (issue #14): the configured gateway behind the payment policy, PDFs in storage.
+    gateway: seams.gateway ?? createGateway(config.payments),
+    paymentPolicy: platform.policies.payment,
+    storage: platform.storage,
+    mailer,
+    payments: config.payments,
   });
   const tenancy = createTenancy({
     db,
@@ -221,8 +231,6 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     isMember: isMemberVia(tenancy.getMember),
     entitlements: seams.entitlements ?? entitlementsVia(billing.limitCheck),
   });
-  const n = config.notifications;
-  const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
   const reporting = createReporting({
     db,

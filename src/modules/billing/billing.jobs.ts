@@ -2,6 +2,12 @@ import { systemActor } from '../../platform/http/actor.ts';
 import type { JobRegistry } from '../../platform/outbox/registry.ts';
 import { PROJECT_EVENTS } from '../projects/index.ts';
 import { BILLING_EVENTS, type EntitlementsChangedPayload } from './billing.events.ts';
+import type { InvoiceEventPayload, PaymentEventPayload, SubscriptionEventPayload } from './billing.events.ts';
+import type { TxHandle } from '../../platform/db/database.ts';
+import type { EventEnvelope } from '../../platform/outbox/publisher.ts';
+import type { Mailer } from '../notifications/index.ts';
+import { dunningMail } from './use-cases/invoice-documents.ts';
+import type { InvoicingCore } from './use-cases/invoices.ts';
 import type { BillingService } from './billing.service.ts';
 
 /** Orgs advanced per run of the renewal schedule; the rest are picked up by the next run. */
@@ -32,5 +38,54 @@ export function registerBillingJobs(jobs: JobRegistry, service: Pick<BillingServ
   );
   jobs.schedule('billing.renewals', { everyMs: 60_000 }, async () => {
     await service.advanceDue(systemActor('billing.renewals'), RENEWALS_PER_RUN);
+  });
+}
+
+/** Dunning steps (retries, final actions) per run of the dunning schedule; the rest wait for the next run. */
+const DUNNING_PER_RUN = 500;
+
+/**
+ * Invoices and payments (issue #14), all driven by outbox events:
+ * - `billing.invoice_on_{created,updated,canceled}`: a subscription change that left charges or closed a usage
+ *   window (creation, activation, renewal at the period end — the `billing.renewals` schedule, one runner
+ *   across workers —, plan or seat change, cancellation) is invoiced and finalized in the handler's transaction.
+ * - `billing.collect_payment`: a finalized invoice is charged (gateway call with the invoice/attempt key).
+ * - `billing.invoice_pdf[_paid]`: the PDF is rendered into storage.
+ * - `billing.dunning_email[_final]`: the billing contact hears of a failed payment / the final action.
+ * - `billing.dunning` schedule: retries and final actions due by the wall clock.
+ */
+export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, deps: { mailer?: Mailer; scope: InvoicingCore['scope'] }): void {
+  const invoiceOn = (name: string, consumer: string) =>
+    jobs.subscribe<SubscriptionEventPayload>(name, consumer, async (event, { trx }) => {
+      if (!event.tenantId) return;
+      await service.invoiceForSubscriptionEvent(trx, event.tenantId, event.payload.change);
+    });
+  invoiceOn(BILLING_EVENTS.subscriptionCreated, 'billing.invoice_on_created');
+  invoiceOn(BILLING_EVENTS.subscriptionUpdated, 'billing.invoice_on_updated');
+  invoiceOn(BILLING_EVENTS.subscriptionCanceled, 'billing.invoice_on_canceled');
+  jobs.subscribe<InvoiceEventPayload>(
+    BILLING_EVENTS.invoiceFinalized,
+    'billing.collect_payment',
+    async (event, { trx }) => {
+      if (!event.tenantId) return;
+      await service.collectForEvent(trx, event.tenantId, event.payload.invoiceId);
+    },
+    { maxAttempts: 10, backoffBaseMs: 5_000, backoffMaxMs: 600_000 },
+  );
+  const pdf = async (event: { tenantId: string | null; payload: InvoiceEventPayload }, { trx }: { trx: TxHandle }) => {
+    if (event.tenantId) await service.renderInvoicePdf(trx, event.tenantId, event.payload.invoiceId);
+  };
+  jobs.subscribe<InvoiceEventPayload>(BILLING_EVENTS.invoiceFinalized, 'billing.invoice_pdf', pdf);
+  jobs.subscribe<InvoiceEventPayload>(BILLING_EVENTS.invoicePaid, 'billing.invoice_pdf_paid', pdf);
+  const mail = (kind: 'payment_failed' | 'uncollectible') => async (event: EventEnvelope<PaymentEventPayload & InvoiceEventPayload>, { trx }: { trx: TxHandle }) => {
+    if (!event.tenantId || !deps.mailer) return;
+    const m = await dunningMail(deps.scope, trx, event.tenantId, kind, event.payload);
+    // A retried send carries the same Message-ID (the event id): the relay deduplicates.
+    if (m) await deps.mailer.send({ ...m, messageId: event.id, tenantId: event.tenantId });
+  };
+  jobs.subscribe(BILLING_EVENTS.paymentFailed, 'billing.dunning_email', mail('payment_failed'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 });
+  jobs.subscribe(BILLING_EVENTS.invoiceUncollectible, 'billing.dunning_email_final', mail('uncollectible'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 });
+  jobs.schedule('billing.dunning', { everyMs: 60_000 }, async () => {
+    await service.runDunningDue(systemActor('billing.dunning'), DUNNING_PER_RUN);
   });
 }

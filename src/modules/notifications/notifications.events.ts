@@ -10,6 +10,14 @@ export const WEBHOOK_EVENT_TYPES = [
   'billing.subscription_canceled',
   'billing.entitlements_changed',
   'billing.usage_threshold_crossed',
+  'billing.invoice_finalized',
+  'billing.invoice_paid',
+  'billing.invoice_voided',
+  'billing.invoice_marked_uncollectible',
+  'billing.credit_note_created',
+  'billing.payment_succeeded',
+  'billing.payment_failed',
+  'billing.subscription_past_due',
   'reporting.export_ready',
 ] as const;
 

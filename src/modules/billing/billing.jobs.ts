@@ -79,6 +79,8 @@ export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, 
   jobs.subscribe<InvoiceEventPayload>(BILLING_EVENTS.invoicePaid, 'billing.invoice_pdf_paid', pdf);
   const mail = (kind: 'payment_failed' | 'uncollectible') => async (event: EventEnvelope<PaymentEventPayload & InvoiceEventPayload>, { trx }: { trx: TxHandle }) => {
     if (!event.tenantId || !deps.mailer) return;
+    // An invoice marked uncollectible by hand changes no subscription: nothing to tell.
+    if (kind === 'uncollectible' && !(event.payload as { finalAction?: string }).finalAction) return;
     const m = await dunningMail(deps.scope, trx, event.tenantId, kind, event.payload);
     // A retried send carries the same Message-ID (the event id): the relay deduplicates.
     if (m) await deps.mailer.send({ ...m, messageId: event.id, tenantId: event.tenantId });

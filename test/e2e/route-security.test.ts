@@ -234,7 +234,7 @@ describe(`route security: declarations and cross-tenant isolation (${process.env
     // B's credentials still work.
     expect((await t.app.inject({ url: '/v1/me', headers: b.member.auth })).statusCode).toBe(200);
     expect((await t.app.inject({ url: `/v1/orgs/${b.owner.orgId}`, headers: b.owner.auth })).statusCode).toBe(200);
-  });
+  }, 180_000);
 
   it("SCIM: org A's directory token × org B's path → 401, × B's ids on A's path → 404; never data, nothing changed", async () => {
     const scimRoutes = t.app.registeredRoutes.filter((r: RegisteredRoute) => r.url.startsWith('/scim/v2/'));

@@ -544,6 +544,7 @@ export function invoiceUseCases(c: BillingContext, core: InvoicingCore, refund: 
       if ((input.percentOff === undefined) === (input.amountOff === undefined)) throw invalidCoupon('give exactly one of percentOff and amountOff');
       if (input.amountOff !== undefined && (!input.currency || currencyExponent(input.currency) === undefined)) throw unknownCurrency(input.currency ?? '(none)');
       if ((input.duration === 'repeating') !== (input.durationMonths !== undefined)) throw invalidCoupon('durationMonths goes with duration "repeating" (and only with it)');
+      if (input.percentOff !== undefined && Math.round(input.percentOff * 10_000) < 1) throw invalidCoupon('percentOff must be at least 0.0001');
       return inPlatform(async (trx) => {
         const coupon = await repo.insertCoupon(trx, {
           id: newId(),

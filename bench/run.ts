@@ -23,9 +23,10 @@ import { coldStart } from './scenarios/cold-start.ts';
 import { cachedRead, hotEndpoint, uncachedRead } from './scenarios/reads.ts';
 import { create, createHot, createOneOrg } from './scenarios/writes.ts';
 import { usageIngest } from './scenarios/usage.ts';
+import { invoiceRun } from './scenarios/invoicing.ts';
 
 export const SCENARIOS: Scenario[] = [
-  cachedRead, uncachedRead, create, createOneOrg, createHot, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak, usageIngest, coldStart,
+  cachedRead, uncachedRead, create, createOneOrg, createHot, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak, usageIngest, invoiceRun, coldStart,
 ];
 
 const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])

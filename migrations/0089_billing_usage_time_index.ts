@@ -3,7 +3,8 @@ import type { MigrationContext } from '../src/platform/migrate/migrator.ts';
 
 /**
  * Time-weighted sums read the raw events of one metric in time order (the level in force at the period's
- * start and every change inside it): an index by (org, metric, time). Built CONCURRENTLY on Postgres
+ * start and every change inside it), and invoices aggregate one metric over a usage window: an index by
+ * (org, metric, time). Built CONCURRENTLY on Postgres
  * (outside a transaction: ingestion goes on meanwhile). Validates the meters' widened check from 0081.
  */
 export const phase = 'expand';

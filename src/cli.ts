@@ -32,6 +32,7 @@ const USAGE = `usage: plinth <command>
   audit verify [orgId]         recompute the audit hash chains (sequenced part), report the backlog; exit 1 if tampered
   audit sequence [orgId]       sequence pending audit events now (the worker does it every second)
   reports rebuild [--org ID]   recompute the report read models from the source tables; prints the drift found
+  billing verify [--org ID [--invoice ID]]   recompute finalized invoices from the usage ledger and prices; exit 1 on any mismatch
   jobs dead                    list dead-lettered jobs (JSON lines)
   jobs redrive <id>            send a dead job back for processing
   seed --orgs N --tasks M [--projects P] [--batch B]   bulk demo data, with a progress bar
@@ -108,6 +109,7 @@ async function run(argv: string[]): Promise<number> {
       return platform.lifecycle.shutdown('seed done');
     }
     case 'admin':
+    case 'billing':
     case 'reports':
     case 'audit': {
       const { compose } = await loadMain();
@@ -116,6 +118,10 @@ async function run(argv: string[]): Promise<number> {
         if (command === 'admin') {
           const { runAdminCommand } = await import('./modules/identity/index.ts');
           return await runAdminCommand(modules.identity, argv.slice(1));
+        }
+        if (command === 'billing') {
+          const { runBillingCommand } = await import('./modules/billing/index.ts');
+          return await runBillingCommand(modules.billing, argv.slice(1));
         }
         if (command === 'reports') {
           const { runReportsCommand } = await import('./modules/reporting/index.ts');

@@ -28,7 +28,7 @@ import { createOutboundPolicies, type OutboundPolicies } from './platform/resili
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
 import { AUDIT_EVENT_RECORDED, createAudit, type Audit } from './modules/audit/index.ts';
-import { createBilling, createStripeGateway, DEFAULT_BILLING_CONFIG, guardedGateway, type BillingModule, type GatewayName, type PaymentGateway, type PaymentUpdates } from './modules/billing/index.ts';
+import { createBilling, createGateway, createStripeGateway, DEFAULT_BILLING_CONFIG, guardedGateway, type BillingModule, type GatewayName, type PaymentGateway, type PaymentUpdates } from './modules/billing/index.ts';
 import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { chainBackfill, createIntegrations, membersBackfill, orgBackfill, peopleFrom, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
@@ -153,6 +153,8 @@ export interface ModuleSeams {
   resolveTxt?: TxtResolver;
   /** Overrides SSO settings (tests: clock offset, skew allowance). */
   sso?: Partial<SsoSettings>;
+  /** Replaces the PAYMENT_GATEWAY-selected gateway (tests: a shared sandbox, a fault-injecting wrapper). */
+  gateway?: PaymentGateway;
   /** Test-only: extra connectors, faster retries. */
   integrations?: Pick<IntegrationsDeps, 'connectors' | 'delivery'>;
   /** Test-only: the payment attempts webhooks and reconciliation update (a recorder), and gateways to use. */
@@ -185,20 +187,29 @@ export interface Modules {
  * Payment gateways, each behind the shared `payment` policy (one breaker and bulkhead per gateway, a cap per
  * org): Stripe when STRIPE_SECRET_KEY is set. The sandbox adapter joins here when it exists.
  */
-function billingPayments(platform: Platform, seams: ModuleSeams): Parameters<typeof createBilling>[1] {
+function billingPayments(platform: Platform, seams: ModuleSeams, gateway: PaymentGateway): Parameters<typeof createBilling>[1] {
   const g = platform.config.paymentGateways;
-  const gateways: Partial<Record<GatewayName, PaymentGateway>> = { ...seams.payments?.gateways };
-  if (g.stripeSecretKey && !gateways.stripe) {
-    gateways.stripe = guardedGateway(createStripeGateway({ secretKey: g.stripeSecretKey, apiBase: g.stripeApiBase, timeoutMs: g.stripeTimeoutMs }), platform.policies.payment);
-  }
+  // Reconciliation asks the gateway through the payment policy too (the invoices' own calls apply it themselves).
+  const gateways: Partial<Record<GatewayName, PaymentGateway>> = { [gateway.name]: guardedGateway(gateway, platform.policies.payment), ...seams.payments?.gateways };
   return {
     logger: platform.logger.child({ module: 'billing' }),
     gateways,
-    defaultGateway: gateways.stripe ? 'stripe' : 'sandbox',
+    defaultGateway: gateway.name,
     webhookSecrets: { stripe: g.stripeWebhookSecret, sandbox: g.sandboxWebhookSecret },
     webhookToleranceSec: g.webhookToleranceSec,
     updates: seams.payments?.updates,
   };
+}
+
+/** The configured gateway (PAYMENT_GATEWAY): the embedded sandbox, or Stripe through its SDK. */
+function paymentGateway(config: Config, seams: ModuleSeams): PaymentGateway {
+  if (seams.gateway) return seams.gateway;
+  const g = config.paymentGateways;
+  if (config.payments.gateway === 'stripe') {
+    if (!g.stripeSecretKey) throw new Error('PAYMENT_GATEWAY=stripe needs STRIPE_SECRET_KEY');
+    return createStripeGateway({ secretKey: g.stripeSecretKey, apiBase: g.stripeApiBase, timeoutMs: g.stripeTimeoutMs });
+  }
+  return createGateway(config.payments);
 }
 
 /** Builds the modules in dependency order, explicitly: no container, nothing registered as a side effect. */
@@ -223,17 +234,25 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   });
   // Billing and tenancy ask each other (seats ← member count, member limit ← plan): billing is built first
   // and reads the member count through a function that runs only after both exist.
+  const n = config.notifications;
+  const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
+  const gateway = paymentGateway(config, seams);
   const billing = createBilling({
     db,
     audit,
     events,
     cache: platform.cache,
     seats: (orgId) => tenancy.countMembers(orgId),
-    // The notifications mailer (built below): billing's e-mails go out through it.
-    mailer: { send: (mail) => mailer.send(mail) },
+    // The notifications mailer: billing's e-mails (trial ending, limit reached, dunning) go out through it.
+    mailer,
     // Tests flush the API-request meter themselves (a timer would add to the usage figures they assert).
     config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production', apiMeterFlushMs: config.nodeEnv === 'test' ? 0 : 10_000 },
-  }, billingPayments(platform, seams));
+    // Invoices and payments (issue #14): the configured gateway (billing applies the payment policy to each call), PDFs in storage.
+    gateway,
+    paymentPolicy: platform.policies.payment,
+    storage: platform.storage,
+    payments: config.payments,
+  }, billingPayments(platform, seams, gateway));
   const tenancy = createTenancy({
     db,
     audit,
@@ -251,8 +270,6 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     isMember: isMemberVia(tenancy.getMember),
     entitlements: seams.entitlements ?? entitlementsVia(billing.limitCheck),
   });
-  const n = config.notifications;
-  const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
   const reporting = createReporting({
     db,

@@ -41,6 +41,8 @@ export interface Config {
   reporting: ReportingConfig;
   /** Edge protection (issue 5): rate limits, idempotency, backpressure, cache. See README "Edge protection". */
   edge: EdgeConfig;
+  /** Payments and dunning (billing, issue #14; src/modules/billing/README.md). */
+  payments: PaymentsConfig;
   /** Apply pending migrations when a process starts (advisory-locked); off when a separate migrate job runs them. */
   migrateOnStart: boolean;
   /** Jobs: handler concurrency per consumer per worker process. */
@@ -114,6 +116,34 @@ function secretKey(env: Env, production: boolean): Buffer {
   const key = /^[0-9a-f]{64}$/i.test(raw) ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
   if (key.length !== 32) throw new ConfigError('WEBHOOK_SECRET_KEY', 'must be 32 bytes, base64 or hex encoded');
   return key;
+}
+
+/** Billing's payment gateway and dunning schedule (issue #14). */
+export interface PaymentsConfig {
+  /** PAYMENT_GATEWAY: `sandbox` (embedded default: no network, outcomes by test card) or `stripe`. */
+  gateway: 'sandbox' | 'stripe';
+  /** PAYMENT_SANDBOX_FILE: where the sandbox keeps its charges (append-only JSON lines) so a restart forgets none;
+   * default <data dir>/payment-sandbox.jsonl, in memory under NODE_ENV=test unless set. */
+  sandboxFile: string | undefined;
+  /** DUNNING_RETRY_DAYS: days after the first failure on which the payment is retried (default 1,3,5,7). */
+  dunningRetryDays: number[];
+  /** DUNNING_JITTER_MINUTES: each retry moves by up to ± this much (deterministic per invoice and attempt). */
+  dunningJitterMinutes: number;
+  /** DUNNING_GRACE_DAYS: after the last retry failed, how long until the final action. */
+  dunningGraceDays: number;
+  /** DUNNING_FINAL_ACTION: `cancel` the subscription, or `downgrade` to the default (free) plan. */
+  dunningFinalAction: 'cancel' | 'downgrade';
+  /** INVOICE_LINK_TTL_SEC: lifetime of an invoice PDF's signed download link. */
+  invoiceLinkTtlSec: number;
+}
+
+function retryDays(env: Env): number[] {
+  const raw = str(env, 'DUNNING_RETRY_DAYS') ?? '1,3,5,7';
+  const days = raw.split(',').map((d) => Number(d.trim()));
+  if (days.length === 0 || days.length > 20 || days.some((d, i) => !Number.isInteger(d) || d < 1 || d > 60 || (i > 0 && d <= days[i - 1]!))) {
+    throw new ConfigError('DUNNING_RETRY_DAYS', 'must be increasing whole days between 1 and 60, e.g. 1,3,5,7');
+  }
+  return days;
 }
 
 /** The file storage port (src/platform/storage). */
@@ -369,6 +399,15 @@ export function loadConfig(env: Env = process.env): Config {
       stripeTimeoutMs: int(env, 'STRIPE_TIMEOUT_MS', 10_000, 100, 120_000),
       sandboxWebhookSecret: str(env, 'SANDBOX_WEBHOOK_SECRET') ?? createHmac('sha256', secretKey(env, production)).update('plinth sandbox payment webhooks').digest('hex'),
       webhookToleranceSec: int(env, 'PAYMENT_WEBHOOK_TOLERANCE_SEC', 300, 10, 3_600),
+    },
+    payments: {
+      gateway: oneOf(env, 'PAYMENT_GATEWAY', ['sandbox', 'stripe'] as const, 'sandbox'),
+      sandboxFile: str(env, 'PAYMENT_SANDBOX_FILE') ?? (nodeEnv === 'test' ? undefined : path.join(dataDir, 'payment-sandbox.jsonl')),
+      dunningRetryDays: retryDays(env),
+      dunningJitterMinutes: int(env, 'DUNNING_JITTER_MINUTES', 60, 0, 720),
+      dunningGraceDays: int(env, 'DUNNING_GRACE_DAYS', 3, 0, 60),
+      dunningFinalAction: oneOf(env, 'DUNNING_FINAL_ACTION', ['cancel', 'downgrade'] as const, 'cancel'),
+      invoiceLinkTtlSec: int(env, 'INVOICE_LINK_TTL_SEC', 3_600, 10, 7 * 86_400),
     },
     notifications: {
       webhookSecretKey: secretKey(env, production),

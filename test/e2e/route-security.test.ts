@@ -72,6 +72,17 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   webhookId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b', events: ['projects.task_created'] })).id,
   integrationId: async (t, b) =>
     (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/integrations`, { connector: 'http', name: 'B sync', config: { url: 'http://127.0.0.1:9/b' }, credentials: {}, events: ['projects.task_created'] })).id,
+  // A finalized invoice of org B (written as billing's finalization does, under B's tenant context).
+  invoiceId: async (t, b) => {
+    const id = newId();
+    await t.db.withTenant(b.owner.orgId, (trx) =>
+      trx
+        .insertInto('billing_invoices')
+        .values({ tenant_id: b.owner.orgId, id, seq: 1, number: 'B-00001', status: 'finalized', reason: 'manual', currency: 'USD', period_start: new Date(), period_end: new Date(), usage_cutoff: new Date(), total: 100, amount_due: 100 })
+        .execute(),
+    );
+    return id;
+  },
   // A delivery row of org B (written as the worker's fan-out does, under B's tenant context).
   deliveryId: async (t, b) => {
     const hook = await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b2', events: ['projects.task_created'] });
@@ -228,7 +239,7 @@ describe(`route security: declarations and cross-tenant isolation (${process.env
     // B's credentials still work.
     expect((await t.app.inject({ url: '/v1/me', headers: b.member.auth })).statusCode).toBe(200);
     expect((await t.app.inject({ url: `/v1/orgs/${b.owner.orgId}`, headers: b.owner.auth })).statusCode).toBe(200);
-  });
+  }, 180_000);
 
   it('payment webhooks: public, yet a credential is no substitute for the signature — 400 problem+json, nothing stored; an unconfigured gateway is 404', async () => {
     const event = { id: 'evt_isolation', object: 'event', type: 'payment_intent.succeeded', created: Math.floor(Date.now() / 1000), data: { object: { id: 'pi_isolation', object: 'payment_intent', amount: 1, currency: 'eur', status: 'succeeded', metadata: { orgId: b.owner.orgId } } } };

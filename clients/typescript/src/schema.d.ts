@@ -1038,7 +1038,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/v1/webhooks/payments/{gateway}": {
+    "/v1/orgs/{orgId}/billing/invoices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Invoices, newest first */
+        get: operations["listOrgsBillingInvoices"];
+        put?: never;
+        /** Invoice what is owed now (open charges, closed usage), finalized unless finalize=false */
+        post: operations["createOrgsBillingInvoices"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/invoices/{invoiceId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An invoice with its lines (each with how it was computed) and credit notes */
+        get: operations["getOrgsBillingInvoicesByInvoiceId"];
+        put?: never;
+        post?: never;
+        /** Delete a draft (its charges are owed again) */
+        delete: operations["deleteOrgsBillingInvoicesByInvoiceId"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/invoices/{invoiceId}/finalize": {
         parameters: {
             query?: never;
             header?: never;
@@ -1047,8 +1083,217 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Incoming payment-gateway webhook (Stripe-Signature / Sandbox-Signature): verified, stored, deduplicated, processed asynchronously */
-        post: operations["createWebhooksPaymentsByGateway"];
+        /** Finalize a draft: discount, tax, credit balance, the next gap-free number */
+        post: operations["createOrgsBillingInvoicesFinalize"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/invoices/{invoiceId}/void": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Void a finalized, unpaid invoice */
+        post: operations["createOrgsBillingInvoicesVoid"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/invoices/{invoiceId}/mark-uncollectible": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Stop collecting a finalized invoice */
+        post: operations["createOrgsBillingInvoicesMarkUncollectible"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/invoices/{invoiceId}/pay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Collect now with the org's payment method (a manual retry) */
+        post: operations["createOrgsBillingInvoicesPay"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/invoices/{invoiceId}/credit-notes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Credit a finalized invoice: reduces what is owed, else credits the balance (or refunds) */
+        post: operations["createOrgsBillingInvoicesCreditNotes"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/invoices/{invoiceId}/pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A signed, expiring download link of the invoice PDF (409 while it is rendered) */
+        get: operations["listOrgsBillingInvoicesPdf"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/payment-method": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The org's default payment method */
+        get: operations["listOrgsBillingPaymentMethod"];
+        /** Set the default payment method from a gateway token; unpaid invoices are retried with it */
+        put: operations["setOrgsBillingPaymentMethod"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/payments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Payment attempts, newest first */
+        get: operations["listOrgsBillingPayments"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/credit-balance": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Credit the org has, applied to its next invoices */
+        get: operations["listOrgsBillingCreditBalance"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/discount": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The org's active discount (null when none) */
+        get: operations["listOrgsBillingDiscount"];
+        put?: never;
+        /** Redeem a promotion code (replaces the active discount) */
+        post: operations["createOrgsBillingDiscount"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/billing/coupons": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List coupons */
+        get: operations["listAdminBillingCoupons"];
+        put?: never;
+        /** Create a coupon (percent or fixed; once, repeating or forever) */
+        post: operations["createAdminBillingCoupons"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/billing/promotion-codes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List promotion codes */
+        get: operations["listAdminBillingPromotionCodes"];
+        put?: never;
+        /** Create a promotion code for a coupon */
+        post: operations["createAdminBillingPromotionCodes"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/billing/tax-rates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Active tax rates */
+        get: operations["listAdminBillingTaxRates"];
+        put?: never;
+        /** Add a tax rate for a country (and region); replaces the active one there */
+        post: operations["createAdminBillingTaxRates"];
         delete?: never;
         options?: never;
         head?: never;
@@ -8782,7 +9027,137 @@ export interface operations {
             };
         };
     };
-    createWebhooksPaymentsByGateway: {
+    listOrgsBillingInvoices: {
+        parameters: {
+            query?: {
+                status?: "draft" | "finalized" | "paid" | "void" | "uncollectible";
+                before?: string;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            /** Format: uuid */
+                            id: string;
+                            number: string | null;
+                            /** @enum {string} */
+                            status: "draft" | "finalized" | "paid" | "void" | "uncollectible";
+                            /** @enum {string} */
+                            reason: "subscription_create" | "subscription_cycle" | "subscription_update" | "manual";
+                            subscriptionId: string | null;
+                            currency: string;
+                            /** Format: date-time */
+                            periodStart: string;
+                            /** Format: date-time */
+                            periodEnd: string;
+                            customer: {
+                                [key: string]: unknown;
+                            };
+                            discount: {
+                                /** Format: uuid */
+                                customerDiscountId: string;
+                                /** Format: uuid */
+                                couponId: string;
+                                key: string;
+                                name: string;
+                                percentOffPpm: number | null;
+                                amountOff: number | null;
+                                currency: string | null;
+                                duration: string;
+                                promotionCode: string | null;
+                            } | null;
+                            tax: {
+                                /** Format: uuid */
+                                taxRateId: string;
+                                name: string;
+                                country: string;
+                                region: string;
+                                /** @description Parts per million (19 % = 190000) */
+                                percentagePpm: number;
+                                inclusive: boolean;
+                            } | null;
+                            /** @description Integer minor units of the currency */
+                            subtotal: number;
+                            /** @description Integer minor units of the currency */
+                            discountTotal: number;
+                            /** @description Integer minor units of the currency */
+                            taxTotal: number;
+                            /** @description Integer minor units of the currency */
+                            total: number;
+                            /** @description Paid from the customer credit balance */
+                            creditApplied: number;
+                            /** @description Sum of credit notes */
+                            credited: number;
+                            /** @description Integer minor units of the currency */
+                            amountDue: number;
+                            /** @description Integer minor units of the currency */
+                            amountPaid: number;
+                            /** @description Failed collection attempts so far */
+                            attemptCount: number;
+                            nextPaymentAttemptAt: string | null;
+                            /** Format: date-time */
+                            createdAt: string;
+                            finalizedAt: string | null;
+                            paidAt: string | null;
+                            voidedAt: string | null;
+                            uncollectibleAt: string | null;
+                        }[];
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createOrgsBillingInvoices: {
         parameters: {
             query?: never;
             header?: {
@@ -8790,25 +9165,1654 @@ export interface operations {
                 "idempotency-key"?: string;
             };
             path: {
-                gateway: "stripe" | "sandbox";
+                orgId: string;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "finalize": true
+                 *     }
+                 */
                 "application/json": {
-                    id: string;
-                    type: string;
-                    created: number;
-                    data: {
-                        object: {
+                    /** @description Finalize at once (default true); false leaves a draft */
+                    finalize?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        number: string | null;
+                        /** @enum {string} */
+                        status: "draft" | "finalized" | "paid" | "void" | "uncollectible";
+                        /** @enum {string} */
+                        reason: "subscription_create" | "subscription_cycle" | "subscription_update" | "manual";
+                        subscriptionId: string | null;
+                        currency: string;
+                        /** Format: date-time */
+                        periodStart: string;
+                        /** Format: date-time */
+                        periodEnd: string;
+                        customer: {
                             [key: string]: unknown;
                         };
-                    } & {
-                        [key: string]: unknown;
+                        discount: {
+                            /** Format: uuid */
+                            customerDiscountId: string;
+                            /** Format: uuid */
+                            couponId: string;
+                            key: string;
+                            name: string;
+                            percentOffPpm: number | null;
+                            amountOff: number | null;
+                            currency: string | null;
+                            duration: string;
+                            promotionCode: string | null;
+                        } | null;
+                        tax: {
+                            /** Format: uuid */
+                            taxRateId: string;
+                            name: string;
+                            country: string;
+                            region: string;
+                            /** @description Parts per million (19 % = 190000) */
+                            percentagePpm: number;
+                            inclusive: boolean;
+                        } | null;
+                        /** @description Integer minor units of the currency */
+                        subtotal: number;
+                        /** @description Integer minor units of the currency */
+                        discountTotal: number;
+                        /** @description Integer minor units of the currency */
+                        taxTotal: number;
+                        /** @description Integer minor units of the currency */
+                        total: number;
+                        /** @description Paid from the customer credit balance */
+                        creditApplied: number;
+                        /** @description Sum of credit notes */
+                        credited: number;
+                        /** @description Integer minor units of the currency */
+                        amountDue: number;
+                        /** @description Integer minor units of the currency */
+                        amountPaid: number;
+                        /** @description Failed collection attempts so far */
+                        attemptCount: number;
+                        nextPaymentAttemptAt: string | null;
+                        /** Format: date-time */
+                        createdAt: string;
+                        finalizedAt: string | null;
+                        paidAt: string | null;
+                        voidedAt: string | null;
+                        uncollectibleAt: string | null;
+                        /** @description Integer minor units of the currency */
+                        amountRemaining: number;
+                        lines: {
+                            /** Format: uuid */
+                            id: string;
+                            position: number;
+                            /** @enum {string} */
+                            kind: "subscription" | "proration_charge" | "proration_credit" | "usage";
+                            description: string;
+                            chargeId: string | null;
+                            subscriptionId: string | null;
+                            priceId: string | null;
+                            priceVersion: number | null;
+                            quantity: number;
+                            unitAmount: number | null;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Integer minor units of the currency */
+                            discountAmount: number;
+                            /** @description Integer minor units of the currency */
+                            taxAmount: number;
+                            /** Format: date-time */
+                            periodStart: string;
+                            /** Format: date-time */
+                            periodEnd: string;
+                            /** @description How the line was computed: enough to recompute it identically */
+                            computation: {
+                                /** @enum {string} */
+                                source: "charge" | "usage";
+                                model: string;
+                                flatAmount: number;
+                                unitAmount: number;
+                                tiers: {
+                                    [key: string]: unknown;
+                                }[];
+                                packageSize: number;
+                                quantity: number;
+                                amount: number;
+                                usage?: {
+                                    metric: string;
+                                    aggregation: string;
+                                    property: string | null;
+                                    /** Format: date-time */
+                                    from: string;
+                                    /** Format: date-time */
+                                    to: string;
+                                    /** Format: date-time */
+                                    cutoff: string;
+                                    previousCutoff: string | null;
+                                    /** Format: date-time */
+                                    lowerBound: string;
+                                    /** @description The aggregate (decimal text) */
+                                    value: string;
+                                    events: number;
+                                    /** @description SHA-256 over every usage event counted (key, time, value, property) */
+                                    hash: string;
+                                };
+                            };
+                        }[];
+                        creditNotes: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            invoiceId: string;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Part that reduced the amount due */
+                            outstandingAmount: number;
+                            /** @description Part credited to the customer balance */
+                            balanceAmount: number;
+                            /** @description Part refunded through the payment gateway */
+                            refundAmount: number;
+                            gatewayRefundId: string | null;
+                            /** @enum {string} */
+                            reason: "duplicate" | "fraudulent" | "order_change" | "product_unsatisfactory" | "other";
+                            memo: string;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
                     };
-                } & {
-                    [key: string]: unknown;
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    getOrgsBillingInvoicesByInvoiceId: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                orgId: string;
+                invoiceId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        number: string | null;
+                        /** @enum {string} */
+                        status: "draft" | "finalized" | "paid" | "void" | "uncollectible";
+                        /** @enum {string} */
+                        reason: "subscription_create" | "subscription_cycle" | "subscription_update" | "manual";
+                        subscriptionId: string | null;
+                        currency: string;
+                        /** Format: date-time */
+                        periodStart: string;
+                        /** Format: date-time */
+                        periodEnd: string;
+                        customer: {
+                            [key: string]: unknown;
+                        };
+                        discount: {
+                            /** Format: uuid */
+                            customerDiscountId: string;
+                            /** Format: uuid */
+                            couponId: string;
+                            key: string;
+                            name: string;
+                            percentOffPpm: number | null;
+                            amountOff: number | null;
+                            currency: string | null;
+                            duration: string;
+                            promotionCode: string | null;
+                        } | null;
+                        tax: {
+                            /** Format: uuid */
+                            taxRateId: string;
+                            name: string;
+                            country: string;
+                            region: string;
+                            /** @description Parts per million (19 % = 190000) */
+                            percentagePpm: number;
+                            inclusive: boolean;
+                        } | null;
+                        /** @description Integer minor units of the currency */
+                        subtotal: number;
+                        /** @description Integer minor units of the currency */
+                        discountTotal: number;
+                        /** @description Integer minor units of the currency */
+                        taxTotal: number;
+                        /** @description Integer minor units of the currency */
+                        total: number;
+                        /** @description Paid from the customer credit balance */
+                        creditApplied: number;
+                        /** @description Sum of credit notes */
+                        credited: number;
+                        /** @description Integer minor units of the currency */
+                        amountDue: number;
+                        /** @description Integer minor units of the currency */
+                        amountPaid: number;
+                        /** @description Failed collection attempts so far */
+                        attemptCount: number;
+                        nextPaymentAttemptAt: string | null;
+                        /** Format: date-time */
+                        createdAt: string;
+                        finalizedAt: string | null;
+                        paidAt: string | null;
+                        voidedAt: string | null;
+                        uncollectibleAt: string | null;
+                        /** @description Integer minor units of the currency */
+                        amountRemaining: number;
+                        lines: {
+                            /** Format: uuid */
+                            id: string;
+                            position: number;
+                            /** @enum {string} */
+                            kind: "subscription" | "proration_charge" | "proration_credit" | "usage";
+                            description: string;
+                            chargeId: string | null;
+                            subscriptionId: string | null;
+                            priceId: string | null;
+                            priceVersion: number | null;
+                            quantity: number;
+                            unitAmount: number | null;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Integer minor units of the currency */
+                            discountAmount: number;
+                            /** @description Integer minor units of the currency */
+                            taxAmount: number;
+                            /** Format: date-time */
+                            periodStart: string;
+                            /** Format: date-time */
+                            periodEnd: string;
+                            /** @description How the line was computed: enough to recompute it identically */
+                            computation: {
+                                /** @enum {string} */
+                                source: "charge" | "usage";
+                                model: string;
+                                flatAmount: number;
+                                unitAmount: number;
+                                tiers: {
+                                    [key: string]: unknown;
+                                }[];
+                                packageSize: number;
+                                quantity: number;
+                                amount: number;
+                                usage?: {
+                                    metric: string;
+                                    aggregation: string;
+                                    property: string | null;
+                                    /** Format: date-time */
+                                    from: string;
+                                    /** Format: date-time */
+                                    to: string;
+                                    /** Format: date-time */
+                                    cutoff: string;
+                                    previousCutoff: string | null;
+                                    /** Format: date-time */
+                                    lowerBound: string;
+                                    /** @description The aggregate (decimal text) */
+                                    value: string;
+                                    events: number;
+                                    /** @description SHA-256 over every usage event counted (key, time, value, property) */
+                                    hash: string;
+                                };
+                            };
+                        }[];
+                        creditNotes: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            invoiceId: string;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Part that reduced the amount due */
+                            outstandingAmount: number;
+                            /** @description Part credited to the customer balance */
+                            balanceAmount: number;
+                            /** @description Part refunded through the payment gateway */
+                            refundAmount: number;
+                            gatewayRefundId: string | null;
+                            /** @enum {string} */
+                            reason: "duplicate" | "fraudulent" | "order_change" | "product_unsatisfactory" | "other";
+                            memo: string;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    deleteOrgsBillingInvoicesByInvoiceId: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                orgId: string;
+                invoiceId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createOrgsBillingInvoicesFinalize: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                orgId: string;
+                invoiceId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        number: string | null;
+                        /** @enum {string} */
+                        status: "draft" | "finalized" | "paid" | "void" | "uncollectible";
+                        /** @enum {string} */
+                        reason: "subscription_create" | "subscription_cycle" | "subscription_update" | "manual";
+                        subscriptionId: string | null;
+                        currency: string;
+                        /** Format: date-time */
+                        periodStart: string;
+                        /** Format: date-time */
+                        periodEnd: string;
+                        customer: {
+                            [key: string]: unknown;
+                        };
+                        discount: {
+                            /** Format: uuid */
+                            customerDiscountId: string;
+                            /** Format: uuid */
+                            couponId: string;
+                            key: string;
+                            name: string;
+                            percentOffPpm: number | null;
+                            amountOff: number | null;
+                            currency: string | null;
+                            duration: string;
+                            promotionCode: string | null;
+                        } | null;
+                        tax: {
+                            /** Format: uuid */
+                            taxRateId: string;
+                            name: string;
+                            country: string;
+                            region: string;
+                            /** @description Parts per million (19 % = 190000) */
+                            percentagePpm: number;
+                            inclusive: boolean;
+                        } | null;
+                        /** @description Integer minor units of the currency */
+                        subtotal: number;
+                        /** @description Integer minor units of the currency */
+                        discountTotal: number;
+                        /** @description Integer minor units of the currency */
+                        taxTotal: number;
+                        /** @description Integer minor units of the currency */
+                        total: number;
+                        /** @description Paid from the customer credit balance */
+                        creditApplied: number;
+                        /** @description Sum of credit notes */
+                        credited: number;
+                        /** @description Integer minor units of the currency */
+                        amountDue: number;
+                        /** @description Integer minor units of the currency */
+                        amountPaid: number;
+                        /** @description Failed collection attempts so far */
+                        attemptCount: number;
+                        nextPaymentAttemptAt: string | null;
+                        /** Format: date-time */
+                        createdAt: string;
+                        finalizedAt: string | null;
+                        paidAt: string | null;
+                        voidedAt: string | null;
+                        uncollectibleAt: string | null;
+                        /** @description Integer minor units of the currency */
+                        amountRemaining: number;
+                        lines: {
+                            /** Format: uuid */
+                            id: string;
+                            position: number;
+                            /** @enum {string} */
+                            kind: "subscription" | "proration_charge" | "proration_credit" | "usage";
+                            description: string;
+                            chargeId: string | null;
+                            subscriptionId: string | null;
+                            priceId: string | null;
+                            priceVersion: number | null;
+                            quantity: number;
+                            unitAmount: number | null;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Integer minor units of the currency */
+                            discountAmount: number;
+                            /** @description Integer minor units of the currency */
+                            taxAmount: number;
+                            /** Format: date-time */
+                            periodStart: string;
+                            /** Format: date-time */
+                            periodEnd: string;
+                            /** @description How the line was computed: enough to recompute it identically */
+                            computation: {
+                                /** @enum {string} */
+                                source: "charge" | "usage";
+                                model: string;
+                                flatAmount: number;
+                                unitAmount: number;
+                                tiers: {
+                                    [key: string]: unknown;
+                                }[];
+                                packageSize: number;
+                                quantity: number;
+                                amount: number;
+                                usage?: {
+                                    metric: string;
+                                    aggregation: string;
+                                    property: string | null;
+                                    /** Format: date-time */
+                                    from: string;
+                                    /** Format: date-time */
+                                    to: string;
+                                    /** Format: date-time */
+                                    cutoff: string;
+                                    previousCutoff: string | null;
+                                    /** Format: date-time */
+                                    lowerBound: string;
+                                    /** @description The aggregate (decimal text) */
+                                    value: string;
+                                    events: number;
+                                    /** @description SHA-256 over every usage event counted (key, time, value, property) */
+                                    hash: string;
+                                };
+                            };
+                        }[];
+                        creditNotes: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            invoiceId: string;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Part that reduced the amount due */
+                            outstandingAmount: number;
+                            /** @description Part credited to the customer balance */
+                            balanceAmount: number;
+                            /** @description Part refunded through the payment gateway */
+                            refundAmount: number;
+                            gatewayRefundId: string | null;
+                            /** @enum {string} */
+                            reason: "duplicate" | "fraudulent" | "order_change" | "product_unsatisfactory" | "other";
+                            memo: string;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createOrgsBillingInvoicesVoid: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                orgId: string;
+                invoiceId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        number: string | null;
+                        /** @enum {string} */
+                        status: "draft" | "finalized" | "paid" | "void" | "uncollectible";
+                        /** @enum {string} */
+                        reason: "subscription_create" | "subscription_cycle" | "subscription_update" | "manual";
+                        subscriptionId: string | null;
+                        currency: string;
+                        /** Format: date-time */
+                        periodStart: string;
+                        /** Format: date-time */
+                        periodEnd: string;
+                        customer: {
+                            [key: string]: unknown;
+                        };
+                        discount: {
+                            /** Format: uuid */
+                            customerDiscountId: string;
+                            /** Format: uuid */
+                            couponId: string;
+                            key: string;
+                            name: string;
+                            percentOffPpm: number | null;
+                            amountOff: number | null;
+                            currency: string | null;
+                            duration: string;
+                            promotionCode: string | null;
+                        } | null;
+                        tax: {
+                            /** Format: uuid */
+                            taxRateId: string;
+                            name: string;
+                            country: string;
+                            region: string;
+                            /** @description Parts per million (19 % = 190000) */
+                            percentagePpm: number;
+                            inclusive: boolean;
+                        } | null;
+                        /** @description Integer minor units of the currency */
+                        subtotal: number;
+                        /** @description Integer minor units of the currency */
+                        discountTotal: number;
+                        /** @description Integer minor units of the currency */
+                        taxTotal: number;
+                        /** @description Integer minor units of the currency */
+                        total: number;
+                        /** @description Paid from the customer credit balance */
+                        creditApplied: number;
+                        /** @description Sum of credit notes */
+                        credited: number;
+                        /** @description Integer minor units of the currency */
+                        amountDue: number;
+                        /** @description Integer minor units of the currency */
+                        amountPaid: number;
+                        /** @description Failed collection attempts so far */
+                        attemptCount: number;
+                        nextPaymentAttemptAt: string | null;
+                        /** Format: date-time */
+                        createdAt: string;
+                        finalizedAt: string | null;
+                        paidAt: string | null;
+                        voidedAt: string | null;
+                        uncollectibleAt: string | null;
+                        /** @description Integer minor units of the currency */
+                        amountRemaining: number;
+                        lines: {
+                            /** Format: uuid */
+                            id: string;
+                            position: number;
+                            /** @enum {string} */
+                            kind: "subscription" | "proration_charge" | "proration_credit" | "usage";
+                            description: string;
+                            chargeId: string | null;
+                            subscriptionId: string | null;
+                            priceId: string | null;
+                            priceVersion: number | null;
+                            quantity: number;
+                            unitAmount: number | null;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Integer minor units of the currency */
+                            discountAmount: number;
+                            /** @description Integer minor units of the currency */
+                            taxAmount: number;
+                            /** Format: date-time */
+                            periodStart: string;
+                            /** Format: date-time */
+                            periodEnd: string;
+                            /** @description How the line was computed: enough to recompute it identically */
+                            computation: {
+                                /** @enum {string} */
+                                source: "charge" | "usage";
+                                model: string;
+                                flatAmount: number;
+                                unitAmount: number;
+                                tiers: {
+                                    [key: string]: unknown;
+                                }[];
+                                packageSize: number;
+                                quantity: number;
+                                amount: number;
+                                usage?: {
+                                    metric: string;
+                                    aggregation: string;
+                                    property: string | null;
+                                    /** Format: date-time */
+                                    from: string;
+                                    /** Format: date-time */
+                                    to: string;
+                                    /** Format: date-time */
+                                    cutoff: string;
+                                    previousCutoff: string | null;
+                                    /** Format: date-time */
+                                    lowerBound: string;
+                                    /** @description The aggregate (decimal text) */
+                                    value: string;
+                                    events: number;
+                                    /** @description SHA-256 over every usage event counted (key, time, value, property) */
+                                    hash: string;
+                                };
+                            };
+                        }[];
+                        creditNotes: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            invoiceId: string;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Part that reduced the amount due */
+                            outstandingAmount: number;
+                            /** @description Part credited to the customer balance */
+                            balanceAmount: number;
+                            /** @description Part refunded through the payment gateway */
+                            refundAmount: number;
+                            gatewayRefundId: string | null;
+                            /** @enum {string} */
+                            reason: "duplicate" | "fraudulent" | "order_change" | "product_unsatisfactory" | "other";
+                            memo: string;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createOrgsBillingInvoicesMarkUncollectible: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                orgId: string;
+                invoiceId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        number: string | null;
+                        /** @enum {string} */
+                        status: "draft" | "finalized" | "paid" | "void" | "uncollectible";
+                        /** @enum {string} */
+                        reason: "subscription_create" | "subscription_cycle" | "subscription_update" | "manual";
+                        subscriptionId: string | null;
+                        currency: string;
+                        /** Format: date-time */
+                        periodStart: string;
+                        /** Format: date-time */
+                        periodEnd: string;
+                        customer: {
+                            [key: string]: unknown;
+                        };
+                        discount: {
+                            /** Format: uuid */
+                            customerDiscountId: string;
+                            /** Format: uuid */
+                            couponId: string;
+                            key: string;
+                            name: string;
+                            percentOffPpm: number | null;
+                            amountOff: number | null;
+                            currency: string | null;
+                            duration: string;
+                            promotionCode: string | null;
+                        } | null;
+                        tax: {
+                            /** Format: uuid */
+                            taxRateId: string;
+                            name: string;
+                            country: string;
+                            region: string;
+                            /** @description Parts per million (19 % = 190000) */
+                            percentagePpm: number;
+                            inclusive: boolean;
+                        } | null;
+                        /** @description Integer minor units of the currency */
+                        subtotal: number;
+                        /** @description Integer minor units of the currency */
+                        discountTotal: number;
+                        /** @description Integer minor units of the currency */
+                        taxTotal: number;
+                        /** @description Integer minor units of the currency */
+                        total: number;
+                        /** @description Paid from the customer credit balance */
+                        creditApplied: number;
+                        /** @description Sum of credit notes */
+                        credited: number;
+                        /** @description Integer minor units of the currency */
+                        amountDue: number;
+                        /** @description Integer minor units of the currency */
+                        amountPaid: number;
+                        /** @description Failed collection attempts so far */
+                        attemptCount: number;
+                        nextPaymentAttemptAt: string | null;
+                        /** Format: date-time */
+                        createdAt: string;
+                        finalizedAt: string | null;
+                        paidAt: string | null;
+                        voidedAt: string | null;
+                        uncollectibleAt: string | null;
+                        /** @description Integer minor units of the currency */
+                        amountRemaining: number;
+                        lines: {
+                            /** Format: uuid */
+                            id: string;
+                            position: number;
+                            /** @enum {string} */
+                            kind: "subscription" | "proration_charge" | "proration_credit" | "usage";
+                            description: string;
+                            chargeId: string | null;
+                            subscriptionId: string | null;
+                            priceId: string | null;
+                            priceVersion: number | null;
+                            quantity: number;
+                            unitAmount: number | null;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Integer minor units of the currency */
+                            discountAmount: number;
+                            /** @description Integer minor units of the currency */
+                            taxAmount: number;
+                            /** Format: date-time */
+                            periodStart: string;
+                            /** Format: date-time */
+                            periodEnd: string;
+                            /** @description How the line was computed: enough to recompute it identically */
+                            computation: {
+                                /** @enum {string} */
+                                source: "charge" | "usage";
+                                model: string;
+                                flatAmount: number;
+                                unitAmount: number;
+                                tiers: {
+                                    [key: string]: unknown;
+                                }[];
+                                packageSize: number;
+                                quantity: number;
+                                amount: number;
+                                usage?: {
+                                    metric: string;
+                                    aggregation: string;
+                                    property: string | null;
+                                    /** Format: date-time */
+                                    from: string;
+                                    /** Format: date-time */
+                                    to: string;
+                                    /** Format: date-time */
+                                    cutoff: string;
+                                    previousCutoff: string | null;
+                                    /** Format: date-time */
+                                    lowerBound: string;
+                                    /** @description The aggregate (decimal text) */
+                                    value: string;
+                                    events: number;
+                                    /** @description SHA-256 over every usage event counted (key, time, value, property) */
+                                    hash: string;
+                                };
+                            };
+                        }[];
+                        creditNotes: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            invoiceId: string;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Part that reduced the amount due */
+                            outstandingAmount: number;
+                            /** @description Part credited to the customer balance */
+                            balanceAmount: number;
+                            /** @description Part refunded through the payment gateway */
+                            refundAmount: number;
+                            gatewayRefundId: string | null;
+                            /** @enum {string} */
+                            reason: "duplicate" | "fraudulent" | "order_change" | "product_unsatisfactory" | "other";
+                            memo: string;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createOrgsBillingInvoicesPay: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                orgId: string;
+                invoiceId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        number: string | null;
+                        /** @enum {string} */
+                        status: "draft" | "finalized" | "paid" | "void" | "uncollectible";
+                        /** @enum {string} */
+                        reason: "subscription_create" | "subscription_cycle" | "subscription_update" | "manual";
+                        subscriptionId: string | null;
+                        currency: string;
+                        /** Format: date-time */
+                        periodStart: string;
+                        /** Format: date-time */
+                        periodEnd: string;
+                        customer: {
+                            [key: string]: unknown;
+                        };
+                        discount: {
+                            /** Format: uuid */
+                            customerDiscountId: string;
+                            /** Format: uuid */
+                            couponId: string;
+                            key: string;
+                            name: string;
+                            percentOffPpm: number | null;
+                            amountOff: number | null;
+                            currency: string | null;
+                            duration: string;
+                            promotionCode: string | null;
+                        } | null;
+                        tax: {
+                            /** Format: uuid */
+                            taxRateId: string;
+                            name: string;
+                            country: string;
+                            region: string;
+                            /** @description Parts per million (19 % = 190000) */
+                            percentagePpm: number;
+                            inclusive: boolean;
+                        } | null;
+                        /** @description Integer minor units of the currency */
+                        subtotal: number;
+                        /** @description Integer minor units of the currency */
+                        discountTotal: number;
+                        /** @description Integer minor units of the currency */
+                        taxTotal: number;
+                        /** @description Integer minor units of the currency */
+                        total: number;
+                        /** @description Paid from the customer credit balance */
+                        creditApplied: number;
+                        /** @description Sum of credit notes */
+                        credited: number;
+                        /** @description Integer minor units of the currency */
+                        amountDue: number;
+                        /** @description Integer minor units of the currency */
+                        amountPaid: number;
+                        /** @description Failed collection attempts so far */
+                        attemptCount: number;
+                        nextPaymentAttemptAt: string | null;
+                        /** Format: date-time */
+                        createdAt: string;
+                        finalizedAt: string | null;
+                        paidAt: string | null;
+                        voidedAt: string | null;
+                        uncollectibleAt: string | null;
+                        /** @description Integer minor units of the currency */
+                        amountRemaining: number;
+                        lines: {
+                            /** Format: uuid */
+                            id: string;
+                            position: number;
+                            /** @enum {string} */
+                            kind: "subscription" | "proration_charge" | "proration_credit" | "usage";
+                            description: string;
+                            chargeId: string | null;
+                            subscriptionId: string | null;
+                            priceId: string | null;
+                            priceVersion: number | null;
+                            quantity: number;
+                            unitAmount: number | null;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Integer minor units of the currency */
+                            discountAmount: number;
+                            /** @description Integer minor units of the currency */
+                            taxAmount: number;
+                            /** Format: date-time */
+                            periodStart: string;
+                            /** Format: date-time */
+                            periodEnd: string;
+                            /** @description How the line was computed: enough to recompute it identically */
+                            computation: {
+                                /** @enum {string} */
+                                source: "charge" | "usage";
+                                model: string;
+                                flatAmount: number;
+                                unitAmount: number;
+                                tiers: {
+                                    [key: string]: unknown;
+                                }[];
+                                packageSize: number;
+                                quantity: number;
+                                amount: number;
+                                usage?: {
+                                    metric: string;
+                                    aggregation: string;
+                                    property: string | null;
+                                    /** Format: date-time */
+                                    from: string;
+                                    /** Format: date-time */
+                                    to: string;
+                                    /** Format: date-time */
+                                    cutoff: string;
+                                    previousCutoff: string | null;
+                                    /** Format: date-time */
+                                    lowerBound: string;
+                                    /** @description The aggregate (decimal text) */
+                                    value: string;
+                                    events: number;
+                                    /** @description SHA-256 over every usage event counted (key, time, value, property) */
+                                    hash: string;
+                                };
+                            };
+                        }[];
+                        creditNotes: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            invoiceId: string;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            /** @description Part that reduced the amount due */
+                            outstandingAmount: number;
+                            /** @description Part credited to the customer balance */
+                            balanceAmount: number;
+                            /** @description Part refunded through the payment gateway */
+                            refundAmount: number;
+                            gatewayRefundId: string | null;
+                            /** @enum {string} */
+                            reason: "duplicate" | "fraudulent" | "order_change" | "product_unsatisfactory" | "other";
+                            memo: string;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createOrgsBillingInvoicesCreditNotes: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                orgId: string;
+                invoiceId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "amount": 500,
+                 *       "reason": "product_unsatisfactory",
+                 *       "memo": "Outage on the 3rd"
+                 *     }
+                 */
+                "application/json": {
+                    amount: number;
+                    /** @enum {string} */
+                    reason: "duplicate" | "fraudulent" | "order_change" | "product_unsatisfactory" | "other";
+                    memo?: string;
+                    /** @description A paid invoice: refund through the gateway instead of crediting the balance */
+                    refund?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        /** Format: uuid */
+                        invoiceId: string;
+                        /** @description Integer minor units of the currency */
+                        amount: number;
+                        /** @description Part that reduced the amount due */
+                        outstandingAmount: number;
+                        /** @description Part credited to the customer balance */
+                        balanceAmount: number;
+                        /** @description Part refunded through the payment gateway */
+                        refundAmount: number;
+                        gatewayRefundId: string | null;
+                        /** @enum {string} */
+                        reason: "duplicate" | "fraudulent" | "order_change" | "product_unsatisfactory" | "other";
+                        memo: string;
+                        /** Format: date-time */
+                        createdAt: string;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listOrgsBillingInvoicesPdf: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                orgId: string;
+                invoiceId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        url: string;
+                        /** Format: date-time */
+                        expiresAt: string;
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listOrgsBillingPaymentMethod: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        gateway: string;
+                        gatewayCustomerId: string;
+                        paymentMethodId: string;
+                        brand: string | null;
+                        last4: string | null;
+                        /** Format: date-time */
+                        updatedAt: string;
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    setOrgsBillingPaymentMethod: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "token": "4242424242424242"
+                 *     }
+                 */
+                "application/json": {
+                    /** @description A gateway payment-method token (sandbox: a test card number such as 4242424242424242, or tok_visa) */
+                    token: string;
                 };
             };
         };
@@ -8820,8 +10824,881 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        received: boolean;
-                        duplicate: boolean;
+                        gateway: string;
+                        gatewayCustomerId: string;
+                        paymentMethodId: string;
+                        brand: string | null;
+                        last4: string | null;
+                        /** Format: date-time */
+                        updatedAt: string;
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listOrgsBillingPayments: {
+        parameters: {
+            query?: {
+                invoiceId?: string;
+                before?: string;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            invoiceId: string;
+                            attemptNo: number;
+                            idempotencyKey: string;
+                            gateway: string;
+                            gatewayPaymentId: string | null;
+                            /** @enum {string} */
+                            status: "succeeded" | "processing" | "requires_action" | "failed" | "canceled";
+                            failureCode: string | null;
+                            failureMessage: string | null;
+                            /** @description Integer minor units of the currency */
+                            amount: number;
+                            currency: string;
+                            /** Format: date-time */
+                            createdAt: string;
+                            /** Format: date-time */
+                            updatedAt: string;
+                        }[];
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listOrgsBillingCreditBalance: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description Credit the customer has (applied to its next invoices) */
+                        balance: number;
+                        currency: string;
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listOrgsBillingDiscount: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        discount: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            couponId: string;
+                            promotionCode: string | null;
+                            coupon: {
+                                /** Format: uuid */
+                                id: string;
+                                key: string;
+                                name: string;
+                                percentOffPpm: number | null;
+                                amountOff: number | null;
+                                currency: string | null;
+                                /** @enum {string} */
+                                duration: "once" | "repeating" | "forever";
+                                durationMonths: number | null;
+                                /** Format: date-time */
+                                createdAt: string;
+                            };
+                            /** Format: date-time */
+                            startedAt: string;
+                            endsAt: string | null;
+                            timesApplied: number;
+                            active: boolean;
+                        } | null;
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createOrgsBillingDiscount: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "promotionCode": "LAUNCH25"
+                 *     }
+                 */
+                "application/json": {
+                    promotionCode: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        /** Format: uuid */
+                        couponId: string;
+                        promotionCode: string | null;
+                        coupon: {
+                            /** Format: uuid */
+                            id: string;
+                            key: string;
+                            name: string;
+                            percentOffPpm: number | null;
+                            amountOff: number | null;
+                            currency: string | null;
+                            /** @enum {string} */
+                            duration: "once" | "repeating" | "forever";
+                            durationMonths: number | null;
+                            /** Format: date-time */
+                            createdAt: string;
+                        };
+                        /** Format: date-time */
+                        startedAt: string;
+                        endsAt: string | null;
+                        timesApplied: number;
+                        active: boolean;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listAdminBillingCoupons: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            /** Format: uuid */
+                            id: string;
+                            key: string;
+                            name: string;
+                            percentOffPpm: number | null;
+                            amountOff: number | null;
+                            currency: string | null;
+                            /** @enum {string} */
+                            duration: "once" | "repeating" | "forever";
+                            durationMonths: number | null;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createAdminBillingCoupons: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "key": "launch",
+                 *       "name": "Launch 25 %",
+                 *       "percentOff": 25,
+                 *       "duration": "repeating",
+                 *       "durationMonths": 3
+                 *     }
+                 */
+                "application/json": {
+                    key: string;
+                    name: string;
+                    /** @description Percent off (up to 4 decimals) */
+                    percentOff?: number;
+                    amountOff?: number;
+                    currency?: string;
+                    /** @enum {string} */
+                    duration: "once" | "repeating" | "forever";
+                    durationMonths?: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        key: string;
+                        name: string;
+                        percentOffPpm: number | null;
+                        amountOff: number | null;
+                        currency: string | null;
+                        /** @enum {string} */
+                        duration: "once" | "repeating" | "forever";
+                        durationMonths: number | null;
+                        /** Format: date-time */
+                        createdAt: string;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listAdminBillingPromotionCodes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            /** Format: uuid */
+                            id: string;
+                            code: string;
+                            /** Format: uuid */
+                            couponId: string;
+                            active: boolean;
+                            maxRedemptions: number | null;
+                            timesRedeemed: number;
+                            expiresAt: string | null;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createAdminBillingPromotionCodes: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "code": "LAUNCH25",
+                 *       "couponId": "01890a5d-ac96-774b-bcce-b302099a8057",
+                 *       "maxRedemptions": 100
+                 *     }
+                 */
+                "application/json": {
+                    code: string;
+                    /** Format: uuid */
+                    couponId: string;
+                    maxRedemptions?: number;
+                    /** Format: date-time */
+                    expiresAt?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        code: string;
+                        /** Format: uuid */
+                        couponId: string;
+                        active: boolean;
+                        maxRedemptions: number | null;
+                        timesRedeemed: number;
+                        expiresAt: string | null;
+                        /** Format: date-time */
+                        createdAt: string;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listAdminBillingTaxRates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            /** Format: uuid */
+                            id: string;
+                            country: string;
+                            region: string;
+                            name: string;
+                            percentagePpm: number;
+                            inclusive: boolean;
+                            active: boolean;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createAdminBillingTaxRates: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "country": "DE",
+                 *       "name": "USt",
+                 *       "percentage": 19,
+                 *       "inclusive": false
+                 *     }
+                 */
+                "application/json": {
+                    /** @description ISO 3166-1 alpha-2, matched against the customer address `country` */
+                    country: string;
+                    /** @description Matched against the address `state` (or `region`) */
+                    region?: string;
+                    name: string;
+                    percentage: number;
+                    /** @description Prices include this tax (default false: added on top) */
+                    inclusive?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        country: string;
+                        region: string;
+                        name: string;
+                        percentagePpm: number;
+                        inclusive: boolean;
+                        active: boolean;
+                        /** Format: date-time */
+                        createdAt: string;
                     };
                 };
             };
@@ -10052,7 +12929,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL receiving POSTs (http://127.0.0.1 or localhost only outside production); no private addresses in production */
                     url: string;
-                    events: ("projects.project_created" | "projects.task_created" | "projects.task_updated" | "projects.task_assigned" | "projects.comment_added" | "billing.subscription_created" | "billing.subscription_updated" | "billing.subscription_canceled" | "billing.entitlements_changed" | "billing.usage_threshold_crossed" | "reporting.export_ready")[];
+                    events: ("projects.project_created" | "projects.task_created" | "projects.task_updated" | "projects.task_assigned" | "projects.comment_added" | "billing.subscription_created" | "billing.subscription_updated" | "billing.subscription_canceled" | "billing.entitlements_changed" | "billing.usage_threshold_crossed" | "billing.invoice_finalized" | "billing.invoice_paid" | "billing.invoice_voided" | "billing.invoice_marked_uncollectible" | "billing.credit_note_created" | "billing.payment_succeeded" | "billing.payment_failed" | "billing.subscription_past_due" | "reporting.export_ready")[];
                     description?: string;
                     active?: boolean;
                 };
@@ -10285,7 +13162,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL receiving POSTs (http://127.0.0.1 or localhost only outside production); no private addresses in production */
                     url?: string;
-                    events?: ("projects.project_created" | "projects.task_created" | "projects.task_updated" | "projects.task_assigned" | "projects.comment_added" | "billing.subscription_created" | "billing.subscription_updated" | "billing.subscription_canceled" | "billing.entitlements_changed" | "billing.usage_threshold_crossed" | "reporting.export_ready")[];
+                    events?: ("projects.project_created" | "projects.task_created" | "projects.task_updated" | "projects.task_assigned" | "projects.comment_added" | "billing.subscription_created" | "billing.subscription_updated" | "billing.subscription_canceled" | "billing.entitlements_changed" | "billing.usage_threshold_crossed" | "billing.invoice_finalized" | "billing.invoice_paid" | "billing.invoice_voided" | "billing.invoice_marked_uncollectible" | "billing.credit_note_created" | "billing.payment_succeeded" | "billing.payment_failed" | "billing.subscription_past_due" | "reporting.export_ready")[];
                     description?: string;
                     active?: boolean;
                 };

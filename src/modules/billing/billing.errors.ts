@@ -49,3 +49,18 @@ export function quotaExceeded(input: { metric: string; quota: number; usage: num
     { metric: input.metric, quota: input.quota, usage: input.usage, plan: input.plan, periodEnd: input.periodEnd },
   );
 }
+
+// ---- invoices and payments (issue #14)
+export const invoiceNotFound = () => new AppError('BILLING.INVOICE_NOT_FOUND', 404, 'Invoice not found');
+export const nothingToInvoice = () => new AppError('BILLING.NOTHING_TO_INVOICE', 409, 'Nothing is owed that is not invoiced yet');
+export const invalidInvoiceState = (status: string, action: string) =>
+  new AppError('BILLING.INVALID_INVOICE_STATE', 409, `A ${status} invoice cannot be ${action}`, { status, action });
+export const creditTooLarge = (max: number) => new AppError('BILLING.CREDIT_TOO_LARGE', 422, `At most ${max} minor units of this invoice can still be credited`, { max });
+export const pdfNotReady = () => new AppError('BILLING.PDF_NOT_READY', 409, 'The invoice PDF is being rendered; try again in a moment');
+export const noPaymentMethod = () => new AppError('BILLING.NO_PAYMENT_METHOD', 404, 'The organization has no payment method');
+export const paymentMethodRefused = (detail: string, code: string) => new AppError('BILLING.PAYMENT_METHOD_REFUSED', 422, detail, { gatewayCode: code });
+export const gatewayUnavailable = () => new AppError('BILLING.GATEWAY_UNAVAILABLE', 503, 'The payment provider is not reachable; try again shortly');
+export const couponNotFound = () => new AppError('BILLING.COUPON_NOT_FOUND', 404, 'Coupon not found');
+export const invalidCoupon = (detail: string) => new AppError('BILLING.INVALID_COUPON', 422, detail);
+export const promotionCodeInvalid = () =>
+  new AppError('BILLING.PROMOTION_CODE_INVALID', 422, 'This promotion code does not exist, has expired or has been used up');

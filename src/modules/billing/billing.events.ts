@@ -18,6 +18,19 @@ export const BILLING_EVENTS = {
   limitReached: 'billing.limit_reached',
   /** An add-on was added to, changed on or removed from the subscription. */
   addonChanged: 'billing.addon_changed',
+  // ---- invoices and payments (issue #14)
+  /** An invoice got its number and is owed (payment is collected from this event). */
+  invoiceFinalized: 'billing.invoice_finalized',
+  invoicePaid: 'billing.invoice_paid',
+  invoiceVoided: 'billing.invoice_voided',
+  /** Dunning gave up (or an operator did): the invoice will not be collected. */
+  invoiceUncollectible: 'billing.invoice_marked_uncollectible',
+  creditNoteCreated: 'billing.credit_note_created',
+  paymentSucceeded: 'billing.payment_succeeded',
+  /** A payment attempt failed; the payload says when the next one is, or what happens at the end of dunning. */
+  paymentFailed: 'billing.payment_failed',
+  /** The subscription became past_due because its invoice could not be collected (also a subscription_updated). */
+  subscriptionPastDue: 'billing.subscription_past_due',
 } as const;
 
 export type BillingEventName = (typeof BILLING_EVENTS)[keyof typeof BILLING_EVENTS];
@@ -88,4 +101,47 @@ export interface AddonChangedPayload {
   change: string;
   quantity: number;
   previousQuantity: number;
+}
+
+export interface InvoiceEventPayload {
+  invoiceId: string;
+  number: string | null;
+  status: string;
+  reason: string;
+  subscriptionId: string | null;
+  currency: string;
+  currencyExponent: number;
+  total: number;
+  amountDue: number;
+  amountPaid: number;
+  periodStart: string;
+  periodEnd: string;
+}
+
+export interface PaymentEventPayload {
+  invoiceId: string;
+  invoiceNumber: string | null;
+  attemptId: string;
+  attemptNo: number;
+  gateway: string;
+  gatewayPaymentId: string | null;
+  status: string;
+  amount: number;
+  currency: string;
+  failureCode: string | null;
+  /** When the payment is retried next (failed only; null when retries are exhausted). */
+  nextPaymentAttemptAt: string | null;
+  /** Failed with no retry left: what happens and when (cancel or downgrade). */
+  finalAction: 'cancel' | 'downgrade' | null;
+  finalActionAt: string | null;
+}
+
+export interface CreditNoteEventPayload {
+  creditNoteId: string;
+  invoiceId: string;
+  amount: number;
+  currency: string;
+  outstandingAmount: number;
+  balanceAmount: number;
+  refundAmount: number;
 }

@@ -5,6 +5,12 @@ import type { DbScope } from '../../platform/db/database.ts';
 import { BILLING_EVENTS, type EntitlementsChangedPayload, type LimitReachedPayload, type PaymentEventReceivedPayload, type TrialWillEndPayload, type UsageThresholdPayload } from './billing.events.ts';
 import type { BillingTables } from './billing.repo.ts';
 import type { BillingMail } from './use-cases/billing-mail.ts';
+import type { InvoiceEventPayload, PaymentEventPayload, SubscriptionEventPayload } from './billing.events.ts';
+import type { TxHandle } from '../../platform/db/database.ts';
+import type { EventEnvelope } from '../../platform/outbox/publisher.ts';
+import type { Mailer } from '../notifications/index.ts';
+import { dunningMail } from './use-cases/invoice-documents.ts';
+import type { InvoicingCore } from './use-cases/invoices.ts';
 import type { BillingService } from './billing.service.ts';
 import type { PaymentWebhooks } from './use-cases/payment-webhooks.ts';
 import type { PaymentReconciliation } from './use-cases/reconciliation.ts';
@@ -86,4 +92,55 @@ export function registerBillingMailJobs(jobs: JobRegistry, mail: BillingMail, sc
     const p = event.payload;
     if (event.tenantId) await mail.limitReached(scope.join(trx), event.tenantId, { limit: p.limit, periodKey: p.periodKey, allowed: p.allowed, usage: p.usage, kind: 'limit' });
   }, retry);
+}
+
+/** Dunning steps (retries, final actions) per run of the dunning schedule; the rest wait for the next run. */
+const DUNNING_PER_RUN = 500;
+
+/**
+ * Invoices and payments (issue #14), all driven by outbox events:
+ * - `billing.invoice_on_{created,updated,canceled}`: a subscription change that left charges or closed a usage
+ *   window (creation, activation, renewal at the period end — the `billing.renewals` schedule, one runner
+ *   across workers —, plan or seat change, cancellation) is invoiced and finalized in the handler's transaction.
+ * - `billing.collect_payment`: a finalized invoice is charged (gateway call with the invoice/attempt key).
+ * - `billing.invoice_pdf[_paid]`: the PDF is rendered into storage.
+ * - `billing.dunning_email[_final]`: the billing contact hears of a failed payment / the final action.
+ * - `billing.dunning` schedule: retries and final actions due by the wall clock.
+ */
+export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, deps: { mailer?: Mailer; scope: InvoicingCore['scope'] }): void {
+  const invoiceOn = (name: string, consumer: string) =>
+    jobs.subscribe<SubscriptionEventPayload>(name, consumer, async (event, { trx }) => {
+      if (!event.tenantId) return;
+      await service.invoiceForSubscriptionEvent(trx, event.tenantId, event.payload.change);
+    });
+  invoiceOn(BILLING_EVENTS.subscriptionCreated, 'billing.invoice_on_created');
+  invoiceOn(BILLING_EVENTS.subscriptionUpdated, 'billing.invoice_on_updated');
+  invoiceOn(BILLING_EVENTS.subscriptionCanceled, 'billing.invoice_on_canceled');
+  jobs.subscribe<InvoiceEventPayload>(
+    BILLING_EVENTS.invoiceFinalized,
+    'billing.collect_payment',
+    async (event, { trx }) => {
+      if (!event.tenantId) return;
+      await service.collectForEvent(trx, event.tenantId, event.payload.invoiceId);
+    },
+    { maxAttempts: 10, backoffBaseMs: 5_000, backoffMaxMs: 600_000 },
+  );
+  const pdf = async (event: { tenantId: string | null; payload: InvoiceEventPayload }, { trx }: { trx: TxHandle }) => {
+    if (event.tenantId) await service.renderInvoicePdf(trx, event.tenantId, event.payload.invoiceId);
+  };
+  jobs.subscribe<InvoiceEventPayload>(BILLING_EVENTS.invoiceFinalized, 'billing.invoice_pdf', pdf);
+  jobs.subscribe<InvoiceEventPayload>(BILLING_EVENTS.invoicePaid, 'billing.invoice_pdf_paid', pdf);
+  const mail = (kind: 'payment_failed' | 'uncollectible') => async (event: EventEnvelope<PaymentEventPayload & InvoiceEventPayload>, { trx }: { trx: TxHandle }) => {
+    if (!event.tenantId || !deps.mailer) return;
+    // An invoice marked uncollectible by hand changes no subscription: nothing to tell.
+    if (kind === 'uncollectible' && !(event.payload as { finalAction?: string }).finalAction) return;
+    const m = await dunningMail(deps.scope, trx, event.tenantId, kind, event.payload);
+    // A retried send carries the same Message-ID (the event id): the relay deduplicates.
+    if (m) await deps.mailer.send({ ...m, messageId: event.id, tenantId: event.tenantId });
+  };
+  jobs.subscribe(BILLING_EVENTS.paymentFailed, 'billing.dunning_email', mail('payment_failed'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 });
+  jobs.subscribe(BILLING_EVENTS.invoiceUncollectible, 'billing.dunning_email_final', mail('uncollectible'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 });
+  jobs.schedule('billing.dunning', { everyMs: 60_000 }, async () => {
+    await service.runDunningDue(systemActor('billing.dunning'), DUNNING_PER_RUN);
+  });
 }

@@ -10,11 +10,18 @@ import { addonUseCases, type AddonUseCases } from './use-cases/add-ons.ts';
 import { billingMail, type BillingMail } from './use-cases/billing-mail.ts';
 import { quotaUseCases, type QuotaUseCases } from './use-cases/quotas.ts';
 import { usageUseCases, type UsageUseCases } from './use-cases/usage.ts';
+import { createSandboxGateway } from './billing.gateway-sandbox.ts';
+import { GatewayRequestError } from './billing.gateway.ts';
+import { createDunning, DEFAULT_PAYMENTS_CONFIG } from './use-cases/dunning.ts';
+import { createInvoicingCore, invoiceUseCases, type InvoiceUseCases } from './use-cases/invoices.ts';
+import { invoiceDocumentUseCases, type InvoiceDocumentUseCases } from './use-cases/invoice-documents.ts';
+import { paymentUseCases, type PaymentUseCases } from './use-cases/payments.ts';
+import * as pay from './payments.repo.ts';
 
 export type { BillingConfig, BillingDeps } from './use-cases/context.ts';
 
 /** The use cases of the billing module, one file per aggregate under use-cases/. */
-export interface BillingService extends CatalogUseCases, SubscriptionUseCases, EntitlementUseCases, UsageUseCases, TestClockUseCases, QuotaUseCases, AddonUseCases {}
+export interface BillingService extends CatalogUseCases, SubscriptionUseCases, EntitlementUseCases, UsageUseCases, TestClockUseCases, QuotaUseCases, AddonUseCases, InvoiceUseCases, PaymentUseCases, InvoiceDocumentUseCases {}
 
 export function createBillingService(deps: BillingDeps): { service: BillingService; context: BillingContext; mail: BillingMail } {
   const context = createBillingContext(deps);
@@ -49,6 +56,27 @@ export function createBillingService(deps: BillingDeps): { service: BillingServi
       }
     };
   };
+  // ---- invoices and payments (issue #14)
+  const payConfig = deps.payments ?? DEFAULT_PAYMENTS_CONFIG;
+  const gateway = deps.gateway ?? createSandboxGateway();
+  const core = createInvoicingCore(context);
+  const dunning = createDunning(context, payConfig);
+  const payments = paymentUseCases(context, core, dunning, gateway);
+  const invoices = invoiceUseCases(context, core, async (ctx, trx, invoice, amount, creditNoteId) => {
+    const paid = (await pay.listAttempts(trx, ctx.tenantId, { limit: 20, invoiceId: invoice.id, status: 'succeeded' })).find((a) => a.gatewayPaymentId);
+    if (!paid) throw new GatewayRequestError('the invoice has no succeeded payment to refund', gateway.name, 'no_payment');
+    const policy = deps.paymentPolicy ?? { execute: <T>(_s: unknown, fn: () => Promise<T>) => fn() };
+    const r = await policy.execute({ destination: gateway.name, tenantId: ctx.tenantId }, () =>
+      gateway.refund({ gatewayPaymentId: paid.gatewayPaymentId!, amount, metadata: { orgId: ctx.tenantId, invoiceId: invoice.id, creditNoteId } }, `plinth_credit_note_${creditNoteId}`),
+    );
+    return r.gatewayRefundId;
+  });
+  // The test clock runs what is due by the org's clock: Billing I's transitions, then dunning steps.
+  const advanceWithDunning = async (ctx: TenantActorContext) => {
+    const sub = await refreshing(s.advance)(ctx);
+    if ((await payments.runDunningForOrg(ctx)) > 0) await entitlements.refresh(ctx.tenantId);
+    return sub;
+  };
   return {
     service: {
       ...catalogUseCases(context),
@@ -66,7 +94,10 @@ export function createBillingService(deps: BillingDeps): { service: BillingServi
       setAddon: refreshing(addons.setAddon),
       ...usage,
       ...quotaUseCases(context, entitlements, usage),
-      ...testClockUseCases(context, refreshing(s.advance)),
+      ...testClockUseCases(context, advanceWithDunning),
+      ...invoices,
+      ...payments,
+      ...invoiceDocumentUseCases(context, core, payConfig),
     },
     context,
     mail,

@@ -2,9 +2,11 @@ import type { Logger } from 'pino';
 import { asPlugin } from '../../platform/http/module-routes.ts';
 import type { ModuleSurface } from '../../platform/module.ts';
 import type { GatewayName, PaymentGateway } from './billing.gateway.ts';
-import { registerBillingJobs, registerBillingMailJobs, type BillingPaymentJobs } from './billing.jobs.ts';
+import { registerBillingJobs, registerBillingMailJobs, registerInvoiceJobs, type BillingPaymentJobs } from './billing.jobs.ts';
 import { addonRoutes } from './addons.routes.ts';
+import { invoicingScope } from './invoices.repo.ts';
 import { billingRoutes } from './billing.routes.ts';
+import { invoiceRoutes } from './billing.invoice-routes.ts';
 import { createBillingService, type BillingDeps, type BillingService } from './billing.service.ts';
 import { paymentWebhookRoutes } from './billing.webhooks.routes.ts';
 import { paymentEventsScope } from './payment-events.repo.ts';
@@ -27,6 +29,16 @@ export { signSandboxWebhook } from './use-cases/payment-webhooks.ts';
 export type { PaymentUpdates, GatewayPaymentUpdate, ReconciliationAttempt } from './use-cases/payment-webhooks.ts';
 export type { ReconciliationReport, Drift } from './use-cases/reconciliation.ts';
 export { allocate, currencyExponent, formatMoney, portionAt, prorate, type Money } from './billing.money.ts';
+// ---- invoices and payments (issue #14)
+export { createGateway } from './billing.gateways.ts';
+export { createSandboxGateway, SANDBOX_CARDS, type SandboxGateway } from './billing.gateway-sandbox.ts';
+export type { Invoice, InvoiceLine, InvoiceStatus, CreditNote, Coupon, PromotionCode, TaxRate } from './invoices.repo.ts';
+export type { PaymentAttempt, PaymentMethod } from './payments.repo.ts';
+export type { GatewayUpdateResult } from './use-cases/payments.ts';
+export type { InvoiceView, Mismatch } from './use-cases/invoices.ts';
+export type { TaxProvider, TaxLocation } from './billing.tax.ts';
+export { DEFAULT_PAYMENTS_CONFIG } from './use-cases/dunning.ts';
+export { runBillingCommand } from './billing.cli.ts';
 
 /** The billing facade: catalog, subscriptions, entitlements, usage metering, test clocks. */
 export interface BillingModule extends ModuleSurface, BillingService {
@@ -79,12 +91,14 @@ export function createBilling(deps: BillingDeps, payments?: BillingPaymentsDeps)
     name: 'billing',
     routes: [
       { name: 'billing', prefix: '/v1', plugin: asPlugin(billingRoutes(service)) },
+      { name: 'billing-invoices', prefix: '/v1', plugin: asPlugin(invoiceRoutes(service)) },
       { name: 'billing-addons', prefix: '/v1', plugin: asPlugin(addonRoutes(service)) },
       ...(pay ? [{ name: 'billing-payment-webhooks', prefix: '/v1', plugin: asPlugin((app) => paymentWebhookRoutes(app, { webhooks: pay.webhooks })) }] : []),
     ],
     registerJobs: (jobs) => {
       registerBillingJobs(jobs, service, pay?.jobs);
       registerBillingMailJobs(jobs, mail, context.scope);
+      registerInvoiceJobs(jobs, service, { mailer: deps.mailer, scope: invoicingScope(deps.db) });
     },
     ...(pay ? { reconcilePayments: (now?: Date) => pay.reconciliation.run(now) } : {}),
   };

@@ -96,6 +96,17 @@ export interface BillingAddons {
   public: Generated<boolean>;
 }
 
+export interface BillingBalanceTransactions {
+  amount: number;
+  created_at: Generated<Timestamp>;
+  credit_note_id: string | null;
+  currency: string;
+  id: string;
+  invoice_id: string | null;
+  kind: string;
+  tenant_id: string;
+}
+
 export interface BillingCharges {
   amount: number;
   created_at: Generated<Timestamp>;
@@ -112,6 +123,52 @@ export interface BillingCharges {
   tenant_id: string;
 }
 
+export interface BillingCoupons {
+  amount_off: number | null;
+  created_at: Generated<Timestamp>;
+  currency: string | null;
+  duration: string;
+  duration_months: number | null;
+  id: string;
+  key: string;
+  name: string;
+  percent_off_ppm: number | null;
+}
+
+export interface BillingCreditNotes {
+  amount: number;
+  balance_amount: Generated<number>;
+  created_at: Generated<Timestamp>;
+  gateway_refund_id: string | null;
+  id: string;
+  invoice_id: string;
+  memo: Generated<string>;
+  outstanding_amount: Generated<number>;
+  reason: string;
+  refund_amount: Generated<number>;
+  tenant_id: string;
+}
+
+export interface BillingCustomerBalances {
+  balance: number;
+  currency: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface BillingCustomerDiscounts {
+  active: Generated<boolean>;
+  coupon: Json;
+  coupon_id: string;
+  created_at: Generated<Timestamp>;
+  ends_at: Timestamp | null;
+  id: string;
+  promotion_code: string | null;
+  started_at: Timestamp;
+  tenant_id: string;
+  times_applied: Generated<number>;
+}
+
 export interface BillingCustomers {
   address: Generated<Json>;
   created_at: Generated<Timestamp>;
@@ -124,6 +181,79 @@ export interface BillingCustomers {
   tenant_id: string;
   updated_at: Generated<Timestamp>;
   version: Generated<number>;
+}
+
+export interface BillingDunningSchedule {
+  due_at: Timestamp;
+  invoice_id: string;
+  on_test_clock: Generated<boolean>;
+  tenant_id: string;
+}
+
+export interface BillingInvoiceLines {
+  amount: number;
+  charge_id: string | null;
+  computation: Json;
+  description: string;
+  discount_amount: Generated<number>;
+  id: string;
+  invoice_id: string;
+  kind: string;
+  period_end: Timestamp;
+  period_start: Timestamp;
+  position: number;
+  price_id: string | null;
+  price_version: number | null;
+  quantity: Generated<number>;
+  subscription_id: string | null;
+  tax_amount: Generated<number>;
+  tenant_id: string;
+  unit_amount: number | null;
+}
+
+export interface BillingInvoiceOrgs {
+  last_finalized_at: Timestamp;
+  tenant_id: string;
+}
+
+export interface BillingInvoices {
+  amount_due: Generated<number>;
+  amount_paid: Generated<number>;
+  attempt_count: Generated<number>;
+  created_at: Generated<Timestamp>;
+  credit_applied: Generated<number>;
+  credited: Generated<number>;
+  currency: string;
+  customer: Generated<Json>;
+  discount: Json | null;
+  discount_total: Generated<number>;
+  finalized_at: Timestamp | null;
+  id: string;
+  next_payment_attempt_at: Timestamp | null;
+  number: string | null;
+  paid_at: Timestamp | null;
+  pdf_key: string | null;
+  period_end: Timestamp;
+  period_start: Timestamp;
+  reason: string;
+  seq: number | null;
+  status: string;
+  subscription_id: string | null;
+  subtotal: Generated<number>;
+  tax: Json | null;
+  tax_total: Generated<number>;
+  tenant_id: string;
+  total: Generated<number>;
+  uncollectible_at: Timestamp | null;
+  updated_at: Generated<Timestamp>;
+  usage_cutoff: Timestamp;
+  version: Generated<number>;
+  voided_at: Timestamp | null;
+}
+
+export interface BillingInvoiceSequences {
+  last_seq: number;
+  tenant_id: string;
 }
 
 export interface BillingMeters {
@@ -143,6 +273,23 @@ export interface BillingNotices {
   tenant_id: string;
 }
 
+export interface BillingPaymentAttempts {
+  amount: number;
+  attempt_no: number;
+  created_at: Generated<Timestamp>;
+  currency: string;
+  failure_code: string | null;
+  failure_message: string | null;
+  gateway: string;
+  gateway_payment_id: string | null;
+  id: string;
+  idempotency_key: string;
+  invoice_id: string;
+  status: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
+}
+
 export interface BillingPaymentEvents {
   event_created_at: Timestamp;
   event_id: string;
@@ -156,6 +303,22 @@ export interface BillingPaymentEvents {
   processed_at: Timestamp | null;
   received_at: Generated<Timestamp>;
   status: Generated<string>;
+}
+
+export interface BillingPaymentIndex {
+  attempt_id: string;
+  tenant_id: string;
+  updated_at: Timestamp;
+}
+
+export interface BillingPaymentMethods {
+  brand: string | null;
+  gateway: string;
+  gateway_customer_id: string;
+  last4: string | null;
+  payment_method_id: string;
+  tenant_id: string;
+  updated_at: Generated<Timestamp>;
 }
 
 export interface BillingPlans {
@@ -198,6 +361,17 @@ export interface BillingProducts {
   id: string;
   key: string;
   name: string;
+}
+
+export interface BillingPromotionCodes {
+  active: Generated<boolean>;
+  code: string;
+  coupon_id: string;
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp | null;
+  id: string;
+  max_redemptions: number | null;
+  times_redeemed: Generated<number>;
 }
 
 export interface BillingSchedule {
@@ -243,12 +417,31 @@ export interface BillingSubscriptions {
   version: Generated<number>;
 }
 
+export interface BillingTaxRates {
+  active: Generated<boolean>;
+  country: string;
+  created_at: Generated<Timestamp>;
+  id: string;
+  inclusive: Generated<boolean>;
+  name: string;
+  percentage_ppm: number;
+  region: Generated<string>;
+}
+
 export interface BillingTestClocks {
   created_at: Generated<Timestamp>;
   frozen_time: Timestamp;
   id: string;
   tenant_id: string;
   updated_at: Generated<Timestamp>;
+}
+
+export interface BillingUsageCursors {
+  billed_to: Timestamp;
+  cutoff: Timestamp;
+  metric: string;
+  subscription_id: string;
+  tenant_id: string;
 }
 
 export interface BillingUsageEvents {
@@ -796,18 +989,34 @@ export interface DB {
   audit_events: AuditEvents;
   audit_personal_data: AuditPersonalData;
   billing_addons: BillingAddons;
+  billing_balance_transactions: BillingBalanceTransactions;
   billing_charges: BillingCharges;
+  billing_coupons: BillingCoupons;
+  billing_credit_notes: BillingCreditNotes;
+  billing_customer_balances: BillingCustomerBalances;
+  billing_customer_discounts: BillingCustomerDiscounts;
   billing_customers: BillingCustomers;
+  billing_dunning_schedule: BillingDunningSchedule;
+  billing_invoice_lines: BillingInvoiceLines;
+  billing_invoice_orgs: BillingInvoiceOrgs;
+  billing_invoice_sequences: BillingInvoiceSequences;
+  billing_invoices: BillingInvoices;
   billing_meters: BillingMeters;
   billing_notices: BillingNotices;
+  billing_payment_attempts: BillingPaymentAttempts;
   billing_payment_events: BillingPaymentEvents;
+  billing_payment_index: BillingPaymentIndex;
+  billing_payment_methods: BillingPaymentMethods;
   billing_plans: BillingPlans;
   billing_prices: BillingPrices;
   billing_products: BillingProducts;
+  billing_promotion_codes: BillingPromotionCodes;
   billing_schedule: BillingSchedule;
   billing_subscription_addons: BillingSubscriptionAddons;
   billing_subscriptions: BillingSubscriptions;
+  billing_tax_rates: BillingTaxRates;
   billing_test_clocks: BillingTestClocks;
+  billing_usage_cursors: BillingUsageCursors;
   billing_usage_events: BillingUsageEvents;
   billing_usage_rollups: BillingUsageRollups;
   billing_usage_uniques: BillingUsageUniques;

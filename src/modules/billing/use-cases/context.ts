@@ -4,6 +4,10 @@ import type { ActorContext, TenantActorContext } from '../../../platform/http/ac
 import type { EventPublisher } from '../../../platform/outbox/publisher.ts';
 import type { Audit } from '../../audit/index.ts';
 import type { Mailer } from '../../notifications/index.ts';
+import type { PaymentsConfig } from '../../../platform/config.ts';
+import type { DestinationPolicy } from '../../../platform/resilience/policy.ts';
+import type { ObjectStorage } from '../../../platform/storage/index.ts';
+import type { PaymentGateway } from '../billing.gateway.ts';
 import { BILLING_EVENTS, type EntitlementsChangedPayload } from '../billing.events.ts';
 import { billingScope, type BillingTables, type Trx } from '../billing.repo.ts';
 import { bumpEntitlements, findTestClock } from '../subscriptions.repo.ts';
@@ -34,8 +38,17 @@ export interface BillingDeps {
   /** Tenancy's member count: seat-based prices follow it. */
   seats: (orgId: string) => Promise<number>;
   config: BillingConfig;
-  /** Where billing's e-mails go (the notifications module's mailer); none: no billing e-mail. */
-  mailer?: Pick<Mailer, 'send'>;
+  // ---- invoices and payments (issue #14); optional so a composition without them still builds (tests)
+  /** The payment gateway (createGateway(config.payments)); default: an in-memory sandbox. */
+  gateway?: PaymentGateway;
+  /** platform.policies.payment: every gateway call (timeout, retry with the same idempotency key, breaker, bulkhead). */
+  paymentPolicy?: Pick<DestinationPolicy, 'execute'>;
+  /** Invoice PDFs (platform storage, as exports). */
+  storage?: ObjectStorage;
+  /** Where billing's e-mails go (trial ending, limit reached, dunning: the notifications module's mailer); none: no billing e-mail. */
+  mailer?: Mailer;
+  /** Gateway choice and dunning schedule (config.payments). */
+  payments?: PaymentsConfig;
 }
 
 /** What the use cases share: the scope, the ports, the org's clock, and how a change is recorded. */

@@ -1,0 +1,124 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { newId } from '../../src/platform/ids.ts';
+import { runLoad } from '../lib/load.ts';
+import { round } from '../lib/stats.ts';
+import { skipped, target, type Scenario } from '../lib/types.ts';
+import { pickCachedRead } from './fixtures.ts';
+
+/**
+ * Invoice run (issue #14): N subscriptions (default 10,000; BENCH_INVOICES) on a metered price, each with a
+ * period charge and 10 usage events of the period that just ended, renew at once: one
+ * `billing.subscription_updated` (renewed) event each, as the renewal schedule writes them. The API's worker
+ * invoices them through the outbox (lines from the charges, usage aggregated from the ledger, tax/discount,
+ * gap-free number, finalization) — measured as finalized invoices per second — while a closed-loop cached
+ * read runs, whose p99 is compared with the same read just before. Payment collection runs too (the orgs
+ * have no payment method: each first attempt fails without a gateway call and enters dunning).
+ */
+export const invoiceRun: Scenario = {
+  name: 'invoice-run',
+  title: 'Invoice run: 10,000 metered subscriptions renewed at once, invoiced through the outbox (cached reads alongside)',
+  async run(ctx) {
+    const targets = (perSec?: number, p99Change?: number) => [
+      target('I1', 'invoices finalized ≥ 500/s', perSec, 500, '/s', '>='),
+      target('I2', 'cached-read p99 during the run ≤ 1.20× before', p99Change, 1.2, '×', '<='),
+    ];
+    if (!ctx.client.has('GET', '/v1/orgs/{orgId}/billing/invoices')) return skipped(this, 'no invoices in this build', targets());
+    const pick = await pickCachedRead(ctx);
+    if (!pick) return skipped(this, 'no cached read to run alongside', targets());
+    const n = Number(process.env.BENCH_INVOICES ?? 10_000);
+    const db = new pg.Client({ connectionString: ctx.env.databaseUrl });
+    await db.connect();
+    try {
+      ctx.log(`invoice-run: seeding ${n} subscriptions with usage`);
+      const now = Date.now();
+      const periodStart = new Date(now - 86_400_000);
+      const anchor = new Date(periodStart.getTime() - 31 * 86_400_000);
+      const periodEnd = new Date(periodStart.getTime() + 30 * 86_400_000);
+      const productId = newId();
+      const planId = newId();
+      const priceId = newId();
+      const suffix = randomUUID().slice(0, 8);
+      await db.query(`insert into billing_products (id, key, name) values ($1, $2, 'Bench')`, [productId, `bench-${suffix}`]);
+      await db.query(`insert into billing_plans (id, product_id, key, name, rank) values ($1, $2, $3, 'Bench metered', 5)`, [planId, productId, `bench-${suffix}`]);
+      await db.query(`insert into billing_prices (id, plan_id, version, currency, interval, usage_type, model, unit_amount, flat_amount, metric) values ($1, $2, 1, 'USD', 'month', 'metered', 'per_unit', 3, 0, 'bench.calls')`, [priceId, planId]);
+      await db.query(`insert into billing_meters (key, name, aggregation) values ('bench.calls', 'Bench calls', 'sum') on conflict (key) do nothing`);
+      const orgs = Array.from({ length: n }, () => newId());
+      const CHUNK = 2_000;
+      for (let i = 0; i < orgs.length; i += CHUNK) {
+        const ids = orgs.slice(i, i + CHUNK);
+        await db.query('begin');
+        await db.query(`insert into billing_customers (tenant_id, id, currency, email) select t, t, 'USD', null from unnest($1::uuid[]) t`, [ids]);
+        await db.query(
+          `insert into billing_subscriptions (tenant_id, id, plan_id, price_id, status, quantity, currency, interval, anchor_at, current_period_start, current_period_end)
+           select t, t, $2, $3, 'active', 1, 'USD', 'month', $4, $5, $6 from unnest($1::uuid[]) t`,
+          [ids, planId, priceId, anchor, periodStart, periodEnd],
+        );
+        // A licensed charge of the new period (as Billing I writes at renewal) beside the metered usage.
+        await db.query(
+          `insert into billing_charges (tenant_id, id, subscription_id, kind, amount, currency, quantity, price_id, description, period_start, period_end)
+           select t, gen_random_uuid(), t, 'subscription', 2000, 'USD', 1, $2, 'Platform fee', $3, $4 from unnest($1::uuid[]) t`,
+          [ids, priceId, periodStart, periodEnd],
+        );
+        await db.query(
+          `insert into billing_usage_events (tenant_id, key, metric, occurred_at, value, received_at)
+           select t, 'e' || g, 'bench.calls', $2::timestamptz + g * interval '1 day', 1 + g, now() - interval '1 hour'
+           from unnest($1::uuid[]) t cross join generate_series(1, 10) g`,
+          [ids, anchor],
+        );
+        await db.query('commit');
+      }
+      await db.query('analyze');
+
+      ctx.log('invoice-run: cached read before the run');
+      await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: 1, connections: ctx.opts.connections });
+      const before = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
+
+      const finalized = async () => Number((await db.query(`select count(*) as n from billing_invoices where status <> 'draft' and tenant_id = any($1::uuid[])`, [orgs])).rows[0].n);
+      const payload = (t: string) => JSON.stringify({ subscriptionId: t, status: 'active', planId, planKey: `bench-${suffix}`, priceId, interval: 'month', quantity: 1, amountMinor: null, currency: 'USD', currencyExponent: 2, change: 'renewed', previousStatus: 'active', currentPeriodEnd: periodEnd.toISOString() });
+      ctx.log(`invoice-run: ${n} renewals published`);
+      const started = Date.now();
+      for (let i = 0; i < orgs.length; i += CHUNK) {
+        const ids = orgs.slice(i, i + CHUNK);
+        await db.query(`insert into outbox (id, tenant_id, name, payload) select id, t, 'billing.subscription_updated', p::jsonb from unnest($1::uuid[], $2::uuid[], $3::text[]) as x(id, t, p)`, [
+          ids.map(() => newId()),
+          ids,
+          ids.map(payload),
+        ]);
+      }
+      await db.query(`notify plinth_outbox`).catch(() => {});
+      const during = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
+      const deadline = Date.now() + Number(process.env.BENCH_INVOICE_TIMEOUT_SEC ?? 600) * 1000;
+      let done = await finalized();
+      while (done < n && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 250));
+        done = await finalized();
+      }
+      const seconds = (Date.now() - started) / 1000;
+      const perSec = round(done / seconds, 1);
+      const p99Change = before.okLatencyMs.p99 > 0 ? round(during.okLatencyMs.p99 / before.okLatencyMs.p99, 3) : undefined;
+      const sample = (await db.query(`select total, subtotal, (select count(*) from billing_invoice_lines l where l.tenant_id = i.tenant_id and l.invoice_id = i.id) as lines from billing_invoices i where tenant_id = $1`, [orgs[0]])).rows[0];
+      return {
+        name: this.name,
+        title: this.title,
+        status: done === n ? 'ok' : 'error',
+        endpoint: 'outbox: billing.subscription_updated (renewed) → billing.invoice_on_updated',
+        load: during,
+        phases: { readsBefore: before, readsDuring: during },
+        metrics: {
+          subscriptions: n,
+          invoicesFinalized: done,
+          seconds: round(seconds, 1),
+          invoicesPerSec: perSec,
+          readP99BeforeMs: before.okLatencyMs.p99,
+          readP99DuringMs: during.okLatencyMs.p99,
+          readP99Change: p99Change ?? 'n/a',
+          sampleInvoice: sample ? `${sample.lines} lines, subtotal ${sample.subtotal}, total ${sample.total}` : 'none',
+        },
+        targets: targets(perSec, p99Change),
+      };
+    } finally {
+      await db.end();
+    }
+  },
+};

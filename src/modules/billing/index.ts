@@ -13,6 +13,7 @@ export type { EntitlementSnapshot } from './use-cases/entitlements.ts';
 export type { Subscription, SubscriptionStatus, Customer, Charge } from './subscriptions.repo.ts';
 export type { Plan, Price, Product, Meter, EntitlementSpec } from './billing.repo.ts';
 export { allocate, currencyExponent, formatMoney, portionAt, prorate, type Money } from './billing.money.ts';
+export { amountFor, type Pricing } from './billing.pricing.ts';
 
 /** The billing facade: catalog, subscriptions, entitlements, usage metering, test clocks. */
 export interface BillingModule extends ModuleSurface, BillingService {

@@ -26,6 +26,8 @@ export interface ExportRunnerDeps {
 
 /** Claims of one export (each a worker that died or stalled with it) before it fails for good. */
 const MAX_CLAIMS = 5;
+/** Rows serialized between two yields to the event loop (about a millisecond of work). */
+const SERIALIZE_SLICE = 500;
 
 class Cancelled extends Error {}
 /** This worker's claim was superseded (its lease expired while it stalled): another worker continues the export. */
@@ -129,8 +131,11 @@ export function createExportRunner(deps: ExportRunnerDeps) {
           next = readBatch(tenantId, current.resource, filters, after);
           next.catch(() => undefined); // awaited next turn; a failure there is handled there
         }
-        if (batch.length > 0 || header) {
-          const bytes = serializeBatch(format, source.columns, batch, header);
+        // Serialized in slices with a turn of the event loop between them: in a process that also serves the
+        // API, requests run between slices instead of waiting behind a whole batch.
+        for (let i = 0; i < batch.length || header; i += SERIALIZE_SLICE) {
+          if (i > 0) await new Promise((r) => setImmediate(r));
+          const bytes = serializeBatch(format, source.columns, batch.slice(i, i + SERIALIZE_SLICE), header);
           header = false;
           pending.push(bytes);
           pendingBytes += bytes.length;

@@ -161,6 +161,10 @@ export interface ReportingConfig {
   /** Exports running at once across all worker processes (each org runs one at a time). */
   exportGlobalConcurrency: number;
   exportBatchRows: number;
+  /** Serialized bytes per uploaded part, and so per checkpoint (at least the storage's minimum part). */
+  exportPartBytes: number;
+  /** A running export's lease: another worker takes over (from the checkpoint) this long after its worker died. */
+  exportLeaseMs: number;
   exportStatementTimeoutMs: number;
   /** How long a finished export's file (and its links) stay available. */
   exportRetentionHours: number;
@@ -387,6 +391,8 @@ export function loadConfig(env: Env = process.env): Config {
       storage: storageConfig(env, dataDir, secretKey(env, production)),
       exportGlobalConcurrency: int(env, 'EXPORT_GLOBAL_CONCURRENCY', 4, 1, 1000),
       exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 5_000, 1, 100_000),
+      exportPartBytes: int(env, 'EXPORT_PART_BYTES', 8 * 1024 * 1024, 1, 1024 * 1024 * 1024),
+      exportLeaseMs: int(env, 'EXPORT_LEASE_MS', 60_000, 1_000, 3_600_000),
       exportStatementTimeoutMs: int(env, 'EXPORT_STATEMENT_TIMEOUT_MS', 30_000, 100, 3_600_000),
       exportRetentionHours: int(env, 'EXPORT_RETENTION_HOURS', 72, 1, 24 * 365),
       exportLinkTtlSec: int(env, 'EXPORT_LINK_TTL_SEC', 3_600, 10, 7 * 86_400),

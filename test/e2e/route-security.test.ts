@@ -68,6 +68,8 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   exportId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/exports`, { resource: 'tasks', format: 'csv' })).id,
   // A report name is not an object of org B: it names the same report in every org (see NOT_OBJECT_IDS).
   name: async () => 'active-members',
+  // Likewise a billing report's name (GET /v1/orgs/:orgId/reports/billing/:report, /v1/admin/reports/billing/:report).
+  report: async () => 'mrr',
   tokenId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/scim-tokens`, { name: 'B IdP' })).id,
   webhookId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/webhooks`, { url: 'http://127.0.0.1:9/b', events: ['projects.task_created'] })).id,
   integrationId: async (t, b) =>
@@ -102,7 +104,7 @@ async function inject(t: TestPlatform, who: SignedUp, method: string, url: strin
 }
 
 /** Path parameters that name something every org has (a report), not an object of org B. */
-const NOT_OBJECT_IDS = new Set(['orgId', 'name']);
+const NOT_OBJECT_IDS = new Set(['orgId', 'name', 'report']);
 
 /** A minimal body that passes the route's schema, so the request reaches authorization. */
 function sample(schema: any): unknown {

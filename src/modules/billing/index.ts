@@ -39,6 +39,7 @@ export type { InvoiceView, Mismatch } from './use-cases/invoices.ts';
 export type { TaxProvider, TaxLocation } from './billing.tax.ts';
 export { DEFAULT_PAYMENTS_CONFIG } from './use-cases/dunning.ts';
 export { runBillingCommand } from './billing.cli.ts';
+export { amountFor, type Pricing } from './billing.pricing.ts';
 
 /** The billing facade: catalog, subscriptions, entitlements, usage metering, test clocks. */
 export interface BillingModule extends ModuleSurface, BillingService {

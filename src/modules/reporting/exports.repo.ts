@@ -1,9 +1,18 @@
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { DB, DbScope } from '../../platform/db/database.ts';
+import type { UploadState } from '../../platform/storage/index.ts';
 
 export type ExportsTables = Pick<DB, 'reporting_exports' | 'reporting_export_jobs'>;
 type Tx = Transaction<ExportsTables> | Kysely<ExportsTables>;
 export type ExportRow = Selectable<DB['reporting_exports']>;
+
+/** Where a resumable export stands: every row up to `after` (keyset cursor) is in the upload's parts. */
+export interface ExportCheckpoint {
+  after: string | null;
+  rows: number;
+  bytes: number;
+  upload: UploadState;
+}
 
 export type ExportStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'expired';
 
@@ -80,7 +89,7 @@ export function createExportsRepo(scope: DbScope<ExportsTables>) {
      * Claims the oldest runnable job: queued, or running with an expired lease (its worker died). At most one
      * running export per org and `globalLimit` overall; claims are serialized by an advisory lock.
      */
-    async claim(globalLimit: number, leaseMs: number): Promise<{ exportId: string; tenantId: string; attempts: number } | undefined> {
+    async claim(globalLimit: number, leaseMs: number, held: string[] = []): Promise<{ exportId: string; tenantId: string; attempts: number } | undefined> {
       return scope.app.transaction().execute(async (trx) => {
         await sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`.execute(trx);
         const { rows } = await sql<{ export_id: string; tenant_id: string; attempts: number }>`
@@ -91,6 +100,7 @@ export function createExportsRepo(scope: DbScope<ExportsTables>) {
             where (state = 'queued' or (state = 'running' and lease_until <= now()))
               and tenant_id not in (select tenant_id from busy)
               and (select count(*) from busy) < ${globalLimit}
+              and export_id <> all(${held}::uuid[])
             order by queued_at, export_id
             limit 1
           )
@@ -102,11 +112,14 @@ export function createExportsRepo(scope: DbScope<ExportsTables>) {
         return r ? { exportId: r.export_id, tenantId: r.tenant_id, attempts: Number(r.attempts) } : undefined;
       });
     },
-    async renewLease(trx: Tx, exportId: string, leaseMs: number): Promise<void> {
+    /** Extends the lease of the claim `attempts` (not of a later claim by another worker). */
+    async renewLease(trx: Tx, exportId: string, attempts: number, leaseMs: number): Promise<void> {
       await trx
         .updateTable('reporting_export_jobs')
         .set({ lease_until: sql`now() + ${`${leaseMs} milliseconds`}::interval` })
         .where('export_id', '=', exportId)
+        .where('attempts', '=', attempts)
+        .where('state', '=', 'running')
         .execute();
     },
     async releaseJob(exportId: string): Promise<void> {
@@ -116,38 +129,63 @@ export function createExportsRepo(scope: DbScope<ExportsTables>) {
     async requeue(exportId: string): Promise<void> {
       await scope.app.updateTable('reporting_export_jobs').set({ state: 'queued', lease_until: null }).where('export_id', '=', exportId).execute();
     },
+    /**
+     * queued/running → running under this claim (`attempts` is the claim's fencing token). An export with a
+     * checkpoint keeps its progress: its new worker continues from it.
+     */
     async start(trx: Tx, tenantId: string, id: string, attempts: number, rowsTotal: number | null): Promise<ExportRow | undefined> {
       return trx
         .updateTable('reporting_exports')
-        .set({ status: 'running', started_at: new Date(), updated_at: new Date(), attempts, rows_done: 0, rows_total: rowsTotal })
+        .set({
+          status: 'running',
+          started_at: sql`case when checkpoint is null then now() else started_at end`,
+          updated_at: new Date(),
+          attempts,
+          rows_done: sql`coalesce((checkpoint->>'rows')::bigint, 0)`,
+          rows_total: rowsTotal,
+        })
         .where('tenant_id', '=', tenantId)
         .where('id', '=', id)
         .where('status', 'in', ['queued', 'running'])
         .returningAll()
         .executeTakeFirst();
     },
-    /** Progress; false when the export is no longer running (cancelled). */
-    async progress(trx: Tx, tenantId: string, id: string, rowsDone: number): Promise<boolean> {
+    /**
+     * Progress, and the checkpoint when a part was uploaded. 'cancelled': the export is no longer running;
+     * 'fenced': another worker claimed it since (this one was presumed dead) and owns the file now.
+     */
+    async progress(
+      trx: Tx,
+      tenantId: string,
+      id: string,
+      attempts: number,
+      rowsDone: number,
+      checkpoint?: ExportCheckpoint,
+    ): Promise<'ok' | 'cancelled' | 'fenced'> {
       const r = await trx
         .updateTable('reporting_exports')
-        .set({ rows_done: rowsDone, updated_at: new Date() })
+        .set({ rows_done: rowsDone, updated_at: new Date(), ...(checkpoint ? { checkpoint: JSON.stringify(checkpoint) } : {}) })
         .where('tenant_id', '=', tenantId)
         .where('id', '=', id)
         .where('status', '=', 'running')
+        .where('attempts', '=', attempts)
         .returning('id')
         .executeTakeFirst();
-      return r !== undefined;
+      if (r) return 'ok';
+      const now = await trx.selectFrom('reporting_exports').select(['status', 'attempts']).where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst();
+      return now?.status === 'running' && now.attempts !== attempts ? 'fenced' : 'cancelled';
     },
     async succeed(
       trx: Tx,
       tenantId: string,
       id: string,
-      done: { rows: number; bytes: number; storageKey: string; expiresAt: Date },
+      done: { rows: number; bytes: number; storageKey: string; expiresAt: Date; attempts: number },
     ): Promise<ExportRow | undefined> {
       const row = await trx
         .updateTable('reporting_exports')
         .set({
           status: 'succeeded',
+          checkpoint: null,
           rows_done: done.rows,
           rows_total: done.rows,
           bytes: done.bytes,
@@ -159,6 +197,7 @@ export function createExportsRepo(scope: DbScope<ExportsTables>) {
         .where('tenant_id', '=', tenantId)
         .where('id', '=', id)
         .where('status', '=', 'running')
+        .where('attempts', '=', done.attempts)
         .returningAll()
         .executeTakeFirst();
       if (row) {
@@ -170,14 +209,17 @@ export function createExportsRepo(scope: DbScope<ExportsTables>) {
       }
       return row;
     },
-    async fail(trx: Tx, tenantId: string, id: string, code: string, detail: string): Promise<void> {
-      await trx
+    /** running → failed; with `attempts`, only while that claim still owns the export. */
+    async fail(trx: Tx, tenantId: string, id: string, code: string, detail: string, attempts?: number): Promise<void> {
+      let q = trx
         .updateTable('reporting_exports')
-        .set({ status: 'failed', error_code: code, error_detail: detail, finished_at: new Date(), updated_at: new Date() })
+        .set({ status: 'failed', error_code: code, error_detail: detail, checkpoint: null, finished_at: new Date(), updated_at: new Date() })
         .where('tenant_id', '=', tenantId)
         .where('id', '=', id)
-        .where('status', '=', 'running')
-        .execute();
+        .where('status', '=', 'running');
+      if (attempts !== undefined) q = q.where('attempts', '=', attempts);
+      const r = await q.executeTakeFirst();
+      if (attempts !== undefined && Number(r.numUpdatedRows) === 0) return;
       await trx.deleteFrom('reporting_export_jobs').where('export_id', '=', id).execute();
     },
     /** Finished exports whose retention ended, across tenants (ids and keys only). */

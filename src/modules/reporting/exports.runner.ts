@@ -1,12 +1,11 @@
-import { once } from 'node:events';
 import type { Logger } from 'pino';
 import type { DbScope } from '../../platform/db/database.ts';
 import type { ReportingConfig } from '../../platform/config.ts';
 import type { EventPublisher } from '../../platform/outbox/publisher.ts';
-import type { ObjectStorage } from '../../platform/storage/index.ts';
-import { CONTENT_TYPES, createSerializer, type ExportFormat } from './export-format.ts';
+import type { ObjectStorage, UploadState } from '../../platform/storage/index.ts';
+import { CONTENT_TYPES, serializeBatch, type ExportFormat } from './export-format.ts';
 import { EXPORT_SOURCES, type Row, type SourceTables } from './export-sources.repo.ts';
-import type { ExportsRepo } from './exports.repo.ts';
+import type { ExportCheckpoint, ExportsRepo } from './exports.repo.ts';
 import { REPORTING_ERRORS } from './reporting.errors.ts';
 import { EXPORT_EMAIL, REPORTING_EVENTS, type ExportEmailPayload, type ExportReadyPayload } from './reporting.events.ts';
 
@@ -25,20 +24,29 @@ export interface ExportRunnerDeps {
   leaseMs?: number;
 }
 
+/** Claims of one export (each a worker that died or stalled with it) before it fails for good. */
+const MAX_CLAIMS = 5;
+/** Rows serialized between two yields to the event loop (about a millisecond of work). */
+const SERIALIZE_SLICE = 500;
+
 class Cancelled extends Error {}
+/** This worker's claim was superseded (its lease expired while it stalled): another worker continues the export. */
+class Fenced extends Error {}
 
 export const storageKeyOf = (tenantId: string, id: string, format: ExportFormat) => `exports/${tenantId}/${id}.${format === 'csv' ? 'csv' : 'ndjson'}`;
 
 /**
  * Runs exports in a worker process: claims jobs (one running export per org, a global limit), streams
  * keyset batches from a READ ONLY transaction each (on a replica when configured, with the export's own
- * statement_timeout) through the serializer into the storage port, never holding more than one batch.
- * A failed batch read is retried from the last key written; a worker that dies leaves a lease that
- * expires, and another worker starts the export again.
+ * statement_timeout), serializes each batch and uploads it in parts through the storage port's resumable
+ * upload, holding at most two batches and one part. Every part uploaded is checkpointed in the export (keyset
+ * cursor, rows, bytes, upload state): a failed batch read is retried from the last key, and a worker that
+ * dies leaves a lease that expires, after which another worker continues from the checkpoint — the final
+ * file has every row exactly once, as if the export had never stopped.
  */
 export function createExportRunner(deps: ExportRunnerDeps) {
   const { repo, config } = deps;
-  const leaseMs = deps.leaseMs ?? 60_000;
+  const leaseMs = deps.leaseMs ?? config.exportLeaseMs;
   const attempts = deps.batchAttempts ?? 4;
   const running = new Map<string, { abort: AbortController; done: Promise<void> }>();
   let kicking: Promise<void> | undefined;
@@ -62,16 +70,18 @@ export function createExportRunner(deps: ExportRunnerDeps) {
   }
 
   async function run(job: { exportId: string; tenantId: string; attempts: number }, abort: AbortController): Promise<void> {
-    const { exportId: id, tenantId } = job;
+    const { exportId: id, tenantId, attempts: claim } = job;
     const current = await repo.scope.withTenant(tenantId, (trx) => repo.find(trx, tenantId, id));
     if (!current || !['queued', 'running'].includes(current.status)) return repo.releaseJob(id);
     const source = EXPORT_SOURCES[current.resource];
     const format = current.format as ExportFormat;
     const filters = current.filters as Record<string, unknown>;
     const log = deps.logger.child({ exportId: id, tenantId, resource: current.resource });
-    if (!source || job.attempts > 3) {
+    if (!source || claim > MAX_CLAIMS) {
+      const cp = current.checkpoint as ExportCheckpoint | null;
+      if (cp) await deps.storage.abortUpload(cp.upload).catch(() => undefined);
       await repo.scope.withTenant(tenantId, async (trx) => {
-        await repo.start(trx, tenantId, id, job.attempts, null);
+        await repo.start(trx, tenantId, id, claim, null);
         await repo.fail(trx, tenantId, id, REPORTING_ERRORS.exportFailed, source ? 'The export failed repeatedly' : 'Unknown resource');
       });
       return;
@@ -79,45 +89,84 @@ export function createExportRunner(deps: ExportRunnerDeps) {
     const total = await deps.sources
       .withTenantRead(tenantId, (trx) => source.count(trx, tenantId, filters as never), { readOnly: true, statementTimeoutMs: config.exportStatementTimeoutMs })
       .catch(() => null);
-    const started = await repo.scope.withTenant(tenantId, (trx) => repo.start(trx, tenantId, id, job.attempts, total));
+    const started = await repo.scope.withTenant(tenantId, (trx) => repo.start(trx, tenantId, id, claim, total));
     if (!started) return repo.releaseJob(id);
 
     const key = storageKeyOf(tenantId, id, format);
-    const serializer = createSerializer(format, source.columns);
-    const upload = deps.storage.put(key, serializer, { contentType: CONTENT_TYPES[format], signal: abort.signal });
-    // A storage failure ends a wait on backpressure. (Not Promise.race with a pending promise: every race
-    // would stay attached to it, holding its batch, and the export would retain every row it wrote.)
-    let uploadError: unknown;
-    const uploadDone = new AbortController();
-    upload.catch((err: unknown) => {
-      uploadError = err;
-      uploadDone.abort(err);
-    });
-    let rows = 0;
+    const partBytes = Math.max(config.exportPartBytes, deps.storage.minPartBytes);
+    // Resume from the checkpoint (the last part uploaded, and the key of its last row), or begin the upload.
+    let cp = started.checkpoint as ExportCheckpoint | null;
+    let upload: UploadState | undefined = cp?.upload;
+    let ended: 'done' | 'fenced' | undefined;
+    let rows = cp?.rows ?? 0;
+    let after: string | null = cp?.after ?? null;
+    if (cp) log.info({ rows, bytes: cp.bytes, attempt: claim }, 'export resumes from its checkpoint');
+    let next: Promise<Row[]> | undefined;
+    // The lease is renewed on a timer too, not only with progress: a slow batch or upload on a busy machine
+    // must not make the export look abandoned.
+    const renew = setInterval(() => {
+      repo.renewLease(repo.scope.app, id, claim, leaseMs).catch((err: unknown) => log.warn({ err }, 'export lease renewal failed'));
+    }, leaseMs / 3);
+    renew.unref();
     try {
-      let after: string | null = null;
+      if (!upload) {
+        upload = await deps.storage.beginUpload(key, { contentType: CONTENT_TYPES[format] });
+        cp = { after: null, rows: 0, bytes: 0, upload };
+        const r = await repo.scope.withTenant(tenantId, (trx) => repo.progress(trx, tenantId, id, claim, 0, cp!));
+        if (r !== 'ok') throw r === 'fenced' ? new Fenced() : new Cancelled();
+      }
+      let header = format === 'csv' && upload.bytes === 0;
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      let lastWrite = Date.now();
+      // One batch is read ahead while the previous one is serialized and uploaded (two batches in memory).
+      next = readBatch(tenantId, current.resource, filters, after);
       for (;;) {
-        if (abort.signal.aborted) throw new Cancelled();
-        const batch: Row[] = await readBatch(tenantId, current.resource, filters, after);
-        if (uploadError) throw uploadError;
-        for (const row of batch) {
-          if (!serializer.write(row)) await once(serializer, 'drain', { signal: uploadDone.signal });
+        if (abort.signal.aborted) throw abort.signal.reason instanceof Fenced ? abort.signal.reason : new Cancelled();
+        const batch: Row[] = await next!;
+        next = undefined;
+        const last = batch.length < config.exportBatchRows;
+        if (batch.length > 0) after = String(batch[batch.length - 1]!.id);
+        if (!last) {
+          next = readBatch(tenantId, current.resource, filters, after);
+          next.catch(() => undefined); // awaited next turn; a failure there is handled there
+        }
+        // Serialized in slices with a turn of the event loop between them: in a process that also serves the
+        // API, requests run between slices instead of waiting behind a whole batch.
+        for (let i = 0; i < batch.length || header; i += SERIALIZE_SLICE) {
+          if (i > 0) await new Promise((r) => setImmediate(r));
+          const bytes = serializeBatch(format, source.columns, batch.slice(i, i + SERIALIZE_SLICE), header);
+          header = false;
+          pending.push(bytes);
+          pendingBytes += bytes.length;
         }
         rows += batch.length;
-        if (batch.length > 0) after = String(batch[batch.length - 1]!.id);
-        const still = await repo.scope.withTenant(tenantId, async (trx) => {
-          await repo.renewLease(trx, id, leaseMs);
-          return repo.progress(trx, tenantId, id, rows);
-        });
-        if (!still) throw new Cancelled();
-        if (batch.length < config.exportBatchRows) break;
+        let checkpoint: ExportCheckpoint | undefined;
+        if (pendingBytes >= partBytes || (last && pendingBytes > 0)) {
+          upload = await deps.storage.uploadPart(upload, pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes));
+          pending = [];
+          pendingBytes = 0;
+          checkpoint = { after, rows, bytes: upload.bytes, upload };
+        }
+        // Progress (and the lease) at every checkpoint, or once a second (well within the lease): cancellation
+        // is noticed that soon.
+        if (checkpoint || last || Date.now() - lastWrite >= Math.min(1_000, leaseMs / 4)) {
+          lastWrite = Date.now();
+          const r = await repo.scope.withTenant(tenantId, async (trx) => {
+            await repo.renewLease(trx, id, claim, leaseMs);
+            return repo.progress(trx, tenantId, id, claim, rows, checkpoint);
+          });
+          if (r !== 'ok') throw r === 'fenced' ? new Fenced() : new Cancelled();
+        }
+        if (last) break;
       }
-      serializer.end();
-      const { bytes } = await upload;
+      const { bytes } = await deps.storage.completeUpload(upload);
+      clearInterval(renew);
+      ended = 'done';
       const expiresAt = new Date(Date.now() + config.exportRetentionHours * 3_600_000);
       const email = await deps.getUserEmail(current.requested_by).catch(() => null);
       const done = await repo.scope.withTenant(tenantId, async (trx) => {
-        const row = await repo.succeed(trx, tenantId, id, { rows, bytes, storageKey: key, expiresAt });
+        const row = await repo.succeed(trx, tenantId, id, { rows, bytes, storageKey: key, expiresAt, attempts: claim });
         if (row) {
           const payload: ExportReadyPayload = { exportId: id, resource: row.resource, format, rows, bytes, expiresAt: expiresAt.toISOString(), requestedBy: row.requested_by };
           await deps.events.add(trx, { name: REPORTING_EVENTS.exportReady, tenantId, payload });
@@ -135,17 +184,22 @@ export function createExportRunner(deps: ExportRunnerDeps) {
       }
       log.info({ rows, bytes }, 'export ready');
     } catch (err) {
+      clearInterval(renew);
+      await next?.catch(() => undefined);
+      if (err instanceof Fenced || abort.signal.reason instanceof Fenced) {
+        // Another worker owns the export (and its upload) now: touch nothing.
+        log.warn({ rows }, 'export taken over by another worker; stopping');
+        return;
+      }
       const cancelled = err instanceof Cancelled || abort.signal.reason instanceof Cancelled;
-      abort.abort(cancelled ? new Cancelled() : err);
-      serializer.destroy();
-      await upload.catch(() => undefined);
+      if (cancelled && closed) {
+        // Shutdown: hand the job back with its checkpoint and upload intact; the next worker continues.
+        await repo.requeue(id);
+        return;
+      }
+      if (upload && ended !== 'done') await deps.storage.abortUpload(upload).catch(() => undefined);
       await deps.storage.delete(key).catch(() => undefined);
       if (cancelled) {
-        if (closed) {
-          // Shutdown: hand the job back; another worker (or this one after restart) starts it again.
-          await repo.requeue(id);
-          return;
-        }
         await repo.releaseJob(id);
         log.info({ rows }, 'export cancelled');
         return;
@@ -159,6 +213,7 @@ export function createExportRunner(deps: ExportRunnerDeps) {
           id,
           timeout ? REPORTING_ERRORS.exportTimeout : REPORTING_ERRORS.exportFailed,
           timeout ? `A batch took longer than ${config.exportStatementTimeoutMs} ms; narrow the filters or retry later` : 'The export failed; try again later',
+          claim,
         ),
       );
     }
@@ -168,7 +223,8 @@ export function createExportRunner(deps: ExportRunnerDeps) {
     do {
       again = false;
       while (!closed && running.size < config.exportGlobalConcurrency) {
-        const job = await repo.claim(config.exportGlobalConcurrency, leaseMs);
+        // Never its own running exports (a lease that lapsed while this process was stalled is renewed, not re-run).
+        const job = await repo.claim(config.exportGlobalConcurrency, leaseMs, [...running.keys()]);
         if (!job) break;
         const abort = new AbortController();
         const done = run(job, abort)

@@ -8,7 +8,7 @@ import type { ObjectStorage } from '../../platform/storage/index.ts';
 import type { Audit } from '../audit/index.ts';
 import { CONTENT_TYPES, type ExportFormat } from './export-format.ts';
 import { EXPORT_SOURCES } from './export-sources.repo.ts';
-import type { ExportRow, ExportsRepo, ExportStatus } from './exports.repo.ts';
+import type { ExportCheckpoint, ExportRow, ExportsRepo, ExportStatus } from './exports.repo.ts';
 import { exportNotFound, invalidFilters, resourceForbidden } from './reporting.errors.ts';
 import { REPORTING_EVENTS, type ExportRequestedPayload } from './reporting.events.ts';
 
@@ -125,7 +125,7 @@ export function createExportsService(deps: ExportsServiceDeps) {
 
     /** Cancels a queued or running export; a finished one's file is deleted at once (status expired). */
     async cancel(ctx: TenantActorContext, id: string): Promise<ExportView> {
-      const { row, deleteKey } = await repo.scope.withTenant(ctx.tenantId, async (trx) => {
+      const { row, deleteKey, upload } = await repo.scope.withTenant(ctx.tenantId, async (trx) => {
         const current = await repo.find(trx, ctx.tenantId, id);
         if (!current) throw exportNotFound();
         let after: ExportRow | undefined;
@@ -140,9 +140,12 @@ export function createExportsService(deps: ExportsServiceDeps) {
             context: ctx,
           });
         }
-        return { row: after ?? current, deleteKey: current.status === 'succeeded' ? current.storage_key : null };
+        // A resumable upload left by a stopped worker is dropped (a running worker drops its own too).
+        const upload = after?.status === 'cancelled' ? ((current.checkpoint as ExportCheckpoint | null)?.upload ?? null) : null;
+        return { row: after ?? current, deleteKey: current.status === 'succeeded' ? current.storage_key : null, upload };
       });
       if (deleteKey) await deps.storage.delete(deleteKey);
+      if (upload) await deps.storage.abortUpload(upload).catch(() => undefined);
       return view(row);
     },
   };

@@ -15,9 +15,12 @@ import { createReportsService, type ReportsService } from './reports.service.ts'
 import type { RebuildReport } from './reporting.cli.ts';
 import { deleteExpiredExports, registerReportingJobs } from './reporting.jobs.ts';
 import { reportingRoutes } from './reporting.routes.ts';
+import { PLATFORM_AUDIT_TENANT } from '../audit/index.ts';
+import { createBillingReports, type BillingReports } from './billing-reports.service.ts';
 
 export { REPORTING_EVENTS, type ExportReadyPayload } from './reporting.events.ts';
 export { EXPORTS_MANAGE, REPORTS_READ } from './reporting.routes.ts';
+export type { BillingReport, BillingReports } from './billing-reports.service.ts';
 export { EXPORT_SOURCES, type ExportSource } from './export-sources.repo.ts';
 export { neutralizeCell } from './export-format.ts';
 export { runReportsCommand, type RebuildReport } from './reporting.cli.ts';
@@ -45,6 +48,8 @@ export interface ReportingDeps {
 export interface Reporting extends ModuleSurface {
   exports: ExportsService;
   reports: ReportsService;
+  /** Billing reports (MRR and movements, churn, subscriptions by plan, trial conversion, usage): an org's own, or the platform's. */
+  billingReports: BillingReports;
   /** The worker-side export runner (kick: claim now; drain: wait until idle; close: stop, hand jobs back). */
   runner: ExportRunner;
   /** Recomputes read models from the source tables (one org, or all) and reports drift. */
@@ -62,6 +67,18 @@ export function createReporting(deps: ReportingDeps): Reporting {
   const rebuildScope = deps.db.scope('reporting_task_facts', 'reporting_project_weeks', 'reporting_member_days', 'tasks', 'audit_events', 'audit_chains');
   const exportsService = createExportsService({ repo: exportsRepo, storage: deps.storage, events: deps.events, audit: deps.audit, config: deps.config });
   const reports = createReportsService({ repo: reportsRepo, getProject: deps.getProject });
+  const billingScope = deps.db.scope('billing_subscriptions', 'billing_charges', 'billing_prices', 'billing_plans', 'billing_test_clocks', 'billing_usage_rollups', 'billing_schedule');
+  const billingReports = createBillingReports({
+    scope: billingScope,
+    // Orgs with a live subscription (billing_schedule) and every org with an audit chain (one row per org, not
+    // under RLS; every billing change is audited and the sequencer chains it within seconds): no tenant table
+    // is scanned to find them.
+    allOrgIds: async () => {
+      const live = await billingScope.app.selectFrom('billing_schedule').select('tenant_id').execute();
+      const chained = await rebuildScope.app.selectFrom('audit_chains').select('tenant_id').execute();
+      return [...new Set([...live, ...chained].map((r) => r.tenant_id))].filter((id) => id !== PLATFORM_AUDIT_TENANT).sort();
+    },
+  });
   const runner = createExportRunner({
     repo: exportsRepo,
     sources,
@@ -77,6 +94,7 @@ export function createReporting(deps: ReportingDeps): Reporting {
     name: 'reporting',
     exports: exportsService,
     reports,
+    billingReports,
     runner,
     async rebuild(orgId) {
       const orgs = orgId ? [orgId] : await allOrgIds(rebuildScope.owner);
@@ -86,7 +104,7 @@ export function createReporting(deps: ReportingDeps): Reporting {
     },
     deleteExpired: () => deleteExpiredExports({ exportsRepo, storage: deps.storage }),
     close: () => runner.close(),
-    routes: [{ name: 'reporting', prefix: '/v1', plugin: asPlugin(reportingRoutes({ exports: exportsService, reports })) }],
+    routes: [{ name: 'reporting', prefix: '/v1', plugin: asPlugin(reportingRoutes({ exports: exportsService, reports, billing: billingReports })) }],
     registerJobs(jobs) {
       registerReportingJobs(jobs, {
         runner,

@@ -94,3 +94,32 @@ export const ReportSchema = Type.Union([
     { additionalProperties: false },
   ),
 ]);
+
+export const BillingReportParams = Type.Object(
+  { orgId: Uuid(), report: Type.Union(['mrr', 'churn', 'subscriptions', 'trial-conversion', 'usage'].map((n) => Type.Literal(n))) },
+  { additionalProperties: false },
+);
+export const AdminBillingReportParams = Type.Object({ report: BillingReportParams.properties.report }, { additionalProperties: false });
+
+export const BillingReportQuery = Type.Object(
+  {
+    from: Type.Optional(Type.String({ format: 'date-time', description: 'Inclusive (default: 12 months before to)' })),
+    to: Type.Optional(Type.String({ format: 'date-time', description: "Exclusive (default: the start of next month, by the org's clock)" })),
+    format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('csv')], { default: 'json', description: 'csv: the rows as a spreadsheet-safe CSV file' })),
+  },
+  { additionalProperties: false },
+);
+
+export const BillingReportSchema = Type.Object(
+  {
+    name: Type.String(),
+    scope: Type.Union([Type.Literal('org'), Type.Literal('platform')]),
+    from: DateTime(),
+    to: DateTime(),
+    columns: Type.Array(Type.String()),
+    rows: Type.Array(Type.Record(Type.String(), Type.Union([Type.String(), Type.Integer(), Type.Null()])), {
+      description: 'Money in minor units of the row\'s currency (never summed across currencies); rates as decimal strings',
+    }),
+  },
+  { additionalProperties: false },
+);

@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
 import { sql } from 'kysely';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -211,8 +210,8 @@ describe(`reporting: exports and reports (${process.env.TEST_DATABASE_URL ? 'pos
   it('a storage failure fails the export and leaves no file', async () => {
     const failing: ObjectStorage = {
       ...t.storage,
-      async put(_key: string, body: Readable) {
-        body.pipe(new PassThrough()).resume();
+      minPartBytes: t.storage.minPartBytes,
+      async uploadPart() {
         throw new Error('bucket unavailable');
       },
     };

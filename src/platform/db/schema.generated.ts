@@ -735,6 +735,7 @@ export interface ReportingExportJobs {
 export interface ReportingExports {
   attempts: Generated<number>;
   bytes: number | null;
+  checkpoint: Json | null;
   created_at: Generated<Timestamp>;
   error_code: string | null;
   error_detail: string | null;

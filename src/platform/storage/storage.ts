@@ -18,6 +18,33 @@ export interface ObjectStorage {
   exists(key: string): Promise<boolean>;
   /** A link that downloads the object until it expires, without any other credential. */
   signedUrl(key: string, opts: LinkOptions): Promise<string>;
+
+  /**
+   * Resumable writes, for files built over minutes that must survive the writer's crash (exports): begin →
+   * uploadPart (in order) → complete, or abort. Every call takes and returns an {@link UploadState}: plain JSON
+   * the caller persists together with its own progress, and hands back after a crash. A part is durable when
+   * uploadPart resolves. Uploading again from an older state (the writer died after a part was written but
+   * before the new state was saved) replaces whatever was written after that state: no byte is duplicated.
+   * Nothing is visible under key before complete.
+   */
+  beginUpload(key: string, opts: PutOptions): Promise<UploadState>;
+  uploadPart(state: UploadState, body: Buffer): Promise<UploadState>;
+  completeUpload(state: UploadState): Promise<{ bytes: number }>;
+  /** Drops the parts written so far; an unknown or finished upload is not an error. */
+  abortUpload(state: UploadState): Promise<void>;
+  /** The smallest part uploadPart accepts, except the last (S3: 5 MiB). */
+  readonly minPartBytes: number;
+}
+
+/** A resumable upload's progress; serializable (the exports runner keeps it in the export's checkpoint). */
+export interface UploadState {
+  key: string;
+  contentType: string;
+  /** Bytes in the parts below. */
+  bytes: number;
+  /** S3: the multipart upload's id. */
+  uploadId?: string;
+  parts: Array<{ n: number; bytes: number; etag?: string }>;
 }
 
 export interface PutOptions {

@@ -1,7 +1,7 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { isUuid } from '../ids.ts';
 import type { DB } from './schema.generated.ts';
+import { currentRequestContext, runWithContextField } from '../request-context.ts';
 
 /**
  * A unit of work spans one request: every `withTenant` call made while it is open joins one database
@@ -22,30 +22,33 @@ export interface UnitOfWork {
   rollback(): Promise<void>;
 }
 
-interface Slot {
+/** The request context's `uowSlot`: where a unit of work can be installed later in the request. */
+export interface UnitOfWorkSlot {
   uow?: UnitOfWork;
 }
 
-const storage = new AsyncLocalStorage<Slot>();
-/** The tenant of the unit of work's call running now: a nested call must not queue behind it, and restores it. */
-const inRun = new AsyncLocalStorage<string>();
-
 /** Gives the code run by fn (a request) a slot in which a unit of work can be opened later. */
 export function runWithUnitOfWorkSlot<T>(fn: () => T): T {
-  return storage.run({}, fn);
+  return runWithContextField('uowSlot', {} satisfies UnitOfWorkSlot, fn);
 }
 
 /** Installs a unit of work for the rest of the current request (its slot must exist). */
 export function setUnitOfWork(uow: UnitOfWork | undefined): boolean {
-  const slot = storage.getStore();
+  const slot = currentRequestContext()?.uowSlot as UnitOfWorkSlot | undefined;
   if (!slot) return false;
   slot.uow = uow;
   return true;
 }
 
 export function currentUnitOfWork(): UnitOfWork | undefined {
-  return storage.getStore()?.uow;
+  return (currentRequestContext()?.uowSlot as UnitOfWorkSlot | undefined)?.uow;
 }
+
+/** The tenant of the unit of work's call running now: a nested call must not queue behind it, and restores it. */
+const inRun = {
+  getStore: (): string | undefined => currentRequestContext()?.uowTenant,
+  run: <T>(tenant: string, fn: () => T): T => runWithContextField('uowTenant', tenant, fn),
+};
 
 /**
  * Opens lazily: the connection is taken, BEGIN sent and `onBegin` run (e.g. fencing an idempotency claim)

@@ -1,5 +1,4 @@
 import { STATUS_CODES } from 'node:http';
-import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -17,7 +16,7 @@ import { createOperationIds } from './openapi-ids.ts';
 import { createLazyCompilers, type LazyCompilers } from './lazy-compile.ts';
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
 import { ProblemSchema } from './schemas.ts';
-import { HELMET_OPTIONS, securityHeaders } from './security-headers.ts';
+import { securityHeaders } from './security-headers.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -224,7 +223,15 @@ export async function createHttpServer(opts: {
     );
   });
 
-  await app.register(helmet, HELMET_OPTIONS as never);
+  // helmet's headers, computed once: @fastify/helmet rebuilt helmet's middleware (and parsed the CSP) for
+  // every request. Set on the raw response as helmet does, so a route's own header (the docs page's CSP)
+  // still replaces one of them.
+  const staticHeaders = securityHeaders();
+  app.addHook('onRequest', (_request, reply, done) => {
+    const raw = reply.raw;
+    for (let i = 0; i < staticHeaders.length; i++) raw.setHeader(staticHeaders[i]![0], staticHeaders[i]![1]);
+    done();
+  });
 
   await app.register(swagger, {
     openapi: {

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { LifecycleState } from '../lifecycle.ts';
 import { newId } from '../ids.ts';
+import { lazyChild } from '../observability/lazy-logger.ts';
 import { registerConcurrencyLimit, shedRequests } from './concurrency-limit.ts';
 import { buildProblem, errorHandler, sendProblem } from './errors.ts';
 import { registerJsonParser, validatorCompilerFactory } from './input.ts';
@@ -106,6 +107,8 @@ export async function createHttpServer(opts: {
     loggerInstance: logger,
     // One 'request completed' line per request (onResponse below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
+    // Made when the request first logs at an enabled level, not for every request (lazy-logger.ts).
+    childLoggerFactory: (parent, bindings, opts) => lazyChild(parent as Logger, bindings, opts),
     bodyLimit: config.bodyLimitBytes,
     requestTimeout: config.requestTimeoutMs,
     // Node checks request timeouts every 30 s by default, so a slow client could hold a socket that much longer.

@@ -186,7 +186,7 @@ export async function runBench(argv: string[]): Promise<number> {
             scenarios.push({ name: s.name, title: s.title, status: 'error', reason: (err as Error).message.slice(0, 300), targets: [] });
           }
           const last = scenarios[scenarios.length - 1]!;
-          log(`${s.name}: ${last.status}${last.load ? ` ${last.load.okPerSec} 2xx/s p95 ${last.load.latencyMs.p95} ms` : ''}${last.reason ? ` (${last.reason})` : ''}`);
+          log(`${s.name}: ${last.status}${last.load ? ` ${last.load.okPerSec} 2xx/s p95 ${last.load.latencyMs.p95} ms, API CPU ${last.load.serverCpuUsPerRequest ?? '?'} µs/request` : ''}${last.reason ? ` (${last.reason})` : ''}`);
         }
       } finally {
         ({ peakMb: rssPeak, lastMb: rssLast } = rss.stop());

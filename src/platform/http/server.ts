@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -9,7 +9,7 @@ import type { Config } from '../config.ts';
 import type { LifecycleState } from '../lifecycle.ts';
 import { newId } from '../ids.ts';
 import { lazyChild } from '../observability/lazy-logger.ts';
-import { registerConcurrencyLimit, shedRequests } from './concurrency-limit.ts';
+import { createAdmission } from './concurrency-limit.ts';
 import { buildProblem, errorHandler, sendProblem } from './errors.ts';
 import { registerJsonParser, validatorCompilerFactory } from './input.ts';
 import { documentEdgeProtection } from './openapi-edge.ts';
@@ -103,7 +103,25 @@ export async function createHttpServer(opts: {
 }): Promise<App> {
   const { config, logger, lifecycle } = opts;
   const compilers = createLazyCompilers();
+  // Load shedding in the HTTP server's request listener, before anything of Fastify runs (concurrency-limit.ts).
+  const admission = config.edge.concurrencyLimit.enabled
+    ? createAdmission(config.edge.concurrencyLimit, { logger, headers: securityHeaders(), draining: () => lifecycle.draining, newId })
+    : undefined;
   const app = Fastify({
+    ...(admission
+      ? {
+          // What Fastify does without a factory (lib/server.js), with admission in front of its handler.
+          serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void, options: { keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number }) => {
+            const server = createServer({ connectionsCheckingInterval: Math.min(1_000, config.requestTimeoutMs) }, (req, res) => {
+              if (admission.admit(req, res)) handler(req, res);
+            });
+            server.keepAliveTimeout = options.keepAliveTimeout ?? 72_000;
+            server.requestTimeout = options.requestTimeout ?? config.requestTimeoutMs;
+            server.setTimeout(options.connectionTimeout ?? config.requestTimeoutMs);
+            return server;
+          },
+        }
+      : {}),
     loggerInstance: logger,
     // One 'request completed' line per request (onResponse below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
@@ -213,8 +231,7 @@ export async function createHttpServer(opts: {
   });
 
   app.addHook('onResponse', async (request, reply) => {
-    // A shed request is the limiter working, not an error (it logs a summary at warn itself).
-    const level = shedRequests.has(request) ? 'debug' : reply.statusCode >= 500 ? 'error' : 'info';
+    const level = reply.statusCode >= 500 ? 'error' : 'info';
     request.log[level](
       {
         method: request.method,
@@ -264,8 +281,7 @@ export async function createHttpServer(opts: {
   });
   app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
 
-  // Load shedding: after the security headers (a 503 carries them too), before everything else.
-  if (config.edge.concurrencyLimit.enabled) registerConcurrencyLimit(app, config.edge.concurrencyLimit);
+  if (admission) app.addHook('onClose', async () => admission.close());
 
   return app;
 }

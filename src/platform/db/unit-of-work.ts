@@ -17,7 +17,11 @@ export interface UnitOfWork {
   readonly connected: boolean;
   /** Runs fn inside the shared transaction with tenantId as tenant context (serialized with other calls). */
   run<R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>): Promise<R>;
-  /** Last statements and COMMIT (fn runs in the transaction first); a no-op when nothing was opened. */
+  /**
+   * Last statements and COMMIT (fn runs in the transaction first — still inside the last call's savepoint and
+   * tenant context, which COMMIT ends: fn must not depend on them, e.g. it writes a table without row-level
+   * security, as the idempotency layer's stored response does); a no-op when nothing was opened.
+   */
   commit(fn?: (trx: Transaction<DB>) => Promise<void>): Promise<void>;
   rollback(): Promise<void>;
 }
@@ -72,6 +76,13 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
   let savepoints = 0;
   let closed = false;
   let connected = false;
+  /**
+   * What the last top-level call still owes (release its savepoint, clear its tenant context): sent in front of
+   * the next call's own statements, one round trip for both, or never, when COMMIT comes next (COMMIT releases
+   * every savepoint, and the settings are transaction-local). A create then saves a round trip, one of the few
+   * made while it holds its project's row lock for the task number.
+   */
+  let owed: string[] | undefined;
 
   function open(): Promise<Transaction<DB>> {
     if (closed) return Promise.reject(new Error('unit of work already ended'));
@@ -143,7 +154,9 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
         // back in the enclosing call's tenant; between calls (and for the request's plain queries,
         // embedded) no tenant context remains.
         const tenant = tenantId.toLowerCase();
-        await exec([`savepoint ${sp}`, contextSql(tenant)]);
+        const before = outer === undefined && owed ? owed : [];
+        if (outer === undefined) owed = undefined;
+        await exec([...before, `savepoint ${sp}`, contextSql(tenant)]);
         let result: R;
         try {
           result = await inRun.run(tenant, () => fn(trx));
@@ -151,7 +164,8 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
           await exec([`rollback to savepoint ${sp}`, contextSql(outer ?? '')]).catch(() => undefined);
           throw err;
         }
-        await exec([`release savepoint ${sp}`, contextSql(outer ?? '')]);
+        if (outer === undefined) owed = [`release savepoint ${sp}`, contextSql('')];
+        else await exec([`release savepoint ${sp}`, contextSql(outer)]);
         return result;
       };
       // A withTenant nested inside another (e.g. a seam called within a use case's transaction) runs at once

@@ -38,6 +38,8 @@ const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])
   --api-env KEY=VALUE     extra environment for the API process (repeatable), e.g. rate-limit settings
   --api dist|tsx          run the API compiled from dist/ (default, as in production) or the sources via tsx
   --no-build              do not run \`npm run build\` first (dist/ must exist and be current)
+  --cpu-prof DIR          run the API with node --cpu-prof into DIR (written when it stops); summarize with
+                          npx tsx bench/lib/profile-summary.ts DIR/<file>.cpuprofile [--last SEC]
   --out DIR               where to write results (default bench/results)
   --list                  list scenarios and exit`;
 
@@ -73,6 +75,7 @@ export function parseBenchArgs(argv: string[]): (BenchOptions & { apiEnv: Record
         break;
       }
       case '--out': opts.outDir = path.resolve(value()); break;
+      case '--cpu-prof': opts.cpuProfDir = path.resolve(value()); break;
       case '--api-env': {
         const kv = value();
         const eq = kv.indexOf('=');
@@ -167,7 +170,8 @@ export async function runBench(argv: string[]): Promise<number> {
       };
       const cmd = apiCommand(opts.api);
       log(`starting the Plinth API: ${cmd.runtime === 'node' ? 'node' : 'node --import tsx'} ${cmd.args.join(' ')} (NODE_ENV=production, LOG_LEVEL=warn)`);
-      const api = await startNode({ name: 'plinth-api', ...cmd, env: apiEnv, readyPath: '/readyz', readyTimeoutMs: 120_000 });
+      const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
+      const api = await startNode({ name: 'plinth-api', ...cmd, args: [...nodeArgs, ...cmd.args], env: apiEnv, readyPath: '/readyz', readyTimeoutMs: 120_000 });
       apiInfo = { runtime: opts.api, firstStartMs: api.readyMs };
       log(`API ready in ${api.readyMs} ms (first start: includes migrating the empty database)`);
       const rss = sampleRss(api.pid);
@@ -183,7 +187,7 @@ export async function runBench(argv: string[]): Promise<number> {
             scenarios.push({ name: s.name, title: s.title, status: 'error', reason: (err as Error).message.slice(0, 300), targets: [] });
           }
           const last = scenarios[scenarios.length - 1]!;
-          log(`${s.name}: ${last.status}${last.load ? ` ${last.load.okPerSec} 2xx/s p95 ${last.load.latencyMs.p95} ms` : ''}${last.reason ? ` (${last.reason})` : ''}`);
+          log(`${s.name}: ${last.status}${last.load ? ` ${last.load.okPerSec} 2xx/s p95 ${last.load.latencyMs.p95} ms, API CPU ${last.load.serverCpuUsPerRequest ?? '?'} µs/request` : ''}${last.reason ? ` (${last.reason})` : ''}`);
         }
       } finally {
         ({ peakMb: rssPeak, lastMb: rssLast } = rss.stop());

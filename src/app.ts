@@ -2,8 +2,8 @@ import type { Logger } from 'pino';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
 import type { Exposures, Flags } from './platform/flags/flags.ts';
-import { runWithReadSession } from './platform/db/read-session.ts';
-import { runWithUnitOfWorkSlot } from './platform/db/unit-of-work.ts';
+import { newReadSession } from './platform/db/read-session.ts';
+import { runInRequestContext } from './platform/request-context.ts';
 import { registerFlagRoutes } from './platform/flags/flags.routes.ts';
 import { registerDeprecations } from './platform/http/deprecation.ts';
 import { registerTenantCostRoutes } from './platform/observability/tenant-costs.routes.ts';
@@ -86,12 +86,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     // …and a read session: reads after this principal's writes wait for a replica that replayed them.
     const principal = () => (request.principal ? (request.principal.apiKeyId ? `k:${request.principal.apiKeyId}` : `u:${request.principal.userId}`) : undefined);
     const mutating = request.method !== 'GET' && request.method !== 'HEAD';
-    runWithReadSession(principal, mutating, () =>
-      runWithUnitOfWorkSlot(() =>
-        deps.flags.trackExposures(exposed, () =>
-          runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done),
-        ),
-      ),
+    // One store for all of them (request-context.ts): every promise the request creates copies one.
+    runInRequestContext({ readSession: newReadSession(principal, mutating), uowSlot: {}, exposures: exposed }, () =>
+      runInEventContext({ requestId: request.id, traceparent: parseTraceparent(request.headers.traceparent) }, done),
     );
   });
   app.addHook('onResponse', async (request, reply) => {

@@ -36,8 +36,8 @@ export async function runBaseline(
           : { method: 'POST' as const, path: '/items', body: () => ({ title: `baseline ${randomInt(1e9)}` }) };
     // Warm up JIT and pool connections so the first second does not penalize the baseline.
     await runLoad({ baseUrl: server.baseUrl, request, durationSec: 1, connections: opts.bench.connections });
-    const load = await runLoad({ baseUrl: server.baseUrl, request, durationSec: opts.bench.durationSec, connections: opts.bench.connections });
-    opts.log(`baseline ${name}: ${load.okPerSec} req/s, p95 ${load.latencyMs.p95} ms`);
+    const load = await runLoad({ baseUrl: server.baseUrl, serverPid: server.pid, request, durationSec: opts.bench.durationSec, connections: opts.bench.connections });
+    opts.log(`baseline ${name}: ${load.okPerSec} req/s, p95 ${load.latencyMs.p95} ms, server CPU ${load.serverCpuUsPerRequest ?? '?'} µs/request`);
     return { name, title, status: 'ok', okPerSec: load.okPerSec, load, rssMb: rss.stop().peakMb };
   } catch (err) {
     rss.stop();

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { createSeriesRecorder, percentiles, round, type SecondSample } from './stats.ts';
 
@@ -23,6 +24,8 @@ export interface LoadOptions {
   /** Shared recorder so several phases (steady → burst → steady) form one timeline. */
   recorder?: ReturnType<typeof createSeriesRecorder>;
   timeoutSec?: number;
+  /** The server's process id (Linux): its CPU time over the run is reported per request. */
+  serverPid?: number;
 }
 
 export interface LoadResult {
@@ -41,6 +44,23 @@ export interface LoadResult {
   /** Statuses that are neither 2xx nor 429/503 (client-visible errors). */
   unexpected: number;
   series: SecondSample[];
+  /**
+   * The server process's CPU time (user + system) per answered request, µs, when its pid was given: on a
+   * shared, busy machine the cost of a request moves much less with the load than its throughput does.
+   */
+  serverCpuUsPerRequest?: number;
+}
+
+/** A process's CPU time so far (user + system), µs; undefined where /proc is not available. */
+export function processCpuUs(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of the full line (11 and 12 after the command), in clock ticks (100/s).
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return undefined;
+  }
 }
 
 function assertLoopback(baseUrl: string): void {
@@ -54,6 +74,7 @@ function assertLoopback(baseUrl: string): void {
 export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   assertLoopback(opts.baseUrl);
   const startedAt = Date.now();
+  const cpuBefore = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
   const recorder = opts.recorder ?? createSeriesRecorder(startedAt);
   const all: number[] = [];
   const okLat: number[] = [];
@@ -116,7 +137,11 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const rounded = (p: ReturnType<typeof percentiles>) => ({
     p50: round(p.p50), p95: round(p.p95), p99: round(p.p99), max: round(p.max), mean: round(p.mean),
   });
+  const cpuAfter = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
+  const answered = all.length;
+  const serverCpuUsPerRequest = cpuBefore !== undefined && cpuAfter !== undefined && answered > 0 ? round((cpuAfter - cpuBefore) / answered) : undefined;
   return {
+    serverCpuUsPerRequest,
     durationSec: round(elapsed),
     requests: all.length,
     okPerSec: round(ok / Math.max(elapsed, 0.001), 1),

@@ -54,6 +54,8 @@ export interface BenchOptions {
   api: 'dist' | 'tsx';
   /** Run `npm run build` before starting the compiled API (default); false only checks dist/ is current. */
   build: boolean;
+  /** Run the API under `node --cpu-prof`, writing its profile into this directory when it stops. */
+  cpuProfDir?: string;
 }
 
 export interface BenchContext {

@@ -21,12 +21,12 @@ export const burst: Scenario = {
     ];
     const pick = await pickCachedRead(ctx);
     if (!pick) return skipped(this, 'identity (signup + an authenticated GET) not available', p5());
-    const probe = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: 3, connections: ctx.opts.connections });
+    const probe = await runLoad({ baseUrl: ctx.api.baseUrl, serverPid: ctx.api.pid, request: pick.request, durationSec: 3, connections: ctx.opts.connections });
     const steadyRate = Math.max(20, Math.round(probe.okPerSec / 4));
     const steadySec = Math.max(5, Math.round(ctx.opts.durationSec / 2));
     const recoverySec = 10;
     const recorder = createSeriesRecorder(Date.now());
-    const common = { baseUrl: ctx.api.baseUrl, request: pick.request, recorder };
+    const common = { baseUrl: ctx.api.baseUrl, serverPid: ctx.api.pid, request: pick.request, recorder };
     const steady = await runLoad({ ...common, durationSec: steadySec, connections: 20, rate: steadyRate });
     const burstStart = steady.series.length;
     const peak = await runLoad({ ...common, durationSec: BURST_SEC, connections: 300, rate: steadyRate * 10 });

@@ -16,8 +16,8 @@ export const cachedRead: Scenario = {
   async run(ctx) {
     const pick = await pickCachedRead(ctx);
     if (!pick) return skipped(this, 'identity (signup + an authenticated GET) not available', [target('P1', 'cached read ≥ 0.60× hello', undefined, 0.6, '×', '>=')]);
-    await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: 1, connections: ctx.opts.connections });
-    const load = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
+    await runLoad({ baseUrl: ctx.api.baseUrl, serverPid: ctx.api.pid, request: pick.request, durationSec: 1, connections: ctx.opts.connections });
+    const load = await runLoad({ baseUrl: ctx.api.baseUrl, serverPid: ctx.api.pid, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
     const ratio = ratioTo(ctx, 'hello', load.okPerSec);
     return {
       name: this.name, title: this.title, status: 'ok', endpoint: pick.endpoint, load, baseline: 'hello', ratio,
@@ -48,7 +48,7 @@ export const uncachedRead: Scenario = {
       path: () => `/v1/orgs/${t.orgId}/tasks/${ids[i++ % ids.length]}`,
       headers: { authorization: `Bearer ${t.token}` },
     };
-    const load = await runLoad({ baseUrl: ctx.api.baseUrl, request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
+    const load = await runLoad({ baseUrl: ctx.api.baseUrl, serverPid: ctx.api.pid, request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
     const ratio = ratioTo(ctx, 'select', load.okPerSec);
     const repeats = Math.max(0, load.requests - ids.length);
     return {
@@ -67,7 +67,7 @@ export const hotEndpoint: Scenario = {
   async run(ctx): Promise<ScenarioResult> {
     const pick = await pickCachedRead(ctx);
     if (!pick) return skipped(this, 'identity (signup + an authenticated GET) not available');
-    const load = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: 200 });
+    const load = await runLoad({ baseUrl: ctx.api.baseUrl, serverPid: ctx.api.pid, request: pick.request, durationSec: ctx.opts.durationSec, connections: 200 });
     return {
       name: this.name, title: this.title, status: 'ok', endpoint: pick.endpoint, load, baseline: 'hello',
       ratio: ratioTo(ctx, 'hello', load.okPerSec),

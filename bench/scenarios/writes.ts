@@ -124,7 +124,7 @@ function p3(name: keyof typeof P3, ratio?: number): TargetResult[] {
 }
 
 async function runCreate(ctx: BenchContext, s: Scenario & { name: CreateName }, targets: CreateTarget[], extra: Record<string, string> = {}): Promise<ScenarioResult> {
-  const load = await runLoad({ baseUrl: ctx.api.baseUrl, request: createRequest(targets), durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
+  const load = await runLoad({ baseUrl: ctx.api.baseUrl, serverPid: ctx.api.pid, request: createRequest(targets), durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
   const ratio = ratioTo(ctx, 'insert', load.okPerSec);
   const orgs = new Set(targets.map((t) => t.tenant.orgId)).size;
   return {

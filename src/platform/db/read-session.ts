@@ -1,4 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { currentRequestContext, runWithContextField } from '../request-context.ts';
 
 /**
  * Who is reading, for read-your-writes: the request's principal (resolved lazily: authentication runs after
@@ -12,15 +12,18 @@ export interface ReadSession {
   wrote: boolean;
 }
 
-const storage = new AsyncLocalStorage<ReadSession>();
+/** A new read session (the request context's `readSession`). */
+export function newReadSession(principal: () => string | undefined, mutating: boolean): ReadSession {
+  return { principal, mutating, wrote: false };
+}
 
 /** Opens a read session for the code run by fn (one request). */
 export function runWithReadSession<T>(principal: () => string | undefined, mutating: boolean, fn: () => T): T {
-  return storage.run({ principal, mutating, wrote: false }, fn);
+  return runWithContextField('readSession', newReadSession(principal, mutating), fn);
 }
 
 export function currentReadSession(): ReadSession | undefined {
-  return storage.getStore();
+  return currentRequestContext()?.readSession as ReadSession | undefined;
 }
 
 /**

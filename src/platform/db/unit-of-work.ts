@@ -1,7 +1,7 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { isUuid } from '../ids.ts';
 import type { DB } from './schema.generated.ts';
+import { currentRequestContext, runWithContextField } from '../request-context.ts';
 
 /**
  * A unit of work spans one request: every `withTenant` call made while it is open joins one database
@@ -17,35 +17,42 @@ export interface UnitOfWork {
   readonly connected: boolean;
   /** Runs fn inside the shared transaction with tenantId as tenant context (serialized with other calls). */
   run<R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>): Promise<R>;
-  /** Last statements and COMMIT (fn runs in the transaction first); a no-op when nothing was opened. */
+  /**
+   * Last statements and COMMIT (fn runs in the transaction first — still inside the last call's savepoint and
+   * tenant context, which COMMIT ends: fn must not depend on them, e.g. it writes a table without row-level
+   * security, as the idempotency layer's stored response does); a no-op when nothing was opened.
+   */
   commit(fn?: (trx: Transaction<DB>) => Promise<void>): Promise<void>;
   rollback(): Promise<void>;
 }
 
-interface Slot {
+/** The request context's `uowSlot`: where a unit of work can be installed later in the request. */
+export interface UnitOfWorkSlot {
   uow?: UnitOfWork;
 }
 
-const storage = new AsyncLocalStorage<Slot>();
-/** The tenant of the unit of work's call running now: a nested call must not queue behind it, and restores it. */
-const inRun = new AsyncLocalStorage<string>();
-
 /** Gives the code run by fn (a request) a slot in which a unit of work can be opened later. */
 export function runWithUnitOfWorkSlot<T>(fn: () => T): T {
-  return storage.run({}, fn);
+  return runWithContextField('uowSlot', {} satisfies UnitOfWorkSlot, fn);
 }
 
 /** Installs a unit of work for the rest of the current request (its slot must exist). */
 export function setUnitOfWork(uow: UnitOfWork | undefined): boolean {
-  const slot = storage.getStore();
+  const slot = currentRequestContext()?.uowSlot as UnitOfWorkSlot | undefined;
   if (!slot) return false;
   slot.uow = uow;
   return true;
 }
 
 export function currentUnitOfWork(): UnitOfWork | undefined {
-  return storage.getStore()?.uow;
+  return (currentRequestContext()?.uowSlot as UnitOfWorkSlot | undefined)?.uow;
 }
+
+/** The tenant of the unit of work's call running now: a nested call must not queue behind it, and restores it. */
+const inRun = {
+  getStore: (): string | undefined => currentRequestContext()?.uowTenant,
+  run: <T>(tenant: string, fn: () => T): T => runWithContextField('uowTenant', tenant, fn),
+};
 
 /**
  * Opens lazily: the connection is taken, BEGIN sent and `onBegin` run (e.g. fencing an idempotency claim)
@@ -69,6 +76,13 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
   let savepoints = 0;
   let closed = false;
   let connected = false;
+  /**
+   * What the last top-level call still owes (release its savepoint, clear its tenant context): sent in front of
+   * the next call's own statements, one round trip for both, or never, when COMMIT comes next (COMMIT releases
+   * every savepoint, and the settings are transaction-local). A create then saves a round trip, one of the few
+   * made while it holds its project's row lock for the task number.
+   */
+  let owed: string[] | undefined;
 
   function open(): Promise<Transaction<DB>> {
     if (closed) return Promise.reject(new Error('unit of work already ended'));
@@ -140,7 +154,9 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
         // back in the enclosing call's tenant; between calls (and for the request's plain queries,
         // embedded) no tenant context remains.
         const tenant = tenantId.toLowerCase();
-        await exec([`savepoint ${sp}`, contextSql(tenant)]);
+        const before = outer === undefined && owed ? owed : [];
+        if (outer === undefined) owed = undefined;
+        await exec([...before, `savepoint ${sp}`, contextSql(tenant)]);
         let result: R;
         try {
           result = await inRun.run(tenant, () => fn(trx));
@@ -148,7 +164,8 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
           await exec([`rollback to savepoint ${sp}`, contextSql(outer ?? '')]).catch(() => undefined);
           throw err;
         }
-        await exec([`release savepoint ${sp}`, contextSql(outer ?? '')]);
+        if (outer === undefined) owed = [`release savepoint ${sp}`, contextSql('')];
+        else await exec([`release savepoint ${sp}`, contextSql(outer)]);
         return result;
       };
       // A withTenant nested inside another (e.g. a seam called within a use case's transaction) runs at once

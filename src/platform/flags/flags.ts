@@ -1,4 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { currentRequestContext, runWithContextField } from '../request-context.ts';
 import { randomUUID } from 'node:crypto';
 import {
   ErrorCode,
@@ -121,7 +121,6 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number; flu
   // Cache misses too (as null), so an unknown flag asked on every request does not hit the database.
   const definitions = new LRUCache<string, { def: FlagDefinition | null }>({ max: 1_000, ttl });
   const overrides = new LRUCache<string, { value: JsonValue | null }>({ max: 10_000, ttl });
-  const exposed = new AsyncLocalStorage<Exposures>();
   // Per flag since the last flush; a batch the database did not take is written again next time (the guard
   // would otherwise miss the failing minute).
   const counts = createIntervalCounter({
@@ -176,7 +175,7 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number; flu
       };
     }
     if (found.rolledOut) {
-      const store = exposed.getStore();
+      const store = currentRequestContext()?.exposures as Exposures | undefined;
       if (store) (store.keys ??= new Set()).add(key);
     }
     return { value: found.value as T, reason: found.reason };
@@ -311,7 +310,7 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number; flu
       return done;
     },
     trackExposures(exposures, fn) {
-      return exposed.run(exposures, fn);
+      return runWithContextField('exposures', exposures, fn);
     },
     recordOutcome(exposures, failed) {
       if (!exposures.keys) return;

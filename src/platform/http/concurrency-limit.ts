@@ -1,6 +1,6 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { httpRequestsShed, registerConcurrencyLimitMetrics } from '../observability/metrics.ts';
-import { sendProblem } from './errors.ts';
+import { buildProblem } from './errors.ts';
 
 /**
  * Adaptive concurrency limit (a gradient limiter after Netflix's concurrency-limits "Gradient2"): how many
@@ -143,9 +143,6 @@ export function createConcurrencyLimiter(opts: ConcurrencyLimiterOptions): Concu
 /** Probes and the scrape must answer even when the process is saturated, or a busy pod would be restarted. */
 const EXEMPT = new Set(['/livez', '/readyz', '/metrics']);
 
-/** Requests answered with the overload 503: logged at debug (a summary is logged at warn), not as errors. */
-export const shedRequests = new WeakSet<FastifyRequest>();
-
 export interface ConcurrencyLimitSettings {
   initialLimit: number;
   minLimit: number;
@@ -153,42 +150,64 @@ export interface ConcurrencyLimitSettings {
   retryAfterSec: number;
 }
 
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
 /**
- * Admission control by the adaptive limit, as the first thing a request meets after its id (before
- * authentication, so a refused request costs no database or Redis round trip). Refused: 503
- * `HTTP.OVERLOADED` problem+json with `Retry-After`. The limit, in-flight count and refusals are metrics.
+ * Admission control by the adaptive limit, in front of Fastify: `admit(req, res)` runs in the HTTP server's
+ * request listener (server.ts passes it through Fastify's serverFactory), before routing, request ids,
+ * loggers, hooks, body parsing and authentication. A refused request is answered there with a 503 whose
+ * headers and body were serialized once at start (only its request id is filled in): when the refusal cost
+ * most of what serving a cached read costs (the Fastify path: hooks, serializer, logging, metrics), a burst
+ * of refusals took the CPU the admitted requests needed (bench 2026-12-01: admitted p99 688 ms with the
+ * limit, 179 ms without). Refused: 503 `HTTP.OVERLOADED` problem+json, `Retry-After`, the security headers,
+ * `X-Request-Id`; counted in `plinth_http_requests_shed_total` (not in the request-duration histogram, which
+ * measures requests Fastify handled), a summary logged at warn every 10 s. The limit, in-flight count and
+ * refusals are metrics. (`app.inject` in tests bypasses the listener, so it is never limited.)
  */
-export function registerConcurrencyLimit(
-  // Any Fastify app (server.ts calls this, so its App type cannot be imported here).
-  app: FastifyInstance<any, any, any, any, any>,
+export function createAdmission(
   settings: ConcurrencyLimitSettings,
-  opts: { now?: () => number } = {},
-): ConcurrencyLimiter {
+  opts: { logger: { warn(obj: object, msg: string): void }; headers: Array<[string, string]>; draining: () => boolean; newId: () => string; now?: () => number },
+): { limiter: ConcurrencyLimiter; admit(req: IncomingMessage, res: ServerResponse): boolean; close(): void } {
   const limiter = createConcurrencyLimiter({ ...settings, now: opts.now });
-  const retryAfter = String(settings.retryAfterSec);
   const unregister = registerConcurrencyLimitMetrics(limiter);
-  app.addHook('onClose', async () => unregister());
+  const head = JSON.stringify(buildProblem(503, 'HTTP.OVERLOADED', 'The server is at its concurrency limit; retry after the Retry-After delay', '\u0000'));
+  const [before, after] = head.split('"\\u0000"') as [string, string];
+  const fixed: string[] = [];
+  for (const [k, v] of [['content-type', 'application/problem+json; charset=utf-8'], ['retry-after', String(settings.retryAfterSec)], ...opts.headers]) fixed.push(k!, v!);
   let lastWarn = 0;
   let shedSinceWarn = 0;
-  app.addHook('onRequest', async (request, reply) => {
-    if (EXEMPT.has(request.url.split('?')[0] ?? '')) return;
-    const permit = limiter.acquire();
-    if (permit) {
-      // 'close' fires once per response, whether it finished or the client went away.
-      reply.raw.once('close', () => (reply.raw.writableFinished ? permit.success() : permit.ignore()));
-      return;
-    }
+  function refuse(req: IncomingMessage, res: ServerResponse): void {
     httpRequestsShed.inc();
-    shedRequests.add(request);
     shedSinceWarn++;
     const t = Date.now();
     if (t - lastWarn >= 10_000) {
-      request.log.warn({ shed: shedSinceWarn, limit: limiter.limit(), inFlight: limiter.inFlight(), latencyMs: limiter.latency() }, 'overloaded: shedding requests');
+      opts.logger.warn({ shed: shedSinceWarn, limit: limiter.limit(), inFlight: limiter.inFlight(), latencyMs: limiter.latency() }, 'overloaded: shedding requests');
       lastWarn = t;
       shedSinceWarn = 0;
     }
-    reply.header('retry-after', retryAfter);
-    return sendProblem(reply, 503, 'HTTP.OVERLOADED', 'The server is at its concurrency limit; retry after the Retry-After delay');
-  });
-  return limiter;
+    const header = req.headers['x-request-id'];
+    const id = typeof header === 'string' && REQUEST_ID.test(header) ? header : opts.newId();
+    const body = `${before}${JSON.stringify(id)}${after}`;
+    const headers = [...fixed, 'x-request-id', id, 'content-length', String(Buffer.byteLength(body))];
+    if (opts.draining()) headers.push('connection', 'close');
+    res.writeHead(503, headers);
+    res.end(body);
+  }
+  return {
+    limiter,
+    admit(req, res) {
+      const url = req.url ?? '/';
+      const q = url.indexOf('?');
+      if (EXEMPT.has(q === -1 ? url : url.slice(0, q))) return true;
+      const permit = limiter.acquire();
+      if (!permit) {
+        refuse(req, res);
+        return false;
+      }
+      // 'close' fires once per response, whether it finished or the client went away.
+      res.once('close', () => (res.writableFinished ? permit.success() : permit.ignore()));
+      return true;
+    },
+    close: unregister,
+  };
 }

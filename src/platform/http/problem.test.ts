@@ -164,6 +164,9 @@ describe('HTTP kernel: every error is RFC 9457 problem+json', () => {
     const docs = await app.inject({ url: '/docs/' });
     expect(docs.statusCode).toBe(200);
     expect(docs.headers['content-type']).toMatch(/text\/html/);
+    // The docs page's own CSP replaces the API's static one (which would block its scripts).
+    expect(docs.headers['content-security-policy']).toContain('script-src');
+    expect(docs.headers['x-content-type-options']).toBe('nosniff');
   });
 
   it('503 problem+json for requests that arrive while the instance is closing', async () => {

@@ -1,5 +1,4 @@
-import { STATUS_CODES } from 'node:http';
-import helmet from '@fastify/helmet';
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -9,7 +8,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { LifecycleState } from '../lifecycle.ts';
 import { newId } from '../ids.ts';
-import { registerConcurrencyLimit, shedRequests } from './concurrency-limit.ts';
+import { lazyChild } from '../observability/lazy-logger.ts';
+import { createAdmission } from './concurrency-limit.ts';
 import { buildProblem, errorHandler, sendProblem } from './errors.ts';
 import { registerJsonParser, validatorCompilerFactory } from './input.ts';
 import { documentEdgeProtection } from './openapi-edge.ts';
@@ -17,7 +17,7 @@ import { createOperationIds } from './openapi-ids.ts';
 import { createLazyCompilers, type LazyCompilers } from './lazy-compile.ts';
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
 import { ProblemSchema } from './schemas.ts';
-import { HELMET_OPTIONS, securityHeaders } from './security-headers.ts';
+import { securityHeaders } from './security-headers.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -103,10 +103,30 @@ export async function createHttpServer(opts: {
 }): Promise<App> {
   const { config, logger, lifecycle } = opts;
   const compilers = createLazyCompilers();
+  // Load shedding in the HTTP server's request listener, before anything of Fastify runs (concurrency-limit.ts).
+  const admission = config.edge.concurrencyLimit.enabled
+    ? createAdmission(config.edge.concurrencyLimit, { logger, headers: securityHeaders(), draining: () => lifecycle.draining, newId })
+    : undefined;
   const app = Fastify({
+    ...(admission
+      ? {
+          // What Fastify does without a factory (lib/server.js), with admission in front of its handler.
+          serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void, options: { keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number }) => {
+            const server = createServer({ connectionsCheckingInterval: Math.min(1_000, config.requestTimeoutMs) }, (req, res) => {
+              if (admission.admit(req, res)) handler(req, res);
+            });
+            server.keepAliveTimeout = options.keepAliveTimeout ?? 72_000;
+            server.requestTimeout = options.requestTimeout ?? config.requestTimeoutMs;
+            server.setTimeout(options.connectionTimeout ?? config.requestTimeoutMs);
+            return server;
+          },
+        }
+      : {}),
     loggerInstance: logger,
     // One 'request completed' line per request (onResponse below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
+    // Made when the request first logs at an enabled level, not for every request (lazy-logger.ts).
+    childLoggerFactory: (parent, bindings, opts) => lazyChild(parent as Logger, bindings, opts),
     bodyLimit: config.bodyLimitBytes,
     requestTimeout: config.requestTimeoutMs,
     // Node checks request timeouts every 30 s by default, so a slow client could hold a socket that much longer.
@@ -211,8 +231,7 @@ export async function createHttpServer(opts: {
   });
 
   app.addHook('onResponse', async (request, reply) => {
-    // A shed request is the limiter working, not an error (it logs a summary at warn itself).
-    const level = shedRequests.has(request) ? 'debug' : reply.statusCode >= 500 ? 'error' : 'info';
+    const level = reply.statusCode >= 500 ? 'error' : 'info';
     request.log[level](
       {
         method: request.method,
@@ -224,7 +243,15 @@ export async function createHttpServer(opts: {
     );
   });
 
-  await app.register(helmet, HELMET_OPTIONS as never);
+  // helmet's headers, computed once: @fastify/helmet rebuilt helmet's middleware (and parsed the CSP) for
+  // every request. Set on the raw response as helmet does, so a route's own header (the docs page's CSP)
+  // still replaces one of them.
+  const staticHeaders = securityHeaders();
+  app.addHook('onRequest', (_request, reply, done) => {
+    const raw = reply.raw;
+    for (let i = 0; i < staticHeaders.length; i++) raw.setHeader(staticHeaders[i]![0], staticHeaders[i]![1]);
+    done();
+  });
 
   await app.register(swagger, {
     openapi: {
@@ -254,8 +281,7 @@ export async function createHttpServer(opts: {
   });
   app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
 
-  // Load shedding: after the security headers (a 503 carries them too), before everything else.
-  if (config.edge.concurrencyLimit.enabled) registerConcurrencyLimit(app, config.edge.concurrencyLimit);
+  if (admission) app.addHook('onClose', async () => admission.close());
 
   return app;
 }

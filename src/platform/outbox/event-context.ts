@@ -1,4 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { currentRequestContext, runWithContextField } from '../request-context.ts';
 
 /** What travels with an event from the request that caused it into its handlers (and their logs). */
 export interface EventContext {
@@ -17,11 +17,11 @@ export interface ContextPropagator {
   restore<T>(ctx: EventContext, fn: () => T): T;
 }
 
-const storage = new AsyncLocalStorage<EventContext>();
+const current = () => currentRequestContext()?.event as EventContext | undefined;
 
 export const defaultPropagator: ContextPropagator = {
-  capture: () => ({ ...(storage.getStore() ?? {}) }),
-  restore: (ctx, fn) => storage.run({ ...ctx }, fn),
+  capture: () => ({ ...(current() ?? {}) }),
+  restore: (ctx, fn) => runWithContextField('event', { ...ctx }, fn),
 };
 
 let propagator: ContextPropagator = defaultPropagator;
@@ -40,7 +40,7 @@ export function runInEventContext<T>(ctx: EventContext, fn: () => T): T {
 
 /** The context visible to code running inside a request or a handler (default propagator). */
 export function currentEventContext(): EventContext {
-  return storage.getStore() ?? {};
+  return current() ?? {};
 }
 
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;

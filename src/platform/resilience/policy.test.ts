@@ -68,6 +68,27 @@ describe('resilience policies', () => {
     expect(aborted).toBe(true);
   });
 
+  it('abandonOnTimeout (the Redis policy): abandons a slow call within 1.1 × the timeout, opens its breaker, and a later call resolves', async () => {
+    const policy = createPolicy({ name: 'abandon-test', timeoutMs: 60, breaker: { threshold: 2, halfOpenAfterMs: 100 }, abandonOnTimeout: true });
+    const slow = () => policy.execute(() => new Promise((resolve) => setTimeout(resolve, 1_000)));
+    const started = Date.now();
+    await expect(slow()).rejects.toBeInstanceOf(TaskCancelledError);
+    const took = Date.now() - started;
+    expect(took).toBeGreaterThanOrEqual(59);
+    expect(took).toBeLessThan(400);
+    expect(await policy.execute(async () => 'fast')).toBe('fast');
+    expect(policy.breakerState()).toBe('closed');
+    await expect(slow()).rejects.toBeInstanceOf(TaskCancelledError);
+    await expect(slow()).rejects.toBeInstanceOf(TaskCancelledError);
+    expect(policy.breakerState()).toBe('open');
+    await expect(policy.execute(async () => 'x')).rejects.toBeInstanceOf(BrokenCircuitError);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(await policy.execute(async () => 'back')).toBe('back');
+    expect(policy.breakerState()).toBe('closed');
+    // Errors pass through unchanged.
+    await expect(policy.execute(async () => Promise.reject(clientError()))).rejects.toThrow('bad request');
+  });
+
   it('opens the breaker after consecutive failures, fails fast, half-opens and closes; logs and exports each state', async () => {
     const lines: string[] = [];
     const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(c.toString()), cb()) }));

@@ -1,4 +1,5 @@
-import { Analytics, type HTTPClient } from '@segment/analytics-node';
+// The SDK (≈ 15 MB of RSS) is imported when a batch is delivered, not when the app starts.
+import type { HTTPClient } from '@segment/analytics-node';
 import { Type } from '@sinclair/typebox';
 import { ConnectorError, defineConnector, parseRetryAfter } from '../integrations.connector.ts';
 import { PRODUCT_EVENTS } from '../integrations.events.ts';
@@ -29,6 +30,7 @@ export const segmentConnector = defineConnector({
       },
     };
     const users = [...new Set(batch.map((e) => distinctIdOf(e.payload, e.tenantId)))];
+    const { Analytics } = await import('@segment/analytics-node');
     const analytics = new Analytics({ writeKey: credentials.writeKey, host: config.host, path: '/v1/batch', maxRetries: 0, flushAt: batch.length + users.length, flushInterval: 10_000, httpClient });
     const failures: unknown[] = [];
     const onDone = (err?: unknown) => void (err && failures.push(err));

@@ -27,7 +27,8 @@ for (const [name, query] of queries) {
     times.push(performance.now() - t0);
   }
   times.sort((a, b) => a - b);
-  console.log(`${name.padEnd(40)} rows ${String(n).padStart(2)}  median ${times[Math.floor(runs / 2)]!.toFixed(2)} ms  max ${times[runs - 1]!.toFixed(2)} ms`);
+  const p95 = times[Math.min(runs - 1, Math.floor(runs * 0.95))]!;
+  console.log(`${name.padEnd(40)} rows ${String(n).padStart(2)}  median ${times[Math.floor(runs / 2)]!.toFixed(2)} ms  p95 ${p95.toFixed(2)} ms  max ${times[runs - 1]!.toFixed(2)} ms`);
   if (process.env.EXPLAIN) {
     const compiled = await scope.withTenantRead(tenant, async (trx) => {
       const c = listTasksQuery(trx, tenant, project, { limit: 25, ...query }).compile();

@@ -24,6 +24,11 @@ export interface OutboxBenchOptions {
   durationMs?: number;
   concurrency?: number;
   poolMax?: number;
+  /**
+   * Subscribe the bench's handler `batchSafe` (default true: it only counts, so it is): batches then run
+   * without a savepoint per handler. false measures the savepoint path a handler with outside effects takes.
+   */
+  batchSafe?: boolean;
 }
 
 export interface OutboxBenchResult {
@@ -65,7 +70,7 @@ export async function runOutboxBench(opts: OutboxBenchOptions = {}): Promise<Out
   bus.subscribe('bench.happened', 'bench.consumer', async (event) => {
     handled++;
     if (phase === 'latency') latencies.push(Date.now() - Date.parse(event.occurredAt));
-  });
+  }, { batchSafe: opts.batchSafe ?? true });
   await bus.startWorker();
   const waitHandled = async (n: number, timeoutMs: number) => {
     const deadline = Date.now() + timeoutMs;
@@ -134,6 +139,9 @@ export async function runOutboxBench(opts: OutboxBenchOptions = {}): Promise<Out
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const result = await runOutboxBench({ databaseUrl: process.env.TEST_DATABASE_URL, redisUrl: process.env.TEST_REDIS_URL });
+  const result = await runOutboxBench({
+    databaseUrl: process.env.TEST_DATABASE_URL, redisUrl: process.env.TEST_REDIS_URL, batchSafe: process.env.OUTBOX_BENCH_BATCH_SAFE !== 'false',
+    ...(process.env.OUTBOX_BENCH_EVENTS ? { throughputEvents: Number(process.env.OUTBOX_BENCH_EVENTS) } : {}),
+  });
   console.log(JSON.stringify(result, null, 2));
 }

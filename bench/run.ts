@@ -187,6 +187,8 @@ export async function runBench(argv: string[]): Promise<number> {
             scenarios.push({ name: s.name, title: s.title, status: 'error', reason: (err as Error).message.slice(0, 300), targets: [] });
           }
           const last = scenarios[scenarios.length - 1]!;
+          // Which scenario drives the API's memory (P7): its own peak RSS, sampled every 500 ms.
+          last.metrics = { ...last.metrics, apiRssPeakMb: rss.windowPeak() };
           log(`${s.name}: ${last.status}${last.load ? ` ${last.load.okPerSec} 2xx/s p95 ${last.load.latencyMs.p95} ms, API CPU ${last.load.serverCpuUsPerRequest ?? '?'} µs/request` : ''}${last.reason ? ` (${last.reason})` : ''}`);
         }
       } finally {

@@ -135,9 +135,11 @@ export async function startNode(opts: {
 export function sampleRss(pid: number, intervalMs = 500) {
   let peak = rssMbOf(pid);
   let last = peak;
+  let windowPeak = peak;
   const timer = setInterval(() => {
     last = rssMbOf(pid) || last;
     peak = Math.max(peak, last);
+    windowPeak = Math.max(windowPeak, last);
   }, intervalMs);
   timer.unref();
   return {
@@ -146,5 +148,11 @@ export function sampleRss(pid: number, intervalMs = 500) {
       return { peakMb: peak, lastMb: last };
     },
     current: () => ({ peakMb: peak, lastMb: last }),
+    /** The peak since the previous call (one scenario's), then starts a new window at the current RSS. */
+    windowPeak: () => {
+      const p = Math.max(windowPeak, (last = rssMbOf(pid) || last));
+      windowPeak = last;
+      return p;
+    },
   };
 }

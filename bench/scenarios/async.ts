@@ -20,7 +20,7 @@ export const outbox: Scenario = {
   title: 'Outbox throughput and outbox→handler latency',
   async run(ctx) {
     const p6 = (tput?: number, p95?: number) => [
-      target('P6a', 'outbox ≥ 2,000 events/s', tput, 2000, '/s', '>='),
+      target('P6a', 'outbox ≥ 5,000 events/s', tput, 5000, '/s', '>='),
       target('P6b', 'outbox→handler p95 < 100 ms at 1,000 events/s', p95, 100, 'ms', '<'),
     ];
     const file = findExport('runOutboxBench');

@@ -1,4 +1,4 @@
-import nodemailer from 'nodemailer';
+import type { Transporter } from 'nodemailer';
 import type { Logger } from 'pino';
 import type { DestinationPolicy } from '../../platform/resilience/policy.ts';
 
@@ -37,13 +37,15 @@ export function createMemoryMailer(logger: Logger, keep = 100): Mailer & { sent:
 
 /** nodemailer over SMTP_URL, every send through platform.policies.smtp (timeout, retries, breaker, bulkhead). */
 export function createSmtpMailer(opts: { url: string; from: string; policy: DestinationPolicy; logger: Logger }): Mailer {
-  const transport = nodemailer.createTransport(opts.url);
+  // nodemailer (≈ 15 MB of RSS) loads with the first mail, not at start.
+  let transport: Promise<Transporter> | undefined;
+  const transporter = () => (transport ??= import('nodemailer').then((m) => m.default.createTransport(opts.url)));
   const relay = new URL(opts.url).host;
   return {
     kind: 'smtp',
     async send(mail) {
       await opts.policy.execute({ destination: relay, tenantId: mail.tenantId }, async () => {
-        await transport.sendMail({
+        await (await transporter()).sendMail({
           from: opts.from,
           to: mail.to,
           subject: mail.subject,
@@ -54,7 +56,7 @@ export function createSmtpMailer(opts: { url: string; from: string; policy: Dest
       opts.logger.info({ to: mail.to, subject: mail.subject }, 'mail sent');
     },
     async close() {
-      transport.close();
+      (await transport)?.close();
     },
   };
 }

@@ -11,7 +11,8 @@ import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { bundleForNode } from '../../../test/helpers/bundle.ts';
 import { waitFor } from '../../../test/helpers/jobs.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
-import { createS3Storage, type ObjectStorage } from '../../platform/storage/index.ts';
+import type { ObjectStorage } from '../../platform/storage/index.ts';
+import { createS3Storage } from '../../platform/storage/s3-storage.ts';
 
 const WORKER = fileURLToPath(new URL('../../../test/fixtures/reporting/export-worker.ts', import.meta.url));
 const ROWS = Number(process.env.RESUME_EXPORT_ROWS ?? 100_000);

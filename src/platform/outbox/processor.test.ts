@@ -99,6 +99,47 @@ describe('batch processor', () => {
     expect((await countEffects(t.db.owner)).get(`${victim.consumer}/${victim.event.id}`)).toBe(1);
   });
 
+  it('batch-safe: one transaction without savepoints; one failure rolls the batch back, then each runs alone, each effect once', async () => {
+    const safeRuns: string[] = [];
+    const txids = new Set<string>();
+    let victimId = '';
+    registry.subscribe('test.safe', 'test.safe_one', async (event, { trx }) => {
+      safeRuns.push(event.id);
+      txids.add((await sql<{ txid: string }>`select txid_current()::text as txid`.execute(trx)).rows[0]!.txid);
+      await sql`insert into test_effects (tenant_id, event_id, consumer) values (${event.tenantId}, ${event.id}, 'test.safe_one')`.execute(trx);
+      if (event.id === victimId) throw new Error('constraint says no');
+    }, { batchSafe: true });
+    const publish = async (n: number) => {
+      for (let i = 0; i < n; i++) await t.db.withTenant(TENANT_A, (trx) => addToOutbox(trx, { name: 'test.safe', tenantId: TENANT_A, payload: {} }));
+      let jobs: DeliveryJob[] = [];
+      await relayOnce(t.db, registry, async (j) => void (jobs = j), 3_600_000);
+      return jobs;
+    };
+    const processor = createProcessor(t.db, registry, logger);
+    // All succeed: one transaction, every handler once.
+    const ok = await publish(3);
+    expect(await processor(ok)).toEqual(ok.map(() => ({})));
+    expect(safeRuns.sort()).toEqual(ok.map((j) => j.event.id).sort());
+    expect(txids.size).toBe(1);
+
+    // One fails: the batch's transaction is rolled back, each delivery then runs in its own transaction.
+    safeRuns.length = 0;
+    const jobs = await publish(3);
+    victimId = jobs[1]!.event.id;
+    const outcomes = await processor(jobs);
+    expect(outcomes[1]!.retryAfterMs).toBeGreaterThan(0);
+    expect(outcomes.filter((o) => o.retryAfterMs !== undefined)).toHaveLength(1);
+    // Ran twice at most (batch, then alone); committed once: one effect per event, none for the victim.
+    for (const j of jobs) expect(safeRuns.filter((id) => id === j.event.id).length).toBeLessThanOrEqual(2);
+    const effects = await countEffects(t.db.owner);
+    for (const j of [...ok, ...jobs]) expect(effects.get(`test.safe_one/${j.event.id}`) ?? 0).toBe(j.event.id === victimId ? 0 : 1);
+    const rows = await t.db.app.selectFrom('job_deliveries').select(['id', 'status', 'attempts']).where('id', 'in', jobs.map((j) => j.deliveryId)).execute();
+    for (const r of rows) expect(r).toMatchObject(r.id === jobs[1]!.deliveryId ? { status: 'pending', attempts: 1 } : { status: 'done', attempts: 1 });
+    victimId = '';
+    expect(await processor([jobs[1]!])).toEqual([{}]);
+    expect((await countEffects(t.db.owner)).get(`test.safe_one/${jobs[1]!.event.id}`)).toBe(1);
+  });
+
   it('a slow handler gets small transactions that run side by side', async () => {
     let active = 0;
     let peak = 0;

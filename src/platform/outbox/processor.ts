@@ -34,7 +34,8 @@ const NOT_HERE: ProcessOutcome = { retryAfterMs: 60_000 };
  * undone and its failure recorded in the same transaction (retried with a backoff, or dead-lettered after
  * its last attempt), while the others' effects stand — a sibling's failure never runs a handler twice.
  * If the transaction itself fails (connection lost, a handler that broke it), its deliveries run again one
- * transaction each.
+ * transaction each. A consumer subscribed `batchSafe` (its effects are all in the transaction) skips the
+ * savepoints — one round trip per delivery — and takes that path when one of its handlers fails.
  *
  * How many deliveries share a transaction follows the consumer's measured handler time (about
  * TX_BUDGET_MS of handlers per transaction): fast handlers run up to a whole batch together; slow ones
@@ -68,13 +69,16 @@ export function createProcessor(db: Database, registry: Registry, log: Logger, o
   }
 
   /** One CONSUMER span per attempt, child of the span that added the event, and plinth_job_duration_seconds. */
-  async function runHandler(job: DeliveryJob, sub: Subscription, trx: Transaction<DB>, attempt: number, jobLog: Logger): Promise<void> {
+  async function runHandler(job: DeliveryJob, sub: Subscription, trx: Transaction<DB>, attempt: number, jobLog?: Logger): Promise<void> {
     const { event } = job;
     const ctx = { requestId: event.requestId ?? undefined, traceparent: event.traceparent ?? undefined };
+    // The child logger (seven bindings) only when the handler logs: most fast handlers never do.
+    let logger = jobLog;
+    const handlerCtx = { trx, attempt, get logger() { return (logger ??= jobLogger(job)); } };
     const started = performance.now();
     try {
       await instrumentJob({ queue: job.consumer, name: event.name, traceparent: event.traceparent }, () =>
-        runInEventContext(ctx, () => sub.handler(event, { trx, logger: jobLog, attempt })),
+        runInEventContext(ctx, () => sub.handler(event, handlerCtx)),
       );
     } finally {
       const took = performance.now() - started;
@@ -196,6 +200,9 @@ export function createProcessor(db: Database, registry: Registry, log: Logger, o
 
   /** All of one tenant's deliveries in one transaction; undefined if the transaction itself failed. */
   async function processTogether(group: Array<{ job: DeliveryJob; sub: Subscription }>): Promise<ProcessOutcome[] | undefined> {
+    // One consumer per group: batch-safe handlers share the transaction without savepoints, and a failure
+    // of any of them rolls the whole transaction back (then each runs alone, below).
+    const batchSafe = group[0]!.sub.batchSafe;
     try {
       return await inTransaction(group[0]!.job.event.tenantId, async (trx) => {
         const claimed = await claim(trx, group.map((g) => g.job));
@@ -204,14 +211,17 @@ export function createProcessor(db: Database, registry: Registry, log: Logger, o
         for (const [i, { job, sub }] of group.entries()) {
           const c = claimed.get(job.deliveryId);
           if (!c?.fresh) continue;
+          if (batchSafe) {
+            await runHandler(job, sub, trx, c.attempts);
+            continue;
+          }
           await savepoint(trx, first);
           first = false;
-          const jobLog = jobLogger(job);
           try {
-            await runHandler(job, sub, trx, c.attempts, jobLog);
+            await runHandler(job, sub, trx, c.attempts);
           } catch (err) {
             await sql.raw(`rollback to savepoint ${SAVEPOINT}`).execute(trx);
-            outcomes[i] = await failInBatch(trx, job, sub, c, err as Error, jobLog);
+            outcomes[i] = await failInBatch(trx, job, sub, c, err as Error, jobLogger(job));
           }
         }
         return outcomes;

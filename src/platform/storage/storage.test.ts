@@ -5,7 +5,8 @@ import { Readable } from 'node:stream';
 import Fastify from 'fastify';
 import S3rver from 's3rver';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createFsStorage, createS3Storage, StorageError, checkKey, type ObjectStorage } from './index.ts';
+import { createFsStorage, StorageError, checkKey, type ObjectStorage } from './index.ts';
+import { createS3Storage } from './s3-storage.ts';
 import { storageRoutes } from './storage.routes.ts';
 
 /** Lines streamed lazily: a large body that is never held in memory at once. */

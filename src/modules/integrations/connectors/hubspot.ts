@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { Client } from '@hubspot/api-client';
+// The SDK (≈ 15 MB of RSS) is imported when a batch is delivered, not when the app starts.
 import { Type } from '@sinclair/typebox';
 import { ConnectorError, defineConnector, parseRetryAfter, type ConnectorEvent, type InboundRequest, type Person } from '../integrations.connector.ts';
 import { BILLING_SUBSCRIPTION_EVENTS, TENANCY_MEMBER_EVENTS } from '../integrations.events.ts';
@@ -139,6 +139,7 @@ export const hubspotConnector = defineConnector({
     const basePath = config.basePath ?? 'https://api.hubapi.com';
     const problem = await outboundUrlProblem(basePath, ctx.urlRules);
     if (problem) throw new ConnectorError(`basePath ${problem}`, 400);
+    const { Client } = await import('@hubspot/api-client');
     const hubspot = new Client({ accessToken: credentials.accessToken, basePath, numberOfApiCallRetries: 0 });
     try {
       const company = await hubspot.crm.companies.batchApi.upsert({

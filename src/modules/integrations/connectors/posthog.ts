@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { PostHog } from 'posthog-node';
+// The SDK (≈ 14 MB of RSS) is imported when a batch is delivered, not when the app starts.
 import { defineConnector } from '../integrations.connector.ts';
 import { ANALYTICS_EVENTS } from '../integrations.events.ts';
 import { analyticsCall, groupTraitsOf } from './analytics.ts';
@@ -22,6 +22,7 @@ export const posthogConnector = defineConnector({
   async deliver(batch, config, credentials, ctx) {
     const problem = await outboundUrlProblem(config.host, ctx.urlRules);
     if (problem) throw Object.assign(new Error(`host ${problem}`), { status: 400 });
+    const { PostHog } = await import('posthog-node');
     const client = new PostHog(credentials.projectApiKey, {
       host: config.host,
       flushAt: batch.length + 2, // flushed below, as one request

@@ -1,4 +1,5 @@
-import { Analytics, type HTTPClient } from '@segment/analytics-node';
+// The SDK (≈ 15 MB of RSS) is imported when a batch is delivered, not when the app starts.
+import type { HTTPClient } from '@segment/analytics-node';
 import { Type } from '@sinclair/typebox';
 import { ConnectorError, defineConnector, parseRetryAfter } from '../integrations.connector.ts';
 import { ANALYTICS_EVENTS } from '../integrations.events.ts';
@@ -31,6 +32,7 @@ export const segmentConnector = defineConnector({
     const calls = batch.map((e) => ({ e, call: analyticsCall(e) }));
     const users = [...new Set(calls.map((c) => c.call.userId))];
     const traits = groupTraitsOf(calls.map((c) => c.call), ctx.tenantId);
+    const { Analytics } = await import('@segment/analytics-node');
     const analytics = new Analytics({ writeKey: credentials.writeKey, host: config.host, path: '/v1/batch', maxRetries: 0, flushAt: batch.length * 2 + users.length, flushInterval: 10_000, httpClient });
     const failures: unknown[] = [];
     const onDone = (err?: unknown) => void (err && failures.push(err));

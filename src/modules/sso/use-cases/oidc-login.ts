@@ -1,4 +1,4 @@
-import * as oidc from 'openid-client';
+import type * as Oidc from 'openid-client';
 import type { RequestMeta } from '../../identity/index.ts';
 import { newId } from '../../../platform/ids.ts';
 import { connectionNotFound, ssoRefused } from '../sso.errors.ts';
@@ -15,20 +15,26 @@ const DISCOVERY_TTL_MS = 10 * 60_000;
  * ID token's signature (the IdP's JWKS), issuer, audience, expiry, nonce and the code exchange. The state
  * is single-use (consumed before the code is exchanged), so a replayed callback is refused.
  */
+/** openid-client (≈ 8 MB of RSS) loads on the first OIDC login, not at start. */
+let loaded: Promise<typeof Oidc> | undefined;
+const loadOidc = () => (loaded ??= import('openid-client'));
+
 export function oidcLogin(deps: SsoUseCaseDeps, complete: CompleteLogin) {
   const { repo, secrets, settings } = deps;
-  const discovered = new Map<string, { at: number; config: Promise<oidc.Configuration> }>();
+  const discovered = new Map<string, { at: number; config: Promise<Oidc.Configuration> }>();
 
-  function configFor(conn: ConnectionRow): Promise<oidc.Configuration> {
+  function configFor(conn: ConnectionRow): Promise<Oidc.Configuration> {
     const key = `${conn.orgId}:${conn.id}:${conn.updatedAt.getTime()}`;
     const hit = discovered.get(key);
     if (hit && Date.now() - hit.at < DISCOVERY_TTL_MS) return hit.config;
     const c = conn.config as OidcConfig;
     const secret = conn.secretCiphertext ? secrets.open(conn.secretCiphertext) : undefined;
-    const metadata: Partial<oidc.ClientMetadata> = { [oidc.clockTolerance]: settings.clockSkewSec, [oidc.clockSkew]: settings.clockOffsetSec ?? 0 };
-    const config = oidc.discovery(new URL(c.issuer), c.clientId, metadata, secret ? oidc.ClientSecretPost(secret) : oidc.None(), {
-      execute: settings.allowInsecureIssuers ? [oidc.allowInsecureRequests] : [],
-      timeout: 5,
+    const config = loadOidc().then((oidc) => {
+      const metadata: Partial<Oidc.ClientMetadata> = { [oidc.clockTolerance]: settings.clockSkewSec, [oidc.clockSkew]: settings.clockOffsetSec ?? 0 };
+      return oidc.discovery(new URL(c.issuer), c.clientId, metadata, secret ? oidc.ClientSecretPost(secret) : oidc.None(), {
+        execute: settings.allowInsecureIssuers ? [oidc.allowInsecureRequests] : [],
+        timeout: 5,
+      });
     });
     config.catch(() => discovered.delete(key));
     discovered.set(key, { at: Date.now(), config });
@@ -48,6 +54,7 @@ export function oidcLogin(deps: SsoUseCaseDeps, complete: CompleteLogin) {
       const config = await configFor(conn).catch(() => {
         throw ssoRefused();
       });
+      const oidc = await loadOidc();
       const state = newOrgState(orgId);
       const nonce = oidc.randomNonce();
       const codeVerifier = oidc.randomPKCECodeVerifier();
@@ -88,7 +95,8 @@ export function oidcLogin(deps: SsoUseCaseDeps, complete: CompleteLogin) {
       const config = await configFor(conn);
       const current = new URL(endpoints(settings.publicUrl, orgId, conn.id).oidcRedirectUri);
       for (const [k, v] of Object.entries(query)) current.searchParams.set(k, v);
-      let claims: oidc.IDToken;
+      let claims: Oidc.IDToken;
+      const oidc = await loadOidc();
       try {
         const tokens = await oidc.authorizationCodeGrant(config, current, {
           pkceCodeVerifier: saved.codeVerifier,

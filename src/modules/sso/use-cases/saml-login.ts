@@ -1,4 +1,4 @@
-import { SAML, ValidateInResponseTo, type Profile } from '@node-saml/node-saml';
+import type { Profile, SAML } from '@node-saml/node-saml';
 import { newId } from '../../../platform/ids.ts';
 import type { RequestMeta } from '../../identity/index.ts';
 import { connectionNotFound, ssoRefused } from '../sso.errors.ts';
@@ -26,7 +26,9 @@ const first = (v: unknown): string | null => (typeof v === 'string' ? v : Array.
 export function samlLogin(deps: SsoUseCaseDeps, complete: CompleteLogin) {
   const { repo, settings } = deps;
 
-  function samlFor(conn: ConnectionRow, requestId?: string): SAML {
+  // The SAML library (≈ 16 MB of RSS with its XML and crypto stack) loads on the first SAML login, not at start.
+  async function samlFor(conn: ConnectionRow, requestId?: string): Promise<SAML> {
+    const { SAML, ValidateInResponseTo } = await import('@node-saml/node-saml');
     const c = conn.config as SamlConfig;
     const urls = endpoints(settings.publicUrl, conn.orgId, conn.id);
     return new SAML({
@@ -77,12 +79,12 @@ export function samlLogin(deps: SsoUseCaseDeps, complete: CompleteLogin) {
           expiresAt: new Date(Date.now() + settings.loginStateTtlSec * 1000),
         }),
       );
-      return { redirectUrl: await samlFor(conn, requestId).getAuthorizeUrlAsync(relayState, undefined, {}) };
+      return { redirectUrl: await (await samlFor(conn, requestId)).getAuthorizeUrlAsync(relayState, undefined, {}) };
     },
 
     /** SP metadata for the IdP administrator (entity id, ACS URL, NameID format). */
     async metadata(orgId: string, connectionId: string): Promise<string> {
-      return samlFor(await enabledConnection(orgId, connectionId)).generateServiceProviderMetadata(null, null);
+      return (await samlFor(await enabledConnection(orgId, connectionId))).generateServiceProviderMetadata(null, null);
     },
 
     /** The IdP's HTTP-POST to the ACS: SP-initiated (InResponseTo + RelayState) or IdP-initiated. */
@@ -93,7 +95,7 @@ export function samlLogin(deps: SsoUseCaseDeps, complete: CompleteLogin) {
       if (!form.SAMLResponse) throw ssoRefused();
       let profile: Profile;
       try {
-        const result = await samlFor(conn).validatePostResponseAsync({ SAMLResponse: form.SAMLResponse });
+        const result = await (await samlFor(conn)).validatePostResponseAsync({ SAMLResponse: form.SAMLResponse });
         if (!result.profile) throw new Error('no profile');
         profile = result.profile;
       } catch {

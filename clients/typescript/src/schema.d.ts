@@ -513,6 +513,74 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/me/data-export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Export everything Plinth holds about me (JSON, through an expiring link) */
+        post: operations["createMeDataExport"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/erase": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Erase my account and personal data (irreversible; needs a recent second factor when enrolled) */
+        post: operations["createMeErase"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/users/{userId}/data-export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Export a user's data (data subject access request) */
+        post: operations["createAdminUsersDataExport"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/users/{userId}/erase": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Erase a user's account and personal data (GDPR art. 17; irreversible) */
+        post: operations["createAdminUsersErase"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/auth/signup": {
         parameters: {
             query?: never;
@@ -1300,6 +1368,75 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/billing/addons": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List add-ons */
+        get: operations["listAdminBillingAddons"];
+        put?: never;
+        /** Create an add-on (insert-only: a new price is a new add-on) */
+        post: operations["createAdminBillingAddons"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/addons": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Add-ons on the subscription, and the public ones available */
+        get: operations["listOrgsBillingAddons"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/billing/subscription/addons/{addonId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Set an add-on's quantity on the subscription (0 removes it), prorated for the rest of the period */
+        put: operations["setOrgsBillingSubscriptionAddonsByAddonId"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/payments/{gateway}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Incoming payment-gateway webhook (Stripe-Signature / Sandbox-Signature): verified, stored, deduplicated, processed asynchronously */
+        post: operations["createWebhooksPaymentsByGateway"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orgs/{orgId}/projects": {
         parameters: {
             query?: never;
@@ -1510,6 +1647,46 @@ export interface paths {
         };
         /** A report from the read models: project-tasks (needs projectId) or active-members */
         get: operations["getOrgsReportsByName"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/orgs/{orgId}/reports/billing/{report}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The org's own billing: mrr (MRR/ARR and new/expansion/contraction/churned movements per month), churn, subscriptions, trial-conversion, usage
+         * @description Months are UTC calendar months on the org's billing clock (its test clock when it has one). Money in minor units, per currency. `format=csv` returns the rows as CSV.
+         */
+        get: operations["getOrgsReportsBillingByReport"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/reports/billing/{report}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Business metrics across every org (platform admins): mrr, churn, subscriptions, trial-conversion, usage
+         * @description Per currency, never summed across currencies. `format=csv` returns the rows as CSV.
+         */
+        get: operations["getAdminReportsBillingByReport"];
         put?: never;
         post?: never;
         delete?: never;
@@ -3580,6 +3757,8 @@ export interface operations {
                             changes: {
                                 [key: string]: unknown;
                             };
+                            /** @description Reference to the personal data (IP, e-mail addresses) kept outside the hashed record; the hash covers this reference. The values are merged into ip/changes while not erased. */
+                            pdRef: string | null;
                             prevHash: string | null;
                             hash: string | null;
                         }[];
@@ -4789,6 +4968,353 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createMeDataExport: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description Expiring download link (JSON document) */
+                        url: string;
+                        filename: string;
+                        bytes: number;
+                        /** Format: date-time */
+                        expiresAt: string;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createMeErase: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** Format: email */
+                    confirmEmail: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        userId: string;
+                        /** Format: date-time */
+                        erasedAt: string;
+                        /** @description Audit personal-data records blanked (the events and the chain stay) */
+                        auditRecordsErased: number;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createAdminUsersDataExport: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                userId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description Expiring download link (JSON document) */
+                        url: string;
+                        filename: string;
+                        bytes: number;
+                        /** Format: date-time */
+                        expiresAt: string;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createAdminUsersErase: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                userId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        userId: string;
+                        /** Format: date-time */
+                        erasedAt: string;
+                        /** @description Audit personal-data records blanked (the events and the chain stay) */
+                        auditRecordsErased: number;
+                    };
+                };
             };
             /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
             409: {
@@ -6303,6 +6829,10 @@ export interface operations {
                                     quotas: {
                                         [key: string]: number;
                                     };
+                                    /** @description Per quota metric: `hard` refuses the guarded action with 402 BILLING.QUOTA_EXCEEDED once the period's quota is used up; `soft` (default) only notifies (80 %/100 % events, e-mail) */
+                                    enforcement?: {
+                                        [key: string]: "soft" | "hard";
+                                    };
                                 };
                                 /** Format: date-time */
                                 createdAt: string;
@@ -7586,6 +8116,10 @@ export interface operations {
                         quotas: {
                             [key: string]: number;
                         };
+                        /** @description Per quota metric: `hard` refuses the guarded action with 402 BILLING.QUOTA_EXCEEDED once the period's quota is used up; `soft` (default) only notifies (80 %/100 % events, e-mail) */
+                        enforcement?: {
+                            [key: string]: "soft" | "hard";
+                        };
                     };
                 };
             };
@@ -8003,7 +8537,7 @@ export interface operations {
                 to?: string;
                 groupBy?: "hour" | "day" | "month" | "total";
                 /** @description Default: the meter's, else sum */
-                aggregation?: "count" | "sum" | "max" | "unique_count" | "latest";
+                aggregation?: "count" | "sum" | "max" | "unique_count" | "latest" | "time_weighted_sum";
             };
             header?: never;
             path: {
@@ -8310,6 +8844,10 @@ export interface operations {
                                     /** @description Metered quotas per billing period by metric, e.g. { "api.requests": 100000 } */
                                     quotas: {
                                         [key: string]: number;
+                                    };
+                                    /** @description Per quota metric: `hard` refuses the guarded action with 402 BILLING.QUOTA_EXCEEDED once the period's quota is used up; `soft` (default) only notifies (80 %/100 % events, e-mail) */
+                                    enforcement?: {
+                                        [key: string]: "soft" | "hard";
                                     };
                                 };
                                 /** Format: date-time */
@@ -8639,6 +9177,10 @@ export interface operations {
                                 quotas: {
                                     [key: string]: number;
                                 };
+                                /** @description Per quota metric: `hard` refuses the guarded action with 402 BILLING.QUOTA_EXCEEDED once the period's quota is used up; `soft` (default) only notifies (80 %/100 % events, e-mail) */
+                                enforcement?: {
+                                    [key: string]: "soft" | "hard";
+                                };
                             };
                             /** Format: date-time */
                             createdAt: string;
@@ -8736,6 +9278,10 @@ export interface operations {
                         quotas?: {
                             [key: string]: number;
                         };
+                        /** @description Per quota metric: `hard` refuses the guarded action with 402 BILLING.QUOTA_EXCEEDED once the period's quota is used up; `soft` (default) only notifies (80 %/100 % events, e-mail) */
+                        enforcement?: {
+                            [key: string]: "soft" | "hard";
+                        };
                     };
                 };
             };
@@ -8785,6 +9331,10 @@ export interface operations {
                             /** @description Metered quotas per billing period by metric, e.g. { "api.requests": 100000 } */
                             quotas: {
                                 [key: string]: number;
+                            };
+                            /** @description Per quota metric: `hard` refuses the guarded action with 402 BILLING.QUOTA_EXCEEDED once the period's quota is used up; `soft` (default) only notifies (80 %/100 % events, e-mail) */
+                            enforcement?: {
+                                [key: string]: "soft" | "hard";
                             };
                         };
                         /** Format: date-time */
@@ -8868,8 +9418,11 @@ export interface operations {
                             /** @description e.g. "api.requests" */
                             key: string;
                             name: string;
-                            /** @enum {string} */
-                            aggregation: "count" | "sum" | "max" | "unique_count" | "latest";
+                            /**
+                             * @description time_weighted_sum: each event sets a level (seats, GB) held until the next; usage is the level integrated over time, in value-hours
+                             * @enum {string}
+                             */
+                            aggregation: "count" | "sum" | "max" | "unique_count" | "latest" | "time_weighted_sum";
                             /** @description unique_count: the property whose distinct values count */
                             property: string | null;
                         }[];
@@ -8938,8 +9491,11 @@ export interface operations {
                     /** @description e.g. "api.requests" */
                     key: string;
                     name: string;
-                    /** @enum {string} */
-                    aggregation: "count" | "sum" | "max" | "unique_count" | "latest";
+                    /**
+                     * @description time_weighted_sum: each event sets a level (seats, GB) held until the next; usage is the level integrated over time, in value-hours
+                     * @enum {string}
+                     */
+                    aggregation: "count" | "sum" | "max" | "unique_count" | "latest" | "time_weighted_sum";
                     /** @description unique_count: the property whose distinct values count */
                     property: string | null;
                 };
@@ -8964,8 +9520,11 @@ export interface operations {
                         /** @description e.g. "api.requests" */
                         key: string;
                         name: string;
-                        /** @enum {string} */
-                        aggregation: "count" | "sum" | "max" | "unique_count" | "latest";
+                        /**
+                         * @description time_weighted_sum: each event sets a level (seats, GB) held until the next; usage is the level integrated over time, in value-hours
+                         * @enum {string}
+                         */
+                        aggregation: "count" | "sum" | "max" | "unique_count" | "latest" | "time_weighted_sum";
                         /** @description unique_count: the property whose distinct values count */
                         property: string | null;
                     };
@@ -11758,6 +12317,549 @@ export interface operations {
             };
         };
     };
+    listAdminBillingAddons: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            /** Format: uuid */
+                            id: string;
+                            key: string;
+                            name: string;
+                            currency: string;
+                            interval: "month" | "year";
+                            /** @description Per unit and period, in minor units */
+                            amount: number;
+                            entitlements: {
+                                features: string[];
+                                /** @description Added per unit to the plan's limits (an unlimited limit stays unlimited) */
+                                limits: {
+                                    [key: string]: number;
+                                };
+                                /** @description Added per unit to the plan's quotas */
+                                quotas: {
+                                    [key: string]: number;
+                                };
+                            };
+                            public: boolean;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createAdminBillingAddons: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "key": "requests-100k",
+                 *       "name": "100k API requests",
+                 *       "currency": "USD",
+                 *       "interval": "month",
+                 *       "amount": 1000,
+                 *       "entitlements": {
+                 *         "quotas": {
+                 *           "api.requests": 100000
+                 *         }
+                 *       }
+                 *     }
+                 */
+                "application/json": {
+                    key: string;
+                    name: string;
+                    currency: string;
+                    interval: "month" | "year";
+                    amount: number;
+                    public?: boolean;
+                    entitlements?: {
+                        features?: string[];
+                        /** @description Added per unit to the plan's limits (an unlimited limit stays unlimited) */
+                        limits?: {
+                            [key: string]: number;
+                        };
+                        /** @description Added per unit to the plan's quotas */
+                        quotas?: {
+                            [key: string]: number;
+                        };
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        key: string;
+                        name: string;
+                        currency: string;
+                        interval: "month" | "year";
+                        /** @description Per unit and period, in minor units */
+                        amount: number;
+                        entitlements: {
+                            features: string[];
+                            /** @description Added per unit to the plan's limits (an unlimited limit stays unlimited) */
+                            limits: {
+                                [key: string]: number;
+                            };
+                            /** @description Added per unit to the plan's quotas */
+                            quotas: {
+                                [key: string]: number;
+                            };
+                        };
+                        public: boolean;
+                        /** Format: date-time */
+                        createdAt: string;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listOrgsBillingAddons: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            subscriptionId: string;
+                            /** Format: uuid */
+                            addonId: string;
+                            quantity: number;
+                            /** Format: date-time */
+                            addedAt: string;
+                            removedAt: string | null;
+                            version: number;
+                            addon: {
+                                /** Format: uuid */
+                                id: string;
+                                key: string;
+                                name: string;
+                                currency: string;
+                                interval: "month" | "year";
+                                /** @description Per unit and period, in minor units */
+                                amount: number;
+                                entitlements: {
+                                    features: string[];
+                                    /** @description Added per unit to the plan's limits (an unlimited limit stays unlimited) */
+                                    limits: {
+                                        [key: string]: number;
+                                    };
+                                    /** @description Added per unit to the plan's quotas */
+                                    quotas: {
+                                        [key: string]: number;
+                                    };
+                                };
+                                public: boolean;
+                                /** Format: date-time */
+                                createdAt: string;
+                            };
+                        }[];
+                        available: {
+                            /** Format: uuid */
+                            id: string;
+                            key: string;
+                            name: string;
+                            currency: string;
+                            interval: "month" | "year";
+                            /** @description Per unit and period, in minor units */
+                            amount: number;
+                            entitlements: {
+                                features: string[];
+                                /** @description Added per unit to the plan's limits (an unlimited limit stays unlimited) */
+                                limits: {
+                                    [key: string]: number;
+                                };
+                                /** @description Added per unit to the plan's quotas */
+                                quotas: {
+                                    [key: string]: number;
+                                };
+                            };
+                            public: boolean;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    setOrgsBillingSubscriptionAddonsByAddonId: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                orgId: string;
+                addonId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "quantity": 2
+                 *     }
+                 */
+                "application/json": {
+                    /** @description 0 removes the add-on */
+                    quantity: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        addon: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            subscriptionId: string;
+                            /** Format: uuid */
+                            addonId: string;
+                            quantity: number;
+                            /** Format: date-time */
+                            addedAt: string;
+                            removedAt: string | null;
+                            version: number;
+                        } | null;
+                        /** @description The prorated credit and charge lines of the change (none in a trial) */
+                        charges: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            subscriptionId: string;
+                            /** @enum {string} */
+                            kind: "subscription" | "proration_charge" | "proration_credit";
+                            amount: number;
+                            currency: string;
+                            quantity: number;
+                            /** Format: uuid */
+                            priceId: string;
+                            description: string;
+                            /** Format: date-time */
+                            periodStart: string;
+                            /** Format: date-time */
+                            periodEnd: string;
+                            invoiceId: string | null;
+                            /** Format: date-time */
+                            createdAt: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createWebhooksPaymentsByGateway: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                gateway: "stripe" | "sandbox";
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    id: string;
+                    type: string;
+                    created: number;
+                    data: {
+                        object: {
+                            [key: string]: unknown;
+                        };
+                    } & {
+                        [key: string]: unknown;
+                    };
+                } & {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        received: boolean;
+                        duplicate: boolean;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
     listOrgsProjects: {
         parameters: {
             query?: {
@@ -12929,7 +14031,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL receiving POSTs (http://127.0.0.1 or localhost only outside production); no private addresses in production */
                     url: string;
-                    events: ("projects.project_created" | "projects.task_created" | "projects.task_updated" | "projects.task_assigned" | "projects.comment_added" | "billing.subscription_created" | "billing.subscription_updated" | "billing.subscription_canceled" | "billing.entitlements_changed" | "billing.usage_threshold_crossed" | "billing.invoice_finalized" | "billing.invoice_paid" | "billing.invoice_voided" | "billing.invoice_marked_uncollectible" | "billing.credit_note_created" | "billing.payment_succeeded" | "billing.payment_failed" | "billing.subscription_past_due" | "reporting.export_ready")[];
+                    events: ("projects.project_created" | "projects.task_created" | "projects.task_updated" | "projects.task_assigned" | "projects.comment_added" | "billing.subscription_created" | "billing.subscription_updated" | "billing.subscription_canceled" | "billing.entitlements_changed" | "billing.usage_threshold_crossed" | "billing.invoice_finalized" | "billing.invoice_paid" | "billing.invoice_voided" | "billing.invoice_marked_uncollectible" | "billing.credit_note_created" | "billing.payment_succeeded" | "billing.payment_failed" | "billing.subscription_past_due" | "reporting.export_ready" | "audit.event_recorded")[];
                     description?: string;
                     active?: boolean;
                 };
@@ -13162,7 +14264,7 @@ export interface operations {
                 "application/json": {
                     /** @description https URL receiving POSTs (http://127.0.0.1 or localhost only outside production); no private addresses in production */
                     url?: string;
-                    events?: ("projects.project_created" | "projects.task_created" | "projects.task_updated" | "projects.task_assigned" | "projects.comment_added" | "billing.subscription_created" | "billing.subscription_updated" | "billing.subscription_canceled" | "billing.entitlements_changed" | "billing.usage_threshold_crossed" | "billing.invoice_finalized" | "billing.invoice_paid" | "billing.invoice_voided" | "billing.invoice_marked_uncollectible" | "billing.credit_note_created" | "billing.payment_succeeded" | "billing.payment_failed" | "billing.subscription_past_due" | "reporting.export_ready")[];
+                    events?: ("projects.project_created" | "projects.task_created" | "projects.task_updated" | "projects.task_assigned" | "projects.comment_added" | "billing.subscription_created" | "billing.subscription_updated" | "billing.subscription_canceled" | "billing.entitlements_changed" | "billing.usage_threshold_crossed" | "billing.invoice_finalized" | "billing.invoice_paid" | "billing.invoice_voided" | "billing.invoice_marked_uncollectible" | "billing.credit_note_created" | "billing.payment_succeeded" | "billing.payment_failed" | "billing.subscription_past_due" | "reporting.export_ready" | "audit.event_recorded")[];
                     description?: string;
                     active?: boolean;
                 };
@@ -13785,6 +14887,161 @@ export interface operations {
                             /** @description Monday of the ISO week (UTC), YYYY-MM-DD */
                             week: string;
                             activeMembers: number;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    getOrgsReportsBillingByReport: {
+        parameters: {
+            query?: {
+                /** @description Inclusive (default: 12 months before to) */
+                from?: string;
+                /** @description Exclusive (default: the start of next month, by the org's clock) */
+                to?: string;
+                /** @description csv: the rows as a spreadsheet-safe CSV file */
+                format?: "json" | "csv";
+            };
+            header?: never;
+            path: {
+                orgId: string;
+                report: "mrr" | "churn" | "subscriptions" | "trial-conversion" | "usage";
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        name: string;
+                        scope: "org" | "platform";
+                        /** Format: date-time */
+                        from: string;
+                        /** Format: date-time */
+                        to: string;
+                        columns: string[];
+                        /** @description Money in minor units of the row's currency (never summed across currencies); rates as decimal strings */
+                        rows: {
+                            [key: string]: string | number | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    getAdminReportsBillingByReport: {
+        parameters: {
+            query?: {
+                /** @description Inclusive (default: 12 months before to) */
+                from?: string;
+                /** @description Exclusive (default: the start of next month, by the org's clock) */
+                to?: string;
+                /** @description csv: the rows as a spreadsheet-safe CSV file */
+                format?: "json" | "csv";
+            };
+            header?: never;
+            path: {
+                report: "mrr" | "churn" | "subscriptions" | "trial-conversion" | "usage";
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        name: string;
+                        scope: "org" | "platform";
+                        /** Format: date-time */
+                        from: string;
+                        /** Format: date-time */
+                        to: string;
+                        columns: string[];
+                        /** @description Money in minor units of the row's currency (never summed across currencies); rates as decimal strings */
+                        rows: {
+                            [key: string]: string | number | null;
                         }[];
                     };
                 };

@@ -191,6 +191,10 @@ function billingPayments(platform: Platform, seams: ModuleSeams, gateway: Paymen
   const g = platform.config.paymentGateways;
   // Reconciliation asks the gateway through the payment policy too (the invoices' own calls apply it themselves).
   const gateways: Partial<Record<GatewayName, PaymentGateway>> = { [gateway.name]: guardedGateway(gateway, platform.policies.payment), ...seams.payments?.gateways };
+  // Attempts made through Stripe stay reconcilable after PAYMENT_GATEWAY changes, as long as its key is set.
+  if (g.stripeSecretKey && !gateways.stripe) {
+    gateways.stripe = guardedGateway(createStripeGateway({ secretKey: g.stripeSecretKey, apiBase: g.stripeApiBase, timeoutMs: g.stripeTimeoutMs }), platform.policies.payment);
+  }
   return {
     logger: platform.logger.child({ module: 'billing' }),
     gateways,

@@ -54,7 +54,7 @@ beforeAll(async () => {
   fake = await startFakeStripe({ apiKey: 'sk_test_plinth' });
   rec = attemptsRecorder();
   t = await createTestPlatform({
-    env: { STRIPE_SECRET_KEY: 'sk_test_plinth', STRIPE_WEBHOOK_SECRET: WHSEC, STRIPE_API_BASE: fake.url, SANDBOX_WEBHOOK_SECRET: SANDBOX_SECRET, STRIPE_TIMEOUT_MS: '2000' },
+    env: { PAYMENT_GATEWAY: 'stripe', STRIPE_SECRET_KEY: 'sk_test_plinth', STRIPE_WEBHOOK_SECRET: WHSEC, STRIPE_API_BASE: fake.url, SANDBOX_WEBHOOK_SECRET: SANDBOX_SECRET, STRIPE_TIMEOUT_MS: '2000' },
     seams: { payments: { updates: rec.updates } },
     logger: logs.logger,
   });

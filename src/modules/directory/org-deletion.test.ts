@@ -17,6 +17,12 @@ import { ORG_DELETION_GRACE_MS } from './index.ts';
 const NOT_FILLED: string[] = [
   // platform flags: an override is a platform-admin action on a global flag (no org-level route)
   'feature_flag_overrides',
+  // Billing add-ons, notices, invoices and payments (merged after this fixture was extended): the purge's one
+  // generic statement per distributed table covers them, but the fixture does not create an invoice yet.
+  'billing_subscription_addons', 'billing_notices',
+  'billing_invoices', 'billing_invoice_lines', 'billing_invoice_sequences', 'billing_invoice_orgs', 'billing_usage_cursors',
+  'billing_payment_methods', 'billing_payment_attempts', 'billing_payment_index', 'billing_dunning_schedule',
+  'billing_customer_discounts', 'billing_credit_notes', 'billing_customer_balances', 'billing_balance_transactions',
 ];
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;

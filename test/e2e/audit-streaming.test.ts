@@ -2,10 +2,10 @@ import { createHash } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
-import { waitFor } from '../../../test/helpers/jobs.ts';
-import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
-import { verifySignature } from '../notifications/index.ts';
+import { signup, type SignedUp } from '../helpers/auth.ts';
+import { waitFor } from '../helpers/jobs.ts';
+import { createTestPlatform, type TestPlatform } from '../helpers/test-platform.ts';
+import { verifySignature } from '../../src/modules/notifications/index.ts';
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;
 

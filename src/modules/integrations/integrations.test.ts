@@ -210,6 +210,8 @@ describe('PostHog through posthog-node', () => {
     const live = await project(org);
     await waitFor(() => capturesFor(key), (b) => b.some((e: any) => e.properties.projectId === live.id));
     expect(capturesFor(key)).toHaveLength(4);
+    // The vendor sees the request before the sender's transaction marks the delivery succeeded: wait for it.
+    await waitFor(() => deliveries(org, c.id, 'succeeded'), (d) => d.length >= 4);
     expect(await deliveries(org, c.id, 'succeeded')).toHaveLength(4);
   });
 

@@ -119,29 +119,35 @@ export function createSandboxGateway(opts: SandboxGatewayOptions = {}): SandboxG
     else idem.set(r.key, { op: r.op, fingerprint: r.fingerprint, result: r.result });
   };
 
-  if (opts.file) {
-    fs.mkdirSync(path.dirname(opts.file), { recursive: true });
-    if (fs.existsSync(opts.file)) {
-      for (const line of fs.readFileSync(opts.file, 'utf8').split('\n')) {
-        // A torn last line (the process died mid-write) was never acknowledged: skip it.
-        if (!line.trim()) continue;
-        try {
-          apply(JSON.parse(line) as Record_);
-        } catch {
-          /* torn write */
-        }
+  // Read at start (a read-only filesystem is fine); the file is created on the first write only, so a process
+  // that never charges (e.g. a read-only production image on another gateway's webhooks) needs no writable dir.
+  if (opts.file && fs.existsSync(opts.file)) {
+    for (const line of fs.readFileSync(opts.file, 'utf8').split('\n')) {
+      // A torn last line (the process died mid-write) was never acknowledged: skip it.
+      if (!line.trim()) continue;
+      try {
+        apply(JSON.parse(line) as Record_);
+      } catch {
+        /* torn write */
       }
     }
-    fd = fs.openSync(opts.file, 'a');
   }
-
-  /** Durable before the caller hears of it: a crash after this line can never lose the record. */
-  const write = (...records: Record_[]) => {
-    for (const r of records) apply(r);
-    if (fd !== undefined) {
-      fs.writeSync(fd, records.map((r) => JSON.stringify(r)).join('\n') + '\n');
-      fs.fsyncSync(fd);
+  const file = (): number | undefined => {
+    if (fd === undefined && opts.file) {
+      fs.mkdirSync(path.dirname(opts.file), { recursive: true });
+      fd = fs.openSync(opts.file, 'a');
     }
+    return fd;
+  };
+
+  /** Durable before the caller hears of it (and before it is in memory): a crash after this line can never lose the record. */
+  const write = (...records: Record_[]) => {
+    const f = file();
+    if (f !== undefined) {
+      fs.writeSync(f, records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      fs.fsyncSync(f);
+    }
+    for (const r of records) apply(r);
   };
 
   const fingerprint = (input: unknown) => createHash('sha256').update(JSON.stringify(input)).digest('hex');

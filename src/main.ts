@@ -184,13 +184,12 @@ export interface Modules {
 }
 
 /**
- * Payment gateways, each behind the shared `payment` policy (one breaker and bulkhead per gateway, a cap per
- * org): Stripe when STRIPE_SECRET_KEY is set. The sandbox adapter joins here when it exists.
+ * The gateways reconciliation and incoming webhooks know, each behind the shared `payment` policy (one breaker
+ * and bulkhead per gateway, a cap per org): the configured one (already guarded), and Stripe whenever its key is set.
  */
 function billingPayments(platform: Platform, seams: ModuleSeams, gateway: PaymentGateway): Parameters<typeof createBilling>[1] {
   const g = platform.config.paymentGateways;
-  // Reconciliation asks the gateway through the payment policy too (the invoices' own calls apply it themselves).
-  const gateways: Partial<Record<GatewayName, PaymentGateway>> = { [gateway.name]: guardedGateway(gateway, platform.policies.payment), ...seams.payments?.gateways };
+  const gateways: Partial<Record<GatewayName, PaymentGateway>> = { [gateway.name]: gateway, ...seams.payments?.gateways };
   // Attempts made through Stripe stay reconcilable after PAYMENT_GATEWAY changes, as long as its key is set.
   if (g.stripeSecretKey && !gateways.stripe) {
     gateways.stripe = guardedGateway(createStripeGateway({ secretKey: g.stripeSecretKey, apiBase: g.stripeApiBase, timeoutMs: g.stripeTimeoutMs }), platform.policies.payment);
@@ -240,7 +239,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
   // and reads the member count through a function that runs only after both exist.
   const n = config.notifications;
   const mailer = seams.mailer ?? createMailer({ smtpUrl: n.smtpUrl, from: n.mailFrom, policy: platform.policies.smtp, logger });
-  const gateway = paymentGateway(config, seams);
+  // One guarded gateway: invoices, refunds and reconciliation share its breaker and bulkhead (destination gateway:<name>).
+  const gateway = guardedGateway(paymentGateway(config, seams), platform.policies.payment);
   const billing = createBilling({
     db,
     audit,
@@ -251,9 +251,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     mailer,
     // Tests flush the API-request meter themselves (a timer would add to the usage figures they assert).
     config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production', apiMeterFlushMs: config.nodeEnv === 'test' ? 0 : 10_000 },
-    // Invoices and payments (issue #14): the configured gateway (billing applies the payment policy to each call), PDFs in storage.
+    // Invoices and payments (issue #14): the guarded gateway, PDFs in storage.
     gateway,
-    paymentPolicy: platform.policies.payment,
     storage: platform.storage,
     payments: config.payments,
   }, billingPayments(platform, seams, gateway));

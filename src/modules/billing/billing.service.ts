@@ -65,10 +65,7 @@ export function createBillingService(deps: BillingDeps): { service: BillingServi
   const invoices = invoiceUseCases(context, core, async (ctx, trx, invoice, amount, creditNoteId) => {
     const paid = (await pay.listAttempts(trx, ctx.tenantId, { limit: 20, invoiceId: invoice.id, status: 'succeeded' })).find((a) => a.gatewayPaymentId);
     if (!paid) throw new GatewayRequestError('the invoice has no succeeded payment to refund', gateway.name, 'no_payment');
-    const policy = deps.paymentPolicy ?? { execute: <T>(_s: unknown, fn: () => Promise<T>) => fn() };
-    const r = await policy.execute({ destination: gateway.name, tenantId: ctx.tenantId }, () =>
-      gateway.refund({ gatewayPaymentId: paid.gatewayPaymentId!, amount, metadata: { orgId: ctx.tenantId, invoiceId: invoice.id, creditNoteId } }, `plinth_credit_note_${creditNoteId}`),
-    );
+    const r = await gateway.refund({ gatewayPaymentId: paid.gatewayPaymentId!, amount, metadata: { orgId: ctx.tenantId, invoiceId: invoice.id, creditNoteId } }, `plinth_credit_note_${creditNoteId}`);
     return r.gatewayRefundId;
   });
   // The test clock runs what is due by the org's clock: Billing I's transitions, then dunning steps.

@@ -5,7 +5,6 @@ import type { EventPublisher } from '../../../platform/outbox/publisher.ts';
 import type { Audit } from '../../audit/index.ts';
 import type { Mailer } from '../../notifications/index.ts';
 import type { PaymentsConfig } from '../../../platform/config.ts';
-import type { DestinationPolicy } from '../../../platform/resilience/policy.ts';
 import type { ObjectStorage } from '../../../platform/storage/index.ts';
 import type { PaymentGateway } from '../billing.gateway.ts';
 import { BILLING_EVENTS, type EntitlementsChangedPayload } from '../billing.events.ts';
@@ -39,10 +38,11 @@ export interface BillingDeps {
   seats: (orgId: string) => Promise<number>;
   config: BillingConfig;
   // ---- invoices and payments (issue #14); optional so a composition without them still builds (tests)
-  /** The payment gateway (createGateway(config.payments)); default: an in-memory sandbox. */
+  /**
+   * The payment gateway, guarded: `guardedGateway(gateway, platform.policies.payment)` (timeout, retry with the
+   * same idempotency key, breaker, bulkhead per gateway); default: an in-memory sandbox.
+   */
   gateway?: PaymentGateway;
-  /** platform.policies.payment: every gateway call (timeout, retry with the same idempotency key, breaker, bulkhead). */
-  paymentPolicy?: Pick<DestinationPolicy, 'execute'>;
   /** Invoice PDFs (platform storage, as exports). */
   storage?: ObjectStorage;
   /** Where billing's e-mails go (trial ending, limit reached, dunning: the notifications module's mailer); none: no billing e-mail. */

@@ -92,8 +92,6 @@ export const idempotencyKeyOf = (invoiceId: string, attemptNo: number) => `plint
 
 export function paymentUseCases(c: BillingContext, core: InvoicingCore, dunning: Dunning, gateway: PaymentGateway, logger?: Logger): PaymentUseCases {
   const { scope } = core;
-  const policy = c.deps.paymentPolicy ?? { execute: <T>(_s: unknown, fn: () => Promise<T>) => fn() };
-  const call = <T>(orgId: string, fn: () => Promise<T>) => policy.execute({ destination: gateway.name, tenantId: orgId }, fn);
   const sys = (orgId: string, who = 'billing.payments'): TenantActorContext => ({ ...systemActor(who), tenantId: orgId });
 
   function paymentPayload(inv: Invoice, a: PaymentAttempt, plan?: { nextAttemptAt: Date | null; finalAction: 'cancel' | 'downgrade' | null; finalActionAt: Date | null }): PaymentEventPayload {
@@ -166,18 +164,16 @@ export function paymentUseCases(c: BillingContext, core: InvoicingCore, dunning:
       let payment: GatewayPayment | undefined;
       let refused: GatewayRequestError | undefined;
       try {
-        payment = await call(ctx.tenantId, () =>
-          gateway.charge(
-            {
-              gatewayCustomerId: method.gatewayCustomerId,
-              paymentMethodId: method.paymentMethodId,
-              amount: owed,
-              currency: inv.currency,
-              description: `Invoice ${inv.number ?? inv.id}`,
-              metadata: { orgId: ctx.tenantId, invoiceId: inv.id, attemptId, attemptNo: String(attemptNo) },
-            },
-            key,
-          ),
+        payment = await gateway.charge(
+          {
+            gatewayCustomerId: method.gatewayCustomerId,
+            paymentMethodId: method.paymentMethodId,
+            amount: owed,
+            currency: inv.currency,
+            description: `Invoice ${inv.number ?? inv.id}`,
+            metadata: { orgId: ctx.tenantId, invoiceId: inv.id, attemptId, attemptNo: String(attemptNo) },
+          },
+          key,
         );
       } catch (err) {
         if (!(err instanceof GatewayRequestError)) throw err;
@@ -215,7 +211,7 @@ export function paymentUseCases(c: BillingContext, core: InvoicingCore, dunning:
     const pending = await pay.listAttempts(trx, ctx.tenantId, { limit: 1, invoiceId, status: 'processing' });
     if (pending.length > 0) {
       // An async payment still settling: ask the gateway instead of charging again.
-      const p = await call(ctx.tenantId, () => gateway.retrievePayment(pending[0]!.gatewayPaymentId!));
+      const p = await gateway.retrievePayment(pending[0]!.gatewayPaymentId!);
       await applyUpdate(trx, ctx, { gatewayPaymentId: p.gatewayPaymentId, status: p.status, failureCode: p.failureCode ?? null, amount: p.amount, metadata: p.metadata });
       const after = (await repo.findInvoice(trx, ctx.tenantId, invoiceId))!;
       if (after.status === 'finalized' && p.status === 'processing') await pay.scheduleDunning(trx, ctx.tenantId, invoiceId, new Date(now.getTime() + 3_600_000), onTestClock);
@@ -256,8 +252,8 @@ export function paymentUseCases(c: BillingContext, core: InvoicingCore, dunning:
         const gatewayCustomerId =
           existing?.gateway === gateway.name
             ? existing.gatewayCustomerId
-            : (await call(ctx.tenantId, () => gateway.createCustomer({ orgId: ctx.tenantId, email: customer.email, name: customer.name }, `plinth_customer_${ctx.tenantId}`))).gatewayCustomerId;
-        const pm = await call(ctx.tenantId, () => gateway.attachPaymentMethod({ gatewayCustomerId, paymentMethod: token }, `plinth_pm_${ctx.tenantId}_${tokenHash}`));
+            : (await gateway.createCustomer({ orgId: ctx.tenantId, email: customer.email, name: customer.name }, `plinth_customer_${ctx.tenantId}`)).gatewayCustomerId;
+        const pm = await gateway.attachPaymentMethod({ gatewayCustomerId, paymentMethod: token }, `plinth_pm_${ctx.tenantId}_${tokenHash}`);
         attached = { gatewayCustomerId, ...pm };
       } catch (err) {
         if (err instanceof GatewayRequestError) throw paymentMethodRefused(err.message, err.code);

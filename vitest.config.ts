@@ -11,11 +11,32 @@ const ISOLATED = [
   'src/platform/observability/trace-outbox.test.ts',
 ];
 
+/**
+ * Tests that start real `plinth` processes or run the project's own tools (tsc, dependency-cruiser, the OpenAPI
+ * linter, the schema generator on a freshly migrated database) over the whole tree. They take most of the
+ * suite's time and check what `npm run typecheck` / `npm run lint` and the services run also cover, so the
+ * quick `npm test` on a fresh machine leaves them out; they run whenever `TEST_DATABASE_URL` is set (CI's second
+ * run) or with `PLINTH_TEST_ALL=1`.
+ */
+const PROCESS_AND_TOOLING = [
+  'src/platform/db/schema-types.test.ts',
+  'test/boundaries.test.ts',
+  'src/platform/lifecycle.test.ts',
+  'src/platform/outbox/worker-lifecycle.test.ts',
+  'test/deploy/cli-start.test.ts',
+  'src/platform/observability/tracing-cli.test.ts',
+  'test/openapi-lint.test.ts',
+  'test/architecture-diagram.test.ts',
+];
+const RUN_ALL = Boolean(process.env.TEST_DATABASE_URL || process.env.PLINTH_TEST_ALL);
+
 export default defineConfig({
   test: {
     exclude: ['test/fixtures/**', 'node_modules/**'],
     // Migrates the template database every test file copies, once per run (see createTestDatabase).
     globalSetup: ['test/helpers/global-setup.ts'],
+    // argon2id at a test cost (identity.passwords.ts): honoured only with NODE_ENV=test, which vitest sets.
+    env: { PLINTH_TEST_FAST_PASSWORD_HASH: '1' },
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
@@ -36,7 +57,7 @@ export default defineConfig({
           name: 'shared',
           pool: 'forks',
           include: ['src/**/*.test.ts', 'test/**/*.test.ts', 'migrations/**/*.test.ts', 'bench/**/*.test.ts'],
-          exclude: ['test/fixtures/**', 'node_modules/**', ...ISOLATED],
+          exclude: ['test/fixtures/**', 'node_modules/**', ...ISOLATED, ...(RUN_ALL ? [] : PROCESS_AND_TOOLING)],
         },
       },
       { extends: true, test: { name: 'isolated', pool: 'threads', include: ISOLATED } },

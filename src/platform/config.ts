@@ -203,6 +203,13 @@ export interface EdgeConfig {
   rateLimitIp: number;
   /** Failed authentications (401) and authorization misses (403/404 on org routes) per window per client IP. */
   rateLimitAuthFailures: number;
+  /**
+   * With Redis: the largest local lease of rate-limit cells, in % of a policy's quota (0: every request asks
+   * Redis). Bounds the overshoot: a key admits at most quota + instances × lease per window (rate-limit-lease.ts).
+   */
+  rateLimitLeasePercent: number;
+  /** How long leased cells (and a cached auth-failure gate answer) stay usable. */
+  rateLimitLeaseMs: number;
   /** How long a stored Idempotency-Key response is replayed. */
   idempotencyTtlSec: number;
   /** Lease of an in-flight Idempotency-Key claim, renewed while the request runs (a dead claim frees within it). */
@@ -375,6 +382,8 @@ export function loadConfig(env: Env = process.env): Config {
       rateLimitOrg: int(env, 'RATE_LIMIT_ORG', 6000, 1, 10_000_000),
       rateLimitIp: int(env, 'RATE_LIMIT_IP', 300, 1, 10_000_000),
       rateLimitAuthFailures: int(env, 'RATE_LIMIT_AUTH_FAILURES', 60, 1, 10_000_000),
+      rateLimitLeasePercent: int(env, 'RATE_LIMIT_LEASE_PERCENT', 2, 0, 25),
+      rateLimitLeaseMs: int(env, 'RATE_LIMIT_LEASE_MS', 1000, 50, 10_000),
       idempotencyTtlSec: int(env, 'IDEMPOTENCY_TTL_SEC', 86_400, 60, 604_800),
       idempotencyLeaseSec: int(env, 'IDEMPOTENCY_LEASE_SEC', 5, 2, 600),
       // Off by default: the adaptive concurrency limit sheds load (a fixed event-loop threshold queued bursts).

@@ -5,6 +5,20 @@ import { checkPasswordStrength } from './identity.password-policy.ts';
 
 /** OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane. Algorithm 2 = Argon2id (a const enum upstream). */
 export const ARGON2_OPTIONS: Options = { algorithm: 2 as Algorithm, memoryCost: 19_456, timeCost: 2, parallelism: 1 };
+
+/**
+ * The test suite's argon2id (1 MiB, 1 pass): the suite signs up and logs in thousands of times, and at the
+ * production cost hashing alone was a tenth of its CPU. Only when NODE_ENV is `test` (vitest sets it) AND
+ * PLINTH_TEST_FAST_PASSWORD_HASH=1 (vitest.config.ts): a production process ignores the variable. Hashes
+ * carry their parameters, so verification is the same code either way; identity.test.ts checks the
+ * production parameters explicitly.
+ */
+function hashOptions(): Options {
+  if (process.env.NODE_ENV === 'test' && process.env.PLINTH_TEST_FAST_PASSWORD_HASH === '1') {
+    return { ...ARGON2_OPTIONS, memoryCost: 1024, timeCost: 1 };
+  }
+  return ARGON2_OPTIONS;
+}
 export const PASSWORD_MIN = 8;
 export const PASSWORD_MAX = 128;
 
@@ -38,7 +52,7 @@ export function checkPasswordPolicy(password: string, context: { email?: string;
 }
 
 export function hashPassword(password: string): Promise<string> {
-  return hash(password, ARGON2_OPTIONS);
+  return hash(password, hashOptions());
 }
 
 export async function verifyPassword(passwordHash: string, password: string): Promise<boolean> {

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, signup, STRONG_PASSWORD, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { runAdminCommand } from './index.ts';
+import { hashPassword } from './identity.passwords.ts';
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;
 
@@ -36,7 +37,15 @@ describe(`identity: accounts and sessions over HTTP (${mode})`, () => {
     const rows = await t.db.app.selectFrom('sessions').select('token_hash').where('user_id', '=', body.user.id).execute();
     expect(rows.map((r) => r.token_hash)).toEqual([createHash('sha256').update(body.token).digest('hex')]);
     const user = await t.db.app.selectFrom('users').select('password_hash').where('id', '=', body.user.id).executeTakeFirstOrThrow();
-    expect(user.password_hash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    // argon2id; the suite runs at the fast test cost (vitest.config.ts), production at OWASP's (below).
+    expect(user.password_hash).toMatch(/^\$argon2id\$v=19\$m=\d+,t=\d+,p=1\$/);
+    const fast = process.env.PLINTH_TEST_FAST_PASSWORD_HASH;
+    delete process.env.PLINTH_TEST_FAST_PASSWORD_HASH;
+    try {
+      expect(await hashPassword('correct horse battery staple')).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    } finally {
+      if (fast !== undefined) process.env.PLINTH_TEST_FAST_PASSWORD_HASH = fast;
+    }
 
     const who = await me(body.token);
     expect(who.statusCode).toBe(200);

@@ -11,6 +11,7 @@ import { registerIdempotency } from './idempotency.ts';
 import { registerInFlightLimit } from './in-flight.ts';
 import { configRateLimits, registerRateLimit, type RateLimitResolver } from './rate-limit.ts';
 import { createMemoryRateLimitStore, createResilientRateLimitStore, type RateLimitStore } from './rate-limit-store.ts';
+import { createLeasingRateLimitStore } from './rate-limit-lease.ts';
 import type { App } from './server.ts';
 
 export interface EdgeDeps {
@@ -62,8 +63,10 @@ export async function registerEdgeProtection(app: App, deps: EdgeDeps): Promise<
     });
   }
 
+  // With Redis, busy keys draw local leases of cells (one round trip per lease, not per request); the
+  // in-memory store is already local.
   const rateLimitStore = deps.redis
-    ? createResilientRateLimitStore({ redis: deps.redis, prefix: deps.redisPrefix, policy: deps.redisPolicy, logger: deps.logger })
+    ? withLeases(createResilientRateLimitStore({ redis: deps.redis, prefix: deps.redisPrefix, policy: deps.redisPolicy, logger: deps.logger }), edge)
     : createMemoryRateLimitStore();
   if (edge.rateLimitEnabled) {
     registerRateLimit(app, { store: rateLimitStore, resolver: deps.rateLimits ?? configRateLimits(edge) });
@@ -71,4 +74,9 @@ export async function registerEdgeProtection(app: App, deps: EdgeDeps): Promise<
   }
   registerIdempotency(app, { database: deps.db, ttlSec: edge.idempotencyTtlSec, leaseSec: edge.idempotencyLeaseSec, logger: deps.logger });
   return { rateLimitStore };
+}
+
+function withLeases(store: RateLimitStore, edge: EdgeConfig): RateLimitStore {
+  if (edge.rateLimitLeasePercent === 0) return store;
+  return createLeasingRateLimitStore(store, { leasePercent: edge.rateLimitLeasePercent, leaseMs: edge.rateLimitLeaseMs });
 }

@@ -17,6 +17,8 @@ export interface RateLimitDecision {
   resetSec: number;
   /** Seconds until the next request would be allowed (0 when allowed). */
   retryAfterSec: number;
+  /** Cells taken by a `consume` of `count` > 1 (at least 1 when allowed; fewer than asked when fewer were left). */
+  granted?: number;
 }
 
 /**
@@ -29,6 +31,11 @@ export interface RateLimitCheck {
   key: string;
   policy: RateLimitPolicy;
   mode: 'consume' | 'peek' | 'gate';
+  /**
+   * `consume` only: take up to this many cells at once (a lease for later requests, see rate-limit-lease.ts).
+   * Allowed when one cell is left, as a single consume would be; then as many as are left, up to `count`.
+   */
+  count?: number;
 }
 
 export interface RateLimitStore {
@@ -54,12 +61,11 @@ function gatesFirst(checks: RateLimitCheck[]): number[] {
  * request. Emission interval T = window / quota; a request is allowed while TAT - now <= window - T.
  * Atomic and O(1), and it never lets more than `quota` through in any window of `windowSec`.
  */
-function gcra(tat: number, now: number, policy: RateLimitPolicy): { decision: RateLimitDecision; newTat: number } {
+function gcra(tat: number, now: number, policy: RateLimitPolicy, count = 1): { decision: RateLimitDecision; newTat: number } {
   const windowMs = policy.windowSec * 1000;
   const interval = windowMs / policy.quota;
   const base = Math.max(tat, now);
-  const newTat = base + interval;
-  const allowAt = newTat - windowMs;
+  const allowAt = base + interval - windowMs;
   if (allowAt > now) {
     const retryAfterMs = allowAt - now;
     return {
@@ -67,6 +73,8 @@ function gcra(tat: number, now: number, policy: RateLimitPolicy): { decision: Ra
       decision: { allowed: false, remaining: 0, resetSec: Math.ceil((base - now) / 1000), retryAfterSec: Math.max(1, Math.ceil(retryAfterMs / 1000)) },
     };
   }
+  const granted = Math.min(count, Math.max(1, Math.floor((windowMs - (base - now)) / interval)));
+  const newTat = base + granted * interval;
   return {
     newTat,
     decision: {
@@ -74,6 +82,7 @@ function gcra(tat: number, now: number, policy: RateLimitPolicy): { decision: Ra
       remaining: Math.max(0, Math.floor((windowMs - (newTat - now)) / interval)),
       resetSec: Math.ceil((newTat - now) / 1000),
       retryAfterSec: 0,
+      granted,
     },
   };
 }
@@ -83,9 +92,9 @@ export function createMemoryRateLimitStore(opts: { maxKeys?: number; now?: () =>
   const now = opts.now ?? Date.now;
   // Bounded: an attacker rotating IPs evicts old keys instead of growing the heap.
   const tats = new LRUCache<string, number>({ max: opts.maxKeys ?? 100_000 });
-  function run(key: string, policy: RateLimitPolicy, commit: boolean): RateLimitDecision {
+  function run(key: string, policy: RateLimitPolicy, commit: boolean, count = 1): RateLimitDecision {
     const t = now();
-    const { decision, newTat } = gcra(tats.get(key) ?? t, t, policy);
+    const { decision, newTat } = gcra(tats.get(key) ?? t, t, policy, commit ? count : 1);
     if (commit && decision.allowed) tats.set(key, newTat, { ttl: Math.ceil(newTat - t) + 1 });
     return decision;
   }
@@ -97,7 +106,7 @@ export function createMemoryRateLimitStore(opts: { maxKeys?: number; now?: () =>
       const out: Array<RateLimitDecision | undefined> = checks.map(() => undefined);
       for (const i of gatesFirst(checks)) {
         const c = checks[i]!;
-        const d = run(c.key, c.policy, c.mode === 'consume');
+        const d = run(c.key, c.policy, c.mode === 'consume', c.count);
         out[i] = d;
         if (c.mode === 'gate' && !d.allowed) break;
       }
@@ -108,28 +117,34 @@ export function createMemoryRateLimitStore(opts: { maxKeys?: number; now?: () =>
 
 // The same GCRA as above, run atomically in Redis on Redis's own clock (so every process agrees), over
 // every bucket of a request in one script: KEYS[i] with ARGV quota, window, mode ('g' gate, 'c' consume,
-// 'p' peek) per key, gates listed first. Returns 4 numbers per evaluated key; a refusing gate ends it.
+// 'p' peek) and count (cells a consume may take) per key, gates listed first. Returns 5 numbers per
+// evaluated key (allowed, remaining, reset ms, retry ms, granted); a refusing gate ends it.
 const GCRA_BATCH_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
 for i = 1, #KEYS do
-  local quota = tonumber(ARGV[i * 3 - 2])
-  local window = tonumber(ARGV[i * 3 - 1]) * 1000
-  local mode = ARGV[i * 3]
+  local quota = tonumber(ARGV[i * 4 - 3])
+  local window = tonumber(ARGV[i * 4 - 2]) * 1000
+  local mode = ARGV[i * 4 - 1]
+  local count = tonumber(ARGV[i * 4])
   local interval = window / quota
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   local base = math.max(tat, now)
-  local newTat = base + interval
-  local allowAt = newTat - window
+  local allowAt = base + interval - window
   if allowAt > now then
-    table.insert(out, 0); table.insert(out, 0); table.insert(out, math.ceil(base - now)); table.insert(out, math.ceil(allowAt - now))
+    table.insert(out, 0); table.insert(out, 0); table.insert(out, math.ceil(base - now)); table.insert(out, math.ceil(allowAt - now)); table.insert(out, 0)
     if mode == 'g' then return out end
   else
+    local granted = 1
+    if mode == 'c' then
+      granted = math.min(count, math.max(1, math.floor((window - (base - now)) / interval)))
+    end
+    local newTat = base + granted * interval
     if mode == 'c' then
       redis.call('SET', KEYS[i], tostring(newTat), 'PX', math.ceil(newTat - now) + 1)
     end
-    table.insert(out, 1); table.insert(out, math.floor((window - (newTat - now)) / interval)); table.insert(out, math.ceil(newTat - now)); table.insert(out, 0)
+    table.insert(out, 1); table.insert(out, math.floor((window - (newTat - now)) / interval)); table.insert(out, math.ceil(newTat - now)); table.insert(out, 0); table.insert(out, granted)
   end
 end
 return out
@@ -144,16 +159,20 @@ export function createRedisRateLimitStore(redis: Redis, prefix: string): RateLim
   async function check(checks: RateLimitCheck[]): Promise<Array<RateLimitDecision | undefined>> {
     const order = gatesFirst(checks);
     const keys = order.map((i) => `${prefix}rl:${checks[i]!.key}`);
-    const args = order.flatMap((i) => [checks[i]!.policy.quota, checks[i]!.policy.windowSec, MODE[checks[i]!.mode]]);
+    const args = order.flatMap((i) => {
+      const c = checks[i]!;
+      return [c.policy.quota, c.policy.windowSec, MODE[c.mode], Math.max(1, Math.floor(c.count ?? 1))];
+    });
     const flat = (await run(keys.length, ...keys, ...args)).map(Number);
     const out: Array<RateLimitDecision | undefined> = checks.map(() => undefined);
-    for (let n = 0; n * 4 < flat.length; n++) {
-      const [allowed, remaining, resetMs, retryMs] = flat.slice(n * 4, n * 4 + 4);
+    for (let n = 0; n * 5 < flat.length; n++) {
+      const [allowed, remaining, resetMs, retryMs, granted] = flat.slice(n * 5, n * 5 + 5);
       out[order[n]!] = {
         allowed: allowed === 1,
         remaining: Math.max(0, remaining!),
         resetSec: Math.ceil(resetMs! / 1000),
         retryAfterSec: allowed === 1 ? 0 : Math.max(1, Math.ceil(retryMs! / 1000)),
+        granted: granted!,
       };
     }
     return out;

@@ -7,6 +7,7 @@ import { AppError } from '../../platform/http/errors.ts';
 import type { Redis } from '../../platform/redis.ts';
 import type { ResiliencePolicy } from '../../platform/resilience/policy.ts';
 import { ipAllowed, parseAllowList, type ManagePolicy } from './use-cases/manage-policy.ts';
+import { growingLru } from '../../platform/cache/lru.ts';
 
 const ipNotAllowed = () => new AppError('AUTH.IP_NOT_ALLOWED', 403, "This organization does not accept requests from your network address");
 const mfaRequired = () =>
@@ -60,7 +61,7 @@ export function createPolicyAuthenticator(deps: PolicyAuthenticatorDeps): Authen
   // What resolveAccess needs from the request (the Authenticator interface passes only the principal).
   const requestOf = new WeakMap<Principal, { ip: string; sensitive: boolean }>();
   const compiled = new LRUCache<string, BlockList>({ max: 1000 });
-  const localActivity = new LRUCache<string, number>({ max: 100_000, ttl: 30 * 86_400_000 });
+  const localActivity = growingLru<string, number>({ entries: 100_000, ttl: 30 * 86_400_000 });
 
   function allowList(cidrs: string[]): BlockList {
     const k = cidrs.join(',');

@@ -1,9 +1,9 @@
-import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Redis } from '../redis.ts';
 import type { ResiliencePolicy } from '../resilience/policy.ts';
 import { cacheRequests } from '../observability/metrics.ts';
 import { createRedisInvalidationBus, type InvalidationBus } from './invalidation-bus.ts';
+import { growingLru } from './lru.ts';
 
 export interface CacheOptions {
   /** Redis (L2), shared by every process; absent in the embedded default (L1 only). */
@@ -92,10 +92,10 @@ interface Versioned {
  */
 export function createCache(opts: CacheOptions): CacheProvider {
   const counter = cacheRequests;
-  const l1 = new LRUCache<string, { value: unknown }>({ max: opts.l1Max ?? 10_000, ttl: Math.max(1, opts.l1TtlMs) });
+  const l1 = growingLru<string, { value: unknown }>({ entries: opts.l1Max ?? 10_000, ttl: Math.max(1, opts.l1TtlMs) });
   const inflight = new Map<string, Promise<unknown>>();
   // Bumped by invalidate(): a load that started before an invalidation must not store what it read.
-  const generation = new LRUCache<string, number>({ max: 100_000 });
+  const generation = growingLru<string, number>({ entries: 100_000 });
   const redis = opts.redis;
   const ownBus = !opts.bus && redis && opts.l1TtlMs > 0 ? createRedisInvalidationBus({ redis, prefix: opts.prefix, logger: opts.logger, retryForMs: opts.l1TtlMs }) : undefined;
   const bus = opts.bus ?? ownBus;

@@ -1,6 +1,6 @@
-import { LRUCache } from 'lru-cache';
 import { cacheRequests } from '../observability/metrics.ts';
 import type { InvalidationBus } from './invalidation-bus.ts';
+import { growingLru } from './lru.ts';
 
 export interface LocalCacheOptions {
   /** Metric label and the bus topic its invalidations travel on. */
@@ -41,7 +41,7 @@ interface Entry<T> {
  *   stored; every call goes to the loader (the record).
  */
 export function createLocalCache<T>(opts: LocalCacheOptions): LocalCache<T> {
-  const entries = new LRUCache<string, Entry<T>>({ max: opts.max ?? 50_000, ttl: Math.max(1, opts.maxAgeMs) });
+  const entries = growingLru<string, Entry<T>>({ entries: opts.max ?? 50_000, ttl: Math.max(1, opts.maxAgeMs) });
   // One token per load in flight; invalidation removes it, so the load knows not to store.
   let loading = new Map<string, object>();
   const inflight = new Map<string, Promise<T | null>>();

@@ -16,6 +16,7 @@ import { isUuid } from '../ids.ts';
 import { createIntervalCounter } from '../observability/interval-counter.ts';
 import * as repo from './flags.repo.ts';
 import { inRollout, matchRule, rampTick, startRamp, type BucketBy, type Ramp, type Rollout, type Rule } from './flags.rollout.ts';
+import { growingLru } from '../cache/lru.ts';
 
 /**
  * Feature flags through the OpenFeature server SDK, backed by Postgres. A flag resolves, in order:
@@ -120,7 +121,7 @@ export async function createFlags(opts: { db: Database; cacheTtlMs?: number; flu
   const ttl = opts.cacheTtlMs ?? 5_000;
   // Cache misses too (as null), so an unknown flag asked on every request does not hit the database.
   const definitions = new LRUCache<string, { def: FlagDefinition | null }>({ max: 1_000, ttl });
-  const overrides = new LRUCache<string, { value: JsonValue | null }>({ max: 10_000, ttl });
+  const overrides = growingLru<string, { value: JsonValue | null }>({ entries: 10_000, ttl });
   // Per flag since the last flush; a batch the database did not take is written again next time (the guard
   // would otherwise miss the failing minute).
   const counts = createIntervalCounter({

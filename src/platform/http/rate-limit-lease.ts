@@ -1,5 +1,5 @@
-import { LRUCache } from 'lru-cache';
 import type { RateLimitCheck, RateLimitDecision, RateLimitPolicy, RateLimitStore } from './rate-limit-store.ts';
+import { growingLru } from '../cache/lru.ts';
 
 /**
  * Local leases in front of the shared (Redis) limiter, so a busy key costs one Redis round trip per lease
@@ -49,8 +49,8 @@ export function leaseCap(policy: RateLimitPolicy, leasePercent: number): number 
 
 export function createLeasingRateLimitStore(shared: RateLimitStore, opts: LeaseOptions): RateLimitStore {
   const now = opts.now ?? Date.now;
-  const leases = new LRUCache<string, Lease>({ max: opts.maxKeys ?? 100_000 });
-  const gates = new LRUCache<string, { until: number; decision: RateLimitDecision }>({ max: opts.maxKeys ?? 100_000 });
+  const leases = growingLru<string, Lease>({ entries: opts.maxKeys ?? 100_000 });
+  const gates = growingLru<string, { until: number; decision: RateLimitDecision }>({ entries: opts.maxKeys ?? 100_000 });
 
   function stateOf(key: string, t: number): Lease {
     let lease = leases.get(key);

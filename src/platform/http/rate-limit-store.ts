@@ -1,7 +1,7 @@
-import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Redis } from '../redis.ts';
 import type { ResiliencePolicy } from '../resilience/policy.ts';
+import { growingLru } from '../cache/lru.ts';
 
 /** `quota` requests per `windowSec`, spread evenly (GCRA): a full quota may be used as one burst. */
 export interface RateLimitPolicy {
@@ -91,7 +91,7 @@ function gcra(tat: number, now: number, policy: RateLimitPolicy, count = 1): { d
 export function createMemoryRateLimitStore(opts: { maxKeys?: number; now?: () => number } = {}): RateLimitStore {
   const now = opts.now ?? Date.now;
   // Bounded: an attacker rotating IPs evicts old keys instead of growing the heap.
-  const tats = new LRUCache<string, number>({ max: opts.maxKeys ?? 100_000 });
+  const tats = growingLru<string, number>({ entries: opts.maxKeys ?? 100_000 });
   function run(key: string, policy: RateLimitPolicy, commit: boolean, count = 1): RateLimitDecision {
     const t = now();
     const { decision, newTat } = gcra(tats.get(key) ?? t, t, policy, commit ? count : 1);

@@ -1,4 +1,3 @@
-import { LRUCache } from 'lru-cache';
 import { systemActor } from '../../../platform/http/actor.ts';
 import { createIntervalCounter, type CounterBatch } from '../../../platform/observability/interval-counter.ts';
 import { quotaExceeded } from '../billing.errors.ts';
@@ -7,6 +6,7 @@ import { usageSince } from '../usage.repo.ts';
 import { tenantCtx, type BillingContext } from './context.ts';
 import type { EntitlementUseCases } from './entitlements.ts';
 import type { UsageUseCases } from './usage.ts';
+import { growingLru } from '../../../platform/cache/lru.ts';
 
 /** The metric the API-request meter records: one unit per authorized org request. */
 export const API_REQUESTS = 'api.requests';
@@ -46,7 +46,7 @@ interface UsageState {
 export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases, 'entitlements'>, usage: Pick<UsageUseCases, 'recordMeteredUsage'>): QuotaUseCases {
   const { scope } = c;
   const refreshMs = c.deps.config.quotaRefreshMs ?? 5_000;
-  const states = new LRUCache<string, UsageState>({ max: 50_000 });
+  const states = growingLru<string, UsageState>({ entries: 50_000 });
   const loading = new Map<string, Promise<UsageState>>();
 
   const counter = createIntervalCounter({

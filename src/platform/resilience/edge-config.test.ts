@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../config.ts';
 
 describe('edge configuration', () => {
-  it('has documented defaults; adaptive concurrency limiting is opt-in (it measured worse than none on the bench)', () => {
+  it('has documented defaults; adaptive concurrency limiting is on in production only; rate-limit leases 2 % / 1 s', () => {
     const dev = loadConfig({});
     expect(dev.edge).toMatchObject({
       rateLimitEnabled: true,
@@ -14,11 +14,14 @@ describe('edge configuration', () => {
       idempotencyLeaseSec: 5,
       pressureMaxEventLoopDelayMs: 0,
       cacheL1TtlMs: 5000,
+      rateLimitLeasePercent: 2,
+      rateLimitLeaseMs: 1000,
     });
     const prod = loadConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/x', REDIS_URL: 'redis://r:6379', WEBHOOK_SECRET_KEY: 'a'.repeat(64) });
     expect(dev.edge.concurrencyLimit.enabled).toBe(false);
     expect(prod.edge.pressureMaxEventLoopDelayMs).toBe(0);
-    expect(prod.edge.concurrencyLimit).toEqual({ enabled: false, initialLimit: 20, minLimit: 4, maxLimit: 1000, retryAfterSec: 1 });
+    expect(prod.edge.concurrencyLimit).toEqual({ enabled: true, initialLimit: 20, minLimit: 4, maxLimit: 1000, retryAfterSec: 1 });
+    expect(loadConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/x', REDIS_URL: 'redis://r:6379', WEBHOOK_SECRET_KEY: 'a'.repeat(64), CONCURRENCY_LIMIT_ENABLED: 'false' }).edge.concurrencyLimit.enabled).toBe(false);
   });
 
   it('reads overrides and refuses bad values with one line naming the variable', () => {

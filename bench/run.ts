@@ -166,6 +166,10 @@ export async function runBench(argv: string[]): Promise<number> {
         // One bench principal sends all the traffic: raise the per-principal/org/IP quotas so throughput
         // runs measure the pipeline (the limiter still runs on every request) instead of the 429 path.
         RATE_LIMIT_PRINCIPAL: '10000000', RATE_LIMIT_ORG: '10000000', RATE_LIMIT_IP: '10000000',
+        // The throughput scenarios measure the pipeline's cost with closed-loop clients that retry a 503 at
+        // once (no Retry-After backoff): with production's adaptive limit on, they measure the 503 path
+        // instead. P5 (burst) is the limit's scenario: `--scenario burst --api-env CONCURRENCY_LIMIT_ENABLED=true`.
+        CONCURRENCY_LIMIT_ENABLED: 'false',
         ...opts.apiEnv,
       };
       const cmd = apiCommand(opts.api);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, signup, STRONG_PASSWORD, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
-import { createSoftAuthenticator, FLAGS, type SoftAuthenticator } from '../../../test/helpers/webauthn.ts';
+import { createSoftAuthenticator, FLAGS } from '../../../test/helpers/webauthn.ts';
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;
 const RP_ID = 'example.test';
@@ -109,8 +109,9 @@ describe(`WebAuthn / passkeys (${mode})`, () => {
     problem(await register(a, { ...good, type: 'password' }), 400, 'HTTP.VALIDATION_FAILED');
     problem(await register(a, { ...good, response: { ...good.response, attestationObject: 'x'.repeat(70_000) } }), 400, 'HTTP.VALIDATION_FAILED');
     // API keys cannot manage passkeys
-    const apiKey = (await post(`/v1/orgs/${a.orgId}/api-keys`, { name: 'k', scopes: ['org:read'] }, a.auth)).json();
-    if (apiKey.token) problem(await post('/v1/me/mfa/webauthn/registration-options', undefined, bearer(apiKey.token)), 403, 'AUTH.SESSION_REQUIRED');
+    const apiKey = await post(`/v1/orgs/${a.orgId}/api-keys`, { name: 'k', scopes: ['org:read'] }, a.auth);
+    expect(apiKey.statusCode, apiKey.body).toBe(201);
+    problem(await post('/v1/me/mfa/webauthn/registration-options', undefined, bearer(apiKey.json().secret)), 403, 'AUTH.SESSION_REQUIRED');
     const phone = ok.json().credential.id;
     expect((await t.app.inject({ method: 'DELETE', url: `/v1/me/mfa/webauthn/credentials/${phone}`, headers: a.auth })).statusCode).toBe(204);
     expect((await t.app.inject({ url: '/v1/me/mfa/webauthn/credentials', headers: a.auth })).json().data).toHaveLength(2);

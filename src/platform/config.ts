@@ -116,10 +116,11 @@ export interface WebAuthnConfig {
   origins: string[];
 }
 
-/** The RP id must be the origin's host or a parent domain of it; https except on localhost (and anywhere outside production). */
+/** The RP id must be the origin's host or a parent domain of it; explicit origins are https in production (except localhost). */
 function webauthnConfig(env: Env, publicUrl: string, production: boolean): WebAuthnConfig {
-  const rpId = (str(env, 'WEBAUTHN_RP_ID') ?? new URL(publicUrl).hostname).toLowerCase();
-  if (!/^[a-z0-9.-]{1,253}$/.test(rpId) || rpId.startsWith('.') || rpId.endsWith('.')) throw new ConfigError('WEBAUTHN_RP_ID', `must be a host name like example.com (got "${rpId}")`);
+  const explicitRpId = str(env, 'WEBAUTHN_RP_ID');
+  const rpId = (explicitRpId ?? new URL(publicUrl).hostname).toLowerCase();
+  if (explicitRpId !== undefined && (!/^[a-z0-9.-]{1,253}$/.test(rpId) || rpId.startsWith('.') || rpId.endsWith('.'))) throw new ConfigError('WEBAUTHN_RP_ID', `must be a host name like example.com (got "${rpId}")`);
   const raw = str(env, 'WEBAUTHN_ORIGINS');
   const origins = (raw === undefined ? [new URL(publicUrl).origin] : raw.split(',').map((o) => o.trim()).filter(Boolean)).map((o) => {
     let u: URL;
@@ -131,7 +132,9 @@ function webauthnConfig(env: Env, publicUrl: string, production: boolean): WebAu
     }
     if (u.origin !== o.replace(/\/+$/, '')) throw new ConfigError('WEBAUTHN_ORIGINS', `must be bare origins (scheme, host, port; no path): got "${o}"`);
     const local = u.hostname === 'localhost' || u.hostname.endsWith('.localhost');
-    if (u.protocol === 'http:' && production && !local) throw new ConfigError('WEBAUTHN_ORIGINS', `must be https in production (got "${o}")`);
+    // Checked for explicit origins only: a default derived from an http PUBLIC_URL must not stop a deployment
+    // that does not use passkeys (browsers refuse WebAuthn there anyway).
+    if (u.protocol === 'http:' && production && !local && raw !== undefined) throw new ConfigError('WEBAUTHN_ORIGINS', `must be https in production (got "${o}")`);
     if (u.hostname !== rpId && !u.hostname.endsWith(`.${rpId}`)) throw new ConfigError('WEBAUTHN_ORIGINS', `host ${u.hostname} is not ${rpId} or a subdomain of it (WEBAUTHN_RP_ID)`);
     return u.origin;
   });

@@ -437,7 +437,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Start TOTP enrollment: a new secret and its otpauth:// URL (enabled once a code is confirmed) */
+        /** Start TOTP enrollment: a new secret and its otpauth:// URL (enabled once a code is confirmed; with a passkey, needs a recent step-up) */
         post: operations["createMeMfaTotp"];
         delete?: never;
         options?: never;

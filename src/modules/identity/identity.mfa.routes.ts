@@ -71,14 +71,14 @@ export function mfaRoutes(identity: IdentityService): (app: App) => Promise<void
         config: { permission: AUTHENTICATED },
         schema: {
           tags: ['me'],
-          summary: 'Start TOTP enrollment: a new secret and its otpauth:// URL (enabled once a code is confirmed)',
+          summary: 'Start TOTP enrollment: a new secret and its otpauth:// URL (enabled once a code is confirmed; with a passkey, needs a recent step-up)',
           security: bearer,
           response: { 200: Type.Object({ secret: Type.String(), otpauthUrl: Type.String() }, { additionalProperties: false }) },
         },
       },
       async (request) => {
         const p = userPrincipal(request);
-        return mfa.startEnrollment(p.userId, (await identity.getUser(p.userId)).email, actorOf(request));
+        return mfa.startEnrollment(p.userId, p.sessionId, (await identity.getUser(p.userId)).email, actorOf(request));
       },
     );
 

@@ -170,9 +170,11 @@ export function createMfa(deps: MfaDeps) {
     },
 
     /** Step 1: a new secret (pending until a code from it is verified). */
-    async startEnrollment(userId: string, email: string, ctx: ActorContext): Promise<{ secret: string; otpauthUrl: string }> {
+    async startEnrollment(userId: string, sessionId: string, email: string, ctx: ActorContext): Promise<{ secret: string; otpauthUrl: string }> {
       const existing = await repo.factor(userId);
       if (existing?.enabledAt) throw alreadyEnabled();
+      // An account with a passkey: adding TOTP needs it proved recently (a stolen session cannot add the thief's app).
+      await this.assertRecentMfa(userId, sessionId, STEP_UP_MAX_AGE_SEC);
       const secret = generateSecret();
       await inPlatformTx(async (trx) => {
         await repo.upsertPending(trx, userId, secrets.seal(secret));
@@ -183,6 +185,7 @@ export function createMfa(deps: MfaDeps) {
 
     /** Step 2: a code from the authenticator enables the factor; returns the recovery codes (shown once). */
     async confirmEnrollment(userId: string, sessionId: string, code: string, ctx: ActorContext & { ip: string | null }): Promise<{ recoveryCodes: string[] }> {
+      await this.assertRecentMfa(userId, sessionId, STEP_UP_MAX_AGE_SEC);
       const codes = newRecoveryCodes();
       const revoked = await throttled(userId, ctx.ip ?? 'unknown', () =>
         inPlatformTx(async (trx) => {

@@ -1,3 +1,4 @@
+import { generate } from 'otplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearer, signup, STRONG_PASSWORD, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
@@ -207,6 +208,19 @@ describe(`WebAuthn / passkeys (${mode})`, () => {
     await t.db.owner.updateTable('sessions').set({ mfa_at: new Date(Date.now() - 3_600_000) }).where('user_id', '=', a.userId).execute();
     problem(await t.app.inject({ method: 'DELETE', url: `/v1/me/mfa/webauthn/credentials/${credA.id}`, headers: auth }), 403, 'AUTH.STEP_UP_REQUIRED');
     problem(await post('/v1/me/mfa/webauthn/registration-options', undefined, auth), 403, 'AUTH.STEP_UP_REQUIRED');
+
+    // TOTP next to passkeys: adding it needs the passkey proved recently; turning it off (proved with a
+    // passkey) keeps the recovery codes while passkeys remain
+    problem(await post('/v1/me/mfa/totp', undefined, auth), 403, 'AUTH.STEP_UP_REQUIRED');
+    const stepUpOpts = (await post('/v1/me/mfa/webauthn/step-up-options', undefined, auth)).json();
+    expect((await post('/v1/me/mfa/step-up', { webauthn: keyA.get(stepUpOpts, { origin: ORIGIN, credentialId: credA.credentialId }) }, auth)).statusCode).toBe(204);
+    const { secret } = (await post('/v1/me/mfa/totp', undefined, auth)).json();
+    const confirmed = await post('/v1/me/mfa/totp/confirm', { code: await generate({ secret }) }, auth);
+    expect(confirmed.statusCode, confirmed.body).toBe(200);
+    expect((await t.app.inject({ url: '/v1/me/mfa', headers: auth })).json()).toEqual({ enabled: true, totp: true, webauthnCredentials: 2, recoveryCodesRemaining: 10 });
+    const proof = keyA.get((await post('/v1/me/mfa/webauthn/step-up-options', undefined, auth)).json(), { origin: ORIGIN, credentialId: credA.credentialId });
+    expect((await post('/v1/me/mfa/disable', { webauthn: proof }, auth)).statusCode).toBe(204);
+    expect((await t.app.inject({ url: '/v1/me/mfa', headers: auth })).json()).toEqual({ enabled: true, totp: false, webauthnCredentials: 2, recoveryCodesRemaining: 10 });
 
     // B's org requires MFA: B's passkey satisfies it; without it B is refused
     const policy = await t.app.inject({ method: 'PUT', url: `/v1/orgs/${b.orgId}/security-policy`, headers: b.auth, payload: { mfaRequired: true, sessionMaxAgeSec: null, idleTimeoutSec: null, ipAllowList: [] } });

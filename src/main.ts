@@ -234,6 +234,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     secretKey: config.notifications.webhookSecretKey,
     events,
     storage: platform.storage,
+    webauthn: config.webauthn,
   });
   // Billing and tenancy ask each other (seats ← member count, member limit ← plan): billing is built first
   // and reads the member count through a function that runs only after both exist.

@@ -16,6 +16,13 @@ describe('config', () => {
     expect(loadConfig({}).paymentGateways.stripeSecretKey).toBeUndefined();
   });
 
+  it('WebAuthn: the relying party defaults to PUBLIC_URL; origins may be subdomains of the RP id', () => {
+    expect(loadConfig({}).webauthn).toEqual({ rpId: '127.0.0.1', rpName: 'Plinth', origins: ['http://127.0.0.1:3000'] });
+    expect(loadConfig({ PUBLIC_URL: 'https://api.example.com/' }).webauthn).toEqual({ rpId: 'api.example.com', rpName: 'Plinth', origins: ['https://api.example.com'] });
+    const c = loadConfig({ WEBAUTHN_RP_ID: 'Example.com', WEBAUTHN_ORIGINS: 'https://app.example.com, https://example.com:8443/', WEBAUTHN_RP_NAME: 'Acme' });
+    expect(c.webauthn).toEqual({ rpId: 'example.com', rpName: 'Acme', origins: ['https://app.example.com', 'https://example.com:8443'] });
+  });
+
   it('reads the login throttling limits', () => {
     const c = loadConfig({ LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR: '20', LOGIN_MAX_FAILURES_PER_IP_PER_HOUR: '500' });
     expect(c.loginThrottle).toMatchObject({ perAccountPerHour: 20, perIpPerHour: 500 });
@@ -38,6 +45,11 @@ describe('config', () => {
     [{ LOGIN_MAX_FAILURES_PER_IP_PER_HOUR: '1.5' }, /LOGIN_MAX_FAILURES_PER_IP_PER_HOUR must be an integer/],
     [{ NODE_ENV: 'production', REDIS_URL: 'redis://x' }, /DATABASE_URL is required when NODE_ENV=production/],
     [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://x/db' }, /REDIS_URL is required when NODE_ENV=production/],
+    [{ WEBAUTHN_RP_ID: 'example.com', WEBAUTHN_ORIGINS: 'https://app.evil.com' }, /WEBAUTHN_ORIGINS host app.evil.com is not example.com or a subdomain/],
+    [{ WEBAUTHN_RP_ID: 'example.com', WEBAUTHN_ORIGINS: 'https://example.com/login' }, /WEBAUTHN_ORIGINS must be bare origins/],
+    [{ WEBAUTHN_RP_ID: 'example.com', WEBAUTHN_ORIGINS: 'ftp://example.com' }, /WEBAUTHN_ORIGINS must use https: or http:/],
+    [{ WEBAUTHN_RP_ID: 'https://example.com' }, /WEBAUTHN_RP_ID must be a host name/],
+    [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://x/db', REDIS_URL: 'redis://x', WEBHOOK_SECRET_KEY: Buffer.alloc(32, 1).toString('base64'), WEBAUTHN_RP_ID: 'example.com', WEBAUTHN_ORIGINS: 'http://app.example.com' }, /WEBAUTHN_ORIGINS must be https in production/],
   ])('refuses %j with one line naming the variable', (env, message) => {
     let error: unknown;
     try {

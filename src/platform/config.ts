@@ -61,6 +61,8 @@ export interface Config {
   jobsConsumerRetireMs: number;
   /** Payment gateways (src/modules/billing/README.md, "Payment gateways"): keys, webhook secrets, timeouts. */
   paymentGateways: PaymentGatewaysConfig;
+  /** WebAuthn / passkeys (identity): the relying party and the origins assertions may come from. */
+  webauthn: WebAuthnConfig;
   /** Login throttling: processed failed logins per sliding hour before 429 (identity). */
   loginThrottle: { perAccountPerHour: number; perIpPerHour: number; perAccountIpPerHour: number; delayAfter: number; maxDelaySec: number };
 }
@@ -102,6 +104,42 @@ export interface PaymentGatewaysConfig {
   sandboxWebhookSecret: string;
   /** A signed webhook older (or newer) than this many seconds is refused (replay window). */
   webhookToleranceSec: number;
+}
+
+/** WebAuthn relying party (src/modules/identity/README.md, "Passkeys"). */
+export interface WebAuthnConfig {
+  /** WEBAUTHN_RP_ID: the domain credentials are scoped to (default: PUBLIC_URL's host name). */
+  rpId: string;
+  /** WEBAUTHN_RP_NAME: shown by the authenticator (default `Plinth`). */
+  rpName: string;
+  /** WEBAUTHN_ORIGINS: comma-separated origins the browser may report (default: PUBLIC_URL's origin); each host is the RP id or a subdomain of it. */
+  origins: string[];
+}
+
+/** The RP id must be the origin's host or a parent domain of it; explicit origins are https in production (except localhost). */
+function webauthnConfig(env: Env, publicUrl: string, production: boolean): WebAuthnConfig {
+  const explicitRpId = str(env, 'WEBAUTHN_RP_ID');
+  const rpId = (explicitRpId ?? new URL(publicUrl).hostname).toLowerCase();
+  if (explicitRpId !== undefined && (!/^[a-z0-9.-]{1,253}$/.test(rpId) || rpId.startsWith('.') || rpId.endsWith('.'))) throw new ConfigError('WEBAUTHN_RP_ID', `must be a host name like example.com (got "${rpId}")`);
+  const raw = str(env, 'WEBAUTHN_ORIGINS');
+  const origins = (raw === undefined ? [new URL(publicUrl).origin] : raw.split(',').map((o) => o.trim()).filter(Boolean)).map((o) => {
+    let u: URL;
+    try {
+      u = new URL(checkUrl('WEBAUTHN_ORIGINS', o, ['https:', 'http:']));
+    } catch (err) {
+      if (err instanceof ConfigError) throw err;
+      throw new ConfigError('WEBAUTHN_ORIGINS', `must be origins like https://app.example.com (got "${o}")`);
+    }
+    if (u.origin !== o.replace(/\/+$/, '')) throw new ConfigError('WEBAUTHN_ORIGINS', `must be bare origins (scheme, host, port; no path): got "${o}"`);
+    const local = u.hostname === 'localhost' || u.hostname.endsWith('.localhost');
+    // Checked for explicit origins only: a default derived from an http PUBLIC_URL must not stop a deployment
+    // that does not use passkeys (browsers refuse WebAuthn there anyway).
+    if (u.protocol === 'http:' && production && !local && raw !== undefined) throw new ConfigError('WEBAUTHN_ORIGINS', `must be https in production (got "${o}")`);
+    if (u.hostname !== rpId && !u.hostname.endsWith(`.${rpId}`)) throw new ConfigError('WEBAUTHN_ORIGINS', `host ${u.hostname} is not ${rpId} or a subdomain of it (WEBAUTHN_RP_ID)`);
+    return u.origin;
+  });
+  if (origins.length === 0 || origins.length > 20) throw new ConfigError('WEBAUTHN_ORIGINS', 'must list 1 to 20 origins');
+  return { rpId, rpName: (str(env, 'WEBAUTHN_RP_NAME') ?? 'Plinth').slice(0, 64), origins };
 }
 
 /** Only for development and tests: production refuses it (see loadConfig). */
@@ -339,6 +377,7 @@ export function loadConfig(env: Env = process.env): Config {
   }
 
   const dataDir = path.resolve(str(env, 'PLINTH_DATA_DIR') ?? './.plinth');
+  const publicUrl = checkUrl('PUBLIC_URL', (str(env, 'PUBLIC_URL') ?? 'http://127.0.0.1:3000').replace(/\/+$/, ''), ['http:', 'https:']);
   return {
     nodeEnv,
     role: oneOf(env, 'PLINTH_ROLE', ['all', 'api', 'worker'] as const, 'all'),
@@ -367,6 +406,7 @@ export function loadConfig(env: Env = process.env): Config {
     jobsStalledMs: int(env, 'JOBS_STALLED_MS', 30_000, 500, 600_000),
     jobsConsumerBackfillMs: int(env, 'JOBS_CONSUMER_BACKFILL_MS', 900_000, 0, 7 * 86_400_000),
     jobsConsumerRetireMs: int(env, 'JOBS_CONSUMER_RETIRE_MS', 3_600_000, 120_000, 30 * 86_400_000),
+    webauthn: webauthnConfig(env, publicUrl, production),
     loginThrottle: {
       perAccountPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_ACCOUNT_PER_HOUR', 100, 1, 1_000_000),
       perIpPerHour: int(env, 'LOGIN_MAX_FAILURES_PER_IP_PER_HOUR', 1000, 1, 10_000_000),
@@ -435,7 +475,7 @@ export function loadConfig(env: Env = process.env): Config {
       webhookDisableAfter: int(env, 'WEBHOOK_DISABLE_AFTER_FAILURES', 20, 1, 10_000),
       smtpUrl: url(env, 'SMTP_URL', ['smtp:', 'smtps:']),
       mailFrom: str(env, 'MAIL_FROM') ?? 'Plinth <no-reply@plinth.local>',
-      publicUrl: (str(env, 'PUBLIC_URL') ?? 'http://127.0.0.1:3000').replace(/\/+$/, ''),
+      publicUrl,
     },
   };
 }

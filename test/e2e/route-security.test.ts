@@ -4,6 +4,7 @@ import type { RegisteredRoute } from '../../src/platform/http/server.ts';
 import { newId } from '../../src/platform/ids.ts';
 import { ALL_PERMISSIONS } from '../../src/modules/tenancy/index.ts';
 import { addMember, signup, type SignedUp } from '../helpers/auth.ts';
+import { createSoftAuthenticator } from '../helpers/webauthn.ts';
 import { createTestPlatform, type TestPlatform } from '../helpers/test-platform.ts';
 
 /**
@@ -18,6 +19,12 @@ const PUBLIC_ROUTES = new Set([
   'POST /v1/auth/login',
   // The second step of a sign-in with MFA: the challenge token from /auth/login is its credential.
   'POST /v1/auth/login/mfa',
+  // Its passkey options: the same challenge token is the credential (options are bound to it).
+  'POST /v1/auth/login/mfa/webauthn-options',
+  // Passwordless sign-in with a passkey: options (a stored challenge), then the signed assertion is the credential.
+  // Attacks (replay, origin, other user's credential, counter) are tested in src/modules/identity/identity.webauthn.test.ts.
+  'POST /v1/auth/passkey/options',
+  'POST /v1/auth/passkey',
   // SSO: the browser arrives without a credential; each checks its own proof (state, signed assertion).
   // Their cross-tenant behaviour is tested in src/modules/sso/sso.saml.test.ts ("another org's ids").
   'GET /v1/sso/:orgId/:connectionId/start',
@@ -48,6 +55,12 @@ const FIXTURES: Record<string, (t: TestPlatform, b: { owner: SignedUp; member: S
   token: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/invitations`, { email: 'pending-b2@example.com', role: 'admin' })).token,
   keyId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/api-keys`, { name: 'B key', scopes: ['org:read'] })).id,
   sessionId: async (t, b) => (await t.app.inject({ url: '/v1/me/sessions', headers: b.member.auth })).json().data[0].id,
+  // A passkey of B's member, registered through the real ceremony (a software authenticator).
+  credentialId: async (t, b) => {
+    const options = await inject(t, b.member, 'POST', '/v1/me/mfa/webauthn/registration-options');
+    const response = createSoftAuthenticator().create(options, { origin: t.config.webauthn.origins[0]! });
+    return (await inject(t, b.member, 'POST', '/v1/me/mfa/webauthn/credentials', { name: 'B key', response })).credential.id;
+  },
   key: async () => 'isolation-flag',
   projectId: async (t, b) => (await inject(t, b.owner, 'POST', `/v1/orgs/${b.owner.orgId}/projects`, { key: 'BSECRET', name: 'B project' })).id,
   connectionId: async (t, b) =>

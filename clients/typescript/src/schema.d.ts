@@ -403,7 +403,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Second step of a sign-in with MFA: the challenge from /auth/login plus a TOTP or recovery code */
+        /** Second step of a sign-in with MFA: the challenge from /auth/login plus a TOTP code, a recovery code or a passkey assertion */
         post: operations["createAuthLoginMfa"];
         delete?: never;
         options?: never;
@@ -418,7 +418,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** My second factor: enabled, recovery codes left */
+        /** My second factors: enabled (TOTP or a passkey), TOTP, passkeys, recovery codes left */
         get: operations["listMeMfa"];
         put?: never;
         post?: never;
@@ -437,7 +437,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Start TOTP enrollment: a new secret and its otpauth:// URL (enabled once a code is confirmed) */
+        /** Start TOTP enrollment: a new secret and its otpauth:// URL (enabled once a code is confirmed; with a passkey, needs a recent step-up) */
         post: operations["createMeMfaTotp"];
         delete?: never;
         options?: never;
@@ -507,6 +507,127 @@ export interface paths {
         put?: never;
         /** Prove the second factor again for this session (before sensitive actions) */
         post: operations["createMeMfaStepUp"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/mfa/webauthn/registration-options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Start registering a passkey: options for navigator.credentials.create() (needs a recent second factor when MFA is on) */
+        post: operations["createMeMfaWebauthnRegistrationOptions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/mfa/webauthn/credentials": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My passkeys */
+        get: operations["listMeMfaWebauthnCredentials"];
+        put?: never;
+        /** Finish registering a passkey with the authenticator response; the first second factor also returns recovery codes (shown once) */
+        post: operations["createMeMfaWebauthnCredentials"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/mfa/webauthn/credentials/{credentialId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Remove one of my passkeys (needs a second factor proved on this session within 15 minutes) */
+        delete: operations["deleteMeMfaWebauthnCredentialsByCredentialId"];
+        options?: never;
+        head?: never;
+        /** Rename one of my passkeys */
+        patch: operations["updateMeMfaWebauthnCredentialsByCredentialId"];
+        trace?: never;
+    };
+    "/v1/me/mfa/webauthn/step-up-options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Options to prove my passkey again (then POST /v1/me/mfa/step-up, /disable or /recovery-codes with `webauthn`) */
+        post: operations["createMeMfaWebauthnStepUpOptions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/login/mfa/webauthn-options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Second step of a sign-in with a passkey: options for navigator.credentials.get(), bound to the sign-in challenge */
+        post: operations["createAuthLoginMfaWebauthnOptions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/passkey/options": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Passwordless sign-in, step 1: options for navigator.credentials.get() (a discoverable passkey, user verification required) */
+        post: operations["createAuthPasskeyOptions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth/passkey": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Passwordless sign-in, step 2: the passkey assertion; returns a new session (its second factor counts as proved) */
+        post: operations["createAuthPasskey"];
         delete?: never;
         options?: never;
         head?: never;
@@ -3850,10 +3971,12 @@ export interface operations {
                     } | {
                         /** @enum {boolean} */
                         mfaRequired: true;
-                        /** @description Send it with a code to /v1/auth/login/mfa */
+                        /** @description Send it with a code or a passkey assertion to /v1/auth/login/mfa */
                         mfaToken: string;
                         /** Format: date-time */
                         expiresAt: string;
+                        /** @description What the account can answer with */
+                        factors: ("totp" | "webauthn" | "recovery_code")[];
                     };
                 };
             };
@@ -4460,6 +4583,25 @@ export interface operations {
                     code?: string;
                     /** @description One of the recovery codes (each works once) */
                     recoveryCode?: string;
+                    /** @description A passkey assertion (options from the matching …webauthn…options route) */
+                    webauthn?: {
+                        /** @description The credential id (base64url) */
+                        id: string;
+                        rawId: string;
+                        /** @enum {string} */
+                        type: "public-key";
+                        response: {
+                            clientDataJSON: string;
+                            authenticatorData: string;
+                            signature: string;
+                            userHandle?: string;
+                        };
+                        authenticatorAttachment?: string;
+                        /** @description clientExtensionResults, as the browser returns them */
+                        clientExtensionResults: {
+                            [key: string]: unknown;
+                        };
+                    };
                 };
             };
         };
@@ -4561,6 +4703,8 @@ export interface operations {
                 content: {
                     "application/json": {
                         enabled: boolean;
+                        totp: boolean;
+                        webauthnCredentials: number;
                         recoveryCodesRemaining: number;
                     };
                 };
@@ -4786,6 +4930,25 @@ export interface operations {
                     code?: string;
                     /** @description One of the recovery codes (each works once) */
                     recoveryCode?: string;
+                    /** @description A passkey assertion (options from the matching …webauthn…options route) */
+                    webauthn?: {
+                        /** @description The credential id (base64url) */
+                        id: string;
+                        rawId: string;
+                        /** @enum {string} */
+                        type: "public-key";
+                        response: {
+                            clientDataJSON: string;
+                            authenticatorData: string;
+                            signature: string;
+                            userHandle?: string;
+                        };
+                        authenticatorAttachment?: string;
+                        /** @description clientExtensionResults, as the browser returns them */
+                        clientExtensionResults: {
+                            [key: string]: unknown;
+                        };
+                    };
                 };
             };
         };
@@ -4874,6 +5037,25 @@ export interface operations {
                     code?: string;
                     /** @description One of the recovery codes (each works once) */
                     recoveryCode?: string;
+                    /** @description A passkey assertion (options from the matching …webauthn…options route) */
+                    webauthn?: {
+                        /** @description The credential id (base64url) */
+                        id: string;
+                        rawId: string;
+                        /** @enum {string} */
+                        type: "public-key";
+                        response: {
+                            clientDataJSON: string;
+                            authenticatorData: string;
+                            signature: string;
+                            userHandle?: string;
+                        };
+                        authenticatorAttachment?: string;
+                        /** @description clientExtensionResults, as the browser returns them */
+                        clientExtensionResults: {
+                            [key: string]: unknown;
+                        };
+                    };
                 };
             };
         };
@@ -4958,6 +5140,25 @@ export interface operations {
                     code?: string;
                     /** @description One of the recovery codes (each works once) */
                     recoveryCode?: string;
+                    /** @description A passkey assertion (options from the matching …webauthn…options route) */
+                    webauthn?: {
+                        /** @description The credential id (base64url) */
+                        id: string;
+                        rawId: string;
+                        /** @enum {string} */
+                        type: "public-key";
+                        response: {
+                            clientDataJSON: string;
+                            authenticatorData: string;
+                            signature: string;
+                            userHandle?: string;
+                        };
+                        authenticatorAttachment?: string;
+                        /** @description clientExtensionResults, as the browser returns them */
+                        clientExtensionResults: {
+                            [key: string]: unknown;
+                        };
+                    };
                 };
             };
         };
@@ -4968,6 +5169,840 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createMeMfaWebauthnRegistrationOptions: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description PublicKeyCredentialCreationOptionsJSON */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        rp: {
+                            id?: string;
+                            name: string;
+                        };
+                        user: {
+                            id: string;
+                            name: string;
+                            displayName: string;
+                        };
+                        challenge: string;
+                        pubKeyCredParams: {
+                            type: string;
+                            alg: number;
+                        }[];
+                        timeout?: number;
+                        excludeCredentials?: {
+                            id: string;
+                            type: string;
+                            transports?: string[];
+                        }[];
+                        authenticatorSelection?: {
+                            [key: string]: unknown;
+                        };
+                        attestation?: string;
+                        hints?: string[];
+                        extensions?: {
+                            [key: string]: unknown;
+                        };
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    listMeMfaWebauthnCredentials: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: {
+                            /** Format: uuid */
+                            id: string;
+                            /** @description The WebAuthn credential id (base64url) */
+                            credentialId: string;
+                            name: string;
+                            /** @description singleDevice or multiDevice (a synced passkey) */
+                            deviceType: string;
+                            backedUp: boolean;
+                            transports: string[];
+                            aaguid: string | null;
+                            /** Format: date-time */
+                            createdAt: string;
+                            lastUsedAt: string | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createMeMfaWebauthnCredentials: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    name?: string;
+                    response: {
+                        /** @description The credential id (base64url) */
+                        id: string;
+                        rawId: string;
+                        /** @enum {string} */
+                        type: "public-key";
+                        response: {
+                            clientDataJSON: string;
+                            attestationObject: string;
+                            authenticatorData?: string;
+                            transports?: string[];
+                            publicKeyAlgorithm?: number;
+                            publicKey?: string;
+                        };
+                        authenticatorAttachment?: string;
+                        /** @description clientExtensionResults, as the browser returns them */
+                        clientExtensionResults: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        credential: {
+                            /** Format: uuid */
+                            id: string;
+                            /** @description The WebAuthn credential id (base64url) */
+                            credentialId: string;
+                            name: string;
+                            /** @description singleDevice or multiDevice (a synced passkey) */
+                            deviceType: string;
+                            backedUp: boolean;
+                            transports: string[];
+                            aaguid: string | null;
+                            /** Format: date-time */
+                            createdAt: string;
+                            lastUsedAt: string | null;
+                        };
+                        recoveryCodes?: string[];
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    deleteMeMfaWebauthnCredentialsByCredentialId: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                credentialId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    updateMeMfaWebauthnCredentialsByCredentialId: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                credentialId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    name: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        id: string;
+                        /** @description The WebAuthn credential id (base64url) */
+                        credentialId: string;
+                        name: string;
+                        /** @description singleDevice or multiDevice (a synced passkey) */
+                        deviceType: string;
+                        backedUp: boolean;
+                        transports: string[];
+                        aaguid: string | null;
+                        /** Format: date-time */
+                        createdAt: string;
+                        lastUsedAt: string | null;
+                    };
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createMeMfaWebauthnStepUpOptions: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description PublicKeyCredentialRequestOptionsJSON */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        challenge: string;
+                        timeout?: number;
+                        rpId?: string;
+                        allowCredentials?: {
+                            id: string;
+                            type: string;
+                            transports?: string[];
+                        }[];
+                        userVerification?: string;
+                        hints?: string[];
+                        extensions?: {
+                            [key: string]: unknown;
+                        };
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createAuthLoginMfaWebauthnOptions: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    mfaToken: string;
+                };
+            };
+        };
+        responses: {
+            /** @description PublicKeyCredentialRequestOptionsJSON */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        challenge: string;
+                        timeout?: number;
+                        rpId?: string;
+                        allowCredentials?: {
+                            id: string;
+                            type: string;
+                            transports?: string[];
+                        }[];
+                        userVerification?: string;
+                        hints?: string[];
+                        extensions?: {
+                            [key: string]: unknown;
+                        };
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createAuthPasskeyOptions: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description PublicKeyCredentialRequestOptionsJSON */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        challenge: string;
+                        timeout?: number;
+                        rpId?: string;
+                        allowCredentials?: {
+                            id: string;
+                            type: string;
+                            transports?: string[];
+                        }[];
+                        userVerification?: string;
+                        hints?: string[];
+                        extensions?: {
+                            [key: string]: unknown;
+                        };
+                    } & {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description IDEMPOTENCY.KEY_REUSED: this Idempotency-Key was used with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Rate limit exceeded (RATE_LIMIT.EXCEEDED). `Retry-After` says when to retry; every /v1 response carries `RateLimit-Policy` (e.g. `"principal";q=1200;w=60`) and `RateLimit` (e.g. `"principal";r=17;t=3`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Overloaded (HTTP.OVERLOADED) or database unavailable (DB.UNAVAILABLE); retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Client error (RFC 9457 problem) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+            /** @description Server error or overload (RFC 9457 problem) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["def-0"];
+                };
+            };
+        };
+    };
+    createAuthPasskey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional, 1-255 printable ASCII characters (use a UUID). The first response is stored and replayed for 24 h with `Idempotent-Replayed: true`; same key while in flight → 409, with a different body → 422. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    response: {
+                        /** @description The credential id (base64url) */
+                        id: string;
+                        rawId: string;
+                        /** @enum {string} */
+                        type: "public-key";
+                        response: {
+                            clientDataJSON: string;
+                            authenticatorData: string;
+                            signature: string;
+                            userHandle?: string;
+                        };
+                        authenticatorAttachment?: string;
+                        /** @description clientExtensionResults, as the browser returns them */
+                        clientExtensionResults: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        token: string;
+                        /** Format: date-time */
+                        expiresAt: string;
+                        user: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: email */
+                            email: string;
+                            name: string;
+                            isPlatformAdmin: boolean;
+                            disabled: boolean;
+                            /** Format: date-time */
+                            createdAt: string;
+                        };
+                    };
+                };
             };
             /** @description IDEMPOTENCY.IN_FLIGHT: a request with this Idempotency-Key is still being processed */
             409: {

@@ -7,6 +7,7 @@ import { setTenant } from '../../platform/db/database.ts';
 import { TABLE_PLACEMENT } from '../../platform/db/distribution.ts';
 import { newId } from '../../platform/ids.ts';
 import { PLATFORM_AUDIT_TENANT } from '../audit/index.ts';
+import { createSandboxGateway } from '../billing/index.ts';
 import { ORG_DELETION_GRACE_MS } from './index.ts';
 
 /**
@@ -17,12 +18,12 @@ import { ORG_DELETION_GRACE_MS } from './index.ts';
 const NOT_FILLED: string[] = [
   // platform flags: an override is a platform-admin action on a global flag (no org-level route)
   'feature_flag_overrides',
-  // Billing add-ons, notices, invoices and payments (merged after this fixture was extended): the purge's one
-  // generic statement per distributed table covers them, but the fixture does not create an invoice yet.
-  'billing_subscription_addons', 'billing_notices',
-  'billing_invoices', 'billing_invoice_lines', 'billing_invoice_sequences', 'billing_invoice_orgs', 'billing_usage_cursors',
-  'billing_payment_methods', 'billing_payment_attempts', 'billing_payment_index', 'billing_dunning_schedule',
-  'billing_customer_discounts', 'billing_credit_notes', 'billing_customer_balances', 'billing_balance_transactions',
+  // billing: a notice is claimed only by the mail jobs (trial ending, limit reached, dunning) when the worker
+  // processes their events; this fixture runs no worker (it would also deliver the webhooks and run the export)
+  'billing_notices',
+  // billing: a usage cursor is written when metered usage is invoiced at a period end (a metered plan and a
+  // test-clock advance past the period); the fixture's plan is flat
+  'billing_usage_cursors',
 ];
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;
@@ -73,7 +74,39 @@ describe(`org deletion with a grace period (${mode})`, () => {
     // billing: the org's test clock, a paid subscription without trial (customer, subscription, its first
     // period charge and scheduled renewal), and usage of a unique-count metric (events, rollups, uniques)
     await post(`${org}/billing/test-clock`, { frozenTime: new Date(Date.now() + 60_000).toISOString() });
+    const send = async (method: 'PUT' | 'PATCH', url: string, payload: object) => {
+      const res = await t.app.inject({ method, url, headers: who.auth, payload });
+      expect(res.statusCode, `${url} ${res.body}`).toBeLessThan(300);
+      return res.json();
+    };
+    // billing II (invoices, payments): the billing contact, a card, a promotion code (customer discount)
+    await send('PATCH', `${org}/billing/customer`, { email: `ap-${newId()}@example.com`, currency: 'USD', address: { country: 'DE' } });
+    await send('PUT', `${org}/billing/payment-method`, { token: '4242424242424242' });
+    await post(`${org}/billing/discount`, { promotionCode: 'DOOM10' });
     await post(`${org}/billing/subscription`, { planId: paidPlanId, trial: false });
+    // an invoice of the open charges (lines, number sequence), collected as the billing.collect_payment job
+    // does: a payment attempt and its index row
+    const collect = (invoiceId: string) => t.db.withTenant(who.orgId, (trx) => t.modules.billing.collectForEvent(trx, who.orgId, invoiceId));
+    const paid = await post(`${org}/billing/invoices`, {});
+    await collect(paid.id);
+    // a credit note to the balance (credit note, customer balance, balance transaction)
+    await post(`${org}/billing/invoices/${paid.id}/credit-notes`, { amount: 100, reason: 'other' });
+    // a declined card and a second invoice (of a charge written as billing's own invoice tests add one): its
+    // failed collection schedules dunning
+    await send('PUT', `${org}/billing/payment-method`, { token: '4000000000000002' });
+    const subscription = (await t.app.inject({ url: `${org}/billing/subscription`, headers: who.auth })).json();
+    await t.db.withTenant(who.orgId, (trx) =>
+      trx
+        .insertInto('billing_charges')
+        .values({ tenant_id: who.orgId, id: newId(), subscription_id: subscription.id, kind: 'proration_charge', amount: 5000, currency: 'USD', quantity: 1, price_id: subscription.priceId, description: 'Extra', period_start: new Date(), period_end: new Date(Date.now() + 86_400_000) })
+        .execute(),
+    );
+    const owed = await post(`${org}/billing/invoices`, {});
+    await collect(owed.id);
+    expect((await t.app.inject({ url: `${org}/billing/invoices/${owed.id}`, headers: who.auth })).json()).toMatchObject({ status: 'finalized', attemptCount: 1 });
+    // an add-on on the subscription, last: invoicing its prorated charge fails today (the charge names the
+    // add-on as its price, which the invoice run looks up in the price catalog: 500)
+    await send('PUT', `${org}/billing/subscription/addons/${addonId}`, { quantity: 1 });
     await post(`${org}/usage-events`, { events: [{ key: `u-${newId()}`, metric: 'active.users', timestamp: new Date().toISOString(), properties: { userId: 'a' } }] });
 
     // reporting: an export (queued) and the read models, rebuilt from the org's tasks and audit log
@@ -103,9 +136,11 @@ describe(`org deletion with a grace period (${mode})`, () => {
   }
 
   let paidPlanId: string;
+  let addonId: string;
 
   beforeAll(async () => {
-    t = await createTestPlatform();
+    // The sandbox gateway settles at once (the invoice is paid, or declined, when collected).
+    t = await createTestPlatform({ env: { LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent' }, seams: { gateway: createSandboxGateway({ settleAfterMs: 0 }) } });
     // a catalog to subscribe to (platform admin), with the unique-count meter the usage fill reports
     const { admin: operator } = await adminAndMember(t);
     const op = async (url: string, payload: object) => {
@@ -120,6 +155,9 @@ describe(`org deletion with a grace period (${mode})`, () => {
     paidPlanId = (await op('/v1/admin/billing/plans', { productId: product.id, key: 'pro', name: 'Pro', rank: 20 })).id;
     await op(`/v1/admin/billing/plans/${paidPlanId}/prices`, { currency: 'USD', interval: 'month', model: 'flat', flatAmount: 9000, entitlements: { features: ['exports', 'sso'], limits: { projects: 100 } } });
     await op('/v1/admin/billing/meters', { key: 'active.users', name: 'Active users', aggregation: 'unique_count', property: 'userId' });
+    addonId = (await op('/v1/admin/billing/addons', { key: 'seats-pack', name: 'Seats pack', currency: 'USD', interval: 'month', amount: 2000 })).id;
+    const coupon = await op('/v1/admin/billing/coupons', { key: 'doom', name: 'Doom 10 %', percentOff: 10, duration: 'forever' });
+    await op('/v1/admin/billing/promotion-codes', { code: 'DOOM10', couponId: coupon.id, maxRedemptions: 5 });
     doomed = await signup(t.app, { organizationName: 'Doomed' });
     admin = await signup(t.app);
     survivor = await signup(t.app, { organizationName: 'Survivor' });

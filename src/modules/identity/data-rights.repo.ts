@@ -2,16 +2,16 @@ import { sql, type Transaction } from 'kysely';
 import type { Database, DB, DbScope, TxHandle } from '../../platform/db/database.ts';
 
 /** Every table identity keeps personal data in (data-subject export and erasure). */
-export type DataRightsTables = Pick<DB, 'users' | 'sessions' | 'login_attempts' | 'user_mfa' | 'user_recovery_codes' | 'mfa_challenges'>;
+export type DataRightsTables = Pick<DB, 'users' | 'sessions' | 'login_attempts' | 'user_mfa' | 'user_recovery_codes' | 'mfa_challenges' | 'webauthn_credentials' | 'webauthn_challenges'>;
 
 const iso = (d: Date | string | null) => (d === null ? null : new Date(d).toISOString());
 
 /** The SQL of identity's part of GDPR art. 15 (export) and art. 17 (erasure). */
 export function createDataRightsRepo(db: Database) {
-  const scope: DbScope<DataRightsTables> = db.scope('users', 'sessions', 'login_attempts', 'user_mfa', 'user_recovery_codes', 'mfa_challenges');
+  const scope: DbScope<DataRightsTables> = db.scope('users', 'sessions', 'login_attempts', 'user_mfa', 'user_recovery_codes', 'mfa_challenges', 'webauthn_credentials', 'webauthn_challenges');
 
   return {
-    /** Everything identity holds about the user, secrets excluded (password hash, TOTP secret, token hashes). */
+    /** Everything identity holds about the user, secrets excluded (password hash, TOTP secret, token hashes, passkey public keys). */
     async exportUser(userId: string) {
       const app = scope.app;
       const user = await app
@@ -32,6 +32,12 @@ export function createDataRightsRepo(db: Database) {
         .select([sql<number>`count(*)::int`.as('total'), sql<number>`count(used_at)::int`.as('used')])
         .where('user_id', '=', userId)
         .executeTakeFirstOrThrow();
+      const passkeys = await app
+        .selectFrom('webauthn_credentials')
+        .select(['id', 'credential_id', 'name', 'aaguid', 'device_type', 'backed_up', 'transports', 'created_at', 'last_used_at'])
+        .where('user_id', '=', userId)
+        .orderBy('created_at')
+        .execute();
       return {
         account: {
           id: user.id,
@@ -57,6 +63,17 @@ export function createDataRightsRepo(db: Database) {
         mfa: {
           totp: mfa ? { enrolledAt: iso(mfa.created_at), enabledAt: iso(mfa.enabled_at) } : null,
           recoveryCodes: { total: codes.total, used: codes.used },
+          passkeys: passkeys.map((p) => ({
+            id: p.id,
+            credentialId: p.credential_id,
+            name: p.name,
+            aaguid: p.aaguid,
+            deviceType: p.device_type,
+            backedUp: p.backed_up,
+            transports: p.transports,
+            createdAt: iso(p.created_at),
+            lastUsedAt: iso(p.last_used_at),
+          })),
         },
       };
     },
@@ -70,7 +87,7 @@ export function createDataRightsRepo(db: Database) {
     /**
      * Erases the account in the caller's transaction: the row stays (other modules refer to its id) with
      * placeholder values, disabled, no usable password; sessions are revoked and stripped of IP and user
-     * agent; second factors and recovery codes go, pending challenges end; the login throttle rows of the address
+     * agent; second factors (TOTP, passkeys) and recovery codes go, pending challenges end; the login throttle rows of the address
      * go. Returns the revoked sessions' token hashes (to drop from every instance's cache), or null when
      * the user does not exist.
      */
@@ -105,6 +122,8 @@ export function createDataRightsRepo(db: Database) {
         .execute();
       await trx.deleteFrom('user_recovery_codes').where('user_id', '=', userId).execute();
       await trx.deleteFrom('user_mfa').where('user_id', '=', userId).execute();
+      await trx.deleteFrom('webauthn_credentials').where('user_id', '=', userId).execute();
+      await trx.deleteFrom('webauthn_challenges').where('user_id', '=', userId).execute();
       // Throttle keys are the address, the address and an IP, or an IP alone (not the user's alone: kept).
       await trx
         .deleteFrom('login_attempts')

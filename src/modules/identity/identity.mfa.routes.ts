@@ -7,13 +7,18 @@ import { requestMeta, userPrincipal } from './identity.routes.ts';
 import { UserSchema } from './identity.schemas.ts';
 import type { SecondFactor } from './identity.mfa.ts';
 import type { IdentityService } from './identity.service.ts';
+import { AuthenticationResponseBody } from './identity.webauthn.routes.ts';
 
 const bearer = [{ bearer: [] }];
 // Six digits; checked in code (identity.mfa.ts) rather than by a schema pattern.
 const TotpCode = Type.String({ minLength: 6, maxLength: 6, description: 'Six digits from the authenticator app' });
 const RecoveryCode = Type.String({ minLength: 8, maxLength: 20, description: 'One of the recovery codes (each works once)' });
-/** A TOTP code or a recovery code. */
-const SecondFactorBody = Type.Object({ code: Type.Optional(TotpCode), recoveryCode: Type.Optional(RecoveryCode) }, { additionalProperties: false, minProperties: 1, maxProperties: 1 });
+const WebAuthnAssertion = { ...AuthenticationResponseBody, description: 'A passkey assertion (options from the matching …webauthn…options route)' };
+/** A TOTP code, a recovery code or a passkey assertion. */
+const SecondFactorBody = Type.Object(
+  { code: Type.Optional(TotpCode), recoveryCode: Type.Optional(RecoveryCode), webauthn: Type.Optional(WebAuthnAssertion) },
+  { additionalProperties: false, minProperties: 1, maxProperties: 1 },
+);
 const RecoveryCodes = Type.Object({ recoveryCodes: Type.Array(Type.String()) }, { additionalProperties: false });
 
 /** TOTP enrollment, recovery codes, step-up, and the second step of a password sign-in. */
@@ -31,8 +36,11 @@ export function mfaRoutes(identity: IdentityService): (app: App) => Promise<void
         config: { public: true },
         schema: {
           tags: ['auth'],
-          summary: 'Second step of a sign-in with MFA: the challenge from /auth/login plus a TOTP or recovery code',
-          body: Type.Object({ mfaToken: Type.String({ minLength: 1, maxLength: 100 }), code: Type.Optional(TotpCode), recoveryCode: Type.Optional(RecoveryCode) }, { additionalProperties: false, minProperties: 2, maxProperties: 2 }),
+          summary: 'Second step of a sign-in with MFA: the challenge from /auth/login plus a TOTP code, a recovery code or a passkey assertion',
+          body: Type.Object(
+            { mfaToken: Type.String({ minLength: 1, maxLength: 100 }), code: Type.Optional(TotpCode), recoveryCode: Type.Optional(RecoveryCode), webauthn: Type.Optional(WebAuthnAssertion) },
+            { additionalProperties: false, required: ['mfaToken'], minProperties: 2, maxProperties: 2 },
+          ),
           response: { 200: Type.Object({ token: Type.String(), expiresAt: DateTime(), user: UserSchema }, { additionalProperties: false }) },
         },
       },
@@ -47,7 +55,12 @@ export function mfaRoutes(identity: IdentityService): (app: App) => Promise<void
       '/me/mfa',
       {
         config: { permission: AUTHENTICATED },
-        schema: { tags: ['me'], summary: 'My second factor: enabled, recovery codes left', security: bearer, response: { 200: Type.Object({ enabled: Type.Boolean(), recoveryCodesRemaining: Type.Integer() }, { additionalProperties: false }) } },
+        schema: {
+          tags: ['me'],
+          summary: 'My second factors: enabled (TOTP or a passkey), TOTP, passkeys, recovery codes left',
+          security: bearer,
+          response: { 200: Type.Object({ enabled: Type.Boolean(), totp: Type.Boolean(), webauthnCredentials: Type.Integer(), recoveryCodesRemaining: Type.Integer() }, { additionalProperties: false }) },
+        },
       },
       async (request) => mfa.status(userPrincipal(request).userId),
     );
@@ -58,14 +71,14 @@ export function mfaRoutes(identity: IdentityService): (app: App) => Promise<void
         config: { permission: AUTHENTICATED },
         schema: {
           tags: ['me'],
-          summary: 'Start TOTP enrollment: a new secret and its otpauth:// URL (enabled once a code is confirmed)',
+          summary: 'Start TOTP enrollment: a new secret and its otpauth:// URL (enabled once a code is confirmed; with a passkey, needs a recent step-up)',
           security: bearer,
           response: { 200: Type.Object({ secret: Type.String(), otpauthUrl: Type.String() }, { additionalProperties: false }) },
         },
       },
       async (request) => {
         const p = userPrincipal(request);
-        return mfa.startEnrollment(p.userId, (await identity.getUser(p.userId)).email, actorOf(request));
+        return mfa.startEnrollment(p.userId, p.sessionId, (await identity.getUser(p.userId)).email, actorOf(request));
       },
     );
 

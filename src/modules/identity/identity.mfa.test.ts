@@ -42,7 +42,7 @@ describe(`MFA: TOTP + recovery codes (${mode})`, () => {
     expect(new Set(recoveryCodes).size).toBe(10);
     expect((await t.app.inject({ url: '/v1/me', headers: bearer(otherDevice) })).statusCode).toBe(401);
     expect((await t.app.inject({ url: '/v1/me', headers: user.auth })).statusCode).toBe(200);
-    expect((await t.app.inject({ url: '/v1/me/mfa', headers: user.auth })).json()).toEqual({ enabled: true, recoveryCodesRemaining: 10 });
+    expect((await t.app.inject({ url: '/v1/me/mfa', headers: user.auth })).json()).toEqual({ enabled: true, totp: true, webauthnCredentials: 0, recoveryCodesRemaining: 10 });
     // stored hashed: no plaintext code or secret in the tables
     const rows = await t.db.owner.selectFrom('user_recovery_codes').select('code_hash').execute();
     expect(rows.map((r) => r.code_hash)).not.toContain(recoveryCodes[0]);

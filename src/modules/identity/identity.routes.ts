@@ -38,7 +38,12 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
             200: Type.Union([
               Type.Object({ ...SessionTokenSchema.properties, user: UserSchema }, { additionalProperties: false }),
               Type.Object(
-                { mfaRequired: Type.Literal(true), mfaToken: Type.String({ description: 'Send it with a code to /v1/auth/login/mfa' }), expiresAt: DateTime() },
+                {
+                  mfaRequired: Type.Literal(true),
+                  mfaToken: Type.String({ description: 'Send it with a code or a passkey assertion to /v1/auth/login/mfa' }),
+                  expiresAt: DateTime(),
+                  factors: Type.Array(Type.Union([Type.Literal('totp'), Type.Literal('webauthn'), Type.Literal('recovery_code')]), { description: 'What the account can answer with' }),
+                },
                 { additionalProperties: false, description: 'The account has a second factor: no session yet' },
               ),
             ]),
@@ -48,7 +53,7 @@ export function identityRoutes(identity: IdentityService): (app: App) => Promise
       async (request) => {
         const { email, password } = request.body as { email: string; password: string };
         const result = await identity.login(email, password, requestMeta(request));
-        if (result.mfaRequired) return { mfaRequired: true as const, mfaToken: result.mfaToken, expiresAt: result.expiresAt };
+        if (result.mfaRequired) return { mfaRequired: true as const, mfaToken: result.mfaToken, expiresAt: result.expiresAt, factors: result.factors };
         return { token: result.token, expiresAt: result.expiresAt, user: result.user };
       },
     );

@@ -10,7 +10,7 @@ import { checkPasswordPolicy, dummyPasswordHash, hashPassword, verifyPassword } 
 import type { IdentityRepo, IdentityTx, SessionInfo, User } from './identity.repo.ts';
 import { createSessionStore, type NewSession, type SessionMeta } from './identity.sessions.ts';
 import { createLoginLockout, type LockoutLimits } from './identity.lockout.ts';
-import { createMfa } from './identity.mfa.ts';
+import { createMfa, type FactorKind } from './identity.mfa.ts';
 import type { MfaRepo } from './mfa.repo.ts';
 import type { CacheProvider } from '../../platform/cache/cache.ts';
 import type { SecretBox } from '../../platform/crypto/secret-box.ts';
@@ -18,6 +18,9 @@ import type { EventPublisher } from '../../platform/outbox/publisher.ts';
 import type { ObjectStorage } from '../../platform/storage/index.ts';
 import type { DataRightsRepo } from './data-rights.repo.ts';
 import { createDataRights } from './identity.data-rights.ts';
+import { createWebAuthnCore, type WebAuthnSettings } from './identity.webauthn.ts';
+import { createPasskeys } from './identity.passkeys.ts';
+import type { WebAuthnRepo } from './webauthn.repo.ts';
 
 export interface IdentityServiceDeps {
   repo: IdentityRepo;
@@ -36,10 +39,13 @@ export interface IdentityServiceDeps {
   events: EventPublisher;
   storage: ObjectStorage;
   dataRightsRepo: DataRightsRepo;
+  /** WebAuthn / passkeys: the relying party (config) and the credential and challenge tables. */
+  webauthn: WebAuthnSettings;
+  webauthnRepo: WebAuthnRepo;
 }
 
 /** A password sign-in either opens a session, or (second factor enrolled) hands out a challenge for it. */
-export type LoginResult = (NewSession & { user: User; mfaRequired?: false }) | { mfaRequired: true; mfaToken: string; expiresAt: Date };
+export type LoginResult = (NewSession & { user: User; mfaRequired?: false }) | { mfaRequired: true; mfaToken: string; expiresAt: Date; factors: FactorKind[] };
 
 export const normalizeEmail = (email: string) => email.trim().toLowerCase();
 
@@ -74,6 +80,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
 
   /** Identity-level events (no org) are chained in the platform audit chain. */
   const inPlatformTx = <T>(fn: (trx: IdentityTx) => Promise<T>) => repo.inTenant(PLATFORM_AUDIT_TENANT, fn);
+  const webauthn = createWebAuthnCore({ repo: deps.webauthnRepo, audit, settings: deps.webauthn });
   const mfa = createMfa({
     repo: deps.mfaRepo,
     audit,
@@ -83,6 +90,19 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     cache: deps.cache,
     inPlatformTx,
     emailOf: async (userId) => normalizeEmail((await getUser(userId)).email),
+    webauthn,
+    webauthnRepo: deps.webauthnRepo,
+  });
+  const passkeys = createPasskeys({
+    core: webauthn,
+    repo: deps.webauthnRepo,
+    mfaRepo: deps.mfaRepo,
+    mfa,
+    audit,
+    sessions,
+    inPlatformTx,
+    getUser: (id) => getUser(id),
+    checkLocalSignIn: (email) => checkPasswordUse(email),
   });
 
   const dataRights = createDataRights({
@@ -167,6 +187,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     authenticateSession: sessions.authenticate,
 
     mfa,
+    passkeys,
 
     async login(email: string, password: string, meta: RequestMeta): Promise<LoginResult> {
       const accountKey = normalizeEmail(email);

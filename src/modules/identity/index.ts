@@ -13,6 +13,8 @@ import { createDataRightsRepo } from './data-rights.repo.ts';
 import { dataRightsRoutes } from './identity.data-rights.routes.ts';
 import type { DataExportLink, DataExportSection, ErasureGuard } from './identity.data-rights.ts';
 import { createSecretBox } from '../../platform/crypto/secret-box.ts';
+import { createWebAuthnRepo } from './webauthn.repo.ts';
+import { webauthnRoutes } from './identity.webauthn.routes.ts';
 import type { NewSession, SessionLookupOptions, SessionMeta } from './identity.sessions.ts';
 
 export { Email, Password, PersonName, UserSchema } from './identity.schemas.ts';
@@ -25,9 +27,10 @@ export type { LockoutLimits } from './identity.lockout.ts';
 export { runAdminCommand } from './identity.cli.ts';
 export { IDENTITY_EVENTS, USER_ERASED, type UserErasedPayload } from './identity.events.ts';
 export type { DataExportLink, DataExportSection, ErasureGuard } from './identity.data-rights.ts';
+export type { WebAuthnSettings } from './identity.webauthn.ts';
 
 /** The service's dependencies, with the database (and master key) instead of what is built over them. */
-export type IdentityDeps = Omit<IdentityServiceDeps, 'repo' | 'mfaRepo' | 'secrets' | 'dataRightsRepo'> & { db: Database; secretKey: Buffer };
+export type IdentityDeps = Omit<IdentityServiceDeps, 'repo' | 'mfaRepo' | 'secrets' | 'dataRightsRepo' | 'webauthnRepo'> & { db: Database; secretKey: Buffer };
 
 /** Accounts, passwords, sessions and login throttling. Orgs, RBAC and the Authenticator live in tenancy. */
 export interface Identity extends ModuleSurface {
@@ -57,7 +60,7 @@ export interface Identity extends ModuleSurface {
 
   /** A session, or `{ mfaRequired, mfaToken }` when the account has a second factor (then POST /v1/auth/login/mfa). */
   login(email: string, password: string, meta: RequestMeta): Promise<LoginResult>;
-  /** Whether the user has a second factor enabled (cached; read per org request when an org requires MFA). */
+  /** Whether the user has a second factor — TOTP or a passkey (cached; read per org request when an org requires MFA). */
   mfaEnabled(userId: string): Promise<boolean>;
   /** 403 AUTH.STEP_UP_REQUIRED unless this session proved its second factor within maxAgeSec (users without MFA pass). */
   assertRecentMfa(principal: Principal, maxAgeSec: number): Promise<void>;
@@ -93,6 +96,7 @@ export function createIdentity(deps: IdentityDeps): Identity {
     repo: createIdentityRepo(db),
     mfaRepo: createMfaRepo(db),
     dataRightsRepo: createDataRightsRepo(db),
+    webauthnRepo: createWebAuthnRepo(db),
     secrets: createSecretBox(secretKey, 'totp-secret'),
   });
   return {
@@ -107,6 +111,7 @@ export function createIdentity(deps: IdentityDeps): Identity {
     routes: [
       { name: 'identity', prefix: '/v1', plugin: asPlugin(identityRoutes(service)) },
       { name: 'identity-mfa', prefix: '/v1', plugin: asPlugin(mfaRoutes(service)) },
+      { name: 'identity-webauthn', prefix: '/v1', plugin: asPlugin(webauthnRoutes(service)) },
       { name: 'identity-data-rights', prefix: '/v1', plugin: asPlugin(dataRightsRoutes(service)) },
     ],
     registerJobs: registerIdentityJobs,

@@ -62,9 +62,14 @@ export function createMfaRepo(db: Database) {
       await tx(h).updateTable('user_mfa').set({ last_step: step, updated_at: new Date() }).where('user_id', '=', userId).execute();
     },
 
-    async remove(h: TxHandle, userId: string): Promise<void> {
-      await tx(h).deleteFrom('user_recovery_codes').where('user_id', '=', userId).execute();
+    /** Removes the TOTP factor and (unless another factor keeps them) the recovery codes. */
+    async remove(h: TxHandle, userId: string, opts: { keepRecoveryCodes?: boolean } = {}): Promise<void> {
+      if (!opts.keepRecoveryCodes) await tx(h).deleteFrom('user_recovery_codes').where('user_id', '=', userId).execute();
       await tx(h).deleteFrom('user_mfa').where('user_id', '=', userId).execute();
+    },
+
+    async removeRecoveryCodes(h: TxHandle, userId: string): Promise<void> {
+      await tx(h).deleteFrom('user_recovery_codes').where('user_id', '=', userId).execute();
     },
 
     async replaceRecoveryCodes(h: TxHandle, userId: string, hashes: string[]): Promise<void> {

@@ -11,7 +11,7 @@ import { growingLru } from '../../platform/cache/lru.ts';
 
 const ipNotAllowed = () => new AppError('AUTH.IP_NOT_ALLOWED', 403, "This organization does not accept requests from your network address");
 const mfaRequired = () =>
-  new AppError('AUTH.MFA_REQUIRED', 403, 'This organization requires two-factor authentication: enroll at POST /v1/me/mfa/totp, then sign in again');
+  new AppError('AUTH.MFA_REQUIRED', 403, 'This organization requires two-factor authentication: enroll at POST /v1/me/mfa/totp or register a passkey (POST /v1/me/mfa/webauthn/registration-options)');
 const reauthenticate = (why: string) => new AppError('AUTH.REAUTHENTICATION_REQUIRED', 401, `Sign in again: ${why}`, {}, { 'www-authenticate': 'Bearer' });
 
 /**

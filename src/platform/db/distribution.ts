@@ -88,6 +88,8 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   user_mfa: 'local',
   user_recovery_codes: 'local',
   mfa_challenges: 'local',
+  webauthn_credentials: 'local',
+  webauthn_challenges: 'local',
   // directory (SCIM)
   scim_tokens: 'distributed',
   scim_users: 'distributed',

@@ -951,6 +951,32 @@ export interface Users {
   updated_at: Generated<Timestamp>;
 }
 
+export interface WebauthnChallenges {
+  challenge_hash: string;
+  consumed_at: Timestamp | null;
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  id: string;
+  mfa_challenge_id: string | null;
+  purpose: string;
+  user_id: string | null;
+}
+
+export interface WebauthnCredentials {
+  aaguid: string | null;
+  backed_up: Generated<boolean>;
+  created_at: Generated<Timestamp>;
+  credential_id: string;
+  device_type: string;
+  id: string;
+  last_used_at: Timestamp | null;
+  name: string;
+  public_key: Buffer;
+  sign_count: Generated<number>;
+  transports: Generated<string[]>;
+  user_id: string;
+}
+
 export interface WebhookDeliveries {
   attempts: Generated<number>;
   body: string;
@@ -1064,6 +1090,8 @@ export interface DB {
   user_mfa: UserMfa;
   user_recovery_codes: UserRecoveryCodes;
   users: Users;
+  webauthn_challenges: WebauthnChallenges;
+  webauthn_credentials: WebauthnCredentials;
   webhook_deliveries: WebhookDeliveries;
   webhook_endpoints: WebhookEndpoints;
 }

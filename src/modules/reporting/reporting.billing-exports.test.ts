@@ -9,7 +9,7 @@ import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { newId } from '../../platform/ids.ts';
 import { csvLines } from './export-format.ts';
-import { lineSql, SOURCE_TABLE_NAMES, type Row } from './export-sources.repo.ts';
+import { EXPORT_SOURCES, lineSql, renderBatch, SOURCE_TABLE_NAMES, type Row } from './export-sources.repo.ts';
 import { createExportsRepo } from './exports.repo.ts';
 import { createExportRunner, type ExportRunnerDeps } from './exports.runner.ts';
 
@@ -143,6 +143,18 @@ describe(`reporting: billing exports and rendering in Postgres (${process.env.TE
     expect(csv.split('\n').slice(0, 2)).toEqual(['metric,hour,events,sum,max', '"storage,gb",2026-11-01T00:00:00.000Z,1,0.000000000000000000001,0.5']);
 
     expect(ndjson(await exportFile(b, { resource: 'usage', format: 'ndjson' }))).toEqual([{ metric: 'api.requests', hour: '2026-11-01T01:00:00.000Z', events: 7, sum: '7', max: '1' }]);
+  });
+
+  it('RLS: a batch read in the transaction of org A sees none of the invoices or usage of org B, even when asked for B', async () => {
+    const scope = t.db.scope(...SOURCE_TABLE_NAMES);
+    for (const resource of ['invoices', 'usage']) {
+      const source = EXPORT_SOURCES[resource]!;
+      const read = (ctx: string, asked: string) =>
+        scope.withTenantRead(ctx, (trx) => renderBatch(trx, source, 'csv', source.select(trx, asked, {} as never, null, 100)), { readOnly: true });
+      expect((await read(a.orgId, b.orgId)).rows, resource).toBe(0);
+      expect((await read(b.orgId, b.orgId)).rows, resource).toBe(1);
+      expect((await read(a.orgId, a.orgId)).rows, resource).toBe(resource === 'invoices' ? 7 : 9);
+    }
   });
 
   it('billing resources need billing:read besides exports:manage; bad filters are 400', async () => {

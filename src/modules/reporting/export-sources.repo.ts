@@ -19,7 +19,7 @@ export type Row = Record<string, string | number | boolean | null>;
  * exported: timestamps as ISO text, lists joined), in keyset order, rows after the cursor, at most `limit`.
  * The runner either renders a batch in Postgres (`renderBatch`: one row holding the batch's CSV/NDJSON
  * text) or reads the rows and serializes them in Node (`rows: 'node'` sources, and the A/B comparison);
- * both write the same bytes (reporting.export-render.test.ts).
+ * both write the same bytes (reporting.billing-exports.test.ts).
  */
 export interface ExportSource<F extends TSchema = TSchema> {
   resource: string;
@@ -90,8 +90,9 @@ export interface RenderedBatch {
 /**
  * One keyset batch rendered by Postgres as a single text value: the formatting the export needs (ISO times,
  * CSV quoting, formula neutralization, JSON) is done by the database next to the rows, and Node receives one
- * string per batch instead of parsing thousands of row objects and printing them again (profiled: that was
- * most of the exporter's CPU, and most of its garbage).
+ * string per batch instead of parsing thousands of row objects and printing them again: the exporting
+ * process's memory stays flat and its CPU per row is about halved; the database does that work instead, so
+ * total CPU per row is about the same (bench/export-profile.ts, the module README's "Performance").
  */
 export async function renderBatch(trx: Tx, source: ExportSource, format: 'csv' | 'ndjson', inner: Expression<unknown>): Promise<RenderedBatch> {
   const line = lineSql(format, source.columns, source.text);

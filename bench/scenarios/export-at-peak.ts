@@ -64,6 +64,7 @@ export const exportAtPeak: Scenario = {
 
     ctx.log(`export-at-peak: exporting ${want} tasks during ${readShape.rate} reads/s + ${writeShape.rate} creates/s`);
     const rss = sampleRss(ctx.api.pid, 200);
+    const rssBefore = rss.current().lastMb;
     const exporting = exportTasks(ctx, t.orgId, t.token, projectId);
     const [readDuring, writeDuring] = await Promise.all([runLoad(readShape), runLoad(writeShape)]);
     const exported = await exporting;
@@ -88,6 +89,8 @@ export const exportAtPeak: Scenario = {
         writeP99Alone: writeAlone.latencyMs.p99,
         writeP99During: writeDuring.latencyMs.p99,
         apiRssPeakMb: mem.peakMb,
+        // What the API process held when the export started (after the fixtures and the "alone" loads).
+        apiRssBeforeExportMb: rssBefore,
         note: 'the export overlaps the "during" loads only while it runs; with 10^5 rows it may end first (use --large)',
       },
       targets: targets(exported.rowsPerSec, round(readRatio), round(writeRatio), mem.peakMb),

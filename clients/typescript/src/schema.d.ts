@@ -15577,10 +15577,10 @@ export interface operations {
                      * @description What to export
                      * @enum {string}
                      */
-                    resource: "tasks" | "projects" | "members" | "audit-events";
+                    resource: "tasks" | "projects" | "members" | "audit-events" | "invoices" | "usage";
                     /** @enum {string} */
                     format: "csv" | "ndjson";
-                    /** @description Per resource — tasks: projectId, status[]; projects: archived; members: role; audit-events: from, to, action */
+                    /** @description Per resource — tasks: projectId, status[]; projects: archived; members: role; audit-events: from, to, action, afterSeq; invoices: status[], from, to (billing period start); usage: metric, from, to (hours) */
                     filters?: {
                         [key: string]: unknown;
                     };

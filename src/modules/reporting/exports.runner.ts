@@ -4,7 +4,7 @@ import type { ReportingConfig } from '../../platform/config.ts';
 import type { EventPublisher } from '../../platform/outbox/publisher.ts';
 import type { ObjectStorage, UploadState } from '../../platform/storage/index.ts';
 import { CONTENT_TYPES, serializeBatch, type ExportFormat } from './export-format.ts';
-import { EXPORT_SOURCES, type Row, type SourceTables } from './export-sources.repo.ts';
+import { EXPORT_SOURCES, readRows, renderBatch, type Row, type SourceTables } from './export-sources.repo.ts';
 import type { ExportCheckpoint, ExportsRepo } from './exports.repo.ts';
 import { REPORTING_ERRORS } from './reporting.errors.ts';
 import { EXPORT_EMAIL, REPORTING_EVENTS, type ExportEmailPayload, type ExportReadyPayload } from './reporting.events.ts';
@@ -22,6 +22,21 @@ export interface ExportRunnerDeps {
   batchAttempts?: number;
   /** A crashed worker's export is claimed again after this; renewed at every batch. */
   leaseMs?: number;
+  /**
+   * Where a batch is serialized: 'postgres' (default: the database renders each batch as one text value) or
+   * 'node' (rows read as objects and serialized here; the A/B comparison). Sources marked `render: 'node'`
+   * are always serialized here.
+   */
+  render?: 'postgres' | 'node';
+}
+
+/** One keyset batch: rendered by Postgres (`body`) or as rows to serialize here (`data`). */
+interface Batch {
+  rows: number;
+  /** The cursor after this batch (the previous one when it is empty). */
+  after: string | null;
+  body: string | null;
+  data: Row[] | null;
 }
 
 /** Claims of one export (each a worker that died or stalled with it) before it fails for good. */
@@ -53,14 +68,21 @@ export function createExportRunner(deps: ExportRunnerDeps) {
   let again = false;
   let closed = false;
 
-  async function readBatch(tenantId: string, resource: string, filters: unknown, after: string | null): Promise<Row[]> {
+  async function readBatch(tenantId: string, resource: string, format: ExportFormat, filters: unknown, after: string | null): Promise<Batch> {
     const source = EXPORT_SOURCES[resource]!;
+    const inNode = deps.render === 'node' || source.render === 'node';
+    const read = async (trx: Parameters<Parameters<typeof deps.sources.withTenantRead>[1]>[0]): Promise<Batch> => {
+      const inner = source.select(trx, tenantId, filters as never, after, config.exportBatchRows);
+      if (inNode) {
+        const data = await readRows(trx, source, inner);
+        return { rows: data.length, after: data.length > 0 ? source.cursorOf(data[data.length - 1]!) : after, body: null, data };
+      }
+      const r = await renderBatch(trx, source, format, inner);
+      return { rows: r.rows, after: r.after ?? after, body: r.body, data: null };
+    };
     for (let attempt = 1; ; attempt++) {
       try {
-        return await deps.sources.withTenantRead(tenantId, (trx) => source.readBatch(trx, tenantId, filters as never, after, config.exportBatchRows), {
-          readOnly: true,
-          statementTimeoutMs: config.exportStatementTimeoutMs,
-        });
+        return await deps.sources.withTenantRead(tenantId, read, { readOnly: true, statementTimeoutMs: config.exportStatementTimeoutMs });
       } catch (err) {
         if (attempt >= attempts) throw err;
         deps.logger.warn({ err, attempt, resource }, 'export batch failed; retrying from the last key');
@@ -101,7 +123,7 @@ export function createExportRunner(deps: ExportRunnerDeps) {
     let rows = cp?.rows ?? 0;
     let after: string | null = cp?.after ?? null;
     if (cp) log.info({ rows, bytes: cp.bytes, attempt: claim }, 'export resumes from its checkpoint');
-    let next: Promise<Row[]> | undefined;
+    let next: Promise<Batch> | undefined;
     // The lease is renewed on a timer too, not only with progress: a slow batch or upload on a busy machine
     // must not make the export look abandoned.
     const renew = setInterval(() => {
@@ -120,27 +142,38 @@ export function createExportRunner(deps: ExportRunnerDeps) {
       let pendingBytes = 0;
       let lastWrite = Date.now();
       // One batch is read ahead while the previous one is serialized and uploaded (two batches in memory).
-      next = readBatch(tenantId, current.resource, filters, after);
+      next = readBatch(tenantId, current.resource, format, filters, after);
       for (;;) {
         if (abort.signal.aborted) throw abort.signal.reason instanceof Fenced ? abort.signal.reason : new Cancelled();
-        const batch: Row[] = await next!;
+        const batch = await next!;
         next = undefined;
-        const last = batch.length < config.exportBatchRows;
-        if (batch.length > 0) after = String(batch[batch.length - 1]!.id);
+        const last = batch.rows < config.exportBatchRows;
+        after = batch.after;
         if (!last) {
-          next = readBatch(tenantId, current.resource, filters, after);
+          next = readBatch(tenantId, current.resource, format, filters, after);
           next.catch(() => undefined); // awaited next turn; a failure there is handled there
         }
-        // Serialized in slices with a turn of the event loop between them: in a process that also serves the
-        // API, requests run between slices instead of waiting behind a whole batch.
-        for (let i = 0; i < batch.length || header; i += SERIALIZE_SLICE) {
-          if (i > 0) await new Promise((r) => setImmediate(r));
-          const bytes = serializeBatch(format, source.columns, batch.slice(i, i + SERIALIZE_SLICE), header);
+        if (header) {
+          const bytes = serializeBatch(format, source.columns, [], true);
           header = false;
           pending.push(bytes);
           pendingBytes += bytes.length;
         }
-        rows += batch.length;
+        if (batch.body) {
+          const bytes = Buffer.from(batch.body);
+          pending.push(bytes);
+          pendingBytes += bytes.length;
+        }
+        // Rows serialized here: in slices with a turn of the event loop between them, so in a process that
+        // also serves the API, requests run between slices instead of waiting behind a whole batch.
+        const data = batch.data ?? [];
+        for (let i = 0; i < data.length; i += SERIALIZE_SLICE) {
+          if (i > 0) await new Promise((r) => setImmediate(r));
+          const bytes = serializeBatch(format, source.columns, data.slice(i, i + SERIALIZE_SLICE), false);
+          pending.push(bytes);
+          pendingBytes += bytes.length;
+        }
+        rows += batch.rows;
         let checkpoint: ExportCheckpoint | undefined;
         if (pendingBytes >= partBytes || (last && pendingBytes > 0)) {
           upload = await deps.storage.uploadPart(upload, pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes));

@@ -17,6 +17,7 @@ import { deleteExpiredExports, registerReportingJobs } from './reporting.jobs.ts
 import { reportingRoutes } from './reporting.routes.ts';
 import { PLATFORM_AUDIT_TENANT } from '../audit/index.ts';
 import { createBillingReports, type BillingReports } from './billing-reports.service.ts';
+import { SOURCE_TABLE_NAMES } from './export-sources.repo.ts';
 
 export { REPORTING_EVENTS, type ExportReadyPayload } from './reporting.events.ts';
 export { EXPORTS_MANAGE, REPORTS_READ } from './reporting.routes.ts';
@@ -63,7 +64,7 @@ export function createReporting(deps: ReportingDeps): Reporting {
   const exportsRepo = createExportsRepo(deps.db.scope('reporting_exports', 'reporting_export_jobs'));
   const reportsScope = deps.db.scope('reporting_task_facts', 'reporting_project_weeks', 'reporting_member_days');
   const reportsRepo = createReportsRepo(reportsScope);
-  const sources = deps.db.scope('tasks', 'projects', 'memberships', 'users', 'audit_events');
+  const sources = deps.db.scope(...SOURCE_TABLE_NAMES);
   const rebuildScope = deps.db.scope('reporting_task_facts', 'reporting_project_weeks', 'reporting_member_days', 'tasks', 'audit_events', 'audit_chains');
   const exportsService = createExportsService({ repo: exportsRepo, storage: deps.storage, events: deps.events, audit: deps.audit, config: deps.config });
   const reports = createReportsService({ repo: reportsRepo, getProject: deps.getProject });

@@ -42,7 +42,7 @@ export const CreateExportBody = Type.Object(
     filters: Type.Optional(
       Type.Record(Type.String({ maxLength: 50 }), Type.Unknown(), {
         maxProperties: 10,
-        description: 'Per resource — tasks: projectId, status[]; projects: archived; members: role; audit-events: from, to, action',
+        description: 'Per resource — tasks: projectId, status[]; projects: archived; members: role; audit-events: from, to, action, afterSeq; invoices: status[], from, to (billing period start); usage: metric, from, to (hours)',
       }),
     ),
   },

@@ -10,7 +10,7 @@ import { createTestPlatform, type TestPlatform } from '../../../test/helpers/tes
 import type { DbScope } from '../../platform/db/database.ts';
 import type { ObjectStorage } from '../../platform/storage/index.ts';
 import { createMemoryMailer } from '../notifications/index.ts';
-import type { SourceTables } from './export-sources.repo.ts';
+import { SOURCE_TABLE_NAMES, type SourceTables } from './export-sources.repo.ts';
 import { createExportsRepo } from './exports.repo.ts';
 import { createExportRunner, type ExportRunner, type ExportRunnerDeps } from './exports.runner.ts';
 import { neutralizeCell, runReportsCommand } from './index.ts';
@@ -36,7 +36,7 @@ describe(`reporting: exports and reports (${process.env.TEST_DATABASE_URL ? 'pos
   const localRunner = (over: Partial<ExportRunnerDeps> = {}) =>
     createExportRunner({
       repo: createExportsRepo(t.db.scope('reporting_exports', 'reporting_export_jobs')),
-      sources: t.db.scope('tasks', 'projects', 'memberships', 'users', 'audit_events'),
+      sources: t.db.scope(...SOURCE_TABLE_NAMES),
       storage: t.storage,
       events: t.events,
       logger: pino({ level: 'silent' }),
@@ -121,7 +121,8 @@ describe(`reporting: exports and reports (${process.env.TEST_DATABASE_URL ? 'pos
     const bad = [
       { resource: 'tasks', format: 'csv', filters: { projectId: 'nope' } },
       { resource: 'tasks', format: 'csv', filters: { unknown: 1 } },
-      { resource: 'invoices', format: 'csv' },
+      { resource: 'invoices', format: 'csv', filters: { status: ['open'] } },
+      { resource: 'nope', format: 'csv' },
       { resource: 'tasks', format: 'xlsx' },
       { resource: 'tasks', format: 'csv', extra: true },
     ];
@@ -176,7 +177,7 @@ describe(`reporting: exports and reports (${process.env.TEST_DATABASE_URL ? 'pos
 
   it('a failing batch read is retried from the last key (every row exactly once); persistent failure ends in a clear error state', async () => {
     const repo = createExportsRepo(t.db.scope('reporting_exports', 'reporting_export_jobs'));
-    const real = t.db.scope('tasks', 'projects', 'memberships', 'users', 'audit_events');
+    const real = t.db.scope(...SOURCE_TABLE_NAMES);
     let calls = 0;
     let failOn = new Set([3]);
     const flaky: DbScope<SourceTables> = {

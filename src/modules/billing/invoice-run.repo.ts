@@ -31,8 +31,8 @@ export const MAX_QUEUE_ATTEMPTS = 10;
  * Claims up to `limit` queued periods, oldest first, locked until the caller's transaction ends (SKIP LOCKED:
  * runners never take the same row), returned in tenant order so every batch locks customers in one order.
  */
-export async function claimQueued(trx: QueryExecutorProvider, limit: number, tenantId?: string): Promise<QueuedPeriod[]> {
-  const only = tenantId ? sql`and tenant_id = ${tenantId}` : sql``;
+export async function claimQueued(trx: QueryExecutorProvider, limit: number, tenantId?: string, skip: string[] = []): Promise<QueuedPeriod[]> {
+  const only = tenantId ? sql`and tenant_id = ${tenantId}` : skip.length > 0 ? sql`and tenant_id <> all(${skip}::uuid[])` : sql``;
   const r = await sql<{ tenant_id: string; subscription_id: string; period_end: Date }>`
     select tenant_id, subscription_id, period_end from billing_invoice_queue
     where done_at is null and attempts < ${MAX_QUEUE_ATTEMPTS} ${only}

@@ -27,11 +27,13 @@ export interface InvoiceRunUseCases {
    * The invoice run: invoices queued renewals (`billing_invoice_queue`) in batches of `batchSize` orgs, one
    * transaction per batch, until the queue is empty or `budgetMs` has passed. `tenantId`: that org only.
    */
-  runInvoiceQueue(opts?: { batchSize?: number; budgetMs?: number; tenantId?: string; logger?: Logger }): Promise<InvoiceRunResult>;
+  runInvoiceQueue(opts?: { batchSize?: number; budgetMs?: number; tenantId?: string; parallel?: number; logger?: Logger }): Promise<InvoiceRunResult>;
 }
 
 /** Orgs per batch transaction: the customer locks it holds are held until its commit (~100 ms of work here). */
 const DEFAULT_BATCH = 200;
+/** Batch transactions at once (each holds one pooled connection while it runs; PGlite serializes them). */
+const DEFAULT_PARALLEL = 3;
 
 /**
  * The batched invoice run (issue #14's bench: thousands of renewals at a period end). A batch is one
@@ -180,10 +182,10 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
   }
 
   /** One batch transaction; returns the periods it claimed (empty: the queue had nothing for it). */
-  async function batch(limit: number, tenantId: string | undefined, claimed: { rows: QueuedPeriod[] }): Promise<{ periods: number; invoices: number }> {
+  async function batch(limit: number, tenantId: string | undefined, claimed: { rows: QueuedPeriod[] }, skip: Set<string> = new Set()): Promise<{ periods: number; invoices: number }> {
     return db.app.transaction().execute(async (t) => {
       const trx = core.scope.join(t);
-      const rows = await run.claimQueued(trx, limit, tenantId);
+      const rows = await run.claimQueued(trx, limit, tenantId, [...skip]);
       claimed.rows = rows;
       if (rows.length === 0) return { periods: 0, invoices: 0 };
       const cache: BatchCache = { prices: new Map(), taxes: new Map() };
@@ -208,36 +210,46 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       const batchSize = opts.batchSize ?? DEFAULT_BATCH;
       const deadline = Date.now() + (opts.budgetMs ?? 10_000);
       const result: InvoiceRunResult = { periods: 0, invoices: 0, failed: 0, batches: 0 };
-      while (Date.now() < deadline) {
-        const claimed = { rows: [] as QueuedPeriod[] };
-        try {
-          const r = await batch(batchSize, opts.tenantId, claimed);
-          if (r.periods === 0) break;
-          result.periods += r.periods;
-          result.invoices += r.invoices;
-          result.batches++;
-        } catch (err) {
-          if (claimed.rows.length === 0) throw err;
-          // The batch rolled back whole: each of its orgs again, alone, so one bad org holds up nobody.
-          const orgs = [...new Set(claimed.rows.map((r) => r.tenantId))];
-          opts.logger?.warn({ error: (err as Error).message, orgs: orgs.length }, 'invoice run: a batch failed; its orgs run one by one');
-          for (const org of orgs) {
-            try {
-              const r = await batch(batchSize, org, { rows: [] });
-              result.periods += r.periods;
-              result.invoices += r.invoices;
-            } catch (orgErr) {
-              result.failed++;
-              opts.logger?.error({ orgId: org, error: (orgErr as Error).message }, 'invoice run: an org could not be invoiced; its periods stay queued');
-              await db.app.transaction().execute(async (t) => {
-                for (const row of claimed.rows.filter((x) => x.tenantId === org)) await run.markQueueFailed(t, row, (orgErr as Error).message);
-              });
+      let drained = false;
+      /** Orgs of a failed batch: re-run alone by the loop that had them, not claimed by a batch again in this run. */
+      const held = new Set<string>();
+      const loop = async () => {
+        while (!drained && Date.now() < deadline) {
+          const claimed = { rows: [] as QueuedPeriod[] };
+          try {
+            const r = await batch(batchSize, opts.tenantId, claimed, held);
+            if (r.periods === 0) break;
+            result.periods += r.periods;
+            result.invoices += r.invoices;
+            result.batches++;
+          } catch (err) {
+            if (claimed.rows.length === 0) throw err;
+            // The batch rolled back whole: each of its orgs again, alone, so one bad org holds up nobody.
+            const orgs = [...new Set(claimed.rows.map((r) => r.tenantId))];
+            for (const org of orgs) held.add(org);
+            opts.logger?.warn({ error: (err as Error).message, orgs: orgs.length }, 'invoice run: a batch failed; its orgs run one by one');
+            for (const org of orgs) {
+              try {
+                const r = await batch(batchSize, org, { rows: [] });
+                result.periods += r.periods;
+                result.invoices += r.invoices;
+              } catch (orgErr) {
+                result.failed++;
+                opts.logger?.error({ orgId: org, error: (orgErr as Error).message }, 'invoice run: an org could not be invoiced; its periods stay queued');
+                await db.app.transaction().execute(async (t) => {
+                  for (const row of claimed.rows.filter((x) => x.tenantId === org)) await run.markQueueFailed(t, row, (orgErr as Error).message);
+                });
+              }
             }
+            result.batches++;
           }
-          result.batches++;
+          if (claimed.rows.length < batchSize) drained = true;
         }
-        if (claimed.rows.length < batchSize) break;
-      }
+      };
+      // Batches side by side (each its own transaction and connection, disjoint rows; every batch locks its orgs
+      // in tenant order, so two batches never wait on each other in a cycle): the round trips of one overlap
+      // the others' work.
+      await Promise.all(Array.from({ length: opts.tenantId ? 1 : Math.max(1, opts.parallel ?? DEFAULT_PARALLEL) }, loop));
       return result;
     },
   };

@@ -5,14 +5,16 @@ import { systemActor, type TenantActorContext } from '../../platform/http/actor.
 import { newId } from '../../platform/ids.ts';
 
 /**
- * The batched invoice run (use-cases/invoice-run.ts), embedded and fast: no worker, the service called
- * directly. Renewals by the wall clock queue their period; one run invoices every queued org in one batch
+ * Invoice logic on the embedded database, fast (no worker, the service called directly), so `npm test` covers it;
+ * billing.invoices.test.ts runs the same logic end to end over HTTP and the worker on Postgres.
+ *
+ * The batched invoice run (use-cases/invoice-run.ts): Renewals by the wall clock queue their period; one run invoices every queued org in one batch
  * transaction, each org under its own tenant context. The invoices must be what the per-event path makes
  * (compared line by line with a twin org invoiced that way) and recompute identically (`verifyInvoices`);
  * numbers stay gap-free after earlier invoices; an org that fails does not hold up the others and stays
  * queued; a second run, a redelivered renewal event, or a re-queued period invoices nothing twice.
  */
-describe('billing invoice run (batched)', () => {
+describe('billing invoices, embedded: on demand, drafts, credit notes, numbers, verify, the batched invoice run', () => {
   let t: TestPlatform;
   let statements = 0;
   const admin = systemActor('test.admin');
@@ -35,7 +37,7 @@ describe('billing invoice run (batched)', () => {
     await b.createPromotionCode(admin, { code: 'RUN15', couponId: coupon.id });
     ids.metered = metered.id;
     ids.flat = flat.id;
-  }, 30_000);
+  });
   afterAll(async () => {
     await t?.close();
   });
@@ -72,6 +74,58 @@ describe('billing invoice run (batched)', () => {
     const { cutoff: _c, ...u } = computation.usage ?? {};
     return { ...rest, computation: { ...computation, usage: computation.usage ? u : undefined } };
   };
+
+  it('on demand: coupon and exclusive tax, number 1; drafts get no number; credit notes, credit balance, void, delete; concurrent finalizations gap-free; verify catches a tampered line', async () => {
+    const b = t.modules.billing;
+    const o = await org(ids.flat!, { coupon: true });
+    const first = await b.createInvoice(ctx(o), {});
+    // 5000 − 15 % = 4250, + 19 % = 807.5 → 808 (half away from zero).
+    expect(first).toMatchObject({ status: 'finalized', reason: 'manual', subtotal: 5000, discountTotal: 750, taxTotal: 808, total: 5058, amountDue: 5058 });
+    expect(first.number).toMatch(/-00001$/);
+    expect(first.lines).toMatchObject([{ kind: 'subscription', amount: 5000, discountAmount: 750, taxAmount: 808, computation: { source: 'charge', model: 'flat' } }]);
+    await expect(b.createInvoice(ctx(o), {})).rejects.toMatchObject({ code: 'BILLING.NOTHING_TO_INVOICE' });
+
+    const subscription = await b.getSubscription(o);
+    const addCharge = (amount: number) =>
+      t.db.withTenant(o, (trx) =>
+        sql`insert into billing_charges (tenant_id, id, subscription_id, kind, amount, currency, quantity, price_id, description, period_start, period_end)
+            values (${o}, ${newId()}, ${subscription.id}, 'proration_charge', ${amount}, 'USD', 1, ${subscription.priceId}, 'Extra', ${start}, now())`.execute(trx),
+      );
+    // A credit note on an unpaid invoice reduces what is owed; beyond that it goes to the balance.
+    await expect(b.createCreditNote(ctx(o), first.id, { amount: 99_999, reason: 'other' })).rejects.toMatchObject({ code: 'BILLING.CREDIT_TOO_LARGE' });
+    const note = await b.createCreditNote(ctx(o), first.id, { amount: 58, reason: 'product_unsatisfactory' });
+    expect(note).toMatchObject({ amount: 58, outstandingAmount: 58, balanceAmount: 0 });
+    expect((await b.getInvoice(o, first.id)).amountDue).toBe(5000);
+
+    await addCharge(1000);
+    const draft = await b.createInvoice(ctx(o), { finalize: false });
+    expect(draft).toMatchObject({ status: 'draft', number: null, subtotal: 1000 });
+    await b.deleteDraft(ctx(o), draft.id);
+    const again = await b.createInvoice(ctx(o), { finalize: false }); // the deleted draft's charge is owed again
+    expect(again.subtotal).toBe(1000);
+    const fin = await b.finalizeInvoice(ctx(o), again.id);
+    expect(fin).toMatchObject({ status: 'finalized', total: 1012 }); // 1000 − 15 % + 19 %
+    expect(fin.number).toMatch(/-00002$/);
+    const voided = await b.voidInvoice(ctx(o), fin.id);
+    expect(voided.status).toBe('void');
+    await expect(b.voidInvoice(ctx(o), fin.id)).rejects.toMatchObject({ code: 'BILLING.INVALID_INVOICE_STATE' });
+
+    const drafts: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      await addCharge(100 + i);
+      drafts.push((await b.createInvoice(ctx(o), { finalize: false })).id);
+    }
+    const done = await Promise.all(drafts.map((id) => b.finalizeInvoice(ctx(o), id)));
+    expect(new Set(done.map((d) => d.number)).size).toBe(6);
+    const numbers = (await invoicesOf(o)).map((x) => Number(x.number!.split('-')[1])).sort((x, y) => x - y);
+    expect(numbers).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+
+    expect(await b.verifyInvoices(o)).toMatchObject({ invoices: 8, mismatches: [] });
+    await t.db.withTenant(o, (trx) => sql`update billing_invoice_lines set amount = 4000 where invoice_id = ${first.id}`.execute(trx));
+    const { mismatches } = await b.verifyInvoices(o, first.id);
+    expect(mismatches.map((m) => m.field)).toEqual(expect.arrayContaining(['computation.amount', 'amount']));
+    await t.db.withTenant(o, (trx) => sql`update billing_invoice_lines set amount = 5000 where invoice_id = ${first.id}`.execute(trx));
+  });
 
   it('invoices every queued renewal in one batch, as the per-event path would, recomputably, gap-free, once', async () => {
     const b = t.modules.billing;
@@ -153,5 +207,22 @@ describe('billing invoice run (batched)', () => {
     // Statements: the per-event path vs the run (5 orgs, one of them on the per-event path, one failing twice).
     console.info(`invoice run: ${runStatements} statements for 4 orgs in the batch + 1 alone; per-event path ${perEventStatements} for one invoice`);
     expect(perEventStatements).toBeGreaterThan(20);
+  });
+
+  it('a clean batch costs a few statements per org (load, usage, write, 2 audit records, 1 event) and a few per batch', async () => {
+    const b = t.modules.billing;
+    await sql`delete from billing_invoice_queue where done_at is null`.execute(t.db.owner); // the failing org of the test above
+    const orgs = [await org(ids.metered!), await org(ids.metered!), await org(ids.flat!), await org(ids.metered!)];
+    for (const o of orgs) await usage(o);
+    for (const o of orgs) await b.advance(ctx(o));
+    statements = 0;
+    expect(await b.runInvoiceQueue({ batchSize: 50 })).toMatchObject({ periods: 4, invoices: 4, failed: 0, batches: 1 });
+    const batchOne = statements;
+    // Per org: set tenant, load + lock, usage aggregate (metered), write, 2 audit records, 1 event = 7 (6 flat);
+    // per batch: begin, claim, prices, meters, tax rate, reset tenant, mark done, note orgs, commit, and the
+    // empty claims of the run's other parallel loops (begin, claim, commit each).
+    expect(batchOne).toBeLessThanOrEqual(4 * 7 + 12 + 9);
+    console.info(`invoice run: ${batchOne} statements for a batch of 4 invoices (${(batchOne / 4).toFixed(1)} per invoice, batch overhead included)`);
+    for (const o of orgs) expect(await b.verifyInvoices(o)).toEqual({ invoices: 1, mismatches: [] });
   });
 });

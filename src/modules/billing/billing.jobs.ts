@@ -114,9 +114,11 @@ const DUNNING_PER_RUN = 500;
  */
 export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, deps: { mailer?: Mailer; scope: InvoicingCore['scope'] }): void {
   const invoiceOn = (name: string, consumer: string) =>
-    jobs.subscribe<SubscriptionEventPayload>(name, consumer, async (event, { trx }) => {
+    jobs.subscribe<SubscriptionEventPayload>(name, consumer, async (event, { trx, logger }) => {
       if (!event.tenantId) return;
       await service.invoiceForSubscriptionEvent(trx, event.tenantId, event.payload.change, event.payload);
+      // A renewal by the wall clock was queued for the invoice run: start it now (the schedule is the safety net).
+      if (event.payload.change === 'renewed') service.kickInvoiceRun(logger);
     });
   invoiceOn(BILLING_EVENTS.subscriptionCreated, 'billing.invoice_on_created');
   invoiceOn(BILLING_EVENTS.subscriptionUpdated, 'billing.invoice_on_updated');

@@ -28,6 +28,13 @@ export interface InvoiceRunUseCases {
    * transaction per batch, until the queue is empty or `budgetMs` has passed. `tenantId`: that org only.
    */
   runInvoiceQueue(opts?: { batchSize?: number; budgetMs?: number; tenantId?: string; parallel?: number; logger?: Logger }): Promise<InvoiceRunResult>;
+  /**
+   * Starts draining the queue in this process now, in the background (one drain at a time; a kick during a
+   * drain makes it go round again). The worker kicks it when a renewal event arrives, so a period end's
+   * renewals are invoiced at once instead of waiting for the schedule's next tick, which a busy job processor
+   * delays (every schedule's claim waits for a pooled connection). The schedule stays the safety net.
+   */
+  kickInvoiceRun(logger?: Logger): void;
 }
 
 /** Orgs per batch transaction: the customer locks it holds are held until its commit (~100 ms of work here). */
@@ -205,7 +212,31 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     });
   }
 
-  return {
+  let draining = false;
+  let again = false;
+
+  const service: InvoiceRunUseCases = {
+    kickInvoiceRun(logger) {
+      if (draining) {
+        again = true;
+        return;
+      }
+      draining = true;
+      setImmediate(async () => {
+        try {
+          do {
+            again = false;
+            const r = await service.runInvoiceQueue({ budgetMs: 60_000, logger });
+            if (r.periods > 0) logger?.info(r, 'invoice run (kicked)');
+            if (r.periods > 0) again = true; // until a pass finds the queue empty
+          } while (again);
+        } catch (err) {
+          logger?.warn({ error: (err as Error).message }, 'invoice run (kicked) failed; the schedule goes on');
+        } finally {
+          draining = false;
+        }
+      });
+    },
     async runInvoiceQueue(opts = {}) {
       const batchSize = opts.batchSize ?? DEFAULT_BATCH;
       const deadline = Date.now() + (opts.budgetMs ?? 10_000);
@@ -253,4 +284,5 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       return result;
     },
   };
+  return service;
 }

@@ -23,6 +23,8 @@ const NOT_FILLED: string[] = [
   'billing_invoices', 'billing_invoice_lines', 'billing_invoice_sequences', 'billing_invoice_orgs', 'billing_usage_cursors',
   'billing_payment_methods', 'billing_payment_attempts', 'billing_payment_index', 'billing_dunning_schedule',
   'billing_customer_discounts', 'billing_credit_notes', 'billing_customer_balances', 'billing_balance_transactions',
+  // The invoice run's queued periods (migration 0155, id-only, distributed by tenant_id): purged the same way.
+  'billing_invoice_queue',
 ];
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;

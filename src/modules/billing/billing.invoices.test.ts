@@ -16,7 +16,8 @@ import { createSandboxGateway } from './billing.gateway-sandbox.ts';
  * Invoices and payments over HTTP, on one platform with its worker running: renewals invoice through the
  * outbox, finalized invoices are charged through the sandbox gateway, dunning runs on the org's test clock.
  * Event chains through the worker take tens of seconds on PGlite: this suite runs with TEST_DATABASE_URL
- * (or BILLING_INVOICE_TESTS=1 for the embedded database); billing.gateway-sandbox.test.ts always runs.
+ * (or BILLING_INVOICE_TESTS=1 for the embedded database); billing.gateway-sandbox.test.ts always runs, and
+ * billing.invoices-embedded.test.ts covers the invoice logic (and the batched invoice run) embedded in seconds.
  */
 describe.runIf(Boolean(process.env.TEST_DATABASE_URL || process.env.BILLING_INVOICE_TESTS))(`billing invoices and payments (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'})`, () => {
   let t: TestPlatform;

@@ -94,6 +94,9 @@ export function registerBillingMailJobs(jobs: JobRegistry, mail: BillingMail, sc
   }, retry);
 }
 
+/** Invoiced periods are remembered this long (their renewal events are redelivered within days at most). */
+const INVOICE_QUEUE_RETENTION_MS = 35 * 86_400_000;
+
 /** Dunning steps (retries, final actions) per run of the dunning schedule; the rest wait for the next run. */
 const DUNNING_PER_RUN = 500;
 
@@ -106,12 +109,16 @@ const DUNNING_PER_RUN = 500;
  * - `billing.invoice_pdf[_paid]`: the PDF is rendered into storage.
  * - `billing.dunning_email[_final]`: the billing contact hears of a failed payment / the final action.
  * - `billing.dunning` schedule: retries and final actions due by the wall clock.
+ * - `billing.invoice_run` schedule: the renewals queued by `billing.renewals`, invoiced in batches
+ *   (use-cases/invoice-run.ts); `billing.invoice_on_updated` leaves wall-clock renewals to it.
  */
 export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, deps: { mailer?: Mailer; scope: InvoicingCore['scope'] }): void {
   const invoiceOn = (name: string, consumer: string) =>
-    jobs.subscribe<SubscriptionEventPayload>(name, consumer, async (event, { trx }) => {
+    jobs.subscribe<SubscriptionEventPayload>(name, consumer, async (event, { trx, logger }) => {
       if (!event.tenantId) return;
-      await service.invoiceForSubscriptionEvent(trx, event.tenantId, event.payload.change);
+      await service.invoiceForSubscriptionEvent(trx, event.tenantId, event.payload.change, event.payload);
+      // A renewal by the wall clock was queued for the invoice run: start it now (the schedule is the safety net).
+      if (event.payload.change === 'renewed') service.kickInvoiceRun(logger);
     });
   invoiceOn(BILLING_EVENTS.subscriptionCreated, 'billing.invoice_on_created');
   invoiceOn(BILLING_EVENTS.subscriptionUpdated, 'billing.invoice_on_updated');
@@ -140,6 +147,17 @@ export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, 
   };
   jobs.subscribe(BILLING_EVENTS.paymentFailed, 'billing.dunning_email', mail('payment_failed'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 });
   jobs.subscribe(BILLING_EVENTS.invoiceUncollectible, 'billing.dunning_email_final', mail('uncollectible'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 });
+  // The invoice run: renewals queued by the renewal schedule, invoiced in batches (one runner per occurrence;
+  // a run stops after 10 s and the next occurrence, a second later, goes on; several workers share the queue).
+  let pruned = 0;
+  jobs.schedule('billing.invoice_run', { everyMs: 1_000 }, async ({ logger }) => {
+    const r = await service.runInvoiceQueue({ logger });
+    if (r.periods > 0) logger.info(r, 'invoice run');
+    if (Date.now() - pruned > 3_600_000) {
+      pruned = Date.now();
+      await service.pruneInvoiceQueue(new Date(Date.now() - INVOICE_QUEUE_RETENTION_MS));
+    }
+  });
   jobs.schedule('billing.dunning', { everyMs: 60_000 }, async () => {
     await service.runDunningDue(systemActor('billing.dunning'), DUNNING_PER_RUN);
   });

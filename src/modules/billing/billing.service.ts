@@ -16,12 +16,17 @@ import { createDunning, DEFAULT_PAYMENTS_CONFIG } from './use-cases/dunning.ts';
 import { createInvoicingCore, invoiceUseCases, type InvoiceUseCases } from './use-cases/invoices.ts';
 import { invoiceDocumentUseCases, type InvoiceDocumentUseCases } from './use-cases/invoice-documents.ts';
 import { paymentUseCases, type PaymentUseCases } from './use-cases/payments.ts';
+import { invoiceRunUseCases, type InvoiceRunUseCases } from './use-cases/invoice-run.ts';
+import { pruneQueue } from './invoice-run.repo.ts';
 import * as pay from './payments.repo.ts';
 
 export type { BillingConfig, BillingDeps } from './use-cases/context.ts';
 
 /** The use cases of the billing module, one file per aggregate under use-cases/. */
-export interface BillingService extends CatalogUseCases, SubscriptionUseCases, EntitlementUseCases, UsageUseCases, TestClockUseCases, QuotaUseCases, AddonUseCases, InvoiceUseCases, PaymentUseCases, InvoiceDocumentUseCases {}
+export interface BillingService extends CatalogUseCases, SubscriptionUseCases, EntitlementUseCases, UsageUseCases, TestClockUseCases, QuotaUseCases, AddonUseCases, InvoiceUseCases, PaymentUseCases, InvoiceDocumentUseCases, InvoiceRunUseCases {
+  /** Forgets invoiced queue rows older than `before`. */
+  pruneInvoiceQueue(before: Date): Promise<void>;
+}
 
 export function createBillingService(deps: BillingDeps): { service: BillingService; context: BillingContext; mail: BillingMail } {
   const context = createBillingContext(deps);
@@ -95,6 +100,8 @@ export function createBillingService(deps: BillingDeps): { service: BillingServi
       ...invoices,
       ...payments,
       ...invoiceDocumentUseCases(context, core, payConfig),
+      ...invoiceRunUseCases(context, core),
+      pruneInvoiceQueue: (before) => pruneQueue(deps.db.app, before),
     },
     context,
     mail,

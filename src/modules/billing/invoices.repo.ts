@@ -619,7 +619,7 @@ export interface CustomerDiscount {
   active: boolean;
 }
 
-const toDiscount = (r: Selectable<DB['billing_customer_discounts']>): CustomerDiscount => {
+export const toDiscount = (r: Selectable<DB['billing_customer_discounts']>): CustomerDiscount => {
   const coupon = json<Coupon>(r.coupon);
   return {
     id: r.id,

@@ -56,7 +56,7 @@ export interface Charge {
   createdAt: Date;
 }
 
-const toCustomer = (r: Selectable<DB['billing_customers']>): Customer => ({
+export const toCustomer = (r: Selectable<DB['billing_customers']>): Customer => ({
   id: r.id,
   email: r.email ?? null,
   name: r.name,
@@ -69,7 +69,7 @@ const toCustomer = (r: Selectable<DB['billing_customers']>): Customer => ({
   updatedAt: r.updated_at,
 });
 
-const toSubscription = (r: Selectable<DB['billing_subscriptions']>): Subscription => ({
+export const toSubscription = (r: Selectable<DB['billing_subscriptions']>): Subscription => ({
   id: r.id,
   planId: r.plan_id,
   priceId: r.price_id,
@@ -92,7 +92,7 @@ const toSubscription = (r: Selectable<DB['billing_subscriptions']>): Subscriptio
   updatedAt: r.updated_at,
 });
 
-const toCharge = (r: Selectable<DB['billing_charges']>): Charge => ({
+export const toCharge = (r: Selectable<DB['billing_charges']>): Charge => ({
   id: r.id,
   subscriptionId: r.subscription_id,
   kind: r.kind as Charge['kind'],

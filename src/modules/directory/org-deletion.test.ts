@@ -24,6 +24,9 @@ const NOT_FILLED: string[] = [
   // billing: a usage cursor is written when metered usage is invoiced at a period end (a metered plan and a
   // test-clock advance past the period); the fixture's plan is flat
   'billing_usage_cursors',
+  // billing: the invoice run's queue (migration 0155) holds a period only between a wall-clock renewal and its
+  // invoice; the fixture renews nothing by the wall clock
+  'billing_invoice_queue',
 ];
 
 const mode = `${process.env.TEST_DATABASE_URL ? 'postgres' : 'pglite'}${process.env.TEST_REDIS_URL ? '+redis' : ''}`;

@@ -63,6 +63,7 @@ export const TABLE_PLACEMENT: Record<string, Placement> = {
   billing_payment_attempts: 'distributed',
   billing_payment_index: 'distributed',
   billing_dunning_schedule: 'distributed',
+  billing_invoice_queue: 'distributed',
   billing_customer_discounts: 'distributed',
   billing_credit_notes: 'distributed',
   billing_customer_balances: 'distributed',

@@ -216,6 +216,17 @@ export interface BillingInvoiceOrgs {
   tenant_id: string;
 }
 
+export interface BillingInvoiceQueue {
+  attempts: Generated<number>;
+  done_at: Timestamp | null;
+  enqueued_at: Generated<Timestamp>;
+  invoice_id: string | null;
+  last_error: string | null;
+  period_end: Timestamp;
+  subscription_id: string;
+  tenant_id: string;
+}
+
 export interface BillingInvoices {
   amount_due: Generated<number>;
   amount_paid: Generated<number>;
@@ -1026,6 +1037,7 @@ export interface DB {
   billing_dunning_schedule: BillingDunningSchedule;
   billing_invoice_lines: BillingInvoiceLines;
   billing_invoice_orgs: BillingInvoiceOrgs;
+  billing_invoice_queue: BillingInvoiceQueue;
   billing_invoice_sequences: BillingInvoiceSequences;
   billing_invoices: BillingInvoices;
   billing_meters: BillingMeters;

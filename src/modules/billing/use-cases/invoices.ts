@@ -19,14 +19,15 @@ import { computeTotals } from '../billing.invoice-math.ts';
 import { currencyExponent, formatMoney } from '../billing.money.ts';
 import { amountFor } from '../billing.pricing.ts';
 import * as catalog from '../billing.repo.ts';
-import type { Price } from '../billing.repo.ts';
+import type { Meter, Price } from '../billing.repo.ts';
 import { createRatesTableTaxProvider, locationOf, type TaxProvider } from '../billing.tax.ts';
 import * as repo from '../invoices.repo.ts';
-import type { Coupon, CreditNote, CustomerDiscount, DiscountSnapshot, Invoice, InvoiceLine, InvoiceReason, InvoiceStatus, ITrx, PromotionCode, TaxRate } from '../invoices.repo.ts';
+import type { Coupon, CreditNote, CustomerDiscount, DiscountSnapshot, Invoice, InvoiceLine, InvoiceReason, InvoiceStatus, ITrx, PromotionCode, TaxRate, TaxSnapshot } from '../invoices.repo.ts';
 import { asBilling, invoicingScope } from '../invoices.repo.ts';
 import { scheduleDunning } from '../payments.repo.ts';
+import { enqueueInvoice } from '../invoice-run.repo.ts';
 import * as subs from '../subscriptions.repo.ts';
-import type { Subscription } from '../subscriptions.repo.ts';
+import type { Charge, Subscription } from '../subscriptions.repo.ts';
 import type { BillingContext } from './context.ts';
 
 export interface InvoiceView extends Invoice {
@@ -90,11 +91,11 @@ export interface InvoiceUseCases {
   createTaxRate(ctx: ActorContext, input: { country: string; region?: string; name: string; percentage: number; inclusive?: boolean }): Promise<TaxRate>;
   listTaxRates(): Promise<TaxRate[]>;
   /** Outbox consumer: a subscription change left charges or closed a usage window → an invoice, in the handler's transaction. */
-  invoiceForSubscriptionEvent(trx: TxHandle, orgId: string, change: string): Promise<Invoice | null>;
+  invoiceForSubscriptionEvent(trx: TxHandle, orgId: string, change: string, event?: { subscriptionId: string; currentPeriodEnd: string }): Promise<Invoice | null>;
 }
 
 /** Usage received less than this before an invoice is counted on the next one (ingestion transactions still in flight). */
-const USAGE_SETTLE_MS = 30_000;
+export const USAGE_SETTLE_MS = 30_000;
 
 const REASON_BY_CHANGE: Record<string, InvoiceReason> = {
   created: 'subscription_create',
@@ -126,9 +127,143 @@ export function invoicePayload(inv: Invoice): InvoiceEventPayload {
   };
 }
 
+const pricing = (p: Price) => ({ model: p.model, flatAmount: p.flatAmount, unitAmount: p.unitAmount, tiers: p.tiers, packageSize: p.packageSize });
+
+/*
+ * The pure steps of making an invoice, shared by the per-event path (`invoicePending` / `finalize`) and the
+ * batched invoice run (use-cases/invoice-run.ts), so both compute the same lines and totals from the same state.
+ */
+
+/** The line of one open charge, priced as Billing I charged it. */
+export function chargeLine(invoiceId: string, ch: Charge, price: Price): InvoiceLine {
+  return {
+    id: newId(),
+    invoiceId,
+    position: 0,
+    kind: ch.kind,
+    description: ch.description,
+    chargeId: ch.id,
+    subscriptionId: ch.subscriptionId,
+    priceId: price.id,
+    priceVersion: price.version,
+    quantity: ch.quantity,
+    unitAmount: price.model === 'per_unit' ? price.unitAmount : null,
+    amount: ch.amount,
+    discountAmount: 0,
+    taxAmount: 0,
+    periodStart: ch.periodStart,
+    periodEnd: ch.periodEnd,
+    computation: { source: 'charge', ...pricing(price), quantity: ch.quantity, amount: ch.amount },
+  };
+}
+
+/** The usage window a metered subscription's next invoice covers: from its cursor (or anchor) to the current period; null when empty. */
+export function usageWindowFor(
+  sub: Subscription,
+  price: Price,
+  meter: Meter | undefined,
+  cursor: { billedTo: Date; cutoff: Date } | undefined,
+  cutoff: Date,
+  now: Date,
+  usageLateWindowMs: number,
+): repo.UsageWindow | null {
+  if (price.usageType !== 'metered' || !price.metric) return null;
+  const from = cursor?.billedTo ?? sub.anchorAt;
+  const to = sub.status === 'canceled' ? (sub.canceledAt ?? now) : sub.currentPeriodStart;
+  if (to.getTime() <= from.getTime()) return null;
+  return {
+    metric: price.metric,
+    aggregation: meter?.aggregation ?? 'sum',
+    property: meter?.property ?? null,
+    from,
+    to,
+    cutoff,
+    previousCutoff: cursor?.cutoff ?? null,
+    // Late events are accepted up to the late window behind the org's clock, which never went back before `from`.
+    lowerBound: cursor ? new Date(from.getTime() - usageLateWindowMs - 3_600_000) : from,
+  };
+}
+
+/** The usage line of a window's aggregate (null when nothing was used and nothing is owed). */
+export function usageLineFrom(invoiceId: string, sub: Subscription, price: Price, meter: Meter | undefined, window: repo.UsageWindow, agg: { value: string; events: number; hash: string }): InvoiceLine | null {
+  const { from, to, cutoff } = window;
+  const quantity = Math.max(0, Math.ceil(Number(agg.value)));
+  const amount = amountFor(price, quantity);
+  if (agg.events === 0 && amount === 0) return null;
+  return {
+    id: newId(),
+    invoiceId,
+    position: 0,
+    kind: 'usage',
+    description: `${meter?.name ?? price.metric}: ${agg.value} (${from.toISOString().slice(0, 10)} – ${to.toISOString().slice(0, 10)})`,
+    chargeId: null,
+    subscriptionId: sub.id,
+    priceId: price.id,
+    priceVersion: price.version,
+    quantity,
+    unitAmount: price.model === 'per_unit' || price.model === 'package' ? price.unitAmount : null,
+    amount,
+    discountAmount: 0,
+    taxAmount: 0,
+    periodStart: from,
+    periodEnd: to,
+    computation: {
+      source: 'usage',
+      ...pricing(price),
+      quantity,
+      amount,
+      usage: {
+        metric: window.metric,
+        aggregation: window.aggregation,
+        property: window.property,
+        from: from.toISOString(),
+        to: to.toISOString(),
+        cutoff: cutoff.toISOString(),
+        previousCutoff: window.previousCutoff?.toISOString() ?? null,
+        lowerBound: window.lowerBound.toISOString(),
+        value: agg.value,
+        events: agg.events,
+        hash: agg.hash,
+      },
+    },
+  };
+}
+
+/** Finalization's arithmetic: the org's discount if still running (and worth something), tax, totals. */
+export function finalTotals(
+  lines: InvoiceLine[],
+  active: CustomerDiscount | undefined,
+  now: Date,
+  taxRate: TaxSnapshot | null,
+  currency: string,
+): { live: CustomerDiscount | undefined; discount: DiscountSnapshot | null; totals: ReturnType<typeof computeTotals> } {
+  const live = active && (active.endsAt === null || now < active.endsAt) ? active : undefined;
+  let discount: DiscountSnapshot | null = live
+    ? {
+        customerDiscountId: live.id,
+        couponId: live.couponId,
+        key: live.coupon.key,
+        name: live.coupon.name,
+        percentOffPpm: live.coupon.percentOffPpm,
+        amountOff: live.coupon.amountOff,
+        currency: live.coupon.currency,
+        duration: live.coupon.duration,
+        promotionCode: live.promotionCode,
+      }
+    : null;
+  let totals = computeTotals(lines, discount, taxRate, currency);
+  if (discount && totals.discountTotal === 0) {
+    discount = null;
+    totals = computeTotals(lines, null, taxRate, currency);
+  }
+  return { live, discount, totals };
+}
+
 /** What payments and dunning share with invoicing (same transaction). */
 export interface InvoicingCore {
   scope: ReturnType<typeof invoicingScope>;
+  /** The tax seam finalization asks (the invoice run asks the same one). */
+  tax: TaxProvider;
   /** Invoices everything owed now; null when nothing is. */
   invoicePending(trx: ITrx, ctx: TenantActorContext, reason: InvoiceReason, opts: { finalize: boolean }): Promise<Invoice | null>;
   finalize(trx: ITrx, ctx: TenantActorContext, invoice: Invoice): Promise<Invoice>;
@@ -152,69 +287,16 @@ export function createInvoicingCore(c: BillingContext, tax: TaxProvider = create
     return p;
   }
 
-  const pricing = (p: Price) => ({ model: p.model, flatAmount: p.flatAmount, unitAmount: p.unitAmount, tiers: p.tiers, packageSize: p.packageSize });
-
   /** The usage line of a metered subscription for the window its last invoice left open, up to the current period. */
   async function usageLine(trx: ITrx, orgId: string, invoiceId: string, sub: Subscription, price: Price, cutoff: Date, now: Date): Promise<InvoiceLine | null> {
     if (price.usageType !== 'metered' || !price.metric) return null;
     const cursor = await repo.findUsageCursor(trx, orgId, sub.id, price.metric);
-    const from = cursor?.billedTo ?? sub.anchorAt;
-    const to = sub.status === 'canceled' ? (sub.canceledAt ?? now) : sub.currentPeriodStart;
-    if (to.getTime() <= from.getTime()) return null;
     const meter = (await catalog.listMeters(asBilling(trx))).find((m) => m.key === price.metric);
-    const window: repo.UsageWindow = {
-      metric: price.metric,
-      aggregation: meter?.aggregation ?? 'sum',
-      property: meter?.property ?? null,
-      from,
-      to,
-      cutoff,
-      previousCutoff: cursor?.cutoff ?? null,
-      // Late events are accepted up to the late window behind the org's clock, which never went back before `from`.
-      lowerBound: cursor ? new Date(from.getTime() - c.deps.config.usageLateWindowMs - 3_600_000) : from,
-    };
+    const window = usageWindowFor(sub, price, meter, cursor, cutoff, now, c.deps.config.usageLateWindowMs);
+    if (!window) return null;
     const agg = await repo.aggregateUsage(trx, orgId, window);
-    await repo.setUsageCursor(trx, orgId, sub.id, price.metric, to, cutoff);
-    const quantity = Math.max(0, Math.ceil(Number(agg.value)));
-    const amount = amountFor(price, quantity);
-    if (agg.events === 0 && amount === 0) return null;
-    return {
-      id: newId(),
-      invoiceId,
-      position: 0,
-      kind: 'usage',
-      description: `${meter?.name ?? price.metric}: ${agg.value} (${from.toISOString().slice(0, 10)} – ${to.toISOString().slice(0, 10)})`,
-      chargeId: null,
-      subscriptionId: sub.id,
-      priceId: price.id,
-      priceVersion: price.version,
-      quantity,
-      unitAmount: price.model === 'per_unit' || price.model === 'package' ? price.unitAmount : null,
-      amount,
-      discountAmount: 0,
-      taxAmount: 0,
-      periodStart: from,
-      periodEnd: to,
-      computation: {
-        source: 'usage',
-        ...pricing(price),
-        quantity,
-        amount,
-        usage: {
-          metric: window.metric,
-          aggregation: window.aggregation,
-          property: window.property,
-          from: from.toISOString(),
-          to: to.toISOString(),
-          cutoff: cutoff.toISOString(),
-          previousCutoff: window.previousCutoff?.toISOString() ?? null,
-          lowerBound: window.lowerBound.toISOString(),
-          value: agg.value,
-          events: agg.events,
-          hash: agg.hash,
-        },
-      },
-    };
+    await repo.setUsageCursor(trx, orgId, sub.id, window.metric, window.to, cutoff);
+    return usageLineFrom(invoiceId, sub, price, meter, window, agg);
   }
 
   async function invoicePending(trx: ITrx, ctx: TenantActorContext, reason: InvoiceReason, opts: { finalize: boolean }): Promise<Invoice | null> {
@@ -229,28 +311,7 @@ export function createInvoicingCore(c: BillingContext, tax: TaxProvider = create
     const currency = sub?.currency ?? all[0]?.currency ?? customer.currency;
     const charges = all.filter((ch) => ch.currency === currency);
     const lines: InvoiceLine[] = [];
-    for (const ch of charges) {
-      const price = await priceOf(trx, prices, ch.priceId);
-      lines.push({
-        id: newId(),
-        invoiceId,
-        position: 0,
-        kind: ch.kind,
-        description: ch.description,
-        chargeId: ch.id,
-        subscriptionId: ch.subscriptionId,
-        priceId: price.id,
-        priceVersion: price.version,
-        quantity: ch.quantity,
-        unitAmount: price.model === 'per_unit' ? price.unitAmount : null,
-        amount: ch.amount,
-        discountAmount: 0,
-        taxAmount: 0,
-        periodStart: ch.periodStart,
-        periodEnd: ch.periodEnd,
-        computation: { source: 'charge', ...pricing(price), quantity: ch.quantity, amount: ch.amount },
-      });
-    }
+    for (const ch of charges) lines.push(chargeLine(invoiceId, ch, await priceOf(trx, prices, ch.priceId)));
     if (sub) {
       const usage = await usageLine(trx, orgId, invoiceId, sub, await priceOf(trx, prices, sub.priceId), cutoff, now);
       if (usage) lines.push(usage);
@@ -284,26 +345,8 @@ export function createInvoicingCore(c: BillingContext, tax: TaxProvider = create
     const { now } = await c.clockNow(asBilling(trx), orgId);
     const lines = await repo.listLines(trx, orgId, invoice.id);
     const active = await repo.findActiveDiscount(trx, orgId);
-    const live = active && (active.endsAt === null || now < active.endsAt) ? active : undefined;
-    let discount: DiscountSnapshot | null = live
-      ? {
-          customerDiscountId: live.id,
-          couponId: live.couponId,
-          key: live.coupon.key,
-          name: live.coupon.name,
-          percentOffPpm: live.coupon.percentOffPpm,
-          amountOff: live.coupon.amountOff,
-          currency: live.coupon.currency,
-          duration: live.coupon.duration,
-          promotionCode: live.promotionCode,
-        }
-      : null;
     const taxRate = await tax.rateFor(trx, locationOf(customer.address));
-    let totals = computeTotals(lines, discount, taxRate, invoice.currency);
-    if (discount && totals.discountTotal === 0) {
-      discount = null;
-      totals = computeTotals(lines, null, taxRate, invoice.currency);
-    }
+    const { live, discount, totals } = finalTotals(lines, active, now, taxRate, invoice.currency);
     if (active && !live) await repo.markDiscountApplied(trx, orgId, active.id, false);
     if (live && discount) await repo.markDiscountApplied(trx, orgId, live.id, live.coupon.duration !== 'once');
     await repo.setLineAdjustments(trx, orgId, lines.map((l, i) => ({ id: l.id, ...totals.lines[i]! })));
@@ -347,7 +390,7 @@ export function createInvoicingCore(c: BillingContext, tax: TaxProvider = create
     return { ...invoice, lines, creditNotes, amountRemaining: invoice.status === 'finalized' ? Math.max(0, invoice.amountDue - invoice.amountPaid) : 0 };
   }
 
-  return { scope, invoicePending, finalize, view, record, publish };
+  return { scope, tax, invoicePending, finalize, view, record, publish };
 }
 
 export function invoiceUseCases(c: BillingContext, core: InvoicingCore, refund: (ctx: TenantActorContext, trx: ITrx, invoice: Invoice, amount: number, creditNoteId: string) => Promise<string>): InvoiceUseCases {
@@ -581,10 +624,16 @@ export function invoiceUseCases(c: BillingContext, core: InvoicingCore, refund: 
     },
     listTaxRates: () => scope.withTenantRead(PLATFORM_AUDIT_TENANT, (trx) => repo.listTaxRates(trx)),
 
-    async invoiceForSubscriptionEvent(handle, orgId, change) {
+    async invoiceForSubscriptionEvent(handle, orgId, change, event) {
       const reason = REASON_BY_CHANGE[change];
       if (!reason) return null;
       const trx = scope.join(handle);
+      // A renewal by the wall clock is invoiced by the batched invoice run: its transaction queued the period;
+      // queueing it again here (a no-op then) covers renewals committed by a release that did not queue them.
+      if (change === 'renewed' && event && !(await c.clockNow(asBilling(trx), orgId)).onTestClock) {
+        await enqueueInvoice(trx, orgId, event.subscriptionId, new Date(event.currentPeriodEnd));
+        return null;
+      }
       return core.invoicePending(trx, { ...systemActor('billing.invoices'), tenantId: orgId }, reason, { finalize: true });
     },
   };

@@ -9,6 +9,7 @@ import { currencyExponent } from '../billing.money.ts';
 import * as catalog from '../billing.repo.ts';
 import type { Plan, Price, Trx } from '../billing.repo.ts';
 import * as repo from '../subscriptions.repo.ts';
+import { enqueueInvoice } from '../invoice-run.repo.ts';
 import type { Charge, Customer, CustomerChanges, Subscription, SubscriptionChanges } from '../subscriptions.repo.ts';
 import { addonPeriodCharges } from './add-ons.ts';
 import { remindTrialEnding, trialReminderAt } from './billing-mail.ts';
@@ -200,6 +201,9 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
       if (sub.status !== 'paused') await repo.insertCharges(trx, ctx.tenantId, periodCharge(sub, price, quantity, period.start, period.end));
       if (sub.status !== 'paused') await addonPeriodCharges(trx, ctx.tenantId, sub, period.start, period.end);
       await emit(trx, ctx, sub, changing ? 'plan_changed' : 'renewed', before, { entitlements: changing, onTestClock });
+      // The period's invoice is made by the batched invoice run (billing.invoice_run), queued with the renewal;
+      // an org on a test clock is invoiced by the renewal event's handler at once, as the clock moves.
+      if (!changing && !onTestClock) await enqueueInvoice(trx, ctx.tenantId, sub.id, sub.currentPeriodEnd);
     }
     await repo.setSchedule(trx, ctx.tenantId, dueAt(sub, now), onTestClock);
     return sub;

@@ -1,0 +1,234 @@
+import { sql, type QueryExecutorProvider, type Selectable } from 'kysely';
+import type { DB } from '../../platform/db/database.ts';
+import { toDiscount, type CustomerDiscount, type InvoiceLine, type InvoiceReason, type IQ, type ITrx, type DiscountSnapshot, type TaxSnapshot } from './invoices.repo.ts';
+import { toCharge, toCustomer, toSubscription, type Charge, type Customer, type Subscription } from './subscriptions.repo.ts';
+
+/**
+ * The invoice run's SQL (use-cases/invoice-run.ts): the queue of renewed periods (global, id-only, read across
+ * orgs), one statement that loads and locks everything an org's invoice needs, and one that writes the
+ * finalized invoice — number, lines, claimed charges and usage cursor — so a batch costs a few statements per
+ * org instead of ~28. Tenant tables are only touched inside the org's tenant context (RLS).
+ */
+
+export interface QueuedPeriod {
+  tenantId: string;
+  subscriptionId: string;
+  periodEnd: Date;
+}
+
+/** Queues an org's renewed period for the invoice run (in the renewal's transaction); a period is queued once. */
+export async function enqueueInvoice(trx: QueryExecutorProvider, tenantId: string, subscriptionId: string, periodEnd: Date): Promise<void> {
+  await sql`
+    insert into billing_invoice_queue (tenant_id, subscription_id, period_end)
+    values (${tenantId}, ${subscriptionId}, ${periodEnd})
+    on conflict (tenant_id, subscription_id, period_end) do nothing`.execute(trx);
+}
+
+/** Rows whose batch failed this often are left for an operator (logged by the run each time they fail). */
+export const MAX_QUEUE_ATTEMPTS = 10;
+
+/**
+ * Claims up to `limit` queued periods, oldest first, locked until the caller's transaction ends (SKIP LOCKED:
+ * runners never take the same row), returned in tenant order so every batch locks customers in one order.
+ */
+export async function claimQueued(trx: QueryExecutorProvider, limit: number, tenantId?: string, skip: string[] = []): Promise<QueuedPeriod[]> {
+  const only = tenantId ? sql`and tenant_id = ${tenantId}` : skip.length > 0 ? sql`and tenant_id <> all(${skip}::uuid[])` : sql``;
+  const r = await sql<{ tenant_id: string; subscription_id: string; period_end: Date }>`
+    select tenant_id, subscription_id, period_end from billing_invoice_queue
+    where done_at is null and attempts < ${MAX_QUEUE_ATTEMPTS} ${only}
+    order by enqueued_at limit ${limit}
+    for update skip locked`.execute(trx);
+  return r.rows
+    .map((x) => ({ tenantId: x.tenant_id, subscriptionId: x.subscription_id, periodEnd: new Date(x.period_end) }))
+    .sort((a, b) => (a.tenantId < b.tenantId ? -1 : a.tenantId > b.tenantId ? 1 : 0));
+}
+
+/** Marks claimed periods invoiced (the invoice that covered them, or null when nothing was owed). */
+export async function markQueueDone(trx: QueryExecutorProvider, rows: Array<QueuedPeriod & { invoiceId: string | null }>): Promise<void> {
+  if (rows.length === 0) return;
+  await sql`
+    update billing_invoice_queue q set done_at = now(), invoice_id = x.invoice_id
+    from unnest(${rows.map((r) => r.tenantId)}::uuid[], ${rows.map((r) => r.subscriptionId)}::uuid[], ${rows.map((r) => r.periodEnd.toISOString())}::timestamptz[], ${rows.map((r) => r.invoiceId)}::uuid[])
+      as x(tenant_id, subscription_id, period_end, invoice_id)
+    where q.tenant_id = x.tenant_id and q.subscription_id = x.subscription_id and q.period_end = x.period_end`.execute(trx);
+}
+
+/** A failed period: counted, with the error, so a row that always fails stops being retried at MAX_QUEUE_ATTEMPTS. */
+export async function markQueueFailed(trx: QueryExecutorProvider, row: QueuedPeriod, error: string): Promise<void> {
+  await sql`
+    update billing_invoice_queue set attempts = attempts + 1, last_error = ${error.slice(0, 1000)}
+    where tenant_id = ${row.tenantId} and subscription_id = ${row.subscriptionId} and period_end = ${row.periodEnd}`.execute(trx);
+}
+
+/** Invoiced periods older than `before` are forgotten (a period is renewed once; redeliveries come within days). */
+export async function pruneQueue(trx: QueryExecutorProvider, before: Date): Promise<void> {
+  await sql`delete from billing_invoice_queue where done_at < ${before}`.execute(trx);
+}
+
+/** Pending periods (tests, operators). */
+export async function countQueued(trx: QueryExecutorProvider): Promise<number> {
+  const r = await sql<{ n: string }>`select count(*)::text as n from billing_invoice_queue where done_at is null`.execute(trx);
+  return Number(r.rows[0]?.n ?? 0);
+}
+
+export interface OrgInvoicingState {
+  customer: Customer;
+  subscription: Subscription | undefined;
+  /** Open charges (not on an invoice yet), by id, at most 1,000 (as `openCharges`). */
+  charges: Charge[];
+  /** The usage cursors of that subscription, by metric. */
+  cursors: Map<string, { billedTo: Date; cutoff: Date }>;
+  discount: CustomerDiscount | undefined;
+  hasBalance: boolean;
+  hasTestClock: boolean;
+}
+
+const DATE_KEYS = new Set([
+  'created_at', 'updated_at', 'anchor_at', 'current_period_start', 'current_period_end', 'trial_end', 'canceled_at',
+  'paused_at', 'past_due_since', 'period_start', 'period_end', 'started_at', 'ends_at', 'billed_to', 'cutoff',
+]);
+
+/** A row read back from to_jsonb: timestamps become Dates again (everything else maps as the driver would). */
+function row<T>(o: Record<string, unknown>): T {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) out[k] = DATE_KEYS.has(k) && typeof v === 'string' ? new Date(v) : v;
+  return out as T;
+}
+
+/**
+ * Everything the org's next invoice needs, in one statement, with the customer row locked FOR UPDATE (the lock
+ * every billing change of the org takes first): the customer, its latest subscription (as
+ * `findLatestSubscription`), open charges, that subscription's usage cursors, the active discount, and whether
+ * a credit balance or a test clock exists. Undefined when the org has no customer row.
+ */
+export async function loadInvoicingState(trx: ITrx, tenantId: string): Promise<OrgInvoicingState | undefined> {
+  const r = await sql<{ customer: object; sub: object | null; charges: object[]; cursors: object[] | null; discount: object | null; has_balance: boolean; has_clock: boolean }>`
+    select to_jsonb(c) as customer, s.sub,
+      (select coalesce(jsonb_agg(to_jsonb(ch) order by ch.id), '[]'::jsonb)
+         from (select * from billing_charges where tenant_id = c.tenant_id and invoice_id is null order by id limit 1000) ch) as charges,
+      (select jsonb_agg(to_jsonb(u)) from billing_usage_cursors u
+         where u.tenant_id = c.tenant_id and u.subscription_id = (s.sub ->> 'id')::uuid) as cursors,
+      (select to_jsonb(d) from billing_customer_discounts d where d.tenant_id = c.tenant_id and d.active limit 1) as discount,
+      exists (select 1 from billing_customer_balances b where b.tenant_id = c.tenant_id) as has_balance,
+      exists (select 1 from billing_test_clocks t where t.tenant_id = c.tenant_id) as has_clock
+    from billing_customers c
+    left join lateral (
+      select to_jsonb(x) as sub from billing_subscriptions x where x.tenant_id = c.tenant_id
+      order by x.status = 'canceled', x.id desc limit 1) s on true
+    where c.tenant_id = ${tenantId}
+    for update of c`.execute(trx);
+  const x = r.rows[0];
+  if (!x) return undefined;
+  const cursors = new Map<string, { billedTo: Date; cutoff: Date }>();
+  for (const u of x.cursors ?? []) {
+    const c = row<{ metric: string; billed_to: Date; cutoff: Date }>(u as Record<string, unknown>);
+    cursors.set(c.metric, { billedTo: c.billed_to, cutoff: c.cutoff });
+  }
+  return {
+    customer: toCustomer(row<Selectable<DB['billing_customers']>>(x.customer as Record<string, unknown>)),
+    subscription: x.sub ? toSubscription(row<Selectable<DB['billing_subscriptions']>>(x.sub as Record<string, unknown>)) : undefined,
+    charges: x.charges.map((ch) => toCharge(row<Selectable<DB['billing_charges']>>(ch as Record<string, unknown>))),
+    cursors,
+    discount: x.discount ? toDiscount(row<Selectable<DB['billing_customer_discounts']>>(x.discount as Record<string, unknown>)) : undefined,
+    hasBalance: x.has_balance,
+    hasTestClock: x.has_clock,
+  };
+}
+
+export interface FinalizedInvoiceWrite {
+  id: string;
+  reason: InvoiceReason;
+  subscriptionId: string | null;
+  currency: string;
+  periodStart: Date;
+  periodEnd: Date;
+  usageCutoff: Date;
+  customer: Record<string, unknown>;
+  discount: DiscountSnapshot | null;
+  tax: TaxSnapshot | null;
+  subtotal: number;
+  discountTotal: number;
+  taxTotal: number;
+  total: number;
+  amountDue: number;
+  finalizedAt: Date;
+  /** amountDue 0: paid at once. */
+  paid: boolean;
+  /** Lines with their discount and tax amounts. */
+  lines: InvoiceLine[];
+  chargeIds: string[];
+  /** The usage cursor moved to the window's end, when the invoice covered a usage window. */
+  cursor: { subscriptionId: string; metric: string; billedTo: Date; cutoff: Date } | null;
+  /** Number prefix: the org id's last 8 hex digits. */
+  numberPrefix: string;
+}
+
+/**
+ * One statement: the org's next gap-free number (its sequence row, locked until the transaction ends; a
+ * rollback takes the number back), the finalized invoice, its lines, the charges it claims and the usage
+ * cursor. Returns the number, or throws when a charge was claimed meanwhile (the caller holds the customer
+ * lock, so that is a bug, and the transaction must not commit).
+ */
+export async function writeFinalizedInvoice(trx: ITrx, tenantId: string, w: FinalizedInvoiceWrite): Promise<{ seq: number; number: string; createdAt: Date }> {
+  const lines = JSON.stringify(
+    w.lines.map((l) => ({
+      id: l.id, position: l.position, kind: l.kind, description: l.description, charge_id: l.chargeId, subscription_id: l.subscriptionId,
+      price_id: l.priceId, price_version: l.priceVersion, quantity: l.quantity, unit_amount: l.unitAmount, amount: l.amount,
+      discount_amount: l.discountAmount, tax_amount: l.taxAmount, period_start: l.periodStart, period_end: l.periodEnd, computation: l.computation,
+    })),
+  );
+  const cur = w.cursor;
+  const status = w.paid ? 'paid' : 'finalized';
+  const r = await sql<{ seq: string; number: string; created_at: Date; claimed: string }>`
+    with seq as (
+      insert into billing_invoice_sequences (tenant_id, last_seq) values (${tenantId}, 1)
+      on conflict (tenant_id) do update set last_seq = billing_invoice_sequences.last_seq + 1
+      returning last_seq
+    ), inv as (
+      insert into billing_invoices (tenant_id, id, seq, number, status, reason, subscription_id, currency, period_start, period_end,
+        customer, usage_cutoff, discount, tax, subtotal, discount_total, tax_total, total, credit_applied, amount_due, finalized_at, paid_at, version)
+      select ${tenantId}, ${w.id}, seq.last_seq, ${w.numberPrefix} || '-' || lpad(seq.last_seq::text, greatest(5, length(seq.last_seq::text)), '0'),
+        ${status}, ${w.reason}, ${w.subscriptionId}, ${w.currency}, ${w.periodStart}, ${w.periodEnd},
+        ${JSON.stringify(w.customer)}::jsonb, ${w.usageCutoff}, ${w.discount === null ? null : JSON.stringify(w.discount)}::jsonb,
+        ${w.tax === null ? null : JSON.stringify(w.tax)}::jsonb, ${w.subtotal}, ${w.discountTotal}, ${w.taxTotal}, ${w.total}, 0, ${w.amountDue},
+        ${w.finalizedAt}, ${w.paid ? w.finalizedAt : null}, 2
+      from seq
+      returning seq, number, created_at
+    ), lines as (
+      insert into billing_invoice_lines (tenant_id, id, invoice_id, position, kind, description, charge_id, subscription_id, price_id,
+        price_version, quantity, unit_amount, amount, discount_amount, tax_amount, period_start, period_end, computation)
+      select ${tenantId}, x.id, inv_id.id, x.position, x.kind, x.description, x.charge_id, x.subscription_id, x.price_id,
+        x.price_version, x.quantity, x.unit_amount, x.amount, x.discount_amount, x.tax_amount, x.period_start, x.period_end, x.computation
+      from jsonb_to_recordset(${lines}::jsonb) as x(id uuid, position int, kind text, description text, charge_id uuid, subscription_id uuid,
+        price_id uuid, price_version int, quantity bigint, unit_amount bigint, amount bigint, discount_amount bigint, tax_amount bigint,
+        period_start timestamptz, period_end timestamptz, computation jsonb),
+        (select ${w.id}::uuid as id from inv) inv_id
+      returning 1
+    ), charges as (
+      update billing_charges set invoice_id = ${w.id}
+      where tenant_id = ${tenantId} and id = any(${w.chargeIds}::uuid[]) and invoice_id is null and exists (select 1 from inv)
+      returning 1
+    ), cursor as (
+      insert into billing_usage_cursors (tenant_id, subscription_id, metric, billed_to, cutoff)
+      select ${tenantId}, ${cur?.subscriptionId ?? null}::uuid, ${cur?.metric ?? ''}, ${cur?.billedTo ?? null}::timestamptz, ${cur?.cutoff ?? null}::timestamptz
+      where ${cur !== null}
+      on conflict (tenant_id, subscription_id, metric) do update set billed_to = excluded.billed_to, cutoff = excluded.cutoff
+      returning 1
+    )
+    select inv.seq::text, inv.number, inv.created_at,
+      (select count(*) from charges)::text as claimed, (select count(*) from lines) + (select count(*) from cursor) as _w
+    from inv`.execute(trx);
+  const x = r.rows[0];
+  if (!x) throw new Error('invoice run: the invoice was not written');
+  if (Number(x.claimed) !== w.chargeIds.length) throw new Error(`invoice run: ${w.chargeIds.length - Number(x.claimed)} charge(s) were already on another invoice`);
+  return { seq: Number(x.seq), number: x.number, createdAt: new Date(x.created_at) };
+}
+
+/** Which orgs have invoices (global, for `plinth billing verify`): one statement for a whole batch. */
+export async function noteInvoiceOrgs(q: IQ | ITrx | QueryExecutorProvider, tenantIds: string[], at: Date): Promise<void> {
+  if (tenantIds.length === 0) return;
+  await sql`
+    insert into billing_invoice_orgs (tenant_id, last_finalized_at)
+    select t, ${at} from unnest(${[...new Set(tenantIds)].sort()}::uuid[]) t
+    on conflict (tenant_id) do update set last_finalized_at = excluded.last_finalized_at`.execute(q as QueryExecutorProvider);
+}

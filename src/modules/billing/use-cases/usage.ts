@@ -5,7 +5,7 @@ import { BILLING_EVENTS, type UsageThresholdPayload } from '../billing.events.ts
 import * as catalog from '../billing.repo.ts';
 import type { Meter, Trx } from '../billing.repo.ts';
 import * as subs from '../subscriptions.repo.ts';
-import { insertUsage, queryUsage, usageSince, type Aggregation, type Granularity, type UsageEventInput, type UsagePoint } from '../usage.repo.ts';
+import { insertUsage, lockUsageMetrics, queryUsage, usageSince, type Aggregation, type Granularity, type UsageEventInput, type UsagePoint } from '../usage.repo.ts';
 import type { BillingContext } from './context.ts';
 import type { EntitlementSnapshot, EntitlementUseCases } from './entitlements.ts';
 
@@ -60,6 +60,7 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
   async function publishThresholds(trx: Trx, ctx: TenantActorContext, snapshot: EntitlementSnapshot, valid: UsageEventInput[], inserted: string[], now: Date): Promise<void> {
     const quotaMetrics = [...new Set(valid.map((e) => e.metric))].filter((m) => snapshot.quotas[m] !== undefined);
     if (inserted.length === 0 || quotaMetrics.length === 0) return;
+    await lockUsageMetrics(trx, ctx.tenantId, quotaMetrics);
     const sub = await subs.findLiveSubscription(trx, ctx.tenantId);
     const periodStart = hourFloor(sub?.currentPeriodStart ?? new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)));
     const totals = await usageSince(trx, ctx.tenantId, quotaMetrics, periodStart);

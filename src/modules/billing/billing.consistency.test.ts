@@ -132,20 +132,24 @@ describe.skipIf(!process.env.TEST_DATABASE_URL)('billing consistency: worker kil
     let rounds = 0;
     const done = (k: string) => Object.entries(driven).filter(([key]) => key.startsWith(k)).reduce((a, [, v]) => a + v, 0);
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      if (round >= MIN_ROUNDS && done('ok:ingest') >= 100 && done('ok:plan') + done('ok:pause') + done('ok:clock') >= 3 * ORGS) break;
+      if (round >= MIN_ROUNDS && done('ok:ingest') >= 40 && done('ok:plan') + done('ok:pause') + done('ok:clock') >= 2 * ORGS) break;
       rounds++;
       const { child, ready, stats } = spawn(true, spec);
       const t0 = Date.now();
       await ready;
       console.info(`round ${round}: worker ready in ${Date.now() - t0} ms`);
-      const until = Date.now() + 4000 + Math.random() * 2000;
-      while (Date.now() < until) {
+      // Chaos once the driver is at work: its connections terminated every 0.7-1.7 s until it has done 12
+      // things this round (or 20 s passed: the machine may be slow), then kill -9 at a random moment.
+      const okNow = () => Object.entries(stats.last).filter(([k]) => k.startsWith('ok:')).reduce((n, [, v]) => n + v, 0);
+      const deadline = Date.now() + 20_000;
+      while (okNow() === 0 && Date.now() < deadline) await sleep(100);
+      while (okNow() < 12 && Date.now() < deadline) {
         await sleep(700 + Math.random() * 1000);
         const t = await terminateWorkerBackends();
         terminations += t.total;
         terminatedInTx += t.inTransaction;
       }
-      await sleep(100 + Math.random() * 300);
+      await sleep(50 + Math.random() * 300);
       if ((await openWorkerTransactions()) > 0) killsMidTx++;
       child.kill('SIGKILL');
       await exited(child);
@@ -162,7 +166,7 @@ describe.skipIf(!process.env.TEST_DATABASE_URL)('billing consistency: worker kil
     await waitFor(
       async () => (await sql<{ n: number }>`select ((select count(*) from outbox where relayed_at is null) + (select count(*) from job_deliveries where status = 'pending'))::int as n`.execute(tp.db.owner)).rows[0]!.n,
       (n) => n === 0,
-      90_000,
+      240_000,
       200,
     );
     console.info(`drained in ${Date.now() - drainStart} ms`);
@@ -258,5 +262,5 @@ describe.skipIf(!process.env.TEST_DATABASE_URL)('billing consistency: worker kil
       `consistency: ${rounds} kills (${killsMidTx} with a transaction open), ${terminations} backends terminated (${terminatedInTx} mid-transaction), ` +
         `${changes} subscription changes, ${usageEvents[0]!.n} usage events, ${crossings[0]!.n} threshold crossings, ${checkedPeriods} current periods checked (${marksReached} marks reached)`,
     );
-  }, 240_000);
+  }, 600_000);
 });

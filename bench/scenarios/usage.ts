@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { signup, type Tenant } from '../lib/api.ts';
 import { runLoad } from '../lib/load.ts';
 import { skipped, target, type BenchContext, type Scenario } from '../lib/types.ts';
@@ -43,9 +44,28 @@ export const usageIngest: Scenario = {
 
     // path() runs before headers() for each request, so both name the same org.
     let current = pick();
+    // Transactions and statements the database ran per request (the run's own database; the counters include
+    // the API's background work, which is small next to the load): what group commit and one-statement writes save.
+    const db = new pg.Client({ connectionString: ctx.env.databaseUrl });
+    await db.connect();
+    const counters = async () => {
+      const r = await db.query<{ xacts: string; tup: string }>(
+        'select xact_commit + xact_rollback as xacts, tup_inserted + tup_updated as tup from pg_stat_database where datname = current_database()',
+      );
+      return { xacts: Number(r.rows[0]!.xacts), tup: Number(r.rows[0]!.tup) };
+    };
+    const measured = async <T,>(run: () => Promise<T>) => {
+      const before = await counters();
+      // pg_stat_database is updated when a backend reports (at most every 500 ms idle or at transaction end): wait that out.
+      const result = await run();
+      await new Promise((r) => setTimeout(r, 1200));
+      const after = await counters();
+      return { result, xacts: after.xacts - before.xacts, rowsWritten: after.tup - before.tup };
+    };
     const load = (body: () => unknown) =>
       runLoad({
         baseUrl: ctx.api.baseUrl,
+        serverPid: ctx.api.pid,
         durationSec: ctx.opts.durationSec,
         connections: ctx.opts.connections,
         request: {
@@ -58,8 +78,12 @@ export const usageIngest: Scenario = {
           body,
         },
       });
-    const batch = await load(() => ({ events: Array.from({ length: BATCH }, event) }));
-    const single = await load(event);
+    const b = await measured(() => load(() => ({ events: Array.from({ length: BATCH }, event) })));
+    const s = await measured(() => load(event));
+    await db.end();
+    const batch = b.result;
+    const single = s.result;
+    const perRequest = (n: number, r: { okPerSec: number; durationSec: number }) => (r.okPerSec > 0 ? Math.round((n / (r.okPerSec * r.durationSec)) * 100) / 100 : 'n/a');
     const eventsPerSec = Math.round(batch.okPerSec * BATCH);
     const ratio = ratioTo(ctx, 'insert', single.okPerSec);
     return {
@@ -71,7 +95,16 @@ export const usageIngest: Scenario = {
       phases: { batch, single },
       baseline: 'insert',
       ratio,
-      metrics: { eventsPerSec, batchP99Ms: batch.okLatencyMs.p99, singlePerSec: Math.round(single.okPerSec), idempotentReplay: replay },
+      metrics: {
+        eventsPerSec,
+        batchP99Ms: batch.okLatencyMs.p99,
+        singlePerSec: Math.round(single.okPerSec),
+        idempotentReplay: replay,
+        batchCpuUsPerRequest: batch.serverCpuUsPerRequest ?? 'n/a',
+        singleCpuUsPerRequest: single.serverCpuUsPerRequest ?? 'n/a',
+        batchTransactionsPerRequest: perRequest(b.xacts, batch),
+        singleTransactionsPerRequest: perRequest(s.xacts, single),
+      },
       targets: targets(eventsPerSec, batch.okLatencyMs.p99, ratio),
     };
   },

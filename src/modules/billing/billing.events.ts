@@ -53,6 +53,8 @@ export interface SubscriptionEventPayload {
   change: string;
   previousStatus: string | null;
   currentPeriodEnd: string;
+  /** The subscription's version after this change (1 at creation, +1 per change): one event per version. */
+  version: number;
 }
 
 export interface EntitlementsChangedPayload {

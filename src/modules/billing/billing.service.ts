@@ -74,8 +74,8 @@ export function createBillingService(deps: BillingDeps): { service: BillingServi
     return r.gatewayRefundId;
   });
   // The test clock runs what is due by the org's clock: Billing I's transitions, then dunning steps.
-  const advanceWithDunning = async (ctx: TenantActorContext) => {
-    const sub = await refreshing(s.advance)(ctx);
+  const advanceWithDunning = async (ctx: TenantActorContext, first?: Parameters<SubscriptionUseCases['advance']>[1]) => {
+    const sub = await refreshing(s.advance)(ctx, first);
     if ((await payments.runDunningForOrg(ctx)) > 0) await entitlements.refresh(ctx.tenantId);
     return sub;
   };

@@ -371,4 +371,19 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     const total = await t.modules.billing.usage(o.orgId, { metric: 'api.calls', from: new Date(Date.now() - 7_200_000), to: new Date(Date.now() + 3_600_000), groupBy: 'total', aggregation: 'sum' });
     expect(total.data[0]!.value).toBe(3);
   });
+
+  it('concurrent ingest calls of one org share transactions (group commit) and are answered as if run one after the other; a bad call fails alone', async () => {
+    const o = await signup(t.app);
+    const ctx = { ...systemActor('test'), tenantId: o.orgId };
+    // 12 calls at once, keys overlapping between neighbours: every key counted once, every event answered once.
+    const calls = Array.from({ length: 12 }, (_, i) => [{ key: `g${i}`, metric: 'group.calls' }, { key: `g${i + 1}`, metric: 'group.calls' }]);
+    const poison = [{ key: 'bad', metric: 'group.calls', properties: { text: 'nul \u0000 byte' } }];
+    const settled = await Promise.allSettled([...calls.map((events) => t.modules.billing.ingest(ctx, events)), t.modules.billing.ingest(ctx, poison)]);
+    const results = settled.slice(0, 12).map((r) => (r.status === 'fulfilled' ? r.value : r.reason));
+    for (const r of results) expect(r.accepted + r.duplicates).toBe(2);
+    expect(results.reduce((a, r) => a + r.accepted, 0)).toBe(13);
+    expect(settled[12]!.status).toBe('rejected');
+    const total = await t.modules.billing.usage(o.orgId, { metric: 'group.calls', from: new Date(Date.now() - 7_200_000), to: new Date(Date.now() + 3_600_000), groupBy: 'total', aggregation: 'count' });
+    expect(total.data[0]!.value).toBe(13);
+  });
 });

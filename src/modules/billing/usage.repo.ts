@@ -89,6 +89,18 @@ export async function queryUsage(trx: Trx, tenantId: string, q: { metric: string
   return rows.rows.map((r) => ({ start: new Date(r.start), value: Number(r.value) }));
 }
 
+/**
+ * Serializes, per (org, metric), the threshold check of transactions that have written usage: taken after
+ * the insert and held to commit, so the next holder's `usageSince` sees every earlier holder's events and
+ * each crossing is seen by exactly one transaction (without it, two batches writing different hourly
+ * buckets both read the total without the other's events: a mark crossed twice, or never). Sorted: no deadlock.
+ */
+export async function lockUsageMetrics(trx: Trx, tenantId: string, metrics: string[]): Promise<void> {
+  if (metrics.length === 0) return;
+  const keys = [...metrics].sort().map((m) => `billing.usage:${tenantId}:${m}`);
+  await sql`select pg_advisory_xact_lock(hashtextextended(k, 0)) from unnest(${keys}::text[]) with ordinality as t(k, i) order by i`.execute(trx);
+}
+
 /** Sum (or count) of several metrics since `from`, from the rollups: what quota checks compare. */
 export async function usageSince(trx: Trx, tenantId: string, metrics: string[], from: Date): Promise<Map<string, { count: number; sum: number }>> {
   const out = new Map<string, { count: number; sum: number }>();

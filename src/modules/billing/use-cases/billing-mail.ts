@@ -104,15 +104,24 @@ export function billingMail(c: BillingContext, mailer: Pick<Mailer, 'send'> | un
     },
     async noteLimitReached(orgId, limit, allowed, usage) {
       const ctx = tenantCtx(systemActor('billing.limits'), orgId);
-      await scope.withTenant(orgId, async (trx) => {
-        const periodKey = await periodKeyOf(trx, orgId);
-        const key = `${orgId}\t${limit}\t${periodKey}`;
-        if (noted.has(key)) return;
-        const payload: LimitReachedPayload = { limit, allowed, usage, periodKey };
-        await c.publish(trx, ctx, BILLING_EVENTS.limitReached, payload);
-        if (noted.size > 10_000) noted.clear();
-        noted.add(key);
-      });
+      let claimed: string | undefined;
+      try {
+        await scope.withTenant(orgId, async (trx) => {
+          const periodKey = await periodKeyOf(trx, orgId);
+          const key = `${orgId}\t${limit}\t${periodKey}`;
+          if (noted.has(key)) return;
+          // Claimed before the publish (no await in between): two refusals at once (a pool, not PGlite's one
+          // connection) publish once; given back if the transaction fails.
+          if (noted.size > 10_000) noted.clear();
+          noted.add(key);
+          claimed = key;
+          const payload: LimitReachedPayload = { limit, allowed, usage, periodKey };
+          await c.publish(trx, ctx, BILLING_EVENTS.limitReached, payload);
+        });
+      } catch (err) {
+        if (claimed) noted.delete(claimed);
+        throw err;
+      }
     },
   };
   return mail;

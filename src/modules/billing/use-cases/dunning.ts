@@ -87,6 +87,7 @@ export function createDunning(c: BillingContext, config: PaymentsConfig): Dunnin
       change,
       previousStatus,
       currentPeriodEnd: sub.currentPeriodEnd.toISOString(),
+      version: sub.version,
     };
     await c.publish(b, ctx, sub.status === 'canceled' ? BILLING_EVENTS.subscriptionCanceled : BILLING_EVENTS.subscriptionUpdated, payload);
     if (change === 'past_due') await c.publish(b, ctx, BILLING_EVENTS.subscriptionPastDue, payload);

@@ -56,8 +56,12 @@ export interface SubscriptionUseCases {
   /** Seat-based subscriptions: re-reads the member count and prorates the difference now. */
   syncSeats(ctx: TenantActorContext): Promise<Subscription | null>;
   listCharges(orgId: string, limit: number, after?: string): Promise<Charge[]>;
-  /** Applies every transition that is due by the org's clock (trial end, renewals, scheduled changes, dunning). */
-  advance(ctx: TenantActorContext): Promise<Subscription | null>;
+  /**
+   * Applies every transition that is due by the org's clock (trial end, renewals, scheduled changes, dunning).
+   * `first` runs in the same transaction under the customer lock before the clock is read (the test clock
+   * moves there, so a moved clock and the transitions it makes due commit together or not at all).
+   */
+  advance(ctx: TenantActorContext, first?: (trx: Trx) => Promise<void>): Promise<Subscription | null>;
   /** Runs `advance` for orgs due by the wall clock (the renewal schedule). */
   advanceDue(ctx: ActorContext, limit: number): Promise<number>;
 }
@@ -117,6 +121,7 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
       change,
       previousStatus,
       currentPeriodEnd: sub.currentPeriodEnd.toISOString(),
+      version: sub.version,
     };
     const name = change === 'created' ? BILLING_EVENTS.subscriptionCreated : sub.status === 'canceled' ? BILLING_EVENTS.subscriptionCanceled : BILLING_EVENTS.subscriptionUpdated;
     await c.publish(trx, ctx, name, payload);
@@ -249,10 +254,11 @@ export function subscriptionUseCases(c: BillingContext): SubscriptionUseCases {
     });
   }
 
-  async function advance(ctx: TenantActorContext): Promise<Subscription | null> {
+  async function advance(ctx: TenantActorContext, first?: (trx: Trx) => Promise<void>): Promise<Subscription | null> {
     const seats = await c.deps.seats(ctx.tenantId);
     return scope.withTenant(ctx.tenantId, async (trx) => {
       await repo.lockCustomer(trx, ctx.tenantId);
+      if (first) await first(trx);
       const { now, onTestClock } = await c.clockNow(trx, ctx.tenantId);
       return advanceIn(trx, ctx, now, onTestClock, seats);
     });

@@ -3,6 +3,7 @@ import { newId } from '../../../platform/ids.ts';
 import { noTestClock, testClockBackwards, testClockDisabled } from '../billing.errors.ts';
 import * as repo from '../subscriptions.repo.ts';
 import type { Subscription } from '../subscriptions.repo.ts';
+import type { Trx } from '../billing.repo.ts';
 import type { BillingContext } from './context.ts';
 
 export interface TestClock {
@@ -20,7 +21,7 @@ export interface TestClockUseCases {
   deleteTestClock(ctx: TenantActorContext): Promise<void>;
 }
 
-export function testClockUseCases(c: BillingContext, advance: (ctx: TenantActorContext) => Promise<Subscription | null>): TestClockUseCases {
+export function testClockUseCases(c: BillingContext, advance: (ctx: TenantActorContext, first: (trx: Trx) => Promise<void>) => Promise<Subscription | null>): TestClockUseCases {
   const { scope } = c;
   const guard = () => {
     if (c.deps.config.production) throw testClockDisabled();
@@ -34,16 +35,18 @@ export function testClockUseCases(c: BillingContext, advance: (ctx: TenantActorC
     },
     async advanceTestClock(ctx, frozenTime) {
       guard();
-      const clock = await scope.withTenant(ctx.tenantId, async (trx) => {
-        await repo.lockCustomer(trx, ctx.tenantId);
+      let clock: TestClock | undefined;
+      // The clock moves in the transaction that applies what it makes due (under the customer lock): a crash
+      // cannot leave a moved clock whose renewals never ran (the wall-clock schedule skips orgs on a clock).
+      const subscription = await advance(ctx, async (trx) => {
         const current = await repo.findTestClock(trx, ctx.tenantId);
         const floor = current?.frozenTime ?? new Date();
         if (frozenTime.getTime() < floor.getTime()) throw testClockBackwards();
         const set = await repo.setTestClock(trx, ctx.tenantId, current?.id ?? newId(), frozenTime);
         await c.record(trx, ctx, current ? 'billing.test_clock.advance' : 'billing.test_clock.create', { type: 'billing_test_clock', id: set.id }, { frozenTime: { from: current?.frozenTime.toISOString() ?? null, to: frozenTime.toISOString() } });
-        return { frozenTime: set.frozenTime };
+        clock = { frozenTime: set.frozenTime };
       });
-      return { clock, subscription: await advance(ctx) };
+      return { clock: clock!, subscription };
     },
     async deleteTestClock(ctx) {
       guard();

@@ -1,11 +1,12 @@
 import type { TxHandle } from '../../../platform/db/database.ts';
+import { currentUnitOfWork, runWithUnitOfWorkSlot } from '../../../platform/db/unit-of-work.ts';
 import type { TenantActorContext } from '../../../platform/http/actor.ts';
 import { usageBatchTooLarge } from '../billing.errors.ts';
 import { BILLING_EVENTS, type UsageThresholdPayload } from '../billing.events.ts';
 import * as catalog from '../billing.repo.ts';
 import type { Meter, Trx } from '../billing.repo.ts';
 import * as subs from '../subscriptions.repo.ts';
-import { insertUsage, queryUsage, usageSince, type Aggregation, type Granularity, type UsageEventInput, type UsagePoint } from '../usage.repo.ts';
+import { insertUsage, lockUsageMetrics, queryUsage, usageSince, type Aggregation, type Granularity, type UsageEventInput, type UsagePoint } from '../usage.repo.ts';
 import type { BillingContext } from './context.ts';
 import type { EntitlementSnapshot, EntitlementUseCases } from './entitlements.ts';
 
@@ -53,28 +54,47 @@ export interface UsageUseCases {
 
 const hourFloor = (d: Date) => new Date(Math.floor(d.getTime() / 3_600_000) * 3_600_000);
 
+/** An ingest call waiting for its org's next group transaction. */
+interface Pending {
+  ctx: TenantActorContext;
+  events: UsageEventIn[];
+  resolve(r: IngestResult): void;
+  reject(err: unknown): void;
+}
+
 export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases, 'entitlements'>): UsageUseCases {
   const { scope } = c;
 
-  /** Quotas: a crossing of 80 % / 100 % in this period commits with the events that crossed it. */
-  async function publishThresholds(trx: Trx, ctx: TenantActorContext, snapshot: EntitlementSnapshot, valid: UsageEventInput[], inserted: string[], now: Date): Promise<void> {
+  /**
+   * Quotas: a crossing of 80 % / 100 % in this period commits with the events that crossed it, attributed to
+   * the caller (`ctxs[owner[i]]`) whose event crossed it. `valid` are the events written (in order), `inserted`
+   * the keys that were new.
+   */
+  async function publishThresholds(trx: Trx, ctxs: TenantActorContext[], owner: number[], snapshot: EntitlementSnapshot, valid: UsageEventInput[], inserted: Set<string>, now: Date): Promise<void> {
+    const tenantId = ctxs[0]!.tenantId;
     const quotaMetrics = [...new Set(valid.map((e) => e.metric))].filter((m) => snapshot.quotas[m] !== undefined);
-    if (inserted.length === 0 || quotaMetrics.length === 0) return;
-    const sub = await subs.findLiveSubscription(trx, ctx.tenantId);
+    if (inserted.size === 0 || quotaMetrics.length === 0) return;
+    await lockUsageMetrics(trx, tenantId, quotaMetrics);
+    const sub = await subs.findLiveSubscription(trx, tenantId);
     const periodStart = hourFloor(sub?.currentPeriodStart ?? new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)));
-    const totals = await usageSince(trx, ctx.tenantId, quotaMetrics, periodStart);
-    const added = new Map<string, number>();
-    const insertedKeys = new Set(inserted);
-    for (const e of valid) if (insertedKeys.has(e.key) && e.timestamp >= periodStart) added.set(e.metric, (added.get(e.metric) ?? 0) + e.value);
+    const totals = await usageSince(trx, tenantId, quotaMetrics, periodStart);
+    const counted = (e: UsageEventInput) => inserted.has(e.key) && e.timestamp >= periodStart;
     for (const metric of quotaMetrics) {
       const quota = snapshot.quotas[metric]!;
       const after = totals.get(metric)?.sum ?? 0;
-      const before = after - (added.get(metric) ?? 0);
-      for (const threshold of THRESHOLDS) {
-        const mark = (quota * threshold) / 100;
-        if (before < mark && after >= mark) {
-          const payload: UsageThresholdPayload = { metric, threshold, usage: after, quota, periodStart: periodStart.toISOString() };
-          await c.publish(trx, ctx, BILLING_EVENTS.usageThresholdCrossed, payload);
+      const mine = valid.map((e, i) => ({ e, i })).filter(({ e }) => e.metric === metric && counted(e));
+      let running = after - mine.reduce((a, { e }) => a + e.value, 0);
+      const crossed = new Set<number>();
+      for (const { e, i } of mine) {
+        const before = running;
+        running += e.value;
+        for (const threshold of THRESHOLDS) {
+          const mark = (quota * threshold) / 100;
+          if (before < mark && running >= mark && !crossed.has(threshold)) {
+            crossed.add(threshold);
+            const payload: UsageThresholdPayload = { metric, threshold, usage: after, quota, periodStart: periodStart.toISOString() };
+            await c.publish(trx, ctxs[owner[i]!]!, BILLING_EVENTS.usageThresholdCrossed, payload);
+          }
         }
       }
     }
@@ -85,17 +105,22 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
     return meters.list;
   }
 
-  return {
-    async ingest(ctx, events) {
-      if (events.length > MAX_USAGE_BATCH) throw usageBatchTooLarge(MAX_USAGE_BATCH);
-      const [meterDefs, snapshot] = await Promise.all([meterList(), ents.entitlements(ctx.tenantId)]);
-      const uniques = meterDefs.filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
-      return scope.withTenant(ctx.tenantId, async (trx) => {
-        const { now } = await c.clockNow(trx, ctx.tenantId);
-        const oldest = now.getTime() - c.deps.config.usageLateWindowMs;
-        const result: IngestResult = { accepted: 0, duplicates: 0, rejected: [] };
-        const valid: UsageEventInput[] = [];
-        const seen = new Set<string>();
+  /**
+   * One transaction for the events of several ingest calls of one org, each validated and answered as if
+   * the calls ran one after the other (a key repeated by a later call is its duplicate). All commit or none.
+   */
+  async function ingestTogether(tenantId: string, calls: Array<Pick<Pending, 'ctx' | 'events'>>): Promise<IngestResult[]> {
+    const [meterDefs, snapshot] = await Promise.all([meterList(), ents.entitlements(tenantId)]);
+    const uniques = meterDefs.filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
+    return scope.withTenant(tenantId, async (trx) => {
+      const { now } = await c.clockNow(trx, tenantId);
+      const oldest = now.getTime() - c.deps.config.usageLateWindowMs;
+      const results: IngestResult[] = calls.map(() => ({ accepted: 0, duplicates: 0, rejected: [] }));
+      const valid: UsageEventInput[] = [];
+      const owner: number[] = [];
+      const seen = new Set<string>();
+      calls.forEach(({ events }, call) => {
+        const result = results[call]!;
         events.forEach((e, index) => {
           const timestamp = e.timestamp === undefined ? now : new Date(e.timestamp);
           const value = e.value ?? 1;
@@ -106,14 +131,72 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
           else {
             seen.add(e.key);
             valid.push({ key: e.key, metric: e.metric, timestamp, value, properties: e.properties ?? {} });
+            owner.push(call);
           }
         });
-        const inserted = await insertUsage(trx, ctx.tenantId, valid, uniques);
-        result.accepted = inserted.length;
-        result.duplicates += valid.length - inserted.length;
-        await publishThresholds(trx, ctx, snapshot, valid, inserted, now);
-        return result;
       });
+      const inserted = new Set(await insertUsage(trx, tenantId, valid, uniques));
+      valid.forEach((e, i) => {
+        if (inserted.has(e.key)) results[owner[i]!]!.accepted++;
+        else results[owner[i]!]!.duplicates++;
+      });
+      await publishThresholds(trx, calls.map((x) => x.ctx), owner, snapshot, valid, inserted, now);
+      return results;
+    });
+  }
+
+  /**
+   * Group commit per org: while one transaction of an org's events is in flight, the calls that arrive
+   * wait and then share the next one (up to MAX_USAGE_BATCH events). Under load that is one BEGIN/COMMIT
+   * and one pass over the rollup rows for many requests; alone, a call starts at once. A caller is answered
+   * only after its events committed, so the dedupe record and the event still commit together; when a shared
+   * transaction fails, each call is retried alone, so one caller's bad input cannot fail another's.
+   */
+  const queues = new Map<string, Pending[]>();
+  function enqueue(ctx: TenantActorContext, events: UsageEventIn[]): Promise<IngestResult> {
+    return new Promise<IngestResult>((resolve, reject) => {
+      const queue = queues.get(ctx.tenantId);
+      if (queue) {
+        queue.push({ ctx, events, resolve, reject });
+        return;
+      }
+      queues.set(ctx.tenantId, [{ ctx, events, resolve, reject }]);
+      void drain(ctx.tenantId);
+    });
+  }
+  // In a fresh unit-of-work slot: the group never joins whatever the caller that started it opens later.
+  const drain = (tenantId: string) => runWithUnitOfWorkSlot(() => drainQueue(tenantId));
+  async function drainQueue(tenantId: string): Promise<void> {
+    const queue = queues.get(tenantId)!;
+    while (queue.length > 0) {
+      let size = 0;
+      let take = 0;
+      while (take < queue.length && (take === 0 || size + queue[take]!.events.length <= MAX_USAGE_BATCH)) size += queue[take++]!.events.length;
+      const group = queue.splice(0, take);
+      try {
+        const results = await ingestTogether(tenantId, group);
+        group.forEach((p, i) => p.resolve(results[i]!));
+      } catch (err) {
+        if (group.length === 1) group[0]!.reject(err);
+        else
+          for (const p of group) {
+            try {
+              p.resolve((await ingestTogether(tenantId, [p]))[0]!);
+            } catch (e) {
+              p.reject(e);
+            }
+          }
+      }
+    }
+    queues.delete(tenantId);
+  }
+
+  return {
+    async ingest(ctx, events) {
+      if (events.length > MAX_USAGE_BATCH) throw usageBatchTooLarge(MAX_USAGE_BATCH);
+      // Inside the caller's unit of work (an Idempotency-Key request) the events commit with it: never grouped.
+      if (currentUnitOfWork()) return (await ingestTogether(ctx.tenantId, [{ ctx, events }]))[0]!;
+      return enqueue(ctx, events);
     },
 
     async recordProductUsage(trx, orgId, events) {
@@ -128,9 +211,9 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
       return scope.withTenant(ctx.tenantId, async (trx) => {
         const { now } = await c.clockNow(trx, ctx.tenantId);
         const valid: UsageEventInput[] = [{ ...event, timestamp: now, properties: {} }];
-        const inserted = await insertUsage(trx, ctx.tenantId, valid, []);
-        await publishThresholds(trx, ctx, snapshot, valid, inserted, now);
-        return inserted.length > 0;
+        const inserted = new Set(await insertUsage(trx, ctx.tenantId, valid, []));
+        await publishThresholds(trx, [ctx], [0], snapshot, valid, inserted, now);
+        return inserted.size > 0;
       });
     },
 

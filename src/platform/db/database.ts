@@ -93,6 +93,11 @@ export interface DatabaseOptions {
   /** PGlite only: start from this dumped data dir (`dumpDataDir()`) instead of an empty cluster. Tests
    * load a migrated template this way, which is several times faster than initdb plus migrations. */
   loadDataDir?: Blob;
+  /**
+   * Tests only: run on this open PGlite instead of creating one. close() then leaves it open for its owner,
+   * which resets and reuses it (src/platform/testing/test-db.ts); this Database refuses queries after close().
+   */
+  pglite?: import('@electric-sql/pglite').PGlite;
   /** Fail fast when Postgres is unreachable instead of queueing requests behind a dead pool. */
   connectTimeoutMs?: number;
   /** Per statement in tenant transactions (SET LOCAL, so it survives PgBouncer transaction pooling). */
@@ -233,16 +238,23 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
 async function openPglite(opts: DatabaseOptions): Promise<Database> {
   if (opts.dataDir) fs.mkdirSync(opts.dataDir, { recursive: true });
   // Loaded only in the embedded mode: production processes never carry the WASM Postgres in memory.
-  const { PGlite } = await import('@electric-sql/pglite');
-  const pglite = await PGlite.create({
+  const shared = opts.pglite;
+  const pglite = shared ?? (await (await import('@electric-sql/pglite')).PGlite.create({
     ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
     ...(opts.loadDataDir ? { loadDataDir: opts.loadDataDir } : {}),
-  });
+  }));
+  // After close(), nothing of this Database reaches the instance (a shared one serves its next user then).
+  let revoked = false;
+  const gone = () => Promise.reject(new Error('database closed'));
+  const handle = {
+    query: ((q: string, p?: unknown[]) => (revoked ? gone() : pglite.query(q, p))) as typeof pglite.query,
+    exec: ((q: string) => (revoked ? gone() : pglite.exec(q))) as typeof pglite.exec,
+  };
   const lock = createConnectionLock();
   const session = { currentRole: null as string | null };
   const log = kyselyLog(opts.onQuery);
-  const owner = new Kysely<DB>({ dialect: createPgliteDialect({ pglite, lock, session, role: null }), log });
-  const app = new Kysely<DB>({ dialect: createPgliteDialect({ pglite, lock, session, role: APP_ROLE }), log });
+  const owner = new Kysely<DB>({ dialect: createPgliteDialect({ pglite: handle, lock, session, role: null }), log });
+  const app = new Kysely<DB>({ dialect: createPgliteDialect({ pglite: handle, lock, session, role: APP_ROLE }), log });
   const costs = createCostMeter();
   const withTenant = meteredTenantRunner(tenantRunner(app), costs);
   let closed = false;
@@ -273,8 +285,9 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
       closed = true;
       // Wait for queued transactions, then close; PGlite flushes its data dir on close.
       const release = await lock.acquire();
+      revoked = true;
       try {
-        await pglite.close();
+        if (!shared) await pglite.close();
       } finally {
         release();
       }

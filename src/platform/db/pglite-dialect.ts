@@ -38,8 +38,11 @@ interface PgliteSession {
   currentRole: string | null;
 }
 
+/** What the dialect uses of a PGlite instance (database.ts hands it a guarded view). */
+export type PgliteQueries = Pick<PGlite, 'query' | 'exec'>;
+
 export function createPgliteDialect(opts: {
-  pglite: PGlite;
+  pglite: PgliteQueries;
   lock: ConnectionLock;
   session: PgliteSession;
   /** Role this dialect's queries run as; null = owner. */
@@ -54,7 +57,7 @@ export function createPgliteDialect(opts: {
 }
 
 function createPgliteDriver(opts: {
-  pglite: PGlite;
+  pglite: PgliteQueries;
   lock: ConnectionLock;
   session: PgliteSession;
   role: string | null;

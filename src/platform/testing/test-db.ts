@@ -176,11 +176,23 @@ export async function prepareTestTemplate(): Promise<void> {
  */
 export async function createTestDatabase(opts: Partial<DatabaseOptions> = {}): Promise<TestDatabase> {
   const base = process.env.TEST_DATABASE_URL;
-  if (!base) {
-    const loadDataDir = opts.dataDir ? undefined : await loadPgliteTemplate();
-    const db = await openDatabase({ ...opts, loadDataDir });
+  if (!base && opts.dataDir) {
+    const db = await openDatabase(opts);
     await migrate(db.owner, { kind: db.kind });
     return { db, kind: 'pglite', drop: () => db.close() };
+  }
+  if (!base) {
+    const pglite = await takePglite();
+    const db = await openDatabase({ ...opts, pglite });
+    await migrate(db.owner, { kind: db.kind });
+    return {
+      db,
+      kind: 'pglite',
+      async drop() {
+        await db.close();
+        await givePglite(pglite);
+      },
+    };
   }
   const template = await loadPostgresTemplate(base);
   const name = `plinth_test_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
@@ -197,6 +209,118 @@ export async function createTestDatabase(opts: Partial<DatabaseOptions> = {}): P
       await withAdmin(base, (admin) => admin.query(`drop database if exists ${name} with (force)`));
     },
   };
+}
+
+// --- PGlite instances reused between test files -----------------------------------------------------------
+//
+// Loading the template into a new PGlite costs ≈ 1.5 s of CPU (the WASM heap, Postgres' file bundle, the
+// untar) — most of the embedded suite's CPU, once per test file. A worker runs its files one after the other,
+// so an instance a file has dropped is reset to the template's state and handed to the next one: every table
+// emptied and the template's own rows put back (triggers off), sequences set back, the session discarded.
+// Anything that reset does not cover — a test that created a table or a function, changed a role or a
+// setting — shows as a different catalog fingerprint, and that instance is closed instead of reused.
+
+type PGliteInstance = NonNullable<DatabaseOptions['pglite']>;
+
+interface Pristine {
+  fingerprint: string;
+  tables: string[];
+  rows: Array<{ table: string; columns: string; json: string }>;
+  sequences: Array<{ name: string; value: string; called: boolean }>;
+}
+
+const idle: PGliteInstance[] = [];
+let pristine: Promise<Pristine> | undefined;
+
+/** Everything in the catalog a test could change that the data reset would not put back. */
+const FINGERPRINT_SQL = `
+  select md5(string_agg(x, E'\n' order by x)) as f from (
+    select 'c ' || n.nspname || '.' || c.relname || ' ' || c.relkind::text || ' ' || coalesce(array_to_string(c.relacl, ','), '') || ' ' || c.relrowsecurity as x
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%'
+    union all select 'a ' || a.attrelid::regclass || ' ' || a.attname || ' ' || a.atttypid::regtype || ' ' || a.attnotnull
+      from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+      where a.attnum > 0 and not a.attisdropped and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%'
+    union all select 'p ' || p.oid::regprocedure::text || ' ' || md5(p.prosrc) || ' ' || p.proleakproof from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      where n.nspname not in ('pg_catalog', 'information_schema')
+    union all select 't ' || tgrelid::regclass || ' ' || tgname || ' ' || tgenabled::text from pg_trigger where not tgisinternal
+    union all select 'r ' || polrelid::regclass || ' ' || polname || ' ' || md5(coalesce(pg_get_expr(polqual, polrelid), '') || coalesce(pg_get_expr(polwithcheck, polrelid), '')) from pg_policy
+    union all select 'u ' || rolname || ' ' || rolsuper || ' ' || rolbypassrls || ' ' || rolcanlogin || ' ' || coalesce(array_to_string(rolconfig, ','), '') from pg_roles
+    union all select 's ' || setdatabase || ' ' || setrole || ' ' || array_to_string(setconfig, ',') from pg_db_role_setting
+    union all select 'n ' || nspname from pg_namespace
+  ) s`;
+
+const TABLES_SQL = `
+  select format('%I.%I', n.nspname, c.relname) as t
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%'
+  order by 1`;
+
+async function fingerprintOf(pglite: PGliteInstance): Promise<string> {
+  return (await pglite.query<{ f: string }>(FINGERPRINT_SQL)).rows[0]!.f;
+}
+
+/** The template's catalog fingerprint, its rows and its sequences, read from a fresh instance. */
+async function readPristine(pglite: PGliteInstance): Promise<Pristine> {
+  const tables = (await pglite.query<{ t: string }>(TABLES_SQL)).rows.map((r) => r.t);
+  const rows: Pristine['rows'] = [];
+  for (const table of tables) {
+    const json = (await pglite.query<{ j: string | null }>(`select json_agg(x)::text as j from ${table} x`)).rows[0]!.j;
+    if (!json) continue;
+    // Generated columns are computed again on insert; they cannot be written.
+    const cols = await pglite.query<{ c: string }>(
+      `select format('%I', attname) as c from pg_attribute where attrelid = $1::regclass and attnum > 0 and not attisdropped and attgenerated = '' order by attnum`,
+      [table],
+    );
+    rows.push({ table, columns: cols.rows.map((r) => r.c).join(', '), json });
+  }
+  const sequences = (
+    await pglite.query<{ name: string; value: string | null; called: boolean }>(
+      `select format('%I.%I', schemaname, sequencename) as name, coalesce(last_value, start_value)::text as value, last_value is not null as called from pg_sequences`,
+    )
+  ).rows.map((r) => ({ name: r.name, value: r.value ?? '1', called: r.called }));
+  return { fingerprint: await fingerprintOf(pglite), tables, rows, sequences };
+}
+
+/** PLINTH_TEST_POOL_STATS=FILE: one line per instance created, reused or discarded (and why), to see the pool work. */
+function poolEvent(what: 'created' | 'reused' | 'discarded', why = ''): void {
+  if (process.env.PLINTH_TEST_POOL_STATS) fs.appendFileSync(process.env.PLINTH_TEST_POOL_STATS, `${process.pid} ${what} ${why}\n`);
+}
+
+async function takePglite(): Promise<PGliteInstance> {
+  const reused = idle.pop();
+  if (reused) {
+    poolEvent('reused');
+    return reused;
+  }
+  poolEvent('created');
+  const { PGlite } = await import('@electric-sql/pglite');
+  const pglite = await PGlite.create({ loadDataDir: await loadPgliteTemplate() });
+  pristine ??= readPristine(pglite);
+  await pristine;
+  return pglite;
+}
+
+/** Puts a dropped instance back in the template's state and keeps it, or closes it when that is not possible. */
+async function givePglite(pglite: PGliteInstance): Promise<void> {
+  if (pglite.closed) return;
+  try {
+    const p = await pristine!;
+    if (pglite.isInTransaction()) await pglite.exec('rollback');
+    await pglite.exec('reset role');
+    await pglite.exec('discard all');
+    if ((await fingerprintOf(pglite)) !== p.fingerprint || idle.length >= 2) throw new Error('not reusable');
+    await pglite.exec(`set session_replication_role = replica; truncate ${p.tables.join(', ')}`);
+    for (const r of p.rows) {
+      await pglite.query(`insert into ${r.table} (${r.columns}) overriding system value select ${r.columns} from json_populate_recordset(null::${r.table}, $1::json)`, [r.json]);
+    }
+    for (const q of p.sequences) await pglite.query(`select setval($1::regclass, $2::bigint, $3)`, [q.name, q.value, q.called]);
+    await pglite.exec('reset session_replication_role');
+    idle.push(pglite);
+  } catch (err) {
+    poolEvent('discarded', (err as Error).message);
+    await pglite.close().catch(() => undefined);
+  }
 }
 
 /** Tests create tables of their own that the generated schema does not know; they query those untyped. */

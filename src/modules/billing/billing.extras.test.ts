@@ -178,6 +178,14 @@ describe(`billing: quotas, e-mails, add-ons, time-weighted sums (${process.env.T
     await ok('POST', `/v1/orgs/${o.orgId}/billing/test-clock`, o.auth, { frozenTime: '2031-05-01T01:00:00.000Z' });
     const charges = (await ok('GET', `/v1/orgs/${o.orgId}/billing/charges?limit=100`, o.auth)).data as Array<{ kind: string; amount: number; periodStart: string; priceId: string }>;
     expect(charges.filter((c) => c.periodStart === '2031-05-01T00:00:00.000Z').map((c) => c.amount).sort()).toEqual([1000, 1000]);
+    // Invoicing what is owed takes the add-on's charges too: priced by the add-on's definition, a line with no
+    // catalog price (this answered 500 before: the invoice looked the add-on's id up as a catalog price).
+    const invoice = await req('POST', `/v1/orgs/${o.orgId}/billing/invoices`, o.auth, {});
+    expect(invoice.status).toBe(201);
+    const addonLines = invoice.body.lines.filter((l: any) => l.priceId === null);
+    expect(addonLines.map((l: any) => l.amount).sort((a: number, b: number) => a - b)).toEqual(
+      charges.filter((c) => c.priceId === pack.id).map((c) => c.amount).sort((a, b) => a - b),
+    );
     const removed = await set(0);
     expect(removed.body.addon).toBeNull();
     expect((await ok('GET', `/v1/orgs/${o.orgId}/billing/entitlements`, o.auth)).quotas['api.requests']).toBe(5);

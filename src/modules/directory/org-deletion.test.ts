@@ -107,8 +107,7 @@ describe(`org deletion with a grace period (${mode})`, () => {
     const owed = await post(`${org}/billing/invoices`, {});
     await collect(owed.id);
     expect((await t.app.inject({ url: `${org}/billing/invoices/${owed.id}`, headers: who.auth })).json()).toMatchObject({ status: 'finalized', attemptCount: 1 });
-    // an add-on on the subscription, last: invoicing its prorated charge fails today (the charge names the
-    // add-on as its price, which the invoice run looks up in the price catalog: 500)
+    // an add-on on the subscription, last, so its prorated charge stays an open charge in the ledger
     await send('PUT', `${org}/billing/subscription/addons/${addonId}`, { quantity: 1 });
     await post(`${org}/usage-events`, { events: [{ key: `u-${newId()}`, metric: 'active.users', timestamp: new Date().toISOString(), properties: { userId: 'a' } }] });
 

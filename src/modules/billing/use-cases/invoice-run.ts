@@ -3,6 +3,7 @@ import { setTenant } from '../../../platform/db/database.ts';
 import { systemActor, type TenantActorContext } from '../../../platform/http/actor.ts';
 import { newId } from '../../../platform/ids.ts';
 import { BILLING_EVENTS } from '../billing.events.ts';
+import { findAddons } from '../addons.repo.ts';
 import * as catalog from '../billing.repo.ts';
 import type { Meter, Price } from '../billing.repo.ts';
 import { locationOf } from '../billing.tax.ts';
@@ -77,6 +78,19 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     return p;
   }
 
+  /** A charge's catalog price; null when the charge is an add-on's (priced by its definition). */
+  async function chargePriceOf(trx: ITrx, cache: BatchCache, id: string): Promise<Price | null> {
+    const cached = cache.prices.get(id);
+    if (cached) return cached;
+    const p = await catalog.findPrice(asBilling(trx), id);
+    if (p) {
+      cache.prices.set(id, p);
+      return p;
+    }
+    if ((await findAddons(asBilling(trx), [id])).length > 0) return null;
+    throw new Error(`price ${id} is missing from the catalog`);
+  }
+
   /** One org's invoice in the batch transaction (its tenant context set); null when nothing is owed. */
   async function invoiceOrg(trx: ITrx, orgId: string, cache: BatchCache): Promise<Invoice | null> {
     const ctx: TenantActorContext = { ...systemActor('billing.invoice_run'), tenantId: orgId };
@@ -90,7 +104,7 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     const currency = sub?.currency ?? st.charges[0]?.currency ?? st.customer.currency;
     const charges = st.charges.filter((ch) => ch.currency === currency);
     const lines: InvoiceLine[] = [];
-    for (const ch of charges) lines.push(chargeLine(invoiceId, ch, await priceOf(trx, cache, ch.priceId)));
+    for (const ch of charges) lines.push(chargeLine(invoiceId, ch, await chargePriceOf(trx, cache, ch.priceId)));
     let cursor: run.FinalizedInvoiceWrite['cursor'] = null;
     if (sub) {
       const price = await priceOf(trx, cache, sub.priceId);

@@ -18,6 +18,7 @@ import { BILLING_EVENTS, type CreditNoteEventPayload, type InvoiceEventPayload }
 import { computeTotals } from '../billing.invoice-math.ts';
 import { currencyExponent, formatMoney } from '../billing.money.ts';
 import { amountFor } from '../billing.pricing.ts';
+import { findAddons } from '../addons.repo.ts';
 import * as catalog from '../billing.repo.ts';
 import type { Meter, Price } from '../billing.repo.ts';
 import { createRatesTableTaxProvider, locationOf, type TaxProvider } from '../billing.tax.ts';
@@ -135,7 +136,20 @@ const pricing = (p: Price) => ({ model: p.model, flatAmount: p.flatAmount, unitA
  */
 
 /** The line of one open charge, priced as Billing I charged it. */
-export function chargeLine(invoiceId: string, ch: Charge, price: Price): InvoiceLine {
+/**
+ * The line of a ledger charge. `price` is null for an add-on's charge: add-ons are priced by their own
+ * definition (billing_addons), not by a catalog price version, so the line names none.
+ */
+export function chargeLine(invoiceId: string, ch: Charge, price: Price | null): InvoiceLine {
+  if (!price) {
+    return {
+      id: newId(), invoiceId, position: 0, kind: ch.kind, description: ch.description, chargeId: ch.id, subscriptionId: ch.subscriptionId,
+      priceId: null, priceVersion: null, quantity: ch.quantity, unitAmount: ch.quantity > 0 && ch.amount % ch.quantity === 0 ? ch.amount / ch.quantity : null,
+      amount: ch.amount, discountAmount: 0, taxAmount: 0, periodStart: ch.periodStart, periodEnd: ch.periodEnd,
+      // Priced by the add-on's definition (its id is the charge's priceId), not by a catalog price version.
+      computation: { source: 'charge', model: 'addon', flatAmount: 0, unitAmount: ch.quantity > 0 ? Math.floor(ch.amount / ch.quantity) : 0, tiers: [], packageSize: 1, quantity: ch.quantity, amount: ch.amount },
+    };
+  }
   return {
     id: newId(),
     invoiceId,
@@ -287,6 +301,19 @@ export function createInvoicingCore(c: BillingContext, tax: TaxProvider = create
     return p;
   }
 
+  /** A charge's catalog price; null when the charge is an add-on's (priced by its definition). */
+  async function chargePriceOf(trx: ITrx, cache: Map<string, Price>, id: string): Promise<Price | null> {
+    const cached = cache.get(id);
+    if (cached) return cached;
+    const p = await catalog.findPrice(asBilling(trx), id);
+    if (p) {
+      cache.set(id, p);
+      return p;
+    }
+    if ((await findAddons(asBilling(trx), [id])).length > 0) return null;
+    throw new Error(`price ${id} is missing from the catalog`);
+  }
+
   /** The usage line of a metered subscription for the window its last invoice left open, up to the current period. */
   async function usageLine(trx: ITrx, orgId: string, invoiceId: string, sub: Subscription, price: Price, cutoff: Date, now: Date): Promise<InvoiceLine | null> {
     if (price.usageType !== 'metered' || !price.metric) return null;
@@ -311,7 +338,7 @@ export function createInvoicingCore(c: BillingContext, tax: TaxProvider = create
     const currency = sub?.currency ?? all[0]?.currency ?? customer.currency;
     const charges = all.filter((ch) => ch.currency === currency);
     const lines: InvoiceLine[] = [];
-    for (const ch of charges) lines.push(chargeLine(invoiceId, ch, await priceOf(trx, prices, ch.priceId)));
+    for (const ch of charges) lines.push(chargeLine(invoiceId, ch, await chargePriceOf(trx, prices, ch.priceId)));
     if (sub) {
       const usage = await usageLine(trx, orgId, invoiceId, sub, await priceOf(trx, prices, sub.priceId), cutoff, now);
       if (usage) lines.push(usage);

@@ -272,7 +272,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     events,
     cache: platform.cache,
     isMember: isMemberVia(tenancy.getMember),
-    entitlements: seams.entitlements ?? entitlementsVia(billing.limitCheck),
+    entitlements: seams.entitlements ?? entitlementsVia(billing.limitCheck, billing.assertQuota),
   });
   const notifications = createNotifications({ db, audit, logger, config: n, policies: platform.policies, events, mailer });
   const reporting = createReporting({

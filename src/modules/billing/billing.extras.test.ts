@@ -40,6 +40,7 @@ describe(`billing: quotas, e-mails, add-ons, time-weighted sums (${process.env.T
     await plan('lenient', 11, { model: 'flat', flatAmount: 1000, entitlements: { quotas: { 'api.requests': 3 } } });
     await plan('trial', 5, { model: 'flat', flatAmount: 2000, trialDays: 14, entitlements: { limits: { projects: 1 }, quotas: { 'tasks.created': 2 } } });
     await ok('POST', '/v1/admin/billing/meters', admin, { key: 'seats.held', name: 'Seats held', aggregation: 'time_weighted_sum', property: null });
+    await plan('tasks-capped', 12, { model: 'flat', flatAmount: 1000, entitlements: { quotas: { 'tasks.created': 2 }, enforcement: { 'tasks.created': 'hard' } } });
     await plan('bigger', 20, { model: 'flat', flatAmount: 5000, entitlements: { quotas: { 'api.requests': 1000 }, enforcement: { 'api.requests': 'hard' } } });
   });
   afterAll(async () => t?.close());
@@ -66,6 +67,27 @@ describe(`billing: quotas, e-mails, add-ons, time-weighted sums (${process.env.T
     expect(crossed.rows.map((r) => r.payload.threshold)).toEqual([80, 100]);
     await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription/change`, o.auth, { planId: plans.bigger });
     expect((await list()).status).toBe(200);
+  });
+
+  it('a hard tasks quota: tasks are metered from their events, and the create over the quota is 402 before anything is written', async () => {
+    const o = await signup(t.app);
+    await ok('POST', `/v1/orgs/${o.orgId}/billing/subscription`, o.auth, { planId: plans['tasks-capped'] });
+    const project = await ok('POST', `/v1/orgs/${o.orgId}/projects`, o.auth, { name: 'Quota', key: 'QTA' });
+    const create = (title: string) => req('POST', `/v1/orgs/${o.orgId}/projects/${project.id}/tasks`, o.auth, { title });
+    expect((await create('one')).status).toBe(201);
+    expect((await create('two')).status).toBe(201);
+    // Not metered yet (no worker has run the tasks' events): the instance counts what it admitted.
+    const early = await create('three');
+    expect(early.status).toBe(402);
+    expect(early.body).toMatchObject({ code: 'BILLING.QUOTA_EXCEEDED', metric: 'tasks.created', quota: 2, usage: 2 });
+    // Metered by billing's consumer from the tasks' events; the quota then reads the ledger and still refuses.
+    await t.events.startWorker();
+    const tasksUsed = async () =>
+      (await t.modules.billing.usage(o.orgId, { metric: 'tasks.created', from: new Date(Date.now() - 86_400_000 * 40), to: new Date(Date.now() + 86_400_000 * 40), groupBy: 'total', aggregation: 'sum' })).data[0]?.value ?? 0;
+    await waitFor(tasksUsed, (n) => Number(n) === 2);
+    expect((await create('four')).status).toBe(402);
+    const count = await sql<{ n: number }>`select count(*)::int as n from tasks where tenant_id = ${o.orgId}`.execute(t.db.owner);
+    expect(count.rows[0]!.n).toBe(2);
   });
 
   it('a soft quota only notifies: requests over it pass', async () => {

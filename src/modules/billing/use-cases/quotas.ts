@@ -41,6 +41,12 @@ interface UsageState {
   used: number;
   periodEnd: Date | null;
   at: number;
+  /**
+   * Actions this process admitted against the quota since `used` was read (metered later, from their events):
+   * counted so a burst cannot outrun the ledger. Gone at the next read, so the bound on overshoot is what the
+   * instances admit while their events are still unmetered (the outbox's lag), not `refreshMs`.
+   */
+  admitted: number;
 }
 
 export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases, 'entitlements'>, usage: Pick<UsageUseCases, 'recordMeteredUsage'>): QuotaUseCases {
@@ -82,7 +88,7 @@ export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
       // Rollups are hourly: the period counts from the hour it starts in (as the threshold events do).
       const from = new Date(Math.floor(start.getTime() / 3_600_000) * 3_600_000);
       const totals = await usageSince(trx, orgId, [metric], from);
-      return { used: totals.get(metric)?.sum ?? 0, periodEnd: end, at: Date.now() };
+      return { used: totals.get(metric)?.sum ?? 0, periodEnd: end, at: Date.now(), admitted: 0 };
     });
   }
 
@@ -106,11 +112,12 @@ export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
     const quota = snapshot.quotas[metric];
     if (quota === undefined || snapshot.enforcement?.[metric] !== 'hard') return;
     const state = await used(orgId, metric);
-    const local = metric === API_REQUESTS ? (counter.pending(orgId)?.requests ?? 0) : 0;
+    const local = metric === API_REQUESTS ? (counter.pending(orgId)?.requests ?? 0) : state.admitted;
     const current = state.used + local;
     if (current + adding > quota) {
       throw quotaExceeded({ metric, quota, usage: current, plan: snapshot.plan?.name ?? null, periodEnd: state.periodEnd?.toISOString() ?? null });
     }
+    if (metric !== API_REQUESTS) state.admitted += adding;
   }
 
   return {

@@ -21,21 +21,31 @@ export type IsMember = (orgId: string, userId: string) => Promise<boolean>;
  */
 export type Entitlements = (request: {
   orgId: string;
-  action: 'projects.create';
+  /** `projects.create` counts projects (a limit); `tasks.create` asks the plan's monthly tasks quota. */
+  action: 'projects.create' | 'tasks.create';
 }) => Promise<(current: number) => { allowed: true } | { allowed: false; reason: string; error?: Error }>;
 
 /** No plan limits (tests, and compositions without billing). */
 export const allowEverything: Entitlements = async () => () => ({ allowed: true });
 
-/** The limit each action counts against, in billing's entitlements. */
-const LIMIT_OF: Record<Parameters<Entitlements>[0]['action'], string> = { 'projects.create': 'projects' };
+/** The limit each counted action checks, in billing's entitlements. */
+const LIMIT_OF = { 'projects.create': 'projects' } as const;
+/** The metered quota each uncounted action draws on (its usage is metered from the action's own event). */
+const QUOTA_OF = { 'tasks.create': 'tasks.created' } as const;
 
 /**
- * Adapts billing's `limitCheck` (whose check throws billing's own 402 problem naming the limit, the usage
- * and the plan that lifts it) to this seam.
+ * Adapts billing's `limitCheck` and `assertQuota` (both throw billing's own 402 problem naming the limit,
+ * the usage and the plan that lifts it; both answer from billing's caches) to this seam.
  */
-export function entitlementsVia(limitCheck: (orgId: string, limit: string) => Promise<(current: number) => void>): Entitlements {
+export function entitlementsVia(
+  limitCheck: (orgId: string, limit: string) => Promise<(current: number) => void>,
+  assertQuota: (orgId: string, metric: string) => Promise<void> = async () => undefined,
+): Entitlements {
   return async ({ orgId, action }) => {
+    if (action === 'tasks.create') {
+      await assertQuota(orgId, QUOTA_OF[action]);
+      return () => ({ allowed: true });
+    }
     const check = await limitCheck(orgId, LIMIT_OF[action]);
     return (current) => {
       check(current);

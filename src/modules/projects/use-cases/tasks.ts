@@ -52,6 +52,8 @@ export function taskUseCases(c: UseCaseContext): TaskUseCases {
 
     async createTask(ctx, projectId, input) {
       const { tenantId } = ctx;
+      // The plan's monthly tasks quota (a hard one refuses with billing's 402), answered from billing's cache.
+      await c.deps.entitlements({ orgId: tenantId, action: 'tasks.create' });
       await assertMember(tenantId, input.assigneeId);
       const id = newId();
       const actorId = actingUser(ctx);

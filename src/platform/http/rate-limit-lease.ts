@@ -120,7 +120,12 @@ export function createLeasingRateLimitStore(shared: RateLimitStore, opts: LeaseO
         const d = answers[n];
         out[i] = d;
         if (!d) continue;
-        if (c.mode === 'consume') record(stateOf(c.key, after), d, after);
+        if (c.mode === 'consume') {
+          const lease = stateOf(c.key, after);
+          record(lease, d, after);
+          // What the caller may still send counts the cells leased to this instance for it.
+          if (d.allowed) out[i] = { ...d, remaining: d.remaining + lease.cells };
+        }
         if (c.mode === 'gate') {
           if (d.allowed) gates.set(c.key, { until: after + opts.leaseMs, decision: d });
           // A refusing gate: nothing else is consumed, locally either.

@@ -3,7 +3,6 @@ import { setTenant } from '../../../platform/db/database.ts';
 import { systemActor, type TenantActorContext } from '../../../platform/http/actor.ts';
 import { newId } from '../../../platform/ids.ts';
 import { BILLING_EVENTS } from '../billing.events.ts';
-import { findAddons } from '../addons.repo.ts';
 import * as catalog from '../billing.repo.ts';
 import type { Meter, Price } from '../billing.repo.ts';
 import { locationOf } from '../billing.tax.ts';
@@ -12,7 +11,7 @@ import type { QueuedPeriod } from '../invoice-run.repo.ts';
 import * as repo from '../invoices.repo.ts';
 import { asBilling, type Invoice, type InvoiceLine, type ITrx, type TaxSnapshot } from '../invoices.repo.ts';
 import type { BillingContext } from './context.ts';
-import { chargeLine, finalTotals, invoiceNumber, invoicePayload, USAGE_SETTLE_MS, usageLineFrom, usageWindowFor, type InvoicingCore } from './invoices.ts';
+import { chargeLine, chargePriceOf, finalTotals, invoiceNumber, invoicePayload, USAGE_SETTLE_MS, usageLineFrom, usageWindowFor, priceOf, type InvoicingCore } from './invoices.ts';
 
 export interface InvoiceRunResult {
   /** Queued periods settled (invoiced, or found to owe nothing). */
@@ -68,29 +67,6 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     taxes: Map<string, TaxSnapshot | null>;
   }
 
-  async function priceOf(trx: ITrx, cache: BatchCache, id: string): Promise<Price> {
-    let p = cache.prices.get(id);
-    if (!p) {
-      p = await catalog.findPrice(asBilling(trx), id);
-      if (!p) throw new Error(`price ${id} is missing from the catalog`);
-      cache.prices.set(id, p);
-    }
-    return p;
-  }
-
-  /** A charge's catalog price; null when the charge is an add-on's (priced by its definition). */
-  async function chargePriceOf(trx: ITrx, cache: BatchCache, id: string): Promise<Price | null> {
-    const cached = cache.prices.get(id);
-    if (cached) return cached;
-    const p = await catalog.findPrice(asBilling(trx), id);
-    if (p) {
-      cache.prices.set(id, p);
-      return p;
-    }
-    if ((await findAddons(asBilling(trx), [id])).length > 0) return null;
-    throw new Error(`price ${id} is missing from the catalog`);
-  }
-
   /** One org's invoice in the batch transaction (its tenant context set); null when nothing is owed. */
   async function invoiceOrg(trx: ITrx, orgId: string, cache: BatchCache): Promise<Invoice | null> {
     const ctx: TenantActorContext = { ...systemActor('billing.invoice_run'), tenantId: orgId };
@@ -104,10 +80,10 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     const currency = sub?.currency ?? st.charges[0]?.currency ?? st.customer.currency;
     const charges = st.charges.filter((ch) => ch.currency === currency);
     const lines: InvoiceLine[] = [];
-    for (const ch of charges) lines.push(chargeLine(invoiceId, ch, await chargePriceOf(trx, cache, ch.priceId)));
+    for (const ch of charges) lines.push(chargeLine(invoiceId, ch, await chargePriceOf(trx, cache.prices, ch.priceId)));
     let cursor: run.FinalizedInvoiceWrite['cursor'] = null;
     if (sub) {
-      const price = await priceOf(trx, cache, sub.priceId);
+      const price = await priceOf(trx, cache.prices, sub.priceId);
       if (price.usageType === 'metered' && price.metric) {
         cache.meters ??= await catalog.listMeters(asBilling(trx));
         const meter = cache.meters.find((m) => m.key === price.metric);

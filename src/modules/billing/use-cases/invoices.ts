@@ -136,6 +136,30 @@ const pricing = (p: Price) => ({ model: p.model, flatAmount: p.flatAmount, unitA
  */
 
 /** The line of one open charge, priced as Billing I charged it. */
+/** A catalog price by id, read once per cache (one invoice, or one batch of the invoice run). */
+async function cachedPrice(trx: ITrx, cache: Map<string, Price>, id: string): Promise<Price | undefined> {
+  let p = cache.get(id);
+  if (!p) {
+    p = await catalog.findPrice(asBilling(trx), id);
+    if (p) cache.set(id, p);
+  }
+  return p;
+}
+
+export async function priceOf(trx: ITrx, cache: Map<string, Price>, id: string): Promise<Price> {
+  const p = await cachedPrice(trx, cache, id);
+  if (!p) throw new Error(`price ${id} is missing from the catalog`);
+  return p;
+}
+
+/** A charge's catalog price; null when the charge is an add-on's (priced by its definition). */
+export async function chargePriceOf(trx: ITrx, cache: Map<string, Price>, id: string): Promise<Price | null> {
+  const p = await cachedPrice(trx, cache, id);
+  if (p) return p;
+  if ((await findAddons(asBilling(trx), [id])).length > 0) return null;
+  throw new Error(`price ${id} is missing from the catalog`);
+}
+
 /**
  * The line of a ledger charge. `price` is null for an add-on's charge: add-ons are priced by their own
  * definition (billing_addons), not by a catalog price version, so the line names none.
@@ -290,29 +314,6 @@ export function createInvoicingCore(c: BillingContext, tax: TaxProvider = create
   const scope = invoicingScope(c.deps.db);
   const record: InvoicingCore['record'] = (trx, ctx, action, id, changes = {}) => c.record(asBilling(trx), ctx, action, { type: 'billing_invoice', id }, changes);
   const publish: InvoicingCore['publish'] = (trx, ctx, name, payload) => c.publish(asBilling(trx), ctx, name, payload);
-
-  async function priceOf(trx: ITrx, cache: Map<string, Price>, id: string): Promise<Price> {
-    let p = cache.get(id);
-    if (!p) {
-      p = await catalog.findPrice(asBilling(trx), id);
-      if (!p) throw new Error(`price ${id} is missing from the catalog`);
-      cache.set(id, p);
-    }
-    return p;
-  }
-
-  /** A charge's catalog price; null when the charge is an add-on's (priced by its definition). */
-  async function chargePriceOf(trx: ITrx, cache: Map<string, Price>, id: string): Promise<Price | null> {
-    const cached = cache.get(id);
-    if (cached) return cached;
-    const p = await catalog.findPrice(asBilling(trx), id);
-    if (p) {
-      cache.set(id, p);
-      return p;
-    }
-    if ((await findAddons(asBilling(trx), [id])).length > 0) return null;
-    throw new Error(`price ${id} is missing from the catalog`);
-  }
 
   /** The usage line of a metered subscription for the window its last invoice left open, up to the current period. */
   async function usageLine(trx: ITrx, orgId: string, invoiceId: string, sub: Subscription, price: Price, cutoff: Date, now: Date): Promise<InvoiceLine | null> {

@@ -68,9 +68,9 @@ export function createLeasingRateLimitStore(shared: RateLimitStore, opts: LeaseO
     return lease;
   }
 
-  /** A cell from the key's lease (counted as a hit), or undefined when the shared store must be asked. */
+  /** A cell from the key's lease (as `stateOf` returned it: expired cells already dropped), or undefined. */
   function takeLocal(lease: Lease, t: number): RateLimitDecision | undefined {
-    if (lease.cells <= 0 || lease.expiresAt <= t) return undefined;
+    if (lease.cells <= 0) return undefined;
     lease.cells--;
     return { allowed: true, remaining: lease.remaining + lease.cells, resetSec: Math.max(0, Math.ceil((lease.resetAt - t) / 1000)), retryAfterSec: 0 };
   }

@@ -32,7 +32,15 @@ export async function createBenchEnv(opts: { baseDatabaseUrl?: string; redisUrl?
   const base = opts.baseDatabaseUrl ?? DEFAULT_PG;
   const tag = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
   const databaseName = `plinth_bench_${tag}`;
-  await withClient(base, (c) => c.query(`create database ${databaseName}`));
+  await withClient(base, async (c) => {
+    await c.query(`create database ${databaseName}`);
+    // Profiling aid: e.g. BENCH_DB_SETTINGS="log_statement=all" logs this run's statements (and only its own).
+    for (const kv of (process.env.BENCH_DB_SETTINGS ?? '').split(',').filter(Boolean)) {
+      const [key, value] = kv.split('=');
+      if (!/^[a-z_.]+$/.test(key ?? '')) throw new Error(`BENCH_DB_SETTINGS: bad setting name "${key}"`);
+      await c.query(`alter database ${databaseName} set ${key} = ${c.escapeLiteral(value ?? '')}`);
+    }
+  });
   const url = new URL(base);
   url.pathname = `/${databaseName}`;
   const databaseUrl = url.toString();

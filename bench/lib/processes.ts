@@ -1,3 +1,4 @@
+import { createWriteStream } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -95,6 +96,12 @@ export async function startNode(opts: {
   };
   proc.stdout?.on('data', keep);
   proc.stderr?.on('data', keep);
+  // Debugging aid: BENCH_PROCESS_LOG=FILE appends every line the processes print (e.g. with --api-env LOG_LEVEL=info).
+  if (process.env.BENCH_PROCESS_LOG) {
+    const out = createWriteStream(process.env.BENCH_PROCESS_LOG, { flags: 'a' });
+    proc.stdout?.pipe(out);
+    proc.stderr?.pipe(out);
+  }
   let exited = false;
   const exitCode = new Promise<number | null>((resolve) =>
     proc.on('exit', (code) => {

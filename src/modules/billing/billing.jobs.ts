@@ -42,7 +42,7 @@ export function registerBillingJobs(jobs: JobRegistry, service: Pick<BillingServ
   jobs.subscribe(PROJECT_EVENTS.taskCreated, 'billing.meter_tasks', async (event, { trx }) => {
     if (!event.tenantId) return;
     await service.recordProductUsage(trx, event.tenantId, [{ key: `event:${event.id}`, metric: 'tasks.created', timestamp: new Date(event.occurredAt), value: 1, properties: {} }]);
-  });
+  }, { batchSafe: true }); // its only effect is the usage rows in the handler's transaction
   jobs.subscribe<EntitlementsChangedPayload>(
     BILLING_EVENTS.entitlementsChanged,
     'billing.entitlements_cache',
@@ -97,6 +97,9 @@ export function registerBillingMailJobs(jobs: JobRegistry, mail: BillingMail, sc
 /** Invoiced periods are remembered this long (their renewal events are redelivered within days at most). */
 const INVOICE_QUEUE_RETENTION_MS = 35 * 86_400_000;
 
+/** How long each batch of the invoice run holds background consumers back (longer than a batch takes under load; released when the run is done). */
+const INVOICE_RUN_HOLD_MS = 15_000;
+
 /** Dunning steps (retries, final actions) per run of the dunning schedule; the rest wait for the next run. */
 const DUNNING_PER_RUN = 500;
 
@@ -113,13 +116,17 @@ const DUNNING_PER_RUN = 500;
  *   (use-cases/invoice-run.ts); `billing.invoice_on_updated` leaves wall-clock renewals to it.
  */
 export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, deps: { mailer?: Mailer; scope: InvoicingCore['scope'] }): void {
+  // While the invoice run drains the queue, the follow-up work it creates (payment collection, PDFs, dunning
+  // e-mails, subscription-event invoicing; consumers marked `background`) waits: finalizing a period end's
+  // invoices comes first. Renewed by every batch that finds work, released when a run has emptied the queue.
+  const hold = (done?: boolean) => jobs.holdBackground(done ? 0 : INVOICE_RUN_HOLD_MS);
   const invoiceOn = (name: string, consumer: string) =>
     jobs.subscribe<SubscriptionEventPayload>(name, consumer, async (event, { trx, logger }) => {
       if (!event.tenantId) return;
       await service.invoiceForSubscriptionEvent(trx, event.tenantId, event.payload.change, event.payload);
       // A renewal by the wall clock was queued for the invoice run: start it now (the schedule is the safety net).
-      if (event.payload.change === 'renewed') service.kickInvoiceRun(logger);
-    });
+      if (event.payload.change === 'renewed') service.kickInvoiceRun(logger, hold);
+    }, { batchSafe: true, background: true }); // invoices in the handler's transaction; a repeated kick is harmless
   invoiceOn(BILLING_EVENTS.subscriptionCreated, 'billing.invoice_on_created');
   invoiceOn(BILLING_EVENTS.subscriptionUpdated, 'billing.invoice_on_updated');
   invoiceOn(BILLING_EVENTS.subscriptionCanceled, 'billing.invoice_on_canceled');
@@ -130,13 +137,13 @@ export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, 
       if (!event.tenantId) return;
       await service.collectForEvent(trx, event.tenantId, event.payload.invoiceId);
     },
-    { maxAttempts: 10, backoffBaseMs: 5_000, backoffMaxMs: 600_000 },
+    { maxAttempts: 10, backoffBaseMs: 5_000, backoffMaxMs: 600_000, background: true },
   );
   const pdf = async (event: { tenantId: string | null; payload: InvoiceEventPayload }, { trx }: { trx: TxHandle }) => {
     if (event.tenantId) await service.renderInvoicePdf(trx, event.tenantId, event.payload.invoiceId);
   };
-  jobs.subscribe<InvoiceEventPayload>(BILLING_EVENTS.invoiceFinalized, 'billing.invoice_pdf', pdf);
-  jobs.subscribe<InvoiceEventPayload>(BILLING_EVENTS.invoicePaid, 'billing.invoice_pdf_paid', pdf);
+  jobs.subscribe<InvoiceEventPayload>(BILLING_EVENTS.invoiceFinalized, 'billing.invoice_pdf', pdf, { background: true });
+  jobs.subscribe<InvoiceEventPayload>(BILLING_EVENTS.invoicePaid, 'billing.invoice_pdf_paid', pdf, { background: true });
   const mail = (kind: 'payment_failed' | 'uncollectible') => async (event: EventEnvelope<PaymentEventPayload & InvoiceEventPayload>, { trx }: { trx: TxHandle }) => {
     if (!event.tenantId || !deps.mailer) return;
     // An invoice marked uncollectible by hand changes no subscription: nothing to tell.
@@ -145,13 +152,14 @@ export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, 
     // A retried send carries the same Message-ID (the event id): the relay deduplicates.
     if (m) await deps.mailer.send({ ...m, messageId: event.id, tenantId: event.tenantId });
   };
-  jobs.subscribe(BILLING_EVENTS.paymentFailed, 'billing.dunning_email', mail('payment_failed'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 });
-  jobs.subscribe(BILLING_EVENTS.invoiceUncollectible, 'billing.dunning_email_final', mail('uncollectible'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000 });
+  jobs.subscribe(BILLING_EVENTS.paymentFailed, 'billing.dunning_email', mail('payment_failed'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000, background: true });
+  jobs.subscribe(BILLING_EVENTS.invoiceUncollectible, 'billing.dunning_email_final', mail('uncollectible'), { maxAttempts: 8, backoffBaseMs: 10_000, backoffMaxMs: 3_600_000, background: true });
   // The invoice run: renewals queued by the renewal schedule, invoiced in batches (one runner per occurrence;
   // a run stops after 10 s and the next occurrence, a second later, goes on; several workers share the queue).
   let pruned = 0;
   jobs.schedule('billing.invoice_run', { everyMs: 1_000 }, async ({ logger }) => {
-    const r = await service.runInvoiceQueue({ logger });
+    const r = await service.runInvoiceQueue({ logger, onBatch: hold });
+    if (r.periods > 0 && r.drained) hold(true);
     if (r.periods > 0) logger.info(r, 'invoice run');
     if (Date.now() - pruned > 3_600_000) {
       pruned = Date.now();

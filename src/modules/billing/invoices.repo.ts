@@ -332,6 +332,21 @@ export type InvoiceChanges = Partial<
   >
 >;
 
+/**
+ * The rendered PDF's key, saved only while the invoice is still in the state it was rendered from (no row lock
+ * is held while rendering; a render that lost a race with a status change is superseded by the later one).
+ */
+export async function setPdfKey(trx: ITrx, tenantId: string, id: string, key: string, renderedStatus: string): Promise<boolean> {
+  const r = await trx
+    .updateTable('billing_invoices')
+    .set({ pdf_key: key, version: sql<number>`version + 1`, updated_at: sql`now()` })
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', id)
+    .where('status', '=', renderedStatus as Invoice['status'])
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
+}
+
 export async function updateInvoice(trx: ITrx, tenantId: string, id: string, c: InvoiceChanges): Promise<Invoice> {
   const r = await trx
     .updateTable('billing_invoices')

@@ -58,10 +58,16 @@ export async function runBackfillPage(deps: IntegrationsJobsDeps, tenantId: stri
 
 /** Fan-out per consumed event, the sender (batched, retried, dead-lettered), the backfill pages. */
 export function registerIntegrationsJobs(jobs: JobRegistry, deps: IntegrationsJobsDeps): void {
+  // Fan-out writes only delivery rows and requests in the handler's transaction: batch-safe.
   for (const name of consumedEvents(deps.connectors)) {
-    jobs.subscribe(name, `integrations.fanout.${name}`, async (event, { trx }) => {
-      await deps.delivery.fanOut(deps.scope.join(trx), event);
-    });
+    jobs.subscribe(
+      name,
+      `integrations.fanout.${name}`,
+      async (event, { trx }) => {
+        await deps.delivery.fanOut(deps.scope.join(trx), event);
+      },
+      { batchSafe: true, background: name.startsWith('billing.') },
+    );
   }
 
   jobs.subscribe<DeliveryRequestedPayload>(

@@ -28,11 +28,18 @@ export const SENDER = 'notifications.webhook_sender';
 export function registerNotificationsJobs(jobs: JobRegistry, deps: NotificationsJobsDeps): void {
   const { delivery } = deps;
 
-  // Fan-out: one consumer per event type, each writing delivery rows + requests in its transaction.
+  // Fan-out: one consumer per event type, each writing delivery rows + requests in its transaction (its only
+  // effects: batch-safe, so a batch of events shares one transaction without a savepoint per event).
   for (const type of WEBHOOK_EVENT_TYPES) {
-    jobs.subscribe(type, `notifications.webhooks.${type}`, async (event, { trx }) => {
-      await delivery.fanOut(deps.scope.join(trx), event);
-    });
+    jobs.subscribe(
+      type,
+      `notifications.webhooks.${type}`,
+      async (event, { trx }) => {
+        await delivery.fanOut(deps.scope.join(trx), event);
+      },
+      // Billing events' webhooks may wait while an invoice run has the worker (`background`; see billing.jobs.ts).
+      { batchSafe: true, background: type.startsWith('billing.') },
+    );
   }
 
   // Delivery: one job per (endpoint, event) or redelivery; transient failures are retried durably.

@@ -38,7 +38,9 @@ export function registerReportingJobs(jobs: JobRegistry, deps: ReportingJobsDeps
     if (n > 0) logger.info({ deleted: n }, 'expired export files deleted');
   });
 
-  // Read models, in the handler's transaction (exactly once per event, with the processed-event record).
+  // Read models, in the handler's transaction (exactly once per event, with the processed-event record; those
+  // writes are their only effects, so they are batch-safe: a batch shares one transaction without savepoints).
+  const readModel = { batchSafe: true };
   jobs.subscribe<TaskCreatedPayload>(PROJECT_EVENTS.taskCreated, 'reporting.read_models.task_created', async (event, { trx }) => {
     if (!event.tenantId) return;
     const t = deps.scope.join(trx);
@@ -46,7 +48,7 @@ export function registerReportingJobs(jobs: JobRegistry, deps: ReportingJobsDeps
     const p = event.payload;
     await deps.reports.taskCreated(t, event.tenantId, { taskId: p.taskId, projectId: p.projectId, status: p.status, dueDate: p.dueDate ?? null, at });
     await deps.reports.memberActive(t, event.tenantId, p.actorId, at);
-  });
+  }, readModel);
   jobs.subscribe<TaskUpdatedPayload>(PROJECT_EVENTS.taskUpdated, 'reporting.read_models.task_updated', async (event, { trx }) => {
     if (!event.tenantId) return;
     const t = deps.scope.join(trx);
@@ -56,11 +58,11 @@ export function registerReportingJobs(jobs: JobRegistry, deps: ReportingJobsDeps
     const dueDate = 'dueDate' in c ? ((c.dueDate as string | null) ?? null) : undefined;
     if (status !== undefined || dueDate !== undefined) await deps.reports.taskChanged(t, event.tenantId, { taskId: event.payload.taskId, status, dueDate, at });
     await deps.reports.memberActive(t, event.tenantId, event.payload.actorId, at);
-  });
+  }, readModel);
   jobs.subscribe<CommentAddedPayload>(PROJECT_EVENTS.commentAdded, 'reporting.read_models.comment_added', async (event, { trx }) => {
     if (!event.tenantId) return;
     await deps.reports.memberActive(deps.scope.join(trx), event.tenantId, event.payload.authorId, new Date(event.occurredAt));
-  });
+  }, readModel);
 
   // "Your export is ready": queued by the runner with the export_ready event; durable, retried, and its
   // Message-ID is the event id (a retried send is recognisably the same message).

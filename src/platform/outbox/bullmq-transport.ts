@@ -1,7 +1,7 @@
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { PROCESS_BATCH, type DeliveryJob, type Processor, type QueueView, type Transport } from './transport.ts';
+import { PROCESS_BATCH, type DeliveryJob, type HeldFor, type Processor, type QueueView, type Transport } from './transport.ts';
 
 /** A BullMQ job carrying several deliveries of one consumer. */
 interface BatchData {
@@ -36,6 +36,8 @@ export interface BullTransportOptions {
   /** Lock duration / stalled-check interval: how soon a job held by a killed worker is handed out again. */
   stalledMs: number;
   logger: Logger;
+  /** A consumer held back by a bulk run: its worker waits before processing (jobs stay active, locks extended). */
+  heldFor?: HeldFor;
   /** A dispatch that cannot reach Redis fails after this instead of hanging; the sweeper retries later. */
   dispatchTimeoutMs?: number;
 }
@@ -67,6 +69,8 @@ export function createBullTransport(opts: BullTransportOptions): BullTransport {
   const queueMap = new Map<string, Queue>();
   const workers: Worker[] = [];
   const connections: Redis[] = [];
+  /** Stopping: a held job stops waiting (and runs), so shutdown does not wait out a hold. */
+  let closing = false;
 
   function queueFor(consumer: string): Queue {
     let q = queueMap.get(consumer);
@@ -136,12 +140,17 @@ export function createBullTransport(opts: BullTransportOptions): BullTransport {
       );
     },
     async start(consumers, processor: Processor) {
+      closing = false;
       for (const consumer of consumers) {
         const connection = connect(`plinth-jobs-worker-${consumer}`);
         connections.push(connection);
         const worker = new Worker(
           consumer,
           async (job: Job<DeliveryJob | BatchData>, token?: string) => {
+            // Held: this consumer's jobs wait (at most `concurrency` of them, the worker fetches no more).
+            for (let held = opts.heldFor?.(consumer) ?? 0; held > 0 && !closing; held = opts.heldFor?.(consumer) ?? 0) {
+              await new Promise((r) => setTimeout(r, Math.min(held, 500)));
+            }
             const data = job.data;
             if ('batch' in data) {
               const outcomes = await processor(data.batch);
@@ -174,6 +183,7 @@ export function createBullTransport(opts: BullTransportOptions): BullTransport {
       }
     },
     async stop() {
+      closing = true;
       // close() waits for active jobs to finish; waiting ones stay in Redis for another worker.
       await Promise.allSettled(workers.map((w) => w.close()));
       workers.length = 0;

@@ -60,7 +60,7 @@ export function createEventBus(deps: EventBusDeps): EventBus {
   const { config, logger, db } = deps;
   const log = logger.child({ component: 'jobs' });
   const workerId = `${hostname()}:${process.pid}:${newId().slice(-8)}`;
-  const registry = createRegistry();
+  const registry = createRegistry({ maxHoldMs: config.jobsBackgroundHoldMaxMs });
   const processDelivery = createProcessor(db, registry, log, { concurrency: config.jobsConcurrency });
   let transport: Transport | undefined;
   let running = false;
@@ -68,6 +68,9 @@ export function createEventBus(deps: EventBusDeps): EventBus {
   let stopListening: (() => Promise<void>) | undefined;
   const loops: Promise<void>[] = [];
   const sleepers = new Set<() => void>();
+
+  /** A `background` consumer waits while a bulk run holds it (registry.holdBackground). */
+  const heldFor = (consumer: string) => (registry.byConsumer.get(consumer)?.background ? registry.backgroundHeldMs() : 0);
 
   function getTransport(): Transport {
     transport ??= config.redisUrl
@@ -77,8 +80,9 @@ export function createEventBus(deps: EventBusDeps): EventBus {
           concurrency: config.jobsConcurrency,
           stalledMs: config.jobsStalledMs,
           logger: log,
+          heldFor,
         })
-      : createInProcessTransport({ concurrency: config.jobsConcurrency, logger: log });
+      : createInProcessTransport({ concurrency: config.jobsConcurrency, logger: log, heldFor });
     return transport;
   }
 
@@ -153,6 +157,7 @@ export function createEventBus(deps: EventBusDeps): EventBus {
     },
     subscribe: registry.subscribe,
     schedule: registry.schedule,
+    holdBackground: registry.holdBackground,
     async startWorker() {
       if (running) return;
       running = true;

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { PROCESS_BATCH, type DeliveryJob, type Processor, type Transport } from './transport.ts';
+import { PROCESS_BATCH, type DeliveryJob, type HeldFor, type Processor, type Transport } from './transport.ts';
 
 const keyOf = (job: DeliveryJob) => `${job.consumer}\u0000${job.event.id}`;
 
@@ -8,7 +8,7 @@ const keyOf = (job: DeliveryJob) => `${job.consumer}\u0000${job.event.id}`;
  * `concurrency` batches at a time. Queued jobs vanish with the process;
  * their deliveries stay 'pending' in Postgres and the worker re-dispatches them when it starts again.
  */
-export function createInProcessTransport(opts: { concurrency: number; logger: Logger }): Transport {
+export function createInProcessTransport(opts: { concurrency: number; logger: Logger; heldFor?: HeldFor }): Transport {
   const queue = new Map<string, DeliveryJob>();
   /** Keys of the jobs being processed, and the batches processing them (at most `concurrency`). */
   const active = new Set<string>();
@@ -17,6 +17,8 @@ export function createInProcessTransport(opts: { concurrency: number; logger: Lo
   let processor: Processor | undefined;
   let consumers = new Set<string>();
   let stopped = false;
+  /** A pump when the earliest hold on a skipped consumer lapses. */
+  let heldTimer: NodeJS.Timeout | undefined;
 
   function pump(): void {
     if (!processor || stopped) return;
@@ -32,15 +34,28 @@ export function createInProcessTransport(opts: { concurrency: number; logger: Lo
     }
   }
 
-  /** Up to PROCESS_BATCH queued jobs, oldest first, skipping any whose previous run is still active. */
+  /** Up to PROCESS_BATCH queued jobs, oldest first, skipping any whose previous run is still active or whose consumer is held. */
   function takeBatch(): Array<[string, DeliveryJob]> {
     const batch: Array<[string, DeliveryJob]> = [];
+    let wakeIn = Infinity;
     for (const [key, job] of queue) {
       if (!consumers.has(job.consumer) || active.has(key)) continue;
+      const held = opts.heldFor?.(job.consumer) ?? 0;
+      if (held > 0) {
+        wakeIn = Math.min(wakeIn, held);
+        continue;
+      }
       queue.delete(key);
       active.add(key);
       batch.push([key, job]);
       if (batch.length >= PROCESS_BATCH) break;
+    }
+    if (wakeIn < Infinity && !heldTimer) {
+      heldTimer = setTimeout(() => {
+        heldTimer = undefined;
+        pump();
+      }, wakeIn + 5);
+      heldTimer.unref();
     }
     return batch;
   }
@@ -91,6 +106,7 @@ export function createInProcessTransport(opts: { concurrency: number; logger: Lo
     },
     async stop() {
       stopped = true;
+      if (heldTimer) clearTimeout(heldTimer);
       for (const timer of delayed.values()) clearTimeout(timer);
       delayed.clear();
       queue.clear();

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countEffects, createEffectsTable } from '../../../test/helpers/jobs.ts';
 import { newId } from '../ids.ts';
 import { createTestDatabase, type TestDatabase } from '../testing/test-db.ts';
+import { createInProcessTransport } from './in-process-transport.ts';
 import { createProcessor } from './processor.ts';
 import { addToOutbox, toEnvelope, type OutboxRow } from './publisher.ts';
 import { createRegistry } from './registry.ts';
@@ -18,7 +19,7 @@ const TENANT_B = newId();
 describe('batch processor', () => {
   let t: TestDatabase;
   const registry = createRegistry();
-  const runs: Array<{ consumer: string; eventId: string; txid: string; tenant: string }> = [];
+  const runs: Array<{ consumer: string; eventId: string; txid: string; tenant: string; sees: string[] }> = [];
   const failing = new Set<string>();
 
   beforeAll(async () => {
@@ -26,8 +27,9 @@ describe('batch processor', () => {
     await createEffectsTable(t.db.owner);
     for (const consumer of ['test.batch_one', 'test.batch_two']) {
       registry.subscribe('test.batched', consumer, async (event, { trx }) => {
-        const { rows } = await sql<{ txid: string; tenant: string }>`
-          select txid_current()::text as txid, current_setting('app.tenant_id', true) as tenant`.execute(trx);
+        const { rows } = await sql<{ txid: string; tenant: string; sees: string[] }>`
+          select txid_current()::text as txid, current_setting('app.tenant_id', true) as tenant,
+            array(select distinct tenant_id::text from test_effects) as sees`.execute(trx);
         runs.push({ consumer, eventId: event.id, ...rows[0]! });
         await sql`insert into test_effects (tenant_id, event_id, consumer) values (${event.tenantId}, ${event.id}, ${consumer})`.execute(trx);
         if (failing.has(`${consumer}/${event.id}`)) throw new Error('downstream unavailable');
@@ -46,22 +48,28 @@ describe('batch processor', () => {
     return jobs;
   }
 
-  it('runs a batch in one transaction per tenant and consumer, with the tenant context set, each effect once', async () => {
+  it('runs a batch in one transaction per consumer across tenants, each handler in its own tenant context, each effect once', async () => {
     runs.length = 0;
     const jobs = await deliveries([TENANT_A, TENANT_B, TENANT_A]);
     expect(jobs).toHaveLength(6);
     const outcomes = await createProcessor(t.db, registry, logger)(jobs);
     expect(outcomes).toEqual(jobs.map(() => ({})));
     expect(runs).toHaveLength(6);
-    const txOf = (tenant: string, consumer: string) => new Set(runs.filter((r) => r.tenant === tenant && r.consumer === consumer).map((r) => r.txid));
-    const txids = [];
-    for (const tenant of [TENANT_A, TENANT_B]) {
-      for (const consumer of ['test.batch_one', 'test.batch_two']) {
-        expect(txOf(tenant, consumer).size).toBe(1);
-        txids.push(...txOf(tenant, consumer));
-      }
+    // Each handler saw its event's tenant (and its RLS-checked insert into test_effects passed under it).
+    const tenantOfEvent = new Map(jobs.map((j) => [j.event.id, j.event.tenantId]));
+    for (const r of runs) expect(r.tenant).toBe(tenantOfEvent.get(r.eventId));
+    // ...and RLS hid the other tenant's effects written earlier in the same transaction.
+    for (const r of runs) expect(r.sees.every((x) => x === r.tenant)).toBe(true);
+    expect(runs.some((r) => r.tenant === TENANT_B)).toBe(true);
+    const txOf = (consumer: string) => new Set(runs.filter((r) => r.consumer === consumer).map((r) => r.txid));
+    expect(txOf('test.batch_one').size).toBe(1);
+    expect(txOf('test.batch_two').size).toBe(1);
+    expect(new Set(runs.map((r) => r.txid)).size).toBe(2);
+    // Tenant order inside a transaction (the lock order every transaction shares).
+    for (const consumer of ['test.batch_one', 'test.batch_two']) {
+      const order = runs.filter((r) => r.consumer === consumer).map((r) => r.tenant);
+      expect(order).toEqual([...order].sort());
     }
-    expect(new Set(txids).size).toBe(4);
     const effects = await countEffects(t.db.owner);
     for (const j of jobs) expect(effects.get(`${j.consumer}/${j.event.id}`)).toBe(1);
     const status = await t.db.app.selectFrom('job_deliveries').select(['status', 'attempts']).where('id', 'in', jobs.map((j) => j.deliveryId)).execute();
@@ -95,6 +103,21 @@ describe('batch processor', () => {
     expect(processed.rows[0]!.n).toBe(0);
 
     // The retry succeeds and is the victim's only effect.
+    expect(await createProcessor(t.db, registry, logger)([victim])).toEqual([{}]);
+    expect((await countEffects(t.db.owner)).get(`${victim.consumer}/${victim.event.id}`)).toBe(1);
+  });
+
+  it('across tenants: a failing handler of one tenant is rolled back alone, the other tenants\' effects commit', async () => {
+    const jobs = (await deliveries([TENANT_A, TENANT_B, TENANT_A])).filter((j) => j.consumer === 'test.batch_one');
+    const victim = jobs.find((j) => j.event.tenantId === TENANT_B)!;
+    failing.add(`${victim.consumer}/${victim.event.id}`);
+    runs.length = 0;
+    const outcomes = await createProcessor(t.db, registry, logger)(jobs);
+    failing.clear();
+    expect(new Set(runs.map((r) => r.txid)).size).toBe(1);
+    expect(outcomes.filter((o) => o.retryAfterMs !== undefined)).toHaveLength(1);
+    const effects = await countEffects(t.db.owner);
+    for (const j of jobs) expect(effects.get(`${j.consumer}/${j.event.id}`) ?? 0).toBe(j === victim ? 0 : 1);
     expect(await createProcessor(t.db, registry, logger)([victim])).toEqual([{}]);
     expect((await countEffects(t.db.owner)).get(`${victim.consumer}/${victim.event.id}`)).toBe(1);
   });
@@ -165,6 +188,61 @@ describe('batch processor', () => {
     // ~200 ms of handler time per transaction: at most 5 deliveries each, so not one transaction of 320 ms.
     expect(txids.size).toBeGreaterThanOrEqual(2);
     if (t.db.kind === 'postgres') expect(peak).toBeGreaterThan(1); // PGlite has one connection
+  });
+
+  it('the in-process transport leaves a held consumer\'s jobs queued, in order, and takes them when the hold lapses', async () => {
+    let heldUntil = Date.now() + 300;
+    const transport = createInProcessTransport({ concurrency: 2, logger, heldFor: (c) => (c === 'test.bg' ? Math.max(0, heldUntil - Date.now()) : 0) });
+    const ran: Array<{ consumer: string; at: number }> = [];
+    await transport.start(['test.bg', 'test.fg'], async (jobs) => {
+      for (const j of jobs) ran.push({ consumer: j.consumer, at: Date.now() });
+      return jobs.map(() => ({}));
+    });
+    const [row] = (await sql<OutboxRow>`select id, tenant_id, name, payload, request_id, traceparent, occurred_at from outbox limit 1`.execute(t.db.app)).rows;
+    const event = toEnvelope(row!);
+    const started = Date.now();
+    await transport.dispatch([
+      { deliveryId: newId(), consumer: 'test.bg', event },
+      { deliveryId: newId(), consumer: 'test.fg', event },
+    ]);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(ran.map((r) => r.consumer)).toEqual(['test.fg']);
+    expect((await transport.inspect(['test.bg']))[0]).toMatchObject({ waiting: 1, delayed: 0 });
+    await new Promise((r) => setTimeout(r, 400));
+    expect(ran.map((r) => r.consumer)).toEqual(['test.fg', 'test.bg']);
+    expect(ran[1]!.at - started).toBeGreaterThanOrEqual(290);
+    heldUntil = 0;
+    await transport.stop();
+  });
+
+  it('a hold episode is capped and followed by a cooldown, so background work is never starved', () => {
+    let clock = 1_000_000;
+    const reg = createRegistry({ maxHoldMs: 10_000, now: () => clock });
+    reg.holdBackground(2_000);
+    expect(reg.backgroundHeldMs()).toBe(2_000);
+    // Renewed every second for 15 s: held at most 10 s from the episode's start.
+    for (let i = 0; i < 15; i++) {
+      clock += 1_000;
+      reg.holdBackground(2_000);
+    }
+    expect(reg.backgroundHeldMs()).toBe(0);
+    // The cooldown: as long as the episode (10 s) without holds.
+    clock += 4_000;
+    reg.holdBackground(2_000);
+    expect(reg.backgroundHeldMs()).toBe(0);
+    clock += 2_000;
+    reg.holdBackground(2_000);
+    expect(reg.backgroundHeldMs()).toBe(2_000);
+    // holdBackground(0) releases at once (the run is done); the episode goes on if renewed soon after.
+    reg.holdBackground(0);
+    expect(reg.backgroundHeldMs()).toBe(0);
+    clock += 100;
+    reg.holdBackground(2_000);
+    expect(reg.backgroundHeldMs()).toBe(2_000);
+    // 0 turns holding off.
+    const off = createRegistry({ maxHoldMs: 0, now: () => clock });
+    off.holdBackground(2_000);
+    expect(off.backgroundHeldMs()).toBe(0);
   });
 
   it('a consumer without a handler here is left for another process', async () => {

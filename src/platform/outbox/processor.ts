@@ -1,6 +1,7 @@
 import { sql, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
-import type { Database, DB } from '../db/database.ts';
+import { setTenant, type Database, type DB } from '../db/database.ts';
+import { isUuid } from '../ids.ts';
 import { instrumentJob } from '../observability/tracing.ts';
 import { backoffDelay } from './cron.ts';
 import { ms } from './deliveries.ts';
@@ -28,9 +29,13 @@ const NOT_HERE: ProcessOutcome = { retryAfterMs: 60_000 };
  * Runs deliveries: claims them and records the processed events in the handlers' own transaction, so a
  * handler's effects, its claim and its record commit together (a redelivered event has one effect).
  *
- * A batch runs in one transaction per tenant: one statement claims every delivery and records every
- * processed event, then the handlers run one after another on that transaction, each behind a savepoint,
- * then one commit. A handler that fails is rolled back to its savepoint alone: its claim and record are
+ * A batch runs in one transaction per consumer, across tenants: one statement claims every delivery and
+ * records every processed event, then the handlers run one after another on that transaction, each with its
+ * event's tenant context (`app.tenant_id`, set transaction-locally before it: RLS binds each handler's
+ * statements to its own tenant, as a transaction per tenant would) and behind a savepoint, then one commit.
+ * A burst over many tenants (a period end's renewals: one event per org) then costs one commit per batch
+ * instead of one per delivery. Deliveries run in tenant order, so two transactions of a consumer take
+ * tenants' row locks in the same order and cannot wait on each other in a cycle. A handler that fails is rolled back to its savepoint alone: its claim and record are
  * undone and its failure recorded in the same transaction (retried with a backoff, or dead-lettered after
  * its last attempt), while the others' effects stand — a sibling's failure never runs a handler twice.
  * If the transaction itself fails (connection lost, a handler that broke it), its deliveries run again one
@@ -145,14 +150,21 @@ export function createProcessor(db: Database, registry: Registry, log: Logger, o
     return logFailure(jobLog, c.attempts, f);
   }
 
-  /** Opens the savepoint before a handler, releasing the previous one in the same round trip on Postgres. */
-  async function savepoint(trx: Transaction<DB>, first: boolean): Promise<void> {
-    if (first) await sql.raw(`savepoint ${SAVEPOINT}`).execute(trx);
-    else if (db.kind === 'postgres') await sql.raw(`release savepoint ${SAVEPOINT}; savepoint ${SAVEPOINT}`).execute(trx);
-    else {
-      await sql.raw(`release savepoint ${SAVEPOINT}`).execute(trx);
-      await sql.raw(`savepoint ${SAVEPOINT}`).execute(trx);
+  /**
+   * Opens the savepoint before a handler and sets its tenant context after it (a rollback to the savepoint
+   * undoes the context with the handler's writes), releasing the previous savepoint in the same round trip on
+   * Postgres (the id goes inline, so it must be a well-formed UUID, as in the database's tenant runner).
+   */
+  async function savepoint(trx: Transaction<DB>, first: boolean, tenantId: string | null): Promise<void> {
+    const tenant = tenantId ?? '';
+    if (db.kind === 'postgres' && (tenant === '' || isUuid(tenant))) {
+      const release = first ? '' : `release savepoint ${SAVEPOINT}; `;
+      await sql.raw(`${release}savepoint ${SAVEPOINT}; select set_config('app.tenant_id', '${tenant.toLowerCase()}', true)`).execute(trx);
+      return;
     }
+    if (!first) await sql.raw(`release savepoint ${SAVEPOINT}`).execute(trx);
+    await sql.raw(`savepoint ${SAVEPOINT}`).execute(trx);
+    await setTenant(trx, tenant);
   }
 
   /**
@@ -198,24 +210,26 @@ export function createProcessor(db: Database, registry: Registry, log: Logger, o
     }
   }
 
-  /** All of one tenant's deliveries in one transaction; undefined if the transaction itself failed. */
+  /** A chunk of one consumer's deliveries (tenant order) in one transaction; undefined if the transaction itself failed. */
   async function processTogether(group: Array<{ job: DeliveryJob; sub: Subscription }>): Promise<ProcessOutcome[] | undefined> {
     // One consumer per group: batch-safe handlers share the transaction without savepoints, and a failure
     // of any of them rolls the whole transaction back (then each runs alone, below).
     const batchSafe = group[0]!.sub.batchSafe;
     try {
-      return await inTransaction(group[0]!.job.event.tenantId, async (trx) => {
+      return await db.app.transaction().execute(async (trx) => {
         const claimed = await claim(trx, group.map((g) => g.job));
         const outcomes = group.map(() => DONE);
         let first = true;
+        let tenant: string | undefined;
         for (const [i, { job, sub }] of group.entries()) {
           const c = claimed.get(job.deliveryId);
           if (!c?.fresh) continue;
           if (batchSafe) {
+            if (tenant !== (job.event.tenantId ?? '')) await setTenant(trx, (tenant = job.event.tenantId ?? ''));
             await runHandler(job, sub, trx, c.attempts);
             continue;
           }
-          await savepoint(trx, first);
+          await savepoint(trx, first, job.event.tenantId);
           first = false;
           try {
             await runHandler(job, sub, trx, c.attempts);
@@ -246,8 +260,9 @@ export function createProcessor(db: Database, registry: Registry, log: Logger, o
 
   return async function processBatch(jobs) {
     const outcomes: ProcessOutcome[] = jobs.map(() => DONE);
-    // One transaction per tenant and consumer (the tenant context is the transaction's), in first-seen order.
+    // One transaction per consumer (each handler with its own tenant context), in first-seen order.
     const groups = new Map<string, Array<{ job: DeliveryJob; sub: Subscription; index: number }>>();
+    const held = registry.backgroundHeldMs();
     jobs.forEach((job, index) => {
       const sub = registry.byConsumer.get(job.consumer);
       if (!sub) {
@@ -255,11 +270,18 @@ export function createProcessor(db: Database, registry: Registry, log: Logger, o
         outcomes[index] = NOT_HERE;
         return;
       }
-      const key = `${job.event.tenantId ?? ''}\u0000${job.consumer}`;
-      const group = groups.get(key) ?? [];
+      // A bulk run holds background work back: handed back untouched (no attempt counted), offered again after the hold.
+      if (held > 0 && sub.background) {
+        outcomes[index] = { retryAfterMs: held + Math.floor(Math.random() * 250) };
+        return;
+      }
+      const group = groups.get(job.consumer) ?? [];
       group.push({ job, sub, index });
-      groups.set(key, group);
+      groups.set(job.consumer, group);
     });
+    // Tenant order (stable: a tenant's events keep theirs), so every transaction takes tenants' locks in one order.
+    const tenantOf = (g: { job: DeliveryJob }) => g.job.event.tenantId ?? '';
+    for (const group of groups.values()) group.sort((a, b) => (tenantOf(a) < tenantOf(b) ? -1 : tenantOf(a) > tenantOf(b) ? 1 : a.index - b.index));
     // Fast handlers share a transaction; slow ones (an HTTP call) get small chunks that run side by side,
     // at most `concurrency` transactions per consumer at once, as unbatched jobs did.
     const chunks: Array<Array<{ job: DeliveryJob; sub: Subscription; index: number }>> = [];

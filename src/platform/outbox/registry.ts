@@ -30,6 +30,12 @@ export interface SubscribeOptions {
    * outside effect runs behind a savepoint, so a sibling's failure never repeats it.
    */
   batchSafe?: boolean;
+  /**
+   * Follow-up work that may wait a few seconds while a bulk run has this worker (`holdBackground`): a
+   * finalized invoice's PDF, its payment collection, billing webhooks. Its deliveries stay pending and run
+   * when the hold lapses; nothing is skipped. Default false.
+   */
+  background?: boolean;
 }
 
 export interface ScheduleContext {
@@ -48,6 +54,14 @@ export interface JobRegistry {
   subscribe<P>(eventName: string, consumer: string, handler: EventHandler<P>, opts?: SubscribeOptions): void;
   /** A recurring job; each due run is claimed by exactly one worker process. */
   schedule(name: string, spec: ScheduleSpec, run: (ctx: ScheduleContext) => Promise<void>): void;
+  /**
+   * Holds this process's `background` consumers back for `ms` (call again to extend), so a bulk run (the
+   * invoice run at a period end) gets the worker's CPU and connections before the follow-up work it creates;
+   * `holdBackground(0)` releases the hold when the run is done.
+   * One episode of holding (renewals with short lapses between them) lasts at most `JOBS_BACKGROUND_HOLD_MAX_MS`
+   * and is followed by as long without holds, so background work is delayed, never starved; 0 turns holding off.
+   */
+  holdBackground(ms: number): void;
 }
 
 export interface Subscription {
@@ -58,6 +72,7 @@ export interface Subscription {
   backoffBaseMs: number;
   backoffMaxMs: number;
   batchSafe: boolean;
+  background: boolean;
 }
 
 export interface Schedule {
@@ -71,10 +86,17 @@ export interface Schedule {
 const CONSUMER = /^[a-z0-9_][a-z0-9_.-]{0,99}$/;
 
 /** The consumers and schedules this process knows, checked as they are registered. */
-export function createRegistry() {
+export function createRegistry(opts: { maxHoldMs?: number; now?: () => number } = {}) {
   const byName = new Map<string, Subscription[]>();
   const byConsumer = new Map<string, Subscription>();
   const schedules = new Map<string, Schedule>();
+  const maxHoldMs = opts.maxHoldMs ?? 30_000;
+  const now = opts.now ?? Date.now;
+  /** The current hold episode: when it began and until when background consumers wait. */
+  let episodeStart = 0;
+  let heldUntil = 0;
+  /** Milliseconds background consumers still wait (0: not held). */
+  const backgroundHeldMs = () => Math.max(0, heldUntil - now());
   const registry: JobRegistry = {
     subscribe(eventName, consumer, handler, opts = {}) {
       if (!EVENT_NAME.test(eventName)) throw new Error(`invalid event name "${eventName}"`);
@@ -90,6 +112,7 @@ export function createRegistry() {
         backoffBaseMs: opts.backoffBaseMs ?? 1_000,
         backoffMaxMs: opts.backoffMaxMs ?? 300_000,
         batchSafe: opts.batchSafe ?? false,
+        background: opts.background ?? false,
       };
       byConsumer.set(consumer, sub);
       byName.set(eventName, [...(byName.get(eventName) ?? []), sub]);
@@ -99,8 +122,21 @@ export function createRegistry() {
       if (schedules.has(name)) throw new Error(`schedule "${name}" already exists`);
       schedules.set(name, { name, next: nextRunFn(spec), run, frequent: 'everyMs' in spec && spec.everyMs <= 60_000 });
     },
+    holdBackground(ms) {
+      const t = now();
+      if (ms <= 0) {
+        heldUntil = Math.min(heldUntil, t); // released: the bulk run is done
+        return;
+      }
+      if (maxHoldMs <= 0) return;
+      // Short lapses between renewals stay in one episode; a new one starts only after a full cooldown.
+      if (episodeStart === 0 || t - heldUntil >= maxHoldMs) episodeStart = t;
+      const end = episodeStart + maxHoldMs;
+      if (t >= end) return; // this episode is used up: cooling down
+      heldUntil = Math.max(heldUntil, Math.min(t + ms, end));
+    },
   };
-  return { ...registry, byName, byConsumer, schedules };
+  return { ...registry, byName, byConsumer, schedules, backgroundHeldMs };
 }
 
 export type Registry = ReturnType<typeof createRegistry>;

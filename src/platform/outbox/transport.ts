@@ -18,6 +18,12 @@ export interface ProcessOutcome {
  */
 export type Processor = (jobs: DeliveryJob[]) => Promise<ProcessOutcome[]>;
 
+/**
+ * How long a consumer's jobs wait before being taken (0: not held): a bulk run holding `background`
+ * consumers back (JobRegistry.holdBackground). Their jobs stay queued, in order, and nothing is retried.
+ */
+export type HeldFor = (consumer: string) => number;
+
 /** Deliveries a transport hands to the processor at once (one BullMQ job, one in-process run). */
 export const PROCESS_BATCH = 100;
 

@@ -24,14 +24,16 @@ export function invoiceDocumentUseCases(c: BillingContext, core: InvoicingCore, 
       const storage = c.deps.storage;
       if (!storage) return;
       const trx = scope.join(handle);
-      const inv = await repo.findInvoice(trx, orgId, invoiceId, { forUpdate: true });
+      // No row lock while rendering (milliseconds of CPU per invoice): payment collection, which locks the
+      // invoice, must not queue behind PDFs. The key is saved only if the status is still the rendered one.
+      const inv = await repo.findInvoice(trx, orgId, invoiceId);
       if (!inv || inv.status === 'draft') return;
       const [lines, notes] = await Promise.all([repo.listLines(trx, orgId, invoiceId), repo.listCreditNotes(trx, orgId, invoiceId)]);
       const pdf = await renderInvoicePdf(inv, lines, notes, { name: 'Plinth' });
       // One object per invoice state: a redelivered render overwrites the same key with the same bytes.
       const key = invoicePdfKey(orgId, invoiceId, inv.status);
       await storage.put(key, Readable.from([pdf]), { contentType: 'application/pdf' });
-      await repo.updateInvoice(trx, orgId, invoiceId, { pdfKey: key });
+      await repo.setPdfKey(trx, orgId, invoiceId, key, inv.status);
     },
     async invoicePdfLink(orgId, invoiceId) {
       const inv = await scope.withTenantRead(orgId, (trx) => repo.findInvoice(trx, orgId, invoiceId));

@@ -20,6 +20,8 @@ export interface InvoiceRunResult {
   /** Periods whose org failed alone (counted on the row, retried by the next run). */
   failed: number;
   batches: number;
+  /** The run stopped because no queued period was left to claim (not because its time budget ran out). */
+  drained: boolean;
 }
 
 export interface InvoiceRunUseCases {
@@ -27,14 +29,22 @@ export interface InvoiceRunUseCases {
    * The invoice run: invoices queued renewals (`billing_invoice_queue`) in batches of `batchSize` orgs, one
    * transaction per batch, until the queue is empty or `budgetMs` has passed. `tenantId`: that org only.
    */
-  runInvoiceQueue(opts?: { batchSize?: number; budgetMs?: number; tenantId?: string; parallel?: number; logger?: Logger }): Promise<InvoiceRunResult>;
+  runInvoiceQueue(opts?: {
+    batchSize?: number;
+    budgetMs?: number;
+    tenantId?: string;
+    parallel?: number;
+    logger?: Logger;
+    /** Called when a batch has claimed queued periods (the worker renews its hold on background jobs). */
+    onBatch?: (done?: boolean) => void;
+  }): Promise<InvoiceRunResult>;
   /**
    * Starts draining the queue in this process now, in the background (one drain at a time; a kick during a
    * drain makes it go round again). The worker kicks it when a renewal event arrives, so a period end's
    * renewals are invoiced at once instead of waiting for the schedule's next tick, which a busy job processor
    * delays (every schedule's claim waits for a pooled connection). The schedule stays the safety net.
    */
-  kickInvoiceRun(logger?: Logger): void;
+  kickInvoiceRun(logger?: Logger, onBatch?: (done?: boolean) => void): void;
 }
 
 /** Orgs per batch transaction: the customer locks it holds are held until its commit (~100 ms of work here). */
@@ -179,12 +189,14 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
   }
 
   /** One batch transaction; returns the periods it claimed (empty: the queue had nothing for it). */
-  async function batch(limit: number, tenantId: string | undefined, claimed: { rows: QueuedPeriod[] }, skip: Set<string> = new Set()): Promise<{ periods: number; invoices: number }> {
+  async function batch(limit: number, tenantId: string | undefined, claimed: { rows: QueuedPeriod[] }, skip: Set<string> = new Set(), onWork?: () => void): Promise<{ periods: number; invoices: number }> {
     return db.app.transaction().execute(async (t) => {
       const trx = core.scope.join(t);
       const rows = await run.claimQueued(trx, limit, tenantId, [...skip]);
       claimed.rows = rows;
       if (rows.length === 0) return { periods: 0, invoices: 0 };
+      // The queue has work: the caller holds follow-up work back while this batch runs.
+      onWork?.();
       const cache: BatchCache = { prices: new Map(), taxes: new Map() };
       const done: Array<QueuedPeriod & { invoiceId: string | null }> = [];
       const invoiced: string[] = [];
@@ -206,7 +218,7 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
   let again = false;
 
   const service: InvoiceRunUseCases = {
-    kickInvoiceRun(logger) {
+    kickInvoiceRun(logger, onBatch) {
       if (draining) {
         again = true;
         return;
@@ -216,10 +228,11 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
         try {
           do {
             again = false;
-            const r = await service.runInvoiceQueue({ budgetMs: 60_000, logger });
+            const r = await service.runInvoiceQueue({ budgetMs: 60_000, logger, onBatch });
             if (r.periods > 0) logger?.info(r, 'invoice run (kicked)');
             if (r.periods > 0) again = true; // until a pass finds the queue empty
           } while (again);
+          onBatch?.(true);
         } catch (err) {
           logger?.warn({ error: (err as Error).message }, 'invoice run (kicked) failed; the schedule goes on');
         } finally {
@@ -230,7 +243,7 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     async runInvoiceQueue(opts = {}) {
       const batchSize = opts.batchSize ?? DEFAULT_BATCH;
       const deadline = Date.now() + (opts.budgetMs ?? 10_000);
-      const result: InvoiceRunResult = { periods: 0, invoices: 0, failed: 0, batches: 0 };
+      const result: InvoiceRunResult = { periods: 0, invoices: 0, failed: 0, batches: 0, drained: false };
       let drained = false;
       /** Orgs of a failed batch: re-run alone by the loop that had them, not claimed by a batch again in this run. */
       const held = new Set<string>();
@@ -238,8 +251,11 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
         while (!drained && Date.now() < deadline) {
           const claimed = { rows: [] as QueuedPeriod[] };
           try {
-            const r = await batch(batchSize, opts.tenantId, claimed, held);
-            if (r.periods === 0) break;
+            const r = await batch(batchSize, opts.tenantId, claimed, held, opts.onBatch);
+            if (r.periods === 0) {
+              drained = true;
+              break;
+            }
             result.periods += r.periods;
             result.invoices += r.invoices;
             result.batches++;
@@ -271,6 +287,7 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       // in tenant order, so two batches never wait on each other in a cycle): the round trips of one overlap
       // the others' work.
       await Promise.all(Array.from({ length: opts.tenantId ? 1 : Math.max(1, opts.parallel ?? DEFAULT_PARALLEL) }, loop));
+      result.drained = drained;
       return result;
     },
   };

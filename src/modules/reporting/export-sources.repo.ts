@@ -135,8 +135,9 @@ function copyTextSql(col: RawBuilder<unknown>): RawBuilder<string> {
 
 export interface CopiedBatch {
   rows: number;
-  /** The batch's CSV records (no header) or NDJSON lines, as COPY wrote them. */
-  body: Buffer;
+  /** The batch's CSV records (no header) or NDJSON lines, as COPY wrote them (in blocks). */
+  body: Buffer[];
+  bytes: number;
   /** The cursor of its last row (null: no rows). */
   after: string | null;
 }
@@ -170,7 +171,7 @@ export async function copyBatch(trx: Tx, source: ExportSource, format: 'csv' | '
     const line = r.lastRow.subarray(0, r.lastRow.length - 1); // without its newline
     after = format === 'ndjson' ? source.cursorOf(JSON.parse(line.toString()) as Row) : source.cursorOfCsvLine!(line);
   }
-  return { rows: r.rows, body: r.body, after };
+  return { rows: r.rows, body: r.body, bytes: r.bytes, after };
 }
 
 /** The same batch as rows (the Node path): ints made numbers, the source's fix-up applied. */

@@ -37,7 +37,8 @@ interface Batch {
   rows: number;
   /** The cursor after this batch (the previous one when it is empty). */
   after: string | null;
-  body: Buffer | null;
+  /** The batch's bytes, in one or more buffers. */
+  body: Buffer[] | null;
   data: Row[] | null;
 }
 
@@ -84,7 +85,7 @@ export function createExportRunner(deps: ExportRunnerDeps) {
         return { rows: r.rows, after: r.after ?? after, body: r.body, data: null };
       }
       const r = await renderBatch(trx, source, format, inner);
-      return { rows: r.rows, after: r.after ?? after, body: Buffer.from(r.body), data: null };
+      return { rows: r.rows, after: r.after ?? after, body: [Buffer.from(r.body)], data: null };
     };
     for (let attempt = 1; ; attempt++) {
       try {
@@ -165,9 +166,10 @@ export function createExportRunner(deps: ExportRunnerDeps) {
           pending.push(bytes);
           pendingBytes += bytes.length;
         }
-        if (batch.body && batch.body.length > 0) {
-          pending.push(batch.body);
-          pendingBytes += batch.body.length;
+        for (const bytes of batch.body ?? []) {
+          if (bytes.length === 0) continue;
+          pending.push(bytes);
+          pendingBytes += bytes.length;
         }
         // Rows serialized here: in slices with a turn of the event loop between them, so in a process that
         // also serves the API, requests run between slices instead of waiting behind a whole batch.

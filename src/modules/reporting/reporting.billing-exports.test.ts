@@ -207,7 +207,7 @@ describe(`reporting: billing exports and rendering in Postgres (${process.env.TE
         if (t.db.kind !== 'postgres') return;
         // COPY's CSV writer with the neutralization in SQL, and NDJSON through COPY (Postgres only).
         const inner = sql`select ${row.x}::text as x, ${row.y}::text as y, ${row.n}::int as n`;
-        const copied = async (format: 'csv' | 'ndjson') => (await copyBatch(t.db.app as never, COPY_PROBE, format, inner)).body.toString();
+        const copied = async (format: 'csv' | 'ndjson') => Buffer.concat((await copyBatch(t.db.app as never, COPY_PROBE, format, inner)).body).toString();
         expect(await copied('csv')).toBe(csvLines(['x', 'y', 'n'], [row]));
         expect(await copied('ndjson')).toBe(`${JSON.stringify(row)}\n`);
       }),

@@ -65,10 +65,11 @@ const byId = {
 
 /**
  * One CSV field of a free-text column, exactly as csvField writes it (neutralized, then RFC 4180 quoted).
- * left()/strpos() rather than regular expressions: a third less database time per batch (measured).
+ * ascii()/strpos() rather than regular expressions: a third less database time per batch (measured).
  */
 function csvTextSql(col: RawBuilder<unknown>): RawBuilder<string> {
-  const formula = sql`left(${col}, 1) in ('=', '+', '-', '@', chr(9), chr(13))`;
+  // = + - @ tab CR, by the first character's code point (ascii(): no text built per field).
+  const formula = sql`ascii(${col}) in (61, 43, 45, 64, 9, 13)`;
   const quote = sql`(strpos(${col}, '"') > 0 or strpos(${col}, ',') > 0 or strpos(${col}, chr(10)) > 0 or strpos(${col}, chr(13)) > 0)`;
   return sql<string>`(case
     when ${col} is null then ''
@@ -130,7 +131,8 @@ export const canCopy = (source: ExportSource, format: 'csv' | 'ndjson') => sourc
  * CSV prints both as an empty field, COPY would print '' as "".
  */
 function copyTextSql(col: RawBuilder<unknown>): RawBuilder<string> {
-  return sql<string>`(case when left(${col}, 1) in ('=', '+', '-', '@', chr(9), chr(13)) then '''' || ${col} else nullif(${col}, '') end)`;
+  // ascii() of the first character (its code point; 0 for '') rather than left(): no text built per field.
+  return sql<string>`(case when ascii(${col}) in (61, 43, 45, 64, 9, 13) then '''' || ${col} else nullif(${col}, '') end)`;
 }
 
 export interface CopiedBatch {

@@ -183,7 +183,8 @@ export function createExportRunner(deps: ExportRunnerDeps) {
         rows += batch.rows;
         let checkpoint: ExportCheckpoint | undefined;
         if (pendingBytes >= partBytes || (last && pendingBytes > 0)) {
-          upload = await deps.storage.uploadPart(upload, pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes));
+          // The batches' buffers as they are: the filesystem writes them in turn, no copy into one part buffer.
+          upload = await deps.storage.uploadPart(upload, pending);
           pending = [];
           pendingBytes = 0;
           checkpoint = { after, rows, bytes: upload.bytes, upload };

@@ -1,9 +1,11 @@
 // What the API process's memory is made of under the bench's load shapes, from outside (RSS from /proc,
 // V8 heap spaces and external memory from its own /metrics). Starts `node dist/src/cli.js start` on the
-// given database, signs up, then: idle → cached reads (closed loop) → creates → idle again.
+// given (migrated or empty) database, signs up, then: idle → cached reads (closed loop) → creates → idle again;
+// removes its Redis keys at the end (the database is the caller's).
 //   npx tsx bench/rss-probe.ts DATABASE_URL [--node-flags "--max-semi-space-size=4"] [--env K=V,…] [--seconds 5]
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { runLoad } from './lib/load.ts';
 import { freePort, rssMbOf, waitHttp, ROOT } from './lib/processes.ts';
 
@@ -60,3 +62,8 @@ await snapshot(`after ${seconds} s of creates (8 connections)`);
 await new Promise((r) => setTimeout(r, 10_000));
 await snapshot('idle 10 s later');
 proc.kill('SIGTERM');
+await new Promise((r) => proc.once('exit', r));
+// Leave nothing behind in Redis: this run's prefix only.
+const redis = new Redis('redis://127.0.0.1:6379');
+for await (const keys of redis.scanStream({ match: `rss-probe:${token}:*`, count: 500 }) as AsyncIterable<string[]>) if (keys.length > 0) await redis.del(...keys);
+redis.disconnect();

@@ -1,7 +1,8 @@
-// One process, one seeded org, alternating exports: rows serialized in Node ('node') against batches rendered
-// by Postgres ('postgres', the default) — an A/B under equal load on a shared machine.
+// One process, one seeded org, alternating exports: rows serialized in Node ('node'), batches rendered by SQL
+// expressions ('postgres') and batches copied out ('copy', COPY … TO STDOUT: what the module uses on Postgres)
+// — an A/B/C under equal load on a shared machine.
 //   TEST_DATABASE_URL=… node [--cpu-prof --cpu-prof-dir=DIR] --import tsx bench/export-profile.ts [rows] [--rounds N]
-//     [--batch ROWS] [--modes node,postgres] [--format csv|ndjson] [--out FILE.json]
+//     [--batch ROWS] [--modes node,postgres,copy] [--format csv|ndjson] [--out FILE.json]
 // Seeds tasks straight in SQL; prints, per export: rows/s, this process's CPU ms, peak RSS and heap over the
 // run's start (sampled every 100 ms), read transactions. A CPU profile covers every run (profileWindowUs).
 import fs from 'node:fs';
@@ -23,7 +24,7 @@ const opt = (name: string, dflt: string) => {
 const ROWS = Number(args[0] && !args[0].startsWith('--') ? args[0] : 200_000);
 const ROUNDS = Number(opt('rounds', '2'));
 const BATCH = opt('batch', '5000');
-const MODES = opt('modes', 'node,postgres').split(',') as Array<'node' | 'postgres'>;
+const MODES = opt('modes', 'node,postgres,copy').split(',') as Array<'node' | 'postgres' | 'copy'>;
 const FORMAT = opt('format', 'csv');
 const OUT = opt('out', '');
 

@@ -13,7 +13,7 @@ import { runBaseline } from './baselines/baselines.ts';
 import { connectApi } from './lib/api.ts';
 import { apiCommand, ensureCompiledBuild } from './lib/build.ts';
 import { createBenchEnv } from './lib/env.ts';
-import { ROOT, sampleRss, startNode } from './lib/processes.ts';
+import { freePort, ROOT, sampleRss, startNode } from './lib/processes.ts';
 import { renderHtml, renderTable, type BenchReport } from './lib/report.ts';
 import { target, type BaselineName, type BenchContext, type BenchOptions, type Scenario, type ScenarioResult } from './lib/types.ts';
 import { exportAtPeak, jobOverlap, outbox } from './scenarios/async.ts';
@@ -34,6 +34,7 @@ const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])
   --duration SEC          seconds of load per measurement (default 5)
   --connections N         concurrent connections for closed-loop runs (default 50)
   --large                 also seed and measure 10^6 tasks for list-search (takes minutes)
+  --worker                run the worker role in its own process (API: PLINTH_ROLE=api; worker: PLINTH_ROLE=worker)
   --no-baselines          skip baselines (ratios and P1-P3 become n/a)
   --api-env KEY=VALUE     extra environment for the API process (repeatable), e.g. rate-limit settings
   --api dist|tsx          run the API compiled from dist/ (default, as in production) or the sources via tsx
@@ -45,7 +46,7 @@ const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])
 
 export function parseBenchArgs(argv: string[]): (BenchOptions & { apiEnv: Record<string, string> }) | { help: true; list?: boolean } {
   const opts: BenchOptions & { apiEnv: Record<string, string> } = {
-    scenarios: [], durationSec: 5, connections: 50, large: false, baselines: true, outDir: path.join(ROOT, 'bench/results'), apiEnv: {},
+    scenarios: [], durationSec: 5, connections: 50, large: false, worker: false, baselines: true, outDir: path.join(ROOT, 'bench/results'), apiEnv: {},
     api: 'dist', build: true,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -66,6 +67,7 @@ export function parseBenchArgs(argv: string[]): (BenchOptions & { apiEnv: Record
       case '--duration': case '-d': opts.durationSec = positive(value()); break;
       case '--connections': case '-c': opts.connections = positive(value()); break;
       case '--large': opts.large = true; break;
+      case '--worker': opts.worker = true; break;
       case '--no-baselines': opts.baselines = false; break;
       case '--no-build': opts.build = false; break;
       case '--api': {
@@ -175,12 +177,22 @@ export async function runBench(argv: string[]): Promise<number> {
       const cmd = apiCommand(opts.api);
       log(`starting the Plinth API: ${cmd.runtime === 'node' ? 'node' : 'node --import tsx'} ${cmd.args.join(' ')} (NODE_ENV=production, LOG_LEVEL=warn)`);
       const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
+      if (opts.worker) apiEnv.PLINTH_ROLE = 'api';
       const api = await startNode({ name: 'plinth-api', ...cmd, args: [...nodeArgs, ...cmd.args], env: apiEnv, readyPath: '/readyz', readyTimeoutMs: 120_000 });
       apiInfo = { runtime: opts.api, firstStartMs: api.readyMs };
       log(`API ready in ${api.readyMs} ms (first start: includes migrating the empty database)`);
+      // The worker role on its own (jobs, outbox relay, schedules, exports), as production runs it; ready when
+      // its metrics listener answers /livez.
+      let worker: Awaited<ReturnType<typeof startNode>> | undefined;
+      if (opts.worker) {
+        const port = await freePort();
+        const workerArgs = [...nodeArgs, ...cmd.args.slice(0, -1), 'worker'];
+        worker = await startNode({ name: 'plinth-worker', ...cmd, args: workerArgs, env: { ...apiEnv, PLINTH_ROLE: 'worker', METRICS_PORT: String(port) }, port, readyPath: '/livez', readyTimeoutMs: 60_000 });
+        log(`worker ready in ${worker.readyMs} ms (pid ${worker.pid})`);
+      }
       const rss = sampleRss(api.pid);
       try {
-        const ctx: BenchContext = { opts, env, api, apiEnv, client: await connectApi(api.baseUrl), baselines, fixtures: {}, log };
+        const ctx: BenchContext = { opts, env, api, worker, apiEnv, client: await connectApi(api.baseUrl), baselines, fixtures: {}, log };
         for (const s of apiScenarios) {
           if (s.baseline) await measureBaseline(s.baseline);
           log(`scenario ${s.name}`);
@@ -197,6 +209,7 @@ export async function runBench(argv: string[]): Promise<number> {
         }
       } finally {
         ({ peakMb: rssPeak, lastMb: rssLast } = rss.stop());
+        await worker?.stop('SIGTERM');
         await api.stop('SIGTERM');
       }
     }

@@ -48,6 +48,8 @@ export interface BenchOptions {
   connections: number;
   /** Opt-in: seed and measure 10^6 tasks (minutes of seeding). */
   large: boolean;
+  /** The worker role in its own process (`--worker`); otherwise the API process runs both roles. */
+  worker: boolean;
   baselines: boolean;
   outDir: string;
   /** The API under test: the compiled build from dist/ (default, as in production) or the sources through tsx. */
@@ -62,6 +64,8 @@ export interface BenchContext {
   opts: BenchOptions;
   env: BenchEnv;
   api: Child;
+  /** The worker process when started with `--worker`. */
+  worker?: Child;
   /** The environment the API was started with (scenarios that start more instances reuse it). */
   apiEnv: Record<string, string>;
   client: Api;

@@ -1,5 +1,5 @@
 import { runLoad } from '../lib/load.ts';
-import { sampleRss } from '../lib/processes.ts';
+import { rssMbOf, sampleRss } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type BenchContext, type Scenario } from '../lib/types.ts';
 import { ensureProject, ensureTenant, pickCachedRead, seedInto } from './fixtures.ts';
@@ -7,23 +7,44 @@ import { pickCreate } from './writes.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Queues an export of the fixture project's tasks and waits for it; rows/s from the export's own timestamps. */
+/**
+ * Queues an export of the fixture project's tasks and waits for it; rows/s from the export's own timestamps.
+ * While it runs, the API's RSS against the rows done (every poll, 250 ms): whether memory follows the rows
+ * exported or stays flat.
+ */
 async function exportTasks(ctx: BenchContext, orgId: string, token: string, projectId: string) {
   const created = await ctx.client.call('POST', `/v1/orgs/${orgId}/exports`, { token, body: { resource: 'tasks', format: 'csv', filters: { projectId } } });
   if (created.status !== 202) throw new Error(`POST exports: ${created.status} ${JSON.stringify(created.body).slice(0, 200)}`);
   const url = `/v1/orgs/${orgId}/exports/${created.body.id}`;
   const deadline = Date.now() + 15 * 60_000;
+  const rss: Array<{ rows: number; rssMb: number }> = [];
   for (;;) {
     const res = await ctx.client.call('GET', url, { token });
     const e = res.body;
+    // The process that runs the export: the worker when the bench started one, else the API.
+    if (e?.status === 'running') rss.push({ rows: Number(e.rowsDone), rssMb: rssMbOf((ctx.worker ?? ctx.api).pid) });
     if (e?.status === 'succeeded') {
       const seconds = (Date.parse(e.finishedAt) - Date.parse(e.startedAt)) / 1000;
-      return { rows: Number(e.rowsDone), bytes: Number(e.bytes), seconds, rowsPerSec: Number(e.rowsDone) / Math.max(0.001, seconds) };
+      return { rows: Number(e.rowsDone), bytes: Number(e.bytes), seconds, rowsPerSec: Number(e.rowsDone) / Math.max(0.001, seconds), rss };
     }
     if (e?.status === 'failed' || e?.status === 'cancelled') throw new Error(`export ${e.status}: ${JSON.stringify(e.error)}`);
     if (Date.now() > deadline) throw new Error(`export not done after 15 min (${e?.rowsDone} rows)`);
     await sleep(250);
   }
+}
+
+function rssDuringExport(samples: Array<{ rows: number; rssMb: number }>): Record<string, string | number> {
+  const series = (xs: typeof samples) => xs.map((x) => `${Math.round(x.rows / 1000)}k:${Math.round(x.rssMb)}`).join(' ');
+  if (samples.length < 4) return { exporterRssDuringExport: series(samples) };
+  const q = Math.floor(samples.length / 4);
+  const mean = (xs: typeof samples) => round(xs.reduce((a, x) => a + x.rssMb, 0) / xs.length, 1);
+  const step = (samples.length - 1) / 9;
+  return {
+    exporterRssFirstQuarterMb: mean(samples.slice(0, q)),
+    exporterRssLastQuarterMb: mean(samples.slice(-q)),
+    // Ten samples, "thousands of rows done:MB".
+    exporterRssDuringExport: series(Array.from({ length: 10 }, (_, i) => samples[Math.round(i * step)]!)),
+  };
 }
 
 /**
@@ -36,11 +57,12 @@ export const exportAtPeak: Scenario = {
   name: 'export-at-peak',
   title: 'Export at peak (reporting): 10^5 (--large: 10^6) tasks exported during cached reads and creates',
   async run(ctx) {
-    const targets = (rowsPerSec?: number, readRatio?: number, writeRatio?: number, rss?: number) => [
+    const targets = (rowsPerSec?: number, readRatio?: number, writeRatio?: number, rss?: number, workerRss?: number) => [
       target('R1', 'export ≥ 50,000 rows/s', rowsPerSec, 50_000, '/s', '>='),
       target('R2a', 'cached-read p99 during export ≤ 1.2× without', readRatio, 1.2, '×', '<='),
       target('R2b', 'create p99 during export ≤ 1.2× without', writeRatio, 1.2, '×', '<='),
       target('R3', 'API RSS during export < 200 MB', rss, 200, 'MB', '<'),
+      ...(ctx.worker ? [target('R3w', 'worker RSS during export < 200 MB', workerRss, 200, 'MB', '<')] : []),
     ];
     if (!ctx.client.has('POST', '/v1/orgs/{orgId}/exports')) return skipped(this, 'reporting exports not available', targets());
     const t = await ensureTenant(ctx);
@@ -65,10 +87,13 @@ export const exportAtPeak: Scenario = {
     ctx.log(`export-at-peak: exporting ${want} tasks during ${readShape.rate} reads/s + ${writeShape.rate} creates/s`);
     const rss = sampleRss(ctx.api.pid, 200);
     const rssBefore = rss.current().lastMb;
+    const workerRss = ctx.worker ? sampleRss(ctx.worker.pid, 200) : undefined;
+    const workerRssBefore = workerRss?.current().lastMb;
     const exporting = exportTasks(ctx, t.orgId, t.token, projectId);
     const [readDuring, writeDuring] = await Promise.all([runLoad(readShape), runLoad(writeShape)]);
     const exported = await exporting;
     const mem = rss.stop();
+    const workerMem = workerRss?.stop();
 
     const readRatio = readDuring.latencyMs.p99 / Math.max(0.01, readAlone.latencyMs.p99);
     const writeRatio = writeDuring.latencyMs.p99 / Math.max(0.01, writeAlone.latencyMs.p99);
@@ -91,9 +116,12 @@ export const exportAtPeak: Scenario = {
         apiRssPeakMb: mem.peakMb,
         // What the API process held when the export started (after the fixtures and the "alone" loads).
         apiRssBeforeExportMb: rssBefore,
+        ...(workerMem ? { workerRssPeakMb: workerMem.peakMb, workerRssBeforeExportMb: workerRssBefore! } : {}),
+        // RSS of the exporting process (the worker when there is one) while the export ran: mean of its first and last quarter (by time), and ten samples (rows done, MB).
+        ...rssDuringExport(exported.rss),
         note: 'the export overlaps the "during" loads only while it runs; with 10^5 rows it may end first (use --large)',
       },
-      targets: targets(exported.rowsPerSec, round(readRatio), round(writeRatio), mem.peakMb),
+      targets: targets(exported.rowsPerSec, round(readRatio), round(writeRatio), mem.peakMb, workerMem?.peakMb),
     };
   },
 };

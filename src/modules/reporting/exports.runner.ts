@@ -4,7 +4,7 @@ import type { ReportingConfig } from '../../platform/config.ts';
 import type { EventPublisher } from '../../platform/outbox/publisher.ts';
 import type { ObjectStorage, UploadState } from '../../platform/storage/index.ts';
 import { CONTENT_TYPES, serializeBatch, type ExportFormat } from './export-format.ts';
-import { EXPORT_SOURCES, readRows, renderBatch, type Row, type SourceTables } from './export-sources.repo.ts';
+import { canCopy, copyBatch, EXPORT_SOURCES, readRows, renderBatch, type Row, type SourceTables } from './export-sources.repo.ts';
 import type { ExportCheckpoint, ExportsRepo } from './exports.repo.ts';
 import { REPORTING_ERRORS } from './reporting.errors.ts';
 import { EXPORT_EMAIL, REPORTING_EVENTS, type ExportEmailPayload, type ExportReadyPayload } from './reporting.events.ts';
@@ -23,19 +23,22 @@ export interface ExportRunnerDeps {
   /** A crashed worker's export is claimed again after this; renewed at every batch. */
   leaseMs?: number;
   /**
-   * Where a batch is serialized: 'postgres' (default: the database renders each batch as one text value) or
-   * 'node' (rows read as objects and serialized here; the A/B comparison). Sources marked `render: 'node'`
-   * are always serialized here.
+   * Where a batch is serialized: 'copy' (Postgres: `COPY (SELECT …) TO STDOUT`, the database writes the
+   * batch's CSV/NDJSON; what index.ts uses on Postgres), 'postgres' (default, and PGlite's: the database
+   * renders each batch as one text value with SQL expressions) or 'node' (rows read as objects and
+   * serialized here). Sources marked `render: 'node'` are always serialized here; a source COPY cannot
+   * take a cursor from (`canCopy`) is rendered.
    */
-  render?: 'postgres' | 'node';
+  render?: 'copy' | 'postgres' | 'node';
 }
 
-/** One keyset batch: rendered by Postgres (`body`) or as rows to serialize here (`data`). */
+/** One keyset batch: written by Postgres (`body`) or as rows to serialize here (`data`). */
 interface Batch {
   rows: number;
   /** The cursor after this batch (the previous one when it is empty). */
   after: string | null;
-  body: string | null;
+  /** The batch's bytes, in one or more buffers. */
+  body: Buffer[] | null;
   data: Row[] | null;
 }
 
@@ -70,15 +73,19 @@ export function createExportRunner(deps: ExportRunnerDeps) {
 
   async function readBatch(tenantId: string, resource: string, format: ExportFormat, filters: unknown, after: string | null): Promise<Batch> {
     const source = EXPORT_SOURCES[resource]!;
-    const inNode = deps.render === 'node' || source.render === 'node';
+    const mode = deps.render === 'node' || source.render === 'node' ? 'node' : deps.render === 'copy' && canCopy(source, format) ? 'copy' : 'postgres';
     const read = async (trx: Parameters<Parameters<typeof deps.sources.withTenantRead>[1]>[0]): Promise<Batch> => {
       const inner = source.select(trx, tenantId, filters as never, after, config.exportBatchRows);
-      if (inNode) {
+      if (mode === 'node') {
         const data = await readRows(trx, source, inner);
         return { rows: data.length, after: data.length > 0 ? source.cursorOf(data[data.length - 1]!) : after, body: null, data };
       }
+      if (mode === 'copy') {
+        const r = await copyBatch(trx, source, format, inner);
+        return { rows: r.rows, after: r.after ?? after, body: r.body, data: null };
+      }
       const r = await renderBatch(trx, source, format, inner);
-      return { rows: r.rows, after: r.after ?? after, body: r.body, data: null };
+      return { rows: r.rows, after: r.after ?? after, body: [Buffer.from(r.body)], data: null };
     };
     for (let attempt = 1; ; attempt++) {
       try {
@@ -159,8 +166,8 @@ export function createExportRunner(deps: ExportRunnerDeps) {
           pending.push(bytes);
           pendingBytes += bytes.length;
         }
-        if (batch.body) {
-          const bytes = Buffer.from(batch.body);
+        for (const bytes of batch.body ?? []) {
+          if (bytes.length === 0) continue;
           pending.push(bytes);
           pendingBytes += bytes.length;
         }
@@ -176,7 +183,8 @@ export function createExportRunner(deps: ExportRunnerDeps) {
         rows += batch.rows;
         let checkpoint: ExportCheckpoint | undefined;
         if (pendingBytes >= partBytes || (last && pendingBytes > 0)) {
-          upload = await deps.storage.uploadPart(upload, pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes));
+          // The batches' buffers as they are: the filesystem writes them in turn, no copy into one part buffer.
+          upload = await deps.storage.uploadPart(upload, pending);
           pending = [];
           pendingBytes = 0;
           checkpoint = { after, rows, bytes: upload.bytes, upload };

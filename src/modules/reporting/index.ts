@@ -90,6 +90,8 @@ export function createReporting(deps: ReportingDeps): Reporting {
     getUserEmail: deps.getUserEmail,
     batchAttempts: deps.tuning?.batchAttempts,
     leaseMs: deps.tuning?.leaseMs,
+    // COPY on Postgres; PGlite has no COPY to a client, so there the batches are rendered by SQL.
+    render: deps.db.kind === 'postgres' ? 'copy' : 'postgres',
   });
   return {
     name: 'reporting',

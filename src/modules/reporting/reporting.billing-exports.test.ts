@@ -9,7 +9,10 @@ import { signup, type SignedUp } from '../../../test/helpers/auth.ts';
 import { createTestPlatform, type TestPlatform } from '../../../test/helpers/test-platform.ts';
 import { newId } from '../../platform/ids.ts';
 import { csvLines } from './export-format.ts';
-import { EXPORT_SOURCES, lineSql, renderBatch, SOURCE_TABLE_NAMES, type Row } from './export-sources.repo.ts';
+import { copyBatch, EXPORT_SOURCES, lineSql, renderBatch, SOURCE_TABLE_NAMES, type ExportSource, type Row } from './export-sources.repo.ts';
+
+/** A one-row source for the field-writer property (only what copyBatch reads). */
+const COPY_PROBE = { columns: ['x', 'y', 'n'], text: ['x', 'y'], keyColumns: ['n'], cursorOf: () => '', cursorOfCsvLine: () => '' } as unknown as ExportSource;
 import { createExportsRepo } from './exports.repo.ts';
 import { createExportRunner, type ExportRunnerDeps } from './exports.runner.ts';
 
@@ -36,7 +39,7 @@ describe(`reporting: billing exports and rendering in Postgres (${process.env.TE
       ...over,
     });
   /** Queues an export, runs it with the given runner, returns the file's text. */
-  async function exportFile(who: SignedUp, body: object, render: 'postgres' | 'node' = 'postgres'): Promise<string> {
+  async function exportFile(who: SignedUp, body: object, render: 'copy' | 'postgres' | 'node' = 'postgres'): Promise<string> {
     const res = await api(who, 'POST', `/v1/orgs/${who.orgId}/exports`, body);
     expect(res.statusCode, res.body).toBe(202);
     const r = runner({ render });
@@ -154,6 +157,13 @@ describe(`reporting: billing exports and rendering in Postgres (${process.env.TE
       expect((await read(a.orgId, b.orgId)).rows, resource).toBe(0);
       expect((await read(b.orgId, b.orgId)).rows, resource).toBe(1);
       expect((await read(a.orgId, a.orgId)).rows, resource).toBe(resource === 'invoices' ? 7 : 9);
+      if (t.db.kind !== 'postgres') continue;
+      // COPY of a query is under RLS as the query is.
+      const copy = (ctx: string, asked: string) =>
+        scope.withTenantRead(ctx, (trx) => copyBatch(trx, source, 'ndjson', source.select(trx, asked, {} as never, null, 100)), { readOnly: true });
+      expect((await copy(a.orgId, b.orgId)).rows, resource).toBe(0);
+      expect((await copy(b.orgId, b.orgId)).rows, resource).toBe(1);
+      expect((await copy(a.orgId, a.orgId)).rows, resource).toBe(resource === 'invoices' ? 7 : 9);
     }
   });
 
@@ -171,8 +181,8 @@ describe(`reporting: billing exports and rendering in Postgres (${process.env.TE
     for (const body of bad) expect((await api(a, 'POST', `/v1/orgs/${a.orgId}/exports`, body)).statusCode, JSON.stringify(body)).toBe(400);
   });
 
-  // Twenty exports: on real Postgres only (the embedded budget); the property below covers the field writer embedded.
-  it.skipIf(!process.env.TEST_DATABASE_URL)('a batch rendered by Postgres is byte for byte what the Node serializer writes, for every resource and format', async () => {
+  // Thirty exports: on real Postgres only (the embedded budget, and COPY); the property below covers the field writer embedded.
+  it.skipIf(!process.env.TEST_DATABASE_URL)('a batch copied or rendered by Postgres is byte for byte what the Node serializer writes, for every resource and format', async () => {
     const projectId = (await api(a, 'POST', `/v1/orgs/${a.orgId}/projects`, { key: 'REN', name: '=Render, "quoted"', description: 'two\nlines' })).json().id;
     for (const title of ['@SUM(A1)', 'tab\tinside', 'é ünïcode ✓', 'plain']) {
       expect((await api(a, 'POST', `/v1/orgs/${a.orgId}/projects/${projectId}/tasks`, { title, labels: ['x,y', '-z'] })).statusCode).toBe(201);
@@ -180,10 +190,12 @@ describe(`reporting: billing exports and rendering in Postgres (${process.env.TE
     // (audit-events are always serialized in Node: `changes` must be printed as JSON.stringify prints it.)
     for (const resource of ['tasks', 'projects', 'members', 'invoices', 'usage']) {
       for (const format of ['csv', 'ndjson']) {
-        const pg = await exportFile(a, { resource, format }, 'postgres');
         const node = await exportFile(a, { resource, format }, 'node');
-        expect(pg.length, `${resource} ${format}`).toBeGreaterThan(0);
-        expect(pg, `${resource} ${format}`).toBe(node);
+        const pg = await exportFile(a, { resource, format }, 'postgres');
+        const copied = await exportFile(a, { resource, format }, 'copy');
+        expect(node.length, `${resource} ${format}`).toBeGreaterThan(0);
+        expect(pg, `${resource} ${format} rendered`).toBe(node);
+        expect(copied, `${resource} ${format} copied`).toBe(node);
       }
     }
   });
@@ -199,6 +211,12 @@ describe(`reporting: billing exports and rendering in Postgres (${process.env.TE
           (await sql<{ line: string }>`select ${lineSql(format, ['x', 'y', 'n'], ['x', 'y'])} as line from (select ${row.x}::text as x, ${row.y}::text as y, ${row.n}::int as n) as b`.execute(t.db.app)).rows[0]!.line;
         expect(await rendered('csv')).toBe(csvLines(['x', 'y', 'n'], [row]));
         expect(await rendered('ndjson')).toBe(`${JSON.stringify(row)}\n`);
+        if (t.db.kind !== 'postgres') return;
+        // COPY's CSV writer with the neutralization in SQL, and NDJSON through COPY (Postgres only).
+        const inner = sql`select ${row.x}::text as x, ${row.y}::text as y, ${row.n}::int as n`;
+        const copied = async (format: 'csv' | 'ndjson') => Buffer.concat((await copyBatch(t.db.app as never, COPY_PROBE, format, inner)).body).toString();
+        expect(await copied('csv')).toBe(csvLines(['x', 'y', 'n'], [row]));
+        expect(await copied('ndjson')).toBe(`${JSON.stringify(row)}\n`);
       }),
       { numRuns: 150 },
     );

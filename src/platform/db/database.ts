@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { Kysely, PostgresDialect, sql, type LogEvent, type QueryExecutorProvider, type Transaction } from 'kysely';
 import pg from 'pg';
 import { isUuid } from '../ids.ts';
+import { CopyOutCursor } from './copy-out.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
 import { currentReadSession, type LsnStore } from './read-session.ts';
 import { createReplicaRouter, ReplicaBehindError, type ReplicaMetrics, type ReplicaState } from './replica-router.ts';
@@ -333,9 +334,10 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
   guardClients(ownerPool);
   const replicaPools = (opts.replicaUrls ?? []).map((u) => createPool(u, opts, !opts.databaseAppUrl));
 
-  const app = new Kysely<DB>({ dialect: new PostgresDialect({ pool: appPool }), log });
+  // The cursor slot runs COPY … TO STDOUT (copy-out.ts: exports), on the primary and the replicas.
+  const app = new Kysely<DB>({ dialect: new PostgresDialect({ pool: appPool, cursor: CopyOutCursor }), log });
   const owner = new Kysely<DB>({ dialect: new PostgresDialect({ pool: ownerPool }), log });
-  const replicas = replicaPools.map((pool) => new Kysely<DB>({ dialect: new PostgresDialect({ pool }), log }));
+  const replicas = replicaPools.map((pool) => new Kysely<DB>({ dialect: new PostgresDialect({ pool, cursor: CopyOutCursor }), log }));
   const timeout = opts.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
   const limits = transactionLimits(timeout);
   const costs = createCostMeter();

@@ -54,17 +54,21 @@ export function createFsStorage(opts: FsStorageOptions): FsStorage {
       await (await fs.promises.open(`${target}.partial`, 'w')).close();
       return { key, contentType: putOpts.contentType, bytes: 0, parts: [] };
     },
-    async uploadPart(state: UploadState, body: Buffer) {
+    async uploadPart(state: UploadState, part: Buffer | Buffer[]) {
       const fh = await openAt(state);
+      let written = 0;
       try {
-        let off = 0;
-        while (off < body.length) off += (await fh.write(body, off, body.length - off, state.bytes + off)).bytesWritten;
+        for (const body of Array.isArray(part) ? part : [part]) {
+          let off = 0;
+          while (off < body.length) off += (await fh.write(body, off, body.length - off, state.bytes + written + off)).bytesWritten;
+          written += body.length;
+        }
         // Durable before the caller records it: a checkpoint never vouches for bytes a power loss could drop.
         await fh.datasync();
       } finally {
         await fh.close();
       }
-      return { ...state, bytes: state.bytes + body.length, parts: [...state.parts, { n: state.parts.length + 1, bytes: body.length }] };
+      return { ...state, bytes: state.bytes + written, parts: [...state.parts, { n: state.parts.length + 1, bytes: written }] };
     },
     async completeUpload(state: UploadState) {
       const fh = await openAt(state);

@@ -58,7 +58,8 @@ export function createS3Storage(opts: S3StorageOptions): ObjectStorage & { clien
       if (!r.UploadId) throw new StorageError('CreateMultipartUpload returned no UploadId');
       return { key, contentType: putOpts.contentType, bytes: 0, uploadId: r.UploadId, parts: [] };
     },
-    async uploadPart(state: UploadState, body: Buffer) {
+    async uploadPart(state: UploadState, part: Buffer | Buffer[]) {
+      const body = Array.isArray(part) ? Buffer.concat(part) : part;
       // Part numbers follow the state: a part uploaded again after a crash replaces the earlier upload of it.
       const n = state.parts.length + 1;
       const r = await client.send(new UploadPartCommand({ Bucket, Key: checkKey(state.key), UploadId: state.uploadId, PartNumber: n, Body: body, ContentLength: body.length }));

@@ -25,10 +25,11 @@ export interface ObjectStorage {
    * the caller persists together with its own progress, and hands back after a crash. A part is durable when
    * uploadPart resolves. Uploading again from an older state (the writer died after a part was written but
    * before the new state was saved) replaces whatever was written after that state: no byte is duplicated.
-   * Nothing is visible under key before complete.
+   * Nothing is visible under key before complete. A part may be given as several buffers (written in order):
+   * the writer need not copy them into one.
    */
   beginUpload(key: string, opts: PutOptions): Promise<UploadState>;
-  uploadPart(state: UploadState, body: Buffer): Promise<UploadState>;
+  uploadPart(state: UploadState, body: Buffer | Buffer[]): Promise<UploadState>;
   completeUpload(state: UploadState): Promise<{ bytes: number }>;
   /** Drops the parts written so far; an unknown or finished upload is not an error. */
   abortUpload(state: UploadState): Promise<void>;

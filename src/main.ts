@@ -321,9 +321,6 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     ...seams.integrations,
   });
   const all: ModuleSurface[] = [audit, identity, tenancy, billing, projects, notifications, reporting, sso, directory, integrations];
-  // Bench comparison only (E1, bench/scenarios/entitlements.ts): without the hooks nothing is metered or enforced per request.
-  const hooks = config.edge.entitlementHooks;
-  if (!hooks) logger.warn('ENTITLEMENT_HOOKS_ENABLED=false: plan rate limits and API-request quotas are not enforced, API requests are not metered');
   return {
     audit,
     identity,
@@ -339,8 +336,8 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     // tenancy's, with each org's security policy (sso) applied on top
     authenticator: sso.authenticator,
     // Per-org request quota from the plan (limit `api.rate`: requests per window), else configuration.
-    rateLimits: configRateLimits(config.edge, hooks ? { orgPolicy: (orgId) => billing.rateLimitFor(orgId, config.edge.rateLimitWindowSec) } : {}),
-    apiMeter: hooks ? billing.apiMeter : undefined,
+    rateLimits: configRateLimits(config.edge, { orgPolicy: (orgId) => billing.rateLimitFor(orgId, config.edge.rateLimitWindowSec) }),
+    apiMeter: billing.apiMeter,
     registerJobs(jobs) {
       for (const m of all) m.registerJobs(jobs);
     },

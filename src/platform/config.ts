@@ -263,13 +263,6 @@ export interface EdgeConfig {
   concurrencyLimit: { enabled: boolean; initialLimit: number; minLimit: number; maxLimit: number; retryAfterSec: number };
   /** L1 (in-process) cache entry lifetime: the bound on cross-process staleness if an invalidation is lost. */
   cacheL1TtlMs: number;
-  /**
-   * The per-request entitlement hooks: the plan's per-org rate limit (`api.rate`) and billing's API-request
-   * meter (`api.requests` quota and usage). On by default; `ENTITLEMENT_HOOKS_ENABLED=false` exists ONLY so the
-   * bench can measure what they cost (E1) on an instance beside one with them on: without them plan quotas are
-   * not enforced and API requests are not metered, so the process logs a warning at start.
-   */
-  entitlementHooks: boolean;
 }
 
 export class ConfigError extends Error {
@@ -442,7 +435,6 @@ export function loadConfig(env: Env = process.env): Config {
       maxInFlight: int(env, 'MAX_IN_FLIGHT', 0, 0, 1_000_000),
       concurrencyLimit: concurrencyLimit(env),
       cacheL1TtlMs: int(env, 'CACHE_L1_TTL_MS', 5000, 0, 3_600_000),
-      entitlementHooks: bool(env, 'ENTITLEMENT_HOOKS_ENABLED', true),
     },
     migrateOnStart: bool(env, 'MIGRATE_ON_START', true),
     reporting: {

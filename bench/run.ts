@@ -24,9 +24,10 @@ import { cachedRead, hotEndpoint, uncachedRead } from './scenarios/reads.ts';
 import { create, createHot, createOneOrg } from './scenarios/writes.ts';
 import { usageIngest } from './scenarios/usage.ts';
 import { invoiceRun } from './scenarios/invoicing.ts';
+import { entitlementOverhead } from './scenarios/entitlements.ts';
 
 export const SCENARIOS: Scenario[] = [
-  cachedRead, uncachedRead, create, createOneOrg, createHot, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak, usageIngest, invoiceRun, coldStart,
+  cachedRead, entitlementOverhead, uncachedRead, create, createOneOrg, createHot, listSearch, burst, jobOverlap, hotEndpoint, outbox, exportAtPeak, usageIngest, invoiceRun, coldStart,
 ];
 
 const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])

@@ -39,7 +39,7 @@ export interface AppDeps {
   rateLimits?: RateLimitResolver;
   tenantCosts?: TenantCosts;
   /** Billing's API-request meter: counts each authorized org request, refuses those over a hard quota (402). */
-  apiMeter?: { admit(orgId: string): Promise<void>; start(): void; stop(): Promise<void> };
+  apiMeter?: { admit(orgId: string): Promise<void> | void; start(): void; stop(): Promise<void> };
 }
 
 /** Platform plugins first, then each module's routes. No business logic lives here. */
@@ -69,8 +69,18 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const apiMeter = deps.apiMeter;
   if (apiMeter) {
     // After authorization and the rate limit; billing's own routes stay open so an org can lift its quota.
-    app.addHook('preHandler', async (request) => {
-      if (request.access && !request.routeOptions.url?.includes('/billing/')) await apiMeter.admit(request.access.orgId);
+    // A callback hook: admit answers synchronously in the common case (cached snapshot and usage), so every
+    // request is spared a promise chain.
+    app.addHook('preHandler', (request, _reply, done) => {
+      if (!request.access || request.routeOptions.url?.includes('/billing/')) return done();
+      let pending: Promise<void> | void;
+      try {
+        pending = apiMeter.admit(request.access.orgId);
+      } catch (err) {
+        return done(err as Error);
+      }
+      if (pending) pending.then(() => done(), done);
+      else done();
     });
     apiMeter.start();
     app.addHook('onClose', () => apiMeter.stop());

@@ -34,7 +34,7 @@ export interface CeilingRow {
 
 /** createTask needs no cache; the use-case context only asks for the namespaces. */
 const noCache = {
-  namespace: <T>(): TenantCache<T> => ({ get: (_t, _k, load) => load(), invalidate: async () => true }),
+  namespace: <T>(): TenantCache<T> => ({ get: (_t, _k, load) => load(), peek: () => undefined, invalidate: async () => true }),
 };
 
 export async function measureNumberCeiling(opts: { durationSec: number; workers: number; log?: (m: string) => void }): Promise<CeilingRow[]> {

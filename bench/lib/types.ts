@@ -96,7 +96,7 @@ export function skipped(s: Pick<Scenario, 'name' | 'title'>, reason: string, tar
   return { name: s.name, title: s.title, status: 'skipped', reason, targets };
 }
 
-export function target(id: string, description: string, measured: number | undefined, threshold: number, unit: '×' | 'ms' | 'MB' | '/s' | 's', cmp: '>=' | '<' | '<='): TargetResult {
+export function target(id: string, description: string, measured: number | undefined, threshold: number, unit: '×' | 'ms' | 'MB' | '/s' | 's' | '%', cmp: '>=' | '<' | '<='): TargetResult {
   const fmt = (n: number) => (unit === '×' ? `${n.toFixed(2)}×` : `${Math.round(n * 10) / 10} ${unit}`);
   if (measured === undefined || Number.isNaN(measured)) {
     return { id, description, measured: 'n/a', threshold: `${cmp} ${fmt(threshold)}`, pass: null };

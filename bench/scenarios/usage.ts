@@ -9,6 +9,8 @@ import { ratioTo } from './reads.ts';
 const TENANTS = 8;
 const METRICS = ['api.requests', 'tasks.created', 'storage.gb', 'active.users', 'exports.run'];
 const BATCH = 100;
+/** U1's rate in batches per second: U2 is the p99 of batches offered at it (20,000 events/s). */
+const TARGET_BATCHES_PER_SEC = 200;
 
 let seq = 0;
 const run = randomBytes(4).toString('hex');
@@ -23,6 +25,15 @@ async function tenants(ctx: BenchContext): Promise<Tenant[]> {
   return out;
 }
 
+/**
+ * U1 is a throughput, measured at saturation (closed loop, 50 connections). U2 is a latency "at ≥ 20,000
+ * events/s": measured at saturation it is not a property of a batch but of the queue the closed loop builds —
+ * Little's law makes the mean 50 ÷ throughput (40,000 events/s = 400 batches/s → 125 ms mean), so it could
+ * only pass above ~500 batches/s whatever a batch costs. So U2 is the p99 of batches offered at the target
+ * rate, open loop (200 batches/s = 20,000 events/s, as export-at-peak loads at fixed rates): what a client
+ * sending U1's volume sees. The saturation p99 stays in the metrics (`saturationBatchP99Ms`) beside it, and the
+ * rate actually reached is reported (`ratedBatchesPerSec`): a machine that cannot take 200 batches/s shows it.
+ */
 export const usageIngest: Scenario = {
   name: 'usage-ingest',
   title: 'Usage metering: 100-event batches and single events (idempotent by key, rollups in the same transaction)',
@@ -30,7 +41,7 @@ export const usageIngest: Scenario = {
   async run(ctx) {
     const targets = (eps?: number, p99?: number, ratio?: number) => [
       target('U1', 'batch ingestion ≥ 20,000 events/s (100-event batches)', eps, 20_000, '/s', '>='),
-      target('U2', 'batch p99 < 100 ms', p99, 100, 'ms', '<'),
+      target('U2', `batch p99 < 100 ms at ${(TARGET_BATCHES_PER_SEC * BATCH).toLocaleString('en-US')} events/s offered (open loop)`, p99, 100, 'ms', '<'),
       target('U3', 'single-event ingestion ≥ 0.50× naive insert', ratio, 0.5, '×', '>='),
     ];
     if (!ctx.client.has('POST', '/v1/orgs/{orgId}/usage-events')) return skipped(this, 'no usage-events endpoint in this build', targets());
@@ -62,12 +73,13 @@ export const usageIngest: Scenario = {
       const after = await counters();
       return { result, xacts: after.xacts - before.xacts, rowsWritten: after.tup - before.tup };
     };
-    const load = (body: () => unknown) =>
+    const load = (body: () => unknown, rate?: number) =>
       runLoad({
         baseUrl: ctx.api.baseUrl,
         serverPid: ctx.api.pid,
         durationSec: ctx.opts.durationSec,
         connections: ctx.opts.connections,
+        ...(rate ? { rate } : {}),
         request: {
           method: 'POST',
           path: () => {
@@ -78,7 +90,9 @@ export const usageIngest: Scenario = {
           body,
         },
       });
-    const b = await measured(() => load(() => ({ events: Array.from({ length: BATCH }, event) })));
+    const batchBody = () => ({ events: Array.from({ length: BATCH }, event) });
+    const b = await measured(() => load(batchBody));
+    const rated = await load(batchBody, TARGET_BATCHES_PER_SEC);
     const s = await measured(() => load(event));
     await db.end();
     const batch = b.result;
@@ -92,20 +106,26 @@ export const usageIngest: Scenario = {
       status: 'ok',
       endpoint: 'POST /v1/orgs/{orgId}/usage-events',
       load: batch,
-      phases: { batch, single },
+      phases: { batch, rated, single },
       baseline: 'insert',
       ratio,
       metrics: {
         eventsPerSec,
-        batchP99Ms: batch.okLatencyMs.p99,
+        ratedBatchP99Ms: rated.okLatencyMs.p99,
+        ratedBatchP50Ms: rated.okLatencyMs.p50,
+        ratedBatchesPerSec: rated.okPerSec,
+        ratedNon2xx: Object.entries(rated.statuses).reduce((n, [status, count]) => (status.startsWith('2') ? n : n + count), 0) + rated.errors + rated.timeouts,
+        saturationBatchP99Ms: batch.okLatencyMs.p99,
+        saturationBatchP50Ms: batch.okLatencyMs.p50,
         singlePerSec: Math.round(single.okPerSec),
         idempotentReplay: replay,
         batchCpuUsPerRequest: batch.serverCpuUsPerRequest ?? 'n/a',
+        ratedBatchCpuUsPerRequest: rated.serverCpuUsPerRequest ?? 'n/a',
         singleCpuUsPerRequest: single.serverCpuUsPerRequest ?? 'n/a',
         batchTransactionsPerRequest: perRequest(b.xacts, batch),
         singleTransactionsPerRequest: perRequest(s.xacts, single),
       },
-      targets: targets(eventsPerSec, batch.okLatencyMs.p99, ratio),
+      targets: targets(eventsPerSec, rated.okLatencyMs.p99, ratio),
     };
   },
 };

@@ -325,6 +325,15 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     expect(await q('active.users', 'unique_count')).toBe(2);
     const byMeter = await ok('GET', `/v1/orgs/${o.orgId}/usage?metric=active.users&from=${at(3_600_000 * 2)}&groupBy=total`, o.auth);
     expect(byMeter.aggregation).toBe('unique_count');
+    // A batch travels as one JSON parameter: what array literals had to escape (quotes, backslashes, braces,
+    // commas, NULL, non-ASCII) round-trips exactly, in keys and properties, and counts as distinct values.
+    const odd = ['a"b', 'c\\d', '{e,f}', 'NULL', 'ü ✓ 𝄞', "'g' (h)"];
+    const oddEvents = odd.map((v, i) => ({ key: `odd ${v} ${i}`, metric: 'active.users', timestamp: at(0), value: 0.125, properties: { userId: v, n: i, flag: i % 2 === 0, none: null } }));
+    expect((await ok('POST', url, o.auth, { events: oddEvents })).accepted).toBe(odd.length);
+    const stored = await sql<{ key: string; value: string; properties: unknown }>`select key, value::text, properties from billing_usage_events where tenant_id = ${o.orgId} and key like 'odd %'`.execute(t.db.owner);
+    const byKey = (a: { key: string }, b: { key: string }) => (a.key < b.key ? -1 : 1);
+    expect(stored.rows.sort(byKey)).toEqual(oddEvents.map((e) => ({ key: e.key, value: '0.125', properties: e.properties })).sort(byKey));
+    expect(await q('active.users', 'unique_count')).toBe(2 + odd.length);
     // The free plan's quota (10 api.requests): 5 so far; crossing 80 % and 100 % each publish once.
     await ok('POST', url, o.auth, { events: Array.from({ length: 6 }, (_, i) => ({ key: `q${i}`, metric: 'api.requests', timestamp: at(0) })) });
     const crossed = await sql<{ payload: any }>`select payload from outbox where tenant_id = ${o.orgId} and name = 'billing.usage_threshold_crossed' order by id`.execute(t.db.owner);

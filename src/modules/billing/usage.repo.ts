@@ -14,20 +14,18 @@ export interface UsageEventInput {
  * skipped by ON CONFLICT DO NOTHING), then fold only the rows actually inserted into the hourly rollups
  * and the distinct-value sets. Claim, event and rollup commit together or not at all, so a failed write
  * retried with the same keys counts each event exactly once. Returns the keys that were new.
+ * The events travel as ONE json parameter (one JSON.stringify of the batch): five text arrays cost the
+ * driver an escaping pass over every element — the properties' JSON a second time — per event.
  */
 export async function insertUsage(trx: Trx, tenantId: string, events: UsageEventInput[], uniques: Array<{ metric: string; property: string }>): Promise<string[]> {
   if (events.length === 0) return [];
-  const keys = events.map((e) => e.key);
-  const metrics = events.map((e) => e.metric);
-  const times = events.map((e) => e.timestamp.toISOString());
-  const values = events.map((e) => String(e.value));
-  const props = events.map((e) => JSON.stringify(e.properties));
+  const input = JSON.stringify(events.map((e) => ({ k: e.key, m: e.metric, t: e.timestamp.toISOString(), v: e.value, p: e.properties })));
   const uMetrics = uniques.map((u) => u.metric);
   const uProps = uniques.map((u) => u.property);
   const rows = await sql<{ key: string }>`
     with input as (
-      select * from unnest(${keys}::text[], ${metrics}::text[], ${times}::timestamptz[], ${values}::numeric[], ${props}::jsonb[])
-        as t(key, metric, occurred_at, value, properties)
+      select k as key, m as metric, t as occurred_at, v as value, p as properties
+      from json_to_recordset(${input}::json) as t(k text, m text, t timestamptz, v numeric, p jsonb)
     ), ins as (
       insert into billing_usage_events (tenant_id, key, metric, occurred_at, value, properties)
       select ${tenantId}::uuid, key, metric, occurred_at, value, properties from input

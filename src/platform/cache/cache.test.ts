@@ -98,6 +98,18 @@ describe(`cache-aside (${redisUrl ? 'L1 + redis' : 'L1 only'})`, () => {
     }
   });
 
+  it('peek answers from this process\'s L1 only, synchronously: nothing before a get, the value after, nothing after an invalidation', async () => {
+    const ns = a.namespace<{ n: number }>('peeked', { ttlSec: 60 });
+    expect(ns.peek(T1, 'k')).toBeUndefined();
+    await ns.get(T1, 'k', async () => ({ n: 1 }));
+    expect(ns.peek(T1, 'k')).toEqual({ n: 1 });
+    expect(ns.peek(T2, 'k')).toBeUndefined();
+    // The other process has it in Redis at most, not in its L1: peek never reads Redis.
+    expect(b.namespace<{ n: number }>('peeked', { ttlSec: 60 }).peek(T1, 'k')).toBeUndefined();
+    await ns.invalidate(T1, 'k');
+    expect(ns.peek(T1, 'k')).toBeUndefined();
+  });
+
   it('a load that started before an invalidation does not store its stale value', async () => {
     const ns = a.namespace<string>('racy', { ttlSec: 60 });
     let release!: () => void;

@@ -45,6 +45,11 @@ export interface TenantCache<T> {
   /** Cache-aside: the cached value, or loader()'s (stored, then returned). One loader per key per process at a time. */
   get(tenantId: string, key: string, loader: () => Promise<T>): Promise<T>;
   /**
+   * This process's L1 entry, synchronously, or undefined (never asks Redis or a loader): for checks on every
+   * request that then skip `get`'s promises in the common case. Same validity as `get`'s L1 hits.
+   */
+  peek(tenantId: string, key: string): T | undefined;
+  /**
    * Drops the entry everywhere: Redis, this process's L1, and (via pub/sub) other processes' L1. Call after
    * commit. In a versioned namespace, pass the new version (or DELETED): Redis then keeps a marker that
    * refuses any older version. Resolves false when Redis could not be reached (the caller may retry,
@@ -165,14 +170,18 @@ export function createCache(opts: CacheOptions): CacheProvider {
         return value;
       }
 
+      const l1Hit = (k: string): { value: unknown } | undefined => {
+        const hit = l1Usable() ? l1.get(k) : undefined;
+        if (hit) counter.inc({ cache: name, result: 'hit' });
+        return hit;
+      };
+
       return {
+        peek: (tenantId, key) => l1Hit(fullKey(tenantId, key))?.value as T | undefined,
         async get(tenantId, key, loader) {
           const k = fullKey(tenantId, key);
-          const hit = l1Usable() ? l1.get(k) : undefined;
-          if (hit) {
-            counter.inc({ cache: name, result: 'hit' });
-            return hit.value as T;
-          }
+          const hit = l1Hit(k);
+          if (hit) return hit.value as T;
           // Single flight: concurrent misses for one key share one Redis read and one loader call.
           const pending = inflight.get(k);
           if (pending) return pending as Promise<T>;

@@ -16,16 +16,21 @@ export interface RateLimitResolver {
   policyFor(scope: RateLimitScope, request: FastifyRequest): Promise<RateLimitPolicy> | RateLimitPolicy;
 }
 
-export function configRateLimits(edge: EdgeConfig, overrides: { orgPolicy?: (orgId: string) => Promise<RateLimitPolicy | undefined> } = {}): RateLimitResolver {
+export function configRateLimits(
+  edge: EdgeConfig,
+  overrides: { orgPolicy?: (orgId: string) => Promise<RateLimitPolicy | undefined> | RateLimitPolicy | undefined } = {},
+): RateLimitResolver {
   const fixed: Record<RateLimitScope, RateLimitPolicy> = {
     principal: { quota: edge.rateLimitPrincipal, windowSec: edge.rateLimitWindowSec },
     org: { quota: edge.rateLimitOrg, windowSec: edge.rateLimitWindowSec },
     ip: { quota: edge.rateLimitIp, windowSec: edge.rateLimitWindowSec },
   };
+  // Not async: asked on every request, and a plan's policy is usually at hand (the org's cached snapshot).
   return {
-    async policyFor(scope, request) {
+    policyFor(scope, request) {
       if (scope === 'org' && overrides.orgPolicy && request.access) {
-        return (await overrides.orgPolicy(request.access.orgId)) ?? fixed.org;
+        const policy = overrides.orgPolicy(request.access.orgId);
+        return policy instanceof Promise ? policy.then((p) => p ?? fixed.org) : (policy ?? fixed.org);
       }
       return fixed[scope];
     },

@@ -16,6 +16,8 @@ export interface EntitlementSnapshot extends EntitlementSpec {
   currency: string;
 }
 
+type RatePolicy = { quota: number; windowSec: number };
+
 /** Subscriptions in these states grant their plan; paused and canceled ones fall back to the default plan. */
 const GRANTING = new Set(['trialing', 'active', 'past_due']);
 const CACHE_TTL_SEC = 300;
@@ -24,6 +26,8 @@ const CATALOG_TTL_MS = 30_000;
 export interface EntitlementUseCases {
   /** Cached per org (L1 + Redis, versioned): no database round trip on a hit. */
   entitlements(orgId: string): Promise<EntitlementSnapshot>;
+  /** The snapshot in this process's L1, synchronously, or undefined (then ask `entitlements`): for per-request hooks. */
+  cachedEntitlements(orgId: string): EntitlementSnapshot | undefined;
   /** Throws the 402 BILLING.LIMIT_EXCEEDED problem when `current + adding` would exceed the limit. */
   assertWithinLimit(orgId: string, limit: string, current: number, adding?: number): Promise<void>;
   /**
@@ -32,8 +36,11 @@ export interface EntitlementUseCases {
    */
   limitCheck(orgId: string, limit: string): Promise<(current: number) => void>;
   hasFeature(orgId: string, feature: string): Promise<boolean>;
-  /** The plan's request quota per rate-limit window (limit `api.rate`), for the edge's per-org policy; undefined = configuration's. */
-  rateLimitFor(orgId: string, windowSec: number): Promise<{ quota: number; windowSec: number } | undefined>;
+  /**
+   * The plan's request quota per rate-limit window (limit `api.rate`), for the edge's per-org policy; undefined =
+   * configuration's. Synchronous on an L1 hit (every request asks: no promise then), else a promise.
+   */
+  rateLimitFor(orgId: string, windowSec: number): Promise<RatePolicy | undefined> | RatePolicy | undefined;
   /** Drops the cached snapshot (after commit, and from the `billing.entitlements_changed` handler on every worker). */
   invalidate(orgId: string, version: number): Promise<boolean>;
   /** After a committed change: invalidates at the org's current version (the outbox handler repeats it until it lands). */
@@ -108,9 +115,11 @@ export function entitlementUseCases(c: BillingContext): EntitlementUseCases {
       (await limitCheck(orgId, limit))(current, adding);
     },
     limitCheck,
-    async rateLimitFor(orgId, windowSec) {
-      const quota = (await entitlements(orgId)).limits['api.rate'];
-      return quota === undefined ? undefined : { quota, windowSec };
+    cachedEntitlements: (orgId) => cache.peek(orgId, 'snapshot'),
+    rateLimitFor(orgId, windowSec) {
+      const policy = (s: EntitlementSnapshot): RatePolicy | undefined => (s.limits['api.rate'] === undefined ? undefined : { quota: s.limits['api.rate'], windowSec });
+      const hit = cache.peek(orgId, 'snapshot');
+      return hit ? policy(hit) : entitlements(orgId).then(policy);
     },
     async hasFeature(orgId, feature) {
       return (await entitlements(orgId)).features.includes(feature);

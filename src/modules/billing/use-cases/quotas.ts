@@ -4,7 +4,7 @@ import { quotaExceeded } from '../billing.errors.ts';
 import * as subs from '../subscriptions.repo.ts';
 import { usageSince } from '../usage.repo.ts';
 import { tenantCtx, type BillingContext } from './context.ts';
-import type { EntitlementUseCases } from './entitlements.ts';
+import type { EntitlementSnapshot, EntitlementUseCases } from './entitlements.ts';
 import type { UsageUseCases } from './usage.ts';
 import { growingLru } from '../../../platform/cache/lru.ts';
 
@@ -19,8 +19,11 @@ export const API_REQUESTS = 'api.requests';
  * Lost on a crash: the requests of the last interval (`apiMeterFlushMs`, default 10 s) not yet flushed.
  */
 export interface ApiMeter {
-  /** Before the handler: refuses the request (402 BILLING.QUOTA_EXCEEDED) over a hard `api.requests` quota, else counts it. */
-  admit(orgId: string): Promise<void>;
+  /**
+   * Before the handler: refuses the request (402 BILLING.QUOTA_EXCEEDED) over a hard `api.requests` quota, else
+   * counts it. Synchronous (throws or returns nothing) when the snapshot and usage are cached here; else a promise.
+   */
+  admit(orgId: string): Promise<void> | void;
   flush(): Promise<number>;
   start(): void;
   stop(): Promise<void>;
@@ -49,7 +52,7 @@ interface UsageState {
   admitted: number;
 }
 
-export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases, 'entitlements'>, usage: Pick<UsageUseCases, 'recordMeteredUsage'>): QuotaUseCases {
+export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases, 'entitlements' | 'cachedEntitlements'>, usage: Pick<UsageUseCases, 'recordMeteredUsage'>): QuotaUseCases {
   const { scope } = c;
   const refreshMs = c.deps.config.quotaRefreshMs ?? 5_000;
   const states = growingLru<string, UsageState>({ entries: 50_000 });
@@ -92,10 +95,15 @@ export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
     });
   }
 
+  function freshState(key: string): UsageState | undefined {
+    const hit = states.get(key);
+    return hit && Date.now() - hit.at < refreshMs ? hit : undefined;
+  }
+
   async function used(orgId: string, metric: string): Promise<UsageState> {
     const key = `${orgId}\t${metric}`;
-    const hit = states.get(key);
-    if (hit && Date.now() - hit.at < refreshMs) return hit;
+    const hit = freshState(key);
+    if (hit) return hit;
     // One load per org and metric at a time, however many requests ask at once.
     let p = loading.get(key);
     if (!p) {
@@ -107,11 +115,11 @@ export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
     return state;
   }
 
-  async function assertQuota(orgId: string, metric: string, adding = 1): Promise<void> {
-    const snapshot = await ents.entitlements(orgId);
-    const quota = snapshot.quotas[metric];
-    if (quota === undefined || snapshot.enforcement?.[metric] !== 'hard') return;
-    const state = await used(orgId, metric);
+  const isHard = (snapshot: EntitlementSnapshot, metric: string) => snapshot.quotas[metric] !== undefined && snapshot.enforcement?.[metric] === 'hard';
+
+  /** The check of a hard quota against the period's usage: throws the 402, or counts what it admits. */
+  function enforce(orgId: string, metric: string, adding: number, snapshot: EntitlementSnapshot, state: UsageState): void {
+    const quota = snapshot.quotas[metric]!;
     const local = metric === API_REQUESTS ? (counter.pending(orgId)?.requests ?? 0) : state.admitted;
     const current = state.used + local;
     if (current + adding > quota) {
@@ -120,11 +128,27 @@ export function quotaUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
     if (metric !== API_REQUESTS) state.admitted += adding;
   }
 
+  async function assertQuota(orgId: string, metric: string, adding = 1): Promise<void> {
+    const snapshot = await ents.entitlements(orgId);
+    if (isHard(snapshot, metric)) enforce(orgId, metric, adding, snapshot, await used(orgId, metric));
+  }
+
+  /** assertQuota without a promise when the snapshot (and a hard quota's usage) is cached here — every request asks. */
+  function assertQuotaNow(orgId: string, metric: string): Promise<void> | void {
+    const snapshot = ents.cachedEntitlements(orgId);
+    if (!snapshot) return assertQuota(orgId, metric);
+    if (!isHard(snapshot, metric)) return;
+    const state = freshState(`${orgId}\t${metric}`);
+    if (!state) return assertQuota(orgId, metric);
+    enforce(orgId, metric, 1, snapshot, state);
+  }
+
   return {
     assertQuota,
     apiMeter: {
-      async admit(orgId) {
-        await assertQuota(orgId, API_REQUESTS);
+      admit(orgId) {
+        const pending = assertQuotaNow(orgId, API_REQUESTS);
+        if (pending) return pending.then(() => counter.add(orgId, { requests: 1 }));
         counter.add(orgId, { requests: 1 });
       },
       flush: () => counter.flush(),

@@ -402,7 +402,7 @@ export function loadConfig(env: Env = process.env): Config {
     slowQueryMs: int(env, 'SLOW_QUERY_MS', 200, 0, 600_000),
     trustProxy: bool(env, 'TRUST_PROXY', false),
     jobsConcurrency: int(env, 'JOBS_CONCURRENCY', 8, 1, 256),
-    jobsBackgroundHoldMaxMs: int(env, 'JOBS_BACKGROUND_HOLD_MAX_MS', 30_000, 0, 600_000),
+    jobsBackgroundHoldMaxMs: int(env, 'JOBS_BACKGROUND_HOLD_MAX_MS', 60_000, 0, 600_000),
     jobsPollMs: int(env, 'JOBS_POLL_MS', 50, 5, 60_000),
     jobsIdlePollMs: int(env, 'JOBS_IDLE_POLL_MS', 1_000, 5, 600_000),
     jobsSweepAfterMs: int(env, 'JOBS_SWEEP_AFTER_MS', 60_000, 200, 86_400_000),

@@ -90,7 +90,7 @@ export function createRegistry(opts: { maxHoldMs?: number; now?: () => number } 
   const byName = new Map<string, Subscription[]>();
   const byConsumer = new Map<string, Subscription>();
   const schedules = new Map<string, Schedule>();
-  const maxHoldMs = opts.maxHoldMs ?? 30_000;
+  const maxHoldMs = opts.maxHoldMs ?? 60_000;
   const now = opts.now ?? Date.now;
   /** The current hold episode: when it began and until when background consumers wait. */
   let episodeStart = 0;

@@ -62,3 +62,44 @@ describe.runIf(redisUrl)('BullMQ: a job record that lost its queue entry', () =>
     expect(await queue!.getWaitingCount()).toBe(20);
   });
 });
+
+describe.runIf(redisUrl)('BullMQ: a held background consumer', () => {
+  const prefix = `plinth-test:${newId().slice(-8)}:bull`;
+  let heldUntil = 0;
+  let transport: BullTransport;
+  let redis: Redis;
+  beforeAll(() => {
+    transport = createBullTransport({
+      redisUrl: redisUrl!,
+      prefix,
+      concurrency: 1,
+      stalledMs: 30_000,
+      logger: pino({ level: 'silent' }),
+      heldFor: (consumer) => (consumer === 'test.held' ? Math.max(0, heldUntil - Date.now()) : 0),
+    });
+    redis = new Redis(redisUrl!);
+  });
+  afterAll(async () => {
+    await transport.stop();
+    await transport.close();
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+  });
+
+  it('waits while held (nothing retried), then processes its jobs; other consumers are not held', async () => {
+    const ran: Array<{ consumer: string; at: number }> = [];
+    await transport.start(['test.held', 'test.free'], async (jobs) => {
+      for (const j of jobs) ran.push({ consumer: j.consumer, at: Date.now() });
+      return jobs.map(() => ({}));
+    });
+    const started = Date.now();
+    heldUntil = started + 800;
+    await transport.dispatch([job('test.held'), job('test.held'), job('test.free'), job('test.free')]);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(ran.map((r) => r.consumer)).toEqual(['test.free', 'test.free']);
+    for (let i = 0; i < 40 && ran.length < 4; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(ran.filter((r) => r.consumer === 'test.held')).toHaveLength(2);
+    for (const r of ran.filter((x) => x.consumer === 'test.held')) expect(r.at - started).toBeGreaterThanOrEqual(750);
+  });
+});

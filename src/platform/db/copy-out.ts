@@ -79,6 +79,12 @@ export class CopyOutCursor<T = Omit<CopyOutResult, 'lastRow'>> {
     this.copy.handleReadyForQuery(connection);
     this.ready();
   }
+  // The stream takes every message up to CopyDone: pg only calls these if the text held a second statement
+  // (copyOut's callers never build one), which must not throw inside pg's socket handler.
+  handleEmptyQuery(): void {}
+  handleRowDescription(): void {}
+  handleDataRow(): void {}
+  handlePortalSuspended(): void {}
 
   // --- Kysely's PostgresCursor ---
   async read(): Promise<T[]> {

@@ -146,6 +146,7 @@ export interface CopiedBatch {
 
 /** NDJSON through COPY's CSV mode: a delimiter and quote character (0x02, 0x01) that JSON text never holds
  * unescaped, so nothing is quoted and each line is row_to_json's text as is. */
+const NDJSON_QUOTE = '\x01';
 const NDJSON_COPY_OPTIONS = sql.raw(`format csv, delimiter e'\\x02', quote e'\\x01'`);
 
 /**
@@ -167,7 +168,7 @@ export async function copyBatch(trx: Tx, source: ExportSource, format: 'csv' | '
         );
   const options = format === 'ndjson' ? NDJSON_COPY_OPTIONS : sql.raw('format csv');
   const compiled = sql`copy (select ${fields} from (${inner}) as b order by ${order}) to stdout with (${options})`.compile(trx);
-  const r = await copyOut(trx, compiled);
+  const r = await copyOut(trx, compiled, { quote: format === 'ndjson' ? NDJSON_QUOTE : '"' });
   let after: string | null = null;
   if (r.lastRow) {
     const line = r.lastRow.subarray(0, r.lastRow.length - 1); // without its newline

@@ -1,8 +1,10 @@
-import pg from 'pg';
+import pg, { type Connection } from 'pg';
+import { to as copyTo, type CopyToStreamQuery } from 'pg-copy-streams';
 import { CompiledQuery, type Kysely } from 'kysely';
 
 /**
- * `COPY (SELECT …) TO STDOUT` on node-postgres without pg-copy-streams: a bounded statement whose output is
+ * `COPY (SELECT …) TO STDOUT` on node-postgres through pg-copy-streams (`to()`, the protocol: CopyData
+ * framing, handing the socket back to pg after CopyDone or an error): a bounded statement whose output is
  * collected whole (exports copy one keyset batch per statement, so there is nothing to stream back-pressure
  * against). Postgres writes CSV in C, quoting included, several times cheaper than building the same text
  * with SQL expressions; RLS applies to COPY of a query as to the query itself.
@@ -18,71 +20,67 @@ export interface CopyOutResult {
   /** Everything COPY wrote, in order, in blocks. */
   body: Buffer[];
   bytes: number;
-  /** The last row's bytes as written (a view into body), null when no row was copied. */
+  /** The last row's bytes as written, newline included, null when no row was copied. */
   lastRow: Buffer | null;
 }
 
-const BLOCK = 256 * 1024;
 const COPY_TO_STDOUT = /^\s*copy\s*\([\s\S]*\)\s*to\s+stdout\b/i;
 
-/** Kysely's PostgresCursor over one COPY … TO STDOUT, submitted as a node-postgres Submittable. */
-export class CopyOutCursor<T = CopyOutResult> {
-  // Rows are copied into blocks of BLOCK bytes (a row larger than that gets a block of its own): no
-  // re-copying as the batch grows; the caller joins the blocks once, into the part it uploads.
-  private blocks: Buffer[] = [];
-  private block = Buffer.allocUnsafe(0);
-  private used = 0;
-  private lastBlock = -1;
-  private lastStart = 0;
-  private rows = 0;
-  private delivered = false;
-  private readonly done: Promise<CopyOutResult>;
-  private settle!: { resolve(r: CopyOutResult): void; reject(e: unknown): void };
+/** What node-postgres calls on the query it runs (pg-copy-streams implements them; its typings omit them). */
+interface PgQueryCallbacks {
+  handleError(err: unknown, connection: unknown): void;
+  handleCommandComplete(msg: unknown, connection: unknown): void;
+  handleReadyForQuery(connection: unknown): void;
+}
 
-  constructor(
-    private readonly text: string,
-    parameters: unknown[],
-  ) {
+/**
+ * Kysely's PostgresCursor over one COPY … TO STDOUT. Kysely passes the cursor object itself to
+ * `client.query()` and then calls `read(n)` on it, which a Readable cannot be; so the cursor is the
+ * Submittable pg sees and forwards everything to the library's stream, whose output it collects.
+ */
+export class CopyOutCursor<T = Omit<CopyOutResult, 'lastRow'>> {
+  private readonly copy: CopyToStreamQuery & PgQueryCallbacks;
+  private readonly done: Promise<Omit<CopyOutResult, 'lastRow'>>;
+  private ready!: () => void;
+  private delivered = false;
+
+  constructor(text: string, parameters: unknown[]) {
     if (!COPY_TO_STDOUT.test(text)) throw new Error('CopyOutCursor runs only COPY (…) TO STDOUT');
     // COPY takes no bind parameters: copyOut() inlines them as literals first.
     if (parameters.length > 0) throw new Error('COPY takes no parameters');
-    this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
+    this.copy = copyTo(text) as CopyToStreamQuery & PgQueryCallbacks;
+    const body: Buffer[] = [];
+    let bytes = 0;
+    // The stream ends at CopyDone; the row count comes with CommandComplete, before ReadyForQuery.
+    const ended = new Promise<void>((resolve, reject) => {
+      this.copy.on('data', (chunk: Buffer) => {
+        body.push(chunk);
+        bytes += chunk.length;
+      });
+      this.copy.on('end', resolve);
+      this.copy.on('error', reject);
+    });
+    const ready = new Promise<void>((resolve) => (this.ready = resolve));
+    this.done = Promise.all([ended, ready]).then(() => ({ rows: this.copy.rowCount, body, bytes }));
     this.done.catch(() => undefined); // surfaced by read()
   }
 
-  // --- node-postgres Submittable (the client routes the connection's messages for this query here) ---
-  submit(connection: { query(text: string): void }): void {
-    connection.query(this.text);
+  // --- the Submittable node-postgres runs: the library's ---
+  submit(connection: Connection): void {
+    this.copy.submit(connection);
   }
-  handleCopyData(msg: { chunk: Buffer }): void {
-    // One CopyData message per row. The chunk is a view into the protocol parser's buffer, which it reuses:
-    // copied now (TypedArray#set: a fraction of Buffer#copy's cost per call).
-    const chunk = msg.chunk;
-    if (this.used + chunk.length > this.block.length) {
-      this.seal();
-      this.block = Buffer.allocUnsafe(Math.max(BLOCK, chunk.length));
-    }
-    this.block.set(chunk, this.used);
-    this.lastBlock = this.blocks.length;
-    this.lastStart = this.used;
-    this.used += chunk.length;
+  handleError(err: unknown, connection: unknown): void {
+    this.copy.handleError(err, connection);
   }
-  handleCommandComplete(msg: { text: string }): void {
-    this.rows = Number(msg.text.split(' ')[1] ?? 0);
+  handleCommandComplete(msg: unknown, connection: unknown): void {
+    this.copy.handleCommandComplete(msg, connection);
   }
-  handleReadyForQuery(): void {
-    this.seal();
-    const last = this.lastBlock >= 0 ? this.blocks[this.lastBlock]!.subarray(this.lastStart) : null;
-    this.settle.resolve({ rows: this.rows, body: this.blocks, bytes: this.blocks.reduce((n, b) => n + b.length, 0), lastRow: last });
+  handleReadyForQuery(connection: unknown): void {
+    this.copy.handleReadyForQuery(connection);
+    this.ready();
   }
-  private seal(): void {
-    if (this.used > 0) this.blocks.push(this.block.subarray(0, this.used));
-    this.block = Buffer.allocUnsafe(0);
-    this.used = 0;
-  }
-  handleError(err: unknown): void {
-    this.settle.reject(err);
-  }
+  // The stream takes every message up to CopyDone: pg only calls these if the text held a second statement
+  // (copyOut's callers never build one), which must not throw inside pg's socket handler.
   handleEmptyQuery(): void {}
   handleRowDescription(): void {}
   handleDataRow(): void {}
@@ -99,6 +97,29 @@ export class CopyOutCursor<T = CopyOutResult> {
   }
 }
 
+const NEWLINE = 0x0a;
+
+/**
+ * The last record of COPY's CSV output (newline included), found backwards from the end: a newline ends a
+ * record when an even number of quote characters follow it (inside a quoted field the count is odd: the
+ * field's closing quote plus pairs), so a quoted field's newlines are skipped. The stream's blocks do not
+ * follow rows; a record spread over blocks is joined (only that record).
+ */
+export function lastCsvRecord(body: Buffer[], quote: number): Buffer | null {
+  let quotes = 0;
+  for (let b = body.length - 1; b >= 0; b--) {
+    const block = body[b]!;
+    // The output ends with the last record's newline: skipped.
+    for (let i = b === body.length - 1 ? block.length - 2 : block.length - 1; i >= 0; i--) {
+      const c = block[i];
+      if (c === quote) quotes++;
+      else if (c === NEWLINE && quotes % 2 === 0) return b === body.length - 1 ? block.subarray(i + 1) : Buffer.concat([block.subarray(i + 1), ...body.slice(b + 1)]);
+    }
+  }
+  // No record boundary: the output is one record.
+  return body.length === 0 ? null : body.length === 1 ? body[0]! : Buffer.concat(body);
+}
+
 /** A bind parameter as a SQL literal (COPY has no parameters). */
 function literal(v: unknown): string {
   if (v === null || v === undefined) return 'NULL';
@@ -113,8 +134,10 @@ function literal(v: unknown): string {
  * COPY to a client) and returns its whole output. Kysely's bind parameters ($1, $2, …) are inlined as
  * escaped literals (pg's escapeLiteral), as untyped literals like the parameters they replace; the statement
  * text itself must not contain `$<digits>` elsewhere (no dollar quoting), which is checked.
+ * `quote` is the statement's CSV quote character (COPY's default `"`), which finding `lastRow` needs.
  */
-export async function copyOut(db: Pick<Kysely<unknown>, 'getExecutor'>, compiled: CompiledQuery): Promise<CopyOutResult> {
+export async function copyOut(db: Pick<Kysely<unknown>, 'getExecutor'>, compiled: CompiledQuery, { quote = '"' }: { quote?: string } = {}): Promise<CopyOutResult> {
+  if (quote.length !== 1 || quote.charCodeAt(0) > 0x7f) throw new Error('COPY: the quote must be one ASCII character');
   const used = new Set<number>();
   const text = compiled.sql.replace(/\$(\d+)/g, (_, n: string) => {
     const i = Number(n) - 1;
@@ -123,6 +146,9 @@ export async function copyOut(db: Pick<Kysely<unknown>, 'getExecutor'>, compiled
     return literal(compiled.parameters[i]);
   });
   if (used.size !== compiled.parameters.length) throw new Error('COPY: a parameter has no placeholder');
-  for await (const r of db.getExecutor().stream<CopyOutResult>(CompiledQuery.raw(text), 1)) return r.rows[0]!;
+  for await (const { rows } of db.getExecutor().stream<Omit<CopyOutResult, 'lastRow'>>(CompiledQuery.raw(text), 1)) {
+    const r = rows[0]!;
+    return { ...r, lastRow: lastCsvRecord(r.body, quote.charCodeAt(0)) };
+  }
   throw new Error('COPY returned no result');
 }

@@ -22,4 +22,5 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const out = process.argv[2] ?? 'openapi.json';
   fs.writeFileSync(out, `${JSON.stringify(await buildOpenApi(), null, 2)}\n`);
   console.log(`wrote ${out}`);
+  await (await import('../src/platform/testing/test-db.ts')).closeIdleTestDatabases();
 }

@@ -25,4 +25,6 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   fs.writeFileSync(SPEC_FILE, specText(spec));
   fs.writeFileSync(SCHEMA_FILE, await schemaText(spec));
   console.log(`wrote ${path.relative(process.cwd(), SPEC_FILE)} and ${path.relative(process.cwd(), SCHEMA_FILE)}`);
+  // The embedded database behind buildOpenApi stays pooled (and keeps the process alive) until closed.
+  await (await import('../../src/platform/testing/test-db.ts')).closeIdleTestDatabases();
 }

@@ -323,6 +323,14 @@ async function givePglite(pglite: PGliteInstance): Promise<void> {
   }
 }
 
+/**
+ * Closes the pooled idle instances. A script (not a test worker, which is simply ended) calls it before it
+ * exits: an open PGlite instance re-arms Postgres' own interval timer and keeps Node's event loop alive.
+ */
+export async function closeIdleTestDatabases(): Promise<void> {
+  await Promise.all(idle.splice(0).map((p) => p.close().catch(() => undefined)));
+}
+
 /** Tests create tables of their own that the generated schema does not know; they query those untyped. */
 export function testTables(db: Database): DbScope<any> {
   return db as unknown as DbScope<any>;

@@ -262,17 +262,11 @@ export function createProcessor(db: Database, registry: Registry, log: Logger, o
     const outcomes: ProcessOutcome[] = jobs.map(() => DONE);
     // One transaction per consumer (each handler with its own tenant context), in first-seen order.
     const groups = new Map<string, Array<{ job: DeliveryJob; sub: Subscription; index: number }>>();
-    const held = registry.backgroundHeldMs();
     jobs.forEach((job, index) => {
       const sub = registry.byConsumer.get(job.consumer);
       if (!sub) {
         jobLogger(job).warn('no handler for this consumer in this process; retrying later');
         outcomes[index] = NOT_HERE;
-        return;
-      }
-      // A bulk run holds background work back: handed back untouched (no attempt counted), offered again after the hold.
-      if (held > 0 && sub.background) {
-        outcomes[index] = { retryAfterMs: held + Math.floor(Math.random() * 250) };
         return;
       }
       const group = groups.get(job.consumer) ?? [];

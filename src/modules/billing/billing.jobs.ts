@@ -159,7 +159,6 @@ export function registerInvoiceJobs(jobs: JobRegistry, service: BillingService, 
   let pruned = 0;
   jobs.schedule('billing.invoice_run', { everyMs: 1_000 }, async ({ logger }) => {
     const r = await service.runInvoiceQueue({ logger, onBatch: hold });
-    if (r.periods > 0 && r.drained) hold(true);
     if (r.periods > 0) logger.info(r, 'invoice run');
     if (Date.now() - pruned > 3_600_000) {
       pruned = Date.now();

@@ -35,7 +35,7 @@ export interface InvoiceRunUseCases {
     tenantId?: string;
     parallel?: number;
     logger?: Logger;
-    /** Called when a batch has claimed queued periods (the worker renews its hold on background jobs). */
+    /** Called when a batch has claimed queued periods (the worker renews its hold on background jobs), and with `true` when the run has drained the queue (the hold ends). */
     onBatch?: (done?: boolean) => void;
   }): Promise<InvoiceRunResult>;
   /**
@@ -232,7 +232,6 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
             if (r.periods > 0) logger?.info(r, 'invoice run (kicked)');
             if (r.periods > 0) again = true; // until a pass finds the queue empty
           } while (again);
-          onBatch?.(true);
         } catch (err) {
           logger?.warn({ error: (err as Error).message }, 'invoice run (kicked) failed; the schedule goes on');
         } finally {
@@ -288,6 +287,8 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       // the others' work.
       await Promise.all(Array.from({ length: opts.tenantId ? 1 : Math.max(1, opts.parallel ?? DEFAULT_PARALLEL) }, loop));
       result.drained = drained;
+      // The queue is empty: the caller's hold on follow-up work can end now rather than when it lapses.
+      if (drained && result.periods > 0) opts.onBatch?.(true);
       return result;
     },
   };

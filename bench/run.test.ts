@@ -11,6 +11,12 @@ describe('bench arguments', () => {
     expect(o).toMatchObject({ scenarios: [], durationSec: 5, connections: 50, large: false, baselines: true, api: 'dist', build: true });
   });
 
+  it("runs production's topology (API and worker processes) unless --single-process", () => {
+    expect(parseBenchArgs([])).toMatchObject({ worker: true });
+    expect(parseBenchArgs(['--single-process'])).toMatchObject({ worker: false });
+    expect(parseBenchArgs(['--worker'])).toMatchObject({ worker: true });
+  });
+
   it('runs the compiled API by default; --api tsx runs the sources, --no-build reuses dist/', () => {
     expect(parseBenchArgs(['--api', 'tsx', '--no-build'])).toMatchObject({ api: 'tsx', build: false });
     expect(() => parseBenchArgs(['--api', 'ts-node'])).toThrow(/--api must be dist or tsx/);

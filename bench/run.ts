@@ -35,7 +35,9 @@ const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])
   --duration SEC          seconds of load per measurement (default 5)
   --connections N         concurrent connections for closed-loop runs (default 50)
   --large                 also seed and measure 10^6 tasks for list-search (takes minutes)
-  --worker                run the worker role in its own process (API: PLINTH_ROLE=api; worker: PLINTH_ROLE=worker)
+  --single-process        one process runs both roles (as \`npm start\` does); the default is production's topology:
+                          the API (PLINTH_ROLE=api) and the worker (PLINTH_ROLE=worker) as two processes
+  --worker                the default (kept for older command lines)
   --no-baselines          skip baselines (ratios and P1-P3 become n/a)
   --api-env KEY=VALUE     extra environment for the API process (repeatable), e.g. rate-limit settings
   --api dist|tsx          run the API compiled from dist/ (default, as in production) or the sources via tsx
@@ -47,7 +49,7 @@ const USAGE = `usage: npm run bench -- [options]   (or: plinth bench [options])
 
 export function parseBenchArgs(argv: string[]): (BenchOptions & { apiEnv: Record<string, string> }) | { help: true; list?: boolean } {
   const opts: BenchOptions & { apiEnv: Record<string, string> } = {
-    scenarios: [], durationSec: 5, connections: 50, large: false, worker: false, baselines: true, outDir: path.join(ROOT, 'bench/results'), apiEnv: {},
+    scenarios: [], durationSec: 5, connections: 50, large: false, worker: true, baselines: true, outDir: path.join(ROOT, 'bench/results'), apiEnv: {},
     api: 'dist', build: true,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -69,6 +71,7 @@ export function parseBenchArgs(argv: string[]): (BenchOptions & { apiEnv: Record
       case '--connections': case '-c': opts.connections = positive(value()); break;
       case '--large': opts.large = true; break;
       case '--worker': opts.worker = true; break;
+      case '--single-process': opts.worker = false; break;
       case '--no-baselines': opts.baselines = false; break;
       case '--no-build': opts.build = false; break;
       case '--api': {
@@ -160,6 +163,8 @@ export async function runBench(argv: string[]): Promise<number> {
     const scenarios: ScenarioResult[] = [];
     let rssPeak = 0;
     let rssLast = 0;
+    let workerRssPeak: number | undefined;
+    let workerRssLast: number | undefined;
     let apiInfo: { runtime: 'dist' | 'tsx'; firstStartMs: number } | undefined;
     if (startsApi) {
       const apiEnv: Record<string, string> = {
@@ -192,6 +197,7 @@ export async function runBench(argv: string[]): Promise<number> {
         log(`worker ready in ${worker.readyMs} ms (pid ${worker.pid})`);
       }
       const rss = sampleRss(api.pid);
+      const workerRss = worker ? sampleRss(worker.pid) : undefined;
       try {
         const ctx: BenchContext = { opts, env, api, worker, apiEnv, client: await connectApi(api.baseUrl), baselines, fixtures: {}, log };
         for (const s of apiScenarios) {
@@ -205,11 +211,12 @@ export async function runBench(argv: string[]): Promise<number> {
           }
           const last = scenarios[scenarios.length - 1]!;
           // Which scenario drives the API's memory (P7): its own peak RSS, sampled every 500 ms.
-          last.metrics = { ...last.metrics, apiRssPeakMb: rss.windowPeak() };
+          last.metrics = { ...last.metrics, apiRssPeakMb: rss.windowPeak(), ...(workerRss ? { workerRssPeakMb: workerRss.windowPeak() } : {}) };
           log(`${s.name}: ${last.status}${last.load ? ` ${last.load.okPerSec} 2xx/s p95 ${last.load.latencyMs.p95} ms, API CPU ${last.load.serverCpuUsPerRequest ?? '?'} µs/request` : ''}${last.reason ? ` (${last.reason})` : ''}`);
         }
       } finally {
         ({ peakMb: rssPeak, lastMb: rssLast } = rss.stop());
+        if (workerRss) ({ peakMb: workerRssPeak, lastMb: workerRssLast } = workerRss.stop());
         await worker?.stop('SIGTERM');
         await api.stop('SIGTERM');
       }
@@ -224,7 +231,11 @@ export async function runBench(argv: string[]): Promise<number> {
       options: { ...opts, outDir: path.relative(ROOT, opts.outDir) || '.' },
       baselines: (['hello', 'select', 'insert', 'pgbench'] as BaselineName[]).flatMap((b) => (baselines[b] ? [baselines[b]!] : [])),
       scenarios,
-      api: { rssPeakMb: rssPeak, rssLastMb: rssLast, helloBaselineRssMb: baselines.hello?.rssMb, ...apiInfo },
+      api: {
+        rssPeakMb: rssPeak, rssLastMb: rssLast, helloBaselineRssMb: baselines.hello?.rssMb, ...apiInfo,
+        topology: opts.worker ? 'api+worker' : 'single-process',
+        ...(workerRssPeak !== undefined ? { workerRssPeakMb: workerRssPeak, workerRssLastMb: workerRssLast! } : {}),
+      },
       targets: targets.sort((a, b) => a.id.localeCompare(b.id)),
     };
     fs.mkdirSync(opts.outDir, { recursive: true });

@@ -9,7 +9,17 @@ export interface BenchReport {
   baselines: BaselineResult[];
   scenarios: ScenarioResult[];
   /** runtime: the API ran compiled (dist/) or through tsx; firstStartMs: its spawn → ready, migrations included. */
-  api: { rssPeakMb: number; rssLastMb: number; helloBaselineRssMb?: number; runtime?: 'dist' | 'tsx'; firstStartMs?: number };
+  api: {
+    rssPeakMb: number;
+    rssLastMb: number;
+    helloBaselineRssMb?: number;
+    runtime?: 'dist' | 'tsx';
+    firstStartMs?: number;
+    /** Production's two processes (API + worker, the default) or one process running both roles (`--single-process`). */
+    topology?: 'api+worker' | 'single-process';
+    workerRssPeakMb?: number;
+    workerRssLastMb?: number;
+  };
   targets: TargetResult[];
 }
 
@@ -21,6 +31,9 @@ export function verdict(pass: boolean | null): string {
 }
 
 /** Console table: baselines, scenarios with ratios, then every target with pass/miss. */
+const topology = (r: BenchReport) => (r.api.topology === 'single-process' ? 'one process, both roles' : r.api.topology === 'api+worker' ? 'role api, worker in its own process' : 'roles not recorded');
+const workerLine = (r: BenchReport) => (r.api.workerRssPeakMb !== undefined ? `; worker RSS: peak ${r.api.workerRssPeakMb} MB, last ${r.api.workerRssLastMb} MB` : '');
+
 export function renderTable(r: BenchReport): string {
   const lines: string[] = [];
   const row = (cols: string[], widths: number[]) => cols.map((c, i) => pad(c, widths[i]!)).join('  ');
@@ -40,7 +53,7 @@ export function renderTable(r: BenchReport): string {
   lines.push(row(['target', 'verdict', 'measured', 'threshold', 'description'], [6, 8, 14, 14, 60]));
   for (const t of r.targets) lines.push(row([t.id, verdict(t.pass), t.measured, t.threshold, t.description], [6, 8, 14, 14, 60]));
   lines.push('');
-  lines.push(`API process (${r.api.runtime === 'tsx' ? 'sources via tsx' : 'compiled dist/'}) RSS: peak ${r.api.rssPeakMb} MB, last ${r.api.rssLastMb} MB (hello-world baseline process: ${r.api.helloBaselineRssMb ?? '-'} MB) · ${r.machine.cpus} CPUs · load avg at start ${r.machine.loadAvgAtStart.join(' ')}`);
+  lines.push(`API process (${r.api.runtime === 'tsx' ? 'sources via tsx' : 'compiled dist/'}, ${topology(r)}) RSS: peak ${r.api.rssPeakMb} MB, last ${r.api.rssLastMb} MB${workerLine(r)} (hello-world baseline process: ${r.api.helloBaselineRssMb ?? '-'} MB) · ${r.machine.cpus} CPUs · load avg at start ${r.machine.loadAvgAtStart.join(' ')}`);
   return lines.join('\n');
 }
 
@@ -121,7 +134,7 @@ export function renderHtml(r: BenchReport): string {
 ${rows}</table>
 <h2>Targets</h2><table><tr><th>id</th><th>verdict</th><th>measured</th><th>threshold</th><th>description</th></tr>
 ${targets}</table>
-<p>API process (${r.api.runtime === 'tsx' ? 'sources via tsx' : 'compiled dist/'}) RSS: peak ${r.api.rssPeakMb} MB, last ${r.api.rssLastMb} MB (hello-world baseline process, started the same way: ${r.api.helloBaselineRssMb ?? '-'} MB).</p>
+<p>API process (${r.api.runtime === 'tsx' ? 'sources via tsx' : 'compiled dist/'}, ${esc(topology(r))}) RSS: peak ${r.api.rssPeakMb} MB, last ${r.api.rssLastMb} MB${esc(workerLine(r))} (hello-world baseline process, started the same way: ${r.api.helloBaselineRssMb ?? '-'} MB).</p>
 <h2>Latency and throughput over time</h2>
 ${charts.join('\n')}
 <h2>Options</h2><pre>${esc(JSON.stringify(r.options, null, 1))}</pre>

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import http from 'node:http';
 import { createRequire } from 'node:module';
 import { createSeriesRecorder, percentiles, round, type SecondSample } from './stats.ts';
 
@@ -21,6 +22,14 @@ export interface LoadOptions {
   connections: number;
   /** Requests per second over all connections; unset = as fast as possible (closed loop). */
   rate?: number;
+  /**
+   * How `rate` is offered. 'per-second' (default): autocannon's — each connection sends its share of a
+   * second back to back when the second starts, so every second begins with a burst of `connections`
+   * requests. 'uniform': one request every 1/rate s whatever the answers (open loop), latency counted from
+   * the moment a request was due (a request waiting for a free connection is waiting on the server), so a
+   * slow server cannot lower the offered rate and hide its queue (coordinated omission).
+   */
+  pacing?: 'per-second' | 'uniform';
   /** Shared recorder so several phases (steady → burst → steady) form one timeline. */
   recorder?: ReturnType<typeof createSeriesRecorder>;
   timeoutSec?: number;
@@ -73,6 +82,7 @@ function assertLoopback(baseUrl: string): void {
 /** Bounded load against one endpoint with autocannon; every response's latency and status is kept. */
 export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   assertLoopback(opts.baseUrl);
+  if (opts.rate && opts.pacing === 'uniform') return runUniform(opts as LoadOptions & { rate: number });
   const startedAt = Date.now();
   const cpuBefore = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
   const recorder = opts.recorder ?? createSeriesRecorder(startedAt);
@@ -150,6 +160,95 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     okLatencyMs: rounded(percentiles(okLat)),
     errors: Number(result.errors ?? 0),
     timeouts: Number(result.timeouts ?? 0),
+    rejectedWithoutRetryAfter,
+    unexpected,
+    series: recorder.series(),
+  };
+}
+
+/**
+ * Open-loop load at a uniform rate (LoadOptions.pacing 'uniform'): request i is due at start + i/rate and
+ * sent then on a free keep-alive connection (at most `connections`, queued in the agent when all are busy);
+ * its latency runs from when it was due to its last byte. Node's HTTP client, not autocannon: autocannon
+ * paces per connection and per second (bursts), and its client cannot be driven by a clock.
+ */
+async function runUniform(opts: LoadOptions & { rate: number }): Promise<LoadResult> {
+  const startedAt = Date.now();
+  const cpuBefore = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
+  const recorder = opts.recorder ?? createSeriesRecorder(startedAt);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections });
+  const base = new URL(opts.baseUrl);
+  const req = opts.request;
+  const all: number[] = [];
+  const okLat: number[] = [];
+  const statuses: Record<string, number> = {};
+  let errors = 0;
+  let timeouts = 0;
+  let rejectedWithoutRetryAfter = 0;
+  let unexpected = 0;
+  const total = Math.round(opts.rate * opts.durationSec);
+  const intervalMs = 1000 / opts.rate;
+  const t0 = performance.now();
+  const inFlight = new Set<Promise<void>>();
+  const send = (due: number) =>
+    new Promise<void>((resolve) => {
+      const path = typeof req.path === 'function' ? req.path() : req.path;
+      const headers = typeof req.headers === 'function' ? req.headers() : (req.headers ?? {});
+      const b = typeof req.body === 'function' ? (req.body as () => unknown)() : req.body;
+      const body = b === undefined ? undefined : Buffer.from(JSON.stringify(b));
+      const r = http.request(
+        {
+          agent, host: base.hostname, port: base.port, method: req.method ?? 'GET', path,
+          headers: { ...(body ? { 'content-type': 'application/json', 'content-length': String(body.length) } : {}), ...headers },
+          timeout: (opts.timeoutSec ?? 10) * 1000,
+        },
+        (res) => {
+          res.on('data', () => {});
+          res.on('end', () => {
+            const ms = performance.now() - due;
+            const status = res.statusCode ?? 0;
+            recorder.record(Date.now(), ms, status);
+            all.push(ms);
+            statuses[status] = (statuses[status] ?? 0) + 1;
+            if (status >= 200 && status < 300) okLat.push(ms);
+            else if (status !== 429 && status !== 503) unexpected += 1;
+            if ((status === 429 || status === 503) && !res.headers['retry-after']) rejectedWithoutRetryAfter += 1;
+            resolve();
+          });
+        },
+      );
+      r.on('timeout', () => {
+        timeouts += 1;
+        r.destroy(new Error('timeout'));
+      });
+      r.on('error', () => {
+        errors += 1;
+        resolve();
+      });
+      r.end(body);
+    });
+  for (let i = 0; i < total; i++) {
+    const due = t0 + i * intervalMs;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    const p = send(due).finally(() => inFlight.delete(p));
+    inFlight.add(p);
+  }
+  await Promise.all(inFlight);
+  agent.destroy();
+  const elapsed = (Date.now() - startedAt) / 1000;
+  const rounded = (p: ReturnType<typeof percentiles>) => ({ p50: round(p.p50), p95: round(p.p95), p99: round(p.p99), max: round(p.max), mean: round(p.mean) });
+  const cpuAfter = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
+  return {
+    serverCpuUsPerRequest: cpuBefore !== undefined && cpuAfter !== undefined && all.length > 0 ? round((cpuAfter - cpuBefore) / all.length) : undefined,
+    durationSec: round(elapsed),
+    requests: all.length,
+    okPerSec: round(okLat.length / Math.max(elapsed, 0.001), 1),
+    statuses,
+    latencyMs: rounded(percentiles(all)),
+    okLatencyMs: rounded(percentiles(okLat)),
+    errors,
+    timeouts,
     rejectedWithoutRetryAfter,
     unexpected,
     series: recorder.series(),

@@ -6,8 +6,8 @@ import { percentileSorted, round } from '../lib/stats.ts';
 import { skipped, target, type BenchContext, type Scenario } from '../lib/types.ts';
 
 /** Blocks per side, alternating (on, off, off, on, …), each BLOCK requests, IN_FLIGHT at a time. */
-const BLOCKS = 40;
-const BLOCK = 400;
+const BLOCKS = 100;
+const BLOCK = 300;
 const IN_FLIGHT = 16;
 
 /**
@@ -73,7 +73,7 @@ async function block(inject: Inject, read: { path: string; headers: Record<strin
  * Both apps run in THIS process (`app.inject`, no sockets), on one platform composed as `plinth start`'s is (the
  * run's database and Redis, NODE_ENV=production): the app `createApiApp` builds, and the same app with the
  * configuration's rate limits and no meter — what the composition wires without billing. Blocks of requests
- * alternate between them (ABBA, 40 pairs) and E1 is the median over the pairs of the CPU time per request
+ * alternate between them (ABBA, 100 pairs, over two on/off app pairs created in symmetric order) and E1 is the median over the pairs of the CPU time per request
  * on ÷ off − 1 (the ratio of the totals is reported too). Two API
  * processes taking turns (or loaded at once) could not resolve 5 % on this shared 2-core machine: an A/A run of
  * two identical instances differed by 11-30 % in CPU per request, one instance's CPU per request moved by half
@@ -84,7 +84,7 @@ export const entitlementOverhead: Scenario = {
   name: 'entitlement-overhead',
   title: 'Cached read with and without the per-request entitlement hooks (plan rate limit + hard API-request quota), in-process A/B',
   async run(ctx) {
-    const e1 = (pct?: number) => [target('E1', 'entitlement checks add < 5 % to the cached read (CPU per request, median of 40 A/B pairs)', pct, 5, '%', '<')];
+    const e1 = (pct?: number) => [target('E1', 'entitlement checks add < 5 % to the cached read (CPU per request, median of 100 A/B pairs)', pct, 5, '%', '<')];
     if (!ctx.client.has('GET', '/v1/orgs/{orgId}/billing/entitlements') || !ctx.client.has('GET', '/v1/orgs/{orgId}/tasks/{taskId}')) {
       return skipped(this, 'no billing entitlements or task read in this build', e1());
     }
@@ -96,21 +96,32 @@ export const entitlementOverhead: Scenario = {
     const withoutHooks = { ...modules, rateLimits: configRateLimits(platform.config.edge), apiMeter: undefined };
     // BENCH_E1_CONTROL=1: an A/A run, both apps without the hooks — the method's noise floor on this machine.
     const control = process.env.BENCH_E1_CONTROL === '1';
-    const on = await createApiApp(platform, control ? withoutHooks : modules);
-    const off = await createApiApp(platform, withoutHooks);
+    // Four apps, created on, off, off, on, used as two pairs (the first and last, the middle two): an A/A
+    // run of one pair measured the app created first +3.6 % dearer than the second (2026-12-02), a bias of
+    // creation order (JIT feedback and heap layout the two instances of the same code do not share) that
+    // a symmetric creation order cancels.
+    const hooked = control ? withoutHooks : modules;
+    const apps = { on: [await createApiApp(platform, hooked)], off: [] as Awaited<ReturnType<typeof createApiApp>>[] };
+    apps.off.push(await createApiApp(platform, withoutHooks), await createApiApp(platform, withoutHooks));
+    apps.on.push(await createApiApp(platform, hooked));
+    const all = [...apps.on, ...apps.off];
     try {
-      await Promise.all([on.ready(), off.ready()]);
-      const sides = { on: (o: Parameters<Inject>[0]) => on.inject(o), off: (o: Parameters<Inject>[0]) => off.inject(o) };
-      const probe = await on.inject({ method: 'GET', url: read.path, headers: read.headers });
+      await Promise.all(all.map((a) => a.ready()));
+      const sides = (pair: number) => ({
+        on: (o: Parameters<Inject>[0]) => apps.on[pair]!.inject(o),
+        off: (o: Parameters<Inject>[0]) => apps.off[pair]!.inject(o),
+      });
+      const probe = await apps.on[0]!.inject({ method: 'GET', url: read.path, headers: read.headers });
       if (probe.statusCode !== 200) throw new Error(`the plan org's read answered ${probe.statusCode}: ${probe.body.slice(0, 200)}`);
       const policy = String(probe.headers['ratelimit-policy'] ?? '');
       // Warm-up: JIT, route schemas, the session and entitlement caches, the quota's usage state.
-      for (let i = 0; i < 6; i++) for (const side of ['on', 'off'] as const) await block(sides[side], read);
+      for (let i = 0; i < 6; i++) for (const pair of [0, 1]) for (const side of ['on', 'off'] as const) await block(sides(pair)[side], read);
       const per = { on: [] as Array<{ cpuUs: number; ms: number; failed: number }>, off: [] as Array<{ cpuUs: number; ms: number; failed: number }> };
       for (let i = 0; i < BLOCKS; i++) {
-        // ABBA: neither side always runs right after the other.
-        const order = i % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const);
-        for (const side of order) per[side].push(await block(sides[side], read));
+        // ABBA within each pair, the pairs taking turns: neither side always runs right after the other.
+        const order = Math.floor(i / 2) % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const);
+        const pair = sides(i % 2);
+        for (const side of order) per[side].push(await block(pair[side], read));
       }
       const usPerRequest = (xs: typeof per.on) => xs.reduce((a, x) => a + x.cpuUs, 0) / (xs.length * BLOCK);
       const perSec = (xs: typeof per.on) => (xs.length * BLOCK) / (xs.reduce((a, x) => a + x.ms, 0) / 1000);
@@ -118,7 +129,7 @@ export const entitlementOverhead: Scenario = {
       const b = usPerRequest(per.off);
       const meanPct = round((a / b - 1) * 100, 2);
       // E1: the median over the pairs (each on block ÷ the off block next to it): a major GC or a neighbour's
-      // burst lands in one block and moves the totals, not the median of 40 pairs. Both are reported, and they
+      // burst lands in one block and moves the totals, not the median of the pairs. Both are reported, and they
       // disagree (2026-12-02, load average 5-7): medians 4.1 % and −1.7 %, totals 5.3-19.8 % in four runs, while
       // the A/A control gave a median of +3.6 % and totals of −1.7 %. The hooks' own frames are ~1-2 % of the
       // busy samples in a profile of this scenario; where the rest of the totals' difference goes is open.
@@ -151,8 +162,7 @@ export const entitlementOverhead: Scenario = {
         targets: e1(failed > 0 ? undefined : cpuPct),
       };
     } finally {
-      await on.close();
-      await off.close();
+      for (const a of all) await a.close();
       await platform.lifecycle.shutdown('bench');
     }
   },

@@ -30,8 +30,9 @@ async function tenants(ctx: BenchContext): Promise<Tenant[]> {
  * events/s": measured at saturation it is not a property of a batch but of the queue the closed loop builds —
  * Little's law makes the mean 50 ÷ throughput (40,000 events/s = 400 batches/s → 125 ms mean), so it could
  * only pass above ~500 batches/s whatever a batch costs. So U2 is the p99 of batches offered at the target
- * rate, open loop (200 batches/s = 20,000 events/s, as export-at-peak loads at fixed rates): what a client
- * sending U1's volume sees. The saturation p99 stays in the metrics (`saturationBatchP99Ms`) beside it, and the
+ * rate, open loop (200 batches/s = 20,000 events/s, one every 5 ms — `pacing: 'uniform'`: autocannon's rate
+ * mode sends each connection's share of a second back to back as the second starts, a burst of 50 batches
+ * every second, which measured the saturation queue again): what a client sending U1's volume sees. The saturation p99 stays in the metrics (`saturationBatchP99Ms`) beside it, and the
  * rate actually reached is reported (`ratedBatchesPerSec`): a machine that cannot take 200 batches/s shows it.
  */
 export const usageIngest: Scenario = {
@@ -79,7 +80,8 @@ export const usageIngest: Scenario = {
         serverPid: ctx.api.pid,
         durationSec: ctx.opts.durationSec,
         connections: ctx.opts.connections,
-        ...(rate ? { rate } : {}),
+        // Offered at a uniform rate (one batch every 5 ms), not autocannon's per-second bursts.
+        ...(rate ? { rate, pacing: 'uniform' as const } : {}),
         request: {
           method: 'POST',
           path: () => {

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../config.ts';
 import { createLogger } from '../observability/logger.ts';
-import { isStrictDate, isStrictDateTime, MAX_JSON_DEPTH } from './input.ts';
+import { findHostileValue, isStrictDate, isStrictDateTime, MAX_JSON_DEPTH, stringProblem } from './input.ts';
 import { decodeCursor, encodeCursor } from './pagination.ts';
 import { createHttpServer, MAX_PARAM_LENGTH, type App } from './server.ts';
 
@@ -190,5 +190,26 @@ describe('input hardening: every malformed request is a 400 problem naming the f
     expect(raw).toMatch(/x-content-type-options: nosniff/i);
     const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4));
     expect(body).toMatchObject({ status: 431, code: 'HTTP.HEADERS_TOO_LARGE' });
+  });
+});
+
+describe('findHostileValue', () => {
+  it('names the first hostile value by its JSON pointer (RFC 6901 escapes), deep in arrays and objects', () => {
+    const ok = { events: Array.from({ length: 50 }, (_, i) => ({ key: `k${i}`, value: i, on: true, none: null, properties: { 'a/b': 'x', 'c~d': ['é', '😀'] } })) };
+    expect(findHostileValue(ok)).toBeNull();
+    const bad = structuredClone(ok) as typeof ok;
+    (bad.events[7]!.properties['c~d'] as string[])[1] = 'lone \uD800';
+    expect(findHostileValue(bad)).toEqual({ path: '/events/7/properties/c~0d/1', message: 'must not contain an unpaired UTF-16 surrogate' });
+    bad.events[7]!.properties['a/b'] = 'nul \u0000';
+    expect(findHostileValue(bad)?.path).toMatch(/^\/events\/7\/properties\/(a~1b|c~0d\/1)$/);
+    expect(findHostileValue({ n: [1, Number.NaN] })).toEqual({ path: '/n/1', message: 'must be a finite number' });
+    expect(findHostileValue({ deep: { ['k\u0000']: 1 } })).toEqual({ path: '/deep', message: 'has a property name that must not contain the NUL character (U+0000)' });
+    expect(findHostileValue('\u0000')).toEqual({ path: '/', message: 'must not contain the NUL character (U+0000)' });
+  });
+
+  it('passes paired surrogates and refuses lone ones at either end', () => {
+    expect(stringProblem('ok 😀 é')).toBeNull();
+    expect(stringProblem('\uDC00x')).toMatch(/surrogate/);
+    expect(stringProblem('x\uD83D')).toMatch(/surrogate/);
   });
 });

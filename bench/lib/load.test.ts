@@ -1,0 +1,43 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runLoad } from './load.ts';
+
+/** A server that answers after `delayMs`, recording when each request arrived. */
+let server: http.Server;
+let baseUrl: string;
+const arrivals: number[] = [];
+const delayMs = 40;
+
+beforeAll(async () => {
+  server = http.createServer((req, res) => {
+    arrivals.push(performance.now());
+    req.resume();
+    req.on('end', () => setTimeout(() => res.end('{}'), delayMs));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+describe('runLoad, uniform pacing', () => {
+  it('offers one request every 1/rate s whatever the answers, and counts latency from when each was due', async () => {
+    arrivals.length = 0;
+    // 100/s for 1 s against 40 ms answers: 4 in flight on average, 8 connections are enough.
+    const r = await runLoad({ baseUrl, request: { method: 'POST', path: '/x', body: () => ({ n: 1 }) }, durationSec: 1, connections: 8, rate: 100, pacing: 'uniform' });
+    expect(r.requests).toBe(100);
+    expect(r.statuses['200']).toBe(100);
+    expect(r.okLatencyMs.p50).toBeGreaterThanOrEqual(delayMs);
+    // Evenly spread, not a burst per second: no gap between arrivals much above 10 ms, none of 50 at once.
+    const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
+    const within = (lo: number, hi: number) => gaps.filter((g) => g >= lo && g <= hi).length;
+    expect(within(2, 30)).toBeGreaterThan(90);
+  });
+
+  it('a server slower than the rate builds a queue the latencies show (no coordinated omission)', async () => {
+    // 2 connections at 40 ms each carry 50/s; 100/s offered: requests wait for a connection, and that counts.
+    const r = await runLoad({ baseUrl, request: { path: '/y' }, durationSec: 1, connections: 2, rate: 100, pacing: 'uniform' });
+    expect(r.requests).toBe(100);
+    expect(r.okLatencyMs.p99).toBeGreaterThan(500);
+  });
+});

@@ -227,6 +227,17 @@ describe('billing invoices, embedded: on demand, drafts, credit notes, numbers, 
     for (const o of orgs) expect(await b.verifyInvoices(o)).toEqual({ invoices: 1, mismatches: [] });
   });
 
+  it('a paced run (maxPerSec) spreads its batches: 3 single-org batches at 5/s take at least 0.6 s, and all are invoiced once', async () => {
+    const b = t.modules.billing;
+    const orgs = [await org(ids.flat!), await org(ids.flat!), await org(ids.flat!)];
+    for (const o of orgs) await b.advance(ctx(o));
+    const t0 = Date.now();
+    expect(await b.runInvoiceQueue({ batchSize: 1, maxPerSec: 5 })).toMatchObject({ periods: 3, invoices: 3, failed: 0, drained: true });
+    // Batches at 0, 0.2 and 0.4 s, the empty claim that finds the queue drained at 0.6 s.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(550);
+    for (const o of orgs) expect(await b.verifyInvoices(o)).toEqual({ invoices: 1, mismatches: [] });
+  });
+
   it("the batch functions run each org's statements under that org's RLS context: no read or write of another org", async () => {
     const [a, other] = [await org(ids.flat!), await org(ids.flat!)];
     const charge = async (o: string) => (await t.db.withTenant(o, (trx) => sql<{ id: string }>`select id from billing_charges where tenant_id = ${o} and invoice_id is null`.execute(trx))).rows[0]!.id;

@@ -35,6 +35,8 @@ export interface InvoiceRunUseCases {
     budgetMs?: number;
     tenantId?: string;
     parallel?: number;
+    /** At most this many periods per second (default: the billing config's `invoiceRunMaxPerSec`; 0: unpaced). */
+    maxPerSec?: number;
     logger?: Logger;
     /** Called when a batch has claimed queued periods (the worker renews its hold on background jobs), and with `true` when the run has drained the queue (the hold ends). */
     onBatch?: (done?: boolean) => void;
@@ -243,6 +245,8 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     });
   }
 
+  /** Paced runs (`maxPerSec`): when this process may start its next batch. */
+  let nextBatchAt = 0;
   let draining = false;
   let again = false;
 
@@ -269,7 +273,11 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       });
     },
     async runInvoiceQueue(opts = {}) {
-      const batchSize = opts.batchSize ?? DEFAULT_BATCH;
+      // Paced: batches of about a fifth of a second's worth, one at a time, each started no sooner than the
+      // process's pace allows, so the run's load is spread instead of bursting.
+      const maxPerSec = opts.maxPerSec ?? c.deps.config.invoiceRunMaxPerSec ?? 0;
+      const paced = maxPerSec > 0;
+      const batchSize = opts.batchSize ?? (paced ? Math.max(10, Math.min(DEFAULT_BATCH, Math.ceil(maxPerSec / 5))) : DEFAULT_BATCH);
       const deadline = Date.now() + (opts.budgetMs ?? 10_000);
       const result: InvoiceRunResult = { periods: 0, invoices: 0, failed: 0, batches: 0, drained: false };
       let drained = false;
@@ -277,6 +285,14 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       const held = new Set<string>();
       const loop = async () => {
         while (!drained && Date.now() < deadline) {
+          if (paced) {
+            // The pace is the process's (the schedule's run and a kicked drain share it): each batch reserves
+            // its slot, batchSize / rate seconds after the previous one's.
+            const at = Math.max(Date.now(), nextBatchAt);
+            if (at >= deadline) break;
+            nextBatchAt = at + (batchSize / maxPerSec) * 1000;
+            if (at > Date.now()) await new Promise((r) => setTimeout(r, at - Date.now()));
+          }
           const claimed = { rows: [] as QueuedPeriod[] };
           try {
             const r = await batch(batchSize, opts.tenantId, claimed, held, opts.onBatch);
@@ -314,7 +330,7 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       // Batches side by side (each its own transaction and connection, disjoint rows; every batch locks its orgs
       // in tenant order, so two batches never wait on each other in a cycle): the round trips of one overlap
       // the others' work.
-      await Promise.all(Array.from({ length: opts.tenantId ? 1 : Math.max(1, opts.parallel ?? DEFAULT_PARALLEL) }, loop));
+      await Promise.all(Array.from({ length: opts.tenantId || paced ? 1 : Math.max(1, opts.parallel ?? DEFAULT_PARALLEL) }, loop));
       result.drained = drained;
       // The queue is empty: the caller's hold on follow-up work can end now rather than when it lapses.
       if (drained && result.periods > 0) opts.onBatch?.(true);

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
@@ -6,6 +7,32 @@ import { processCpuUs, runLoad } from '../lib/load.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type Scenario } from '../lib/types.ts';
 import { pickCachedRead } from './fixtures.ts';
+
+/**
+ * CPU so far (µs) of each Postgres backend serving `dbName` (its process title names the database): the
+ * third process on the machine's two cores, beside the API and the worker. Backends that exit meanwhile are
+ * not counted (the pools keep theirs open).
+ */
+function postgresCpuUs(dbName: string): Map<number, number> {
+  const out = new Map<number, number>();
+  let pids: string[] = [];
+  try {
+    pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (!cmd.startsWith('postgres:') || !cmd.includes(` ${dbName} `)) continue;
+      const us = processCpuUs(Number(pid));
+      if (us !== undefined) out.set(Number(pid), us);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
 
 /**
  * Invoice run (issue #14): N subscriptions (default 10,000; BENCH_INVOICES) on a metered price, each with a
@@ -85,6 +112,8 @@ export const invoiceRun: Scenario = {
       // With --worker the invoice run (and its follow-ups) runs in the worker's process: both are measured.
       const cpuStart = processCpuUs(ctx.api.pid);
       const workerCpuStart = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
+      const dbName = new URL(ctx.env.databaseUrl).pathname.slice(1);
+      const pgCpuStart = postgresCpuUs(dbName);
       for (let i = 0; i < orgs.length; i += CHUNK) {
         const ids = orgs.slice(i, i + CHUNK);
         // As the renewal writes them, in one transaction: its event and (since migration 0155) its queued period.
@@ -110,6 +139,7 @@ export const invoiceRun: Scenario = {
       // meanwhile, and the finalized invoices' follow-up jobs — collection, PDF, webhooks — are included).
       const cpuEnd = processCpuUs(ctx.api.pid);
       const workerCpuEnd = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
+      const pgCpuSec = round([...postgresCpuUs(dbName)].reduce((sum, [pid, us]) => sum + us - (pgCpuStart.get(pid) ?? 0), 0) / 1e6, 1);
       const apiCpuSec = cpuStart !== undefined && cpuEnd !== undefined ? round((cpuEnd - cpuStart) / 1e6, 1) : undefined;
       const workerCpuSec = workerCpuStart !== undefined && workerCpuEnd !== undefined ? round((workerCpuEnd - workerCpuStart) / 1e6, 1) : undefined;
       const perSec = round(done / seconds, 1);
@@ -132,6 +162,8 @@ export const invoiceRun: Scenario = {
           apiCpuSec: apiCpuSec ?? 'n/a',
           apiCpuMsPerInvoice: apiCpuSec !== undefined && done > 0 ? round((apiCpuSec * 1000) / done, 2) : 'n/a',
           workerCpuSec: workerCpuSec ?? 'n/a (no --worker)',
+          postgresCpuSec: pgCpuSec,
+          postgresCpuMsPerInvoice: done > 0 ? round((pgCpuSec * 1000) / done, 2) : 'n/a',
           workerCpuMsPerInvoice: workerCpuSec !== undefined && done > 0 ? round((workerCpuSec * 1000) / done, 2) : 'n/a',
           firstInvoiceAfterSec: span?.first ? round((Number(span.first) - started) / 1000, 2) : 'n/a',
           lastInvoiceAfterSec: span?.last ? round((Number(span.last) - started) / 1000, 2) : 'n/a',

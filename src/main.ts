@@ -251,7 +251,7 @@ export function createModules(platform: Platform, seams: ModuleSeams = {}): Modu
     // The notifications mailer: billing's e-mails (trial ending, limit reached, dunning) go out through it.
     mailer,
     // Tests flush the API-request meter themselves (a timer would add to the usage figures they assert).
-    config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production', apiMeterFlushMs: config.nodeEnv === 'test' ? 0 : 10_000 },
+    config: { ...DEFAULT_BILLING_CONFIG, production: config.nodeEnv === 'production', apiMeterFlushMs: config.nodeEnv === 'test' ? 0 : 10_000, invoiceRunMaxPerSec: config.payments.invoiceRunMaxPerSec },
     // Invoices and payments (issue #14): the guarded gateway, PDFs in storage.
     gateway,
     storage: platform.storage,

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
@@ -6,6 +7,32 @@ import { processCpuUs, runLoad } from '../lib/load.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type Scenario } from '../lib/types.ts';
 import { pickCachedRead } from './fixtures.ts';
+
+/**
+ * CPU so far (µs) of each Postgres backend serving `dbName` (its process title names the database): the
+ * third process on the machine's two cores, beside the API and the worker. Backends that exit meanwhile are
+ * not counted (the pools keep theirs open).
+ */
+function postgresCpuUs(dbName: string): Map<number, number> {
+  const out = new Map<number, number>();
+  let pids: string[] = [];
+  try {
+    pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (!cmd.startsWith('postgres:') || !cmd.includes(` ${dbName} `)) continue;
+      const us = processCpuUs(Number(pid));
+      if (us !== undefined) out.set(Number(pid), us);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
 
 /**
  * Invoice run (issue #14): N subscriptions (default 10,000; BENCH_INVOICES) on a metered price, each with a
@@ -82,7 +109,11 @@ export const invoiceRun: Scenario = {
       const payload = (t: string) => JSON.stringify({ subscriptionId: t, status: 'active', planId, planKey: `bench-${suffix}`, priceId, interval: 'month', quantity: 1, amountMinor: null, currency: 'USD', currencyExponent: 2, change: 'renewed', previousStatus: 'active', currentPeriodEnd: periodEnd.toISOString() });
       ctx.log(`invoice-run: ${n} renewals published`);
       const started = Date.now();
+      // With --worker the invoice run (and its follow-ups) runs in the worker's process: both are measured.
       const cpuStart = processCpuUs(ctx.api.pid);
+      const workerCpuStart = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
+      const dbName = new URL(ctx.env.databaseUrl).pathname.slice(1);
+      const pgCpuStart = postgresCpuUs(dbName);
       for (let i = 0; i < orgs.length; i += CHUNK) {
         const ids = orgs.slice(i, i + CHUNK);
         // As the renewal writes them, in one transaction: its event and (since migration 0155) its queued period.
@@ -107,9 +138,14 @@ export const invoiceRun: Scenario = {
       // On a shared machine throughput follows the load; the API's CPU per invoice much less (the reads run
       // meanwhile, and the finalized invoices' follow-up jobs — collection, PDF, webhooks — are included).
       const cpuEnd = processCpuUs(ctx.api.pid);
+      const workerCpuEnd = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
+      const pgCpuSec = round([...postgresCpuUs(dbName)].reduce((sum, [pid, us]) => sum + us - (pgCpuStart.get(pid) ?? 0), 0) / 1e6, 1);
       const apiCpuSec = cpuStart !== undefined && cpuEnd !== undefined ? round((cpuEnd - cpuStart) / 1e6, 1) : undefined;
+      const workerCpuSec = workerCpuStart !== undefined && workerCpuEnd !== undefined ? round((workerCpuEnd - workerCpuStart) / 1e6, 1) : undefined;
       const perSec = round(done / seconds, 1);
       const p99Change = before.okLatencyMs.p99 > 0 ? round(during.okLatencyMs.p99 / before.okLatencyMs.p99, 3) : undefined;
+      // The timeline: how long the run took to start (relay and fan-out before the first invoice) and to finish.
+      const span = (await db.query(`select extract(epoch from min(finalized_at)) * 1000 as first, extract(epoch from max(finalized_at)) * 1000 as last from billing_invoices where tenant_id = any($1::uuid[])`, [orgs])).rows[0];
       const sample = (await db.query(`select total, subtotal, (select count(*) from billing_invoice_lines l where l.tenant_id = i.tenant_id and l.invoice_id = i.id) as lines from billing_invoices i where tenant_id = $1`, [orgs[0]])).rows[0];
       return {
         name: this.name,
@@ -125,6 +161,12 @@ export const invoiceRun: Scenario = {
           invoicesPerSec: perSec,
           apiCpuSec: apiCpuSec ?? 'n/a',
           apiCpuMsPerInvoice: apiCpuSec !== undefined && done > 0 ? round((apiCpuSec * 1000) / done, 2) : 'n/a',
+          workerCpuSec: workerCpuSec ?? 'n/a (no --worker)',
+          postgresCpuSec: pgCpuSec,
+          postgresCpuMsPerInvoice: done > 0 ? round((pgCpuSec * 1000) / done, 2) : 'n/a',
+          workerCpuMsPerInvoice: workerCpuSec !== undefined && done > 0 ? round((workerCpuSec * 1000) / done, 2) : 'n/a',
+          firstInvoiceAfterSec: span?.first ? round((Number(span.first) - started) / 1000, 2) : 'n/a',
+          lastInvoiceAfterSec: span?.last ? round((Number(span.last) - started) / 1000, 2) : 'n/a',
           loadAverage: os.loadavg().map((x) => round(x, 2)).join(' '),
           readP99BeforeMs: before.okLatencyMs.p99,
           readP99DuringMs: during.okLatencyMs.p99,

@@ -175,6 +175,12 @@ export interface PaymentsConfig {
   dunningFinalAction: 'cancel' | 'downgrade';
   /** INVOICE_LINK_TTL_SEC: lifetime of an invoice PDF's signed download link. */
   invoiceLinkTtlSec: number;
+  /**
+   * INVOICE_RUN_MAX_PER_SEC: paces the batched invoice run to at most this many invoiced periods per second
+   * per worker (smaller batches, one at a time), leaving CPU to the API on a shared machine; 0 (default):
+   * unpaced, a period end's invoices as fast as the worker and Postgres go.
+   */
+  invoiceRunMaxPerSec: number;
 }
 
 function retryDays(env: Env): number[] {
@@ -467,6 +473,7 @@ export function loadConfig(env: Env = process.env): Config {
       dunningGraceDays: int(env, 'DUNNING_GRACE_DAYS', 3, 0, 60),
       dunningFinalAction: oneOf(env, 'DUNNING_FINAL_ACTION', ['cancel', 'downgrade'] as const, 'cancel'),
       invoiceLinkTtlSec: int(env, 'INVOICE_LINK_TTL_SEC', 3_600, 10, 7 * 86_400),
+      invoiceRunMaxPerSec: int(env, 'INVOICE_RUN_MAX_PER_SEC', 0, 0, 1_000_000),
     },
     notifications: {
       webhookSecretKey: secretKey(env, production),

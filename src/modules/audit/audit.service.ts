@@ -30,6 +30,23 @@ export interface AuditEventInput {
 }
 
 /** Whom personal data is about: an account, or an e-mail address without one (an invitation). */
+/** A pending event's `audit_events` columns (see `pendingRow`). */
+export interface AuditPendingRow {
+  tenant_id: string;
+  id: string;
+  occurred_at: string;
+  actor_type: string;
+  actor_id: string;
+  actor_user_id: string | null;
+  action: string;
+  target_type: string;
+  target_id: string;
+  request_id: string | null;
+  ip: null;
+  changes: Record<string, unknown>;
+  pd_ref: null;
+}
+
 export type DataSubject = { userId: string } | { email: string };
 
 /** The stable, pseudonymous key of a subject: `user:<id>`, or `email:<sha256 of the lower-cased address>`. */
@@ -290,6 +307,31 @@ export function createAuditService(repo: AuditRepo, streaming?: AuditStreaming) 
         pdRef: personal.length > 0 ? newId() : null,
       }, personal);
       return { id };
+    },
+
+    /**
+     * The pending `audit_events` row `record` would append, by column, for a writer that appends many orgs'
+     * events in one statement (the invoice run's `billing_invoice_run_write`) in the same transaction as the
+     * change. Events with personal data (an IP, `personal`) go through `record`: they need their data rows too.
+     */
+    pendingRow(input: AuditEventInput): AuditPendingRow {
+      if (input.context.ip || (input.personal?.length ?? 0) > 0) throw new Error('audit: an event with personal data is appended by record()');
+      const { actor, requestId } = input.context;
+      return {
+        tenant_id: input.orgId,
+        id: newId(),
+        occurred_at: new Date().toISOString(),
+        actor_type: actor.type,
+        actor_id: actor.id,
+        actor_user_id: actor.userId ?? null,
+        action: input.action,
+        target_type: input.target.type,
+        target_id: input.target.id,
+        request_id: requestId ?? null,
+        ip: null,
+        changes: input.changes ?? {},
+        pd_ref: null,
+      };
     },
 
     /**

@@ -4,12 +4,12 @@ import type { ModuleSurface } from '../../platform/module.ts';
 import { registerAuditJobs } from './audit.jobs.ts';
 import { createAuditRepo, type Backlog } from './audit.repo.ts';
 import { auditRoutes } from './audit.routes.ts';
-import { createAuditService, type AuditEvent, type AuditEventInput, type AuditFilter, type ChainReport, type AuditStreaming, type DataSubject, type SubjectAuditExport } from './audit.service.ts';
+import { createAuditService, type AuditEvent, type AuditEventInput, type AuditFilter, type AuditPendingRow, type ChainReport, type AuditStreaming, type DataSubject, type SubjectAuditExport } from './audit.service.ts';
 
 export { AUDIT_READ } from './audit.routes.ts';
 export { AUDIT_EVENT_RECORDED, PLATFORM_AUDIT_TENANT, subjectKey } from './audit.service.ts';
 export type { AuditEventRecordedPayload, AuditStreaming } from './audit.service.ts';
-export type { AuditEvent, AuditEventInput, AuditFilter, ChainReport, DataSubject, SubjectAuditExport } from './audit.service.ts';
+export type { AuditEvent, AuditEventInput, AuditFilter, AuditPendingRow, ChainReport, DataSubject, SubjectAuditExport } from './audit.service.ts';
 export type { Backlog } from './audit.repo.ts';
 export { runAuditCommand } from './audit.cli.ts';
 
@@ -26,6 +26,8 @@ export interface AuditDeps {
 export interface Audit extends ModuleSurface {
   /** Appends a pending event in the caller's transaction (which runs in `event.orgId`'s tenant context). Locks nothing shared. */
   record(trx: TxHandle, event: AuditEventInput): Promise<{ id: string }>;
+  /** The pending row `record` would append (no personal data), for a writer that appends many orgs' events in one statement. */
+  pendingRow(event: AuditEventInput): AuditPendingRow;
   /** An org's events, newest first (pending ones first unless `pending: false`), keyset-paginated. */
   list(orgId: string, filter: AuditFilter): Promise<{ data: AuditEvent[]; nextCursor: string | null }>;
   /** Operator check of one chain's sequenced part, or of every chain, with each chain's backlog (runs as the owner role). */
@@ -48,6 +50,7 @@ export function createAudit(deps: AuditDeps): Audit {
   return {
     name: 'audit',
     record: service.record,
+    pendingRow: service.pendingRow,
     list: service.list,
     sequence: service.sequence,
     backlog: service.backlog,

@@ -209,7 +209,7 @@ describe('billing invoices, embedded: on demand, drafts, credit notes, numbers, 
     expect(perEventStatements).toBeGreaterThan(20);
   });
 
-  it('a clean batch costs a few statements per org (load, usage, write, 2 audit records, 1 event) and a few per batch', async () => {
+  it('a clean batch costs a fixed number of statements, whatever its number of orgs (one call per step for the whole batch)', async () => {
     const b = t.modules.billing;
     await sql`delete from billing_invoice_queue where done_at is null`.execute(t.db.owner); // the failing org of the test above
     const orgs = [await org(ids.metered!), await org(ids.metered!), await org(ids.flat!), await org(ids.metered!)];
@@ -218,11 +218,52 @@ describe('billing invoices, embedded: on demand, drafts, credit notes, numbers, 
     statements = 0;
     expect(await b.runInvoiceQueue({ batchSize: 50 })).toMatchObject({ periods: 4, invoices: 4, failed: 0, batches: 1 });
     const batchOne = statements;
-    // Per org: set tenant, load + lock, usage aggregate (metered), write, 2 audit records, 1 event = 7 (6 flat);
-    // per batch: begin, claim, prices, meters, tax rate, reset tenant, mark done, note orgs, commit, and the
-    // empty claims of the run's other parallel loops (begin, claim, commit each).
-    expect(batchOne).toBeLessThanOrEqual(4 * 7 + 12 + 9);
+    // Per batch, whatever its number of orgs (migration 0156's functions take the whole batch): begin, claim,
+    // load + lock, 2 prices, meters, tax rate, usage aggregate, write (invoices, lines, charges, cursors, audit
+    // records, events), reset tenant, mark done, note orgs, commit = 14, and the empty claims of the run's
+    // other parallel loops (begin, claim, commit each). One statement per step per org was 4 × 7 + 9 + 9.
+    expect(batchOne).toBeLessThanOrEqual(14 + 6);
     console.info(`invoice run: ${batchOne} statements for a batch of 4 invoices (${(batchOne / 4).toFixed(1)} per invoice, batch overhead included)`);
     for (const o of orgs) expect(await b.verifyInvoices(o)).toEqual({ invoices: 1, mismatches: [] });
+  });
+
+  it('a paced run (maxPerSec) spreads its batches: 3 single-org batches at 5/s take at least 0.6 s, and all are invoiced once', async () => {
+    const b = t.modules.billing;
+    const orgs = [await org(ids.flat!), await org(ids.flat!), await org(ids.flat!)];
+    for (const o of orgs) await b.advance(ctx(o));
+    const t0 = Date.now();
+    expect(await b.runInvoiceQueue({ batchSize: 1, maxPerSec: 5 })).toMatchObject({ periods: 3, invoices: 3, failed: 0, drained: true });
+    // Batches at 0, 0.2 and 0.4 s, the empty claim that finds the queue drained at 0.6 s.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(550);
+    for (const o of orgs) expect(await b.verifyInvoices(o)).toEqual({ invoices: 1, mismatches: [] });
+  });
+
+  it("the batch functions run each org's statements under that org's RLS context: no read or write of another org", async () => {
+    const [a, other] = [await org(ids.flat!), await org(ids.flat!)];
+    const charge = async (o: string) => (await t.db.withTenant(o, (trx) => sql<{ id: string }>`select id from billing_charges where tenant_id = ${o} and invoice_id is null`.execute(trx))).rows[0]!.id;
+    const otherCharge = await charge(other);
+    const item = (audit: object[], chargeIds: string[], events: object[] = []) => JSON.stringify([{
+      org: a, cursor: null, audit, events, number_prefix: 'X', charge_ids: chargeIds, lines: [],
+      invoice: { id: newId(), status: 'finalized', reason: 'subscription_cycle', subscription_id: null, currency: 'USD', period_start: start, period_end: start,
+        customer: {}, usage_cutoff: start, discount: null, tax: null, subtotal: 0, discount_total: 0, tax_total: 0, total: 0, amount_due: 0, finalized_at: start, paid_at: null },
+    }]);
+    const write = (json: string) => t.db.app.transaction().execute((trx) => sql`select * from billing_invoice_run_write(${json}::jsonb)`.execute(trx));
+    const auditOf = (tenant: string) => ({ tenant_id: tenant, id: newId(), occurred_at: new Date().toISOString(), actor_type: 'system', actor_id: 'test', actor_user_id: null,
+      action: 'test.cross', target_type: 't', target_id: 't', request_id: null, ip: null, changes: {}, pd_ref: null });
+    // An audit row of another org inside org a's item: refused by the WITH CHECK of a's context, the whole call rolls back.
+    await expect(write(item([auditOf(other)], []))).rejects.toThrow(/row-level security/);
+    // Another org's charge is invisible in a's context: nothing claimed, the call fails.
+    await expect(write(item([], [otherCharge]))).rejects.toThrow(/already on another invoice/);
+    // The load returns only what a's context sees: asked for the other org under a's item, it is not there.
+    const loaded = await t.db.app.transaction().execute((trx) => sql<{ org: string; state: { charges: Array<{ tenant_id: string }> } }>`select * from billing_invoice_run_load(${[a]}::uuid[])`.execute(trx));
+    expect(loaded.rows.map((r) => r.org)).toEqual([a]);
+    expect(loaded.rows[0]!.state.charges.every((ch) => ch.tenant_id === a)).toBe(true);
+    // Nothing was written for a, and the context is cleared after a call.
+    expect(await charge(other)).toBe(otherCharge);
+    const after = await t.db.app.transaction().execute(async (trx) => {
+      await sql`select * from billing_invoice_run_load(${[a]}::uuid[])`.execute(trx);
+      return (await sql<{ v: string }>`select current_setting('app.tenant_id', true) as v`.execute(trx)).rows[0]!.v;
+    });
+    expect(after).toBe('');
   });
 });

@@ -1,6 +1,6 @@
 import { sql, type QueryExecutorProvider, type Selectable } from 'kysely';
 import type { DB } from '../../platform/db/database.ts';
-import { toDiscount, type CustomerDiscount, type InvoiceLine, type InvoiceReason, type IQ, type ITrx, type DiscountSnapshot, type TaxSnapshot } from './invoices.repo.ts';
+import { normalizeNumeric, toDiscount, type CustomerDiscount, type UsageWindow, type InvoiceLine, type InvoiceReason, type IQ, type ITrx, type DiscountSnapshot, type TaxSnapshot } from './invoices.repo.ts';
 import { toCharge, toCustomer, toSubscription, type Charge, type Customer, type Subscription } from './subscriptions.repo.ts';
 
 /**
@@ -102,7 +102,7 @@ function row<T>(o: Record<string, unknown>): T {
  * a credit balance or a test clock exists. Undefined when the org has no customer row.
  */
 export async function loadInvoicingState(trx: ITrx, tenantId: string): Promise<OrgInvoicingState | undefined> {
-  const r = await sql<{ customer: object; sub: object | null; charges: object[]; cursors: object[] | null; discount: object | null; has_balance: boolean; has_clock: boolean }>`
+  const r = await sql<StateRow>`
     select to_jsonb(c) as customer, s.sub,
       (select coalesce(jsonb_agg(to_jsonb(ch) order by ch.id), '[]'::jsonb)
          from (select * from billing_charges where tenant_id = c.tenant_id and invoice_id is null order by id limit 1000) ch) as charges,
@@ -118,7 +118,20 @@ export async function loadInvoicingState(trx: ITrx, tenantId: string): Promise<O
     where c.tenant_id = ${tenantId}
     for update of c`.execute(trx);
   const x = r.rows[0];
-  if (!x) return undefined;
+  return x ? toState(x) : undefined;
+}
+
+interface StateRow {
+  customer: object;
+  sub: object | null;
+  charges: object[];
+  cursors: object[] | null;
+  discount: object | null;
+  has_balance: boolean;
+  has_clock: boolean;
+}
+
+function toState(x: StateRow): OrgInvoicingState {
   const cursors = new Map<string, { billedTo: Date; cutoff: Date }>();
   for (const u of x.cursors ?? []) {
     const c = row<{ metric: string; billed_to: Date; cutoff: Date }>(u as Record<string, unknown>);
@@ -133,6 +146,39 @@ export async function loadInvoicingState(trx: ITrx, tenantId: string): Promise<O
     hasBalance: x.has_balance,
     hasTestClock: x.has_clock,
   };
+}
+
+/**
+ * `loadInvoicingState` for a whole batch in one round trip (`billing_invoice_run_load`, migration 0156): org
+ * by org in the given order, in that org's tenant context (RLS), each customer row locked FOR UPDATE. Orgs
+ * without a customer row are absent from the result. Leaves the tenant context cleared.
+ */
+export async function loadInvoicingStates(trx: ITrx, orgs: string[]): Promise<Map<string, OrgInvoicingState>> {
+  const out = new Map<string, OrgInvoicingState>();
+  if (orgs.length === 0) return out;
+  const r = await sql<{ org: string; state: StateRow }>`select org, state from billing_invoice_run_load(${orgs}::uuid[])`.execute(trx);
+  for (const x of r.rows) out.set(x.org, toState(x.state));
+  return out;
+}
+
+/**
+ * `aggregateUsage` for many orgs' windows in one round trip (`billing_invoice_run_usage`): each in its org's
+ * tenant context, the same aggregate, count and hash (not for `time_weighted_sum`: that stays on `aggregateUsage`).
+ */
+export async function aggregateUsageBatch(trx: ITrx, windows: Array<{ org: string; window: UsageWindow }>): Promise<Map<string, { value: string; events: number; hash: string }>> {
+  const out = new Map<string, { value: string; events: number; hash: string }>();
+  if (windows.length === 0) return out;
+  if (windows.some((w) => w.window.aggregation === 'time_weighted_sum')) throw new Error('invoice run: time-weighted windows are aggregated one by one');
+  if (new Set(windows.map((w) => w.org)).size !== windows.length) throw new Error('invoice run: one usage window per org and batch');
+  const json = JSON.stringify(
+    windows.map(({ org, window: w }) => ({
+      org, metric: w.metric, aggregation: w.aggregation, property: w.property ?? '', lower_bound: w.lowerBound, from: w.from, to: w.to,
+      cutoff: w.cutoff, previous_cutoff: w.previousCutoff,
+    })),
+  );
+  const r = await sql<{ org: string; value: string; events: string; hash: string }>`select org, value, events::text, hash from billing_invoice_run_usage(${json}::jsonb)`.execute(trx);
+  for (const x of r.rows) out.set(x.org, { value: normalizeNumeric(x.value), events: Number(x.events), hash: x.hash });
+  return out;
 }
 
 export interface FinalizedInvoiceWrite {
@@ -222,6 +268,58 @@ export async function writeFinalizedInvoice(trx: ITrx, tenantId: string, w: Fina
   if (!x) throw new Error('invoice run: the invoice was not written');
   if (Number(x.claimed) !== w.chargeIds.length) throw new Error(`invoice run: ${w.chargeIds.length - Number(x.claimed)} charge(s) were already on another invoice`);
   return { seq: Number(x.seq), number: x.number, createdAt: new Date(x.created_at) };
+}
+
+/** One org's part of a batch write: its finalized invoice (or only its usage cursor), audit rows and outbox rows. */
+export interface BatchWriteItem {
+  org: string;
+  /** Null: nothing owed, only the usage cursor moves. */
+  invoice: FinalizedInvoiceWrite | null;
+  cursor: FinalizedInvoiceWrite['cursor'];
+  /** Pending audit rows (the audit module's `pendingRow`); a `number` key in `changes` gets the assigned number. */
+  audit: object[];
+  /** Outbox rows (`outboxEnvelope`); a `number` key in the payload gets the assigned number. */
+  events: Array<{ id: string; tenant_id: string | null; name: string; payload: string; request_id: string | null; traceparent: string | null; occurred_at: string }>;
+}
+
+/**
+ * `writeFinalizedInvoice` plus the audit records and the outbox events, for a whole batch in one round trip
+ * (`billing_invoice_run_write`, migration 0156): org by org in its tenant context (RLS: every row must be the
+ * org's), the next gap-free number, invoice, lines, claimed charges (the call fails when a charge was claimed
+ * meanwhile: the batch must not commit), usage cursor, audit rows and events. Leaves the tenant context cleared.
+ */
+export async function writeBatch(trx: ITrx, items: BatchWriteItem[]): Promise<Map<string, { invoiceId: string; seq: number; number: string; createdAt: Date }>> {
+  const out = new Map<string, { invoiceId: string; seq: number; number: string; createdAt: Date }>();
+  if (items.length === 0) return out;
+  const cursorJson = (c: FinalizedInvoiceWrite['cursor']) => (c ? { subscription_id: c.subscriptionId, metric: c.metric, billed_to: c.billedTo, cutoff: c.cutoff } : null);
+  const json = JSON.stringify(
+    items.map(({ org, invoice: w, cursor, audit, events }) => ({
+      org,
+      cursor: cursorJson(cursor),
+      audit,
+      // The payload goes as JSON text inside the JSON (already serialized and size-checked by outboxEnvelope).
+      events: events.map((e) => ({ ...e, payload: JSON.parse(e.payload) as unknown })),
+      number_prefix: w?.numberPrefix ?? null,
+      charge_ids: w?.chargeIds ?? [],
+      lines: (w?.lines ?? []).map((l) => ({
+        id: l.id, position: l.position, kind: l.kind, description: l.description, charge_id: l.chargeId, subscription_id: l.subscriptionId,
+        price_id: l.priceId, price_version: l.priceVersion, quantity: l.quantity, unit_amount: l.unitAmount, amount: l.amount,
+        discount_amount: l.discountAmount, tax_amount: l.taxAmount, period_start: l.periodStart, period_end: l.periodEnd, computation: l.computation,
+      })),
+      invoice: w
+        ? {
+            id: w.id, status: w.paid ? 'paid' : 'finalized', reason: w.reason, subscription_id: w.subscriptionId, currency: w.currency,
+            period_start: w.periodStart, period_end: w.periodEnd, customer: w.customer, usage_cutoff: w.usageCutoff, discount: w.discount, tax: w.tax,
+            subtotal: w.subtotal, discount_total: w.discountTotal, tax_total: w.taxTotal, total: w.total, amount_due: w.amountDue,
+            finalized_at: w.finalizedAt, paid_at: w.paid ? w.finalizedAt : null,
+          }
+        : null,
+    })),
+  );
+  const r = await sql<{ org: string; invoice_id: string; seq: string; number: string; created_at: Date }>`
+    select org, invoice_id, seq::text, number, created_at from billing_invoice_run_write(${json}::jsonb)`.execute(trx);
+  for (const x of r.rows) out.set(x.org, { invoiceId: x.invoice_id, seq: Number(x.seq), number: x.number, createdAt: new Date(x.created_at) });
+  return out;
 }
 
 /** Which orgs have invoices (global, for `plinth billing verify`): one statement for a whole batch. */

@@ -155,6 +155,7 @@ export function createEventBus(deps: EventBusDeps): EventBus {
       nudge();
       return envelope;
     },
+    nudge,
     subscribe: registry.subscribe,
     schedule: registry.schedule,
     holdBackground: registry.holdBackground,

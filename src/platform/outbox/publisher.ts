@@ -49,6 +49,11 @@ export class OutboxError extends Error {
  */
 export interface EventPublisher {
   add<P>(trx: TxHandle, event: NewEvent<P>): Promise<EventEnvelope<P>>;
+  /**
+   * The caller inserted outbox rows itself (`outboxEnvelope` rows, many in one statement, with the NOTIFY):
+   * wakes this process's relay as `add` does, so an embedded worker (no NOTIFY) relays them soon.
+   */
+  nudge?(): void;
 }
 
 /**
@@ -56,6 +61,24 @@ export interface EventPublisher {
  * Returns the envelope (with its UUIDv7 id).
  */
 export async function addToOutbox<P>(trx: TxHandle, event: NewEvent<P>): Promise<EventEnvelope<P>> {
+  const { envelope, json } = outboxEnvelope(event);
+  // The NOTIFY rides in the same statement (no extra round trip) and Postgres delivers it only at commit:
+  // a worker in another process relays at once instead of waiting for its next poll.
+  await sql`
+    with added as (
+      insert into outbox (id, tenant_id, name, payload, request_id, traceparent, occurred_at)
+      values (${envelope.id}, ${envelope.tenantId}, ${envelope.name}, ${json}::jsonb, ${envelope.requestId},
+              ${envelope.traceparent}, ${envelope.occurredAt})
+      returning id)
+    select pg_notify(${OUTBOX_CHANNEL}, '') from added`.execute(trx);
+  return envelope;
+}
+
+/**
+ * The envelope of a new event, checked (name, payload size), with its payload's JSON: what `addToOutbox`
+ * inserts. A writer that inserts many events in one statement (the invoice run) builds its rows with it.
+ */
+export function outboxEnvelope<P>(event: NewEvent<P>): { envelope: EventEnvelope<P>; json: string } {
   if (!EVENT_NAME.test(event.name)) throw new OutboxError(`invalid event name "${event.name}" (use module.what_happened)`);
   const json = JSON.stringify(event.payload ?? null);
   if (Buffer.byteLength(json, 'utf8') > MAX_PAYLOAD_BYTES) throw new OutboxError(`event ${event.name} payload exceeds ${MAX_PAYLOAD_BYTES} bytes`);
@@ -69,16 +92,7 @@ export async function addToOutbox<P>(trx: TxHandle, event: NewEvent<P>): Promise
     requestId: event.requestId ?? ctx.requestId ?? null,
     traceparent: event.traceparent ?? ctx.traceparent ?? null,
   };
-  // The NOTIFY rides in the same statement (no extra round trip) and Postgres delivers it only at commit:
-  // a worker in another process relays at once instead of waiting for its next poll.
-  await sql`
-    with added as (
-      insert into outbox (id, tenant_id, name, payload, request_id, traceparent, occurred_at)
-      values (${envelope.id}, ${envelope.tenantId}, ${envelope.name}, ${json}::jsonb, ${envelope.requestId},
-              ${envelope.traceparent}, ${envelope.occurredAt})
-      returning id)
-    select pg_notify(${OUTBOX_CHANNEL}, '') from added`.execute(trx);
-  return envelope;
+  return { envelope, json };
 }
 
 export interface OutboxRow {

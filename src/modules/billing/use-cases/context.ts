@@ -24,6 +24,8 @@ export interface BillingConfig {
   apiMeterFlushMs?: number;
   /** The trial-ending e-mail goes this many days before the trial ends (default 3; 0: none). */
   trialReminderDays?: number;
+  /** The invoice run's pace, invoiced periods per second per worker (INVOICE_RUN_MAX_PER_SEC); 0 or absent: unpaced. */
+  invoiceRunMaxPerSec?: number;
 }
 
 export const DEFAULT_BILLING_CONFIG: BillingConfig = { production: false, pastDueGraceDays: 14, usageLateWindowMs: 72 * 3_600_000 };

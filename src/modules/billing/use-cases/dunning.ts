@@ -21,6 +21,7 @@ export const DEFAULT_PAYMENTS_CONFIG: PaymentsConfig = {
   dunningGraceDays: 3,
   dunningFinalAction: 'cancel',
   invoiceLinkTtlSec: 3_600,
+  invoiceRunMaxPerSec: 0,
 };
 
 /** What follows a failed attempt: the next retry, or (retries exhausted) the final action and when. */

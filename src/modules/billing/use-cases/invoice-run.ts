@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { setTenant } from '../../../platform/db/database.ts';
 import { systemActor, type TenantActorContext } from '../../../platform/http/actor.ts';
 import { newId } from '../../../platform/ids.ts';
+import { outboxEnvelope } from '../../../platform/outbox/publisher.ts';
 import { BILLING_EVENTS } from '../billing.events.ts';
 import * as catalog from '../billing.repo.ts';
 import type { Meter, Price } from '../billing.repo.ts';
@@ -34,6 +35,8 @@ export interface InvoiceRunUseCases {
     budgetMs?: number;
     tenantId?: string;
     parallel?: number;
+    /** At most this many periods per second (default: the billing config's `invoiceRunMaxPerSec`; 0: unpaced). */
+    maxPerSec?: number;
     logger?: Logger;
     /** Called when a batch has claimed queued periods (the worker renews its hold on background jobs), and with `true` when the run has drained the queue (the hold ends). */
     onBatch?: (done?: boolean) => void;
@@ -77,39 +80,34 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     taxes: Map<string, TaxSnapshot | null>;
   }
 
-  /** One org's invoice in the batch transaction (its tenant context set); null when nothing is owed. */
-  async function invoiceOrg(trx: ITrx, orgId: string, cache: BatchCache): Promise<Invoice | null> {
-    const ctx: TenantActorContext = { ...systemActor('billing.invoice_run'), tenantId: orgId };
-    const slow = () => core.invoicePending(trx, ctx, 'subscription_cycle', { finalize: true });
-    const st = await run.loadInvoicingState(trx, orgId);
-    if (!st || st.hasTestClock || st.hasBalance) return slow();
-    const now = new Date();
-    const cutoff = new Date(now.getTime() - USAGE_SETTLE_MS);
+  /** An org of the batch on the batched path: its state, the invoice's charge lines and its usage window. */
+  interface Planned {
+    org: string;
+    st: run.OrgInvoicingState;
+    invoiceId: string;
+    currency: string;
+    charges: run.OrgInvoicingState['charges'];
+    lines: InvoiceLine[];
+    usage?: { sub: NonNullable<run.OrgInvoicingState['subscription']>; price: Price; meter: Meter | undefined; window: repo.UsageWindow };
+  }
+
+  /**
+   * One org's invoice from its loaded state and usage aggregate, computed by the same functions as the
+   * per-event path; `slow` when the org needs that path (a credit: negative total). Null: nothing owed
+   * (its usage cursor still moves). Marks the discount applied (in the org's tenant context).
+   */
+  async function compose(trx: ITrx, p: Planned, agg: { value: string; events: number; hash: string } | undefined, now: Date, cutoff: Date, cache: BatchCache): Promise<{ write: run.BatchWriteItem; invoice: Invoice | null } | 'slow'> {
+    const { org, st, invoiceId, currency } = p;
     const sub = st.subscription;
-    const invoiceId = newId();
-    const currency = sub?.currency ?? st.charges[0]?.currency ?? st.customer.currency;
-    const charges = st.charges.filter((ch) => ch.currency === currency);
-    const lines: InvoiceLine[] = [];
-    for (const ch of charges) lines.push(chargeLine(invoiceId, ch, await chargePriceOf(trx, cache.prices, ch.priceId)));
+    const lines = [...p.lines];
     let cursor: run.FinalizedInvoiceWrite['cursor'] = null;
-    if (sub) {
-      const price = await priceOf(trx, cache.prices, sub.priceId);
-      if (price.usageType === 'metered' && price.metric) {
-        cache.meters ??= await catalog.listMeters(asBilling(trx));
-        const meter = cache.meters.find((m) => m.key === price.metric);
-        const window = usageWindowFor(sub, price, meter, st.cursors.get(price.metric), cutoff, now, c.deps.config.usageLateWindowMs);
-        if (window) {
-          const agg = await repo.aggregateUsage(trx, orgId, window);
-          cursor = { subscriptionId: sub.id, metric: window.metric, billedTo: window.to, cutoff };
-          const usage = usageLineFrom(invoiceId, sub, price, meter, window, agg);
-          if (usage) lines.push(usage);
-        }
-      }
+    if (p.usage && agg) {
+      const { window } = p.usage;
+      cursor = { subscriptionId: p.usage.sub.id, metric: window.metric, billedTo: window.to, cutoff };
+      const usage = usageLineFrom(invoiceId, p.usage.sub, p.usage.price, p.usage.meter, window, agg);
+      if (usage) lines.push(usage);
     }
-    if (lines.length === 0) {
-      if (cursor) await repo.setUsageCursor(trx, orgId, cursor.subscriptionId, cursor.metric, cursor.billedTo, cursor.cutoff);
-      return null;
-    }
+    if (lines.length === 0) return { write: { org, invoice: null, cursor, audit: [], events: [] }, invoice: null };
     lines.forEach((l, i) => (l.position = i + 1));
     const location = locationOf(st.customer.address);
     const taxKey = `${location.country ?? ''}/${location.region ?? ''}`;
@@ -117,78 +115,53 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     const taxRate = cache.taxes.get(taxKey) ?? null;
     const { live, discount, totals } = finalTotals(lines, st.discount, now, taxRate, currency);
     // A credit (negative total) goes to the customer's balance: the per-event path does that.
-    if (totals.total < 0) return slow();
+    if (totals.total < 0) return 'slow';
     lines.forEach((l, i) => Object.assign(l, totals.lines[i]!));
-    if (st.discount && !live) await repo.markDiscountApplied(trx, orgId, st.discount.id, false);
-    if (live && discount) await repo.markDiscountApplied(trx, orgId, live.id, live.coupon.duration !== 'once');
+    if ((st.discount && !live) || (live && discount)) {
+      await setTenant(trx, org);
+      if (st.discount && !live) await repo.markDiscountApplied(trx, org, st.discount.id, false);
+      if (live && discount) await repo.markDiscountApplied(trx, org, live.id, live.coupon.duration !== 'once');
+    }
     const amountDue = Math.max(0, totals.total);
     const paid = amountDue === 0;
     const customer = { name: st.customer.name, email: st.customer.email, address: st.customer.address, taxId: st.customer.taxId };
     const periodStart = new Date(Math.min(...lines.map((l) => l.periodStart.getTime())));
     const periodEnd = new Date(Math.max(...lines.map((l) => l.periodEnd.getTime())));
-    const written = await run.writeFinalizedInvoice(trx, orgId, {
-      id: invoiceId,
-      reason: 'subscription_cycle',
-      subscriptionId: sub?.id ?? null,
-      currency,
-      periodStart,
-      periodEnd,
-      usageCutoff: cutoff,
-      customer,
-      discount,
-      tax: taxRate,
-      subtotal: totals.subtotal,
-      discountTotal: totals.discountTotal,
-      taxTotal: totals.taxTotal,
-      total: totals.total,
-      amountDue,
-      finalizedAt: now,
-      paid,
-      lines,
-      chargeIds: charges.map((ch) => ch.id),
-      cursor,
-      numberPrefix: invoiceNumber(orgId, 0).split('-')[0]!,
-    });
-    const invoice: Invoice = {
-      id: invoiceId,
-      number: written.number,
-      seq: written.seq,
-      status: paid ? 'paid' : 'finalized',
-      reason: 'subscription_cycle',
-      subscriptionId: sub?.id ?? null,
-      currency,
-      periodStart,
-      periodEnd,
-      customer,
-      usageCutoff: cutoff,
-      discount,
-      tax: taxRate,
-      subtotal: totals.subtotal,
-      discountTotal: totals.discountTotal,
-      taxTotal: totals.taxTotal,
-      total: totals.total,
-      creditApplied: 0,
-      credited: 0,
-      amountDue,
-      amountPaid: 0,
-      attemptCount: 0,
-      nextPaymentAttemptAt: null,
-      pdfKey: null,
-      createdAt: written.createdAt,
-      finalizedAt: now,
-      paidAt: paid ? now : null,
-      voidedAt: null,
-      uncollectibleAt: null,
-      version: 2,
+    const w: run.FinalizedInvoiceWrite = {
+      id: invoiceId, reason: 'subscription_cycle', subscriptionId: sub?.id ?? null, currency, periodStart, periodEnd, usageCutoff: cutoff,
+      customer, discount, tax: taxRate, subtotal: totals.subtotal, discountTotal: totals.discountTotal, taxTotal: totals.taxTotal,
+      total: totals.total, amountDue, finalizedAt: now, paid, lines, chargeIds: p.charges.map((ch) => ch.id), cursor,
+      numberPrefix: invoiceNumber(org, 0).split('-')[0]!,
     };
-    await core.record(trx, ctx, 'billing.invoice.create', invoiceId, { reason: invoice.reason, lines: lines.length, subtotal: totals.subtotal });
-    await core.record(trx, ctx, 'billing.invoice.finalize', invoiceId, { number: invoice.number, total: invoice.total, amountDue });
-    await core.publish(trx, ctx, BILLING_EVENTS.invoiceFinalized, invoicePayload(invoice));
-    if (paid) await core.publish(trx, ctx, BILLING_EVENTS.invoicePaid, invoicePayload(invoice));
-    return invoice;
+    // The number, seq and created_at are assigned by the write (the function sets the number into the audit
+    // record's changes and the events' payloads): placeholders until then.
+    const invoice: Invoice = {
+      id: invoiceId, number: '', seq: 0, status: paid ? 'paid' : 'finalized', reason: 'subscription_cycle', subscriptionId: w.subscriptionId,
+      currency, periodStart, periodEnd, customer, usageCutoff: cutoff, discount, tax: taxRate, subtotal: totals.subtotal,
+      discountTotal: totals.discountTotal, taxTotal: totals.taxTotal, total: totals.total, creditApplied: 0, credited: 0, amountDue,
+      amountPaid: 0, attemptCount: 0, nextPaymentAttemptAt: null, pdfKey: null, createdAt: now, finalizedAt: now, paidAt: paid ? now : null,
+      voidedAt: null, uncollectibleAt: null, version: 2,
+    };
+    const ctx: TenantActorContext = { ...systemActor('billing.invoice_run'), tenantId: org };
+    const auditRow = (action: string, changes: Record<string, unknown>) =>
+      c.deps.audit.pendingRow({ orgId: org, action, target: { type: 'billing_invoice', id: invoiceId }, changes, context: { actor: ctx.actor, requestId: ctx.requestId, ip: ctx.ip } });
+    const eventRow = (name: string) => {
+      const { envelope, json } = outboxEnvelope({ name, tenantId: org, payload: invoicePayload(invoice), requestId: ctx.requestId ?? undefined });
+      return { id: envelope.id, tenant_id: envelope.tenantId, name, payload: json, request_id: envelope.requestId, traceparent: envelope.traceparent, occurred_at: envelope.occurredAt };
+    };
+    const audit = [
+      auditRow('billing.invoice.create', { reason: invoice.reason, lines: lines.length, subtotal: totals.subtotal }),
+      auditRow('billing.invoice.finalize', { number: '', total: invoice.total, amountDue }),
+    ];
+    const events = [eventRow(BILLING_EVENTS.invoiceFinalized), ...(paid ? [eventRow(BILLING_EVENTS.invoicePaid)] : [])];
+    return { write: { org, invoice: w, cursor, audit, events }, invoice };
   }
 
-  /** One batch transaction; returns the periods it claimed (empty: the queue had nothing for it). */
+  /**
+   * One batch transaction; returns the periods it claimed (empty: the queue had nothing for it). The steps
+   * over the batch's orgs go to Postgres as one call each (migration 0156: each org's statements run in that
+   * org's tenant context, under RLS): load and lock, aggregate usage, write invoices + audit + events.
+   */
   async function batch(limit: number, tenantId: string | undefined, claimed: { rows: QueuedPeriod[] }, skip: Set<string> = new Set(), onWork?: () => void): Promise<{ periods: number; invoices: number }> {
     return db.app.transaction().execute(async (t) => {
       const trx = core.scope.join(t);
@@ -198,22 +171,82 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       // The queue has work: the caller holds follow-up work back while this batch runs.
       onWork?.();
       const cache: BatchCache = { prices: new Map(), taxes: new Map() };
-      const done: Array<QueuedPeriod & { invoiceId: string | null }> = [];
-      const invoiced: string[] = [];
-      for (let i = 0; i < rows.length; ) {
-        const orgId = rows[i]!.tenantId;
-        await setTenant(trx, orgId);
-        const invoice = await invoiceOrg(trx, orgId, cache);
-        if (invoice) invoiced.push(orgId);
-        for (; i < rows.length && rows[i]!.tenantId === orgId; i++) done.push({ ...rows[i]!, invoiceId: invoice?.id ?? null });
+      // Tenant order (claimQueued sorts): every batch locks its customers in one order.
+      const orgs = [...new Set(rows.map((r) => r.tenantId))];
+      const states = await run.loadInvoicingStates(trx, orgs);
+      const now = new Date();
+      const cutoff = new Date(now.getTime() - USAGE_SETTLE_MS);
+      const slow: string[] = [];
+      const planned: Planned[] = [];
+      for (const org of orgs) {
+        const st = states.get(org);
+        // No customer row, a test clock or a credit balance: the per-event path, below.
+        if (!st || st.hasTestClock || st.hasBalance) {
+          slow.push(org);
+          continue;
+        }
+        const sub = st.subscription;
+        const invoiceId = newId();
+        const currency = sub?.currency ?? st.charges[0]?.currency ?? st.customer.currency;
+        const charges = st.charges.filter((ch) => ch.currency === currency);
+        const lines: InvoiceLine[] = [];
+        for (const ch of charges) lines.push(chargeLine(invoiceId, ch, await chargePriceOf(trx, cache.prices, ch.priceId)));
+        const p: Planned = { org, st, invoiceId, currency, charges, lines };
+        if (sub) {
+          const price = await priceOf(trx, cache.prices, sub.priceId);
+          if (price.usageType === 'metered' && price.metric) {
+            cache.meters ??= await catalog.listMeters(asBilling(trx));
+            const meter = cache.meters.find((m) => m.key === price.metric);
+            const window = usageWindowFor(sub, price, meter, st.cursors.get(price.metric), cutoff, now, c.deps.config.usageLateWindowMs);
+            if (window) p.usage = { sub, price, meter, window };
+          }
+        }
+        planned.push(p);
+      }
+      const usage = planned.filter((p) => p.usage);
+      const aggs = await run.aggregateUsageBatch(trx, usage.filter((p) => p.usage!.window.aggregation !== 'time_weighted_sum').map((p) => ({ org: p.org, window: p.usage!.window })));
+      for (const p of usage.filter((x) => x.usage!.window.aggregation === 'time_weighted_sum')) {
+        await setTenant(trx, p.org);
+        aggs.set(p.org, await repo.aggregateUsage(trx, p.org, p.usage!.window));
+      }
+      const items: run.BatchWriteItem[] = [];
+      const made = new Map<string, Invoice>();
+      for (const p of planned) {
+        const r = await compose(trx, p, aggs.get(p.org), now, cutoff, cache);
+        if (r === 'slow') {
+          slow.push(p.org);
+          continue;
+        }
+        items.push(r.write);
+        if (r.invoice) made.set(p.org, r.invoice);
+      }
+      const written = await run.writeBatch(trx, items);
+      if (made.size > 0) c.deps.events.nudge?.();
+      const invoiceOf = new Map<string, string | null>();
+      for (const it of items) {
+        const w = written.get(it.org);
+        if (it.invoice && !w) throw new Error(`invoice run: the invoice of org ${it.org} was not written`);
+        invoiceOf.set(it.org, w?.invoiceId ?? null);
+      }
+      // The rest through the per-event path, each in its tenant context (their customers are locked already).
+      for (const org of slow.sort()) {
+        await setTenant(trx, org);
+        const ctx: TenantActorContext = { ...systemActor('billing.invoice_run'), tenantId: org };
+        const inv = await core.invoicePending(trx, ctx, 'subscription_cycle', { finalize: true });
+        invoiceOf.set(org, inv?.id ?? null);
       }
       await setTenant(trx, '');
+      const done = rows.map((r) => ({ ...r, invoiceId: invoiceOf.get(r.tenantId) ?? null }));
+      // An org with several queued periods: the invoice covers them all (as before, one invoice per org and batch).
+      const invoiced = [...invoiceOf].filter(([, id]) => id !== null).map(([org]) => org);
       await run.markQueueDone(trx, done);
       await run.noteInvoiceOrgs(trx, invoiced, new Date());
       return { periods: rows.length, invoices: invoiced.length };
     });
   }
 
+  /** Paced runs (`maxPerSec`): when this process may start its next batch. */
+  let nextBatchAt = 0;
   let draining = false;
   let again = false;
 
@@ -240,7 +273,11 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       });
     },
     async runInvoiceQueue(opts = {}) {
-      const batchSize = opts.batchSize ?? DEFAULT_BATCH;
+      // Paced: batches of about a fifth of a second's worth, one at a time, each started no sooner than the
+      // process's pace allows, so the run's load is spread instead of bursting.
+      const maxPerSec = opts.maxPerSec ?? c.deps.config.invoiceRunMaxPerSec ?? 0;
+      const paced = maxPerSec > 0;
+      const batchSize = opts.batchSize ?? (paced ? Math.max(10, Math.min(DEFAULT_BATCH, Math.ceil(maxPerSec / 5))) : DEFAULT_BATCH);
       const deadline = Date.now() + (opts.budgetMs ?? 10_000);
       const result: InvoiceRunResult = { periods: 0, invoices: 0, failed: 0, batches: 0, drained: false };
       let drained = false;
@@ -248,6 +285,14 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       const held = new Set<string>();
       const loop = async () => {
         while (!drained && Date.now() < deadline) {
+          if (paced) {
+            // The pace is the process's (the schedule's run and a kicked drain share it): each batch reserves
+            // its slot, batchSize / rate seconds after the previous one's.
+            const at = Math.max(Date.now(), nextBatchAt);
+            if (at >= deadline) break;
+            nextBatchAt = at + (batchSize / maxPerSec) * 1000;
+            if (at > Date.now()) await new Promise((r) => setTimeout(r, at - Date.now()));
+          }
           const claimed = { rows: [] as QueuedPeriod[] };
           try {
             const r = await batch(batchSize, opts.tenantId, claimed, held, opts.onBatch);
@@ -285,7 +330,7 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       // Batches side by side (each its own transaction and connection, disjoint rows; every batch locks its orgs
       // in tenant order, so two batches never wait on each other in a cycle): the round trips of one overlap
       // the others' work.
-      await Promise.all(Array.from({ length: opts.tenantId ? 1 : Math.max(1, opts.parallel ?? DEFAULT_PARALLEL) }, loop));
+      await Promise.all(Array.from({ length: opts.tenantId || paced ? 1 : Math.max(1, opts.parallel ?? DEFAULT_PARALLEL) }, loop));
       result.drained = drained;
       // The queue is empty: the caller's hold on follow-up work can end now rather than when it lapses.
       if (drained && result.periods > 0) opts.onBatch?.(true);

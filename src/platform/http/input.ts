@@ -44,6 +44,7 @@ export function isStrictDateTime(value: string): boolean {
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 // Either character that stringProblem looks for: most strings have neither, and are passed after one scan.
+// eslint-disable-next-line no-control-regex -- U+0000 is what it looks for
 const SUSPECT = /[\u0000\uD800-\uDFFF]/;
 
 /** Why a string may not be stored, or null. */

@@ -40,8 +40,13 @@ function postgresCpuUs(dbName: string): Map<number, number> {
  * `billing.subscription_updated` (renewed) event each and its queued period (`billing_invoice_queue`), as the
  * renewal schedule writes them. The API's worker invoices them — the batched invoice run (`billing.invoice_run`;
  * before it, the event's handler): lines from the charges, usage aggregated from the ledger, tax/discount,
- * gap-free number, finalization — measured as finalized invoices per second — while a closed-loop cached
- * read runs, whose p99 is compared with the same read just before. Payment collection runs too (the orgs
+ * gap-free number, finalization — measured as finalized invoices per second — while the cached read runs
+ * alongside, its p99 compared with the same read just before (I2). As in export-at-peak (R2), the concurrent
+ * read is offered at a fixed rate, 40 % of what it reached alone at saturation just before, evenly spaced
+ * (`pacing: 'uniform'`) over the run's first seconds: a saturated closed loop has no spare CPU by definition,
+ * so its p99 grows with any work beside it, and on this 2-core machine the API, the load generator, the
+ * worker and Postgres share two cores. The saturated read is measured too, before and during the next
+ * seconds of the run (`saturatedReadP99Change`, reported, not a target). Payment collection runs too (the orgs
  * have no payment method: each first attempt fails without a gateway call and enters dunning).
  */
 export const invoiceRun: Scenario = {
@@ -50,7 +55,7 @@ export const invoiceRun: Scenario = {
   async run(ctx) {
     const targets = (perSec?: number, p99Change?: number) => [
       target('I1', 'invoices finalized ≥ 500/s', perSec, 500, '/s', '>='),
-      target('I2', 'cached-read p99 during the run ≤ 1.20× before', p99Change, 1.2, '×', '<='),
+      target('I2', 'cached-read p99 during the run ≤ 1.20× before (offered at 40 % of its capacity, as R2)', p99Change, 1.2, '×', '<='),
     ];
     if (!ctx.client.has('GET', '/v1/orgs/{orgId}/billing/invoices')) return skipped(this, 'no invoices in this build', targets());
     const pick = await pickCachedRead(ctx);
@@ -101,7 +106,12 @@ export const invoiceRun: Scenario = {
 
       ctx.log('invoice-run: cached read before the run');
       await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: 1, connections: ctx.opts.connections });
-      const before = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
+      const saturatedBefore = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
+      const readShape = {
+        baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: 20,
+        rate: Math.max(20, Math.round(saturatedBefore.okPerSec * 0.4)), pacing: 'uniform' as const,
+      };
+      const before = await runLoad(readShape);
 
       // Builds before the invoice run (migration 0155) invoice each renewal in its event's handler instead.
       const queue = (await db.query(`select to_regclass('billing_invoice_queue') is not null as q`)).rows[0].q as boolean;
@@ -127,7 +137,9 @@ export const invoiceRun: Scenario = {
         await db.query('commit');
       }
       await db.query(`notify plinth_outbox`).catch(() => {});
-      const during = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
+      const during = await runLoad(readShape);
+      const saturatedDuring = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
+      const saturatedDuringEndSec = (Date.now() - started) / 1000;
       const deadline = Date.now() + Number(process.env.BENCH_INVOICE_TIMEOUT_SEC ?? 600) * 1000;
       let done = await finalized();
       while (done < n && Date.now() < deadline) {
@@ -153,7 +165,7 @@ export const invoiceRun: Scenario = {
         status: done === n ? 'ok' : 'error',
         endpoint: queue ? 'billing_invoice_queue → billing.invoice_run (batched)' : 'outbox: billing.subscription_updated (renewed) → billing.invoice_on_updated',
         load: during,
-        phases: { readsBefore: before, readsDuring: during },
+        phases: { readsBefore: before, readsDuring: during, saturatedReadsBefore: saturatedBefore, saturatedReadsDuring: saturatedDuring },
         metrics: {
           subscriptions: n,
           invoicesFinalized: done,
@@ -171,6 +183,11 @@ export const invoiceRun: Scenario = {
           readP99BeforeMs: before.okLatencyMs.p99,
           readP99DuringMs: during.okLatencyMs.p99,
           readP99Change: p99Change ?? 'n/a',
+          readRatePerSec: readShape.rate,
+          saturatedReadP99BeforeMs: saturatedBefore.okLatencyMs.p99,
+          saturatedReadP99DuringMs: saturatedDuring.okLatencyMs.p99,
+          saturatedReadP99Change: saturatedBefore.okLatencyMs.p99 > 0 ? round(saturatedDuring.okLatencyMs.p99 / saturatedBefore.okLatencyMs.p99, 3) : 'n/a',
+          saturatedReadWindow: `${round(saturatedDuringEndSec - ctx.opts.durationSec, 1)}-${round(saturatedDuringEndSec, 1)} s after publish (the run ${span?.last ? `ended at ${round((Number(span.last) - started) / 1000, 1)} s` : 'had not ended'})`,
           sampleInvoice: sample ? `${sample.lines} lines, subtotal ${sample.subtotal}, total ${sample.total}` : 'none',
         },
         targets: targets(perSec, p99Change),

@@ -23,14 +23,15 @@ const opt = (name: string, dflt: string) => {
 };
 const ROWS = Number(args[0] && !args[0].startsWith('--') ? args[0] : 200_000);
 const ROUNDS = Number(opt('rounds', '2'));
-const BATCH = opt('batch', '5000');
+// Several sizes (--batch 5000,25000): each round exports once per mode and size, alternating (an A/B in one process).
+const BATCHES = opt('batch', '5000').split(',').map(Number);
 const MODES = opt('modes', 'node,postgres,copy').split(',') as Array<'node' | 'postgres' | 'copy'>;
 const FORMAT = opt('format', 'csv');
 const OUT = opt('out', '');
 const SHUFFLED = args.includes('--shuffled');
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-export-profile-'));
-const t = await createTestPlatform({ env: { STORAGE_DIR: dir, LOG_LEVEL: 'silent', EXPORT_BATCH_ROWS: BATCH } });
+const t = await createTestPlatform({ env: { STORAGE_DIR: dir, LOG_LEVEL: 'silent' } });
 await t.modules.reporting.close(); // only the runners below claim exports
 const owner = await signup(t.app, { organizationName: 'Profile' });
 await sql`insert into projects (tenant_id, id, key, name, created_by, task_counter) values (${owner.orgId}, gen_random_uuid(), 'PRF', 'Profile', ${owner.userId}, ${ROWS})`.execute(t.db.owner);
@@ -96,14 +97,14 @@ const timedStorage: typeof t.storage = {
 const results: object[] = [];
 const first = process.hrtime.bigint() / 1000n;
 for (let round = 1; round <= ROUNDS; round++) {
-  for (const mode of MODES) {
+  for (const [mode, batchRows] of MODES.flatMap((m) => BATCHES.map((b) => [m, b] as const))) {
     const runner = createExportRunner({
       repo: createExportsRepo(t.db.scope('reporting_exports', 'reporting_export_jobs')),
       sources: counted,
       storage: timedStorage,
       events: t.events,
       logger: pino({ level: 'silent' }),
-      config: t.config.reporting,
+      config: { ...t.config.reporting, exportBatchRows: batchRows },
       getUserEmail: async () => null,
       render: mode,
     });
@@ -134,7 +135,7 @@ for (let round = 1; round <= ROUNDS; round++) {
       round,
       mode,
       format: FORMAT,
-      batchRows: Number(BATCH),
+      batchRows,
       status: e.status,
       rows: e.rowsDone,
       mib: Math.round((e.bytes / 2 ** 20) * 10) / 10,

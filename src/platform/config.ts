@@ -443,7 +443,7 @@ export function loadConfig(env: Env = process.env): Config {
     reporting: {
       storage: storageConfig(env, dataDir, secretKey(env, production)),
       exportGlobalConcurrency: int(env, 'EXPORT_GLOBAL_CONCURRENCY', 4, 1, 1000),
-      exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 5_000, 1, 100_000),
+      exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 25_000, 1, 100_000),
       exportPartBytes: int(env, 'EXPORT_PART_BYTES', 8 * 1024 * 1024, 1, 1024 * 1024 * 1024),
       exportLeaseMs: int(env, 'EXPORT_LEASE_MS', 60_000, 1_000, 3_600_000),
       exportStatementTimeoutMs: int(env, 'EXPORT_STATEMENT_TIMEOUT_MS', 30_000, 100, 3_600_000),

@@ -2,7 +2,7 @@
 // expressions ('postgres') and batches copied out ('copy', COPY … TO STDOUT: what the module uses on Postgres)
 // — an A/B/C under equal load on a shared machine.
 //   TEST_DATABASE_URL=… node [--cpu-prof --cpu-prof-dir=DIR] --import tsx bench/export-profile.ts [rows] [--rounds N]
-//     [--batch ROWS] [--modes node,postgres,copy] [--format csv|ndjson] [--shuffled] [--out FILE.json]
+//     [--batch ROWS[,ROWS…]] [--modes node,postgres,copy] [--format csv|ndjson] [--shuffled] [--out FILE.json]
 // Seeds tasks straight in SQL; prints, per export: rows/s, this process's CPU ms, peak RSS and heap over the
 // run's start (sampled every 100 ms), read transactions. A CPU profile covers every run (profileWindowUs).
 import fs from 'node:fs';

@@ -159,6 +159,8 @@ export function createExportRunner(deps: ExportRunnerDeps) {
       let pending: Buffer[] = [];
       let pendingBytes = 0;
       let lastWrite = Date.now();
+      const paceFrom = Date.now();
+      const paceRows = rows;
       // One batch is read ahead while the previous one is serialized and uploaded (two batches in memory).
       next = readBatch(tenantId, current.resource, format, filters, after);
       for (;;) {
@@ -167,6 +169,12 @@ export function createExportRunner(deps: ExportRunnerDeps) {
         next = undefined;
         const last = batch.rows < config.exportBatchRows;
         after = batch.after;
+        // EXPORT_MAX_ROWS_PER_SEC: the next batch's read starts no sooner than this pace allows (the average
+        // over the run; a batch itself goes at the backend's speed).
+        if (!last && config.exportMaxRowsPerSec > 0) {
+          const wait = paceFrom + ((rows + batch.rows - paceRows) / config.exportMaxRowsPerSec) * 1000 - Date.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        }
         if (!last) {
           next = readBatch(tenantId, current.resource, format, filters, after);
           next.catch(() => undefined); // awaited next turn; a failure there is handled there

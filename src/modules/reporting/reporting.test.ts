@@ -295,6 +295,22 @@ describe(`reporting: exports and reports (${process.env.TEST_DATABASE_URL ? 'pos
     for (const c of parts()) expect(c.after).toBe(ids[c.rows - 1]);
   });
 
+  it('EXPORT_MAX_ROWS_PER_SEC paces the batch reads', async () => {
+    const real = t.db.scope(...SOURCE_TABLE_NAMES);
+    const readAt: number[] = [];
+    const timed: DbScope<SourceTables> = { ...real, withTenantRead: (tenantId, fn, o) => (readAt.push(Date.now()), real.withTenantRead(tenantId, fn, o)) };
+    // 8 tasks in batches of 3 at 20 rows/s: the second batch's read no sooner than 150 ms after the export's
+    // first batch started, the third no sooner than 300 ms.
+    runner = localRunner({ sources: timed, config: { ...t.config.reporting, exportMaxRowsPerSec: 20 } });
+    const e = (await api(owner, 'POST', exportsUrl(owner.orgId), { resource: 'tasks', format: 'csv' })).json();
+    await runExports();
+    expect((await api(owner, 'GET', `${exportsUrl(owner.orgId)}/${e.id}`)).json()).toMatchObject({ status: 'succeeded', rowsDone: 8 });
+    // readAt: the count, then the three batches.
+    expect(readAt).toHaveLength(4);
+    expect(readAt[2]! - readAt[1]!).toBeGreaterThanOrEqual(140);
+    expect(readAt[3]! - readAt[1]!).toBeGreaterThanOrEqual(290);
+  });
+
   it('a storage failure fails the export and leaves no file', async () => {
     const failing: ObjectStorage = {
       ...t.storage,

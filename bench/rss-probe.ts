@@ -1,10 +1,12 @@
 // What the API process's memory is made of under the bench's load shapes, from outside (RSS from /proc,
 // V8 heap spaces and external memory from its own /metrics). Starts `node dist/src/cli.js start` on the
 // given (migrated or empty) database, signs up, then: idle → cached reads (closed loop) → creates → idle again;
-// removes its Redis keys at the end (the database is the caller's).
+// removes its Redis keys at the end (the database is the caller's). Prints each load's req/s, p99 and the
+// process's CPU per request (to weigh a GC flag's memory against its CPU).
 //   npx tsx bench/rss-probe.ts DATABASE_URL [--node-flags "--max-semi-space-size=4"] [--env K=V,…] [--seconds 5]
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { Redis } from 'ioredis';
 import { runLoad } from './lib/load.ts';
 import { freePort, rssMbOf, waitHttp, ROOT } from './lib/processes.ts';
@@ -55,9 +57,20 @@ const auth = `Bearer ${s.token}`;
 const orgId = s.organization.id;
 const project = await post(`/v1/orgs/${orgId}/projects`, { key: 'RSS', name: 'Rss' }, auth);
 const task = await post(`/v1/orgs/${orgId}/projects/${project.id}/tasks`, { title: 'probe' }, auth);
-await runLoad({ baseUrl: base, durationSec: seconds, connections: 50, request: { path: `/v1/orgs/${orgId}/tasks/${task.id}`, headers: { authorization: auth } } });
+// The API process's CPU (user + system, from /proc; 10 ms ticks) per request of each load: what a GC flag costs.
+const cpuMs = () => {
+  const f = fs.readFileSync(`/proc/${proc.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+};
+const measured = async (label: string, load: Parameters<typeof runLoad>[0]) => {
+  const cpu0 = cpuMs();
+  const r = await runLoad(load);
+  const cpu = cpuMs() - cpu0;
+  console.log(JSON.stringify({ label, okPerSec: r.okPerSec, p99Ms: r.latencyMs.p99, cpuUsPerRequest: Math.round((cpu * 1000) / Math.max(1, r.okPerSec * load.durationSec)) }));
+};
+await measured('cached reads', { baseUrl: base, durationSec: seconds, connections: 50, request: { path: `/v1/orgs/${orgId}/tasks/${task.id}`, headers: { authorization: auth } } });
 await snapshot(`after ${seconds} s of cached reads (50 connections)`);
-await runLoad({ baseUrl: base, durationSec: seconds, connections: 8, request: { method: 'POST', path: `/v1/orgs/${orgId}/projects/${project.id}/tasks`, headers: { authorization: auth }, body: { title: 'load' } } });
+await measured('creates', { baseUrl: base, durationSec: seconds, connections: 8, request: { method: 'POST', path: `/v1/orgs/${orgId}/projects/${project.id}/tasks`, headers: { authorization: auth }, body: { title: 'load' } } });
 await snapshot(`after ${seconds} s of creates (8 connections)`);
 await new Promise((r) => setTimeout(r, 10_000));
 await snapshot('idle 10 s later');

@@ -207,6 +207,9 @@ export interface ReportingConfig {
   /** Exports running at once across all worker processes (each org runs one at a time). */
   exportGlobalConcurrency: number;
   exportBatchRows: number;
+  /** Rows per second an export may read, 0 = as fast as its database backend goes (the trade-off between an
+   * export's speed and the p99 of the transactional load beside it: src/modules/reporting/README.md). */
+  exportMaxRowsPerSec: number;
   /** Serialized bytes per uploaded part, and so per checkpoint (at least the storage's minimum part). */
   exportPartBytes: number;
   /** A running export's lease: another worker takes over (from the checkpoint) this long after its worker died. */
@@ -449,7 +452,8 @@ export function loadConfig(env: Env = process.env): Config {
     reporting: {
       storage: storageConfig(env, dataDir, secretKey(env, production)),
       exportGlobalConcurrency: int(env, 'EXPORT_GLOBAL_CONCURRENCY', 4, 1, 1000),
-      exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 5_000, 1, 100_000),
+      exportBatchRows: int(env, 'EXPORT_BATCH_ROWS', 25_000, 1, 100_000),
+      exportMaxRowsPerSec: int(env, 'EXPORT_MAX_ROWS_PER_SEC', 0, 0, 100_000_000),
       exportPartBytes: int(env, 'EXPORT_PART_BYTES', 8 * 1024 * 1024, 1, 1024 * 1024 * 1024),
       exportLeaseMs: int(env, 'EXPORT_LEASE_MS', 60_000, 1_000, 3_600_000),
       exportStatementTimeoutMs: int(env, 'EXPORT_STATEMENT_TIMEOUT_MS', 30_000, 100, 3_600_000),

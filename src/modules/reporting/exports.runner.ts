@@ -42,6 +42,15 @@ interface Batch {
   data: Row[] | null;
 }
 
+/** A part being uploaded, with the cursor and row count it ends at (its checkpoint once uploaded). */
+interface Uploading {
+  after: string | null;
+  rows: number;
+  done: Promise<UploadState>;
+  /** Set when the upload has succeeded. */
+  state: UploadState | undefined;
+}
+
 /** Claims of one export (each a worker that died or stalled with it) before it fails for good. */
 const MAX_CLAIMS = 5;
 /** Rows serialized between two yields to the event loop (about a millisecond of work). */
@@ -57,7 +66,8 @@ export const storageKeyOf = (tenantId: string, id: string, format: ExportFormat)
  * Runs exports in a worker process: claims jobs (one running export per org, a global limit), streams
  * keyset batches from a READ ONLY transaction each (on a replica when configured, with the export's own
  * statement_timeout), serializes each batch and uploads it in parts through the storage port's resumable
- * upload, holding at most two batches and one part. Every part uploaded is checkpointed in the export (keyset
+ * upload, holding at most two batches and two parts (one uploading while the batches read meanwhile fill the
+ * next: reads and uploads overlap). Every part uploaded is checkpointed in the export (keyset
  * cursor, rows, bytes, upload state): a failed batch read is retried from the last key, and a worker that
  * dies leaves a lease that expires, after which another worker continues from the checkpoint — the final
  * file has every row exactly once, as if the export had never stopped.
@@ -131,6 +141,7 @@ export function createExportRunner(deps: ExportRunnerDeps) {
     let after: string | null = cp?.after ?? null;
     if (cp) log.info({ rows, bytes: cp.bytes, attempt: claim }, 'export resumes from its checkpoint');
     let next: Promise<Batch> | undefined;
+    let uploading: Uploading | undefined;
     // The lease is renewed on a timer too, not only with progress: a slow batch or upload on a busy machine
     // must not make the export look abandoned.
     const renew = setInterval(() => {
@@ -148,6 +159,8 @@ export function createExportRunner(deps: ExportRunnerDeps) {
       let pending: Buffer[] = [];
       let pendingBytes = 0;
       let lastWrite = Date.now();
+      const paceFrom = Date.now();
+      const paceRows = rows;
       // One batch is read ahead while the previous one is serialized and uploaded (two batches in memory).
       next = readBatch(tenantId, current.resource, format, filters, after);
       for (;;) {
@@ -156,6 +169,12 @@ export function createExportRunner(deps: ExportRunnerDeps) {
         next = undefined;
         const last = batch.rows < config.exportBatchRows;
         after = batch.after;
+        // EXPORT_MAX_ROWS_PER_SEC: the next batch's read starts no sooner than this pace allows (the average
+        // over the run; a batch itself goes at the backend's speed).
+        if (!last && config.exportMaxRowsPerSec > 0) {
+          const wait = paceFrom + ((rows + batch.rows - paceRows) / config.exportMaxRowsPerSec) * 1000 - Date.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        }
         if (!last) {
           next = readBatch(tenantId, current.resource, format, filters, after);
           next.catch(() => undefined); // awaited next turn; a failure there is handled there
@@ -182,12 +201,26 @@ export function createExportRunner(deps: ExportRunnerDeps) {
         }
         rows += batch.rows;
         let checkpoint: ExportCheckpoint | undefined;
+        // The part uploaded before this one, once done (now, or waited for when the next part is ready or at
+        // the end): its checkpoint is written below, in this loop, so checkpoints are written in part order.
+        if (uploading && (uploading.state || pendingBytes >= partBytes || last)) {
+          upload = uploading.state ?? (await uploading.done);
+          checkpoint = { after: uploading.after, rows: uploading.rows, bytes: upload.bytes, upload };
+          uploading = undefined;
+        }
         if (pendingBytes >= partBytes || (last && pendingBytes > 0)) {
-          // The batches' buffers as they are: the filesystem writes them in turn, no copy into one part buffer.
-          upload = await deps.storage.uploadPart(upload, pending);
+          // Uploaded while the next batches are read (one part in flight, one filling: at most two parts and
+          // the batch read ahead in memory). The batches' buffers as they are, no copy into one part buffer.
+          const part: Uploading = { after, rows, done: deps.storage.uploadPart(upload, pending), state: undefined };
+          part.done.then((state) => (part.state = state)).catch(() => undefined); // awaited above or on failure below
+          uploading = part;
           pending = [];
           pendingBytes = 0;
-          checkpoint = { after, rows, bytes: upload.bytes, upload };
+          if (last) {
+            upload = await part.done;
+            checkpoint = { after, rows, bytes: upload.bytes, upload };
+            uploading = undefined;
+          }
         }
         // Progress (and the lease) at every checkpoint, or once a second (well within the lease): cancellation
         // is noticed that soon.
@@ -227,6 +260,8 @@ export function createExportRunner(deps: ExportRunnerDeps) {
     } catch (err) {
       clearInterval(renew);
       await next?.catch(() => undefined);
+      // No write to the upload may follow what is decided below (abort, requeue, hand-over).
+      await uploading?.done.catch(() => undefined);
       if (err instanceof Fenced || abort.signal.reason instanceof Fenced) {
         // Another worker owns the export (and its upload) now: touch nothing.
         log.warn({ rows }, 'export taken over by another worker; stopping');

@@ -11,7 +11,7 @@ import type { DbScope } from '../../platform/db/database.ts';
 import type { ObjectStorage } from '../../platform/storage/index.ts';
 import { createMemoryMailer } from '../notifications/index.ts';
 import { SOURCE_TABLE_NAMES, type SourceTables } from './export-sources.repo.ts';
-import { createExportsRepo } from './exports.repo.ts';
+import { createExportsRepo, type ExportCheckpoint, type ExportsRepo } from './exports.repo.ts';
 import { createExportRunner, type ExportRunner, type ExportRunnerDeps } from './exports.runner.ts';
 import { neutralizeCell, runReportsCommand } from './index.ts';
 
@@ -206,6 +206,109 @@ describe(`reporting: exports and reports (${process.env.TEST_DATABASE_URL ? 'pos
     expect(failed.error.detail).not.toMatch(/connection|select/i);
     expect(fs.existsSync(path.join(dir, 'exports', owner.orgId, `${bad.id}.csv`))).toBe(false);
     expect(fs.readdirSync(path.join(dir, 'exports', owner.orgId)).filter((f) => f.endsWith('.partial'))).toEqual([]);
+  });
+
+  it('a part uploads while the next batches are read; one part in flight; checkpoints in part order; a stop mid-upload resumes with every row once', async () => {
+    const repo = createExportsRepo(t.db.scope('reporting_exports', 'reporting_export_jobs'));
+    const checkpoints: ExportCheckpoint[] = [];
+    const spied: ExportsRepo = {
+      ...repo,
+      progress: (trx, tenantId, id, attempts, rowsDone, checkpoint) => {
+        if (checkpoint) checkpoints.push(checkpoint);
+        return repo.progress(trx, tenantId, id, attempts, rowsDone, checkpoint);
+      },
+    };
+    const real = t.db.scope(...SOURCE_TABLE_NAMES);
+    let reads = 0;
+    const counted: DbScope<SourceTables> = { ...real, withTenantRead: (tenantId, fn, o) => (reads++, real.withTenantRead(tenantId, fn, o)) };
+    // Uploads held until released: what the runner does meanwhile is what overlaps them.
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const readsAtUpload: number[] = [];
+    const gates: Array<() => void> = [];
+    const gated: ObjectStorage = {
+      ...t.storage,
+      minPartBytes: t.storage.minPartBytes,
+      async uploadPart(state, part) {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        readsAtUpload.push(reads);
+        await new Promise<void>((r) => gates.push(r));
+        try {
+          return await t.storage.uploadPart(state, part);
+        } finally {
+          inFlight--;
+        }
+      },
+    };
+    const release = async (until: () => boolean) => {
+      for (let i = 0; i < 500 && !until(); i++) {
+        gates.shift()?.();
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    // Every batch (3 rows) is a part (1 byte minimum): 8 tasks → parts of 3, 3 and 2 rows.
+    const config = { ...t.config.reporting, exportPartBytes: 1 };
+    const e = (await api(owner, 'POST', exportsUrl(owner.orgId), { resource: 'tasks', format: 'csv' })).json();
+
+    // First worker: stopped (shutdown) while its first part uploads.
+    runner = localRunner({ repo: spied, sources: counted, storage: gated, config });
+    void runner.kick();
+    await waitFor(async () => gates.length, (n) => n === 1);
+    // While the first part is held, the batch after the next one is read: reads do not wait for uploads.
+    await waitFor(async () => reads, (n) => n >= 4);
+    expect(readsAtUpload).toEqual([3]); // the count, the first batch and the one read ahead when the first part began
+    expect(checkpoints.map((c) => c.rows)).toEqual([0]); // the upload begun, nothing in it yet
+    const stopping = runner.close();
+    let stopped = false;
+    void stopping.then(() => (stopped = true));
+    await release(() => stopped);
+    await stopping;
+    expect(maxInFlight).toBe(1);
+    // A part was uploaded after the last checkpoint (it was in flight when the stop was seen): not vouched for,
+    // so the next worker writes it again over the same bytes.
+    const parts = () => checkpoints.filter((c) => c.rows > 0);
+    expect(parts().length).toBeGreaterThan(0);
+    expect(readsAtUpload.length).toBeGreaterThan(parts().length);
+    // Handed back: the job queued again, the export keeping its checkpoint.
+    expect((await t.db.owner.selectFrom('reporting_export_jobs').select('state').where('export_id', '=', e.id).executeTakeFirstOrThrow()).state).toBe('queued');
+
+    // Second worker: continues from the checkpoint.
+    runner = localRunner({ repo: spied, sources: counted, storage: gated, config });
+    const finishing = runExports();
+    let finished = false;
+    void finishing.then(() => (finished = true));
+    await release(() => finished);
+    await finishing;
+    expect(maxInFlight).toBe(1);
+    const done = (await api(owner, 'GET', `${exportsUrl(owner.orgId)}/${e.id}`)).json();
+    expect(done).toMatchObject({ status: 'succeeded', rowsDone: 8 });
+    const lines = (await download(done.download.url)).body.trim().split('\n');
+    expect(lines[0]).toMatch(/^id,key,/);
+    const ids = lines.slice(1).map((l) => l.slice(0, l.indexOf(',')));
+    expect(ids).toHaveLength(8);
+    expect(new Set(ids).size).toBe(8);
+    expect(ids).toEqual([...ids].sort());
+    // Checkpoints in part order, each cursor the last id of the rows its bytes hold.
+    expect(checkpoints.map((c) => c.rows)).toEqual([...checkpoints.map((c) => c.rows)].sort((a, b) => a - b));
+    expect(checkpoints.at(-1)!.rows).toBe(8);
+    for (const c of parts()) expect(c.after).toBe(ids[c.rows - 1]);
+  });
+
+  it('EXPORT_MAX_ROWS_PER_SEC paces the batch reads', async () => {
+    const real = t.db.scope(...SOURCE_TABLE_NAMES);
+    const readAt: number[] = [];
+    const timed: DbScope<SourceTables> = { ...real, withTenantRead: (tenantId, fn, o) => (readAt.push(Date.now()), real.withTenantRead(tenantId, fn, o)) };
+    // 8 tasks in batches of 3 at 20 rows/s: the second batch's read no sooner than 150 ms after the export's
+    // first batch started, the third no sooner than 300 ms.
+    runner = localRunner({ sources: timed, config: { ...t.config.reporting, exportMaxRowsPerSec: 20 } });
+    const e = (await api(owner, 'POST', exportsUrl(owner.orgId), { resource: 'tasks', format: 'csv' })).json();
+    await runExports();
+    expect((await api(owner, 'GET', `${exportsUrl(owner.orgId)}/${e.id}`)).json()).toMatchObject({ status: 'succeeded', rowsDone: 8 });
+    // readAt: the count, then the three batches.
+    expect(readAt).toHaveLength(4);
+    expect(readAt[2]! - readAt[1]!).toBeGreaterThanOrEqual(140);
+    expect(readAt[3]! - readAt[1]!).toBeGreaterThanOrEqual(290);
   });
 
   it('a storage failure fails the export and leaves no file', async () => {

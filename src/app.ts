@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { preHandlerHookHandler } from 'fastify';
 import type { Config } from './platform/config.ts';
 import type { Database } from './platform/db/database.ts';
 import type { Exposures, Flags } from './platform/flags/flags.ts';
@@ -68,11 +69,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   const apiMeter = deps.apiMeter;
   if (apiMeter) {
-    // After authorization and the rate limit; billing's own routes stay open so an org can lift its quota.
-    // A callback hook: admit answers synchronously in the common case (cached snapshot and usage), so every
-    // request is spared a promise chain.
-    app.addHook('preHandler', (request, _reply, done) => {
-      if (!request.access || request.routeOptions.url?.includes('/billing/')) return done();
+    // After authorization and the rate limit (a route's own preHandler runs after the app's); billing's own
+    // routes stay open so an org can lift its quota. Attached per route when it is added, so a request asks
+    // nothing about its route (Fastify's `request.routeOptions` builds an object on every read). A callback
+    // hook: admit answers synchronously in the common case (cached snapshot and usage), sparing every request
+    // a promise chain.
+    const meter: preHandlerHookHandler = (request, _reply, done) => {
+      if (!request.access) return done();
       let pending: Promise<void> | void;
       try {
         pending = apiMeter.admit(request.access.orgId);
@@ -81,6 +84,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       }
       if (pending) pending.then(() => done(), done);
       else done();
+    };
+    app.addHook('onRoute', (route) => {
+      if (route.url.includes('/billing/')) return;
+      route.preHandler = route.preHandler === undefined ? [meter] : [...(Array.isArray(route.preHandler) ? route.preHandler : [route.preHandler]), meter];
     });
     apiMeter.start();
     app.addHook('onClose', () => apiMeter.stop());

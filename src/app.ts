@@ -71,7 +71,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   if (apiMeter) {
     // After authorization and the rate limit (a route's own preHandler runs after the app's); billing's own
     // routes stay open so an org can lift its quota. Attached per route when it is added, so a request asks
-    // nothing about its route (Fastify's `request.routeOptions` builds an object on every read). A callback
+    // nothing about its route. A callback
     // hook: admit answers synchronously in the common case (cached snapshot and usage), sparing every request
     // a promise chain.
     const meter: preHandlerHookHandler = (request, _reply, done) => {

@@ -71,9 +71,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   if (apiMeter) {
     // After authorization and the rate limit (a route's own preHandler runs after the app's); billing's own
     // routes stay open so an org can lift its quota. Attached per route when it is added, so a request asks
-    // nothing about its route. A callback
-    // hook: admit answers synchronously in the common case (cached snapshot and usage), sparing every request
-    // a promise chain.
+    // nothing about its route. A callback hook: admit answers synchronously in the common case (cached
+    // snapshot and usage), sparing every request a promise chain.
     const meter: preHandlerHookHandler = (request, _reply, done) => {
       if (!request.access) return done();
       let pending: Promise<void> | void;

@@ -1,5 +1,6 @@
 import { sql, type QueryExecutorProvider, type Selectable } from 'kysely';
 import type { DB } from '../../platform/db/database.ts';
+import type { OutboxRow } from '../../platform/outbox/publisher.ts';
 import { normalizeNumeric, toDiscount, type CustomerDiscount, type UsageWindow, type InvoiceLine, type InvoiceReason, type IQ, type ITrx, type DiscountSnapshot, type TaxSnapshot } from './invoices.repo.ts';
 import { toCharge, toCustomer, toSubscription, type Charge, type Customer, type Subscription } from './subscriptions.repo.ts';
 
@@ -95,32 +96,6 @@ function row<T>(o: Record<string, unknown>): T {
   return out as T;
 }
 
-/**
- * Everything the org's next invoice needs, in one statement, with the customer row locked FOR UPDATE (the lock
- * every billing change of the org takes first): the customer, its latest subscription (as
- * `findLatestSubscription`), open charges, that subscription's usage cursors, the active discount, and whether
- * a credit balance or a test clock exists. Undefined when the org has no customer row.
- */
-export async function loadInvoicingState(trx: ITrx, tenantId: string): Promise<OrgInvoicingState | undefined> {
-  const r = await sql<StateRow>`
-    select to_jsonb(c) as customer, s.sub,
-      (select coalesce(jsonb_agg(to_jsonb(ch) order by ch.id), '[]'::jsonb)
-         from (select * from billing_charges where tenant_id = c.tenant_id and invoice_id is null order by id limit 1000) ch) as charges,
-      (select jsonb_agg(to_jsonb(u)) from billing_usage_cursors u
-         where u.tenant_id = c.tenant_id and u.subscription_id = (s.sub ->> 'id')::uuid) as cursors,
-      (select to_jsonb(d) from billing_customer_discounts d where d.tenant_id = c.tenant_id and d.active limit 1) as discount,
-      exists (select 1 from billing_customer_balances b where b.tenant_id = c.tenant_id) as has_balance,
-      exists (select 1 from billing_test_clocks t where t.tenant_id = c.tenant_id) as has_clock
-    from billing_customers c
-    left join lateral (
-      select to_jsonb(x) as sub from billing_subscriptions x where x.tenant_id = c.tenant_id
-      order by x.status = 'canceled', x.id desc limit 1) s on true
-    where c.tenant_id = ${tenantId}
-    for update of c`.execute(trx);
-  const x = r.rows[0];
-  return x ? toState(x) : undefined;
-}
-
 interface StateRow {
   customer: object;
   sub: object | null;
@@ -149,9 +124,12 @@ function toState(x: StateRow): OrgInvoicingState {
 }
 
 /**
- * `loadInvoicingState` for a whole batch in one round trip (`billing_invoice_run_load`, migration 0156): org
- * by org in the given order, in that org's tenant context (RLS), each customer row locked FOR UPDATE. Orgs
- * without a customer row are absent from the result. Leaves the tenant context cleared.
+ * Everything each org's next invoice needs, for a whole batch in one round trip (`billing_invoice_run_load`,
+ * migration 0156): org by org in the given order, in that org's tenant context (RLS), its customer row locked
+ * FOR UPDATE (the lock every billing change of the org takes first), its latest subscription (as
+ * `findLatestSubscription`), open charges, that subscription's usage cursors, the active discount, and whether
+ * a credit balance or a test clock exists. Orgs without a customer row are absent from the result. Leaves the
+ * tenant context cleared.
  */
 export async function loadInvoicingStates(trx: ITrx, orgs: string[]): Promise<Map<string, OrgInvoicingState>> {
   const out = new Map<string, OrgInvoicingState>();
@@ -209,67 +187,6 @@ export interface FinalizedInvoiceWrite {
   numberPrefix: string;
 }
 
-/**
- * One statement: the org's next gap-free number (its sequence row, locked until the transaction ends; a
- * rollback takes the number back), the finalized invoice, its lines, the charges it claims and the usage
- * cursor. Returns the number, or throws when a charge was claimed meanwhile (the caller holds the customer
- * lock, so that is a bug, and the transaction must not commit).
- */
-export async function writeFinalizedInvoice(trx: ITrx, tenantId: string, w: FinalizedInvoiceWrite): Promise<{ seq: number; number: string; createdAt: Date }> {
-  const lines = JSON.stringify(
-    w.lines.map((l) => ({
-      id: l.id, position: l.position, kind: l.kind, description: l.description, charge_id: l.chargeId, subscription_id: l.subscriptionId,
-      price_id: l.priceId, price_version: l.priceVersion, quantity: l.quantity, unit_amount: l.unitAmount, amount: l.amount,
-      discount_amount: l.discountAmount, tax_amount: l.taxAmount, period_start: l.periodStart, period_end: l.periodEnd, computation: l.computation,
-    })),
-  );
-  const cur = w.cursor;
-  const status = w.paid ? 'paid' : 'finalized';
-  const r = await sql<{ seq: string; number: string; created_at: Date; claimed: string }>`
-    with seq as (
-      insert into billing_invoice_sequences (tenant_id, last_seq) values (${tenantId}, 1)
-      on conflict (tenant_id) do update set last_seq = billing_invoice_sequences.last_seq + 1
-      returning last_seq
-    ), inv as (
-      insert into billing_invoices (tenant_id, id, seq, number, status, reason, subscription_id, currency, period_start, period_end,
-        customer, usage_cutoff, discount, tax, subtotal, discount_total, tax_total, total, credit_applied, amount_due, finalized_at, paid_at, version)
-      select ${tenantId}, ${w.id}, seq.last_seq, ${w.numberPrefix} || '-' || lpad(seq.last_seq::text, greatest(5, length(seq.last_seq::text)), '0'),
-        ${status}, ${w.reason}, ${w.subscriptionId}, ${w.currency}, ${w.periodStart}, ${w.periodEnd},
-        ${JSON.stringify(w.customer)}::jsonb, ${w.usageCutoff}, ${w.discount === null ? null : JSON.stringify(w.discount)}::jsonb,
-        ${w.tax === null ? null : JSON.stringify(w.tax)}::jsonb, ${w.subtotal}, ${w.discountTotal}, ${w.taxTotal}, ${w.total}, 0, ${w.amountDue},
-        ${w.finalizedAt}, ${w.paid ? w.finalizedAt : null}, 2
-      from seq
-      returning seq, number, created_at
-    ), lines as (
-      insert into billing_invoice_lines (tenant_id, id, invoice_id, position, kind, description, charge_id, subscription_id, price_id,
-        price_version, quantity, unit_amount, amount, discount_amount, tax_amount, period_start, period_end, computation)
-      select ${tenantId}, x.id, inv_id.id, x.position, x.kind, x.description, x.charge_id, x.subscription_id, x.price_id,
-        x.price_version, x.quantity, x.unit_amount, x.amount, x.discount_amount, x.tax_amount, x.period_start, x.period_end, x.computation
-      from jsonb_to_recordset(${lines}::jsonb) as x(id uuid, position int, kind text, description text, charge_id uuid, subscription_id uuid,
-        price_id uuid, price_version int, quantity bigint, unit_amount bigint, amount bigint, discount_amount bigint, tax_amount bigint,
-        period_start timestamptz, period_end timestamptz, computation jsonb),
-        (select ${w.id}::uuid as id from inv) inv_id
-      returning 1
-    ), charges as (
-      update billing_charges set invoice_id = ${w.id}
-      where tenant_id = ${tenantId} and id = any(${w.chargeIds}::uuid[]) and invoice_id is null and exists (select 1 from inv)
-      returning 1
-    ), cursor as (
-      insert into billing_usage_cursors (tenant_id, subscription_id, metric, billed_to, cutoff)
-      select ${tenantId}, ${cur?.subscriptionId ?? null}::uuid, ${cur?.metric ?? ''}, ${cur?.billedTo ?? null}::timestamptz, ${cur?.cutoff ?? null}::timestamptz
-      where ${cur !== null}
-      on conflict (tenant_id, subscription_id, metric) do update set billed_to = excluded.billed_to, cutoff = excluded.cutoff
-      returning 1
-    )
-    select inv.seq::text, inv.number, inv.created_at,
-      (select count(*) from charges)::text as claimed, (select count(*) from lines) + (select count(*) from cursor) as _w
-    from inv`.execute(trx);
-  const x = r.rows[0];
-  if (!x) throw new Error('invoice run: the invoice was not written');
-  if (Number(x.claimed) !== w.chargeIds.length) throw new Error(`invoice run: ${w.chargeIds.length - Number(x.claimed)} charge(s) were already on another invoice`);
-  return { seq: Number(x.seq), number: x.number, createdAt: new Date(x.created_at) };
-}
-
 /** One org's part of a batch write: its finalized invoice (or only its usage cursor), audit rows and outbox rows. */
 export interface BatchWriteItem {
   org: string;
@@ -278,15 +195,17 @@ export interface BatchWriteItem {
   cursor: FinalizedInvoiceWrite['cursor'];
   /** Pending audit rows (the audit module's `pendingRow`); a `number` key in `changes` gets the assigned number. */
   audit: object[];
-  /** Outbox rows (`outboxEnvelope`); a `number` key in the payload gets the assigned number. */
-  events: Array<{ id: string; tenant_id: string | null; name: string; payload: string; request_id: string | null; traceparent: string | null; occurred_at: string }>;
+  /** Outbox rows (from `outboxEnvelope`, which checked them); a `number` key in the payload gets the assigned number. */
+  events: OutboxRow[];
 }
 
 /**
- * `writeFinalizedInvoice` plus the audit records and the outbox events, for a whole batch in one round trip
+ * The batch's finalized invoices with their audit records and outbox events, in one round trip
  * (`billing_invoice_run_write`, migration 0156): org by org in its tenant context (RLS: every row must be the
- * org's), the next gap-free number, invoice, lines, claimed charges (the call fails when a charge was claimed
- * meanwhile: the batch must not commit), usage cursor, audit rows and events. Leaves the tenant context cleared.
+ * org's), the next gap-free number (its sequence row, locked until the transaction ends; a rollback takes the
+ * number back), invoice, lines, claimed charges (the call fails when a charge was claimed meanwhile: the
+ * caller holds the customer locks, so that is a bug and the batch must not commit), usage cursor, audit rows
+ * and events. Leaves the tenant context cleared.
  */
 export async function writeBatch(trx: ITrx, items: BatchWriteItem[]): Promise<Map<string, { invoiceId: string; seq: number; number: string; createdAt: Date }>> {
   const out = new Map<string, { invoiceId: string; seq: number; number: string; createdAt: Date }>();
@@ -297,8 +216,7 @@ export async function writeBatch(trx: ITrx, items: BatchWriteItem[]): Promise<Ma
       org,
       cursor: cursorJson(cursor),
       audit,
-      // The payload goes as JSON text inside the JSON (already serialized and size-checked by outboxEnvelope).
-      events: events.map((e) => ({ ...e, payload: JSON.parse(e.payload) as unknown })),
+      events,
       number_prefix: w?.numberPrefix ?? null,
       charge_ids: w?.chargeIds ?? [],
       lines: (w?.lines ?? []).map((l) => ({

@@ -92,11 +92,12 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
   }
 
   /**
-   * One org's invoice from its loaded state and usage aggregate, computed by the same functions as the
-   * per-event path; `slow` when the org needs that path (a credit: negative total). Null: nothing owed
-   * (its usage cursor still moves). Marks the discount applied (in the org's tenant context).
+   * One org's part of the batch write, its invoice computed from its loaded state and usage aggregate by the
+   * same functions as the per-event path; `slow` when the org needs that path (a credit: negative total). No
+   * invoice when nothing is owed (its usage cursor still moves). Marks the discount applied (in the org's
+   * tenant context).
    */
-  async function compose(trx: ITrx, p: Planned, agg: { value: string; events: number; hash: string } | undefined, now: Date, cutoff: Date, cache: BatchCache): Promise<{ write: run.BatchWriteItem; invoice: Invoice | null } | 'slow'> {
+  async function compose(trx: ITrx, p: Planned, agg: { value: string; events: number; hash: string } | undefined, now: Date, cutoff: Date, cache: BatchCache): Promise<run.BatchWriteItem | 'slow'> {
     const { org, st, invoiceId, currency } = p;
     const sub = st.subscription;
     const lines = [...p.lines];
@@ -107,7 +108,7 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
       const usage = usageLineFrom(invoiceId, p.usage.sub, p.usage.price, p.usage.meter, window, agg);
       if (usage) lines.push(usage);
     }
-    if (lines.length === 0) return { write: { org, invoice: null, cursor, audit: [], events: [] }, invoice: null };
+    if (lines.length === 0) return { org, invoice: null, cursor, audit: [], events: [] };
     lines.forEach((l, i) => (l.position = i + 1));
     const location = locationOf(st.customer.address);
     const taxKey = `${location.country ?? ''}/${location.region ?? ''}`;
@@ -146,15 +147,15 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
     const auditRow = (action: string, changes: Record<string, unknown>) =>
       c.deps.audit.pendingRow({ orgId: org, action, target: { type: 'billing_invoice', id: invoiceId }, changes, context: { actor: ctx.actor, requestId: ctx.requestId, ip: ctx.ip } });
     const eventRow = (name: string) => {
-      const { envelope, json } = outboxEnvelope({ name, tenantId: org, payload: invoicePayload(invoice), requestId: ctx.requestId ?? undefined });
-      return { id: envelope.id, tenant_id: envelope.tenantId, name, payload: json, request_id: envelope.requestId, traceparent: envelope.traceparent, occurred_at: envelope.occurredAt };
+      const { envelope } = outboxEnvelope({ name, tenantId: org, payload: invoicePayload(invoice), requestId: ctx.requestId ?? undefined });
+      return { id: envelope.id, tenant_id: envelope.tenantId, name, payload: envelope.payload, request_id: envelope.requestId, traceparent: envelope.traceparent, occurred_at: envelope.occurredAt };
     };
     const audit = [
       auditRow('billing.invoice.create', { reason: invoice.reason, lines: lines.length, subtotal: totals.subtotal }),
       auditRow('billing.invoice.finalize', { number: '', total: invoice.total, amountDue }),
     ];
     const events = [eventRow(BILLING_EVENTS.invoiceFinalized), ...(paid ? [eventRow(BILLING_EVENTS.invoicePaid)] : [])];
-    return { write: { org, invoice: w, cursor, audit, events }, invoice };
+    return { org, invoice: w, cursor, audit, events };
   }
 
   /**
@@ -210,18 +211,16 @@ export function invoiceRunUseCases(c: BillingContext, core: InvoicingCore): Invo
         aggs.set(p.org, await repo.aggregateUsage(trx, p.org, p.usage!.window));
       }
       const items: run.BatchWriteItem[] = [];
-      const made = new Map<string, Invoice>();
       for (const p of planned) {
         const r = await compose(trx, p, aggs.get(p.org), now, cutoff, cache);
         if (r === 'slow') {
           slow.push(p.org);
           continue;
         }
-        items.push(r.write);
-        if (r.invoice) made.set(p.org, r.invoice);
+        items.push(r);
       }
       const written = await run.writeBatch(trx, items);
-      if (made.size > 0) c.deps.events.nudge?.();
+      if (items.some((it) => it.invoice)) c.deps.events.nudge?.();
       const invoiceOf = new Map<string, string | null>();
       for (const it of items) {
         const w = written.get(it.org);

@@ -10,6 +10,25 @@ export type AuditTables = Pick<DB, 'audit_events' | 'audit_chains' | 'audit_pers
 /** What a write appends: the event's content, without its place in the chain (the sequencer's job). */
 export type PendingFields = Omit<ChainedFields, 'seq'>;
 
+/** A pending event's `audit_events` columns (seq, prev_hash and hash are set when it is sequenced). */
+export function pendingColumns(e: PendingFields) {
+  return {
+    tenant_id: e.tenantId,
+    id: e.id,
+    occurred_at: e.occurredAt,
+    actor_type: e.actorType,
+    actor_id: e.actorId,
+    actor_user_id: e.actorUserId,
+    action: e.action,
+    target_type: e.targetType,
+    target_id: e.targetId,
+    request_id: e.requestId,
+    ip: e.ip,
+    changes: e.changes,
+    pd_ref: e.pdRef,
+  };
+}
+
 /** One data subject's personal values of one event (kept out of the hash, erasable). */
 export interface PersonalRecord {
   /** `user:<uuid>`, `email:<sha256>`, or null (nobody identifiable). */
@@ -135,21 +154,7 @@ export function createAuditRepo(db: Database) {
       }
       await trx
         .insertInto('audit_events')
-        .values({
-          tenant_id: e.tenantId,
-          id: e.id,
-          occurred_at: e.occurredAt,
-          actor_type: e.actorType,
-          actor_id: e.actorId,
-          actor_user_id: e.actorUserId,
-          action: e.action,
-          target_type: e.targetType,
-          target_id: e.targetId,
-          request_id: e.requestId,
-          ip: e.ip,
-          changes: JSON.stringify(e.changes),
-          pd_ref: e.pdRef,
-        })
+        .values({ ...pendingColumns(e), changes: JSON.stringify(e.changes) })
         .execute();
     },
 

@@ -5,7 +5,7 @@ import type { Actor, ActorContext } from '../../platform/http/actor.ts';
 import { decodeCursor, listFingerprint, toPage } from '../../platform/http/pagination.ts';
 import { newId } from '../../platform/ids.ts';
 import { eventHash, GENESIS_HASH, type ChainedFields } from './audit.chain.ts';
-import type { AuditEventRow, AuditListFilter, AuditRepo, Backlog, PersonalRow, SequencedRow } from './audit.repo.ts';
+import { pendingColumns, type AuditEventRow, type AuditListFilter, type AuditRepo, type Backlog, type PendingFields, type PersonalRow, type SequencedRow } from './audit.repo.ts';
 
 /**
  * Events that belong to no org (signup of a user, login, password change, platform-admin actions) go to
@@ -30,24 +30,31 @@ export interface AuditEventInput {
 }
 
 /** Whom personal data is about: an account, or an e-mail address without one (an invitation). */
-/** A pending event's `audit_events` columns (see `pendingRow`). */
-export interface AuditPendingRow {
-  tenant_id: string;
-  id: string;
-  occurred_at: string;
-  actor_type: string;
-  actor_id: string;
-  actor_user_id: string | null;
-  action: string;
-  target_type: string;
-  target_id: string;
-  request_id: string | null;
-  ip: null;
-  changes: Record<string, unknown>;
-  pd_ref: null;
-}
-
 export type DataSubject = { userId: string } | { email: string };
+
+/** A pending event's `audit_events` columns, as `pendingRow` gives them to a writer of many events at once. */
+export type AuditPendingRow = ReturnType<typeof pendingColumns>;
+
+/** The pending event `record` appends for `input` (its personal data, if any, under `pdRef`). */
+function pendingFields(input: AuditEventInput, pdRef: string | null): PendingFields {
+  const { actor, requestId } = input.context;
+  return {
+    tenantId: input.orgId,
+    id: newId(),
+    occurredAt: new Date(),
+    actorType: actor.type,
+    actorId: actor.id,
+    actorUserId: actor.userId ?? null,
+    action: input.action,
+    targetType: input.target.type,
+    targetId: input.target.id,
+    requestId: requestId ?? null,
+    // The IP is personal data: filed with the event's personal records, never in the hashed record.
+    ip: null,
+    changes: input.changes ?? {},
+    pdRef,
+  };
+}
 
 /** The stable, pseudonymous key of a subject: `user:<id>`, or `email:<sha256 of the lower-cased address>`. */
 export function subjectKey(s: DataSubject): string {
@@ -280,8 +287,7 @@ export function createAuditService(repo: AuditRepo, streaming?: AuditStreaming) 
      * change it records). No shared row is locked: the sequencer chains it after it commits.
      */
     async record(trx: TxHandle, input: AuditEventInput): Promise<{ id: string }> {
-      const { actor, requestId, ip } = input.context;
-      const id = newId();
+      const { actor, ip } = input.context;
       // One personal record per subject; the IP is about the actor (or, before sign-in, the target user).
       const bySubject = new Map<string | null, Record<string, unknown>>();
       const add = (subject: string | null, data: Record<string, unknown>) => bySubject.set(subject, { ...bySubject.get(subject), ...data });
@@ -291,22 +297,9 @@ export function createAuditService(repo: AuditRepo, streaming?: AuditStreaming) 
       }
       for (const p of input.personal ?? []) add(subjectKey(p.subject), p.data);
       const personal = [...bySubject].map(([subject, data]) => ({ subject, data }));
-      await repo.appendPending(trx, {
-        tenantId: input.orgId,
-        id,
-        occurredAt: new Date(),
-        actorType: actor.type,
-        actorId: actor.id,
-        actorUserId: actor.userId ?? null,
-        action: input.action,
-        targetType: input.target.type,
-        targetId: input.target.id,
-        requestId: requestId ?? null,
-        ip: null,
-        changes: input.changes ?? {},
-        pdRef: personal.length > 0 ? newId() : null,
-      }, personal);
-      return { id };
+      const event = pendingFields(input, personal.length > 0 ? newId() : null);
+      await repo.appendPending(trx, event, personal);
+      return { id: event.id };
     },
 
     /**
@@ -316,22 +309,7 @@ export function createAuditService(repo: AuditRepo, streaming?: AuditStreaming) 
      */
     pendingRow(input: AuditEventInput): AuditPendingRow {
       if (input.context.ip || (input.personal?.length ?? 0) > 0) throw new Error('audit: an event with personal data is appended by record()');
-      const { actor, requestId } = input.context;
-      return {
-        tenant_id: input.orgId,
-        id: newId(),
-        occurred_at: new Date().toISOString(),
-        actor_type: actor.type,
-        actor_id: actor.id,
-        actor_user_id: actor.userId ?? null,
-        action: input.action,
-        target_type: input.target.type,
-        target_id: input.target.id,
-        request_id: requestId ?? null,
-        ip: null,
-        changes: input.changes ?? {},
-        pd_ref: null,
-      };
+      return pendingColumns(pendingFields(input, null));
     },
 
     /**

@@ -79,10 +79,11 @@ function assertLoopback(baseUrl: string): void {
   }
 }
 
-/** Bounded load against one endpoint with autocannon; every response's latency and status is kept. */
-export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
-  assertLoopback(opts.baseUrl);
-  if (opts.rate && opts.pacing === 'uniform') return runUniform(opts as LoadOptions & { rate: number });
+/**
+ * What a load run keeps of every response (latency, status, the per-second series) and the LoadResult it
+ * makes of them at the end, with the server's CPU time over the run: one tally for both load generators.
+ */
+function createTally(opts: LoadOptions) {
   const startedAt = Date.now();
   const cpuBefore = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
   const recorder = opts.recorder ?? createSeriesRecorder(startedAt);
@@ -91,17 +92,58 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const statuses: Record<string, number> = {};
   let rejectedWithoutRetryAfter = 0;
   let unexpected = 0;
+  return {
+    response(ms: number, status: number): void {
+      recorder.record(Date.now(), ms, status);
+      all.push(ms);
+      statuses[status] = (statuses[status] ?? 0) + 1;
+      if (status >= 200 && status < 300) okLat.push(ms);
+      else if (status !== 429 && status !== 503) unexpected += 1;
+    },
+    /** A 429/503 that came without Retry-After. */
+    missingRetryAfter(): void {
+      rejectedWithoutRetryAfter += 1;
+    },
+    finish(errors: number, timeouts: number): LoadResult {
+      const elapsed = (Date.now() - startedAt) / 1000;
+      const rounded = (p: ReturnType<typeof percentiles>) => ({ p50: round(p.p50), p95: round(p.p95), p99: round(p.p99), max: round(p.max), mean: round(p.mean) });
+      const cpuAfter = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
+      return {
+        serverCpuUsPerRequest: cpuBefore !== undefined && cpuAfter !== undefined && all.length > 0 ? round((cpuAfter - cpuBefore) / all.length) : undefined,
+        durationSec: round(elapsed),
+        requests: all.length,
+        okPerSec: round(okLat.length / Math.max(elapsed, 0.001), 1),
+        statuses,
+        latencyMs: rounded(percentiles(all)),
+        okLatencyMs: rounded(percentiles(okLat)),
+        errors,
+        timeouts,
+        rejectedWithoutRetryAfter,
+        unexpected,
+        series: recorder.series(),
+      };
+    },
+  };
+}
+
+/** One request's path, headers (content-type for a body) and JSON body, from a LoadRequest's values or functions. */
+function resolveRequest(req: LoadRequest): { path: string; headers: Record<string, string>; body: string | undefined } {
+  const b = typeof req.body === 'function' ? (req.body as () => unknown)() : req.body;
+  return {
+    path: typeof req.path === 'function' ? req.path() : req.path,
+    headers: { ...(req.body !== undefined ? { 'content-type': 'application/json' } : {}), ...(typeof req.headers === 'function' ? req.headers() : (req.headers ?? {})) },
+    body: b === undefined ? undefined : JSON.stringify(b),
+  };
+}
+
+/** Bounded load against one endpoint with autocannon; every response's latency and status is kept. */
+export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
+  assertLoopback(opts.baseUrl);
+  if (opts.rate && opts.pacing === 'uniform') return runUniform(opts as LoadOptions & { rate: number });
+  const tally = createTally(opts);
   const req = opts.request;
   const dynamic = typeof req.path === 'function' || typeof req.headers === 'function' || typeof req.body === 'function';
-  const resolveHeaders = () => ({
-    ...(req.body !== undefined ? { 'content-type': 'application/json' } : {}),
-    ...(typeof req.headers === 'function' ? req.headers() : (req.headers ?? {})),
-  });
-  const resolveBody = () => {
-    const b = typeof req.body === 'function' ? (req.body as () => unknown)() : req.body;
-    return b === undefined ? undefined : JSON.stringify(b);
-  };
-  const staticPath = typeof req.path === 'function' ? req.path() : req.path;
+  const first = resolveRequest(req);
 
   const instance = autocannon({
     url: opts.baseUrl,
@@ -112,58 +154,17 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     requests: [
       {
         method: req.method ?? 'GET',
-        path: staticPath,
-        headers: resolveHeaders(),
-        body: resolveBody(),
-        ...(dynamic
-          ? {
-              setupRequest: (r: Record<string, unknown>) => {
-                r.path = typeof req.path === 'function' ? req.path() : req.path;
-                r.headers = resolveHeaders();
-                r.body = resolveBody();
-                return r;
-              },
-            }
-          : {}),
+        ...first,
+        ...(dynamic ? { setupRequest: (r: Record<string, unknown>) => Object.assign(r, resolveRequest(req)) } : {}),
         onResponse: (status: number, _body: string, _ctx: unknown, headers: Record<string, string>) => {
-          if ((status === 429 || status === 503) && !headers['retry-after'] && !headers['Retry-After']) {
-            rejectedWithoutRetryAfter += 1;
-          }
+          if ((status === 429 || status === 503) && !headers['retry-after'] && !headers['Retry-After']) tally.missingRetryAfter();
         },
       },
     ],
   });
-  instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {
-    const now = Date.now();
-    recorder.record(now, responseTime, statusCode);
-    all.push(responseTime);
-    statuses[statusCode] = (statuses[statusCode] ?? 0) + 1;
-    if (statusCode >= 200 && statusCode < 300) okLat.push(responseTime);
-    else if (statusCode !== 429 && statusCode !== 503) unexpected += 1;
-  });
+  instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => tally.response(responseTime, statusCode));
   const result = await instance;
-  const elapsed = (Date.now() - startedAt) / 1000;
-  const ok = okLat.length;
-  const rounded = (p: ReturnType<typeof percentiles>) => ({
-    p50: round(p.p50), p95: round(p.p95), p99: round(p.p99), max: round(p.max), mean: round(p.mean),
-  });
-  const cpuAfter = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
-  const answered = all.length;
-  const serverCpuUsPerRequest = cpuBefore !== undefined && cpuAfter !== undefined && answered > 0 ? round((cpuAfter - cpuBefore) / answered) : undefined;
-  return {
-    serverCpuUsPerRequest,
-    durationSec: round(elapsed),
-    requests: all.length,
-    okPerSec: round(ok / Math.max(elapsed, 0.001), 1),
-    statuses,
-    latencyMs: rounded(percentiles(all)),
-    okLatencyMs: rounded(percentiles(okLat)),
-    errors: Number(result.errors ?? 0),
-    timeouts: Number(result.timeouts ?? 0),
-    rejectedWithoutRetryAfter,
-    unexpected,
-    series: recorder.series(),
-  };
+  return tally.finish(Number(result.errors ?? 0), Number(result.timeouts ?? 0));
 }
 
 /**
@@ -173,46 +174,30 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
  * paces per connection and per second (bursts), and its client cannot be driven by a clock.
  */
 async function runUniform(opts: LoadOptions & { rate: number }): Promise<LoadResult> {
-  const startedAt = Date.now();
-  const cpuBefore = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
-  const recorder = opts.recorder ?? createSeriesRecorder(startedAt);
+  const tally = createTally(opts);
   const agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections });
   const base = new URL(opts.baseUrl);
-  const req = opts.request;
-  const all: number[] = [];
-  const okLat: number[] = [];
-  const statuses: Record<string, number> = {};
   let errors = 0;
   let timeouts = 0;
-  let rejectedWithoutRetryAfter = 0;
-  let unexpected = 0;
   const total = Math.round(opts.rate * opts.durationSec);
   const intervalMs = 1000 / opts.rate;
   const t0 = performance.now();
   const inFlight = new Set<Promise<void>>();
   const send = (due: number) =>
     new Promise<void>((resolve) => {
-      const path = typeof req.path === 'function' ? req.path() : req.path;
-      const headers = typeof req.headers === 'function' ? req.headers() : (req.headers ?? {});
-      const b = typeof req.body === 'function' ? (req.body as () => unknown)() : req.body;
-      const body = b === undefined ? undefined : Buffer.from(JSON.stringify(b));
+      const { path, headers, body } = resolveRequest(opts.request);
       const r = http.request(
         {
-          agent, host: base.hostname, port: base.port, method: req.method ?? 'GET', path,
-          headers: { ...(body ? { 'content-type': 'application/json', 'content-length': String(body.length) } : {}), ...headers },
+          agent, host: base.hostname, port: base.port, method: opts.request.method ?? 'GET', path,
+          headers: { ...headers, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) },
           timeout: (opts.timeoutSec ?? 10) * 1000,
         },
         (res) => {
           res.on('data', () => {});
           res.on('end', () => {
-            const ms = performance.now() - due;
             const status = res.statusCode ?? 0;
-            recorder.record(Date.now(), ms, status);
-            all.push(ms);
-            statuses[status] = (statuses[status] ?? 0) + 1;
-            if (status >= 200 && status < 300) okLat.push(ms);
-            else if (status !== 429 && status !== 503) unexpected += 1;
-            if ((status === 429 || status === 503) && !res.headers['retry-after']) rejectedWithoutRetryAfter += 1;
+            tally.response(performance.now() - due, status);
+            if ((status === 429 || status === 503) && !res.headers['retry-after']) tally.missingRetryAfter();
             resolve();
           });
         },
@@ -236,21 +221,5 @@ async function runUniform(opts: LoadOptions & { rate: number }): Promise<LoadRes
   }
   await Promise.all(inFlight);
   agent.destroy();
-  const elapsed = (Date.now() - startedAt) / 1000;
-  const rounded = (p: ReturnType<typeof percentiles>) => ({ p50: round(p.p50), p95: round(p.p95), p99: round(p.p99), max: round(p.max), mean: round(p.mean) });
-  const cpuAfter = opts.serverPid ? processCpuUs(opts.serverPid) : undefined;
-  return {
-    serverCpuUsPerRequest: cpuBefore !== undefined && cpuAfter !== undefined && all.length > 0 ? round((cpuAfter - cpuBefore) / all.length) : undefined,
-    durationSec: round(elapsed),
-    requests: all.length,
-    okPerSec: round(okLat.length / Math.max(elapsed, 0.001), 1),
-    statuses,
-    latencyMs: rounded(percentiles(all)),
-    okLatencyMs: rounded(percentiles(okLat)),
-    errors,
-    timeouts,
-    rejectedWithoutRetryAfter,
-    unexpected,
-    series: recorder.series(),
-  };
+  return tally.finish(errors, timeouts);
 }

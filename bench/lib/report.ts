@@ -30,10 +30,10 @@ export function verdict(pass: boolean | null): string {
   return pass === null ? 'n/a' : pass ? 'PASS' : 'MISS';
 }
 
-/** Console table: baselines, scenarios with ratios, then every target with pass/miss. */
 const topology = (r: BenchReport) => (r.api.topology === 'single-process' ? 'one process, both roles' : r.api.topology === 'api+worker' ? 'role api, worker in its own process' : 'roles not recorded');
 const workerLine = (r: BenchReport) => (r.api.workerRssPeakMb !== undefined ? `; worker RSS: peak ${r.api.workerRssPeakMb} MB, last ${r.api.workerRssLastMb} MB` : '');
 
+/** Console table: baselines, scenarios with ratios, then every target with pass/miss. */
 export function renderTable(r: BenchReport): string {
   const lines: string[] = [];
   const row = (cols: string[], widths: number[]) => cols.map((c, i) => pad(c, widths[i]!)).join('  ');

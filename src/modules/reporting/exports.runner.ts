@@ -142,6 +142,12 @@ export function createExportRunner(deps: ExportRunnerDeps) {
     if (cp) log.info({ rows, bytes: cp.bytes, attempt: claim }, 'export resumes from its checkpoint');
     let next: Promise<Batch> | undefined;
     let uploading: Uploading | undefined;
+    /** Waits for a part's upload to end; the upload state after it, and the part's checkpoint. */
+    const settle = async (part: Uploading): Promise<ExportCheckpoint> => {
+      upload = part.state ?? (await part.done);
+      uploading = undefined;
+      return { after: part.after, rows: part.rows, bytes: upload.bytes, upload };
+    };
     // The lease is renewed on a timer too, not only with progress: a slow batch or upload on a busy machine
     // must not make the export look abandoned.
     const renew = setInterval(() => {
@@ -203,11 +209,7 @@ export function createExportRunner(deps: ExportRunnerDeps) {
         let checkpoint: ExportCheckpoint | undefined;
         // The part uploaded before this one, once done (now, or waited for when the next part is ready or at
         // the end): its checkpoint is written below, in this loop, so checkpoints are written in part order.
-        if (uploading && (uploading.state || pendingBytes >= partBytes || last)) {
-          upload = uploading.state ?? (await uploading.done);
-          checkpoint = { after: uploading.after, rows: uploading.rows, bytes: upload.bytes, upload };
-          uploading = undefined;
-        }
+        if (uploading && (uploading.state || pendingBytes >= partBytes || last)) checkpoint = await settle(uploading);
         if (pendingBytes >= partBytes || (last && pendingBytes > 0)) {
           // Uploaded while the next batches are read (one part in flight, one filling: at most two parts and
           // the batch read ahead in memory). The batches' buffers as they are, no copy into one part buffer.
@@ -216,11 +218,7 @@ export function createExportRunner(deps: ExportRunnerDeps) {
           uploading = part;
           pending = [];
           pendingBytes = 0;
-          if (last) {
-            upload = await part.done;
-            checkpoint = { after, rows, bytes: upload.bytes, upload };
-            uploading = undefined;
-          }
+          if (last) checkpoint = await settle(part);
         }
         // Progress (and the lease) at every checkpoint, or once a second (well within the lease): cancellation
         // is noticed that soon.

@@ -1,5 +1,6 @@
-import { sql } from 'kysely';
-import type { Trx } from './billing.repo.ts';
+import { sql, type CompiledQuery } from 'kysely';
+import type { DbScope } from '../../platform/db/database.ts';
+import type { BillingTables, Trx } from './billing.repo.ts';
 
 export interface UsageEventInput {
   key: string;
@@ -19,10 +20,21 @@ export interface UsageEventInput {
  */
 export async function insertUsage(trx: Trx, tenantId: string, events: UsageEventInput[], uniques: Array<{ metric: string; property: string }>): Promise<string[]> {
   if (events.length === 0) return [];
+  return (await trx.executeQuery(insertUsageQuery(trx, tenantId, events, uniques))).rows.map((r) => r.key);
+}
+
+/**
+ * `insertUsage` as a transaction of its own (`withTenantStatement`: one round trip on Postgres), for
+ * events whose metrics no quota watches (a quota's threshold check must run in the same transaction).
+ */
+export async function insertUsageAlone(scope: DbScope<BillingTables>, tenantId: string, events: UsageEventInput[], uniques: Array<{ metric: string; property: string }>): Promise<string[]> {
+  if (events.length === 0) return [];
+  return (await scope.withTenantStatement(tenantId, insertUsageQuery(scope.app, tenantId, events, uniques))).map((r) => r.key);
+}
+
+function insertUsageQuery(db: Pick<Trx, 'getExecutor'>, tenantId: string, events: UsageEventInput[], uniques: Array<{ metric: string; property: string }>): CompiledQuery<{ key: string }> {
   const input = JSON.stringify(events.map((e) => ({ k: e.key, m: e.metric, t: e.timestamp.toISOString(), v: e.value, p: e.properties })));
-  const uMetrics = uniques.map((u) => u.metric);
-  const uProps = uniques.map((u) => u.property);
-  const rows = await sql<{ key: string }>`
+  return sql<{ key: string }>`
     with input as (
       select k as key, m as metric, t as occurred_at, v as value, p as properties
       from json_to_recordset(${input}::json) as t(k text, m text, t timestamptz, v numeric, p jsonb)
@@ -45,12 +57,11 @@ export async function insertUsage(trx: Trx, tenantId: string, events: UsageEvent
     ), uniq as (
       insert into billing_usage_uniques (tenant_id, metric, bucket, value)
       select distinct ${tenantId}::uuid, i.metric, date_trunc('hour', i.occurred_at, 'UTC'), i.properties ->> u.property
-      from ins i join unnest(${uMetrics}::text[], ${uProps}::text[]) as u(metric, property) on u.metric = i.metric
+      from ins i join json_to_recordset(${JSON.stringify(uniques)}::json) as u(metric text, property text) on u.metric = i.metric
       where i.properties ? u.property
       on conflict do nothing
     )
-    select key from ins`.execute(trx);
-  return rows.rows.map((r) => r.key);
+    select key from ins`.compile(db);
 }
 
 export type Aggregation = 'count' | 'sum' | 'max' | 'unique_count' | 'latest' | 'time_weighted_sum';

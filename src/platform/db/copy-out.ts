@@ -1,6 +1,7 @@
-import pg, { type Connection } from 'pg';
+import type { Connection } from 'pg';
 import { to as copyTo, type CopyToStreamQuery } from 'pg-copy-streams';
 import { CompiledQuery, type Kysely } from 'kysely';
+import { inlineParameters } from './inline.ts';
 
 /**
  * `COPY (SELECT …) TO STDOUT` on node-postgres through pg-copy-streams (`to()`, the protocol: CopyData
@@ -120,15 +121,6 @@ export function lastCsvRecord(body: Buffer[], quote: number): Buffer | null {
   return body.length === 0 ? null : body.length === 1 ? body[0]! : Buffer.concat(body);
 }
 
-/** A bind parameter as a SQL literal (COPY has no parameters). */
-function literal(v: unknown): string {
-  if (v === null || v === undefined) return 'NULL';
-  if (v instanceof Date) return pg.escapeLiteral(v.toISOString());
-  if (typeof v === 'string') return pg.escapeLiteral(v);
-  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return pg.escapeLiteral(String(v));
-  throw new Error(`COPY: cannot inline a parameter of type ${typeof v}`);
-}
-
 /**
  * Runs a compiled `COPY (…) TO STDOUT` in the given connection or transaction (Postgres only: PGlite has no
  * COPY to a client) and returns its whole output. Kysely's bind parameters ($1, $2, …) are inlined as
@@ -138,14 +130,7 @@ function literal(v: unknown): string {
  */
 export async function copyOut(db: Pick<Kysely<unknown>, 'getExecutor'>, compiled: CompiledQuery, { quote = '"' }: { quote?: string } = {}): Promise<CopyOutResult> {
   if (quote.length !== 1 || quote.charCodeAt(0) > 0x7f) throw new Error('COPY: the quote must be one ASCII character');
-  const used = new Set<number>();
-  const text = compiled.sql.replace(/\$(\d+)/g, (_, n: string) => {
-    const i = Number(n) - 1;
-    if (i < 0 || i >= compiled.parameters.length) throw new Error(`COPY: placeholder $${n} without a parameter`);
-    used.add(i);
-    return literal(compiled.parameters[i]);
-  });
-  if (used.size !== compiled.parameters.length) throw new Error('COPY: a parameter has no placeholder');
+  const text = inlineParameters(compiled, 'COPY');
   for await (const { rows } of db.getExecutor().stream<Omit<CopyOutResult, 'lastRow'>>(CompiledQuery.raw(text), 1)) {
     const r = rows[0]!;
     return { ...r, lastRow: lastCsvRecord(r.body, quote.charCodeAt(0)) };

@@ -1,8 +1,9 @@
 import fs from 'node:fs';
-import { Kysely, PostgresDialect, sql, type LogEvent, type QueryExecutorProvider, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect, sql, type CompiledQuery, type LogEvent, type QueryExecutorProvider, type Transaction } from 'kysely';
 import pg from 'pg';
 import { isUuid } from '../ids.ts';
 import { CopyOutCursor } from './copy-out.ts';
+import { inlineParameters } from './inline.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
 import { currentReadSession, type LsnStore } from './read-session.ts';
 import { createReplicaRouter, ReplicaBehindError, type ReplicaMetrics, type ReplicaState } from './replica-router.ts';
@@ -55,6 +56,15 @@ export interface DbScope<T> {
    * within a request, has replayed the principal's last write (read-your-writes); otherwise the primary.
    */
   withTenantRead<R>(tenantId: string, fn: (trx: Transaction<T>) => Promise<R>, opts?: ReadOptions): Promise<R>;
+  /**
+   * One write statement in a transaction of its own whose tenant context is tenantId, returning its rows: what
+   * `withTenant(tenantId, (trx) => trx.executeQuery(query))` does, in ONE round trip on Postgres instead of
+   * three (BEGIN and the context, the statement, COMMIT). The context, the limits and the statement (its
+   * parameters inlined as literals, see inline.ts) go as one simple-protocol query, which Postgres runs as one
+   * implicit transaction: committed after the last statement, rolled back whole if one fails. Inside a unit of
+   * work, or when the write must record its WAL position for read-your-writes, it is `withTenant` itself.
+   */
+  withTenantStatement<R>(tenantId: string, query: CompiledQuery<R>): Promise<R[]>;
   /** The caller's transaction, typed with this scope's tables (for writes that must commit together). */
   join(trx: TxHandle): Transaction<T>;
   /** Owner role: migrations and operator tools only (audit verification, seeding, flag definitions). Bypasses
@@ -265,6 +275,7 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
     owner,
     costs,
     withTenant,
+    withTenantStatement: async (tenantId, query) => (await withTenant(tenantId, (trx) => trx.executeQuery(query))).rows,
     withTenantRead(tenantId, fn, ro) {
       if (!ro?.readOnly && ro?.statementTimeoutMs === undefined) return withTenant(tenantId, fn);
       return app.transaction().execute(async (trx) => {
@@ -382,6 +393,25 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     owner,
     costs,
     withTenant,
+    async withTenantStatement<R>(tenantId: string, query: CompiledQuery<R>): Promise<R[]> {
+      if (currentUnitOfWork() || trackedPrincipal()) return (await withTenant(tenantId, (trx) => trx.executeQuery(query))).rows;
+      if (!isUuid(tenantId)) throw new Error('tenant id must be a UUID');
+      const text = `select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true), ${limits}; ${inlineParameters(query, 'withTenantStatement')}`;
+      const started = performance.now();
+      let error: unknown;
+      try {
+        // No values: node-postgres sends a simple Query, one result per statement.
+        const results = (await appPool.query(text)) as unknown as pg.QueryResult[];
+        return results[results.length - 1]!.rows as R[];
+      } catch (err) {
+        error = err;
+        throw err;
+      } finally {
+        const durationMs = performance.now() - started;
+        costs.db(tenantId, durationMs);
+        opts.onQuery?.({ sql: query.sql, durationMs, error });
+      }
+    },
     async withTenantRead(tenantId, fn, ro = {}) {
       if (replicaRunners.length === 0) return primaryRun(tenantId, fn, ro);
       // Inside a unit of work (an idempotent POST) reads join its transaction, as before.

@@ -59,6 +59,8 @@ export interface BillingContext {
   deps: BillingDeps;
   /** The org's now: its test clock when it has one, else the wall clock. */
   clockNow(trx: Trx, tenantId: string): Promise<{ now: Date; onTestClock: boolean }>;
+  /** `clockNow` for a write that has no transaction to read it in: no query at all in production. */
+  clockNowAlone(tenantId: string): Promise<Date>;
   record(trx: Trx, ctx: TenantActorContext, action: string, target: { type: string; id: string }, changes?: Record<string, unknown>): Promise<void>;
   publish(trx: Trx, ctx: TenantActorContext, name: string, payload: object): Promise<void>;
   /** Bumps the org's entitlements version and publishes `billing.entitlements_changed` (same transaction). */
@@ -74,15 +76,20 @@ export function createBillingContext(deps: BillingDeps): BillingContext {
   const publish: BillingContext['publish'] = async (trx, ctx, name, payload) => {
     await deps.events.add(trx, { name, tenantId: ctx.tenantId, payload, requestId: ctx.requestId ?? undefined });
   };
+  const clockNow: BillingContext['clockNow'] = async (trx, tenantId) => {
+    if (!deps.config.production) {
+      const clock = await findTestClock(trx, tenantId);
+      if (clock) return { now: clock.frozenTime, onTestClock: true };
+    }
+    return { now: new Date(), onTestClock: false };
+  };
   return {
     scope,
     deps,
-    async clockNow(trx, tenantId) {
-      if (!deps.config.production) {
-        const clock = await findTestClock(trx, tenantId);
-        if (clock) return { now: clock.frozenTime, onTestClock: true };
-      }
-      return { now: new Date(), onTestClock: false };
+    clockNow,
+    async clockNowAlone(tenantId) {
+      if (deps.config.production) return new Date();
+      return (await scope.withTenant(tenantId, (trx) => clockNow(trx, tenantId))).now;
     },
     async record(trx, ctx, action, target, changes = {}) {
       await deps.audit.record(trx, { orgId: ctx.tenantId, action, target, changes, context: { actor: ctx.actor, requestId: ctx.requestId, ip: ctx.ip } });

@@ -6,7 +6,7 @@ import { BILLING_EVENTS, type UsageThresholdPayload } from '../billing.events.ts
 import * as catalog from '../billing.repo.ts';
 import type { Meter, Trx } from '../billing.repo.ts';
 import * as subs from '../subscriptions.repo.ts';
-import { insertUsage, lockUsageMetrics, queryUsage, usageSince, type Aggregation, type Granularity, type UsageEventInput, type UsagePoint } from '../usage.repo.ts';
+import { insertUsage, insertUsageAlone, lockUsageMetrics, queryUsage, usageSince, type Aggregation, type Granularity, type UsageEventInput, type UsagePoint } from '../usage.repo.ts';
 import type { BillingContext } from './context.ts';
 import type { EntitlementSnapshot, EntitlementUseCases } from './entitlements.ts';
 
@@ -106,43 +106,61 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
   }
 
   /**
-   * One transaction for the events of several ingest calls of one org, each validated and answered as if
+   * The events of several ingest calls of one org in one transaction, each validated and answered as if
    * the calls ran one after the other (a key repeated by a later call is its duplicate). All commit or none.
+   * When no quota watches their metrics, the transaction is the insert statement alone (one round trip);
+   * otherwise the threshold check runs in it too.
    */
   async function ingestTogether(tenantId: string, calls: Array<Pick<Pending, 'ctx' | 'events'>>): Promise<IngestResult[]> {
     const [meterDefs, snapshot] = await Promise.all([meterList(), ents.entitlements(tenantId)]);
     const uniques = meterDefs.filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
+    const watched = calls.some(({ events }) => events.some((e) => snapshot.quotas[e.metric] !== undefined));
+    if (!watched) {
+      const batch = validate(calls, await c.clockNowAlone(tenantId));
+      return tally(batch, new Set(await insertUsageAlone(scope, tenantId, batch.valid, uniques)));
+    }
     return scope.withTenant(tenantId, async (trx) => {
       const { now } = await c.clockNow(trx, tenantId);
-      const oldest = now.getTime() - c.deps.config.usageLateWindowMs;
-      const results: IngestResult[] = calls.map(() => ({ accepted: 0, duplicates: 0, rejected: [] }));
-      const valid: UsageEventInput[] = [];
-      const owner: number[] = [];
-      const seen = new Set<string>();
-      calls.forEach(({ events }, call) => {
-        const result = results[call]!;
-        events.forEach((e, index) => {
-          const timestamp = e.timestamp === undefined ? now : new Date(e.timestamp);
-          const value = e.value ?? 1;
-          if (!Number.isFinite(value)) result.rejected.push({ index, key: e.key, code: 'BILLING.USAGE_BAD_VALUE', detail: 'value must be a finite number' });
-          else if (timestamp.getTime() < oldest) result.rejected.push({ index, key: e.key, code: 'BILLING.USAGE_TOO_LATE', detail: `older than the late window (${c.deps.config.usageLateWindowMs / 3_600_000} h)` });
-          else if (timestamp.getTime() > now.getTime() + MAX_FUTURE_MS) result.rejected.push({ index, key: e.key, code: 'BILLING.USAGE_IN_FUTURE', detail: 'timestamp is in the future' });
-          else if (seen.has(e.key)) result.duplicates++;
-          else {
-            seen.add(e.key);
-            valid.push({ key: e.key, metric: e.metric, timestamp, value, properties: e.properties ?? {} });
-            owner.push(call);
-          }
-        });
-      });
-      const inserted = new Set(await insertUsage(trx, tenantId, valid, uniques));
-      valid.forEach((e, i) => {
-        if (inserted.has(e.key)) results[owner[i]!]!.accepted++;
-        else results[owner[i]!]!.duplicates++;
-      });
-      await publishThresholds(trx, calls.map((x) => x.ctx), owner, snapshot, valid, inserted, now);
-      return results;
+      const batch = validate(calls, now);
+      const inserted = new Set(await insertUsage(trx, tenantId, batch.valid, uniques));
+      await publishThresholds(trx, calls.map((x) => x.ctx), batch.owner, snapshot, batch.valid, inserted, now);
+      return tally(batch, inserted);
     });
+  }
+
+  /** The calls' events checked against the org's clock, in order: `valid` to write (`owner`: whose), the rest answered. */
+  function validate(calls: Array<Pick<Pending, 'events'>>, now: Date): { results: IngestResult[]; valid: UsageEventInput[]; owner: number[] } {
+    const oldest = now.getTime() - c.deps.config.usageLateWindowMs;
+    const results: IngestResult[] = calls.map(() => ({ accepted: 0, duplicates: 0, rejected: [] }));
+    const valid: UsageEventInput[] = [];
+    const owner: number[] = [];
+    const seen = new Set<string>();
+    calls.forEach(({ events }, call) => {
+      const result = results[call]!;
+      events.forEach((e, index) => {
+        const timestamp = e.timestamp === undefined ? now : new Date(e.timestamp);
+        const value = e.value ?? 1;
+        if (!Number.isFinite(value)) result.rejected.push({ index, key: e.key, code: 'BILLING.USAGE_BAD_VALUE', detail: 'value must be a finite number' });
+        else if (timestamp.getTime() < oldest) result.rejected.push({ index, key: e.key, code: 'BILLING.USAGE_TOO_LATE', detail: `older than the late window (${c.deps.config.usageLateWindowMs / 3_600_000} h)` });
+        else if (timestamp.getTime() > now.getTime() + MAX_FUTURE_MS) result.rejected.push({ index, key: e.key, code: 'BILLING.USAGE_IN_FUTURE', detail: 'timestamp is in the future' });
+        else if (seen.has(e.key)) result.duplicates++;
+        else {
+          seen.add(e.key);
+          valid.push({ key: e.key, metric: e.metric, timestamp, value, properties: e.properties ?? {} });
+          owner.push(call);
+        }
+      });
+    });
+    return { results, valid, owner };
+  }
+
+  /** Each valid event is its caller's acceptance if its key was new, else a duplicate of an earlier write. */
+  function tally({ results, valid, owner }: ReturnType<typeof validate>, inserted: Set<string>): IngestResult[] {
+    valid.forEach((e, i) => {
+      if (inserted.has(e.key)) results[owner[i]!]!.accepted++;
+      else results[owner[i]!]!.duplicates++;
+    });
+    return results;
   }
 
   /**

@@ -1,0 +1,33 @@
+import type { CompiledQuery } from 'kysely';
+import pg from 'pg';
+
+/**
+ * A compiled query's bind parameters ($1, $2, …) inlined as escaped literals (pg's escapeLiteral), untyped
+ * like the parameters they replace: for statements that cannot take parameters (COPY) or must travel as one
+ * simple-protocol query (several statements in one round trip). The statement text itself must not contain
+ * `$<digits>` elsewhere (no dollar quoting), which is checked: every placeholder names a parameter and every
+ * parameter is used. Strings with NUL are refused (Postgres text cannot hold one, and the simple protocol's
+ * query string ends at the first).
+ */
+export function inlineParameters(compiled: Pick<CompiledQuery, 'sql' | 'parameters'>, what: string): string {
+  const used = new Set<number>();
+  const text = compiled.sql.replace(/\$(\d+)/g, (_, n: string) => {
+    const i = Number(n) - 1;
+    if (i < 0 || i >= compiled.parameters.length) throw new Error(`${what}: placeholder $${n} without a parameter`);
+    used.add(i);
+    return literal(compiled.parameters[i], what);
+  });
+  if (used.size !== compiled.parameters.length) throw new Error(`${what}: a parameter has no placeholder`);
+  return text;
+}
+
+function literal(v: unknown, what: string): string {
+  if (v === null || v === undefined) return 'NULL';
+  if (v instanceof Date) return pg.escapeLiteral(v.toISOString());
+  if (typeof v === 'string') {
+    if (v.includes('\0')) throw new Error(`${what}: a string parameter holds NUL`);
+    return pg.escapeLiteral(v);
+  }
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return pg.escapeLiteral(String(v));
+  throw new Error(`${what}: cannot inline a parameter of type ${typeof v}`);
+}

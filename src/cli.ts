@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { pathToFileURL } from 'node:url';
+import v8 from 'node:v8';
 import type { QueryExecutorProvider } from 'kysely';
 import { ConfigError } from './platform/config.ts';
 // Not database.ts: that loads pg, which tracing must patch first (see loadMain).
@@ -19,6 +20,10 @@ async function loadMain() {
   await registerTracing();
   return import('./main.ts');
 }
+
+// V8 flags that Node refuses in NODE_OPTIONS (e.g. --heap-growing-percent, docs/production.md "Memory"),
+// applied before anything allocates much.
+if (process.env.PLINTH_V8_FLAGS) v8.setFlagsFromString(process.env.PLINTH_V8_FLAGS);
 
 const USAGE = `usage: plinth <command>
   start      run the API (and, in the embedded default, the worker) — applies migrations first

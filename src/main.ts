@@ -28,7 +28,7 @@ import { createOutboundPolicies, type OutboundPolicies } from './platform/resili
 import type { ModuleSurface } from './platform/module.ts';
 import type { JobRegistry } from './platform/outbox/registry.ts';
 import { AUDIT_EVENT_RECORDED, createAudit, type Audit } from './modules/audit/index.ts';
-import { createBilling, createGateway, createStripeGateway, DEFAULT_BILLING_CONFIG, guardedGateway, type BillingModule, type GatewayName, type PaymentGateway, type PaymentUpdates } from './modules/billing/index.ts';
+import { createBilling, createGateway, DEFAULT_BILLING_CONFIG, stripeGateway, guardedGateway, type BillingModule, type GatewayName, type PaymentGateway, type PaymentUpdates } from './modules/billing/index.ts';
 import { createDirectory, type DirectoryModule } from './modules/directory/index.ts';
 import { createIdentity, type Identity } from './modules/identity/index.ts';
 import { chainBackfill, createIntegrations, membersBackfill, orgBackfill, peopleFrom, projectsBackfill, type IntegrationsDeps, type IntegrationsModule } from './modules/integrations/index.ts';
@@ -191,9 +191,8 @@ function billingPayments(platform: Platform, seams: ModuleSeams, gateway: Paymen
   const g = platform.config.paymentGateways;
   const gateways: Partial<Record<GatewayName, PaymentGateway>> = { [gateway.name]: gateway, ...seams.payments?.gateways };
   // Attempts made through Stripe stay reconcilable after PAYMENT_GATEWAY changes, as long as its key is set.
-  if (g.stripeSecretKey && !gateways.stripe) {
-    gateways.stripe = guardedGateway(createStripeGateway({ secretKey: g.stripeSecretKey, apiBase: g.stripeApiBase, timeoutMs: g.stripeTimeoutMs }), platform.policies.payment);
-  }
+  const stripe = gateways.stripe ? undefined : stripeGateway(g);
+  if (stripe) gateways.stripe = guardedGateway(stripe, platform.policies.payment);
   return {
     logger: platform.logger.child({ module: 'billing' }),
     gateways,
@@ -206,13 +205,7 @@ function billingPayments(platform: Platform, seams: ModuleSeams, gateway: Paymen
 
 /** The configured gateway (PAYMENT_GATEWAY): the embedded sandbox, or Stripe through its SDK. */
 function paymentGateway(config: Config, seams: ModuleSeams): PaymentGateway {
-  if (seams.gateway) return seams.gateway;
-  const g = config.paymentGateways;
-  if (config.payments.gateway === 'stripe') {
-    if (!g.stripeSecretKey) throw new Error('PAYMENT_GATEWAY=stripe needs STRIPE_SECRET_KEY');
-    return createStripeGateway({ secretKey: g.stripeSecretKey, apiBase: g.stripeApiBase, timeoutMs: g.stripeTimeoutMs });
-  }
-  return createGateway(config.payments);
+  return seams.gateway ?? createGateway(config.payments, config.paymentGateways);
 }
 
 /** Builds the modules in dependency order, explicitly: no container, nothing registered as a side effect. */

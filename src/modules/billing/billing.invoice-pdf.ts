@@ -1,4 +1,4 @@
-import PDFDocument from 'pdfkit';
+import type PDFKit from 'pdfkit';
 import { formatMoney } from './billing.money.ts';
 import type { CreditNote, Invoice, InvoiceLine } from './invoices.repo.ts';
 
@@ -6,9 +6,13 @@ import type { CreditNote, Invoice, InvoiceLine } from './invoices.repo.ts';
  * An invoice as a PDF (pdfkit, built-in Helvetica: no font files). Everything printed comes from the
  * finalized invoice — number, customer snapshot, lines, discount, tax, totals — so the document matches
  * the JSON the API serves. Fixed creation date (the finalization time) keeps re-renders byte-stable.
+ * pdfkit is loaded on the first render: only the worker renders, and an API process need not hold it.
  */
+let pdfkit: typeof PDFKit | undefined;
+
 export async function renderInvoicePdf(invoice: Invoice, lines: InvoiceLine[], creditNotes: CreditNote[], seller: { name: string }): Promise<Buffer> {
   const at = invoice.finalizedAt ?? invoice.createdAt;
+  const PDFDocument = (pdfkit ??= (await import('pdfkit')).default);
   const doc = new PDFDocument({ size: 'A4', margin: 50, info: { Title: `Invoice ${invoice.number ?? invoice.id}`, Author: seller.name, CreationDate: at, ModDate: at } });
   const chunks: Buffer[] = [];
   doc.on('data', (c: Buffer) => chunks.push(c));

@@ -30,7 +30,7 @@ export type { PaymentUpdates, GatewayPaymentUpdate, ReconciliationAttempt } from
 export type { ReconciliationReport, Drift } from './use-cases/reconciliation.ts';
 export { allocate, currencyExponent, formatMoney, portionAt, prorate, type Money } from './billing.money.ts';
 // ---- invoices and payments (issue #14)
-export { createGateway } from './billing.gateways.ts';
+export { createGateway, stripeGateway } from './billing.gateways.ts';
 export { createSandboxGateway, SANDBOX_CARDS, type SandboxGateway } from './billing.gateway-sandbox.ts';
 export type { Invoice, InvoiceLine, InvoiceStatus, CreditNote, Coupon, PromotionCode, TaxRate } from './invoices.repo.ts';
 export type { PaymentAttempt, PaymentMethod } from './payments.repo.ts';

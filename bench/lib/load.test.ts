@@ -28,10 +28,15 @@ describe('runLoad, uniform pacing', () => {
     expect(r.requests).toBe(100);
     expect(r.statuses['200']).toBe(100);
     expect(r.okLatencyMs.p50).toBeGreaterThanOrEqual(delayMs);
-    // Evenly spread, not a burst per second: no gap between arrivals much above 10 ms, none of 50 at once.
-    const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
-    const within = (lo: number, hi: number) => gaps.filter((g) => g >= lo && g <= hi).length;
-    expect(within(2, 30)).toBeGreaterThan(90);
+    // Evenly spread, not a burst per second: each fifth of the second gets about a fifth of the requests
+    // (autocannon's rate mode sends nearly all of them in the first). Loose bounds: a loaded test machine
+    // delays timers, and the pacer then sends what fell due back to back.
+    const fifths = [0, 0, 0, 0, 0];
+    for (const t of arrivals) fifths[Math.min(4, Math.floor((t - arrivals[0]!) / 200))]!++;
+    for (const n of fifths) {
+      expect(n).toBeGreaterThanOrEqual(8);
+      expect(n).toBeLessThanOrEqual(35);
+    }
   });
 
   it('a server slower than the rate builds a queue the latencies show (no coordinated omission)', async () => {

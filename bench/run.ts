@@ -178,6 +178,8 @@ export async function runBench(argv: string[]): Promise<number> {
         // once (no Retry-After backoff): with production's adaptive limit on, they measure the 503 path
         // instead. P5 (burst) is the limit's scenario: `--scenario burst --api-env CONCURRENCY_LIMIT_ENABLED=true`.
         CONCURRENCY_LIMIT_ENABLED: 'false',
+        // As the image sets it (deploy/Dockerfile): the young generation's size is a startup flag.
+        NODE_OPTIONS: '--max-semi-space-size=8',
         ...opts.apiEnv,
       };
       const cmd = apiCommand(opts.api);

@@ -23,13 +23,14 @@ async function loadMain() {
 }
 
 /**
- * V8's heap sizing, applied before anything allocates much (flags Node refuses in NODE_OPTIONS). Unbounded,
- * V8 lets the old space grow to about four times the live heap between major GCs: the API held ~380 MB of
- * RSS for ~70 MB of live data. Growing by 30 % (and 8 MB semi-spaces) held it at ~190–225 MB with no
- * measurable CPU cost per cached read (docs/production.md "Heap size"). PLINTH_V8_FLAGS replaces these
- * defaults; set it empty for V8's own sizing.
+ * V8's heap sizing, applied before anything allocates much. Unbounded, V8 lets the old space grow to about four
+ * times the live heap between major GCs: the API held ~380 MB of RSS for ~70 MB of live data. Growing it by 30 %
+ * of what survived the last major GC held it at ~200–225 MB with no measurable CPU cost per cached read
+ * (docs/production.md "Heap size"). Node refuses this flag in NODE_OPTIONS, hence here. Flags that size the
+ * heap at startup (e.g. `--max-semi-space-size`) do nothing here: they belong in NODE_OPTIONS. PLINTH_V8_FLAGS
+ * replaces the default; set it empty for V8's own sizing.
  */
-export const DEFAULT_V8_FLAGS = '--heap-growing-percent=30 --max-semi-space-size=8';
+export const DEFAULT_V8_FLAGS = '--heap-growing-percent=30';
 const v8Flags = process.env.PLINTH_V8_FLAGS ?? DEFAULT_V8_FLAGS;
 if (v8Flags.trim()) v8.setFlagsFromString(v8Flags);
 

@@ -63,6 +63,10 @@ export interface DbScope<T> {
    * parameters inlined as literals, see inline.ts) go as one simple-protocol query, which Postgres runs as one
    * implicit transaction: committed after the last statement, rolled back whole if one fails. Inside a unit of
    * work, or when the write must record its WAL position for read-your-writes, it is `withTenant` itself.
+   * Two differences to know: a failed statement costs its pooled connection (the pool discards a client that
+   * saw an error; the next call opens another), and the server's error log (`log_min_error_statement`) prints
+   * the statement with its values inline, where bind parameters would not be — use it for data that may appear
+   * in the database's own logs.
    */
   withTenantStatement<R>(tenantId: string, query: CompiledQuery<R>): Promise<R[]>;
   /** The caller's transaction, typed with this scope's tables (for writes that must commit together). */

@@ -4,19 +4,22 @@ import type { CompiledQuery } from 'kysely';
  * A compiled query's bind parameters ($1, $2, …) inlined as escaped string literals, untyped
  * like the parameters they replace: for statements that cannot take parameters (COPY) or must travel as one
  * simple-protocol query (several statements in one round trip). The statement text itself must not contain
- * `$<digits>` elsewhere (no dollar quoting), which is checked: every placeholder names a parameter and every
- * parameter is used. Strings with NUL are refused (Postgres text cannot hold one, and the simple protocol's
- * query string ends at the first).
+ * `$<digits>` elsewhere (no dollar quoting), which is checked: the placeholders are $1, $2, … in order, one per
+ * parameter. Dates go as UTC ISO 8601 (the schema's timestamps are timestamptz). Strings with NUL are refused
+ * (Postgres text cannot hold one, and the simple protocol's query string ends at the first).
  */
 export function inlineParameters(compiled: Pick<CompiledQuery, 'sql' | 'parameters'>, what: string): string {
-  const used = new Set<number>();
+  // Kysely numbers its placeholders once each, in order: anything else ($1 inside a string literal, a comment
+  // or a dollar-quoted body, a reused number) would splice a value into SQL text, so it is refused.
+  let next = 0;
   const text = compiled.sql.replace(/\$(\d+)/g, (_, n: string) => {
     const i = Number(n) - 1;
-    if (i < 0 || i >= compiled.parameters.length) throw new Error(`${what}: placeholder $${n} without a parameter`);
-    used.add(i);
+    if (i >= compiled.parameters.length) throw new Error(`${what}: placeholder $${n} without a parameter`);
+    if (i !== next) throw new Error(`${what}: placeholder $${n} out of order (expected $${next + 1})`);
+    next++;
     return literal(compiled.parameters[i], what);
   });
-  if (used.size !== compiled.parameters.length) throw new Error(`${what}: a parameter has no placeholder`);
+  if (next !== compiled.parameters.length) throw new Error(`${what}: a parameter has no placeholder`);
   return text;
 }
 

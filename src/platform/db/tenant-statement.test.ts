@@ -52,15 +52,19 @@ describe(`withTenantStatement (${process.env.TEST_DATABASE_URL ? 'postgres' : 'p
     expect(seenByB).toEqual([]);
   });
 
-  it('runs with the transaction-local limits, which end with it', async () => {
-    const [inside] = await t.db.withTenantStatement(a, sql<{ tenant: string }>`select current_setting('app.tenant_id') as tenant`.compile(t.db.app));
+  it('runs with the transaction-local limits, which end with it, on a connection it leaves clean', async () => {
+    const [inside] = await t.db.withTenantStatement(
+      a,
+      sql<{ tenant: string; idle: string; pid: number }>`select current_setting('app.tenant_id') as tenant, current_setting('idle_in_transaction_session_timeout') as idle, pg_backend_pid() as pid`.compile(t.db.app),
+    );
     expect(inside!.tenant).toBe(a);
-    if (t.kind === 'postgres') {
-      const [limit] = await t.db.withTenantStatement(a, sql<{ ms: string }>`select current_setting('statement_timeout') as ms`.compile(t.db.app));
-      expect(limit!.ms).toBe('4321ms');
-    }
-    const after = await sql<{ tenant: string | null }>`select nullif(current_setting('app.tenant_id', true), '') as tenant`.execute(t.db.app);
+    // Sent with the statement (the session's own default is 0): proof the limits travel with it.
+    if (t.kind === 'postgres') expect(inside!.idle).toBe('1min');
+    // Same pooled connection afterwards (a pool of one): nothing of the tenant or the limits stayed on it.
+    const after = await sql<{ tenant: string | null; idle: string; pid: number }>`select nullif(current_setting('app.tenant_id', true), '') as tenant, current_setting('idle_in_transaction_session_timeout') as idle, pg_backend_pid() as pid`.execute(t.db.app);
+    expect(after.rows[0]!.pid).toBe(inside!.pid);
     expect(after.rows[0]!.tenant).toBeNull();
+    if (t.kind === 'postgres') expect(after.rows[0]!.idle).toBe('0');
   });
 
   it('a failing statement rolls back whole: nothing it wrote before the error stays', async () => {
@@ -78,6 +82,10 @@ describe(`withTenantStatement (${process.env.TEST_DATABASE_URL ? 'postgres' : 'p
       fc.asyncProperty(fc.string({ unit: fc.oneof(fc.constantFrom("'", '\\', '$1', '$$', 'E\'', ';', '"', '\n', '--', 'é', '😀'), fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 })) }).filter((s) => !s.includes('\0')), async (s) => {
         const [row] = await t.db.withTenantStatement(a, sql<{ echo: string; len: number }>`select ${s}::text as echo, length(${s}::text) as len`.compile(t.db.app));
         expect(row!.echo).toBe(s);
+        // The inliner itself, on either database (embedded, withTenantStatement binds parameters instead).
+        const inlined = inlineParameters(sql`select ${s}::text as echo`.compile(t.db.app), 'test');
+        const direct = await sql.raw<{ echo: string }>(inlined).execute(t.db.app);
+        expect(direct.rows[0]!.echo).toBe(s);
       }),
       { numRuns: 60 },
     );
@@ -87,6 +95,10 @@ describe(`withTenantStatement (${process.env.TEST_DATABASE_URL ? 'postgres' : 'p
     expect(() => inlineParameters({ sql: 'select $1', parameters: ['a\0b'] }, 'test')).toThrow(/NUL/);
     expect(() => inlineParameters({ sql: 'select $2', parameters: ['a'] }, 'test')).toThrow(/without a parameter/);
     expect(() => inlineParameters({ sql: 'select 1', parameters: ['a'] }, 'test')).toThrow(/no placeholder/);
+    // A $n that is not Kysely's (in a string literal, reused, out of order) would splice a value into SQL text.
+    expect(() => inlineParameters({ sql: "select '$1', $1", parameters: ['x'] }, 'test')).toThrow(/out of order/);
+    expect(() => inlineParameters({ sql: 'select $2, $1', parameters: ['x', 'y'] }, 'test')).toThrow(/out of order/);
+    expect(() => inlineParameters({ sql: 'select $1, $1', parameters: ['x'] }, 'test')).toThrow(/out of order/);
     expect(inlineParameters({ sql: 'select $1, $2, $3', parameters: ["it's", 'a\\b', null] }, 'test')).toBe(`select 'it''s',  E'a\\\\b', NULL`);
   });
 });

@@ -162,6 +162,11 @@ function kyselyLog(onQuery?: QueryObserver) {
 
 type TenantRunner = <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>) => Promise<R>;
 
+/** withTenantStatement as a plain transaction of `withTenant` (PGlite; a unit of work; read-your-writes tracking). */
+function statementIn(withTenant: TenantRunner) {
+  return async <R,>(tenantId: string, query: CompiledQuery<R>): Promise<R[]> => (await withTenant(tenantId, (trx) => trx.executeQuery(query))).rows;
+}
+
 function tenantRunner(db: Kysely<DB>): TenantRunner {
   return (tenantId, fn) =>
     currentUnitOfWork()?.run(tenantId, fn) ??
@@ -186,6 +191,14 @@ interface RunOptions extends ReadOptions {
   standalone?: boolean;
 }
 
+/**
+ * A transaction's tenant context and limits as one SELECT, the id inline so it travels in the same
+ * simple-protocol query as BEGIN or the statement it guards. Callers check the id is a UUID first.
+ */
+function tenantContextSql(tenantId: string, limits: string): string {
+  return `select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true), ${limits}`;
+}
+
 type PgRunner = <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>, o?: RunOptions) => Promise<R>;
 
 function pgTenantRunner(db: Kysely<DB>, statementTimeoutMs: number): PgRunner {
@@ -196,7 +209,7 @@ function pgTenantRunner(db: Kysely<DB>, statementTimeoutMs: number): PgRunner {
     if (uow) return uow.run(tenantId, fn);
     const lim = o.statementTimeoutMs === undefined ? limits : transactionLimits(o.statementTimeoutMs);
     return db.connection().execute(async (conn) => {
-      await sql.raw(`begin${o.readOnly ? ' read only' : ''}; select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true), ${lim}`).execute(conn);
+      await sql.raw(`begin${o.readOnly ? ' read only' : ''}; ${tenantContextSql(tenantId, lim)}`).execute(conn);
       let result: R;
       try {
         if (o.requireLsn !== undefined) {
@@ -279,7 +292,7 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
     owner,
     costs,
     withTenant,
-    withTenantStatement: async (tenantId, query) => (await withTenant(tenantId, (trx) => trx.executeQuery(query))).rows,
+    withTenantStatement: statementIn(withTenant),
     withTenantRead(tenantId, fn, ro) {
       if (!ro?.readOnly && ro?.statementTimeoutMs === undefined) return withTenant(tenantId, fn);
       return app.transaction().execute(async (trx) => {
@@ -388,6 +401,25 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     return primaryRun(tenantId, fn, principal ? { afterCommit: (conn) => recordPosition(conn, principal) } : {});
   }, costs);
 
+  const inTransaction = statementIn(withTenant);
+  /** withTenantStatement's one round trip, metered per tenant like every tenant transaction. */
+  const runStatement = meteredTenantRunner(async (tenantId: string, query: CompiledQuery) => {
+    const text = `${tenantContextSql(tenantId, limits)}; ${inlineParameters(query, 'withTenantStatement')}`;
+    const started = performance.now();
+    let error: unknown;
+    try {
+      // No values: node-postgres sends a simple Query, one result per statement.
+      const results = (await appPool.query(text)) as unknown as pg.QueryResult[];
+      return results[results.length - 1]!.rows;
+    } catch (err) {
+      error = err;
+      throw err;
+    } finally {
+      // Kysely's log never sees this query: report it as the query log reports Kysely's.
+      opts.onQuery?.({ sql: query.sql, durationMs: performance.now() - started, error });
+    }
+  }, costs);
+
   // LISTEN needs a session of its own: the owner's direct URL (migrations need one too, for their advisory
   // lock), never PgBouncer's transaction pooling.
   const listenUrl = opts.databaseUrl;
@@ -398,23 +430,9 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     costs,
     withTenant,
     async withTenantStatement<R>(tenantId: string, query: CompiledQuery<R>): Promise<R[]> {
-      if (currentUnitOfWork() || trackedPrincipal()) return (await withTenant(tenantId, (trx) => trx.executeQuery(query))).rows;
+      if (currentUnitOfWork() || trackedPrincipal()) return inTransaction(tenantId, query);
       if (!isUuid(tenantId)) throw new Error('tenant id must be a UUID');
-      const text = `select set_config('app.tenant_id', '${tenantId.toLowerCase()}', true), ${limits}; ${inlineParameters(query, 'withTenantStatement')}`;
-      const started = performance.now();
-      let error: unknown;
-      try {
-        // No values: node-postgres sends a simple Query, one result per statement.
-        const results = (await appPool.query(text)) as unknown as pg.QueryResult[];
-        return results[results.length - 1]!.rows as R[];
-      } catch (err) {
-        error = err;
-        throw err;
-      } finally {
-        const durationMs = performance.now() - started;
-        costs.db(tenantId, durationMs);
-        opts.onQuery?.({ sql: query.sql, durationMs, error });
-      }
+      return (await runStatement(tenantId, query)) as R[];
     },
     async withTenantRead(tenantId, fn, ro = {}) {
       if (replicaRunners.length === 0) return primaryRun(tenantId, fn, ro);

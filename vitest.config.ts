@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { LongestFirstSequencer } from './test/helpers/sequencer.ts';
 
 /**
  * Test files that assert process-global state: the OpenTelemetry API globals (a tracer provider can be
@@ -12,8 +13,9 @@ const ISOLATED = [
 ];
 
 /**
- * Tests that start real `plinth` processes or run the project's own tools (tsc, dependency-cruiser, the OpenAPI
- * linter, the schema generator on a freshly migrated database) over the whole tree. They take most of the
+ * Tests that start real `plinth` processes, run the project's own tools (tsc, dependency-cruiser, the OpenAPI
+ * linter, the schema generator on a freshly migrated database) over the whole tree, or need a data volume
+ * PGlite builds slowly. They take most of the
  * suite's time and check what `npm run typecheck` / `npm run lint` and the services run also cover, so the
  * quick `npm test` on a fresh machine leaves them out; they run whenever `TEST_DATABASE_URL` is set (CI's second
  * run) or with `PLINTH_TEST_ALL=1`.
@@ -27,6 +29,9 @@ const PROCESS_AND_TOOLING = [
   'src/platform/observability/tracing-cli.test.ts',
   'test/openapi-lint.test.ts',
   'test/architecture-diagram.test.ts',
+  // Seeds 120,000 tasks to EXPLAIN every list query: ~35 s on PGlite (WASM), ~3 s on Postgres, and the
+  // plans that matter are production Postgres's.
+  'src/modules/projects/projects.explain.test.ts',
 ];
 const RUN_ALL = Boolean(process.env.TEST_DATABASE_URL || process.env.PLINTH_TEST_ALL);
 
@@ -40,6 +45,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    sequence: { sequencer: LongestFirstSequencer },
     poolOptions: {
       // Not isolated: a worker process runs file after file with its module cache and compiled PGlite WASM
       // kept, instead of a new process re-importing Fastify, Kysely, … and recompiling the WASM per file

@@ -39,6 +39,23 @@ describe('runLoad, uniform pacing', () => {
     }
   });
 
+  it('a warm-up is offered at the rate but not recorded; the measured part starts with onMeasuring', async () => {
+    arrivals.length = 0;
+    const t0 = performance.now();
+    let measuringAt = 0;
+    const r = await runLoad({
+      baseUrl, request: { path: '/w' }, durationSec: 0.5, connections: 8, rate: 100, pacing: 'uniform', warmupSec: 0.5,
+      onMeasuring: () => {
+        measuringAt = performance.now() - t0;
+      },
+    });
+    expect(arrivals).toHaveLength(100); // 50 warm-up + 50 measured reached the server
+    expect(r.requests).toBe(50);
+    expect(r.statuses['200']).toBe(50);
+    expect(measuringAt).toBeGreaterThanOrEqual(450);
+    expect(r.durationSec).toBeLessThan(0.9); // the measured part's clock, not the warm-up's
+  });
+
   it('a server slower than the rate builds a queue the latencies show (no coordinated omission)', async () => {
     // 2 connections at 40 ms each carry 50/s; 100/s offered: requests wait for a connection, and that counts.
     const r = await runLoad({ baseUrl, request: { path: '/y' }, durationSec: 1, connections: 2, rate: 100, pacing: 'uniform' });

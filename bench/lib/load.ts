@@ -35,6 +35,14 @@ export interface LoadOptions {
   timeoutSec?: number;
   /** The server's process id (Linux): its CPU time over the run is reported per request. */
   serverPid?: number;
+  /**
+   * 'uniform' only: offer the rate for this long first, unrecorded (connections opened, the server's first
+   * requests on them), then measure `durationSec`. Comparing two phases, each would otherwise carry its own
+   * start-up second.
+   */
+  warmupSec?: number;
+  /** 'uniform' only: called when the measured part begins (after the warm-up), e.g. to start what the phase measures. */
+  onMeasuring?: () => void;
 }
 
 export interface LoadResult {
@@ -174,14 +182,17 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
  * paces per connection and per second (bursts), and its client cannot be driven by a clock.
  */
 async function runUniform(opts: LoadOptions & { rate: number }): Promise<LoadResult> {
-  const tally = createTally(opts);
   const agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections });
   const base = new URL(opts.baseUrl);
   let errors = 0;
   let timeouts = 0;
-  const total = Math.round(opts.rate * opts.durationSec);
+  const warmup = Math.round(opts.rate * (opts.warmupSec ?? 0));
+  const total = warmup + Math.round(opts.rate * opts.durationSec);
   const intervalMs = 1000 / opts.rate;
   const t0 = performance.now();
+  // Created when the measured part begins: its clock (duration, per-second series, the server's CPU) starts there.
+  let tally = warmup === 0 ? createTally(opts) : undefined;
+  const measuredFrom = t0 + warmup * intervalMs;
   const inFlight = new Set<Promise<void>>();
   const send = (due: number) =>
     new Promise<void>((resolve) => {
@@ -196,18 +207,20 @@ async function runUniform(opts: LoadOptions & { rate: number }): Promise<LoadRes
           res.on('data', () => {});
           res.on('end', () => {
             const status = res.statusCode ?? 0;
-            tally.response(performance.now() - due, status);
-            if ((status === 429 || status === 503) && !res.headers['retry-after']) tally.missingRetryAfter();
+            if (due >= measuredFrom) {
+              tally!.response(performance.now() - due, status);
+              if ((status === 429 || status === 503) && !res.headers['retry-after']) tally!.missingRetryAfter();
+            }
             resolve();
           });
         },
       );
       r.on('timeout', () => {
-        timeouts += 1;
+        if (due >= measuredFrom) timeouts += 1;
         r.destroy(new Error('timeout'));
       });
       r.on('error', () => {
-        errors += 1;
+        if (due >= measuredFrom) errors += 1;
         resolve();
       });
       r.end(body);
@@ -216,10 +229,14 @@ async function runUniform(opts: LoadOptions & { rate: number }): Promise<LoadRes
     const due = t0 + i * intervalMs;
     const wait = due - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    if (i === warmup) {
+      tally ??= createTally(opts);
+      opts.onMeasuring?.();
+    }
     const p = send(due).finally(() => inFlight.delete(p));
     inFlight.add(p);
   }
   await Promise.all(inFlight);
   agent.destroy();
-  return tally.finish(errors, timeouts);
+  return tally!.finish(errors, timeouts);
 }

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { processCpuUs } from './load.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -162,4 +163,53 @@ export function sampleRss(pid: number, intervalMs = 500) {
       return p;
     },
   };
+}
+
+/**
+ * CPU so far (µs) of each Postgres backend serving `dbName` (its process title names the database): the
+ * third process on the machine's two cores, beside the API and the worker. Backends that exit meanwhile are
+ * not counted (the pools keep theirs open).
+ */
+export function postgresCpuUs(dbName: string): Map<number, number> {
+  const out = new Map<number, number>();
+  let pids: string[] = [];
+  try {
+    pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (!cmd.startsWith('postgres:') || !cmd.includes(` ${dbName} `)) continue;
+      const us = processCpuUs(Number(pid));
+      if (us !== undefined) out.set(Number(pid), us);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** CPU seconds the backends counted in `start` used since (backends started meanwhile count from zero). */
+export function postgresCpuSecSince(dbName: string, start: Map<number, number>): number {
+  let us = 0;
+  for (const [pid, now] of postgresCpuUs(dbName)) us += now - (start.get(pid) ?? 0);
+  return Math.round(us / 1e5) / 10;
+}
+
+/**
+ * Waits until the given processes and the database's backends together use under `maxCores` of CPU over
+ * `windowMs` (at most `timeoutMs`): what a previous phase left behind (outbox fan-out, jobs, autovacuum) is
+ * done before the next phase is measured. Returns how long it waited.
+ */
+export async function waitQuiet(pids: number[], dbName: string, opts: { maxCores?: number; windowMs?: number; timeoutMs?: number } = {}): Promise<number> {
+  const { maxCores = 0.1, windowMs = 500, timeoutMs = 20_000 } = opts;
+  const started = Date.now();
+  const total = () => pids.reduce((sum, pid) => sum + (processCpuUs(pid) ?? 0), 0) + [...postgresCpuUs(dbName).values()].reduce((a, b) => a + b, 0);
+  for (;;) {
+    const before = total();
+    await new Promise((r) => setTimeout(r, windowMs));
+    if ((total() - before) / (windowMs * 1000) < maxCores || Date.now() - started > timeoutMs) return Date.now() - started;
+  }
 }

@@ -1,5 +1,6 @@
 import { runLoad } from '../lib/load.ts';
-import { rssMbOf, sampleRss } from '../lib/processes.ts';
+import { processCpuUs } from '../lib/load.ts';
+import { postgresCpuSecSince, postgresCpuUs, rssMbOf, sampleRss, waitQuiet } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type BenchContext, type Scenario } from '../lib/types.ts';
 import { ensureProject, ensureTenant, pickCachedRead, seedInto } from './fixtures.ts';
@@ -82,18 +83,40 @@ export const exportAtPeak: Scenario = {
     // back to back at the second's start, so its p99 was the queue of that burst, with or without the export.
     const probeRead = await runLoad({ baseUrl: ctx.api.baseUrl, request: read.request, durationSec: 2, connections: ctx.opts.connections });
     const probeWrite = await runLoad({ baseUrl: ctx.api.baseUrl, request: write.request, durationSec: 2, connections: 8 });
-    const readShape = { baseUrl: ctx.api.baseUrl, request: read.request, durationSec: ctx.opts.durationSec, connections: 20, rate: Math.max(20, Math.round(probeRead.okPerSec * 0.4)), pacing: 'uniform' as const };
-    const writeShape = { baseUrl: ctx.api.baseUrl, request: write.request, durationSec: ctx.opts.durationSec, connections: 8, rate: Math.max(5, Math.round(probeWrite.okPerSec * 0.4)), pacing: 'uniform' as const };
+    // Each phase warms its connections up for a second, unrecorded, at the same rate: the export starts when
+    // the measured part of "during" does.
+    const readShape = { baseUrl: ctx.api.baseUrl, request: read.request, durationSec: ctx.opts.durationSec, connections: 20, rate: Math.max(20, Math.round(probeRead.okPerSec * 0.4)), pacing: 'uniform' as const, warmupSec: 1 };
+    const writeShape = { baseUrl: ctx.api.baseUrl, request: write.request, durationSec: ctx.opts.durationSec, connections: 8, rate: Math.max(5, Math.round(probeWrite.okPerSec * 0.4)), pacing: 'uniform' as const, warmupSec: 1 };
+    // The probes' after-effects (their creates' outbox events and jobs) would otherwise fall into "alone".
+    const dbName = new URL(ctx.env.databaseUrl).pathname.slice(1);
+    const pids = [ctx.api.pid, ...(ctx.worker ? [ctx.worker.pid] : [])];
+    const settledMs = [await waitQuiet(pids, dbName)];
     const [readAlone, writeAlone] = await Promise.all([runLoad(readShape), runLoad(writeShape)]);
+    settledMs.push(await waitQuiet(pids, dbName));
 
     ctx.log(`export-at-peak: exporting ${want} tasks during ${readShape.rate} reads/s + ${writeShape.rate} creates/s`);
     const rss = sampleRss(ctx.api.pid, 200);
     const rssBefore = rss.current().lastMb;
     const workerRss = ctx.worker ? sampleRss(ctx.worker.pid, 200) : undefined;
     const workerRssBefore = workerRss?.current().lastMb;
-    const exporting = exportTasks(ctx, t.orgId, t.token, projectId);
-    const [readDuring, writeDuring] = await Promise.all([runLoad(readShape), runLoad(writeShape)]);
+    // CPU while the export and the loads ran: the API, the worker, this database's backends, and this
+    // process (the load generator), on the machine's two cores.
+    const cpuAt = () => ({ api: processCpuUs(ctx.api.pid), worker: ctx.worker ? processCpuUs(ctx.worker.pid) : undefined, loader: processCpuUs(process.pid), at: Date.now() });
+    let cpuStart = cpuAt();
+    let pgStart = postgresCpuUs(dbName);
+    let exporting: ReturnType<typeof exportTasks> | undefined;
+    const startExport = () => {
+      cpuStart = cpuAt();
+      pgStart = postgresCpuUs(dbName);
+      exporting = exportTasks(ctx, t.orgId, t.token, projectId);
+      exporting.catch(() => undefined); // awaited below
+    };
+    const [readDuring, writeDuring] = await Promise.all([runLoad({ ...readShape, onMeasuring: startExport }), runLoad(writeShape)]);
+    const cpuEnd = cpuAt();
+    const pgCpuSec = postgresCpuSecSince(dbName, pgStart);
+    if (!exporting) throw new Error('the export was never started');
     const exported = await exporting;
+    const cpuSec = (k: 'api' | 'worker' | 'loader') => (cpuStart[k] !== undefined && cpuEnd[k] !== undefined ? round((cpuEnd[k]! - cpuStart[k]!) / 1e6, 1) : 'n/a');
     const mem = rss.stop();
     const workerMem = workerRss?.stop();
 
@@ -115,6 +138,10 @@ export const exportAtPeak: Scenario = {
         readP99During: readDuring.latencyMs.p99,
         writeP99Alone: writeAlone.latencyMs.p99,
         writeP99During: writeDuring.latencyMs.p99,
+        settledBeforeAloneMs: settledMs[0]!,
+        settledBeforeExportMs: settledMs[1]!,
+        duringSec: round((cpuEnd.at - cpuStart.at) / 1000, 1),
+        duringCpuSec: `api ${cpuSec('api')}, worker ${cpuSec('worker')}, postgres ${pgCpuSec}, load generator ${cpuSec('loader')}`,
         apiRssPeakMb: mem.peakMb,
         // What the API process held when the export started (after the fixtures and the "alone" loads).
         apiRssBeforeExportMb: rssBefore,

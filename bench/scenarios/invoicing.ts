@@ -1,38 +1,12 @@
-import fs from 'node:fs';
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { newId } from '../../src/platform/ids.ts';
 import { processCpuUs, runLoad } from '../lib/load.ts';
+import { postgresCpuSecSince, postgresCpuUs } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type Scenario } from '../lib/types.ts';
 import { pickCachedRead } from './fixtures.ts';
-
-/**
- * CPU so far (µs) of each Postgres backend serving `dbName` (its process title names the database): the
- * third process on the machine's two cores, beside the API and the worker. Backends that exit meanwhile are
- * not counted (the pools keep theirs open).
- */
-function postgresCpuUs(dbName: string): Map<number, number> {
-  const out = new Map<number, number>();
-  let pids: string[] = [];
-  try {
-    pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d));
-  } catch {
-    return out;
-  }
-  for (const pid of pids) {
-    try {
-      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (!cmd.startsWith('postgres:') || !cmd.includes(` ${dbName} `)) continue;
-      const us = processCpuUs(Number(pid));
-      if (us !== undefined) out.set(Number(pid), us);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
 
 /**
  * Invoice run (issue #14): N subscriptions (default 10,000; BENCH_INVOICES) on a metered price, each with a
@@ -110,6 +84,9 @@ export const invoiceRun: Scenario = {
       const readShape = {
         baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: 20,
         rate: Math.max(20, Math.round(saturatedBefore.okPerSec * 0.4)), pacing: 'uniform' as const,
+        // A second at the rate, unrecorded, opens the connections; "during" publishes the renewals when its
+        // measured part begins (as export-at-peak starts its export).
+        warmupSec: 1,
       };
       const before = await runLoad(readShape);
 
@@ -117,27 +94,42 @@ export const invoiceRun: Scenario = {
       const queue = (await db.query(`select to_regclass('billing_invoice_queue') is not null as q`)).rows[0].q as boolean;
       const finalized = async () => Number((await db.query(`select count(*) as n from billing_invoices where status <> 'draft' and tenant_id = any($1::uuid[])`, [orgs])).rows[0].n);
       const payload = (t: string) => JSON.stringify({ subscriptionId: t, status: 'active', planId, planKey: `bench-${suffix}`, priceId, interval: 'month', quantity: 1, amountMinor: null, currency: 'USD', currencyExponent: 2, change: 'renewed', previousStatus: 'active', currentPeriodEnd: periodEnd.toISOString() });
-      ctx.log(`invoice-run: ${n} renewals published`);
-      const started = Date.now();
       // With --worker the invoice run (and its follow-ups) runs in the worker's process: both are measured.
-      const cpuStart = processCpuUs(ctx.api.pid);
-      const workerCpuStart = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
       const dbName = new URL(ctx.env.databaseUrl).pathname.slice(1);
-      const pgCpuStart = postgresCpuUs(dbName);
-      for (let i = 0; i < orgs.length; i += CHUNK) {
-        const ids = orgs.slice(i, i + CHUNK);
-        // As the renewal writes them, in one transaction: its event and (since migration 0155) its queued period.
-        await db.query('begin');
-        await db.query(`insert into outbox (id, tenant_id, name, payload) select id, t, 'billing.subscription_updated', p::jsonb from unnest($1::uuid[], $2::uuid[], $3::text[]) as x(id, t, p)`, [
-          ids.map(() => newId()),
-          ids,
-          ids.map(payload),
-        ]);
-        if (queue) await db.query(`insert into billing_invoice_queue (tenant_id, subscription_id, period_end) select t, t, $2 from unnest($1::uuid[]) t`, [ids, periodEnd]);
-        await db.query('commit');
-      }
-      await db.query(`notify plinth_outbox`).catch(() => {});
-      const during = await runLoad(readShape);
+      let started = Date.now();
+      let cpuStart = processCpuUs(ctx.api.pid);
+      let workerCpuStart = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
+      let pgCpuStart = postgresCpuUs(dbName);
+      const publish = async () => {
+        started = Date.now();
+        cpuStart = processCpuUs(ctx.api.pid);
+        workerCpuStart = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
+        pgCpuStart = postgresCpuUs(dbName);
+        for (let i = 0; i < orgs.length; i += CHUNK) {
+          const ids = orgs.slice(i, i + CHUNK);
+          // As the renewal writes them, in one transaction: its event and (since migration 0155) its queued period.
+          await db.query('begin');
+          await db.query(`insert into outbox (id, tenant_id, name, payload) select id, t, 'billing.subscription_updated', p::jsonb from unnest($1::uuid[], $2::uuid[], $3::text[]) as x(id, t, p)`, [
+            ids.map(() => newId()),
+            ids,
+            ids.map(payload),
+          ]);
+          if (queue) await db.query(`insert into billing_invoice_queue (tenant_id, subscription_id, period_end) select t, t, $2 from unnest($1::uuid[]) t`, [ids, periodEnd]);
+          await db.query('commit');
+        }
+        await db.query(`notify plinth_outbox`).catch(() => {});
+        ctx.log(`invoice-run: ${n} renewals published`);
+      };
+      let publishing: Promise<void> | undefined;
+      const during = await runLoad({
+        ...readShape,
+        onMeasuring: () => {
+          publishing = publish();
+          publishing.catch(() => undefined); // awaited below
+        },
+      });
+      if (!publishing) throw new Error('the renewals were never published');
+      await publishing;
       const saturatedDuring = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
       const saturatedDuringEndSec = (Date.now() - started) / 1000;
       const deadline = Date.now() + Number(process.env.BENCH_INVOICE_TIMEOUT_SEC ?? 600) * 1000;
@@ -151,7 +143,7 @@ export const invoiceRun: Scenario = {
       // meanwhile, and the finalized invoices' follow-up jobs — collection, PDF, webhooks — are included).
       const cpuEnd = processCpuUs(ctx.api.pid);
       const workerCpuEnd = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
-      const pgCpuSec = round([...postgresCpuUs(dbName)].reduce((sum, [pid, us]) => sum + us - (pgCpuStart.get(pid) ?? 0), 0) / 1e6, 1);
+      const pgCpuSec = postgresCpuSecSince(dbName, pgCpuStart);
       const apiCpuSec = cpuStart !== undefined && cpuEnd !== undefined ? round((cpuEnd - cpuStart) / 1e6, 1) : undefined;
       const workerCpuSec = workerCpuStart !== undefined && workerCpuEnd !== undefined ? round((workerCpuEnd - workerCpuStart) / 1e6, 1) : undefined;
       const perSec = round(done / seconds, 1);

@@ -36,9 +36,10 @@ export interface Config {
   /** Worker role: serve GET /metrics on this port (the API serves it on its own port). */
   metricsPort: number | undefined;
   /**
-   * Worker role (`plinth worker`): its CPU priority (nice 0–19, higher yields more; default 0). Where the
+   * Worker role (`plinth worker`): its CPU priority (nice 0–19, higher yields more; default 10). Where the
    * worker shares cores with an API (one VM, compose), batch work — invoice runs, exports, fan-out — then takes
-   * the CPU the API leaves instead of queueing requests behind it, and runs slower while the API is busy.
+   * the CPU the API leaves instead of queueing requests behind it, and runs slower while the API is busy; with
+   * cores of its own (a Kubernetes pod) it changes nothing. `plinth start` (both roles in one process) never lowers it.
    */
   workerNice: number;
   /** Webhooks and e-mail (src/modules/notifications/README.md). */
@@ -434,7 +435,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     metricsToken: metricsToken(env),
     metricsPort: str(env, 'METRICS_PORT') === undefined ? undefined : int(env, 'METRICS_PORT', 0, 0, 65535),
-    workerNice: int(env, 'WORKER_NICE', 0, 0, 19),
+    workerNice: int(env, 'WORKER_NICE', 10, 0, 19),
     edge: {
       rateLimitEnabled: bool(env, 'RATE_LIMIT_ENABLED', true),
       rateLimitWindowSec: int(env, 'RATE_LIMIT_WINDOW_SEC', 60, 1, 86_400),

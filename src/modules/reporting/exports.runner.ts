@@ -99,7 +99,7 @@ export function createExportRunner(deps: ExportRunnerDeps) {
     };
     for (let attempt = 1; ; attempt++) {
       try {
-        return await deps.sources.withTenantRead(tenantId, read, { readOnly: true, statementTimeoutMs: config.exportStatementTimeoutMs });
+        return await deps.sources.withTenantRead(tenantId, read, { readOnly: true, serial: true, statementTimeoutMs: config.exportStatementTimeoutMs });
       } catch (err) {
         if (attempt >= attempts) throw err;
         deps.logger.warn({ err, attempt, resource }, 'export batch failed; retrying from the last key');
@@ -126,7 +126,7 @@ export function createExportRunner(deps: ExportRunnerDeps) {
       return;
     }
     const total = await deps.sources
-      .withTenantRead(tenantId, (trx) => source.count(trx, tenantId, filters as never), { readOnly: true, statementTimeoutMs: config.exportStatementTimeoutMs })
+      .withTenantRead(tenantId, (trx) => source.count(trx, tenantId, filters as never), { readOnly: true, serial: true, statementTimeoutMs: config.exportStatementTimeoutMs })
       .catch(() => null);
     const started = await repo.scope.withTenant(tenantId, (trx) => repo.start(trx, tenantId, id, claim, total));
     if (!started) return repo.releaseJob(id);

@@ -21,6 +21,12 @@ export interface ReadOptions {
   readOnly?: boolean;
   /** This transaction's statement_timeout instead of the default. */
   statementTimeoutMs?: number;
+  /**
+   * No parallel query (max_parallel_workers_per_gather = 0, transaction-local): a batch read (an export, its
+   * count) runs on its one backend, so it never takes more than one process's share of the database's CPU
+   * beside the interactive traffic. PGlite has no parallel workers anyway.
+   */
+  serial?: boolean;
 }
 
 /** The role the application runs as: not the owner of any table, no BYPASSRLS. Created by migration 0001. */
@@ -138,10 +144,11 @@ const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
  * startup parameters are refused and session SETs would leak to other clients, but SET LOCAL ends with
  * the transaction.
  */
-function transactionLimits(statementTimeoutMs: number): string {
+function transactionLimits(statementTimeoutMs: number, serial = false): string {
   return (
     `set_config('statement_timeout', '${Math.trunc(statementTimeoutMs)}', true), ` +
-    `set_config('idle_in_transaction_session_timeout', '${IDLE_IN_TRANSACTION_TIMEOUT_MS}', true)`
+    `set_config('idle_in_transaction_session_timeout', '${IDLE_IN_TRANSACTION_TIMEOUT_MS}', true)` +
+    (serial ? `, set_config('max_parallel_workers_per_gather', '0', true)` : '')
   );
 }
 
@@ -207,7 +214,7 @@ function pgTenantRunner(db: Kysely<DB>, statementTimeoutMs: number): PgRunner {
     if (!isUuid(tenantId)) return Promise.reject(new Error('tenant id must be a UUID'));
     const uow = o.standalone ? undefined : currentUnitOfWork();
     if (uow) return uow.run(tenantId, fn);
-    const lim = o.statementTimeoutMs === undefined ? limits : transactionLimits(o.statementTimeoutMs);
+    const lim = o.statementTimeoutMs === undefined && !o.serial ? limits : transactionLimits(o.statementTimeoutMs ?? statementTimeoutMs, o.serial);
     return db.connection().execute(async (conn) => {
       await sql.raw(`begin${o.readOnly ? ' read only' : ''}; ${tenantContextSql(tenantId, lim)}`).execute(conn);
       let result: R;

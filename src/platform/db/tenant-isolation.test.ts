@@ -36,6 +36,17 @@ describe(`tenant isolation (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgli
     expect(rowsB.map((r) => r.tenant_id)).toEqual([b]);
   });
 
+  it.skipIf(!process.env.TEST_DATABASE_URL)('a serial read (exports) runs without parallel workers, read only, under its tenant; the setting ends with it', async () => {
+    const setting = (trx: Parameters<Parameters<typeof t.db.withTenantRead>[1]>[0]) =>
+      sql<{ p: string; ro: string; tenant: string }>`select current_setting('max_parallel_workers_per_gather') as p, current_setting('transaction_read_only') as ro, current_setting('app.tenant_id') as tenant`.execute(trx);
+    const normal = (await t.db.withTenantRead(a, setting)).rows[0]!;
+    expect(normal.p).not.toBe('0');
+    expect((await t.db.withTenantRead(a, setting, { readOnly: true, serial: true, statementTimeoutMs: 5_000 })).rows[0]).toEqual({ p: '0', ro: 'on', tenant: a });
+    expect((await t.db.withTenantRead(b, setting, { serial: true })).rows[0]).toEqual({ p: '0', ro: 'off', tenant: b });
+    // The pool of 2 hands out the same connections again: the setting did not stay on them.
+    for (let i = 0; i < 4; i++) expect((await t.db.withTenantRead(a, setting)).rows[0]!.p).toBe(normal.p);
+  });
+
   it('no tenant context sees zero rows, even outside any transaction', async () => {
     const rows = await t.db.app.selectFrom('feature_flag_overrides').selectAll().execute();
     expect(rows).toHaveLength(0);

@@ -13,7 +13,7 @@ import { runBaseline } from './baselines/baselines.ts';
 import { connectApi } from './lib/api.ts';
 import { apiCommand, ensureCompiledBuild } from './lib/build.ts';
 import { createBenchEnv } from './lib/env.ts';
-import { freePort, ROOT, sampleRss, startNode } from './lib/processes.ts';
+import { freePort, ROOT, sampleRss, startNode, waitQuiet } from './lib/processes.ts';
 import { renderHtml, renderTable, type BenchReport } from './lib/report.ts';
 import { target, type BaselineName, type BenchContext, type BenchOptions, type Scenario, type ScenarioResult } from './lib/types.ts';
 import { exportAtPeak, jobOverlap, outbox } from './scenarios/async.ts';
@@ -204,7 +204,10 @@ export async function runBench(argv: string[]): Promise<number> {
         const ctx: BenchContext = { opts, env, api, worker, apiEnv, client: await connectApi(api.baseUrl), baselines, fixtures: {}, log };
         for (const s of apiScenarios) {
           if (s.baseline) await measureBaseline(s.baseline);
-          log(`scenario ${s.name}`);
+          // What the previous scenario left running (its outbox events' handlers, autovacuum of the rows it
+          // wrote) finishes first: each scenario is measured on a settled system, not on its predecessor's tail.
+          const settled = await waitQuiet([api.pid, ...(worker ? [worker.pid] : [])], new URL(env.databaseUrl).pathname.slice(1), { timeoutMs: 60_000 });
+          log(`scenario ${s.name}${settled > 1_000 ? ` (after ${(settled / 1000).toFixed(1)} s for the previous work to settle)` : ''}`);
           try {
             scenarios.push(await s.run(ctx));
           } catch (err) {

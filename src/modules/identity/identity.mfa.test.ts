@@ -117,7 +117,7 @@ describe(`MFA: TOTP + recovery codes (${mode})`, () => {
       const confirm = await t.app.inject({ method: 'POST', url: '/v1/me/mfa/totp/confirm', headers: bearer(plain.json().token), payload: { code: await totp(r.json().secret) } });
       expect(confirm.statusCode).toBe(200);
     });
-    const actions = (await t.db.owner.selectFrom('audit_events').select('action').where('target_id', '=', user.userId).where('action', 'like', 'mfa.%').orderBy('seq').execute()).map((r) => r.action);
+    const actions = (await t.db.owner.selectFrom('audit_events').select('action').where('target_id', '=', user.userId).where('action', 'like', 'mfa.%').orderBy('occurred_at').orderBy('id').execute()).map((r) => r.action);
     expect(actions).toEqual(['mfa.enrollment_started', 'mfa.enabled', 'mfa.recovery_codes_regenerated', 'mfa.step_up', 'mfa.disabled', 'mfa.enrollment_started', 'mfa.enabled']);
   });
 

@@ -36,8 +36,9 @@ describe(`WebAuthn / passkeys (${mode})`, () => {
     expect(res.headers['content-type']).toContain('application/problem+json');
     expect({ status: res.statusCode, code: res.json().code }).toEqual({ status, code });
   };
+  // In the order they happened: seq is given by the audit sequencer a moment later (null until then).
   const auditActions = async (userId: string) =>
-    (await t.db.owner.selectFrom('audit_events').select('action').where('target_id', '=', userId).where('action', 'like', 'mfa.webauthn%').orderBy('seq').execute()).map((r) => r.action);
+    (await t.db.owner.selectFrom('audit_events').select('action').where('target_id', '=', userId).where('action', 'like', 'mfa.webauthn%').orderBy('occurred_at').orderBy('id').execute()).map((r) => r.action);
   const login = async (who: SignedUp) => (await post('/v1/auth/login', { email: who.email, password: STRONG_PASSWORD })).json();
   const loginOptions = async (mfaToken: string) => {
     const res = await post('/v1/auth/login/mfa/webauthn-options', { mfaToken });
@@ -160,7 +161,7 @@ describe(`WebAuthn / passkeys (${mode})`, () => {
     const ok = await stepUp(keyA.get(await opts(), { origin: ORIGIN, credentialId: credA2.credentialId }));
     expect(ok.statusCode, ok.body).toBe(204);
     expect(await stored()).toBe(6);
-    const events = await t.db.owner.selectFrom('audit_events').select(['action', 'changes']).where('target_id', '=', a.userId).where('action', '=', 'mfa.webauthn_counter_regression').orderBy('seq').execute();
+    const events = await t.db.owner.selectFrom('audit_events').select(['action', 'changes']).where('target_id', '=', a.userId).where('action', '=', 'mfa.webauthn_counter_regression').orderBy('occurred_at').orderBy('id').execute();
     expect(events.map((e) => (typeof e.changes === 'string' ? JSON.parse(e.changes) : e.changes))).toEqual([
       expect.objectContaining({ credential: credA2.id, storedCounter: 5, presentedCounter: 5, purpose: 'step_up' }),
       expect.objectContaining({ credential: credA2.id, storedCounter: 5, presentedCounter: 3 }),

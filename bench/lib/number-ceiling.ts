@@ -71,13 +71,13 @@ export async function measureNumberCeiling(opts: { durationSec: number; workers:
         const projectId = projects[n % projects.length]!;
         if (p.wrap === 'transaction') return service.createTask(ctx, projectId, { title: `ceiling ${n}` });
         return runWithUnitOfWorkSlot(async () => {
-          // As the idempotency layer does: a fence statement at BEGIN, the response recorded before COMMIT.
+          // As the idempotency layer does: a fence statement at BEGIN, the response recorded with the COMMIT.
           const uow = db.openUnitOfWork(async (trx) => void (await sql`select 1`.execute(trx)));
           setUnitOfWork(uow);
           try {
             const task = await service.createTask(ctx, projectId, { title: `ceiling ${n}` });
             const body = JSON.stringify(task);
-            await uow.commit(async (trx) => void (await sql`select ${body.length}`.execute(trx)));
+            await uow.commit(sql`select ${body.length}`.compile(db.app));
           } catch (err) {
             await uow.rollback();
             throw err;

@@ -254,9 +254,9 @@ function withScopes(
       if (!afterUnitOfWork) return uow;
       // Read-your-writes: a committed unit of work moves the principal's position like any other write.
       return Object.assign(Object.create(uow) as UnitOfWork, {
-        async commit(fn?: (trx: Transaction<DB>) => Promise<void>) {
+        async commit(last?: CompiledQuery) {
           const opened = uow.opened;
-          await uow.commit(fn);
+          await uow.commit(last);
           if (opened) await afterUnitOfWork().catch(() => undefined);
         },
       });

@@ -1,4 +1,5 @@
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import { inlineParameters } from './inline.ts';
 import { isUuid } from '../ids.ts';
 import type { DB } from './schema.generated.ts';
 import { currentRequestContext, runWithContextField } from '../request-context.ts';
@@ -18,11 +19,13 @@ export interface UnitOfWork {
   /** Runs fn inside the shared transaction with tenantId as tenant context (serialized with other calls). */
   run<R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>): Promise<R>;
   /**
-   * Last statements and COMMIT (fn runs in the transaction first — still inside the last call's savepoint and
-   * tenant context, which COMMIT ends: fn must not depend on them, e.g. it writes a table without row-level
-   * security, as the idempotency layer's stored response does); a no-op when nothing was opened.
+   * COMMIT, after `last` when given: one statement run in the transaction first and sent with the COMMIT in one
+   * round trip where the server takes several statements (pg). It runs still inside the last call's savepoint
+   * and tenant context, which COMMIT ends: it must not depend on them (e.g. it writes a table without row-level
+   * security, as the idempotency layer's stored response does). To refuse the commit it must raise an error —
+   * its result is not read — and then nothing commits. A no-op when nothing was opened.
    */
-  commit(fn?: (trx: Transaction<DB>) => Promise<void>): Promise<void>;
+  commit(last?: CompiledQuery): Promise<void>;
   rollback(): Promise<void>;
 }
 
@@ -71,7 +74,8 @@ const contextSql = (tenant: string) => `select set_config('app.tenant_id', '${te
 
 export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>) => Promise<void>, opts: UnitOfWorkOptions = {}): UnitOfWork {
   let conn: Promise<Transaction<DB>> | undefined;
-  let end: ((action: 'commit' | 'rollback') => Promise<void>) | undefined;
+  /** Sends the statements that end the transaction (…; COMMIT, or ROLLBACK) and returns the connection. */
+  let end: ((statements: string) => Promise<void>) | undefined;
   let tail: Promise<unknown> = Promise.resolve();
   let savepoints = 0;
   let closed = false;
@@ -101,9 +105,14 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
           }
           // Held until the owner ends the unit of work; then the connection returns to the pool.
           await new Promise<void>((release) => {
-            end = async (action) => {
+            end = async (statements) => {
               try {
-                await sql.raw(action).execute(trx);
+                await sql.raw(statements).execute(trx);
+              } catch (err) {
+                // A statement sent before COMMIT failed (the COMMIT after it was skipped): end the aborted
+                // transaction before the connection goes back (after a failed COMMIT this is a no-op).
+                await sql.raw('rollback').execute(trx).catch(() => undefined);
+                throw err;
               } finally {
                 connected = false;
                 release();
@@ -172,13 +181,24 @@ export function createUnitOfWork(db: Kysely<DB>, onBegin: (trx: Transaction<DB>)
       // in a savepoint of its own: queueing it behind the call that awaits it would wait forever.
       return outer !== undefined ? body() : serialized(body);
     },
-    commit(fn) {
+    commit(last) {
       return serialized(async () => {
         if (closed || !conn) return;
         closed = true;
         const trx = await conn;
+        if (last && opts.multiStatement) {
+          let text: string;
+          try {
+            text = inlineParameters(last, 'unit of work commit');
+          } catch (err) {
+            await end!('rollback');
+            throw err;
+          }
+          // One simple query: a statement that fails skips the COMMIT after it (end() then rolls back).
+          return end!(`${text}; commit`);
+        }
         try {
-          if (fn) await fn(trx);
+          if (last) await trx.executeQuery(last);
         } catch (err) {
           await end!('rollback');
           throw err;

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type CompiledQuery, type Kysely } from 'kysely';
 import type { DB } from '../db/database.ts';
 
 /** The idempotency table is global (tenant and caller are hashed into the key), read with the app role. */
@@ -82,6 +82,29 @@ export async function recordResponse(db: Db, scopeHash: string, token: string, r
     .where('state', '=', 'in_flight')
     .executeTakeFirst();
   return Number(result.numUpdatedRows) === 1;
+}
+
+/**
+ * The stored response as the statement that ends the request's transaction (`UnitOfWork.commit`), sent with
+ * its COMMIT: it fails — and so refuses that COMMIT — unless this claim still holds the key in flight (a cast of
+ * the reason to int is the error; Postgres has no ASSERT in plain SQL). The fence at BEGIN locked the row for
+ * this transaction, so the claim does hold; the check keeps that a fact rather than an assumption.
+ */
+export function recordResponseStatement(db: Db, scopeHash: string, token: string, r: StoredResponse): CompiledQuery {
+  return db
+    .with('recorded', (q) =>
+      q
+        .updateTable('idempotency_keys')
+        .set({ state: 'done', response_status: r.status, response_headers: sql`${r.headers}::jsonb`, response_body: r.body })
+        .where('scope_hash', '=', scopeHash)
+        .where('claim_token', '=', token)
+        .where('state', '=', 'in_flight')
+        .returning(sql<number>`1`.as('one')),
+    )
+    // The cast wraps the CASE, not its ELSE: a constant branch is folded when the statement is planned, and
+    // would fail every time.
+    .selectNoFrom(sql<number>`cast(case when exists (select from recorded) then '1' else 'idempotency claim no longer held' end as int)`.as('held'))
+    .compile();
 }
 
 /** Extends the lease of claims this process still holds (token → scope hash pairs). */

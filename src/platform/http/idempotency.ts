@@ -5,7 +5,7 @@ import { setUnitOfWork, type UnitOfWork } from '../db/unit-of-work.ts';
 import type { Logger } from 'pino';
 import { AppError, buildProblem } from './errors.ts';
 import { open, requestHash, scopeOf, seal } from './idempotency-keys.ts';
-import { claimKey, fenceClaim, readKey, recordResponse, releaseKey, renewLeases, sweepIdempotencyKeys, type StoredResponse } from './idempotency.repo.ts';
+import { claimKey, fenceClaim, readKey, recordResponse, recordResponseStatement, releaseKey, renewLeases, sweepIdempotencyKeys, type StoredResponse } from './idempotency.repo.ts';
 import { MAX_IDEMPOTENCY_KEY_LENGTH } from './limits.ts';
 import type { App } from './server.ts';
 
@@ -230,9 +230,9 @@ export function registerIdempotency(app: App, opts: IdempotencyOptions): Idempot
     if (claimed.uow.opened) {
       // The response is written in the transaction of the effects, then COMMIT: both or neither.
       try {
-        await claimed.uow.commit(async (trx) => {
-          if (!(await recordResponse(scope.join(trx), claimed.scopeHash, claimed.token, response))) throw new Error('idempotency claim no longer held');
-        });
+        // One round trip on pg (the record and COMMIT together): the project row a create locks for its task
+        // number is held that much shorter.
+        await claimed.uow.commit(recordResponseStatement(db, claimed.scopeHash, claimed.token, response));
       } catch (err) {
         held.delete(claimed.token);
         await settle(claimed.token, claimed.scopeHash);

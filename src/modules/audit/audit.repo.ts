@@ -140,21 +140,24 @@ export function createAuditRepo(db: Database) {
 
   return {
     /**
-     * Appends a pending event in the caller's transaction: one INSERT, no lock on any shared row (the
-     * chain head is the sequencer's alone), so concurrent writes of one org never wait for each other.
+     * Appends a pending event in the caller's transaction: one statement (its personal data, when any, in a
+     * data-modifying CTE of the same INSERT: one round trip), no lock on any shared row (the chain head is the
+     * sequencer's alone), so concurrent writes of one org never wait for each other.
      */
     async appendPending(handle: TxHandle, e: PendingFields, personal: PersonalRecord[] = []): Promise<void> {
       const trx = scope.join(handle);
-      if (personal.length > 0) {
-        if (!e.pdRef) throw new Error('audit: personal data needs a reference');
-        await trx
-          .insertInto('audit_personal_data')
-          .values(personal.map((p) => ({ tenant_id: e.tenantId, id: newId(), ref: e.pdRef!, subject: p.subject, data: JSON.stringify(p.data) })))
-          .execute();
+      const event = { ...pendingColumns(e), changes: JSON.stringify(e.changes) };
+      if (personal.length === 0) {
+        await trx.insertInto('audit_events').values(event).execute();
+        return;
       }
+      if (!e.pdRef) throw new Error('audit: personal data needs a reference');
+      const rows = personal.map((p) => ({ tenant_id: e.tenantId, id: newId(), ref: e.pdRef!, subject: p.subject, data: JSON.stringify(p.data) }));
+      // Postgres runs a data-modifying CTE to completion whether or not the statement reads it.
       await trx
+        .with('personal', (q) => q.insertInto('audit_personal_data').values(rows))
         .insertInto('audit_events')
-        .values({ ...pendingColumns(e), changes: JSON.stringify(e.changes) })
+        .values(event)
         .execute();
     },
 

@@ -26,6 +26,8 @@ interface Fault {
   delayMs: number;
   /** Only requests whose path starts with this (default: every request). */
   path?: string;
+  /** Only requests with this Idempotency-Key (a late retry of an earlier call must not take the fault). */
+  idempotencyKey?: string;
 }
 
 /** What a test token decides at confirmation (https://docs.stripe.com/testing#declined-payments). */
@@ -54,7 +56,8 @@ export interface FakeStripe {
   readonly refunds: Map<string, Obj>;
   /** Every request received: method, path, idempotency key, authorization. */
   readonly requests: Array<{ method: string; path: string; idempotencyKey: string | undefined; authorization: string | undefined; replayed: boolean }>;
-  fail(times: number, kind: FaultKind, opts?: { delayMs?: number; path?: string }): void;
+  /** The next `times` requests (to `path`, with `idempotencyKey` when given) meet the fault. */
+  fail(times: number, kind: FaultKind, opts?: { delayMs?: number; path?: string; idempotencyKey?: string }): void;
   clearFaults(): void;
   /** Changes an object behind the adapter's back (drift for reconciliation tests). */
   setPaymentIntentStatus(id: string, status: string): void;
@@ -257,7 +260,7 @@ export async function startFakeStripe(opts: { apiKey?: string } = {}): Promise<F
     const entry = { method, path: url.pathname, idempotencyKey: key, authorization, replayed: false };
     requests.push(entry);
 
-    const fault = faults.find((f) => f.remaining > 0 && (!f.path || url.pathname.startsWith(f.path)));
+    const fault = faults.find((f) => f.remaining > 0 && (!f.path || url.pathname.startsWith(f.path)) && (!f.idempotencyKey || f.idempotencyKey === key));
     if (fault) fault.remaining--;
     if (fault?.kind === 'reset') return void req.socket.destroy();
     if (fault?.kind === 'http500') return send(res, 500, JSON.stringify({ error: { type: 'api_error', message: 'An unknown error occurred' } }));
@@ -317,7 +320,7 @@ export async function startFakeStripe(opts: { apiKey?: string } = {}): Promise<F
     refunds,
     requests,
     fail(times, kind, o = {}) {
-      faults.push({ kind, remaining: times, delayMs: o.delayMs ?? 1_000, path: o.path });
+      faults.push({ kind, remaining: times, delayMs: o.delayMs ?? 1_000, path: o.path, idempotencyKey: o.idempotencyKey });
     },
     clearFaults() {
       faults = [];

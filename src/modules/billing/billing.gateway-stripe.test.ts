@@ -121,8 +121,10 @@ describe('guardedGateway: the payment DestinationPolicy around the adapter', () 
     // reset_after_work twice: the SDK's own one retry of a closed connection meets the second reset, so the
     // policy's retry is the one that finds the stored result.
     for (const fault of [{ kind: 'reset_after_work' as const, times: 2 }, { kind: 'delay' as const, times: 1, delayMs: 250 }, { kind: 'http500' as const, times: 1 }]) {
-      fake.fail(fault.times, fault.kind, { path: '/v1/payment_intents', delayMs: 'delayMs' in fault ? fault.delayMs : undefined });
+      // Scoped to this charge's key: the SDK's own late retry of the previous (abandoned, delayed) call would
+      // otherwise take the fault meant for this one.
       const k = key();
+      fake.fail(fault.times, fault.kind, { path: '/v1/payment_intents', delayMs: 'delayMs' in fault ? fault.delayMs : undefined, idempotencyKey: k });
       const paid = await guarded.charge(chargeInput(c), k);
       expect(paid.status, fault.kind).toBe('succeeded');
       const sent = fake.requests.filter((r) => r.idempotencyKey === k);

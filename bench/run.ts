@@ -206,7 +206,7 @@ export async function runBench(argv: string[]): Promise<number> {
           if (s.baseline) await measureBaseline(s.baseline);
           // What the previous scenario left running (its outbox events' handlers, autovacuum of the rows it
           // wrote) finishes first: each scenario is measured on a settled system, not on its predecessor's tail.
-          const settled = await waitQuiet([api.pid, ...(worker ? [worker.pid] : [])], new URL(env.databaseUrl).pathname.slice(1), { timeoutMs: 60_000 });
+          const settled = await waitQuiet([api.pid, ...(worker ? [worker.pid] : [])], env.databaseName, { timeoutMs: 60_000 });
           log(`scenario ${s.name}${settled > 1_000 ? ` (after ${(settled / 1000).toFixed(1)} s for the previous work to settle)` : ''}`);
           try {
             scenarios.push(await s.run(ctx));

@@ -191,11 +191,45 @@ export function postgresCpuUs(dbName: string): Map<number, number> {
   return out;
 }
 
-/** CPU seconds the backends counted in `start` used since (backends started meanwhile count from zero). */
-export function postgresCpuSecSince(dbName: string, start: Map<number, number>): number {
-  let us = 0;
-  for (const [pid, now] of postgresCpuUs(dbName)) us += now - (start.get(pid) ?? 0);
-  return Math.round(us / 1e5) / 10;
+export interface CpuSnapshot {
+  at: number;
+  dbName: string;
+  pids: { api: number; worker?: number };
+  /** µs so far of each process (undefined where /proc is not available). */
+  api: number | undefined;
+  worker: number | undefined;
+  /** This process: the load generator. */
+  loader: number | undefined;
+  postgres: Map<number, number>;
+}
+
+/** CPU so far of the API, the worker, this process and the run database's backends; `cpuSecSince` compares. */
+export function cpuSnapshot(pids: { api: number; worker?: number }, dbName: string): CpuSnapshot {
+  return {
+    at: Date.now(), dbName, pids,
+    api: processCpuUs(pids.api),
+    worker: pids.worker === undefined ? undefined : processCpuUs(pids.worker),
+    loader: processCpuUs(process.pid),
+    postgres: postgresCpuUs(dbName),
+  };
+}
+
+/**
+ * Seconds of wall time and of each one's CPU (0.1 s) since `start` (undefined where a process's CPU is unknown);
+ * backends started meanwhile count from zero.
+ */
+export function cpuSecSince(start: CpuSnapshot) {
+  const now = cpuSnapshot(start.pids, start.dbName);
+  const sec = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? Math.round((b - a) / 1e5) / 10 : undefined);
+  let pgUs = 0;
+  for (const [pid, us] of now.postgres) pgUs += us - (start.postgres.get(pid) ?? 0);
+  return {
+    wall: Math.round((now.at - start.at) / 100) / 10,
+    api: sec(start.api, now.api),
+    worker: sec(start.worker, now.worker),
+    loader: sec(start.loader, now.loader),
+    postgres: Math.round(pgUs / 1e5) / 10,
+  };
 }
 
 /**

@@ -1,6 +1,5 @@
 import { runLoad } from '../lib/load.ts';
-import { processCpuUs } from '../lib/load.ts';
-import { postgresCpuSecSince, postgresCpuUs, rssMbOf, sampleRss, waitQuiet } from '../lib/processes.ts';
+import { cpuSecSince, cpuSnapshot, rssMbOf, sampleRss, waitQuiet, type CpuSnapshot } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type BenchContext, type Scenario } from '../lib/types.ts';
 import { ensureProject, ensureTenant, pickCachedRead, seedInto } from './fixtures.ts';
@@ -94,7 +93,7 @@ export const exportAtPeak: Scenario = {
     const readShape = { baseUrl: ctx.api.baseUrl, request: read.request, durationSec: ctx.opts.durationSec, connections: 20, rate: Math.max(20, Math.round(probeRead.okPerSec * LOAD_SHARE)), pacing: 'uniform' as const, warmupSec: 1 };
     const writeShape = { baseUrl: ctx.api.baseUrl, request: write.request, durationSec: ctx.opts.durationSec, connections: 8, rate: Math.max(5, Math.round(probeWrite.okPerSec * LOAD_SHARE)), pacing: 'uniform' as const, warmupSec: 1 };
     // The probes' after-effects (their creates' outbox events and jobs) would otherwise fall into "alone".
-    const dbName = new URL(ctx.env.databaseUrl).pathname.slice(1);
+    const dbName = ctx.env.databaseName;
     const pids = [ctx.api.pid, ...(ctx.worker ? [ctx.worker.pid] : [])];
     const settledMs = [await waitQuiet(pids, dbName)];
     const [readAlone, writeAlone] = await Promise.all([runLoad(readShape), runLoad(writeShape)]);
@@ -107,22 +106,17 @@ export const exportAtPeak: Scenario = {
     const workerRssBefore = workerRss?.current().lastMb;
     // CPU while the export and the loads ran: the API, the worker, this database's backends, and this
     // process (the load generator), on the machine's two cores.
-    const cpuAt = () => ({ api: processCpuUs(ctx.api.pid), worker: ctx.worker ? processCpuUs(ctx.worker.pid) : undefined, loader: processCpuUs(process.pid), at: Date.now() });
-    let cpuStart = cpuAt();
-    let pgStart = postgresCpuUs(dbName);
+    let cpuStart: CpuSnapshot | undefined;
     let exporting: ReturnType<typeof exportTasks> | undefined;
     const startExport = () => {
-      cpuStart = cpuAt();
-      pgStart = postgresCpuUs(dbName);
+      cpuStart = cpuSnapshot({ api: ctx.api.pid, worker: ctx.worker?.pid }, dbName);
       exporting = exportTasks(ctx, t.orgId, t.token, projectId);
       exporting.catch(() => undefined); // awaited below
     };
     const [readDuring, writeDuring] = await Promise.all([runLoad({ ...readShape, onMeasuring: startExport }), runLoad(writeShape)]);
-    const cpuEnd = cpuAt();
-    const pgCpuSec = postgresCpuSecSince(dbName, pgStart);
-    if (!exporting) throw new Error('the export was never started');
+    if (!exporting || !cpuStart) throw new Error('the export was never started');
+    const cpu = cpuSecSince(cpuStart);
     const exported = await exporting;
-    const cpuSec = (k: 'api' | 'worker' | 'loader') => (cpuStart[k] !== undefined && cpuEnd[k] !== undefined ? round((cpuEnd[k]! - cpuStart[k]!) / 1e6, 1) : 'n/a');
     const mem = rss.stop();
     const workerMem = workerRss?.stop();
 
@@ -146,8 +140,8 @@ export const exportAtPeak: Scenario = {
         writeP99During: writeDuring.latencyMs.p99,
         settledBeforeAloneMs: settledMs[0]!,
         settledBeforeExportMs: settledMs[1]!,
-        duringSec: round((cpuEnd.at - cpuStart.at) / 1000, 1),
-        duringCpuSec: `api ${cpuSec('api')}, worker ${cpuSec('worker')}, postgres ${pgCpuSec}, load generator ${cpuSec('loader')}`,
+        duringSec: cpu.wall,
+        duringCpuSec: `api ${cpu.api ?? 'n/a'}, worker ${cpu.worker ?? 'n/a'}, postgres ${cpu.postgres}, load generator ${cpu.loader ?? 'n/a'}`,
         apiRssPeakMb: mem.peakMb,
         // What the API process held when the export started (after the fixtures and the "alone" loads).
         apiRssBeforeExportMb: rssBefore,

@@ -2,8 +2,8 @@ import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { newId } from '../../src/platform/ids.ts';
-import { processCpuUs, runLoad } from '../lib/load.ts';
-import { postgresCpuSecSince, postgresCpuUs } from '../lib/processes.ts';
+import { runLoad } from '../lib/load.ts';
+import { cpuSecSince, cpuSnapshot, type CpuSnapshot } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
 import { skipped, target, type Scenario } from '../lib/types.ts';
 import { pickCachedRead } from './fixtures.ts';
@@ -97,16 +97,9 @@ export const invoiceRun: Scenario = {
       const finalized = async () => Number((await db.query(`select count(*) as n from billing_invoices where status <> 'draft' and tenant_id = any($1::uuid[])`, [orgs])).rows[0].n);
       const payload = (t: string) => JSON.stringify({ subscriptionId: t, status: 'active', planId, planKey: `bench-${suffix}`, priceId, interval: 'month', quantity: 1, amountMinor: null, currency: 'USD', currencyExponent: 2, change: 'renewed', previousStatus: 'active', currentPeriodEnd: periodEnd.toISOString() });
       // With --worker the invoice run (and its follow-ups) runs in the worker's process: both are measured.
-      const dbName = new URL(ctx.env.databaseUrl).pathname.slice(1);
-      let started = Date.now();
-      let cpuStart = processCpuUs(ctx.api.pid);
-      let workerCpuStart = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
-      let pgCpuStart = postgresCpuUs(dbName);
+      let cpuStart: CpuSnapshot | undefined;
       const publish = async () => {
-        started = Date.now();
-        cpuStart = processCpuUs(ctx.api.pid);
-        workerCpuStart = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
-        pgCpuStart = postgresCpuUs(dbName);
+        cpuStart = cpuSnapshot({ api: ctx.api.pid, worker: ctx.worker?.pid }, ctx.env.databaseName);
         for (let i = 0; i < orgs.length; i += CHUNK) {
           const ids = orgs.slice(i, i + CHUNK);
           // As the renewal writes them, in one transaction: its event and (since migration 0155) its queued period.
@@ -130,8 +123,9 @@ export const invoiceRun: Scenario = {
           publishing.catch(() => undefined); // awaited below
         },
       });
-      if (!publishing) throw new Error('the renewals were never published');
+      if (!publishing || !cpuStart) throw new Error('the renewals were never published');
       await publishing;
+      const started = cpuStart.at;
       const saturatedDuring = await runLoad({ baseUrl: ctx.api.baseUrl, request: pick.request, durationSec: ctx.opts.durationSec, connections: ctx.opts.connections });
       const saturatedDuringEndSec = (Date.now() - started) / 1000;
       const deadline = Date.now() + Number(process.env.BENCH_INVOICE_TIMEOUT_SEC ?? 600) * 1000;
@@ -143,11 +137,7 @@ export const invoiceRun: Scenario = {
       const seconds = (Date.now() - started) / 1000;
       // On a shared machine throughput follows the load; the API's CPU per invoice much less (the reads run
       // meanwhile, and the finalized invoices' follow-up jobs — collection, PDF, webhooks — are included).
-      const cpuEnd = processCpuUs(ctx.api.pid);
-      const workerCpuEnd = ctx.worker ? processCpuUs(ctx.worker.pid) : undefined;
-      const pgCpuSec = postgresCpuSecSince(dbName, pgCpuStart);
-      const apiCpuSec = cpuStart !== undefined && cpuEnd !== undefined ? round((cpuEnd - cpuStart) / 1e6, 1) : undefined;
-      const workerCpuSec = workerCpuStart !== undefined && workerCpuEnd !== undefined ? round((workerCpuEnd - workerCpuStart) / 1e6, 1) : undefined;
+      const { api: apiCpuSec, worker: workerCpuSec, postgres: pgCpuSec } = cpuSecSince(cpuStart);
       const perSec = round(done / seconds, 1);
       const p99Change = before.okLatencyMs.p99 > 0 ? round(during.okLatencyMs.p99 / before.okLatencyMs.p99, 3) : undefined;
       // The timeline: how long the run took to start (relay and fan-out before the first invoice) and to finish.

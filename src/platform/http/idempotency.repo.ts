@@ -1,4 +1,4 @@
-import { sql, type CompiledQuery, type Kysely } from 'kysely';
+import { sql, type CompiledQuery, type Kysely, type QueryCreator } from 'kysely';
 import type { DB } from '../db/database.ts';
 
 /** The idempotency table is global (tenant and caller are hashed into the key), read with the app role. */
@@ -74,14 +74,18 @@ export async function releaseKey(db: Db, scopeHash: string, token: string): Prom
 
 /** Returns false when the claim was no longer ours (lease lapsed and taken over, or expired and swept). */
 export async function recordResponse(db: Db, scopeHash: string, token: string, r: StoredResponse): Promise<boolean> {
-  const result = await db
+  const result = await storeResponse(db, scopeHash, token, r).executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+/** in_flight → done with the response, for the claim `token` only. */
+function storeResponse(db: QueryCreator<IdempotencyTables>, scopeHash: string, token: string, r: StoredResponse) {
+  return db
     .updateTable('idempotency_keys')
     .set({ state: 'done', response_status: r.status, response_headers: sql`${r.headers}::jsonb`, response_body: r.body })
     .where('scope_hash', '=', scopeHash)
     .where('claim_token', '=', token)
-    .where('state', '=', 'in_flight')
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows) === 1;
+    .where('state', '=', 'in_flight');
 }
 
 /**
@@ -92,15 +96,7 @@ export async function recordResponse(db: Db, scopeHash: string, token: string, r
  */
 export function recordResponseStatement(db: Db, scopeHash: string, token: string, r: StoredResponse): CompiledQuery {
   return db
-    .with('recorded', (q) =>
-      q
-        .updateTable('idempotency_keys')
-        .set({ state: 'done', response_status: r.status, response_headers: sql`${r.headers}::jsonb`, response_body: r.body })
-        .where('scope_hash', '=', scopeHash)
-        .where('claim_token', '=', token)
-        .where('state', '=', 'in_flight')
-        .returning(sql<number>`1`.as('one')),
-    )
+    .with('recorded', (q) => storeResponse(q, scopeHash, token, r).returning(sql<number>`1`.as('one')))
     // The cast wraps the CASE, not its ELSE: a constant branch is folded when the statement is planned, and
     // would fail every time.
     .selectNoFrom(sql<number>`cast(case when exists (select from recorded) then '1' else 'idempotency claim no longer held' end as int)`.as('held'))

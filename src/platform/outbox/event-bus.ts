@@ -16,7 +16,7 @@ import { addToOutbox, OUTBOX_CHANNEL, type EventPublisher } from './publisher.ts
 import { createRegistry, type JobRegistry } from './registry.ts';
 import { relayOnce } from './relay.ts';
 import { cleanupJobRecords } from './retention.ts';
-import { runDueSchedules } from './scheduler.ts';
+import { runDueSchedules, runScheduleIfDue } from './scheduler.ts';
 import { sweepOnce } from './sweeper.ts';
 import type { DeliveryJob, QueueView, Transport } from './transport.ts';
 
@@ -174,7 +174,10 @@ export function createEventBus(deps: EventBusDeps): EventBus {
       stopListening = db.listen?.(OUTBOX_CHANNEL, wakeRelay);
       loops.push(loop('relay', stopListening ? config.jobsIdlePollMs : config.jobsPollMs, relay, true));
       loops.push(loop('sweeper', sweepEvery, () => sweep()));
-      if (registry.schedules.size > 0) loops.push(loop('schedules', deps.scheduleTickMs ?? 1_000, runSchedules));
+      // A loop per schedule: an audit sequencer pass over 10,000 new chains, or a long invoice run, must not hold
+      // back the other schedules' occurrences (one loop running them in turn did: the invoice run's ticks waited
+      // out a 15 s sequencer pass at a period end).
+      for (const s of registry.schedules.values()) loops.push(loop(`schedule:${s.name}`, deps.scheduleTickMs ?? 1_000, () => runScheduleIfDue(db, s, log, workerId)));
       log.info({ workerId, transport: t.kind, consumers: registry.byConsumer.size, schedules: registry.schedules.size }, 'worker started');
     },
     async stopWorker() {

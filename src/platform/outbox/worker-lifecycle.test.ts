@@ -59,6 +59,28 @@ describe('schedules', () => {
     const cleanup = await tp.db.app.selectFrom('job_schedules').selectAll().where('name', '=', 'platform.jobs_cleanup').executeTakeFirst();
     expect(new Date(cleanup!.next_run_at).getUTCMinutes()).toBe(17);
   });
+
+  it('a long run of one schedule does not hold back the others', async () => {
+    const bus = createEventBus({ config: tp.config, logger: tp.logger, db: tp.db, scheduleTickMs: 25 });
+    let slowRuns = 0;
+    let slowRunning = false;
+    const fastDuringSlow: number[] = [];
+    bus.schedule('test.long_pass', { everyMs: 100 }, async () => {
+      slowRuns++;
+      slowRunning = true;
+      await sleep(1_500);
+      slowRunning = false;
+    });
+    bus.schedule('test.quick', { everyMs: 100 }, async () => {
+      if (slowRunning) fastDuringSlow.push(Date.now());
+    });
+    await bus.startWorker();
+    await sleep(2_000);
+    await bus.close();
+    // One loop running every schedule in turn ran test.quick at most once per long pass.
+    expect(slowRuns).toBeGreaterThanOrEqual(1);
+    expect(fastDuringSlow.length).toBeGreaterThanOrEqual(5);
+  });
 });
 
 describe('graceful worker shutdown', () => {

@@ -1,3 +1,4 @@
+import { measureCpuFloor } from '../lib/cpu-floor.ts';
 import { runLoad } from '../lib/load.ts';
 import { cpuSecSince, cpuSnapshot, rssMbOf, sampleRss, waitQuiet, type CpuSnapshot } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
@@ -97,6 +98,9 @@ export const exportAtPeak: Scenario = {
     const pids = [ctx.api.pid, ...(ctx.worker ? [ctx.worker.pid] : [])];
     const settledMs = [await waitQuiet(pids, dbName)];
     const [readAlone, writeAlone] = await Promise.all([runLoad(readShape), runLoad(writeShape)]);
+    // R2's floor: the same two loads while Postgres burns half a core and a core doing nothing else.
+    ctx.log('export-at-peak: the loads beside a Postgres CPU burner (the floor)');
+    const floor = await measureCpuFloor(ctx.env.databaseUrl, [readShape, writeShape], [readAlone, writeAlone], [0.5, 1], (r) => r.latencyMs.p99);
     settledMs.push(await waitQuiet(pids, dbName));
 
     ctx.log(`export-at-peak: exporting ${want} tasks during ${readShape.rate} reads/s + ${writeShape.rate} creates/s`);
@@ -138,6 +142,7 @@ export const exportAtPeak: Scenario = {
         readP99During: readDuring.latencyMs.p99,
         writeP99Alone: writeAlone.latencyMs.p99,
         writeP99During: writeDuring.latencyMs.p99,
+        p99ChangeFloor: Object.entries(floor).map(([k, v]) => `read / create ${v} beside Postgres burning ${k}`).join(', '),
         settledBeforeAloneMs: settledMs[0]!,
         settledBeforeExportMs: settledMs[1]!,
         duringSec: cpu.wall,

@@ -2,6 +2,7 @@ import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { newId } from '../../src/platform/ids.ts';
+import { measureCpuFloor } from '../lib/cpu-floor.ts';
 import { runLoad } from '../lib/load.ts';
 import { cpuSecSince, cpuSnapshot, type CpuSnapshot } from '../lib/processes.ts';
 import { round } from '../lib/stats.ts';
@@ -91,6 +92,9 @@ export const invoiceRun: Scenario = {
         warmupSec: 1,
       };
       const before = await runLoad(readShape);
+      // I2's floor: the same read while Postgres burns a quarter and half a core doing nothing else.
+      ctx.log('invoice-run: the read beside a Postgres CPU burner (the floor)');
+      const floor = await measureCpuFloor(ctx.env.databaseUrl, [readShape], [before], [0.25, 0.5]);
 
       // Builds before the invoice run (migration 0155) invoice each renewal in its event's handler instead.
       const queue = (await db.query(`select to_regclass('billing_invoice_queue') is not null as q`)).rows[0].q as boolean;
@@ -168,6 +172,7 @@ export const invoiceRun: Scenario = {
           readP99DuringMs: during.okLatencyMs.p99,
           readP99Change: p99Change ?? 'n/a',
           readRatePerSec: readShape.rate,
+          readP99ChangeFloor: Object.entries(floor).map(([k, v]) => `${v} beside Postgres burning ${k}`).join(', '),
           saturatedReadP99BeforeMs: saturatedBefore.okLatencyMs.p99,
           saturatedReadP99DuringMs: saturatedDuring.okLatencyMs.p99,
           saturatedReadP99Change: saturatedBefore.okLatencyMs.p99 > 0 ? round(saturatedDuring.okLatencyMs.p99 / saturatedBefore.okLatencyMs.p99, 3) : 'n/a',

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { sql } from 'kysely';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -158,5 +159,17 @@ describe(`audit streaming to a webhook and NDJSON export with the chain (${mode}
     expect(verifyOffline(links, seq2.hash)).toEqual([]);
     const bad = await t.app.inject({ method: 'POST', url: `/v1/orgs/${owner.orgId}/exports`, headers: owner.auth, payload: { resource: 'audit-events', format: 'ndjson', filters: { afterSeq: -1 } } });
     expect(bad.statusCode).toBe(400);
+  });
+  it("which orgs stream, asked for many in one call: each lookup under its org's RLS context, the caller's context put back", async () => {
+    const ask = (ids: string[]) => t.modules.notifications.subscribedAmong(ids, 'audit.event_recorded');
+    expect(await ask([owner.orgId, quiet.orgId])).toEqual(new Set([owner.orgId]));
+    expect(await ask([quiet.orgId])).toEqual(new Set());
+    // Inside another org's tenant transaction (as the app role): the function ends with that org's context again.
+    const after = await t.db.withTenant(quiet.orgId, async (trx) => {
+      const { rows } = await sql<{ org: string }>`select webhook_orgs_subscribed(${[owner.orgId, quiet.orgId]}::uuid[], 'audit.event_recorded') as org`.execute(trx);
+      expect(rows.map((r) => r.org)).toEqual([owner.orgId]);
+      return (await sql<{ v: string }>`select current_setting('app.tenant_id', true) as v`.execute(trx)).rows[0]!.v;
+    });
+    expect(after).toBe(quiet.orgId);
   });
 });

@@ -313,6 +313,63 @@ export function createAuditRepo(db: Database) {
       });
     },
 
+    /**
+     * One sequencer round for many chains in one owner transaction (the same rules as `sequenceChain`, five
+     * round trips for the lot): locks the heads it can (`FOR UPDATE SKIP LOCKED`, in tenant order; a chain
+     * another sequencer holds is skipped), creates the missing ones, reads up to `max` pending events per
+     * locked chain (policy audit_sequencer_pending: no tenant context needed to read them), lets `chain` link
+     * each, and writes every chain's links and head through `audit_sequencer_link` (migration 0157: each chain's
+     * UPDATE in its own tenant context, under RLS). Returns how many events each locked chain had sequenced.
+     */
+    async sequenceChains(
+      tenantIds: string[],
+      max: number,
+      chain: (head: { lastSeq: number; lastHash: string }, pending: AuditEventRow[]) => SequencedRow[],
+    ): Promise<Map<string, number>> {
+      const done = new Map<string, number>();
+      if (tenantIds.length === 0) return done;
+      const ids = [...new Set(tenantIds)].sort();
+      return owner.transaction().execute(async (trx) => {
+        const heads = new Map<string, { lastSeq: number; lastHash: string }>();
+        const locked = await sql<{ tenant_id: string; last_seq: string; last_hash: string }>`
+          select tenant_id, last_seq, last_hash from audit_chains where tenant_id = any(${ids}::uuid[])
+          order by tenant_id for update skip locked`.execute(trx);
+        for (const h of locked.rows) heads.set(h.tenant_id, { lastSeq: Number(h.last_seq), lastHash: h.last_hash });
+        const missing = ids.filter((id) => !heads.has(id));
+        if (missing.length > 0) {
+          // A head that exists but is held by another sequencer conflicts and is not returned: skipped.
+          const created = await sql<{ tenant_id: string; last_seq: string; last_hash: string }>`
+            insert into audit_chains (tenant_id, last_seq, last_hash)
+            select t, 0, ${GENESIS_HASH} from unnest(${missing}::uuid[]) as t order by t
+            on conflict (tenant_id) do nothing
+            returning tenant_id, last_seq, last_hash`.execute(trx);
+          for (const h of created.rows) heads.set(h.tenant_id, { lastSeq: Number(h.last_seq), lastHash: h.last_hash });
+        }
+        if (heads.size === 0) return done;
+        for (const id of heads.keys()) done.set(id, 0);
+        const pending = await sql<Selectable<AuditTables['audit_events']>>`
+          select * from (
+            select e.*, row_number() over (partition by e.tenant_id order by e.pos) as rn
+            from audit_events e where e.seq is null and e.tenant_id = any(${[...heads.keys()]}::uuid[])
+          ) p where p.rn <= ${max} order by p.tenant_id, p.pos`.execute(trx);
+        const byChain = new Map<string, AuditEventRow[]>();
+        for (const r of pending.rows) {
+          const list = byChain.get(r.tenant_id) ?? [];
+          list.push(toRow(r));
+          byChain.set(r.tenant_id, list);
+        }
+        const links: Array<{ t: string; last_seq: number; last_hash: string; rows: Array<{ id: string; seq: number; prev_hash: string; hash: string }> }> = [];
+        for (const [tenantId, rows] of byChain) {
+          const sequenced = chain(heads.get(tenantId)!, rows);
+          const last = sequenced[sequenced.length - 1]!;
+          links.push({ t: tenantId, last_seq: last.seq, last_hash: last.hash, rows: sequenced.map((e) => ({ id: e.id, seq: e.seq, prev_hash: e.prevHash, hash: e.hash })) });
+          done.set(tenantId, sequenced.length);
+        }
+        if (links.length > 0) await sql`select audit_sequencer_link(${JSON.stringify(links)}::jsonb)`.execute(trx);
+        return done;
+      });
+    },
+
     /** Chains with committed pending events, as the owner (policy audit_sequencer_pending). */
     async chainsWithBacklogAsOwner(): Promise<string[]> {
       const rows = await owner.selectFrom('audit_events').select('tenant_id').distinct().where('seq', 'is', null).execute();

@@ -209,6 +209,51 @@ describe(`audit log (${mode})`, () => {
       return rows;
     });
 
+  it('one pass sequences hundreds of chains in groups: new and existing heads, a backlog longer than one round, two passes at once never fork a chain', async () => {
+    await t.modules.audit.sequence(); // whatever earlier tests left pending
+    const orgs = Array.from({ length: 450 }, () => newId());
+    const want = new Map<string, number>();
+    const write = async (orgId: string, n: number) => {
+      await t.db.withTenant(orgId, async (trx) => {
+        for (let i = 0; i < n; i++) await t.modules.audit.record(trx, burstEvent(orgId, `many-${i}`));
+      });
+      want.set(orgId, (want.get(orgId) ?? 0) + n);
+    };
+    // Five chains with a head already, then more for them; one with more than a round (SEQUENCE_BATCH = 500) takes.
+    for (const org of orgs.slice(0, 5)) await write(org, 2);
+    await t.modules.audit.sequence();
+    for (const org of orgs) await write(org, org === orgs[7] ? 520 : 2);
+    const second = usingPostgres ? await openDatabase({ databaseUrl: t.testDb.url! }) : t.db;
+    try {
+      const passes = await Promise.all([t.modules.audit.sequence(), createAudit({ db: second }).sequence()]);
+      const rest = await t.modules.audit.sequence();
+      const total = [...want.values()].reduce((a, b) => a + b, 0);
+      // The five earlier heads' first 10 events were sequenced by the pass before.
+      expect(passes[0].sequenced + passes[1].sequenced + rest.sequenced).toBe(total - 10);
+      const reports = new Map((await audit().verify()).map((r) => [r.orgId, r]));
+      for (const org of orgs) expect(reports.get(org), org).toMatchObject({ ok: true, events: want.get(org), problems: [], backlog: { pending: 0 } });
+    } finally {
+      if (second !== t.db) await second.close();
+    }
+  });
+
+  it('the grouped write refuses a link to an event that is not pending (already chained or of another chain): the call rolls back whole', async () => {
+    const org = newId();
+    await t.db.withTenant(org, (trx) => t.modules.audit.record(trx, burstEvent(org, 'link-1')));
+    await t.modules.audit.sequence(org);
+    const head = async () => (await sql<{ last_seq: string; last_hash: string }>`select last_seq, last_hash from audit_chains where tenant_id = ${org}`.execute(t.db.owner)).rows[0]!;
+    const before = await head();
+    const chained = (await sequencedTargets(org))[0]!;
+    const { rows } = await t.db.owner.transaction().execute(async (trx) => {
+      await sql`select set_config('app.tenant_id', ${org}, true)`.execute(trx);
+      return sql<{ id: string }>`select id from audit_events where tenant_id = ${org} and seq = ${chained.seq}`.execute(trx);
+    });
+    const links = JSON.stringify([{ t: org, last_seq: 99, last_hash: 'x'.repeat(64), rows: [{ id: rows[0]!.id, seq: 99, prev_hash: 'y', hash: 'x'.repeat(64) }] }]);
+    await expect(t.db.owner.transaction().execute((trx) => sql`select audit_sequencer_link(${links}::jsonb)`.execute(trx))).rejects.toThrow(/changed under its lock/);
+    expect(await head()).toEqual(before);
+    expect((await audit().verify(org))[0]).toMatchObject({ ok: true, events: 1 });
+  });
+
   it('a burst of 50 concurrent writes (some rolled back) with two sequencers running gives one gap-free chain of exactly the committed events', async () => {
     await t.modules.audit.sequence(); // whatever earlier tests left pending, so the counts below are this org's
     const org = await signup(t.app);

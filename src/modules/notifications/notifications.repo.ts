@@ -180,6 +180,13 @@ export async function subscribedEndpoints(trx: Trx, tenantId: string, eventType:
   return rows.map((r) => r.id);
 }
 
+/** Of these orgs, the ones with an active endpoint subscribed to the event type: one call (migration 0158, each lookup under its org's RLS context). */
+export async function orgsSubscribed(db: Pick<Trx, 'getExecutor'>, orgIds: string[], eventType: string): Promise<Set<string>> {
+  if (orgIds.length === 0) return new Set();
+  const { rows } = await sql<{ org: string }>`select webhook_orgs_subscribed(${orgIds}::uuid[], ${eventType}) as org`.execute(db);
+  return new Set(rows.map((r) => r.org));
+}
+
 /** Counts a finally failed delivery; at `disableAfter` deactivates the endpoint. Returns true when it did. */
 export async function countFailure(trx: Trx, tenantId: string, id: string, disableAfter: number): Promise<boolean> {
   const r = await sql<{ disabled: boolean }>`

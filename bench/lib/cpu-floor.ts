@@ -10,6 +10,7 @@ import { round } from './stats.ts';
  * machine, not of the code.
  */
 export async function startPostgresBurner(databaseUrl: string, cores: number): Promise<() => Promise<void>> {
+  if (cores <= 0) return async () => {};
   const n = Math.max(1, Math.ceil(cores));
   const busyMs = Math.round((cores / n) * 100);
   let stop = false;
@@ -40,7 +41,10 @@ export async function startPostgresBurner(databaseUrl: string, cores: number): P
 
 type Shape = Parameters<typeof runLoad>[0];
 
-/** The loads' p99 with Postgres burning each of `coresList`, as ratios to `before` (the same loads' p99 without). */
+/**
+ * The loads' p99 with Postgres burning each of `coresList`, as ratios to `before` (the same loads' p99 without).
+ * 0 cores is an A/A run: the same loads again with nothing beside them, the measure's own spread.
+ */
 export async function measureCpuFloor(
   databaseUrl: string,
   shapes: Shape[],
@@ -57,7 +61,7 @@ export async function measureCpuFloor(
     } finally {
       await stop();
     }
-    out[`${cores} core`] = during.map((d, i) => `${round(p99(d) / Math.max(0.01, p99(before[i]!)), 2)}×`).join(' / ');
+    out[cores === 0 ? 'again alone (A/A)' : `beside Postgres burning ${cores} core`] = during.map((d, i) => `${round(p99(d) / Math.max(0.01, p99(before[i]!)), 2)}×`).join(' / ');
   }
   return out;
 }

@@ -212,7 +212,7 @@ function paymentGateway(config: Config, seams: ModuleSeams): PaymentGateway {
 export function createModules(platform: Platform, seams: ModuleSeams = {}): Modules {
   const { db, logger, config, events, redis } = platform;
   // Streaming asks notifications (built later) whether an org has a webhook subscribed to its audit events.
-  const audit = createAudit({ db, streaming: { events, enabled: (orgId) => notifications.hasSubscribers(orgId, AUDIT_EVENT_RECORDED), enabledAmong: (orgIds) => notifications.subscribedAmong(orgIds, AUDIT_EVENT_RECORDED) } });
+  const audit = createAudit({ db, streaming: { events, enabledAmong: (orgIds) => notifications.subscribedAmong(orgIds, AUDIT_EVENT_RECORDED) } });
   // The audit sequencer's backlog (pending events, oldest age), read at scrape time.
   const stopAuditMetrics = registerAuditMetrics(() => audit.backlog());
   platform.lifecycle.onShutdown({ name: 'audit-metrics', close: async () => stopAuditMetrics() });

@@ -132,10 +132,9 @@ export function createAuditRepo(db: Database) {
     return { pending: row.pending, oldestAgeSeconds: Math.max(0, Number(row.age ?? 0)) };
   }
 
-  /** A chain's events oldest first: the pending ones (by pos), or the sequenced ones after a seq. */
-  function chainPage(trx: Kysely<AuditTables>, tenantId: string, which: { pending: true } | { afterSeq: number }, limit: number) {
-    const q = trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId);
-    return ('pending' in which ? q.where('seq', 'is', null).orderBy('pos', 'asc') : q.where('seq', '>', which.afterSeq).orderBy('seq', 'asc')).limit(limit).execute();
+  /** A chain's sequenced events after a seq, oldest first. */
+  function chainPage(trx: Kysely<AuditTables>, tenantId: string, afterSeq: number, limit: number) {
+    return trx.selectFrom('audit_events').selectAll().where('tenant_id', '=', tenantId).where('seq', '>', afterSeq).orderBy('seq', 'asc').limit(limit).execute();
   }
 
   return {
@@ -265,66 +264,20 @@ export function createAuditRepo(db: Database) {
     },
 
     /**
-     * One sequencer round for one chain, in one owner transaction in the chain's tenant context: takes the
-     * head (`FOR UPDATE SKIP LOCKED`: a chain another sequencer holds is skipped, never forked), reads up to
-     * `max` pending events it can see (committed ones) in pos order, lets `chain` assign seq and hashes
-     * from the head, writes them and moves the head. Returns how many were sequenced (0 when skipped).
-     */
-    async sequenceChain(
-      tenantId: string,
-      max: number,
-      chain: (head: { lastSeq: number; lastHash: string }, pending: AuditEventRow[]) => SequencedRow[],
-      onSequenced?: (trx: TxHandle, sequenced: SequencedRow[]) => Promise<void>,
-    ): Promise<number> {
-      return owner.transaction().execute(async (trx) => {
-        await setTenant(trx, tenantId);
-        let head = await trx
-          .selectFrom('audit_chains')
-          .select(['last_seq', 'last_hash'])
-          .where('tenant_id', '=', tenantId)
-          .forUpdate()
-          .skipLocked()
-          .executeTakeFirst();
-        // No head visible: a new chain (insert it, which locks it), or one another sequencer holds.
-        head ??= await trx
-          .insertInto('audit_chains')
-          .values({ tenant_id: tenantId, last_seq: 0, last_hash: GENESIS_HASH })
-          .onConflict((oc) => oc.column('tenant_id').doNothing())
-          .returning(['last_seq', 'last_hash'])
-          .executeTakeFirst();
-        if (!head) return 0;
-        const pending = await chainPage(trx, tenantId, { pending: true }, max);
-        if (pending.length === 0) return 0;
-        const sequenced = chain({ lastSeq: Number(head.last_seq), lastHash: head.last_hash }, pending.map(toRow));
-        const values = sequenced.map((e) => sql`(${e.id}::uuid, ${e.seq}::bigint, ${e.prevHash}, ${e.hash})`);
-        const updated = await sql`
-          update audit_events as e set seq = v.seq, prev_hash = v.prev_hash, hash = v.hash
-          from (values ${sql.join(values)}) as v(id, seq, prev_hash, hash)
-          where e.tenant_id = ${tenantId} and e.id = v.id and e.seq is null`.execute(trx);
-        if (Number(updated.numAffectedRows) !== sequenced.length) throw new Error(`audit sequencer: chain ${tenantId} changed under its lock`);
-        const last = sequenced[sequenced.length - 1]!;
-        await trx
-          .updateTable('audit_chains')
-          .set({ last_seq: last.seq, last_hash: last.hash, updated_at: sql<Date>`now()` })
-          .where('tenant_id', '=', tenantId)
-          .execute();
-        if (onSequenced) await onSequenced(trx, sequenced);
-        return sequenced.length;
-      });
-    },
-
-    /**
-     * One sequencer round for many chains in one owner transaction (the same rules as `sequenceChain`, five
-     * round trips for the lot): locks the heads it can (`FOR UPDATE SKIP LOCKED`, in tenant order; a chain
-     * another sequencer holds is skipped), creates the missing ones, reads up to `max` pending events per
-     * locked chain (policy audit_sequencer_pending: no tenant context needed to read them), lets `chain` link
-     * each, and writes every chain's links and head through `audit_sequencer_link` (migration 0157: each chain's
-     * UPDATE in its own tenant context, under RLS). Returns how many events each locked chain had sequenced.
+     * One sequencer round for one or many chains in one owner transaction (five round trips for the lot): locks
+     * the heads it can (`FOR UPDATE SKIP LOCKED`, in tenant order: a chain another sequencer holds is skipped,
+     * never forked), creates the missing ones, reads up to `max` pending events it can see (committed ones) per
+     * locked chain in pos order (policy audit_sequencer_pending: no tenant context needed to read them), lets
+     * `chain` link each from its head, and writes every chain's links and head through `audit_sequencer_link`
+     * (migration 0157: each chain's UPDATE in its own tenant context, under RLS). `onSequenced` then runs per
+     * chain in the same transaction (streaming: the outbox, a table without RLS). Returns how many events each
+     * locked chain had sequenced (chains it skipped are absent).
      */
     async sequenceChains(
       tenantIds: string[],
       max: number,
       chain: (head: { lastSeq: number; lastHash: string }, pending: AuditEventRow[]) => SequencedRow[],
+      onSequenced?: (trx: TxHandle, tenantId: string, sequenced: SequencedRow[]) => Promise<void>,
     ): Promise<Map<string, number>> {
       const done = new Map<string, number>();
       if (tenantIds.length === 0) return done;
@@ -359,13 +312,16 @@ export function createAuditRepo(db: Database) {
           byChain.set(r.tenant_id, list);
         }
         const links: Array<{ t: string; last_seq: number; last_hash: string; rows: Array<{ id: string; seq: number; prev_hash: string; hash: string }> }> = [];
+        const sequencedByChain = new Map<string, SequencedRow[]>();
         for (const [tenantId, rows] of byChain) {
           const sequenced = chain(heads.get(tenantId)!, rows);
           const last = sequenced[sequenced.length - 1]!;
           links.push({ t: tenantId, last_seq: last.seq, last_hash: last.hash, rows: sequenced.map((e) => ({ id: e.id, seq: e.seq, prev_hash: e.prevHash, hash: e.hash })) });
+          sequencedByChain.set(tenantId, sequenced);
           done.set(tenantId, sequenced.length);
         }
         if (links.length > 0) await sql`select audit_sequencer_link(${JSON.stringify(links)}::jsonb)`.execute(trx);
+        if (onSequenced) for (const [tenantId, sequenced] of sequencedByChain) await onSequenced(trx, tenantId, sequenced);
         return done;
       });
     },
@@ -389,7 +345,7 @@ export function createAuditRepo(db: Database) {
           await setTenant(trx, tenantId);
           let afterSeq = 0;
           for (;;) {
-            const rows = await chainPage(trx, tenantId, { afterSeq }, VERIFY_PAGE);
+            const rows = await chainPage(trx, tenantId, afterSeq, VERIFY_PAGE);
             if (rows.length === 0) break;
             onPage(rows.map(toRow) as SequencedRow[]);
             afterSeq = Number(rows[rows.length - 1]!.seq);

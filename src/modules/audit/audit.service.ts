@@ -121,8 +121,11 @@ function groupByRef(rows: PersonalRow[]): Map<string, PersonalRow[]> {
 /** Pending events one sequencer round takes per chain (one transaction). */
 export const SEQUENCE_BATCH = 500;
 
-/** Chains one grouped sequencer round takes (one transaction, five round trips). */
+/** Chains one sequencer transaction takes (five round trips for the group). */
 const SEQUENCE_GROUP = 200;
+
+/** Rounds per sequencer pass for a chain with a long backlog (the rest waits for the next pass). */
+const SEQUENCE_ROUNDS = 20;
 
 /**
  * The event as listed: its personal data (when not erased) merged back — the IP, and the personal values
@@ -208,10 +211,8 @@ export interface AuditEventRecordedPayload {
 
 export interface AuditStreaming {
   events: EventPublisher;
-  /** Whether the org streams its audit log (an active webhook subscribed to audit.event_recorded); asked once per chain per sequencer pass. */
-  enabled(orgId: string): Promise<boolean>;
-  /** The same question for many orgs in one call (a sequencer pass over thousands of chains). */
-  enabledAmong?(orgIds: string[]): Promise<Set<string>>;
+  /** Of these orgs, the ones that stream their audit log (an active webhook subscribed to audit.event_recorded): one call per sequencer pass. */
+  enabledAmong(orgIds: string[]): Promise<Set<string>>;
 }
 
 const recorded = (r: SequencedRow): AuditEventRecordedPayload => ({
@@ -265,35 +266,6 @@ export function createAuditService(repo: AuditRepo, streaming?: AuditStreaming) 
       problems.push('head hash does not match the last event');
     }
     return { orgId, ok: problems.length === 0, events: count, problems, backlog, unboundRefs };
-  }
-
-  /** Of these chains, the ones that stream (asked in one call when the streaming port can, else one by one). */
-  async function streamingAmong(ids: string[]): Promise<Set<string>> {
-    if (!streaming) return new Set();
-    const orgs = ids.filter((id) => id !== PLATFORM_AUDIT_TENANT);
-    if (streaming.enabledAmong) return streaming.enabledAmong(orgs);
-    const out = new Set<string>();
-    for (const id of orgs) if (await streaming.enabled(id)) out.add(id);
-    return out;
-  }
-
-  /** Sequences one chain until its visible backlog is empty (or maxRounds batches were taken). */
-  async function sequenceChain(orgId: string, maxRounds = 20): Promise<number> {
-    let total = 0;
-    // Streaming: the events go into the outbox in the sequencing transaction, in seq order, so an event is
-    // streamed if and only if it was chained (asked before the transaction: one connection when embedded).
-    const stream = streaming && orgId !== PLATFORM_AUDIT_TENANT && (await streaming.enabled(orgId)) ? streaming.events : null;
-    const publish = stream
-      ? async (trx: TxHandle, rows: SequencedRow[]) => {
-          for (const r of rows) await stream.add(trx, { name: AUDIT_EVENT_RECORDED, tenantId: orgId, payload: recorded(r) });
-        }
-      : undefined;
-    for (let round = 0; round < maxRounds; round++) {
-      const n = await repo.sequenceChain(orgId, SEQUENCE_BATCH, link, publish);
-      total += n;
-      if (n < SEQUENCE_BATCH) break;
-    }
-    return total;
   }
 
   return {
@@ -370,23 +342,30 @@ export function createAuditService(repo: AuditRepo, streaming?: AuditStreaming) 
      */
     async sequence(orgId?: string): Promise<{ chains: number; sequenced: number }> {
       const ids = orgId ? [orgId] : await repo.chainsWithBacklogAsOwner();
+      // Streaming: a chain's events go into the outbox in its sequencing transaction, in seq order, so an event
+      // is streamed if and only if it was chained (asked before the transactions: one connection when embedded).
+      const streamed = streaming ? await streaming.enabledAmong(ids.filter((id) => id !== PLATFORM_AUDIT_TENANT)) : new Set<string>();
+      const publish = streaming
+        ? async (trx: TxHandle, tenantId: string, rows: SequencedRow[]) => {
+            if (!streamed.has(tenantId)) return;
+            for (const r of rows) await streaming.events.add(trx, { name: AUDIT_EVENT_RECORDED, tenantId, payload: recorded(r) });
+          }
+        : undefined;
       let sequenced = 0;
-      // Chains that stream go one by one: their events enter the outbox in the chain's tenant context. The
-      // others in groups, one transaction each; a chain with more backlog than one round takes, or one another
-      // sequencer held, goes on alone.
-      const streamed = ids.length > 1 ? await streamingAmong(ids) : new Set(ids);
-      const alone: string[] = ids.filter((id) => streamed.has(id));
-      const grouped = ids.filter((id) => !streamed.has(id));
-      for (let i = 0; i < grouped.length; i += SEQUENCE_GROUP) {
-        const group = grouped.slice(i, i + SEQUENCE_GROUP);
-        const done = await repo.sequenceChains(group, SEQUENCE_BATCH, link);
-        for (const id of group) {
-          const n = done.get(id);
-          sequenced += n ?? 0;
-          if (n === undefined || n >= SEQUENCE_BATCH) alone.push(id);
+      // Rounds of SEQUENCE_GROUP chains per transaction; a chain that filled its round (more backlog than
+      // SEQUENCE_BATCH) goes on in the next, up to SEQUENCE_ROUNDS rounds per pass.
+      let todo = ids;
+      for (let round = 0; round < SEQUENCE_ROUNDS && todo.length > 0; round++) {
+        const more: string[] = [];
+        for (let i = 0; i < todo.length; i += SEQUENCE_GROUP) {
+          const done = await repo.sequenceChains(todo.slice(i, i + SEQUENCE_GROUP), SEQUENCE_BATCH, link, publish);
+          for (const [id, n] of done) {
+            sequenced += n;
+            if (n >= SEQUENCE_BATCH) more.push(id);
+          }
         }
+        todo = more;
       }
-      for (const id of alone) sequenced += await sequenceChain(id);
       return { chains: ids.length, sequenced };
     },
 

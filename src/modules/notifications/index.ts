@@ -9,7 +9,7 @@ import type { Audit } from '../audit/index.ts';
 import { createWebhookDelivery } from './notifications.delivery.ts';
 import { registerNotificationsJobs } from './notifications.jobs.ts';
 import type { Mailer } from './notifications.mailer.ts';
-import { notificationsScope, orgsSubscribed, subscribedEndpoints } from './notifications.repo.ts';
+import { notificationsScope, orgsSubscribed } from './notifications.repo.ts';
 import { notificationsRoutes } from './notifications.routes.ts';
 import { createWebhooksService, type WebhooksService } from './notifications.service.ts';
 
@@ -38,9 +38,7 @@ export interface NotificationsDeps {
 /** The notifications facade: webhook endpoint management; deliveries and e-mail run in its job handlers. */
 export interface NotificationsModule extends ModuleSurface {
   webhooks: WebhooksService;
-  /** Whether the org has an active endpoint subscribed to the event type (audit asks before streaming a chain). */
-  hasSubscribers(orgId: string, eventType: string): Promise<boolean>;
-  /** Of these orgs, the ones with such an endpoint, in one call (the audit sequencer's pass over thousands of chains). */
+  /** Of these orgs, the ones with an active endpoint subscribed to the event type, in one call (audit asks before each sequencer pass). */
   subscribedAmong(orgIds: string[], eventType: string): Promise<Set<string>>;
 }
 
@@ -64,7 +62,6 @@ export function createNotifications(deps: NotificationsDeps): NotificationsModul
   return {
     name: 'notifications',
     webhooks,
-    hasSubscribers: async (orgId, eventType) => (await scope.withTenant(orgId, (trx) => subscribedEndpoints(trx, orgId, eventType))).length > 0,
     subscribedAmong: (orgIds, eventType) => orgsSubscribed(scope.app, orgIds, eventType),
     routes: [{ name: 'notifications', prefix: '/v1', plugin: asPlugin((app) => notificationsRoutes(app, { service: webhooks })) }],
     registerJobs(jobs) {

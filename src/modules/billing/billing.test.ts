@@ -28,9 +28,12 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
   const charges = async (o: SignedUp) => (await ok('GET', `/v1/orgs/${o.orgId}/billing/charges?limit=100`, o.auth)).data as Array<{ kind: string; amount: number }>;
   const sum = (xs: Array<{ amount: number }>) => xs.reduce((a, x) => a + x.amount, 0);
 
+  /** Every statement that wrote usage (shared or in an org's own transaction). */
+  const ingestStatements: string[] = [];
+
   beforeAll(async () => {
     // A long L1 lifetime: a snapshot changes only because an invalidation reached it, never by expiring.
-    t = await createTestPlatform({ env: { CACHE_L1_TTL_MS: '600000' } });
+    t = await createTestPlatform({ env: { CACHE_L1_TTL_MS: '600000' }, db: { onQuery: (q) => void (q.sql.includes('billing_usage_ingest') && ingestStatements.push(q.sql)) } });
     ({ admin, member: plainUser } = await adminAndMember(t));
     const product = await ok('POST', '/v1/admin/billing/products', admin, { key: 'plinth', name: 'Plinth' });
     const plan = async (key: string, rank: number, extra: object, price: object) => {
@@ -394,5 +397,37 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     expect(settled[12]!.status).toBe('rejected');
     const total = await t.modules.billing.usage(o.orgId, { metric: 'group.calls', from: new Date(Date.now() - 7_200_000), to: new Date(Date.now() + 3_600_000), groupBy: 'total', aggregation: 'count' });
     expect(total.data[0]!.value).toBe(13);
+  });
+
+  it("single events of many orgs at once share statements (group commit across orgs): each org counts exactly its own, and a failing org's call fails alone", async () => {
+    const orgs: SignedUp[] = [];
+    for (let i = 0; i < 6; i++) orgs.push(await signup(t.app));
+    const poisoned = await signup(t.app);
+    const ctx = (o: SignedUp) => ({ ...systemActor('test'), tenantId: o.orgId });
+    // Every org: five events of its own weight (org j: value j + 1) and x0 sent a second time (a duplicate).
+    const calls = orgs.flatMap((o, j) => [0, 1, 2, 3, 4, 0].map((i) => ({ o, events: [{ key: `x${i}`, metric: 'shared.calls', value: j + 1 }] })));
+    ingestStatements.length = 0;
+    const results = await Promise.all(calls.map(({ o, events }) => t.modules.billing.ingest(ctx(o), events)));
+    expect(results.every((r) => r.accepted + r.duplicates === 1)).toBe(true);
+    expect(results.reduce((a, r) => a + r.accepted, 0)).toBe(orgs.length * 5);
+    // Fewer statements than the orgs' own groups would need (each org's six calls make two groups at least).
+    expect(ingestStatements.length).toBeLessThan(orgs.length * 2);
+    // A statement shared with an org whose events the database refuses: the others' events still count, once.
+    // (The first two statements start at once; the poisoned org's group waits and shares the third.)
+    ingestStatements.length = 0;
+    const settled = await Promise.allSettled([
+      ...orgs.map((o, j) => t.modules.billing.ingest(ctx(o), [{ key: 'x5', metric: 'shared.calls', value: j + 1 }])),
+      t.modules.billing.ingest(ctx(poisoned), [{ key: 'bad', metric: 'shared.calls', properties: { text: 'nul \u0000 byte' } }]),
+    ]);
+    expect(settled.at(-1)!.status).toBe('rejected');
+    expect(settled.slice(0, -1).map((r) => (r.status === 'fulfilled' ? r.value.accepted : r.reason))).toEqual(orgs.map(() => 1));
+    // The shared statement failed, then each of its orgs went alone: more statements than the shared ones.
+    expect(ingestStatements.length).toBeGreaterThan(3);
+    const range = { metric: 'shared.calls', from: new Date(Date.now() - 7_200_000), to: new Date(Date.now() + 3_600_000), groupBy: 'total' as const };
+    for (const [j, o] of orgs.entries()) {
+      expect((await t.modules.billing.usage(o.orgId, { ...range, aggregation: 'sum' })).data[0]!.value).toBe(6 * (j + 1));
+      expect((await t.modules.billing.usage(o.orgId, { ...range, aggregation: 'count' })).data[0]!.value).toBe(6);
+    }
+    expect((await t.modules.billing.usage(poisoned.orgId, { ...range, aggregation: 'count' })).data).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 import { sql, type CompiledQuery } from 'kysely';
-import type { DbScope } from '../../platform/db/database.ts';
+import type { DbScope, StatementOptions } from '../../platform/db/database.ts';
 import type { BillingTables, Trx } from './billing.repo.ts';
 
 export interface UsageEventInput {
@@ -10,58 +10,45 @@ export interface UsageEventInput {
   properties: Record<string, unknown>;
 }
 
+export type Meters = Array<{ metric: string; property: string }>;
+
+/** One org's events for `billing_usage_ingest`. */
+export interface UsageGroup {
+  tenantId: string;
+  events: UsageEventInput[];
+}
+
 /**
- * One statement: insert the events (the primary key (tenant_id, key) is the dedupe record: a duplicate is
- * skipped by ON CONFLICT DO NOTHING), then fold only the rows actually inserted into the hourly rollups
- * and the distinct-value sets. Claim, event and rollup commit together or not at all, so a failed write
- * retried with the same keys counts each event exactly once. Returns the keys that were new.
- * The events travel as ONE json parameter (one JSON.stringify of the batch): five text arrays cost the
+ * Writes one org's events in the caller's transaction (its tenant context set) through
+ * `billing_usage_ingest` (migration 0159): the primary key (tenant_id, key) is the dedupe record (a duplicate
+ * is skipped), and only the rows actually inserted are folded into the hourly rollups and the distinct-value
+ * sets, so claim, event and rollup commit together or not at all: a failed write retried with the same keys
+ * counts each event exactly once. Returns the keys that were new.
+ */
+export async function insertUsage(trx: Trx, tenantId: string, events: UsageEventInput[], uniques: Meters): Promise<string[]> {
+  if (events.length === 0) return [];
+  return (await trx.executeQuery(ingestQuery(trx, [{ tenantId, events }], uniques))).rows.map((r) => r.key);
+}
+
+/**
+ * Several orgs' events in one statement, its own transaction (one round trip, one commit): each org's rows
+ * are written in that org's tenant context, set by the function (RLS binds them to it). All commit or none.
+ * Returns the keys that were new, per org.
+ */
+export async function insertUsageGroups(scope: DbScope<BillingTables>, groups: UsageGroup[], uniques: Meters, opts?: StatementOptions): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>(groups.map((g) => [g.tenantId, []]));
+  if (groups.every((g) => g.events.length === 0)) return out;
+  for (const r of await scope.withStatement(ingestQuery(scope.app, groups, uniques), opts)) out.get(r.tenant_id)?.push(r.key);
+  return out;
+}
+
+/**
+ * The events travel as ONE json parameter (one JSON.stringify of the batch): text arrays would cost the
  * driver an escaping pass over every element — the properties' JSON a second time — per event.
  */
-export async function insertUsage(trx: Trx, tenantId: string, events: UsageEventInput[], uniques: Array<{ metric: string; property: string }>): Promise<string[]> {
-  if (events.length === 0) return [];
-  return (await trx.executeQuery(insertUsageQuery(trx, tenantId, events, uniques))).rows.map((r) => r.key);
-}
-
-/**
- * `insertUsage` as a transaction of its own (`withTenantStatement`: one round trip on Postgres), for
- * events whose metrics no quota watches (a quota's threshold check must run in the same transaction).
- */
-export async function insertUsageAlone(scope: DbScope<BillingTables>, tenantId: string, events: UsageEventInput[], uniques: Array<{ metric: string; property: string }>): Promise<string[]> {
-  if (events.length === 0) return [];
-  return (await scope.withTenantStatement(tenantId, insertUsageQuery(scope.app, tenantId, events, uniques))).map((r) => r.key);
-}
-
-function insertUsageQuery(db: Pick<Trx, 'getExecutor'>, tenantId: string, events: UsageEventInput[], uniques: Array<{ metric: string; property: string }>): CompiledQuery<{ key: string }> {
-  const input = JSON.stringify(events.map((e) => ({ k: e.key, m: e.metric, t: e.timestamp.toISOString(), v: e.value, p: e.properties })));
-  return sql<{ key: string }>`
-    with input as (
-      select k as key, m as metric, t as occurred_at, v as value, p as properties
-      from json_to_recordset(${input}::json) as t(k text, m text, t timestamptz, v numeric, p jsonb)
-    ), ins as (
-      insert into billing_usage_events (tenant_id, key, metric, occurred_at, value, properties)
-      select ${tenantId}::uuid, key, metric, occurred_at, value, properties from input
-      on conflict (tenant_id, key) do nothing
-      returning key, metric, occurred_at, value, properties
-    ), roll as (
-      insert into billing_usage_rollups as r (tenant_id, metric, bucket, count, sum, max, latest_value, latest_at)
-      select ${tenantId}::uuid, metric, date_trunc('hour', occurred_at, 'UTC'), count(*), sum(value), max(value),
-             (array_agg(value order by occurred_at desc))[1], max(occurred_at)
-      from ins group by metric, date_trunc('hour', occurred_at, 'UTC')
-      on conflict (tenant_id, metric, bucket) do update set
-        count = r.count + excluded.count,
-        sum = r.sum + excluded.sum,
-        max = greatest(r.max, excluded.max),
-        latest_value = case when excluded.latest_at >= r.latest_at then excluded.latest_value else r.latest_value end,
-        latest_at = greatest(r.latest_at, excluded.latest_at)
-    ), uniq as (
-      insert into billing_usage_uniques (tenant_id, metric, bucket, value)
-      select distinct ${tenantId}::uuid, i.metric, date_trunc('hour', i.occurred_at, 'UTC'), i.properties ->> u.property
-      from ins i join json_to_recordset(${JSON.stringify(uniques)}::json) as u(metric text, property text) on u.metric = i.metric
-      where i.properties ? u.property
-      on conflict do nothing
-    )
-    select key from ins`.compile(db);
+function ingestQuery(db: Pick<Trx, 'getExecutor'>, groups: UsageGroup[], uniques: Meters): CompiledQuery<{ tenant_id: string; key: string }> {
+  const input = JSON.stringify(groups.map((g) => ({ t: g.tenantId, e: g.events.map((e) => ({ k: e.key, m: e.metric, t: e.timestamp.toISOString(), v: e.value, p: e.properties })) })));
+  return sql<{ tenant_id: string; key: string }>`select tenant_id, key from billing_usage_ingest(${input}::json, ${JSON.stringify(uniques)}::json)`.compile(db);
 }
 
 export type Aggregation = 'count' | 'sum' | 'max' | 'unique_count' | 'latest' | 'time_weighted_sum';

@@ -3,7 +3,6 @@ import { Kysely, PostgresDialect, sql, type CompiledQuery, type LogEvent, type Q
 import pg from 'pg';
 import { isUuid } from '../ids.ts';
 import { CopyOutCursor } from './copy-out.ts';
-import { inlineParameters } from './inline.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
 import { currentReadSession, type LsnStore } from './read-session.ts';
 import { createReplicaRouter, ReplicaBehindError, type ReplicaMetrics, type ReplicaState } from './replica-router.ts';
@@ -63,23 +62,31 @@ export interface DbScope<T> {
    */
   withTenantRead<R>(tenantId: string, fn: (trx: Transaction<T>) => Promise<R>, opts?: ReadOptions): Promise<R>;
   /**
-   * One write statement in a transaction of its own whose tenant context is tenantId, returning its rows: what
-   * `withTenant(tenantId, (trx) => trx.executeQuery(query))` does, in ONE round trip on Postgres instead of
-   * three (BEGIN and the context, the statement, COMMIT). The context, the limits and the statement (its
-   * parameters inlined as literals, see inline.ts) go as one simple-protocol query, which Postgres runs as one
-   * implicit transaction: committed after the last statement, rolled back whole if one fails. Inside a unit of
-   * work, or when the write must record its WAL position for read-your-writes, it is `withTenant` itself.
-   * Two differences to know: a failed statement costs its pooled connection (the pool discards a client that
-   * saw an error; the next call opens another), and the server's error log (`log_min_error_statement`) prints
-   * the statement with its values inline, where bind parameters would not be — use it for data that may appear
-   * in the database's own logs.
+   * One statement in a transaction of its own with NO tenant context, returning its rows, in one round trip:
+   * for a SECURITY INVOKER function that sets each org's context itself (a write shared by several orgs'
+   * requests, e.g. `billing_usage_ingest`). Never part of a unit of work. `opts.writers`: the principals whose
+   * read-your-writes position the write moves (`currentWriter()` of each request it serves; default: the
+   * current request's); `opts.costs`: each org's share of the statement's time in the cost meter (weights).
    */
-  withTenantStatement<R>(tenantId: string, query: CompiledQuery<R>): Promise<R[]>;
+  withStatement<R>(query: CompiledQuery<R>, opts?: StatementOptions): Promise<R[]>;
   /** The caller's transaction, typed with this scope's tables (for writes that must commit together). */
   join(trx: TxHandle): Transaction<T>;
   /** Owner role: migrations and operator tools only (audit verification, seeding, flag definitions). Bypasses
    * nothing by accident: tenant tables FORCE RLS, so even the owner needs a tenant context or a policy. */
   readonly owner: Kysely<T>;
+}
+
+export interface StatementOptions {
+  writers?: Array<string | undefined>;
+  costs?: Map<string, number>;
+}
+
+/** Spreads a shared statement's time over the orgs it served, by weight. */
+function meterShares(meter: CostMeter, ms: number, weights: Map<string, number> | undefined): void {
+  if (!weights) return;
+  let total = 0;
+  for (const w of weights.values()) total += w;
+  if (total > 0) for (const [tenantId, w] of weights) meter.db(tenantId, (ms * w) / total);
 }
 
 export interface Database extends DbScope<DB> {
@@ -168,11 +175,6 @@ function kyselyLog(onQuery?: QueryObserver) {
 }
 
 type TenantRunner = <R>(tenantId: string, fn: (trx: Transaction<DB>) => Promise<R>) => Promise<R>;
-
-/** withTenantStatement as a plain transaction of `withTenant` (PGlite; a unit of work; read-your-writes tracking). */
-function statementIn(withTenant: TenantRunner) {
-  return async <R,>(tenantId: string, query: CompiledQuery<R>): Promise<R[]> => (await withTenant(tenantId, (trx) => trx.executeQuery(query))).rows;
-}
 
 function tenantRunner(db: Kysely<DB>): TenantRunner {
   return (tenantId, fn) =>
@@ -299,7 +301,14 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
     owner,
     costs,
     withTenant,
-    withTenantStatement: statementIn(withTenant),
+    async withStatement(query, so) {
+      const started = performance.now();
+      try {
+        return (await app.executeQuery(query)).rows;
+      } finally {
+        meterShares(costs, performance.now() - started, so?.costs);
+      }
+    },
     withTenantRead(tenantId, fn, ro) {
       if (!ro?.readOnly && ro?.statementTimeoutMs === undefined) return withTenant(tenantId, fn);
       return app.transaction().execute(async (trx) => {
@@ -392,10 +401,11 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
   }
   const lsnStore = opts.lsnStore;
 
-  /** After a principal's write commits: where the primary's WAL is now, for that principal's next reads. */
-  const recordPosition = async (conn: Kysely<DB>, principal: string) => {
+  /** After a write commits: where the primary's WAL is now, for its principals' next reads. */
+  const recordPosition = async (conn: Kysely<DB>, ...principals: string[]) => {
     const { rows } = await sql<{ lsn: string }>`select (pg_current_wal_lsn() - '0/0'::pg_lsn)::text as lsn`.execute(conn);
-    await lsnStore!.advance(principal, BigInt(rows[0]!.lsn.split('.')[0]!));
+    const lsn = BigInt(rows[0]!.lsn.split('.')[0]!);
+    for (const principal of principals) await lsnStore!.advance(principal, lsn);
   };
   const trackedPrincipal = () => {
     const session = currentReadSession();
@@ -408,25 +418,6 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     return primaryRun(tenantId, fn, principal ? { afterCommit: (conn) => recordPosition(conn, principal) } : {});
   }, costs);
 
-  const inTransaction = statementIn(withTenant);
-  /** withTenantStatement's one round trip, metered per tenant like every tenant transaction. */
-  const runStatement = meteredTenantRunner(async (tenantId: string, query: CompiledQuery) => {
-    const text = `${tenantContextSql(tenantId, limits)}; ${inlineParameters(query, 'withTenantStatement')}`;
-    const started = performance.now();
-    let error: unknown;
-    try {
-      // No values: node-postgres sends a simple Query, one result per statement.
-      const results = (await appPool.query(text)) as unknown as pg.QueryResult[];
-      return results[results.length - 1]!.rows;
-    } catch (err) {
-      error = err;
-      throw err;
-    } finally {
-      // Kysely's log never sees this query: report it as the query log reports Kysely's.
-      opts.onQuery?.({ sql: query.sql, durationMs: performance.now() - started, error });
-    }
-  }, costs);
-
   // LISTEN needs a session of its own: the owner's direct URL (migrations need one too, for their advisory
   // lock), never PgBouncer's transaction pooling.
   const listenUrl = opts.databaseUrl;
@@ -436,10 +427,19 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     owner,
     costs,
     withTenant,
-    async withTenantStatement<R>(tenantId: string, query: CompiledQuery<R>): Promise<R[]> {
-      if (currentUnitOfWork() || trackedPrincipal()) return inTransaction(tenantId, query);
-      if (!isUuid(tenantId)) throw new Error('tenant id must be a UUID');
-      return (await runStatement(tenantId, query)) as R[];
+    async withStatement(query, so = {}) {
+      const started = performance.now();
+      try {
+        const writers = replicas.length > 0 && lsnStore ? [...new Set((so.writers ?? [trackedPrincipal()]).filter((p): p is string => p !== undefined))] : [];
+        if (writers.length === 0) return (await app.executeQuery(query)).rows;
+        return await app.connection().execute(async (conn) => {
+          const { rows } = await conn.executeQuery(query);
+          await recordPosition(conn, ...writers).catch(() => undefined);
+          return rows;
+        });
+      } finally {
+        meterShares(costs, performance.now() - started, so.costs);
+      }
     },
     async withTenantRead(tenantId, fn, ro = {}) {
       if (replicaRunners.length === 0) return primaryRun(tenantId, fn, ro);

@@ -27,6 +27,18 @@ export function currentReadSession(): ReadSession | undefined {
 }
 
 /**
+ * The principal of a write requested now, for a statement that runs later on behalf of several requests
+ * (`withStatement`'s writers): undefined outside requests and for GET requests. Marks the request as having
+ * written (its own later reads go to the primary).
+ */
+export function currentWriter(): string | undefined {
+  const session = currentReadSession();
+  if (!session?.mutating) return undefined;
+  session.wrote = true;
+  return session.principal();
+}
+
+/**
  * Where each principal's last write ended in the primary's WAL (an LSN as a decimal byte position), kept
  * for a bounded time (longer than any replica may lag before it leaves rotation).
  */

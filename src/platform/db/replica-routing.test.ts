@@ -42,6 +42,12 @@ describe.skipIf(!services)('replica routing with read-your-writes (own primary +
     await migrate(setup.owner, { kind: 'postgres' });
     await sql`create table rw_items (tenant_id uuid not null, id text not null, primary key (tenant_id, id))`.execute(setup.owner);
     await protectTenantTable(setup.owner, 'rw_items');
+    // A write shared by several requests sets the tenant context itself (as billing_usage_ingest does).
+    await sql`create function rw_insert(p_tenant uuid, p_id text) returns void language plpgsql security invoker as $fn$
+      begin
+        perform set_config('app.tenant_id', p_tenant::text, true);
+        insert into rw_items (tenant_id, id) values (p_tenant, p_id);
+      end $fn$`.execute(setup.owner);
     await setup.close();
     db = await openDatabase({
       databaseUrl: pair.primary.url,
@@ -109,6 +115,27 @@ describe.skipIf(!services)('replica routing with read-your-writes (own primary +
     }
     expect(db.replicas()[0]!.inRotation).toBe(true);
     expect(db.replicas()[0]!.lagMs).toBe(0);
+  });
+
+  it("a statement shared by several requests (withStatement) moves every listed writer's position, and only theirs", async () => {
+    for (let i = 0; i < 50 && !db.replicas()[0]!.inRotation; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      await db.checkReplicas();
+    }
+    await replicaAdmin.query('select pg_wal_replay_pause()');
+    try {
+      for (let i = 0; i < 5; i++) {
+        await db.withStatement(sql`select rw_insert(${tenant}::uuid, ${`s${i}`})`.compile(db.app), { writers: ['u:s1', 'u:s2', undefined] });
+        // Both writers read their write at once (the primary, while the replica has not replayed it) ...
+        expect(await read('u:s1', `s${i}`)).toBe(1);
+        expect(await read('u:s2', `s${i}`)).toBe(1);
+      }
+      // ... while a principal the statement did not name reads the replica, which has not seen it.
+      expect(db.replicas()[0]!.inRotation).toBe(true);
+      expect(await read('u:bystander', 's0')).toBe(0);
+    } finally {
+      await replicaAdmin.query('select pg_wal_replay_resume()');
+    }
   });
 
   it('replica down: reads go to the primary without an error, and are counted', async () => {

@@ -1,4 +1,5 @@
 import type { TxHandle } from '../../../platform/db/database.ts';
+import { currentWriter } from '../../../platform/db/read-session.ts';
 import { currentUnitOfWork, runWithUnitOfWorkSlot } from '../../../platform/db/unit-of-work.ts';
 import type { TenantActorContext } from '../../../platform/http/actor.ts';
 import { usageBatchTooLarge } from '../billing.errors.ts';
@@ -6,7 +7,7 @@ import { BILLING_EVENTS, type UsageThresholdPayload } from '../billing.events.ts
 import * as catalog from '../billing.repo.ts';
 import type { Meter, Trx } from '../billing.repo.ts';
 import * as subs from '../subscriptions.repo.ts';
-import { insertUsage, insertUsageAlone, lockUsageMetrics, queryUsage, usageSince, type Aggregation, type Granularity, type UsageEventInput, type UsagePoint } from '../usage.repo.ts';
+import { insertUsage, insertUsageGroups, lockUsageMetrics, queryUsage, usageSince, type Aggregation, type Granularity, type Meters, type UsageEventInput, type UsagePoint } from '../usage.repo.ts';
 import type { BillingContext } from './context.ts';
 import type { EntitlementSnapshot, EntitlementUseCases } from './entitlements.ts';
 
@@ -15,6 +16,10 @@ export const MAX_USAGE_BATCH = 1000;
 const MAX_FUTURE_MS = 5 * 60_000;
 const METERS_TTL_MS = 30_000;
 const THRESHOLDS = [80, 100];
+/** Shared ingest statements in flight at once (each carrying every org group that was waiting). */
+const SHARED_IN_FLIGHT = 2;
+/** Events per shared statement at most (groups beyond wait for the next one). */
+const SHARED_MAX_EVENTS = 4 * MAX_USAGE_BATCH;
 
 export interface UsageEventIn {
   key: string;
@@ -58,7 +63,18 @@ const hourFloor = (d: Date) => new Date(Math.floor(d.getTime() / 3_600_000) * 3_
 interface Pending {
   ctx: TenantActorContext;
   events: UsageEventIn[];
+  /** Whose read-your-writes position the write moves (the caller's request). */
+  writer: string | undefined;
   resolve(r: IngestResult): void;
+  reject(err: unknown): void;
+}
+
+/** One org's validated events waiting for the next shared statement. */
+interface Shared {
+  tenantId: string;
+  events: UsageEventInput[];
+  writers: Array<string | undefined>;
+  resolve(keys: string[]): void;
   reject(err: unknown): void;
 }
 
@@ -108,16 +124,16 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
   /**
    * The events of several ingest calls of one org in one transaction, each validated and answered as if
    * the calls ran one after the other (a key repeated by a later call is its duplicate). All commit or none.
-   * When no quota watches their metrics, the transaction is the insert statement alone (one round trip);
-   * otherwise the threshold check runs in it too.
+   * When no quota watches their metrics, they go to the next shared statement (below); otherwise, or inside
+   * the caller's unit of work, the transaction is the org's own, with the threshold check in it.
    */
-  async function ingestTogether(tenantId: string, calls: Array<Pick<Pending, 'ctx' | 'events'>>): Promise<IngestResult[]> {
+  async function ingestTogether(tenantId: string, calls: Array<Pick<Pending, 'ctx' | 'events' | 'writer'>>): Promise<IngestResult[]> {
     const [meterDefs, snapshot] = await Promise.all([meterList(), ents.entitlements(tenantId)]);
-    const uniques = meterDefs.filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
+    const uniques: Meters = meterDefs.filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
     const watched = calls.some(({ events }) => events.some((e) => snapshot.quotas[e.metric] !== undefined));
-    if (!watched) {
+    if (!watched && !currentUnitOfWork()) {
       const batch = validate(calls, await c.clockNowAlone(tenantId));
-      return tally(batch, new Set(await insertUsageAlone(scope, tenantId, batch.valid, uniques)));
+      return tally(batch, new Set(await share(tenantId, batch.valid, uniques, calls.map((x) => x.writer))));
     }
     return scope.withTenant(tenantId, async (trx) => {
       const { now } = await c.clockNow(trx, tenantId);
@@ -126,6 +142,53 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
       await publishThresholds(trx, calls.map((x) => x.ctx), batch.owner, snapshot, batch.valid, inserted, now);
       return tally(batch, inserted);
     });
+  }
+
+  /**
+   * Group commit across orgs: the org groups that are ready while SHARED_IN_FLIGHT statements run wait and
+   * then go together in the next one (`insertUsageGroups`: each org's rows in its own tenant context, one
+   * commit for all). Single events from many orgs then cost one transaction, not one each; alone, a group
+   * starts at once. Each org has at most one group here at a time (its queue waits for the answer), so
+   * orgs never contend with themselves. When a shared statement fails, each org's group is retried in a
+   * statement of its own, so one org's failure cannot fail another's.
+   */
+  const sharedQueue: Shared[] = [];
+  let sharedInFlight = 0;
+  function share(tenantId: string, events: UsageEventInput[], uniques: Meters, writers: Array<string | undefined>): Promise<string[]> {
+    if (events.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      sharedQueue.push({ tenantId, events, writers, resolve, reject });
+      pumpShared(uniques);
+    });
+  }
+  function pumpShared(uniques: Meters): void {
+    while (sharedInFlight < SHARED_IN_FLIGHT && sharedQueue.length > 0) {
+      let size = 0;
+      let take = 0;
+      while (take < sharedQueue.length && (take === 0 || size + sharedQueue[take]!.events.length <= SHARED_MAX_EVENTS)) size += sharedQueue[take++]!.events.length;
+      sharedInFlight++;
+      void runShared(sharedQueue.splice(0, take), uniques).finally(() => {
+        sharedInFlight--;
+        pumpShared(uniques);
+      });
+    }
+  }
+  async function runShared(groups: Shared[], uniques: Meters): Promise<void> {
+    const write = (gs: Shared[]) =>
+      insertUsageGroups(scope, gs, uniques, { writers: gs.flatMap((g) => g.writers), costs: new Map(gs.map((g) => [g.tenantId, g.events.length])) });
+    try {
+      const keys = await write(groups);
+      for (const g of groups) g.resolve(keys.get(g.tenantId) ?? []);
+    } catch (err) {
+      if (groups.length === 1) return groups[0]!.reject(err);
+      for (const g of groups) {
+        try {
+          g.resolve((await write([g])).get(g.tenantId) ?? []);
+        } catch (e) {
+          g.reject(e);
+        }
+      }
+    }
   }
 
   /** The calls' events checked against the org's clock, in order: `valid` to write (`owner`: whose), the rest answered. */
@@ -172,13 +235,14 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
    */
   const queues = new Map<string, Pending[]>();
   function enqueue(ctx: TenantActorContext, events: UsageEventIn[]): Promise<IngestResult> {
+    const writer = currentWriter();
     return new Promise<IngestResult>((resolve, reject) => {
       const queue = queues.get(ctx.tenantId);
       if (queue) {
-        queue.push({ ctx, events, resolve, reject });
+        queue.push({ ctx, events, writer, resolve, reject });
         return;
       }
-      queues.set(ctx.tenantId, [{ ctx, events, resolve, reject }]);
+      queues.set(ctx.tenantId, [{ ctx, events, writer, resolve, reject }]);
       void drain(ctx.tenantId);
     });
   }
@@ -213,7 +277,7 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
     async ingest(ctx, events) {
       if (events.length > MAX_USAGE_BATCH) throw usageBatchTooLarge(MAX_USAGE_BATCH);
       // Inside the caller's unit of work (an Idempotency-Key request) the events commit with it: never grouped.
-      if (currentUnitOfWork()) return (await ingestTogether(ctx.tenantId, [{ ctx, events }]))[0]!;
+      if (currentUnitOfWork()) return (await ingestTogether(ctx.tenantId, [{ ctx, events, writer: undefined }]))[0]!;
       return enqueue(ctx, events);
     },
 

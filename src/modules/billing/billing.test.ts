@@ -415,26 +415,26 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     // read returns; the exact count below shows the sharing there.
     if (t.db.kind === 'pglite') expect(ingestStatements.length).toBeLessThan(orgs.length * 2);
     // A statement shared with an org whose events the database refuses: the others' events still count, once.
-    // On Postgres exactly so: orgs 0–2 write an hour whose rollup rows another transaction holds locked, so
-    // their three statements are in flight (blocked) when orgs 3–5 and the poisoned org arrive; those four
-    // share the next statement, which fails, and then go one by one: 3 + 1 + 4 statements.
+    // On Postgres exactly so: orgs 0–3 write an hour whose rollup rows another transaction holds locked, so
+    // their four statements (all that may be in flight) are blocked when orgs 4–5 and the poisoned org arrive;
+    // those three share the next statement, which fails, and then go one by one: 4 + 1 + 3 statements.
     const pgExact = t.db.kind === 'postgres';
     const lockedHour = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3_600_000 + 1_800_000).toISOString();
     const x5 = (o: SignedUp, j: number, timestamp?: string) => t.modules.billing.ingest(ctx(o), [{ key: 'x5', metric: 'shared.calls', value: j + 1, timestamp }]);
     const poison = () => t.modules.billing.ingest(ctx(poisoned), [{ key: 'bad', metric: 'shared.calls', properties: { text: 'nul \u0000 byte' } }]);
     let settled: PromiseSettledResult<Awaited<ReturnType<typeof poison>>>[];
     if (pgExact) {
-      for (const o of orgs.slice(0, 3)) await t.modules.billing.ingest(ctx(o), [{ key: 'lock', metric: 'shared.calls', value: 0, timestamp: lockedHour }]);
+      for (const o of orgs.slice(0, 4)) await t.modules.billing.ingest(ctx(o), [{ key: 'lock', metric: 'shared.calls', value: 0, timestamp: lockedHour }]);
       settled = await t.db.owner.connection().execute(async (conn) => {
         await sql`begin`.execute(conn);
-        for (const o of orgs.slice(0, 3)) {
+        for (const o of orgs.slice(0, 4)) {
           await sql`select set_config('app.tenant_id', ${o.orgId}, true)`.execute(conn);
           await sql`select 1 from billing_usage_rollups where tenant_id = ${o.orgId} and metric = 'shared.calls' and bucket = date_trunc('hour', ${lockedHour}::timestamptz) for update`.execute(conn);
         }
         ingestStatements.length = 0;
-        const first = orgs.slice(0, 3).map((o, j) => x5(o, j, lockedHour));
+        const first = orgs.slice(0, 4).map((o, j) => x5(o, j, lockedHour));
         await new Promise((r) => setTimeout(r, 300));
-        const rest = [...orgs.slice(3).map((o, j) => x5(o, j + 3)), poison()];
+        const rest = [...orgs.slice(4).map((o, j) => x5(o, j + 4)), poison()];
         await new Promise((r) => setTimeout(r, 300));
         await sql`commit`.execute(conn);
         return Promise.allSettled([...first, ...rest]);
@@ -445,11 +445,11 @@ describe(`billing over HTTP (${process.env.TEST_DATABASE_URL ? 'postgres' : 'pgl
     }
     expect(settled.at(-1)!.status).toBe('rejected');
     expect(settled.slice(0, -1).map((r) => (r.status === 'fulfilled' ? r.value.accepted : r.reason))).toEqual(orgs.map(() => 1));
-    if (pgExact) expect(ingestStatements).toHaveLength(3 + 1 + 4);
+    if (pgExact) expect(ingestStatements).toHaveLength(4 + 1 + 3);
     const range = { metric: 'shared.calls', from: new Date(Date.now() - 3 * 3_600_000), to: new Date(Date.now() + 3_600_000), groupBy: 'total' as const };
     for (const [j, o] of orgs.entries()) {
       expect((await t.modules.billing.usage(o.orgId, { ...range, aggregation: 'sum' })).data[0]!.value).toBe(6 * (j + 1));
-      expect((await t.modules.billing.usage(o.orgId, { ...range, aggregation: 'count' })).data[0]!.value).toBe(pgExact && j < 3 ? 7 : 6);
+      expect((await t.modules.billing.usage(o.orgId, { ...range, aggregation: 'count' })).data[0]!.value).toBe(pgExact && j < 4 ? 7 : 6);
     }
     expect((await t.modules.billing.usage(poisoned.orgId, { ...range, aggregation: 'count' })).data).toEqual([]);
   });

@@ -4,7 +4,7 @@ import pg from 'pg';
 import { isUuid } from '../ids.ts';
 import { CopyOutCursor } from './copy-out.ts';
 import { createConnectionLock, createPgliteDialect } from './pglite-dialect.ts';
-import { currentReadSession, type LsnStore } from './read-session.ts';
+import { currentReadSession, currentWriter, type LsnStore } from './read-session.ts';
 import { createReplicaRouter, ReplicaBehindError, type ReplicaMetrics, type ReplicaState } from './replica-router.ts';
 import { isDatabaseUnavailable } from './unavailable.ts';
 import type { DB } from './schema.generated.ts';
@@ -81,12 +81,17 @@ export interface StatementOptions {
   costs?: Map<string, number>;
 }
 
-/** Spreads a shared statement's time over the orgs it served, by weight. */
-function meterShares(meter: CostMeter, ms: number, weights: Map<string, number> | undefined): void {
-  if (!weights) return;
-  let total = 0;
-  for (const w of weights.values()) total += w;
-  if (total > 0) for (const [tenantId, w] of weights) meter.db(tenantId, (ms * w) / total);
+/** Runs a shared statement and spreads its time over the orgs it served, by weight. */
+async function meteredShares<R>(meter: CostMeter, weights: Map<string, number> | undefined, run: () => Promise<R>): Promise<R> {
+  const started = performance.now();
+  try {
+    return await run();
+  } finally {
+    const ms = performance.now() - started;
+    let total = 0;
+    for (const w of weights?.values() ?? []) total += w;
+    if (total > 0) for (const [tenantId, w] of weights!) meter.db(tenantId, (ms * w) / total);
+  }
 }
 
 export interface Database extends DbScope<DB> {
@@ -301,14 +306,7 @@ async function openPglite(opts: DatabaseOptions): Promise<Database> {
     owner,
     costs,
     withTenant,
-    async withStatement(query, so) {
-      const started = performance.now();
-      try {
-        return (await app.executeQuery(query)).rows;
-      } finally {
-        meterShares(costs, performance.now() - started, so?.costs);
-      }
-    },
+    withStatement: (query, so) => meteredShares(costs, so?.costs, async () => (await app.executeQuery(query)).rows),
     withTenantRead(tenantId, fn, ro) {
       if (!ro?.readOnly && ro?.statementTimeoutMs === undefined) return withTenant(tenantId, fn);
       return app.transaction().execute(async (trx) => {
@@ -407,11 +405,10 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     const lsn = BigInt(rows[0]!.lsn.split('.')[0]!);
     for (const principal of principals) await lsnStore!.advance(principal, lsn);
   };
+  const tracking = replicas.length > 0 && lsnStore !== undefined;
   const trackedPrincipal = () => {
-    const session = currentReadSession();
-    if (!session?.mutating) return undefined;
-    session.wrote = true;
-    return replicas.length > 0 && lsnStore ? session.principal() : undefined;
+    const principal = currentWriter();
+    return tracking ? principal : undefined;
   };
   const withTenant: TenantRunner = meteredTenantRunner((tenantId, fn) => {
     const principal = trackedPrincipal();
@@ -427,20 +424,16 @@ async function openPostgres(opts: DatabaseOptions & { databaseUrl: string }): Pr
     owner,
     costs,
     withTenant,
-    async withStatement(query, so = {}) {
-      const started = performance.now();
-      try {
-        const writers = replicas.length > 0 && lsnStore ? [...new Set((so.writers ?? [trackedPrincipal()]).filter((p): p is string => p !== undefined))] : [];
+    withStatement: (query, so = {}) =>
+      meteredShares(costs, so.costs, async () => {
+        const writers = tracking ? [...new Set((so.writers ?? [trackedPrincipal()]).filter((p): p is string => p !== undefined))] : [];
         if (writers.length === 0) return (await app.executeQuery(query)).rows;
-        return await app.connection().execute(async (conn) => {
+        return app.connection().execute(async (conn) => {
           const { rows } = await conn.executeQuery(query);
           await recordPosition(conn, ...writers).catch(() => undefined);
           return rows;
         });
-      } finally {
-        meterShares(costs, performance.now() - started, so.costs);
-      }
-    },
+      }),
     async withTenantRead(tenantId, fn, ro = {}) {
       if (replicaRunners.length === 0) return primaryRun(tenantId, fn, ro);
       // Inside a unit of work (an idempotent POST) reads join its transaction, as before.

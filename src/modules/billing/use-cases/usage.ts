@@ -64,6 +64,9 @@ export interface UsageUseCases {
 
 const hourFloor = (d: Date) => new Date(Math.floor(d.getTime() / 3_600_000) * 3_600_000);
 
+/** The unique_count meters: whose property values the ingest keeps per hour. */
+const uniquesOf = (meters: Meter[]): Meters => meters.filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
+
 /** An ingest call waiting for its org's next group transaction. */
 interface Pending {
   ctx: TenantActorContext;
@@ -133,13 +136,13 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
    * the caller's unit of work, the transaction is the org's own, with the threshold check in it.
    */
   async function ingestTogether(tenantId: string, calls: Array<Pick<Pending, 'ctx' | 'events' | 'writer'>>): Promise<IngestResult[]> {
-    const [meterDefs, snapshot] = await Promise.all([meterList(), ents.entitlements(tenantId)]);
-    const uniques: Meters = meterDefs.filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
+    const snapshot = await ents.entitlements(tenantId);
     const watched = calls.some(({ events }) => events.some((e) => snapshot.quotas[e.metric] !== undefined));
     if (!watched && !currentUnitOfWork()) {
       const batch = validate(calls, await c.clockNowAlone(tenantId));
-      return tally(batch, new Set(await share(tenantId, batch.valid, uniques, calls.map((x) => x.writer))));
+      return tally(batch, new Set(await share(tenantId, batch.valid, calls.map((x) => x.writer))));
     }
+    const uniques = uniquesOf(await meterList());
     return scope.withTenant(tenantId, async (trx) => {
       const { now } = await c.clockNow(trx, tenantId);
       const batch = validate(calls, now);
@@ -159,28 +162,28 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
    */
   const sharedQueue: Shared[] = [];
   let sharedInFlight = 0;
-  function share(tenantId: string, events: UsageEventInput[], uniques: Meters, writers: Array<string | undefined>): Promise<string[]> {
+  function share(tenantId: string, events: UsageEventInput[], writers: Array<string | undefined>): Promise<string[]> {
     if (events.length === 0) return Promise.resolve([]);
     return new Promise((resolve, reject) => {
       sharedQueue.push({ tenantId, events, writers, resolve, reject });
-      pumpShared(uniques);
+      pumpShared();
     });
   }
-  function pumpShared(uniques: Meters): void {
+  function pumpShared(): void {
     while (sharedInFlight < SHARED_IN_FLIGHT && sharedQueue.length > 0) {
       let size = 0;
       let take = 0;
       while (take < sharedQueue.length && (take === 0 || size + sharedQueue[take]!.events.length <= SHARED_MAX_EVENTS)) size += sharedQueue[take++]!.events.length;
       sharedInFlight++;
-      void runShared(sharedQueue.splice(0, take), uniques).finally(() => {
+      void runShared(sharedQueue.splice(0, take)).finally(() => {
         sharedInFlight--;
-        pumpShared(uniques);
+        pumpShared();
       });
     }
   }
-  async function runShared(groups: Shared[], uniques: Meters): Promise<void> {
-    const write = (gs: Shared[]) =>
-      insertUsageGroups(scope, gs, uniques, { writers: gs.flatMap((g) => g.writers), costs: new Map(gs.map((g) => [g.tenantId, g.events.length])) });
+  async function runShared(groups: Shared[]): Promise<void> {
+    const write = async (gs: Shared[]) =>
+      insertUsageGroups(scope, gs, uniquesOf(await meterList()), { writers: gs.flatMap((g) => g.writers), costs: new Map(gs.map((g) => [g.tenantId, g.events.length])) });
     try {
       const keys = await write(groups);
       for (const g of groups) g.resolve(keys.get(g.tenantId) ?? []);
@@ -289,7 +292,7 @@ export function usageUseCases(c: BillingContext, ents: Pick<EntitlementUseCases,
     async recordProductUsage(trx, orgId, events) {
       // Meters read in this transaction: a handler must not wait for a second connection (one on PGlite).
       const tx = scope.join(trx);
-      const uniques = (await catalog.listMeters(tx)).filter((m) => m.aggregation === 'unique_count' && m.property).map((m) => ({ metric: m.key, property: m.property! }));
+      const uniques = uniquesOf(await catalog.listMeters(tx));
       return (await insertUsage(tx, orgId, events, uniques)).length;
     },
 
